@@ -1,0 +1,208 @@
+"""The one verb of the bounds family: :func:`bound`, and input validation shared by all bounds.
+
+Every method is a function ``(net, failures, fault) -> (value, per_layer)`` registered in
+:data:`METHODS`; :func:`bound` validates once and wraps the answer in a :class:`BoundResult`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from faultbound.errors import InvalidArgumentError
+from faultbound.faults import (
+    Byzantine,
+    ByzantineDeviation,
+    Crash,
+    Fault,
+    NeuronFault,
+    Precision,
+    SynapseByzantine,
+    SynapseFault,
+)
+from faultbound.network.core import Network
+
+__all__ = ["BoundResult", "bound", "METHODS", "Method", "check_failures", "check_eps", "fault_dict"]
+
+Method = Literal["paper", "tight"]
+BoundFn = Callable[[Network, Sequence[int] | None, Fault], tuple[float, list[float]]]
+
+LEMMA1 = (
+    "Lemma 1: with unbounded transmission (capacity = inf) no network tolerates a single "
+    "Byzantine neuron or synapse."
+)
+
+
+def _methods() -> dict[str, BoundFn]:
+    from faultbound.bounds.paper import paper_bound
+
+    out: dict[str, BoundFn] = {"paper": paper_bound}
+    try:
+        from faultbound.bounds.tight import tight_bound
+    except ImportError:  # pragma: no cover - tight is part of the package
+        return out
+    out["tight"] = tight_bound
+    return out
+
+
+#: Registered bound methods, by name.
+METHODS: dict[str, BoundFn] = _methods()
+
+
+def fault_dict(fault: Fault) -> dict[str, Any]:
+    """A JSON-ready description of a fault model."""
+    d: dict[str, Any] = {"name": fault.name}
+    for key in ("capacity", "value", "errors"):
+        if hasattr(fault, key):
+            v = getattr(fault, key)
+            d[key] = list(v) if isinstance(v, tuple) else (None if v == math.inf else v)
+    return d
+
+
+@dataclass(frozen=True)
+class BoundResult:
+    """A certified bound on :math:`\\sup_x \\|F_{neu}(x) - F_{fail}(x)\\|_\\infty`.
+
+    Attributes:
+        value: the bound (``inf`` only when ``unbounded``: Lemma 1).
+        method: ``"paper"`` or ``"tight"``.
+        fault: the fault model.
+        failures: f_l per layer (L entries; L+1 for synapse faults; empty for precision).
+        per_layer: each layer's contribution (they sum to ``value`` for ``"paper"``).
+        unbounded: True when no finite bound exists (unbounded capacity).
+        notes: plain-language caveats.
+    """
+
+    value: float
+    method: str
+    fault: Fault
+    failures: tuple[int, ...]
+    per_layer: tuple[float, ...]
+    unbounded: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": None if self.unbounded else self.value,
+            "unbounded": self.unbounded,
+            "method": self.method,
+            "fault": self.fault.name,
+            "fault_params": fault_dict(self.fault),
+            "failures": list(self.failures),
+            "per_layer": [None if not math.isfinite(v) else v for v in self.per_layer],
+            "notes": list(self.notes),
+        }
+
+
+def check_failures(net: Network, failures: Sequence[int] | None, fault: Fault) -> tuple[int, ...]:
+    """Validate ``failures`` for ``fault``: L counts for neurons (0 <= f_l < N_l), L+1 for
+    synapses (0 <= f_l <= synapses into layer l)."""
+    if isinstance(fault, Precision):
+        if len(fault.errors) != net.L:
+            raise InvalidArgumentError(
+                f"Expected `errors` to have one value per hidden layer ({net.L}), but got "
+                f"{len(fault.errors)}."
+            )
+        return ()
+    if failures is None:
+        raise InvalidArgumentError("Expected `failures`, one count per layer, but got None.")
+    try:
+        f = tuple(int(v) for v in failures)
+        if any(float(a) != float(b) for a, b in zip(f, failures, strict=True)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"Expected `failures` to be integers, but got {list(failures)!r}."
+        ) from None
+    synapse = isinstance(fault, SynapseFault)
+    want = net.L + 1 if synapse else net.L
+    what = "layer 1..L+1 (synapses into each layer)" if synapse else "hidden layer"
+    if len(f) != want:
+        raise InvalidArgumentError(
+            f"Expected `failures` to have one count per {what} ({want}), but got {len(f)}."
+        )
+    for l, v in enumerate(f, start=1):
+        if v < 0:
+            raise InvalidArgumentError(f"Expected failures >= 0, but got f_{l} = {v}.")
+        if synapse:
+            cap = net.layers[l - 1].n_synapses
+            if v > cap:
+                raise InvalidArgumentError(
+                    f"Expected f_{l} <= {cap} (the synapses into layer {l}), but got {v}."
+                )
+        elif v >= net.layers[l - 1].width:
+            raise InvalidArgumentError(
+                f"Expected f_{l} < N_{l} = {net.layers[l - 1].width} (Theorem 3 needs a correct "
+                f"neuron in every layer), but got {v}."
+            )
+    return f
+
+
+def check_eps(eps: float, eps_prime: float) -> None:
+    """Validate :math:`0 \\le \\epsilon' \\le \\epsilon` (both finite)."""
+    for name, v in (("eps", eps), ("eps_prime", eps_prime)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise InvalidArgumentError(f"Expected `{name}` to be a finite number >= 0, but got {v}.")
+    if eps_prime > eps:
+        raise InvalidArgumentError(
+            f"Expected eps_prime <= eps (the network must approximate its target to better than "
+            f"eps), but got eps_prime = {eps_prime} > eps = {eps}."
+        )
+
+
+def bound(
+    net: Network,
+    failures: Sequence[int] | None = None,
+    fault: Fault | None = None,
+    method: Method = "paper",
+) -> BoundResult:
+    """Certified bound on the output error for every input of the domain and every failure set
+    with ``failures[l]`` failing units in layer l.
+
+    Args:
+        net: the network.
+        failures: :math:`(f_1, \\dots, f_L)` (L+1 entries for synapse faults; omit for
+            :class:`~faultbound.faults.Precision`).
+        fault: the fault model, :class:`~faultbound.faults.Crash` by default.
+        method: ``"paper"`` (the paper's derivation, made sound; see
+            :mod:`faultbound.bounds.paper`) or ``"tight"`` (per-neuron propagation).
+
+    Example:
+        >>> import torch, faultbound as fb
+        >>> from torch import nn
+        >>> lin1, lin2 = nn.Linear(1, 2), nn.Linear(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = lin1.weight.fill_(1.0), lin1.bias.zero_(), lin2.weight.fill_(0.5), lin2.bias.zero_()
+        >>> net = fb.Network.from_torch(nn.Sequential(lin1, nn.Sigmoid(), lin2))
+        >>> fb.bound(net, [1]).value  # one crashed sigmoid (|y| <= 1) behind a weight of 0.5
+        0.5
+    """
+    fault = Crash() if fault is None else fault
+    if method not in METHODS:
+        raise InvalidArgumentError(
+            f"Expected `method` to be one of {', '.join(METHODS)}, but got {method!r}."
+        )
+    f = check_failures(net, failures, fault)
+    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
+        raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
+    notes: list[str] = []
+    cap = getattr(fault, "capacity", None)
+    if cap == math.inf and sum(f) > 0:
+        per = tuple(math.inf if v > 0 else 0.0 for v in f)
+        return BoundResult(math.inf, method, fault, f, per, True, (LEMMA1,))
+    net.require_bounded_values()
+    value, per_layer = METHODS[method](net, f if f else None, fault)
+    if isinstance(fault, ByzantineDeviation):
+        notes.append(
+            "byzantine-deviation is the printed reading of Theorem 2 (C bounds the deviation); "
+            "for neurons that send values in [-C, C] use byzantine (ERRATA 2)."
+        )
+    if isinstance(fault, (Byzantine, SynapseByzantine)):
+        notes.append("Byzantine deviation = C + max|value| (ERRATA 2/3).")
+    if not all(math.isfinite(v) for v in [value, *per_layer]) or np.isnan(value):
+        raise InvalidArgumentError("The bound is not finite; check the domain and the weights.")
+    return BoundResult(float(value), method, fault, f, tuple(float(v) for v in per_layer), False, tuple(notes))

@@ -1,0 +1,101 @@
+"""Shared pieces of the CLI: the Typer app, error handling, model loading, output helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from faultbound.errors import FaultboundError, InvalidArgumentError
+
+app = typer.Typer(
+    name="faultbound",
+    help="Certified and measured fault tolerance of neural networks (When Neurons Fail).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def run_app() -> int:
+    """Run the app; a library error or a bad option prints one line and returns 2."""
+    try:
+        app(standalone_mode=False)
+    except FaultboundError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("error: aborted", markup=False, highlight=False)
+        return 130
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            err_console.print(f"error: {e.format_message()}", markup=False, highlight=False)
+            return 2
+        if isinstance(e, click.exceptions.Exit):
+            return int(e.exit_code)
+        raise
+    return 0
+
+
+def parse_ints(text: str, what: str = "failures") -> list[int]:
+    """Parse ``"1,0,2"``."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip() != ""]
+    except ValueError:
+        raise InvalidArgumentError(
+            f"Expected --{what} as comma-separated integers like 1,0,2, but got {text!r}."
+        ) from None
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip() != ""]
+    except ValueError:
+        raise InvalidArgumentError(
+            f"Expected --{what} as comma-separated numbers, but got {text!r}."
+        ) from None
+    if any(math.isnan(v) for v in vals):
+        raise InvalidArgumentError(f"Expected --{what} without NaN, but got {text!r}.")
+    return vals
+
+
+def parse_domain(text: str | None) -> tuple[float, float] | None:
+    """Parse ``--domain LO,HI``."""
+    if text is None:
+        return None
+    vals = parse_floats(text, "domain")
+    if len(vals) != 2:
+        raise InvalidArgumentError(f"Expected --domain as LO,HI, but got {text!r}.")
+    return vals[0], vals[1]
+
+
+def load_model(path: Path, domain: str | None = None, trust_pickle: bool = False) -> Any:
+    """Load a model file into a Network (errors are library errors)."""
+    from faultbound.network.loaders import load
+
+    return load(path, domain=parse_domain(domain), trust_pickle=trust_pickle)
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def print_json(obj: dict[str, Any]) -> None:
+    """Print one JSON object (non-finite floats become null) on stdout."""
+    sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")

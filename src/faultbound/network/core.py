@@ -1,0 +1,477 @@
+"""The canonical Network: hidden layers 1..L and the linear output layer L+1, as in the paper.
+
+Every later stage (bounds, the fault-injection engine, the applications) reads only this object,
+so there is exactly one definition of what the network computes:
+
+.. math::
+
+    y^{(0)} = x,\\qquad s^{(l)} = A^{(l)} y^{(l-1)} + b^{(l)},\\qquad
+    y^{(l)} = \\varphi_l(s^{(l)})\\ (1 \\le l \\le L),\\qquad F(x) = s^{(L+1)}.
+
+A *neuron* of layer l is one entry of :math:`y^{(l)}` (for a convolution, one
+(channel, row, column)). Weights are stored in float64; the forward pass runs in the dtype of its
+input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from faultbound.errors import InvalidArgumentError, UnboundedError
+from faultbound.network.activations import Activation
+from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten, Op
+
+__all__ = ["Box", "Layer", "Network", "LayerIntervals"]
+
+#: Largest effective weight matrix (entries) that is materialised for w_m / fan-in / synapses.
+MAX_EFFECTIVE_ENTRIES = 50_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class Box:
+    """An input domain :math:`\\prod_i [lo_i, hi_i]` (float64 tensors of the input shape)."""
+
+    lo: Tensor
+    hi: Tensor
+
+    @staticmethod
+    def make(
+        domain: tuple[float | Sequence[float] | Tensor | np.ndarray, float | Sequence[float] | Tensor | np.ndarray]
+        | None,
+        shape: tuple[int, ...],
+    ) -> Box:
+        """Build a box of ``shape`` from ``(lo, hi)`` scalars or arrays; ``None`` means [0, 1]^d."""
+        if domain is None:
+            domain = (0.0, 1.0)
+        try:
+            lo_raw, hi_raw = domain
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                f"Expected `domain` as a pair (lo, hi), but got {domain!r}."
+            ) from None
+        lo = _as_box_side(lo_raw, shape, "lo")
+        hi = _as_box_side(hi_raw, shape, "hi")
+        if bool((lo > hi).any()):
+            raise InvalidArgumentError("Expected `domain` with lo <= hi for every feature.")
+        return Box(lo, hi)
+
+    @property
+    def center(self) -> Tensor:
+        return (self.lo + self.hi) / 2
+
+    @property
+    def radius(self) -> Tensor:
+        return (self.hi - self.lo) / 2
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` points drawn uniformly from the box, float64, shape ``(n, *shape)``."""
+        u = torch.rand((n, *self.lo.shape), dtype=torch.float64, generator=generator)
+        return self.lo + u * (self.hi - self.lo)
+
+    def describe(self) -> str:
+        lo, hi = float(self.lo.min()), float(self.hi.max())
+        uniform = bool((self.lo == self.lo.flatten()[0]).all() and (self.hi == self.hi.flatten()[0]).all())
+        return f"[{lo:g}, {hi:g}]^{self.lo.numel()}" if uniform else f"box in [{lo:g}, {hi:g}]"
+
+
+def _as_box_side(v: object, shape: tuple[int, ...], name: str) -> Tensor:
+    t = torch.as_tensor(np.asarray(v, dtype=np.float64))
+    try:
+        t = torch.broadcast_to(t, shape).clone()
+    except RuntimeError:
+        raise InvalidArgumentError(
+            f"Expected domain `{name}` to be a scalar or to have the input shape {shape}, "
+            f"but got shape {tuple(t.shape)}."
+        ) from None
+    if not bool(torch.isfinite(t).all()):
+        raise InvalidArgumentError(f"Expected a finite domain, but `{name}` has NaN or inf.")
+    return t
+
+
+@dataclass(frozen=True)
+class LayerIntervals:
+    """Interval propagation of the clean network over the domain, for one layer.
+
+    ``s_lo, s_hi`` bound the pre-activations :math:`s^{(l)}`, ``y_lo, y_hi`` the outputs.
+    """
+
+    s_lo: Tensor
+    s_hi: Tensor
+    y_lo: Tensor
+    y_hi: Tensor
+
+    @property
+    def y_abs(self) -> Tensor:
+        """:math:`\\max |y_j|` over the domain, per neuron."""
+        return torch.maximum(self.y_lo.abs(), self.y_hi.abs())
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """Layer l: an affine chain ``ops`` then ``activation`` (``None`` for the output layer L+1)."""
+
+    index: int
+    ops: tuple[Op, ...]
+    activation: Activation | None
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    source: str = ""
+    _cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    @property
+    def width(self) -> int:
+        """:math:`N_l`, the number of neurons (output units for the output layer)."""
+        return math.prod(self.out_shape)
+
+    @property
+    def in_width(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def kind(self) -> str:
+        return "conv" if any(isinstance(o, Conv) for o in self.ops) else "dense"
+
+    def pre(self, y_prev: Tensor) -> Tensor:
+        """:math:`s^{(l)} = A^{(l)} y^{(l-1)} + b^{(l)}` on a batch ``(B, *in_shape)``."""
+        for op in self.ops:
+            y_prev = op.forward(y_prev)
+        return y_prev
+
+    def linear(self, y_prev: Tensor) -> Tensor:
+        """:math:`A^{(l)} y^{(l-1)}` (no bias)."""
+        for op in self.ops:
+            y_prev = op.linear(y_prev)
+        return y_prev
+
+    def abs_linear(self, e: Tensor) -> Tensor:
+        """An upper bound of :math:`|A^{(l)}|\\,e` for ``e >= 0`` (exact for a single weighted op)."""
+        for op in self.ops:
+            e = op.abs_linear(e)
+        return e
+
+    def forward(self, y_prev: Tensor) -> Tensor:
+        s = self.pre(y_prev)
+        return s if self.activation is None else self.activation(s)
+
+    @property
+    def _simple(self) -> Op | None:
+        """The single weighted op when the chain is that op plus flattens, else ``None``."""
+        weighted = [o for o in self.ops if not isinstance(o, Flatten)]
+        if len(weighted) == 1 and weighted[0].weighted:
+            return weighted[0]
+        return None
+
+    def effective_matrix(self) -> Tensor:
+        """:math:`A^{(l)}` as a dense (N_l, N_{l-1}) float64 matrix (materialised once, cached)."""
+        got = self._cache.get("matrix")
+        if isinstance(got, Tensor):
+            return got
+        simple = self._simple
+        if isinstance(simple, Dense):
+            m = simple.weight
+        else:
+            n_in, n_out = self.in_width, self.width
+            if n_in * n_out > MAX_EFFECTIVE_ENTRIES:
+                raise InvalidArgumentError(
+                    f"Layer {self.index} ({self.source}) has an effective weight matrix of "
+                    f"{n_out} x {n_in} entries, above the limit of {MAX_EFFECTIVE_ENTRIES}."
+                )
+            cols = []
+            for start in range(0, n_in, 4096):
+                stop = min(n_in, start + 4096)
+                eye = torch.zeros((stop - start, n_in), dtype=torch.float64)
+                eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+                cols.append(self.linear(eye.reshape(-1, *self.in_shape)).reshape(stop - start, -1))
+            m = torch.cat(cols, 0).T.contiguous()
+        self._cache["matrix"] = m
+        return m
+
+    @cached_property
+    def w_max(self) -> float:
+        """:math:`w_m^{(l)} = \\max_{j,i} |w_{ji}^{(l)}|` over the synapses into layer l."""
+        simple = self._simple
+        if isinstance(simple, (Dense, Conv)):
+            return float(simple.weight.abs().max()) if simple.weight.numel() else 0.0
+        return float(self.effective_matrix().abs().max())
+
+    @cached_property
+    def fan_in(self) -> int:
+        """:math:`R(l)`: how many neurons of layer l-1 feed one neuron of layer l, at most."""
+        simple = self._simple
+        if isinstance(simple, Dense):
+            return int(simple.weight.shape[1])
+        if isinstance(simple, Conv):
+            return min(simple.fan_in, self.in_width)
+        return int((self.effective_matrix() != 0).sum(1).max())
+
+    @cached_property
+    def n_synapses(self) -> int:
+        """Number of synapses into layer l (non-zero effective weights, or structural for convs)."""
+        simple = self._simple
+        if isinstance(simple, Dense):
+            return int(simple.weight.numel())
+        return int((self.effective_matrix() != 0).sum())
+
+    def describe(self) -> str:
+        parts = []
+        for o in self.ops:
+            if isinstance(o, Dense):
+                parts.append(f"Linear({o.weight.shape[1]}->{o.weight.shape[0]})")
+            elif isinstance(o, Conv):
+                co, ci, kh, kw = o.weight.shape
+                parts.append(f"Conv({ci}->{co}, {kh}x{kw}, s={o.stride[0]}, p={o.padding[0]})")
+            elif isinstance(o, AvgPool):
+                parts.append(f"AvgPool({o.kernel[0]})")
+            elif isinstance(o, ChannelAffine):
+                parts.append("BatchNorm")
+        return " + ".join(parts) or "identity"
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A feed-forward network in the paper's form (see the module docstring).
+
+    Build one with :meth:`from_torch` or :func:`faultbound.load`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> import faultbound as fb
+        >>> torch.manual_seed(0) and None
+        >>> net = fb.Network.from_torch(nn.Sequential(nn.Linear(2, 3), nn.Sigmoid(), nn.Linear(3, 1)))
+        >>> net.L, net.widths
+        (1, [3])
+    """
+
+    layers: tuple[Layer, ...]
+    domain: Box
+    input_shape: tuple[int, ...]
+    _cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    # ----------------------------------------------------------------- construction
+    @staticmethod
+    def from_torch(
+        module: nn.Module,
+        domain: tuple[object, object] | None = None,
+        input_shape: Sequence[int] | None = None,
+        check: bool = True,
+    ) -> Network:
+        """Extract the Network of an ``nn.Sequential`` (nested Sequentials are flattened).
+
+        Args:
+            module: the model; analysed with eval-mode semantics (batch norms folded).
+            domain: ``(lo, hi)`` scalars or arrays of the input shape; default [0, 1]^d.
+            input_shape: the shape of one input, required when the first layer is a convolution
+                or a flatten (e.g. ``(1, 28, 28)``).
+            check: compare the Network's forward pass with the module's on probe inputs.
+
+        Raises:
+            UnsupportedModelError: listing every unsupported layer at once.
+            ModelLoadError: when the extracted Network disagrees with the module.
+        """
+        from faultbound.network.extract import extract_torch
+
+        return extract_torch(module, domain=domain, input_shape=input_shape, check=check)
+
+    def with_domain(self, domain: tuple[object, object] | None) -> Network:
+        """The same network over another input domain."""
+        return Network(self.layers, Box.make(domain, self.input_shape), self.input_shape)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- shape
+    @property
+    def L(self) -> int:  # noqa: N802 - the paper's notation
+        """Number of hidden layers."""
+        return len(self.layers) - 1
+
+    @property
+    def hidden(self) -> tuple[Layer, ...]:
+        return self.layers[:-1]
+
+    @property
+    def output(self) -> Layer:
+        return self.layers[-1]
+
+    @property
+    def widths(self) -> list[int]:
+        """:math:`[N_1, \\dots, N_L]`."""
+        return [layer.width for layer in self.hidden]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.output.width
+
+    @property
+    def n_params(self) -> int:
+        n = 0
+        for layer in self.layers:
+            for op in layer.ops:
+                if isinstance(op, (Dense, Conv)):
+                    n += op.weight.numel() + op.bias.numel()
+        return n
+
+    @property
+    def w_max(self) -> list[float]:
+        """:math:`[w_m^{(1)}, \\dots, w_m^{(L+1)}]`."""
+        return [layer.w_max for layer in self.layers]
+
+    @property
+    def K(self) -> list[float]:  # noqa: N802
+        """Lipschitz constant of each hidden layer's activation."""
+        return [layer.activation.K for layer in self.hidden]  # type: ignore[union-attr]
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        """:math:`F(x)` for a batch ``(B, *input_shape)``, in ``x``'s dtype, shape (B, n_outputs)."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x.reshape(x.shape[0], -1)
+
+    __call__ = forward
+
+    def activations(self, x: Tensor) -> list[Tensor]:
+        """``[y^(0) = x, y^(1), ..., y^(L), F(x)]`` for a batch."""
+        ys = [x]
+        for layer in self.layers:
+            ys.append(layer.forward(ys[-1]))
+        ys[-1] = ys[-1].reshape(x.shape[0], -1)
+        return ys
+
+    # ----------------------------------------------------------------- intervals
+    def intervals(self) -> list[LayerIntervals]:
+        """Interval propagation over the domain, for layers 1..L+1 (cached).
+
+        With centre c and radius r of the previous layer's box,
+        :math:`s \\in [A c + b - |A| r,\\ A c + b + |A| r]`; the activation's exact image gives
+        the outputs' box.
+        """
+        got = self._cache.get("intervals")
+        if isinstance(got, list):
+            return got
+        lo = self.domain.lo.unsqueeze(0)
+        hi = self.domain.hi.unsqueeze(0)
+        out: list[LayerIntervals] = []
+        for layer in self.layers:
+            c, r = (lo + hi) / 2, (hi - lo) / 2
+            sc = layer.pre(c)
+            sr = layer.abs_linear(r)
+            slack = 1e-12 * (sc.abs() + sr)
+            s_lo, s_hi = sc - sr - slack, sc + sr + slack
+            if layer.activation is None:
+                y_lo, y_hi = s_lo, s_hi
+            else:
+                y_lo, y_hi = layer.activation.image(s_lo, s_hi)
+            out.append(LayerIntervals(s_lo[0], s_hi[0], y_lo[0], y_hi[0]))
+            lo, hi = y_lo, y_hi
+        self._cache["intervals"] = out
+        return out
+
+    def value_bound(self, l: int) -> float:
+        """:math:`Y_l = \\max_j \\sup_x |y_j^{(l)}(x)|` for l = 0..L (l = 0: the inputs).
+
+        For a bounded activation this is :math:`\\max|\\varphi|` (the paper's C for crashes); for
+        an unbounded one it comes from interval propagation over the domain (ERRATA 7).
+        """
+        if l == 0:
+            return float(torch.maximum(self.domain.lo.abs(), self.domain.hi.abs()).max())
+        act = self.layers[l - 1].activation
+        assert act is not None
+        if act.bounded:
+            return act.max_abs
+        return float(self.intervals()[l - 1].y_abs.max())
+
+    def value_bound_domain(self, l: int) -> float:
+        """Like :meth:`value_bound` but always from interval propagation (never above it)."""
+        if l == 0:
+            return self.value_bound(0)
+        return min(self.value_bound(l), float(self.intervals()[l - 1].y_abs.max()))
+
+    def require_bounded_values(self) -> None:
+        """Raise :class:`UnboundedError` if some hidden value has no finite bound."""
+        for l in range(1, self.L + 1):
+            if not math.isfinite(self.value_bound(l)):
+                raise UnboundedError(
+                    f"Layer {l} ({self.layers[l - 1].activation.name}) is unbounded over the "  # type: ignore[union-attr]
+                    "domain; give a bounded input domain."
+                )
+
+    # ----------------------------------------------------------------- export
+    def to_torch(self, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+        """An ``nn.Sequential`` computing the same function (flatten/pool/affine as modules)."""
+        mods: list[nn.Module] = []
+        for layer in self.layers:
+            for op in layer.ops:
+                mods.append(_op_module(op, dtype))
+            if layer.activation is not None:
+                mods.append(layer.activation.torch_module())
+        return nn.Sequential(*mods).to(dtype).eval()
+
+    def summary(self) -> dict[str, object]:
+        """A JSON-ready description: per layer width, fan-in, w_m, activation, K, range."""
+        rows = []
+        for layer in self.layers:
+            act = layer.activation
+            rows.append(
+                {
+                    "layer": layer.index,
+                    "kind": "output" if act is None else layer.kind,
+                    "ops": layer.describe(),
+                    "width": layer.width,
+                    "shape": list(layer.out_shape),
+                    "fan_in": layer.fan_in,
+                    "w_max": layer.w_max,
+                    "activation": None if act is None else act.name,
+                    "K": None if act is None else act.K,
+                    "range": None if act is None else [act.lo, act.hi],
+                }
+            )
+        return {
+            "input_shape": list(self.input_shape),
+            "domain": self.domain.describe(),
+            "L": self.L,
+            "widths": self.widths,
+            "n_outputs": self.n_outputs,
+            "n_params": self.n_params,
+            "layers": rows,
+        }
+
+
+def _op_module(op: Op, dtype: torch.dtype) -> nn.Module:
+    if isinstance(op, Dense):
+        m = nn.Linear(op.weight.shape[1], op.weight.shape[0])
+        with torch.no_grad():
+            m.weight.copy_(op.weight)
+            m.bias.copy_(op.bias)
+        return m
+    if isinstance(op, Conv):
+        co, ci, kh, kw = op.weight.shape
+        c = nn.Conv2d(ci, co, (kh, kw), op.stride, op.padding)
+        with torch.no_grad():
+            c.weight.copy_(op.weight)
+            assert c.bias is not None
+            c.bias.copy_(op.bias)
+        return c
+    if isinstance(op, AvgPool):
+        return nn.AvgPool2d(op.kernel, op.stride, op.padding)
+    if isinstance(op, Flatten):
+        return nn.Flatten()
+    if isinstance(op, ChannelAffine):
+        return _ChannelAffineModule(op.scale, op.shift)
+    raise TypeError(type(op))  # pragma: no cover - every op type is handled above
+
+
+class _ChannelAffineModule(nn.Module):
+    def __init__(self, scale: Tensor, shift: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.clone())
+        self.register_buffer("shift", shift.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.reshape(shape) + self.shift.reshape(shape)
