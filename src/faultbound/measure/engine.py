@@ -150,6 +150,22 @@ class FaultSet:
         n = len(range(self.n_configs)[index]) if isinstance(index, slice) else int(index.numel())
         return FaultSet(n, pick(self.sites), pick(self.bits), pick(self.values))
 
+    def compact(self) -> FaultSet:
+        """Drop trailing all-padding columns (and layers where nothing fails)."""
+
+        def keep(s: Tensor | None) -> int:
+            if s is None or s.shape[1] == 0:
+                return 0
+            anyv = (s >= 0).any(0).nonzero()
+            return int(anyv.max()) + 1 if anyv.numel() else 0
+
+        ks = [keep(s) for s in self.sites]
+
+        def cut(ts: tuple[Tensor | None, ...]) -> tuple[Tensor | None, ...]:
+            return tuple(None if t is None or ks[i] == 0 else t[:, : ks[i]] for i, t in enumerate(ts))
+
+        return FaultSet(self.n_configs, cut(self.sites), cut(self.bits), cut(self.values))
+
     def config(self, t: int) -> dict[str, Any]:
         """Configuration ``t`` as JSON-ready lists (layer numbers start at 1)."""
         out: dict[str, Any] = {"sites": {}, "bits": {}, "values": {}}
@@ -472,6 +488,41 @@ def _first_layer(fault: Fault, fs: FaultSet, n_hidden: int) -> int:
     return n_hidden + 2
 
 
+def _first_per_config(fault: Fault, fs: FaultSet, n_hidden: int) -> Tensor:
+    """First faulty layer of each configuration (``L + 2`` when none), ``(T,)``."""
+    if isinstance(fault, Precision):
+        return torch.full((fs.n_configs,), _first_layer(fault, fs, n_hidden), dtype=torch.long)
+    out = torch.full((fs.n_configs,), n_hidden + 2, dtype=torch.long)
+    for i in range(len(fs.sites) - 1, -1, -1):
+        s = fs.sites[i]
+        if s is not None and s.shape[1]:
+            out = torch.where((s >= 0).any(1), i + 1, out)
+    return out
+
+
+def _place_values(
+    fs: FaultSet, used: list[list[Tensor | None]], members: list[Tensor], t_all: int
+) -> tuple[Tensor | None, ...]:
+    """Values of every chunk back in configuration order (sites padded back to the full k)."""
+    n = len(used[0]) if used else 0
+    out: list[Tensor | None] = []
+    for i in range(n):
+        parts = [u[i] for u in used]
+        shapes = [p for p in parts if p is not None]
+        if not shapes:
+            out.append(None)
+            continue
+        k_full = fs.sites[i].shape[1] if i < len(fs.sites) and fs.sites[i] is not None else shapes[0].shape[2]
+        mid = max(p.shape[1] for p in shapes)
+        full = torch.zeros((t_all, mid, k_full), dtype=shapes[0].dtype)
+        for u, rows in zip(used, members, strict=True):
+            p = u[i]
+            if p is not None:
+                full[rows, :, : p.shape[2]] = p
+        out.append(full)
+    return tuple(out)
+
+
 def _neuron_new(fault: Fault, cur: Tensor, vals: Tensor | None, bits: Tensor | None, net: Network, l: int) -> Tensor:
     if isinstance(fault, Crash):
         return torch.zeros_like(cur)
@@ -602,8 +653,24 @@ def _propagate(
             k = state.idx.shape[1]
             u = 0 if prep.dense_cols(l) is not None else int(torch.unique(state.idx).numel())
             if _sparse_ok(prep, l, t, b, k, u):
-                ds = torch.bmm(state.dval, _columns(prep, l, state.idx))
-                s = clean.ss[l].unsqueeze(0) + ds
+                cols = _columns(prep, l, state.idx)
+                local = l <= n_hidden and not ((synapse or weight_flip) and fs.sites[l - 1] is not None)
+                sub = _support(cols) if local else None
+                if sub is not None:
+                    # the change stays inside the receptive fields: recompute only those units
+                    idx2, valid2 = sub
+                    k2 = idx2.shape[1]
+                    ds = torch.bmm(state.dval, cols.gather(2, idx2[:, None, :].expand(t, k, k2)))
+                    at = idx2[:, None, :].expand(t, b, k2)
+                    s_sub = clean.ss[l].unsqueeze(0).expand(t, -1, -1).gather(2, at) + ds
+                    y_old = clean.ys[l].unsqueeze(0).expand(t, -1, -1).gather(2, at)
+                    assert layer.activation is not None
+                    dy = layer.activation(s_sub) - y_old
+                    state = _Sparse(idx2, torch.where(valid2[:, None, :], dy, torch.zeros_like(dy)))
+                    state = _apply_layer_faults(prep, fault, fs, vals, state, clean.ys[l], l, t, weight_flip)
+                    continue
+                s = clean.ss[l].unsqueeze(0) + torch.bmm(state.dval, cols)
+                from_full = sub is None and local  # most of the layer changed: no point re-sparsifying
             else:
                 full = _densify(state, y_prev, t)
                 s = layer.pre(full.reshape(t * b, *layer.in_shape)).reshape(t, b, -1)
@@ -630,17 +697,45 @@ def _propagate(
         else:
             y_new = layer.activation(s)
             state = y_new if from_full else _sparsify(prep, l + 1, y_new, clean.ys[l])
-        y = clean.ys[l]
-        if isinstance(fault, Precision):
-            v = vals[l - 1]
-            if v is not None:
-                state = _densify(state, y, t) + v
-        elif isinstance(fault, (NeuronFault, BitFlip)) and not weight_flip and fs.sites[l - 1] is not None:
-            sites = fs.sites[l - 1]
-            assert sites is not None
-            bits = fs.bits[l - 1] if fs.bits else None
-            state = _apply_neurons(prep, fault, state, y, sites, vals[l - 1], bits, l)
+        state = _apply_layer_faults(prep, fault, fs, vals, state, clean.ys[l], l, t, weight_flip)
     return clean.ss[-1].unsqueeze(0).expand(t, -1, -1)  # no layer was faulty
+
+
+def _apply_layer_faults(
+    prep: _Prep,
+    fault: Fault,
+    fs: FaultSet,
+    vals: list[Tensor | None],
+    state: _State,
+    y: Tensor,
+    l: int,
+    t: int,
+    weight_flip: bool,
+) -> _State:
+    """Neuron faults and precision offsets at the outputs of hidden layer l."""
+    if isinstance(fault, Precision):
+        v = vals[l - 1]
+        if v is not None:
+            state = _densify(state, y, t) + v
+    elif isinstance(fault, (NeuronFault, BitFlip)) and not weight_flip and fs.sites[l - 1] is not None:
+        sites = fs.sites[l - 1]
+        assert sites is not None
+        bits = fs.bits[l - 1] if fs.bits else None
+        state = _apply_neurons(prep, fault, state, y, sites, vals[l - 1], bits, l)
+    return state
+
+
+def _support(cols: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Units reached by the columns ``(T, k, N)``: indices ``(T, k2)`` and validity, or None when
+    more than half of the layer is reached (then a dense update is as cheap)."""
+    t, _, n = cols.shape
+    nz = (cols != 0).any(1)
+    counts = nz.sum(1)
+    k2 = int(counts.max()) if t else 0
+    if k2 == 0 or 2 * k2 > n:
+        return None
+    idx = torch.sort(nz.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k2]
+    return idx, torch.arange(k2)[None, :] < counts[:, None]
 
 
 # ----------------------------------------------------------------------------------- values
@@ -787,11 +882,17 @@ def inject(
     t_all = faults.n_configs
     widest = max([layer.width for layer in net.layers] + [math.prod(net.input_shape)])
     per = max(1, MAX_ELEMENTS // max(1, b * widest))
-    first = _first_layer(fault, faults, net.L)
+    # group configurations by their first faulty layer: each group reuses its own clean prefix
+    firsts = _first_per_config(fault, faults, net.L)
+    order = torch.argsort(firsts, stable=True)
+    chunks: list[tuple[Tensor, int]] = []
+    for f in torch.unique(firsts).tolist():
+        members = order[firsts[order] == f]
+        chunks += [(members[i : i + per], int(f)) for i in range(0, members.numel(), per)]
     outs: list[Tensor] = []
     used: list[list[Tensor | None]] = []
-    for start in range(0, max(t_all, 1) if t_all else 0, per):
-        fs = faults.select(slice(start, min(t_all, start + per)))
+    for members, first in chunks:
+        fs = faults.select(members).compact()
         vals = _init_values(net, fault, fs, values, b, g, dtype)
         if values == "adversarial" and _has_values(fault) and any(v is not None for v in vals):
             out, vals = _adversarial(prep, clean, fault, fs, vals, first, adversarial_steps)
@@ -801,11 +902,11 @@ def inject(
         outs.append(out.detach())
         used.append([None if v is None else v.detach() for v in vals])
     n_out = clean.output.shape[1]
-    outputs = torch.cat(outs, 0) if outs else torch.empty((0, b, n_out), dtype=dtype)
-    vals_cat: tuple[Tensor | None, ...] = tuple(
-        None if not used or used[0][i] is None else torch.cat([u[i] for u in used], 0)  # type: ignore[misc]
-        for i in range(len(used[0]) if used else 0)
-    )
+    placed = torch.cat([m for m, _ in chunks]) if chunks else torch.empty(0, dtype=torch.long)
+    outputs = torch.empty((t_all, b, n_out), dtype=dtype)
+    if outs:
+        outputs[placed] = torch.cat(outs, 0)
+    vals_cat = _place_values(faults, used, [m for m, _ in chunks], t_all)
     return Injection(outputs, clean.output, _errors(outputs, clean.output), vals_cat)
 
 
