@@ -70,7 +70,9 @@ class CampaignSpec:
         if not isinstance(self.trials, int) or self.trials < 0:
             raise InvalidArgumentError(f"Expected `trials` >= 0, but got {self.trials}.")
         if self.chunk < 1 or self.input_batch < 1:
-            raise InvalidArgumentError(f"Expected chunk and input_batch >= 1, but got {self.chunk}, {self.input_batch}.")
+            raise InvalidArgumentError(
+                f"Expected chunk and input_batch >= 1, but got {self.chunk}, {self.input_batch}."
+            )
         if self.dtype not in ("float32", "float64"):
             raise InvalidArgumentError(f"Expected dtype float32 or float64, but got {self.dtype!r}.")
         if self.values not in ("fixed", "random", "adversarial"):
@@ -83,7 +85,7 @@ class CampaignSpec:
             return
         if (self.failures is None) == (self.rate is None):
             raise InvalidArgumentError("Expected exactly one of `failures` (counts per layer) or `rate`.")
-        if self.rate is not None and not (0.0 <= self.rate <= 1.0) or (self.rate is not None and math.isnan(self.rate)):
+        if self.rate is not None and not (0.0 <= self.rate <= 1.0):
             raise InvalidArgumentError(f"Expected `rate` in [0, 1], but got {self.rate}.")
         if self.failures is not None:
             want = layer_count(net, self.fault)
