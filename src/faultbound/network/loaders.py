@@ -1,16 +1,492 @@
-"""Loading model files into a Network: ``.onnx``, ``.pt2`` (torch.export), trusted pickles."""
+"""Loading model files into a Network: ``.onnx``, ``.pt2`` (torch.export), trusted pickles.
+
+:func:`load` picks the reader from the file extension:
+
+* ``.onnx`` -- read with the ``onnx`` package (:mod:`faultbound.network.onnx_loader`);
+* ``.pt2`` -- a ``torch.export`` program (:mod:`faultbound.network.export_loader`); no user code
+  is unpickled;
+* ``.pt`` / ``.pth`` -- ``torch.load(weights_only=True)``; a full pickled ``nn.Module`` is only
+  unpickled when ``trust_pickle=True``, because unpickling runs arbitrary code.
+
+Both graph formats are read the same way by :class:`ChainTracer`: the graph is walked in
+topological order as a chain, affine nodes become :mod:`~faultbound.network.ops` ops, and small
+elementwise patterns (``sigmoid(c x)``, ``x sigmoid(x)``, the erf form of GELU, softplus with a
+threshold, ...) are recognised algebraically and become activations. Every unsupported node is
+collected before one :class:`~faultbound.errors.UnsupportedModelError` names them all. The result
+goes through :func:`~faultbound.network.extract.build_network` and is compared with the source
+model on probe inputs by :func:`~faultbound.network.extract.check_against`.
+"""
 
 from __future__ import annotations
 
+import math
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from faultbound.errors import ModelLoadError
-from faultbound.network.core import Network
+import numpy as np
+import torch
+from torch import Tensor
 
-__all__ = ["load"]
+from faultbound.errors import FaultboundError, ModelLoadError, UnsupportedModelError
+from faultbound.network.activations import GELU, Activation, Sigmoid, SiLU, Softplus
+from faultbound.network.core import Network
+from faultbound.network.ops import Conv, Dense, Op
+
+__all__ = ["load", "ChainTracer", "Expr", "Act", "Gt", "Dead", "Poison", "batched_reference", "clean_float"]
+
+#: File extensions :func:`load` understands, and what each holds.
+EXTENSIONS: dict[str, str] = {
+    ".onnx": "ONNX model",
+    ".pt2": "torch.export program",
+    ".pt": "torch.save file",
+    ".pth": "torch.save file",
+}
+
+_SUPPORTED_TEXT = (
+    "Supported: dense / matmul(+bias), conv2d (groups=1, dilation=1, symmetric padding), "
+    "average pooling, flatten, inference batch norm, dropout/identity, and the activations sigmoid, "
+    "tuned sigmoid sigmoid(c x), tanh, relu, leaky relu, hardtanh/clip, softplus, elu, gelu, silu."
+)
 
 
 def load(path: str | Path, domain: Any = None, trust_pickle: bool = False) -> Network:
-    """Load a model file. (Placeholder body replaced by the loaders module.)"""
-    raise ModelLoadError(f"Cannot load {path}: loaders are not implemented yet.")
+    """Load a model file as a :class:`~faultbound.network.core.Network`, checked on probe inputs.
+
+    Args:
+        path: a ``.onnx`` file, a ``.pt2`` file written by ``torch.export.save``, or a ``.pt`` /
+            ``.pth`` file holding a whole ``nn.Sequential`` (only with ``trust_pickle=True``).
+        domain: the input domain ``(lo, hi)`` (scalars or arrays of the input shape); default
+            :math:`[0, 1]^d` as in the paper.
+        trust_pickle: allow unpickling a full module from a ``.pt`` / ``.pth`` file. Unpickling
+            runs arbitrary code; only pass ``True`` for files from a trusted source.
+
+    Returns:
+        The extracted Network; its forward pass equals the model's on probe inputs.
+
+    Raises:
+        ModelLoadError: the file is missing, unreadable, holds only weights, needs
+            ``trust_pickle=True``, or its Network disagrees with the model.
+        UnsupportedModelError: naming every unsupported node or layer at once.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from torch import nn
+        >>> import faultbound as fb
+        >>> m = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     ep = torch.export.export(m, (torch.zeros(1, 2),))
+        ...     torch.export.save(ep, f"{d}/m.pt2")
+        ...     fb.load(f"{d}/m.pt2").widths
+        [3]
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in EXTENSIONS:
+        raise ModelLoadError(f"Expected a model file ending in {', '.join(EXTENSIONS)}, but got {str(p)!r}.")
+    if not p.exists():
+        raise ModelLoadError(f"Model file {str(p)!r} does not exist.")
+    if not p.is_file():
+        raise ModelLoadError(f"Expected {str(p)!r} to be a model file, but it is not a regular file.")
+    try:
+        if ext == ".onnx":
+            from faultbound.network.onnx_loader import load_onnx
+
+            return load_onnx(p, domain)
+        if ext == ".pt2":
+            from faultbound.network.export_loader import load_exported
+
+            return load_exported(p, domain)
+        return _load_pickle(p, domain, trust_pickle)
+    except FaultboundError:
+        raise
+    except Exception as e:  # anything onnx/torch raise on a malformed model, as one sentence
+        raise ModelLoadError(f"Cannot load {EXTENSIONS[ext]} {str(p)!r}: {type(e).__name__}: {first_line(e)}") from None
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (no tracebacks in our messages)."""
+    for line in str(e).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(e).__name__
+
+
+# ------------------------------------------------------------------------------------ pickles
+def _load_pickle(path: Path, domain: Any, trust_pickle: bool) -> Network:
+    if trust_pickle:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise ModelLoadError(
+                f"Cannot read torch.save file {str(path)!r}: {type(e).__name__}: {first_line(e)}"
+            ) from None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "weights only load failed" in str(e).lower():
+                raise ModelLoadError(
+                    f"{str(path)!r} holds pickled Python objects (such as a whole nn.Module), and "
+                    "unpickling runs arbitrary code; pass trust_pickle=True (CLI: --trust-pickle) "
+                    "only if you trust the file, or save the model with torch.export.save as .pt2."
+                ) from None
+            raise ModelLoadError(
+                f"Cannot read torch.save file {str(path)!r}: {type(e).__name__}: {first_line(e)}"
+            ) from None
+        except Exception as e:
+            raise ModelLoadError(
+                f"Cannot read torch.save file {str(path)!r}: {type(e).__name__}: {first_line(e)}"
+            ) from None
+    if isinstance(obj, torch.nn.Module):
+        return Network.from_torch(obj, domain=domain)
+    if isinstance(obj, torch.jit.ScriptModule):  # pragma: no cover - subclass of Module above
+        raise ModelLoadError("TorchScript archives are not supported; save with torch.export.save.")
+    if _is_state_dict(obj):
+        raise ModelLoadError(
+            f"{str(path)!r} holds only weights (a state dict), not an architecture: build the "
+            "module in Python, call load_state_dict, then Network.from_torch(module)."
+        )
+    raise ModelLoadError(f"Expected {str(path)!r} to hold an nn.Module, but it holds a {type(obj).__name__}.")
+
+
+def _is_state_dict(obj: object) -> bool:
+    if not isinstance(obj, dict) or not obj:
+        return False
+    if all(isinstance(v, Tensor) for v in obj.values()):
+        return True
+    return any(k in obj for k in ("state_dict", "model_state_dict"))
+
+
+# ------------------------------------------------------------------------ shared graph tracing
+def clean_float(v: float, dtype: Any = None) -> float:
+    """``v`` as a float; a float32 (or float16) value becomes its shortest decimal (0.1, not 0.1000000015)."""
+    if dtype is not None and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float16)):
+        return float(str(np.float32(v)))
+    return float(v)
+
+
+@dataclass(frozen=True)
+class Expr:
+    """An elementwise function of the chain's head ``x``: ``coef * (x if has_x else 1) * f(c x)``.
+
+    ``func`` is ``None`` or ``(name, c)`` with name one of ``sigmoid``, ``erf``, ``erf1``
+    (``1 + erf``) and ``softplus`` (``log(1 + e^{c x})``). ``gen`` counts the affine ops emitted
+    so far; an Expr of an older generation used again means the graph is not a chain.
+    """
+
+    gen: int
+    coef: float = 1.0
+    has_x: bool = True
+    func: tuple[str, float] | None = None
+
+    @property
+    def is_x(self) -> bool:
+        """True for the head itself."""
+        return self.coef == 1.0 and self.has_x and self.func is None
+
+    @property
+    def is_scaled_x(self) -> bool:
+        """True for ``c x`` (including ``x``)."""
+        return self.has_x and self.func is None
+
+    def describe(self) -> str:
+        parts = [] if self.coef == 1.0 else [f"{self.coef:g}"]
+        if self.has_x:
+            parts.append("x")
+        if self.func is not None:
+            name, c = self.func
+            arg = "x" if c == 1.0 else f"{c:g} x"
+            parts.append(f"(1 + erf({arg}))" if name == "erf1" else f"{name}({arg})")
+        return " * ".join(parts) or "1"
+
+
+@dataclass(frozen=True)
+class Act:
+    """A complete activation applied to the head of generation ``gen``."""
+
+    gen: int
+    act: Activation
+
+
+@dataclass(frozen=True)
+class Gt:
+    """``c x > threshold`` (the switch of torch's softplus)."""
+
+    gen: int
+    c: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Poison:
+    """The output of a node already reported as unsupported; its consumers are not reported again."""
+
+
+@dataclass(frozen=True)
+class Dead:
+    """An output that the analysis does not model (a dropout mask, batch-norm statistics)."""
+
+    what: str
+
+
+#: A value during tracing: a constant array, or a function of the chain's head.
+Value = np.ndarray | Expr | Act | Gt | Dead | Poison
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=0.0)
+
+
+def _scalar(v: Value) -> float | None:
+    if isinstance(v, np.ndarray) and v.size == 1 and np.issubdtype(v.dtype, np.number):
+        return clean_float(float(v.reshape(())), v.dtype)
+    return None
+
+
+def expr_activation(e: Expr) -> Activation | None:
+    """The activation that ``e`` computes, or ``None`` when it is not one we support."""
+    if e.func is None:
+        return None
+    name, c = e.func
+    if name == "sigmoid" and not e.has_x and _close(e.coef, 1.0) and c > 0:
+        return Sigmoid(c / 4.0)
+    if name == "sigmoid" and e.has_x and _close(e.coef, 1.0) and _close(c, 1.0):
+        return SiLU()
+    if name == "erf1" and e.has_x and _close(e.coef, 0.5) and _close(c, _INV_SQRT2):
+        return GELU()
+    if name == "softplus" and not e.has_x and c > 0 and _close(e.coef * c, 1.0):
+        return Softplus(c)
+    return None
+
+
+class ChainTracer:
+    """Builds the flat ``(name, Op | Activation)`` list of a graph walked as a chain.
+
+    A loader maps each graph node to one call: :meth:`affine` for dense / conv / pool / flatten /
+    batch norm, :meth:`add_const` for a bias added after a dense or conv, :meth:`mul`,
+    :meth:`div`, :meth:`unary`, :meth:`greater`, :meth:`where` for elementwise algebra,
+    :meth:`activation` for a complete activation, and :meth:`fail` for anything else. Problems are
+    collected in :attr:`problems`; :meth:`finish` raises one error naming all of them.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.items: list[tuple[str, Op | Activation]] = []
+        self.problems: list[str] = []
+        self.gen = 0
+        self._biasable = False
+
+    def start(self) -> Expr:
+        """The model input, the head of generation 0."""
+        return Expr(self.gen)
+
+    def fail(self, label: str, why: str = "") -> Poison:
+        """Record an unsupported node; its consumers go on silently so that all others are listed."""
+        self.problems.append(f"{label} ({why})" if why else label)
+        return Poison()
+
+    def _new_head(self, biasable: bool = False) -> Expr:
+        self.gen += 1
+        self._biasable = biasable
+        return Expr(self.gen)
+
+    def _current(self, v: Value, label: str) -> bool:
+        if isinstance(v, Poison):
+            return False
+        if isinstance(v, Dead):
+            self.problems.append(f"{label} (uses {v.what}, which is not modelled)")
+            return False
+        if isinstance(v, np.ndarray):
+            self.problems.append(f"{label} (expected the layer input, but got a constant)")
+            return False
+        if v.gen != self.gen:
+            self.problems.append(f"{label} (uses the output of an earlier layer: the model is not a plain chain)")
+            return False
+        return True
+
+    def materialize(self, v: Value, label: str) -> bool:
+        """Emit the activation that ``v`` computes (nothing for the head itself)."""
+        if not self._current(v, label):
+            return False
+        if isinstance(v, Act):
+            self.items.append((label, v.act))
+            self._new_head()
+            return True
+        if isinstance(v, Gt):
+            self.problems.append(f"{label} (uses a comparison that is not part of a softplus)")
+            return False
+        assert isinstance(v, Expr)
+        if v.is_x:
+            return True
+        act = expr_activation(v)
+        if act is None:
+            hint = " (a scalar Mul is only supported right before a Sigmoid)" if v.is_scaled_x else ""
+            self.problems.append(
+                f"{label} (its input computes {v.describe()}, which is not a supported activation{hint})"
+            )
+            return False
+        self.items.append((label, act))
+        self._new_head()
+        return True
+
+    def affine(self, label: str, v: Value, op: Op) -> Expr:
+        """Append an affine op applied to ``v``; returns the new head."""
+        if not self.materialize(v, label):
+            return self._new_head()
+        self.items.append((label, op))
+        return self._new_head(biasable=isinstance(op, (Dense, Conv)))
+
+    def _live(self, label: str, *vals: Value) -> bool:
+        """True when no value is poisoned and every traced value belongs to the current layer."""
+        if any(isinstance(v, Poison) for v in vals):
+            return False
+        return all(self._current(v, label) for v in vals if not isinstance(v, np.ndarray))
+
+    def add_const(self, label: str, v: Value, c: np.ndarray) -> Value:
+        """``v + c``: a bias after a dense / conv, or the ``1 +`` of ``1 + erf``."""
+        if not self._live(label, v):
+            return Poison()
+        k = _scalar(c)
+        if isinstance(v, Expr) and v.func is not None and v.func[0] == "erf" and not v.has_x:
+            if k is not None and _close(k, v.coef):
+                return Expr(v.gen, v.coef, False, ("erf1", v.func[1]))
+        if isinstance(v, Expr) and v.is_x and self._biasable and self.items:
+            name, op = self.items[-1]
+            arr = np.asarray(c, dtype=np.float64)
+            try:
+                if isinstance(op, Dense) and arr.ndim <= 2:
+                    b = torch.as_tensor(np.broadcast_to(arr.reshape(-1), op.bias.shape).copy())
+                    self.items[-1] = (f"{name}, {label}", Dense(op.weight, op.bias + b))
+                    return v
+                if isinstance(op, Conv):
+                    per = _per_channel(arr, op.bias.numel())
+                    if per is not None:
+                        b = torch.as_tensor(per)
+                        self.items[-1] = (f"{name}, {label}", Conv(op.weight, op.bias + b, op.stride, op.padding))
+                        return v
+            except ValueError:
+                pass
+        return self.fail(label, f"adds a constant of shape {tuple(np.shape(c))} that is not a bias")
+
+    def mul(self, label: str, a: Value, b: Value) -> Value:
+        """``a * b``: scaling by a scalar, or the product of two factors of one expression."""
+        if not self._live(label, a, b):
+            return Poison()
+        if isinstance(a, np.ndarray):
+            a, b = b, a
+        if isinstance(a, Act) and _scalar(b) == 1.0:  # torch's ELU scale factors of 1
+            return a
+        if isinstance(a, Expr) and isinstance(b, np.ndarray):
+            k = _scalar(b)
+            if k is None:
+                return self.fail(label, f"multiplies by a constant of shape {tuple(b.shape)}, not a scalar")
+            return Expr(a.gen, a.coef * k, a.has_x, a.func)
+        if isinstance(a, Expr) and isinstance(b, Expr):
+            if (a.has_x and b.has_x) or (a.func is not None and b.func is not None):
+                return self.fail(label, f"computes ({a.describe()}) * ({b.describe()})")
+            return Expr(a.gen, a.coef * b.coef, a.has_x or b.has_x, a.func or b.func)
+        return self.fail(label, "multiplies values that do not form one supported activation")
+
+    def div(self, label: str, a: Value, b: Value) -> Value:
+        """``a / b`` for a scalar constant ``b``."""
+        if not self._live(label, a, b):
+            return Poison()
+        k = _scalar(b)
+        if isinstance(a, Act) and k == 1.0:
+            return a
+        if k is None or k == 0 or not isinstance(a, Expr):
+            return self.fail(label, "divides by something other than a non-zero scalar constant")
+        return Expr(a.gen, a.coef / k, a.has_x, a.func)
+
+    def unary(self, label: str, name: str, v: Value) -> Value:
+        """``name(c x)`` for ``name`` in ``sigmoid``, ``erf``, ``softplus``, ``exp``."""
+        if not self._live(label, v):
+            return Poison()
+        if isinstance(v, Expr) and v.is_scaled_x:
+            return Expr(v.gen, 1.0, False, (name, v.coef))
+        return self.fail(label, f"applies {name} to something other than a multiple of the layer input")
+
+    def log1p(self, label: str, v: Value) -> Value:
+        """``log(1 + exp(c x)) = softplus(c x)`` (torch's decomposed softplus)."""
+        if not self._live(label, v):
+            return Poison()
+        if isinstance(v, Expr) and v.func is not None and v.func[0] == "exp" and not v.has_x and _close(v.coef, 1):
+            return Expr(v.gen, 1.0, False, ("softplus", v.func[1]))
+        return self.fail(label, "is not part of a softplus")
+
+    def greater(self, label: str, v: Value, t: Value) -> Value:
+        """``c x > threshold`` (softplus switch)."""
+        if not self._live(label, v, t):
+            return Poison()
+        k = _scalar(t)
+        if k is not None and isinstance(v, Expr) and v.is_scaled_x:
+            return Gt(v.gen, v.coef, k)
+        return self.fail(label, "compares something other than the layer input with a scalar")
+
+    def where(self, label: str, cond: Value, a: Value, b: Value) -> Value:
+        """``where(c x > t, x, softplus(c x) / c)``: torch's softplus with its threshold."""
+        if not self._live(label, cond, a, b):
+            return Poison()
+        if isinstance(cond, Gt) and isinstance(a, Expr) and isinstance(b, Expr) and a.is_x and cond.c > 0:
+            act = expr_activation(b)
+            if isinstance(act, Softplus):
+                # c x > t  <=>  beta x > t beta / c
+                return Act(self.gen, Softplus(act.beta, clean_float(cond.threshold * act.beta / cond.c)))
+        return self.fail(label, "is not the threshold switch of a softplus")
+
+    def activation(self, label: str, v: Value, act: Activation) -> Value:
+        """A complete activation applied to the layer input."""
+        if not self._live(label, v):
+            return Poison()
+        if isinstance(v, Expr) and v.is_x:
+            return Act(self.gen, act)
+        what = v.describe() if isinstance(v, Expr) else "an activation"
+        return self.fail(label, f"applies {act.name} to {what} rather than to the layer input")
+
+    def finish(self, v: Value, label: str) -> list[tuple[str, Op | Activation]]:
+        """The items, after the graph output ``v``; raises naming every problem found."""
+        if not self.problems:
+            self.materialize(v, label)
+        if self.problems:
+            raise UnsupportedModelError(
+                f"Unsupported {self.what} ({len(self.problems)}): {'; '.join(self.problems)}. {_SUPPORTED_TEXT}"
+            )
+        return self.items
+
+
+def _per_channel(arr: np.ndarray, channels: int) -> np.ndarray | None:
+    """A constant added to a (B, C, H, W) tensor as one value per channel, or ``None``."""
+    if arr.size == 1:
+        return np.full(channels, float(arr.reshape(())))
+    dims = list(arr.shape)
+    while len(dims) > 3 and dims[0] == 1:
+        dims.pop(0)
+    if dims == [channels, 1, 1]:
+        return arr.reshape(-1).astype(np.float64)
+    return None
+
+
+def batched_reference(run: Callable[[Tensor], Tensor], batch: int | None) -> Callable[[Tensor], Tensor]:
+    """Wrap a model runner so it sees batches of exactly ``batch`` rows (when the model's batch is fixed).
+
+    The last chunk is padded by repeating its first row; the padding is dropped from the result.
+    """
+    if batch is None:
+        return run
+
+    def chunked(x: Tensor) -> Tensor:
+        outs = []
+        for i in range(0, x.shape[0], batch):
+            part = x[i : i + batch]
+            n = part.shape[0]
+            if n < batch:
+                part = torch.cat([part, part[:1].expand(batch - n, *part.shape[1:])], 0)
+            outs.append(run(part)[:n])
+        return torch.cat(outs, 0)
+
+    return chunked

@@ -1,0 +1,436 @@
+"""Reading an ONNX model (with the ``onnx`` package only) into a Network.
+
+The graph is walked in topological order as a chain (see
+:class:`~faultbound.network.loaders.ChainTracer`). Supported nodes:
+
+* affine: ``Gemm`` (``transA=0``, any ``alpha``, ``beta``, ``transB``), ``MatMul`` with a constant
+  right operand followed by an ``Add`` of a bias, ``Conv`` (2-D, ``group=1``, ``dilations=1``,
+  symmetric explicit pads), ``AveragePool`` (``count_include_pad=1`` or no padding,
+  ``ceil_mode=0``), ``Flatten`` (``axis=1``), ``Reshape`` to ``(batch, -1)``, inference
+  ``BatchNormalization``;
+* the identity: ``Identity``, ``Dropout``, ``Cast`` to a float type;
+* activations: ``Sigmoid``, ``Tanh``, ``Relu``, ``LeakyRelu``, ``Clip`` (hardtanh; bounds from
+  inputs or attributes), ``Softplus`` (also ``softplus(b x) / b`` and torch's threshold switch
+  ``Where(b x > t, x, ...)``), ``Elu``, ``Gelu`` (opset 20) and the ``x (1 + erf(x / sqrt 2)) / 2``
+  pattern of older opsets, SiLU as ``x * Sigmoid(x)``, and the tuned sigmoid ``Sigmoid(c x)``
+  (``Mul`` by a scalar ``c = 4K`` feeding a ``Sigmoid``) as ``Sigmoid(k=c/4)``.
+
+Nodes whose inputs are all constants (``Constant``, shape arithmetic, transposed weights) are
+evaluated once with :class:`onnx.reference.ReferenceEvaluator`, which is also the reference that
+the extracted Network is checked against on probe inputs.
+
+A plain ``Softplus`` node has no threshold; it becomes torch's ``Softplus(beta, threshold=20)``,
+which differs from it by less than ``3e-9 / beta`` above the threshold (far below the probe
+tolerance, and covered by the activation's outward margin).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from faultbound.errors import ModelLoadError, UnsupportedModelError
+from faultbound.network.activations import ELU, GELU, Hardtanh, LeakyReLU, ReLU, Tanh
+from faultbound.network.core import Network
+from faultbound.network.extract import build_network, check_against
+from faultbound.network.loaders import (
+    ChainTracer,
+    Dead,
+    Value,
+    batched_reference,
+    clean_float,
+    first_line,
+)
+from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten
+
+__all__ = ["load_onnx", "network_from_onnx"]
+
+_FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def load_onnx(path: Path, domain: Any = None) -> Network:
+    """Read ``path`` with :func:`onnx.load` and extract its Network (see :func:`network_from_onnx`)."""
+    onnx = _import_onnx()
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:
+        raise ModelLoadError(
+            f"Cannot read {str(path)!r} as an ONNX model: {type(e).__name__}: {first_line(e)}"
+        ) from None
+    if len(model.graph.node) == 0:
+        raise ModelLoadError(f"Cannot read {str(path)!r} as an ONNX model: its graph is empty.")
+    return network_from_onnx(model, domain)
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+        import onnx.numpy_helper  # noqa: F401
+        import onnx.reference  # noqa: F401
+    except ImportError:
+        raise ModelLoadError("Reading .onnx files needs the onnx package: pip install 'faultbound[onnx]'.") from None
+    return onnx
+
+
+def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Network:
+    """Extract the Network of an in-memory ``onnx.ModelProto``.
+
+    Args:
+        model: the ONNX model.
+        domain: the input domain ``(lo, hi)``; default [0, 1]^d.
+        check: compare the Network with ``onnx.reference.ReferenceEvaluator`` on probe inputs.
+
+    Raises:
+        UnsupportedModelError: listing every unsupported node (op type and node name).
+        ModelLoadError: when the Network differs from the model on probe inputs.
+    """
+    onnx = _import_onnx()
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in consts]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise UnsupportedModelError(
+            f"Expected an ONNX graph with one input and one output, but got {len(inputs)} inputs "
+            f"and {len(graph.output)} outputs."
+        )
+    inp = inputs[0]
+    input_shape, batch = _input_shape(inp)
+
+    tracer = ChainTracer("ONNX nodes")
+    values: dict[str, Value] = dict(consts)
+    values[inp.name] = tracer.start()
+    for node in graph.node:
+        label = f"{node.op_type} {node.name or (node.output[0] if node.output else '?')!r}"
+        names = list(node.input)
+        missing = [n for n in names if n and n not in values]
+        if missing:
+            out: Value = tracer.fail(label, f"input {missing[0]!r} is not produced by an earlier node")
+            for o in node.output:
+                values[o] = out
+            continue
+        args: list[Value | None] = [values[n] if n else None for n in names]
+        if node.op_type == "Constant" or all(a is None or isinstance(a, np.ndarray) for a in args):
+            folded = _fold(onnx, node, args, label)
+            for o, v in zip(node.output, folded, strict=False):
+                values[o] = v
+            continue
+        outs = _convert(tracer, node, label, args)
+        for i, o in enumerate(node.output):
+            if o:
+                values[o] = outs[i] if i < len(outs) else Dead(f"output {i} of {label}")
+
+    out_name = graph.output[0].name
+    final = values.get(out_name)
+    if final is None:
+        raise UnsupportedModelError(f"The ONNX graph output {out_name!r} is not produced by any node.")
+    items = tracer.finish(final, f"graph output {out_name!r}")
+    net = build_network(items, input_shape, domain)
+    if check:
+        check_against(net, _reference(onnx, model, inp, batch), "the ONNX model")
+    return net
+
+
+def _input_shape(inp: Any) -> tuple[tuple[int, ...], int | None]:
+    """The input shape without the batch dimension, and the batch size when it is fixed."""
+    tt = inp.type.tensor_type
+    if not inp.type.HasField("tensor_type") or tt.elem_type not in _FLOAT_TYPES:
+        raise UnsupportedModelError(f"Expected a floating-point tensor input, but {inp.name!r} is not one.")
+    dims = list(tt.shape.dim)
+    if len(dims) < 2:
+        raise UnsupportedModelError(
+            f"Expected the ONNX input {inp.name!r} to have a batch dimension and at least one more, "
+            f"but it has {len(dims)} dimensions."
+        )
+    shape = []
+    for d in dims[1:]:
+        if not d.HasField("dim_value") or d.dim_value <= 0:
+            raise UnsupportedModelError(
+                f"Expected fixed sizes for every non-batch dimension of the ONNX input {inp.name!r}, "
+                f"but one is {d.dim_param or 'unknown'!r}."
+            )
+        shape.append(int(d.dim_value))
+    b = dims[0]
+    batch = int(b.dim_value) if b.HasField("dim_value") and b.dim_value > 0 else None
+    return tuple(shape), batch
+
+
+def _fold(onnx: Any, node: Any, args: list[Value | None], label: str) -> list[Value]:
+    """Evaluate a node whose inputs are all constants."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {n: a for n, a in zip(node.input, args, strict=False) if n and isinstance(a, np.ndarray)}
+    try:
+        return list(ReferenceEvaluator(node).run(None, feeds))
+    except Exception as e:
+        raise ModelLoadError(
+            f"Cannot evaluate the constant node {label}: {type(e).__name__}: {first_line(e)}"
+        ) from None
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _f64(a: np.ndarray) -> Tensor:
+    return torch.as_tensor(np.array(a, dtype=np.float64))
+
+
+def _const(v: Value | None) -> np.ndarray | None:
+    return v if isinstance(v, np.ndarray) else None
+
+
+def _scalar_arg(v: Value | None) -> float | None:
+    if isinstance(v, np.ndarray) and v.size == 1:
+        return clean_float(float(v.reshape(())), v.dtype)
+    return None
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _convert(tracer: ChainTracer, node: Any, label: str, args: list[Value | None]) -> list[Value]:
+    """Map one node with at least one non-constant input; returns its outputs' values."""
+    op = node.op_type
+    at = _attrs(node)
+    x = args[0]
+    if op == "CastLike" and isinstance(x, np.ndarray):
+        return [x]
+    if x is None:
+        return [tracer.fail(label, "its first input is missing")]
+    if op in ("Identity", "Dropout"):
+        if op == "Dropout" and len(args) > 2 and _const(args[2]) is not None and bool(np.asarray(args[2]).any()):
+            return [tracer.fail(label, "training_mode=1")]
+        return [x, Dead(f"the mask of {label}")]  # type: ignore[list-item]
+    if op == "CastLike":  # the data cast to its own float type
+        return [x]
+    if op == "Cast":
+        if at.get("to") in _FLOAT_TYPES:
+            return [x]  # type: ignore[list-item]
+        return [tracer.fail(label, "casts to a non-float type")]
+    if op in _AFFINE:
+        try:
+            made = _AFFINE[op](node, at, args)
+        except _Reject as r:
+            return [tracer.fail(label, str(r)), Dead(f"extra output of {label}")]
+        return [tracer.affine(label, x, made), Dead(f"extra output of {label}")]  # type: ignore[arg-type]
+    if op in ("Add", "Sub"):
+        a, b = x, args[1]
+        if isinstance(a, np.ndarray) and op == "Add":
+            a, b = b, a
+        if isinstance(b, np.ndarray) and a is not None:
+            return [tracer.add_const(label, a, -b if op == "Sub" else b)]
+        why = "is not a constant bias added to a layer's output (residual graphs are not supported)"
+        return [tracer.fail(label, why)]
+    if op == "Mul":
+        return [tracer.mul(label, x, args[1])]  # type: ignore[arg-type]
+    if op == "Div":
+        return [tracer.div(label, x, args[1])]  # type: ignore[arg-type]
+    if op in ("Sigmoid", "Erf", "Softplus", "Exp"):
+        return [tracer.unary(label, op.lower(), x)]  # type: ignore[arg-type]
+    if op == "Greater":
+        return [tracer.greater(label, x, args[1])]  # type: ignore[arg-type]
+    if op == "Where":
+        if len(args) == 3 and all(a is not None for a in args):
+            return [tracer.where(label, args[0], args[1], args[2])]  # type: ignore[arg-type]
+        return [tracer.fail(label)]
+    if op in _ACTIVATIONS:
+        try:
+            act = _ACTIVATIONS[op](at, args)
+        except _Reject as r:
+            return [tracer.fail(label, str(r))]
+        if act is None:  # Clip without bounds
+            return [x]  # type: ignore[list-item]
+        return [tracer.activation(label, x, act)]  # type: ignore[arg-type]
+    return [tracer.fail(label)]
+
+
+class _Reject(Exception):
+    """A supported node type with settings we cannot represent."""
+
+
+def _gemm(node: Any, at: dict[str, Any], args: list[Value | None]) -> Dense:
+    w, c = _const(args[1]) if len(args) > 1 else None, _const(args[2]) if len(args) > 2 else None
+    if w is None or w.ndim != 2 or (len(args) > 2 and args[2] is not None and c is None):
+        raise _Reject("needs constant weights and bias")
+    if at.get("transA", 0):
+        raise _Reject("transA=1")
+    weight = (w if at.get("transB", 0) else w.T) * float(at.get("alpha", 1.0))
+    out = weight.shape[0]
+    bias = np.zeros(out) if c is None else float(at.get("beta", 1.0)) * np.asarray(c, np.float64)
+    try:
+        bias = np.broadcast_to(bias.reshape(-1) if bias.ndim <= 2 else bias, (out,))
+    except ValueError:
+        raise _Reject(f"bias of shape {tuple(np.shape(c))} does not fit {out} outputs") from None
+    return Dense(_f64(weight), _f64(bias))
+
+
+def _matmul(node: Any, at: dict[str, Any], args: list[Value | None]) -> Dense:
+    w = _const(args[1])
+    if w is None or w.ndim != 2:
+        raise _Reject("needs a constant 2-D right operand")
+    return Dense(_f64(w.T), torch.zeros(w.shape[1], dtype=torch.float64))
+
+
+def _pads(at: dict[str, Any]) -> tuple[int, int]:
+    if _text(at.get("auto_pad", "NOTSET")) not in ("NOTSET", ""):
+        raise _Reject(f"auto_pad={_text(at['auto_pad'])}")
+    pads = list(at.get("pads", [0, 0, 0, 0]))
+    if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
+        raise _Reject(f"pads={pads} (expected symmetric 2-D padding)")
+    return int(pads[0]), int(pads[1])
+
+
+def _conv(node: Any, at: dict[str, Any], args: list[Value | None]) -> Conv:
+    w = _const(args[1])
+    b = _const(args[2]) if len(args) > 2 and args[2] is not None else None
+    if w is None or w.ndim != 4 or (len(args) > 2 and args[2] is not None and b is None):
+        raise _Reject("needs constant 2-D convolution weights and bias")
+    problems = []
+    if int(at.get("group", 1)) != 1:
+        problems.append(f"group={at['group']}")
+    if any(int(d) != 1 for d in at.get("dilations", [1, 1])):
+        problems.append(f"dilations={list(at['dilations'])}")
+    if problems:
+        raise _Reject(", ".join(problems))
+    padding = _pads(at)
+    strides = [int(s) for s in at.get("strides", [1, 1])]
+    bias = np.zeros(w.shape[0]) if b is None else b
+    return Conv(_f64(w), _f64(bias), (strides[0], strides[1]), padding)
+
+
+def _avgpool(node: Any, at: dict[str, Any], args: list[Value | None]) -> AvgPool:
+    k = [int(v) for v in at.get("kernel_shape", [])]
+    if len(k) != 2:
+        raise _Reject(f"kernel_shape={k} (expected 2-D pooling)")
+    padding = _pads(at)
+    if int(at.get("ceil_mode", 0)):
+        raise _Reject("ceil_mode=1")
+    if padding != (0, 0) and not int(at.get("count_include_pad", 0)):
+        raise _Reject("count_include_pad=0 with padding")
+    if any(int(d) != 1 for d in at.get("dilations", [1, 1])):
+        raise _Reject("dilations")
+    s = [int(v) for v in at.get("strides", [1, 1])]
+    return AvgPool((k[0], k[1]), (s[0], s[1]), padding)
+
+
+def _flatten(node: Any, at: dict[str, Any], args: list[Value | None]) -> Flatten:
+    if int(at.get("axis", 1)) != 1:
+        raise _Reject(f"axis={at['axis']} (expected 1)")
+    return Flatten()
+
+
+def _reshape(node: Any, at: dict[str, Any], args: list[Value | None]) -> Flatten:
+    shape = _const(args[1]) if len(args) > 1 else None
+    if shape is None or shape.ndim != 1 or len(shape) != 2:
+        raise _Reject("expected a constant target shape (batch, -1)")
+    first = int(shape[0])
+    if first == 0 and int(at.get("allowzero", 0)):
+        raise _Reject("allowzero=1 with a zero size")
+    if first not in (0, -1) and first < 1:
+        raise _Reject(f"target shape {shape.tolist()}")
+    return Flatten()  # the batch is kept; the probe check confirms (batch, -1)
+
+
+def _batchnorm(node: Any, at: dict[str, Any], args: list[Value | None]) -> ChannelAffine:
+    parts = [_const(a) for a in args[1:5]]
+    if len(parts) != 4 or any(p is None for p in parts):
+        raise _Reject("needs constant scale, bias, mean and variance")
+    if int(at.get("training_mode", 0)):
+        raise _Reject("training_mode=1")
+    gamma, beta, mean, var = (np.asarray(p, np.float64) for p in parts)  # type: ignore[arg-type]
+    scale = gamma / np.sqrt(var + float(at.get("epsilon", 1e-5)))
+    return ChannelAffine(_f64(scale), _f64(beta - mean * scale))
+
+
+_AFFINE = {
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Conv": _conv,
+    "AveragePool": _avgpool,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "BatchNormalization": _batchnorm,
+}
+
+
+def _alpha(at: dict[str, Any], default: float) -> float:
+    return clean_float(float(at.get("alpha", default)), np.float32)
+
+
+def _leaky(at: dict[str, Any], args: list[Value | None]) -> LeakyReLU:
+    a = _alpha(at, 0.01)
+    if a < 0:
+        raise _Reject(f"alpha={a} (expected >= 0)")
+    return LeakyReLU(a)
+
+
+def _clip(at: dict[str, Any], args: list[Value | None]) -> Any:
+    lo: float | None = float(at["min"]) if "min" in at else None
+    hi: float | None = float(at["max"]) if "max" in at else None
+    for i in (1, 2):
+        if len(args) > i and args[i] is not None:
+            v = _scalar_arg(args[i])
+            if v is None:
+                raise _Reject("needs scalar constant bounds")
+            lo, hi = (v, hi) if i == 1 else (lo, v)
+    lo = None if lo is None or lo == -np.inf else clean_float(lo, np.float32)
+    hi = None if hi is None or hi == np.inf else clean_float(hi, np.float32)
+    if lo is None and hi is None:
+        return None
+    if hi is None and lo == 0.0:
+        return ReLU()
+    if lo is None or hi is None:
+        raise _Reject("one-sided bounds other than min=0")
+    return Hardtanh(lo, hi)
+
+
+def _elu(at: dict[str, Any], args: list[Value | None]) -> ELU:
+    return ELU(_alpha(at, 1.0))
+
+
+def _gelu(at: dict[str, Any], args: list[Value | None]) -> GELU:
+    if _text(at.get("approximate", "none")) != "none":
+        raise _Reject(f"approximate={_text(at['approximate'])!r}")
+    return GELU()
+
+
+_ACTIVATIONS: dict[str, Any] = {
+    "Tanh": lambda at, args: Tanh(),
+    "Relu": lambda at, args: ReLU(),
+    "LeakyRelu": _leaky,
+    "Clip": _clip,
+    "Elu": _elu,
+    "Gelu": _gelu,
+}
+
+
+def _reference(onnx: Any, model: Any, inp: Any, batch: int | None) -> Any:
+    """Run the ONNX model with ``onnx.reference.ReferenceEvaluator`` (float64 in, float64 out)."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        sess = ReferenceEvaluator(model)
+    except Exception as e:
+        raise ModelLoadError(
+            f"The ONNX reference evaluator cannot run the model: {type(e).__name__}: {first_line(e)}"
+        ) from None
+    np_dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+
+    def run(x: Tensor) -> Tensor:
+        try:
+            out = sess.run(None, {inp.name: x.numpy().astype(np_dtype)})[0]
+        except Exception as e:
+            raise ModelLoadError(f"The ONNX model fails on probe inputs: {type(e).__name__}: {first_line(e)}") from None
+        return torch.as_tensor(np.asarray(out, dtype=np.float64)).reshape(x.shape[0], -1)
+
+    return batched_reference(run, batch)
