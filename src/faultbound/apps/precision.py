@@ -83,7 +83,7 @@ class PrecisionPlan:
         memory_bits: stored bits of the plan (activations, plus weights when planned).
         float32_bits: the same values stored as float32.
         optimal: True when the plan provably minimises ``frac_bits_cost`` under ``method``'s bound
-            (always False for ``"tight"``, whose plan is a greedy improvement).
+            (for ``"tight"``, only when the greedy plan meets the lower bound of the searched ranges).
         frac_bits_cost: :math:`\\sum_v n_v b_v`, the objective.
         lower_bound: a lower bound on the objective over the searched bit ranges (equal to it when
             optimal).
@@ -387,6 +387,8 @@ def plan_precision(
     if wfs is not None:
         mem += sum(c * f.word_bits for c, f in zip(w_counts, wfs, strict=True))
     cost = int(round(sum(c * b for c, b in zip(costs, bits, strict=True))))
+    if used == "tight" and cost <= lower:
+        optimal = True  # the greedy plan meets the lower bound of the searched ranges
     if certified > budget * (1 + 1e-12):  # pragma: no cover - the solver only returns feasible plans
         raise InvalidArgumentError(f"Internal error: plan certifies {certified} > budget {budget}.")
     return PrecisionPlan(

@@ -1,0 +1,301 @@
+"""Application commands: precision, boost, train, sweep, figures (Section 5 of the paper)."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from faultbound.cli._common import app, console, load_model, parse_floats, parse_ints, print_json
+from faultbound.errors import InvalidArgumentError
+
+MODEL = typer.Argument(..., help="Model file: .onnx or .pt2 (torch.export).")
+DOMAIN = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1).")
+JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+EPS = typer.Option(None, "--eps", help="Accuracy to keep, epsilon.")
+EPS_PRIME = typer.Option(None, "--eps-prime", help="Accuracy the network has, epsilon'.")
+METHOD = typer.Option("auto", "--method", help="Bound: auto (tight when available), paper or tight.")
+
+
+def _finite(name: str, v: float | None) -> None:
+    if v is not None and not math.isfinite(v):
+        raise InvalidArgumentError(f"Expected a finite --{name}, but got {v}.")
+
+
+def _budget(
+    eps: float | None, eps_prime: float | None, budget: float | None
+) -> tuple[float, float | None, float | None]:
+    for n, v in (("eps", eps), ("eps-prime", eps_prime), ("budget", budget)):
+        _finite(n, v)
+    if budget is not None:
+        if eps is not None or eps_prime is not None:
+            raise InvalidArgumentError("Expected either --budget or --eps with --eps-prime, not both.")
+        if budget <= 0:
+            raise InvalidArgumentError(f"Expected --budget > 0, but got {budget}.")
+        return budget, None, None
+    if eps is None or eps_prime is None:
+        raise InvalidArgumentError("Expected --eps and --eps-prime (the budget is eps - eps'), or --budget.")
+    from faultbound.bounds.api import check_eps
+
+    check_eps(eps, eps_prime)
+    if eps - eps_prime <= 0:
+        raise InvalidArgumentError(f"Expected eps > eps', but got eps = {eps}, eps' = {eps_prime}.")
+    return eps - eps_prime, eps, eps_prime
+
+
+@app.command()
+def precision(
+    model: Path = MODEL,
+    eps: float | None = EPS,
+    eps_prime: float | None = EPS_PRIME,
+    budget: float | None = typer.Option(None, "--budget", help="Allowed output error (instead of eps, eps')."),
+    weights: bool = typer.Option(False, "--weights", help="Also plan the weights' fixed-point formats."),
+    method: str = METHOD,
+    max_frac_bits: int = typer.Option(40, "--max-frac-bits", help="Most fractional bits per format."),
+    data: Path | None = typer.Option(None, "--data", help="Inputs (.npz/.npy/.csv) to measure on, besides samples."),
+    samples: int = typer.Option(2048, "--samples", help="Uniform domain samples to measure on."),
+    seed: int = typer.Option(0, "--seed"),
+    domain: str | None = DOMAIN,
+    json: bool = JSON,
+) -> None:
+    """Theorem 5: cheapest per-layer fixed-point formats whose certified output error fits the budget.
+
+    Prints the formats, the certified error and the error measured by running the quantized network.
+    """
+    from faultbound.apps.precision import measure_plan, plan_precision
+    from faultbound.data import load_arrays
+
+    b, e, ep = _budget(eps, eps_prime, budget)
+    if samples < 0:
+        raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
+    net = load_model(model, domain)
+    X = load_arrays(str(data))[0] if data is not None else None
+    plan = plan_precision(net, budget=b, weights=weights, method=method, max_frac_bits=max_frac_bits)  # type: ignore[arg-type]
+    measured = measure_plan(net, plan, X, samples, seed)
+    out = {"model": str(model), "eps": e, "eps_prime": ep, **plan.to_dict(), "measured": measured,
+           "within_budget": measured <= plan.certified + 1e-12 and plan.certified <= plan.budget, "seed": seed}
+    if json:
+        print_json(out)
+        return
+    t = Table(title=f"Precision plan for {model.name}: budget {b:.4g}, certified by the {plan.method} bound")
+    for col in ("layer", "neurons", "format", "word bits", "lambda_l (per neuron)"):
+        t.add_column(col, justify="right")
+    for l, (fmt, lam) in enumerate(zip(plan.act_formats, plan.lambdas, strict=True), start=1):
+        t.add_row(str(l), str(net.widths[l - 1]), fmt.name, str(fmt.word_bits), f"{lam:.3g}")
+    console.print(t)
+    if plan.weight_formats is not None:
+        console.print("weights: " + ", ".join(f"layer {i}: {f.name}" for i, f in enumerate(plan.weight_formats, 1)))
+    console.print(
+        f"certified error {plan.certified:.4g} (paper bound {plan.certified_paper:.4g}) <= budget {b:.4g}; "
+        f"measured {measured:.4g}"
+    )
+    console.print(
+        f"memory {plan.memory_bits} bits vs float32 {plan.float32_bits} bits: {100 * plan.memory_saved:.1f}% saved; "
+        f"{'optimal' if plan.optimal else 'not proven optimal'} (objective {plan.frac_bits_cost}, "
+        f"lower bound {plan.lower_bound})"
+    )
+    for n in plan.notes:
+        console.print(f"note: {n}")
+
+
+@app.command()
+def boost(
+    model: Path = MODEL,
+    eps: float | None = EPS,
+    eps_prime: float | None = EPS_PRIME,
+    failures: str | None = typer.Option(None, "--failures", help="Crash distribution f_1,...,f_L to tolerate."),
+    latency: str = typer.Option("exponential", "--latency", help="exponential, lognormal or pareto."),
+    params: str | None = typer.Option(
+        None, "--params", help="Latency parameters: scale | mu,sigma | alpha,x_m (defaults 1 | 0,1 | 2.5,1)."
+    ),
+    runs: int = typer.Option(10_000, "--runs", help="Simulated executions."),
+    error_runs: int = typer.Option(500, "--error-runs", help="Runs that also measure the output error."),
+    seed: int = typer.Option(0, "--seed"),
+    method: str = METHOD,
+    domain: str | None = DOMAIN,
+    json: bool = JSON,
+) -> None:
+    """Corollary 2: wait for only N - f signals per layer; latency and error, simulated.
+
+    Per-layer model: each layer's f_l latest neurons are dropped (value 0) for every receiver.
+    """
+    from faultbound.apps.boosting import LatencyModel, choose_failures, simulate_boost
+
+    lat = LatencyModel.make(latency, parse_floats(params, "params") if params else None)
+    if runs < 1 or error_runs < 0:
+        raise InvalidArgumentError(f"Expected --runs >= 1 and --error-runs >= 0, but got {runs} and {error_runs}.")
+    net = load_model(model, domain)
+    notes: list[str] = []
+    if failures is not None:
+        if eps is not None or eps_prime is not None:
+            raise InvalidArgumentError("Expected either --failures or --eps with --eps-prime, not both.")
+        f = tuple(parse_ints(failures))
+    else:
+        if eps is None or eps_prime is None:
+            raise InvalidArgumentError(
+                "Expected --eps and --eps-prime (to choose a tolerated distribution), or --failures."
+            )
+        _finite("eps", eps)
+        _finite("eps-prime", eps_prime)
+        f, notes = choose_failures(net, eps, eps_prime, lat, method, seed)
+    r = simulate_boost(net, f, lat, runs, seed, method, error_runs, eps=eps, eps_prime=eps_prime)
+    out = {"model": str(model), **r.to_dict()}
+    out["notes"] = notes + out["notes"]
+    if json:
+        print_json(out)
+        return
+    t = Table(title=f"Boosting {model.name}: f = {list(r.failures)}, waits {list(r.waits)}, {lat.kind} {lat.params}, "
+                    f"{runs} runs, seed {seed}")
+    for col in ("latency", "wait for all", "wait for N - f", "speed-up"):
+        t.add_column(col, justify="right")
+    for k in ("mean", "median", "p99", "p99.9"):
+        t.add_row(k, f"{r.wait_all[k]:.4g}", f"{r.boosted[k]:.4g}", f"{r.speedup[k]:.3g}x")
+    console.print(t)
+    console.print(
+        f"output error with the late signals dropped ({r.error_runs} runs, {r.n_inputs} inputs): "
+        f"max {r.measured_max:.4g}, median {r.measured_median:.4g}; certified ({r.method}) {r.certified:.4g}"
+        + ("" if r.within_bound else "  EXCEEDED")
+    )
+    for n in out["notes"]:
+        console.print(f"note: {n}")
+
+
+def _train_config(**kw: Any) -> Any:
+    from faultbound.training import TrainConfig
+
+    widths = tuple(parse_ints(kw.pop("widths"), "widths"))
+    fails = kw.pop("failures")
+    f = tuple(parse_ints(fails)) if fails else None
+    cfg = TrainConfig(widths=widths, failures=f, **kw)
+    cfg.check()
+    return cfg
+
+
+DATASET = typer.Option("digits", "--dataset", help="digits (classification) or synthetic (regression of wave).")
+WIDTHS = typer.Option("32", "--widths", help="Hidden widths, comma-separated.")
+EPOCHS = typer.Option(30, "--epochs")
+FAILS = typer.Option(None, "--failures", help="Fixed crash distribution for bounds and measurement (default 10%).")
+
+
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(..., "--out", help="Directory for model.pt2, model.onnx and summary.json."),
+    dataset: str = DATASET,
+    K: float = typer.Option(1.0, "--K", "-K", help="Lipschitz constant of the TunedSigmoid neurons."),  # noqa: N803
+    widths: str = WIDTHS,
+    weight_cap: float | None = typer.Option(None, "--weight-cap", help="Clamp weights to [-cap, cap]."),
+    fep_weight: float = typer.Option(0.0, "--fep-weight", help="Weight of the Fep regulariser in the loss."),
+    fep_kind: str = typer.Option("neuron", "--fep-kind", help="Regulariser: paper or neuron (per-neuron bound)."),
+    failures: str | None = FAILS,
+    epochs: int = EPOCHS,
+    target: float = typer.Option(0.9, "--target", help="Target accuracy for epochs-to-target."),
+    seed: int = typer.Option(0, "--seed"),
+    json: bool = JSON,
+) -> None:
+    """Train a TunedSigmoid(K) network (optionally Fep-regularised, weight-clipped) and write it."""
+    from faultbound.training import export_model, train
+
+    if fep_kind not in ("paper", "neuron"):
+        raise InvalidArgumentError(f"Expected --fep-kind paper or neuron, but got {fep_kind!r}.")
+    for n, v in (("K", K), ("fep-weight", fep_weight), ("target", target)):
+        _finite(n, v)
+    cfg = _train_config(dataset=dataset, K=K, widths=widths, weight_cap=weight_cap, fep_weight=fep_weight,
+                        fep_kind=fep_kind, failures=failures, epochs=epochs, target=target, seed=seed)
+    res = train(cfg)
+    d_in = res.network.input_shape[0]
+    try:
+        files = export_model(res.model, out, d_in)
+    except OSError as e:
+        raise InvalidArgumentError(f"Cannot write to {out}: {e}") from None
+    summary = {**res.summary, "files": files, "history": res.history}
+    (Path(out) / "summary.json").write_text(jsonlib.dumps(summary, indent=2))
+    if json:
+        print_json(summary)
+        return
+    s = res.summary
+    console.print(
+        f"{dataset}, K = {K:g}, widths {list(cfg.widths)}: {s['metric']} {s['accuracy']:.3f}, epochs to "
+        f"{target:g}: {s['epochs_to_target']}"
+    )
+    tight = "n/a" if s["bound_tight"] is None else f"{s['bound_tight']:.4g}"
+    console.print(
+        f"crashes {s['failures']}: Fep {s['fep_printed']:.4g}, tight bound {tight}, "
+        f"measured {s['measured_max_error']:.4g}"
+    )
+    console.print(f"wrote {', '.join(v for k, v in files.items() if v and not k.endswith('error'))} and "
+                  f"{Path(out) / 'summary.json'}")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    out: Path = typer.Option(..., "--out", help="Directory for sweep.csv and sweep.png."),
+    ks: str = typer.Option("0.25,1,4", "--Ks", help="Values of K, comma-separated."),
+    fep_weights: str = typer.Option("0,0.05", "--fep-weights", help="Regulariser weights, comma-separated."),
+    dataset: str = DATASET,
+    widths: str = typer.Option("16,16", "--widths", help="Hidden widths, comma-separated."),
+    failures: str | None = FAILS,
+    epochs: int = typer.Option(10, "--epochs"),
+    seed: int = typer.Option(0, "--seed"),
+    json: bool = JSON,
+) -> None:
+    """Learning cost (accuracy, epochs to target) against certified and measured robustness."""
+    from faultbound.report.figures import sweep_figure
+    from faultbound.training import sweep, write_csv
+
+    Ks = parse_floats(ks, "Ks")
+    lams = parse_floats(fep_weights, "fep-weights")
+    if any(not (math.isfinite(k) and k > 0) for k in Ks) or any(not (math.isfinite(v) and v >= 0) for v in lams):
+        raise InvalidArgumentError("Expected --Ks > 0 and --fep-weights >= 0, all finite.")
+    cfg = _train_config(dataset=dataset, widths=widths, failures=failures, epochs=epochs, seed=seed)
+    rows = sweep(Ks, lams, cfg)
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_csv(rows, Path(out) / "sweep.csv")
+        fig = sweep_figure(rows)
+        fig.savefig(Path(out) / "sweep.png", dpi=120)
+    except OSError as e:
+        raise InvalidArgumentError(f"Cannot write to {out}: {e}") from None
+    if json:
+        print_json({"rows": rows, "csv": str(Path(out) / "sweep.csv"), "png": str(Path(out) / "sweep.png")})
+        return
+    t = Table(title=f"Sweep on {dataset}, widths {list(cfg.widths)}, crashes {rows[0]['failures']}, {epochs} epochs")
+    for col in ("K", "fep-weight", "accuracy", "epochs to target", "Fep (paper)", "tight", "measured"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        tight = "" if r["bound_tight"] is None else f"{r['bound_tight']:.4g}"
+        t.add_row(f"{r['K']:g}", f"{r['fep_weight']:g}", f"{r['accuracy']:.3f}", str(r["epochs_to_target"]),
+                  f"{r['bound_paper']:.4g}", tight, f"{r['measured_max_error']:.4g}")
+    console.print(t)
+    console.print(f"wrote {Path(out) / 'sweep.csv'} and {Path(out) / 'sweep.png'}")
+
+
+@app.command()
+def figures(
+    out: Path = typer.Option(..., "--out", help="Directory for figure2/3 .png and .csv."),
+    ks: str = typer.Option("0.125,0.25,0.5,1,2,4,8", "--Ks", help="Values of K for Figure 3."),
+    epochs: int = typer.Option(30, "--epochs", help="Training epochs per Figure 3 network."),
+    json: bool = JSON,
+) -> None:
+    """Write the paper's Figure 2 (tuned sigmoids) and Figure 3 (error against K) as PNG and CSV."""
+    from dataclasses import replace
+
+    from faultbound.report.figures import figure3_config, write_figures
+
+    Ks = parse_floats(ks, "Ks")
+    if not Ks or any(not (math.isfinite(k) and k > 0) for k in Ks):
+        raise InvalidArgumentError(f"Expected --Ks > 0, finite, but got {ks!r}.")
+    if epochs < 1:
+        raise InvalidArgumentError(f"Expected --epochs >= 1, but got {epochs}.")
+    try:
+        paths = write_figures(out, Ks, replace(figure3_config(), epochs=epochs))
+    except OSError as e:
+        raise InvalidArgumentError(f"Cannot write to {out}: {e}") from None
+    if json:
+        print_json(paths)
+        return
+    for v in paths.values():
+        console.print(f"wrote {v}")

@@ -1,0 +1,1 @@
+"""Reports: the paper's figures (:mod:`faultbound.report.figures`)."""
