@@ -1,0 +1,198 @@
+"""CLI tests for inspect / bound / tolerate / demo: exit codes, stdout JSON and one-line errors on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import faultbound as fb
+from faultbound.cli import main
+
+CLI = [sys.executable, "-c", "from faultbound.cli import main; main()"]
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(*args: str) -> Result:
+    """Run the CLI in-process exactly as the console script does (argv, exit status, streams)."""
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.argv
+    sys.argv = ["faultbound", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def test_console_script_subprocess_exit_status() -> None:
+    # one real process: the entry point exits 2 with one line and no traceback
+    r = subprocess.run([*CLI, "bound", "/nonexistent.onnx", "--failures", "1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1)).eval()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("m") / "mlp.pt2"
+    m = _model()
+    torch.export.save(torch.export.export(m, (torch.rand(1, 3),)), str(p))
+    return p
+
+
+def test_inspect_json(model_file: Path) -> None:
+    r = run("inspect", str(model_file), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["widths"] == [4, 3]
+    assert [row["activation"] for row in info["layers"]] == ["Sigmoid", "Tanh", None]
+    net = fb.Network.from_torch(_model())
+    assert info["layers"][1]["w_max"] == pytest.approx(net.w_max[1])
+    r = run("inspect", str(model_file))
+    assert r.returncode == 0 and "Sigmoid" in r.stdout
+
+
+def test_bound_json_matches_library(model_file: Path) -> None:
+    net = fb.Network.from_torch(_model())
+    for fault, extra, failures in (
+        ("crash", [], "1,2"),
+        ("byzantine", ["--capacity", "0.5"], "1,0"),
+        ("synapse-crash", [], "1,0,1"),
+        ("synapse-byzantine", ["--capacity", "2"], "0,1,1"),
+    ):
+        r = run(
+            "bound", str(model_file), "--failures", failures, "--fault", fault, "--method", "paper", "--json", *extra
+        )
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert {"value", "method", "fault", "failures"} <= set(out)
+        f = [int(v) for v in failures.split(",")]
+        flt = fb.faults.parse_fault(fault, float(extra[1]) if extra else None)
+        assert out["value"] == pytest.approx(fb.bound(net, f, flt).value, rel=1e-9)
+        assert out["failures"] == f and out["fault"] == fault and out["method"] == "paper"
+    r = run("bound", str(model_file), "--fault", "precision", "--errors", "0.01,0.02", "--method", "paper", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["value"] == pytest.approx(fb.bound(net, fault=fb.Precision([0.01, 0.02])).value)
+
+
+def test_bound_table_shows_both_methods(model_file: Path) -> None:
+    r = run("bound", str(model_file), "--failures", "1,1")
+    assert r.returncode == 0, r.stderr
+    assert "paper" in r.stdout
+    if "tight" in fb.bounds.METHODS:
+        assert "tight" in r.stdout
+
+
+def test_bound_unbounded_capacity_lemma1(model_file: Path) -> None:
+    r = run("bound", str(model_file), "--failures", "1,0", "--fault", "byzantine", "--capacity", "inf", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["unbounded"] is True and out["value"] is None and "Lemma 1" in out["notes"][0]
+
+
+def test_tolerate_json(model_file: Path, tmp_path: Path) -> None:
+    net = fb.Network.from_torch(_model())
+    r = run("tolerate", str(model_file), "--eps", "1.0", "--eps-prime", "0.2", "--method", "paper", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    ref = fb.tolerate(net, 1.0, 0.2)
+    assert out["per_layer_max"] == list(ref.per_layer_max)
+    assert out["maximal"] == [list(m) for m in ref.maximal or ()]
+    X = np.random.default_rng(0).random((40, 3))
+    with torch.no_grad():
+        y = net.forward(torch.as_tensor(X)).numpy() + 0.05
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    r = run("tolerate", str(model_file), "--eps", "1.0", "--data", str(tmp_path / "d.npz"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["eps_prime"]["estimated"] is True
+    assert out["eps_prime"]["value"] == pytest.approx(0.05, abs=1e-5)
+
+
+BAD = [
+    (["bound", "{missing}", "--failures", "1,0"], "does not exist"),
+    (["bound", "{corrupt}", "--failures", "1,0"], ""),
+    (["bound", "{model}", "--failures", "1"], "one count per hidden layer"),
+    (["bound", "{model}", "--failures", "4,0"], "f_1 < N_1"),
+    (["bound", "{model}", "--failures", "-1,0"], ">= 0"),
+    (["bound", "{model}", "--failures", "a,b"], "integers"),
+    (["bound", "{model}", "--failures", "1,0", "--fault", "bogus"], "fault"),
+    (["bound", "{model}", "--failures", "1,0", "--fault", "byzantine", "--capacity", "-1"], "capacity"),
+    (["bound", "{model}", "--failures", "1,0", "--domain", "1,0"], "lo <= hi"),
+    (["bound", "{unsupported}", "--failures", "1"], "Unsupported"),
+    (["bound", "{nan}", "--failures", "1"], "NaN"),
+    (["tolerate", "{model}", "--eps", "-0.1", "--eps-prime", "0"], "eps"),
+    (["tolerate", "{model}", "--eps", "0.1", "--eps-prime", "0.2"], "eps_prime <= eps"),
+    (["tolerate", "{model}", "--eps", "0.1"], "exactly one"),
+    (["tolerate", "{model}", "--eps", "0.1", "--data", "{missing}"], "not found"),
+    (["bound", "{pickle}", "--failures", "1"], "trust-pickle"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("bad")
+    (d / "corrupt.onnx").write_bytes(b"\x00\x01 not a model")
+    unsupported = nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=1), nn.Linear(2, 1)).eval()
+    torch.export.save(torch.export.export(unsupported, (torch.rand(1, 2),)), str(d / "unsupported.pt2"))
+    nan = nn.Sequential(nn.Linear(2, 2), nn.Sigmoid(), nn.Linear(2, 1)).eval()
+    with torch.no_grad():
+        nan[0].weight[0, 0] = float("nan")
+    torch.export.save(torch.export.export(nan, (torch.rand(1, 2),)), str(d / "nan.pt2"))
+    torch.save(_model(), str(d / "full.pt"))
+    return {
+        "model": str(model_file),
+        "missing": str(d / "missing.pt2"),
+        "corrupt": str(d / "corrupt.onnx"),
+        "unsupported": str(d / "unsupported.pt2"),
+        "nan": str(d / "nan.pt2"),
+        "pickle": str(d / "full.pt"),
+    }
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD)
+def test_bad_input_is_one_line_exit_2(args: list[str], needle: str, bad_files: dict[str, str]) -> None:
+    r = run(*[a.format(**bad_files) for a in args])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert lines[0].startswith("error:")
+    assert needle.lower() in lines[0].lower(), lines[0]
+
+
+def test_demo_runs_quickly_and_reports() -> None:
+    r = run("demo", "--json", "--epochs", "60")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    names = [n["name"] for n in out["networks"]]
+    assert names == ["wide-1", "deep-2"]
+    wide = out["networks"][0]
+    assert wide["eps_prime"]["estimated"] is True
+    assert wide["theorem1"] is not None and wide["theorem1"] >= 0
+    zero = wide["bounds"][0]
+    assert zero["failures"] == [0] and zero["paper"] == 0.0
