@@ -31,6 +31,7 @@ from faultbound.measure.engine import (
     inject,
     sample_faults,
 )
+from faultbound.measure.search import probe_inputs, worst_case
 from faultbound.measure.stats import merge_states, summarize, wilson
 
 __all__ = [
@@ -50,4 +51,6 @@ __all__ = [
     "sample_faults",
     "summarize",
     "wilson",
+    "worst_case",
+    "probe_inputs",
 ]

@@ -72,6 +72,8 @@ __all__ = [
     "CleanPass",
     "ValueMode",
     "clean_pass",
+    "differentiable_outputs",
+    "initial_values",
     "inject",
     "faulty_forward",
     "sample_faults",
@@ -309,8 +311,9 @@ class CleanPass:
         return self.ys[-1]
 
 
-def clean_pass(net: Network, x: Tensor, dtype: torch.dtype = torch.float32) -> CleanPass:
-    """Run the clean network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in ``dtype``."""
+def clean_pass(net: Network, x: Tensor, dtype: torch.dtype = torch.float32, grad: bool = False) -> CleanPass:
+    """Run the clean network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in ``dtype``
+    (``grad=True`` keeps the graph, for gradients with respect to ``x``)."""
     x = torch.as_tensor(x)
     b = x.shape[0]
     if tuple(x.shape[1:]) != tuple(net.input_shape):
@@ -322,7 +325,7 @@ def clean_pass(net: Network, x: Tensor, dtype: torch.dtype = torch.float32) -> C
     y = x.to(dtype)
     ys = [y.reshape(b, -1)]
     ss = [y.reshape(b, -1)]
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         for layer in net.layers:
             s = layer.pre(y)
             y = s if layer.activation is None else layer.activation(s)
@@ -959,6 +962,27 @@ def _adversarial(
         cur = nxt
     assert best_out is not None
     return best_out, best_vals
+
+
+def differentiable_outputs(
+    net: Network, clean: CleanPass, fault: Fault, faults: FaultSet, values: list[Tensor | None]
+) -> Tensor:
+    """Faulty outputs ``(T, B, n_out)`` with the autograd graph kept, so that gradients flow to the
+    inputs (build ``clean`` with ``clean_pass(..., grad=True)``) and to ``values`` (Byzantine values
+    ``(T, 1|B, k)`` or precision offsets ``(T, B, N_l)`` per layer). All T configurations are done in
+    one piece (no chunking): keep T x B small."""
+    _check(net, fault, faults)
+    prep = _prep(net, clean.ys[0].dtype)
+    with torch.enable_grad():
+        return _propagate(prep, clean, fault, faults, values, _first_layer(fault, faults, net.L))
+
+
+def initial_values(
+    net: Network, fault: Fault, faults: FaultSet, mode: ValueMode, batch: int, generator: torch.Generator,
+    dtype: torch.dtype,
+) -> list[Tensor | None]:
+    """Starting Byzantine / precision values for :func:`differentiable_outputs` (see :func:`inject`)."""
+    return _init_values(net, fault, faults, mode, batch, generator, dtype)
 
 
 def faulty_forward(

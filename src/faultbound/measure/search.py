@@ -1,0 +1,320 @@
+"""Worst-case search: failure sets, inputs and Byzantine values that maximise the output error.
+
+The quantity searched is
+
+.. math::
+
+    \\max_{S,\\ x \\in \\mathcal{D},\\ v \\in [-C, C]^{|S|}} \\|F_{S,v}(x) - F(x)\\|_\\infty
+
+over failure sets S with :math:`f_l` units in layer l. Every value returned was actually evaluated on
+a valid faulty network at a point of the domain, so it is a *lower bound* on the true worst case
+(and must never exceed a certified bound).
+
+* **Failure sets.** If (number of failure sets) x (probe inputs) is at most ``exhaustive_limit``, all
+  sets are enumerated on all probe inputs (``exhaustive=True``: exhaustive over failure sets, the
+  inputs are still probes). Otherwise a beam search adds one failing unit at a time, keeping the
+  ``beam`` partial sets with the largest error over the probe inputs.
+* **Inputs.** Projected gradient ascent on :math:`\\sigma (F'_o(x) - F_o(x))` (o the most deviated
+  output, :math:`\\sigma` its sign), :math:`x \\leftarrow \\Pi_{\\mathcal D}(x + \\eta\\,
+  \\mathrm{sign}\\nabla_x)`, from several restarts: the best probes, domain corners and random points.
+* **Byzantine values / precision offsets.** :math:`\\pm C` (resp. :math:`\\pm\\lambda_l`) by the sign of
+  the downstream gradient, updated jointly with x.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from faultbound.errors import InvalidArgumentError
+from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
+from faultbound.measure.engine import (
+    BitFlip,
+    FaultSet,
+    clean_pass,
+    differentiable_outputs,
+    initial_values,
+    inject,
+    layer_count,
+    n_units,
+)
+from faultbound.network.core import Network
+
+__all__ = ["worst_case", "probe_inputs"]
+
+
+def probe_inputs(net: Network, n: int, generator: torch.Generator, max_corners: int = 32) -> Tensor:
+    """Domain corners (all when :math:`2^d \\le` ``max_corners``, else random ones) and ``n`` uniform
+    points, float64 ``(m, *input_shape)``."""
+    lo, hi = net.domain.lo.reshape(-1), net.domain.hi.reshape(-1)
+    d = lo.numel()
+    if 2**d <= max_corners:
+        bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)), dtype=torch.float64)
+    else:
+        bits = (torch.rand((max_corners, d), generator=generator) < 0.5).to(torch.float64)
+    corners = lo + bits * (hi - lo)
+    rand = lo + torch.rand((n, d), generator=generator, dtype=torch.float64) * (hi - lo)
+    return torch.cat([corners, rand]).reshape(-1, *net.input_shape)
+
+
+def _sets_tensor(sets: list[tuple[tuple[int, ...], ...]], n_layers: int) -> FaultSet:
+    sites: list[Tensor | None] = []
+    for i in range(n_layers):
+        k = max((len(s[i]) for s in sets), default=0)
+        if k == 0:
+            sites.append(None)
+            continue
+        rows = [list(s[i]) + [-1] * (k - len(s[i])) for s in sets]
+        sites.append(torch.tensor(rows, dtype=torch.long))
+    return FaultSet(len(sets), tuple(sites))
+
+
+def _score_sets(
+    net: Network, fault: Fault, sets: list[tuple[tuple[int, ...], ...]], x: Tensor, dtype: torch.dtype,
+    g: torch.Generator, batch: int = 2048,
+) -> tuple[Tensor, Tensor]:
+    """Error of each set (max over the inputs) and the index of the input reaching it."""
+    n_layers = layer_count(net, fault)
+    cp = clean_pass(net, x, dtype)
+    best, arg = [], []
+    for i in range(0, len(sets), batch):
+        fs = _sets_tensor(sets[i : i + batch], n_layers)
+        e = inject(net, cp, fault, fs, values="adversarial", generator=g, dtype=dtype).errors
+        m, a = e.max(1)
+        best.append(m)
+        arg.append(a)
+    return torch.cat(best), torch.cat(arg)
+
+
+def _pgd(
+    net: Network, fault: Fault, fs: FaultSet, starts: Tensor, steps: int, dtype: torch.dtype, g: torch.Generator
+) -> tuple[float, Tensor, list[Tensor | None], int]:
+    """Projected sign-gradient ascent over inputs (and values) for one failure set; returns the best
+    error, its input, its values and the number of evaluations."""
+    lo = net.domain.lo.to(dtype).unsqueeze(0)
+    hi = net.domain.hi.to(dtype).unsqueeze(0)
+    x = starts.to(dtype).clone()
+    r = x.shape[0]
+    vals = initial_values(net, fault, fs, "adversarial", r, g, dtype)
+    mags = list(fault.errors) if isinstance(fault, Precision) else [float(getattr(fault, "capacity", 0.0))] * len(vals)
+    best_e, best_x, best_v = -math.inf, x[0].clone(), [None if v is None else v[:, :1].clone() for v in vals]
+    evals = 0
+    width = (hi - lo).clamp(min=0)
+    for step in range(steps + 1):
+        xv = x.clone().requires_grad_(True)
+        leaves = [None if v is None else v.clone().requires_grad_(True) for v in vals]
+        cp = clean_pass(net, xv, dtype, grad=True)
+        out = differentiable_outputs(net, cp, fault, fs, leaves)  # (1, r, n_out)
+        dev = out - cp.output.unsqueeze(0)
+        err = dev.detach().abs().amax(-1)[0]  # (r,)
+        evals += r
+        err = torch.nan_to_num(err, nan=math.inf)
+        i = int(err.argmax())
+        if float(err[i]) > best_e:
+            best_e = float(err[i])
+            best_x = x[i].detach().clone()
+            best_v = [None if v is None else v[:, i : i + 1].detach().clone() for v in vals]
+        if step == steps or not math.isfinite(best_e):
+            break
+        o = dev.detach().abs().argmax(-1, keepdim=True)
+        sig = torch.sign(dev.detach().gather(-1, o))
+        sig = torch.where(sig == 0, torch.ones_like(sig), sig)
+        obj = (sig * dev.gather(-1, o)).sum()
+        live = [xv] + [v for v in leaves if v is not None]
+        if not obj.requires_grad:
+            break
+        grads = torch.autograd.grad(obj, live, allow_unused=True)
+        gx = grads[0]
+        eta = 0.25 * (1 - step / (steps + 1)) + 0.01
+        if gx is not None:
+            x = torch.minimum(torch.maximum(x + eta * width * torch.sign(gx.detach()), lo), hi)
+        gi = iter(grads[1:])
+        nv: list[Tensor | None] = []
+        for v, m in zip(vals, mags, strict=True):
+            if v is None:
+                nv.append(None)
+                continue
+            gv = next(gi)
+            nv.append(v if gv is None else torch.where(gv != 0, torch.sign(gv) * m, v).detach())
+        vals = nv
+    return best_e, best_x, best_v, evals
+
+
+def _n_sets(net: Network, fault: Fault, failures: tuple[int, ...]) -> int:
+    n = 1
+    for l, f in enumerate(failures, start=1):
+        n *= math.comb(n_units(net, fault, l), f)
+    return n
+
+
+def _all_sets(net: Network, fault: Fault, failures: tuple[int, ...]) -> list[tuple[tuple[int, ...], ...]]:
+    per = [list(itertools.combinations(range(n_units(net, fault, l)), f)) for l, f in enumerate(failures, start=1)]
+    return list(itertools.product(*per))
+
+
+def _beam(
+    net: Network, fault: Fault, failures: tuple[int, ...], x: Tensor, beam: int, dtype: torch.dtype,
+    g: torch.Generator,
+) -> tuple[list[tuple[tuple[int, ...], ...]], Tensor, Tensor, int]:
+    """Beam search over failure sets, one failing unit at a time."""
+    n_layers = len(failures)
+    states: list[tuple[tuple[int, ...], ...]] = [tuple(() for _ in range(n_layers))]
+    evals = 0
+    scores = torch.zeros(1, dtype=dtype)
+    args = torch.zeros(1, dtype=torch.long)
+    for _ in range(sum(failures)):
+        cands: dict[tuple[tuple[int, ...], ...], None] = {}
+        for st in states:
+            for i in range(n_layers):
+                if len(st[i]) >= failures[i]:
+                    continue
+                for u in range(n_units(net, fault, i + 1)):
+                    if u in st[i]:
+                        continue
+                    new = tuple(tuple(sorted(s + (u,))) if j == i else s for j, s in enumerate(st))
+                    cands[new] = None
+        cl = list(cands)
+        sc, ar = _score_sets(net, fault, cl, x, dtype, g)
+        evals += len(cl) * x.shape[0]
+        top = torch.argsort(sc, descending=True, stable=True)[:beam]
+        states = [cl[int(i)] for i in top]
+        scores, args = sc[top], ar[top]
+    return states, scores, args, evals
+
+
+def worst_case(
+    net: Network,
+    fault: Fault,
+    failures: list[int] | tuple[int, ...] | None = None,
+    *,
+    inputs: Tensor | None = None,
+    n_probe: int = 32,
+    exhaustive_limit: int = 200_000,
+    beam: int = 4,
+    refine: int = 4,
+    restarts: int = 8,
+    steps: int = 30,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> dict[str, Any]:
+    """Search failure sets, inputs in the domain and Byzantine values that maximise the output error.
+
+    Args:
+        net: the network (its domain bounds the inputs).
+        fault: ``Crash()``, ``StuckAt(v)``, ``Byzantine(C)``, ``ByzantineDeviation(C)``,
+            ``SynapseCrash()``, ``SynapseByzantine(C)`` or ``Precision(lams)``.
+        failures: failing units per layer (L for neurons, L+1 for synapses; ignored for precision).
+        inputs: extra probe inputs (e.g. a data set); domain corners and ``n_probe`` uniform points
+            are always added.
+        exhaustive_limit: enumerate every failure set when (#sets x #probes) is at most this.
+        beam: partial failure sets kept by the beam search.
+        refine: failure sets whose inputs are then optimised by projected gradient ascent.
+        restarts, steps: restarts and steps of that ascent.
+        seed: seeds the probes, restarts and starting values.
+        dtype: float64 by default.
+
+    Returns:
+        ``{"max_error", "exhaustive", "failure_set" ({layer: [units]}), "input", "values",
+        "evaluations", "seed", "fault", "failures", "sets_total"}``. ``max_error`` is a lower bound on
+        the true worst case.
+
+    Example:
+        >>> import torch, faultbound as fb
+        >>> from faultbound.measure import worst_case
+        >>> torch.manual_seed(0) and None
+        >>> net = fb.Network.from_torch(torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Sigmoid(),
+        ...                                                 torch.nn.Linear(4, 1)))
+        >>> r = worst_case(net, fb.Crash(), [1], steps=5)
+        >>> r["exhaustive"], r["max_error"] <= fb.bound(net, [1], fb.Crash()).value
+        (True, True)
+    """
+    if isinstance(fault, BitFlip):
+        raise InvalidArgumentError("Worst-case search does not cover bit flips; run a campaign instead.")
+    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
+        raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
+    if isinstance(getattr(fault, "capacity", 0.0), float) and not math.isfinite(getattr(fault, "capacity", 0.0)):
+        raise InvalidArgumentError("Unbounded capacity: the worst case is infinite (Lemma 1).")
+    if n_probe < 0 or beam < 1 or refine < 1 or restarts < 1 or steps < 0:
+        raise InvalidArgumentError("Expected n_probe, steps >= 0 and beam, refine, restarts >= 1.")
+    g = torch.Generator().manual_seed(int(seed))
+    x = probe_inputs(net, n_probe, g)
+    if inputs is not None:
+        xi = torch.as_tensor(inputs, dtype=torch.float64).reshape(-1, *net.input_shape)
+        x = torch.cat([x, torch.minimum(torch.maximum(xi, net.domain.lo), net.domain.hi)])
+    n_layers = layer_count(net, fault)
+    evals = 0
+    if isinstance(fault, Precision):
+        if len(fault.errors) != net.L:
+            raise InvalidArgumentError(
+                f"Expected precision errors for each hidden layer ({net.L}), but got {len(fault.errors)}."
+            )
+        fs0 = FaultSet(1, (None,) * n_layers)
+        sets: list[tuple[tuple[int, ...], ...]] = [tuple(() for _ in range(n_layers))]
+        exhaustive, total = True, 1
+        e0 = inject(net, x, fault, fs0, values="adversarial", generator=g, dtype=dtype).errors[0]
+        evals += x.shape[0]
+        scores, args = e0.max().reshape(1), e0.argmax().reshape(1)
+    else:
+        if failures is None:
+            raise InvalidArgumentError("Expected `failures`, one count per layer, but got None.")
+        f = tuple(int(v) for v in failures)
+        if len(f) != n_layers:
+            raise InvalidArgumentError(
+                f"Expected `failures` to have one count per layer ({n_layers}), but got {len(f)}."
+            )
+        for l, v in enumerate(f, start=1):
+            if not 0 <= v <= n_units(net, fault, l):
+                raise InvalidArgumentError(f"Expected 0 <= f_{l} <= {n_units(net, fault, l)}, but got {v}.")
+        total = _n_sets(net, fault, f)
+        exhaustive = total * x.shape[0] <= exhaustive_limit
+        if exhaustive:
+            sets = _all_sets(net, fault, f)
+            scores, args = _score_sets(net, fault, sets, x, dtype, g)
+            evals += len(sets) * x.shape[0]
+            top = torch.argsort(scores, descending=True, stable=True)[:refine]
+            sets = [sets[int(i)] for i in top]
+            scores, args = scores[top], args[top]
+        else:
+            sets, scores, args, e = _beam(net, fault, f, x, beam, dtype, g)
+            evals += e
+            sets, scores, args = sets[:refine], scores[:refine], args[:refine]
+    best: dict[str, Any] = {"max_error": -math.inf}
+    lo, hi = net.domain.lo.reshape(-1), net.domain.hi.reshape(-1)
+    for s, sc, a in zip(sets, scores.tolist(), args.tolist(), strict=True):
+        fs = _sets_tensor([s], n_layers)
+        # restarts: the best probe, other good probes, corners near it and random points
+        cp = clean_pass(net, x, dtype)
+        e = inject(net, cp, fault, fs, values="adversarial", generator=g, dtype=dtype).errors[0]
+        evals += x.shape[0]
+        order = torch.argsort(e, descending=True)[: max(1, restarts // 2)]
+        rnd = lo + torch.rand((restarts - order.numel(), lo.numel()), generator=g, dtype=torch.float64) * (hi - lo)
+        starts = torch.cat([x[order].reshape(order.numel(), -1), rnd]).reshape(-1, *net.input_shape)
+        val, xb, vb, ev = _pgd(net, fault, fs, starts, steps, dtype, g)
+        evals += ev
+        cand = [(val, xb, vb), (float(sc), x[int(a)].to(dtype), None)]
+        for v_err, v_x, v_vals in cand:
+            if v_err > best["max_error"]:
+                best = {
+                    "max_error": float(v_err),
+                    "failure_set": {str(i + 1): list(u) for i, u in enumerate(s) if u},
+                    "input": v_x.reshape(-1).double().tolist(),
+                    "values": None
+                    if v_vals is None or isinstance(fault, Precision)
+                    else {str(i + 1): v.reshape(-1).tolist() for i, v in enumerate(v_vals) if v is not None},
+                }
+    from faultbound.bounds.api import fault_dict
+
+    best.update(
+        exhaustive=bool(exhaustive),
+        evaluations=int(evals),
+        sets_total=int(total),
+        seed=int(seed),
+        fault=fault_dict(fault),
+        failures=None if isinstance(fault, Precision) else list(failures or []),
+        probes=int(x.shape[0]),
+    )
+    return best

@@ -1,0 +1,102 @@
+"""Worst-case search and soundness: nothing measured or found ever exceeds a certified bound."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import faultbound as fb
+from faultbound.errors import InvalidArgumentError
+from faultbound.faults import Fault
+from faultbound.measure import BitFlip, inject, sample_faults, worst_case
+from faultbound.measure import engine as eng
+from tests.measure_helpers import make_net
+
+TOL = 1e-9
+
+
+@st.composite
+def nets(draw: st.DrawFn) -> fb.Network:
+    conv = draw(st.integers(0, 1))
+    depth = draw(st.integers(1, 3 - conv))
+    acts = [draw(st.sampled_from(["sigmoid", "tanh", "relu"])) for _ in range(depth + conv)]
+    widths = [0] * conv + [draw(st.integers(2, 5)) for _ in range(depth)]
+    return make_net(widths, acts, d_in=draw(st.integers(1, 3)), n_out=draw(st.integers(1, 3)), conv=conv,
+                    seed=draw(st.integers(0, 10_000)), scale=draw(st.sampled_from([0.5, 1.0, 2.0])))
+
+
+def _fault_and_failures(draw: st.DrawFn, net: fb.Network) -> tuple[Fault, list[int] | None]:
+    kind = draw(st.sampled_from(["crash", "byzantine", "synapse-crash", "synapse-byzantine", "precision"]))
+    if kind == "precision":
+        return fb.Precision([draw(st.sampled_from([0.0, 0.01, 0.1])) for _ in range(net.L)]), None
+    fault = fb.faults.parse_fault(kind, capacity=draw(st.sampled_from([0.5, 1.0, 3.0])))
+    n = eng.layer_count(net, fault)
+    failures = [draw(st.integers(0, min(2, eng.n_units(net, fault, l) - 1))) for l in range(1, n + 1)]
+    return fault, failures
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_measured_errors_never_exceed_bound(data: st.DataObject) -> None:
+    net = data.draw(nets())
+    fault, failures = _fault_and_failures(data.draw, net)
+    bound = fb.bound(net, failures, fault).value
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 99)))
+    fs = sample_faults(net, fault, 16, failures=failures, generator=g)
+    x = torch.cat([net.domain.sample(12, generator=g), net.domain.lo[None], net.domain.hi[None]])
+    for mode in ("random", "adversarial"):
+        e = inject(net, x, fault, fs, values=mode, dtype=torch.float64, generator=g).errors
+        assert float(e.max()) <= bound + TOL, (mode, float(e.max()), bound)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_search_never_exceeds_bound(data: st.DataObject) -> None:
+    net = data.draw(nets())
+    fault, failures = _fault_and_failures(data.draw, net)
+    bound = fb.bound(net, failures, fault).value
+    r = worst_case(net, fault, failures, n_probe=8, steps=6, restarts=3, refine=2, exhaustive_limit=5_000)
+    assert 0.0 <= r["max_error"] <= bound + TOL
+    x = torch.tensor(r["input"], dtype=torch.float64)
+    assert bool(((x >= net.domain.lo.reshape(-1)) & (x <= net.domain.hi.reshape(-1))).all())
+
+
+def test_result_replays_and_beats_random_campaign() -> None:
+    net = make_net([6, 5], ["sigmoid", "tanh"], d_in=4, n_out=3, seed=1)
+    fault = fb.Byzantine(1.0)
+    r = worst_case(net, fault, [1, 1], seed=3)
+    assert r["exhaustive"] and r["evaluations"] > 0
+    assert set(r) >= {"max_error", "exhaustive", "failure_set", "input", "evaluations", "values"}
+    # replay: the recorded set, input and values give the recorded error
+    sites = {int(k): v for k, v in r["failure_set"].items()}
+    fs = eng.FaultSet.from_lists(2, sites)
+    if r["values"]:
+        fs = eng.FaultSet(1, fs.sites, values=tuple(
+            None if s is None else torch.tensor([r["values"][str(i + 1)]]) for i, s in enumerate(fs.sites)))
+        e = inject(net, torch.tensor([r["input"]]), fault, fs, values="fixed", dtype=torch.float64).errors
+        assert float(e[0, 0]) == pytest.approx(r["max_error"], rel=1e-9)
+    # a random campaign of the same size never does better
+    fs = sample_faults(net, fault, 64, failures=[1, 1])
+    e = inject(net, net.domain.sample(64), fault, fs, dtype=torch.float64).errors
+    assert float(e.max()) <= r["max_error"] + TOL
+
+
+def test_beam_close_to_exhaustive() -> None:
+    net = make_net([8, 8], ["sigmoid", "sigmoid"], d_in=3, n_out=1, seed=4, scale=2.0)
+    ex = worst_case(net, fb.Crash(), [2, 1], n_probe=16, steps=10)
+    bm = worst_case(net, fb.Crash(), [2, 1], n_probe=16, steps=10, exhaustive_limit=0)
+    assert ex["exhaustive"] and not bm["exhaustive"]
+    assert bm["max_error"] >= 0.95 * ex["max_error"]
+    assert bm["evaluations"] < ex["evaluations"]
+
+
+def test_bad_arguments() -> None:
+    net = make_net([4], ["sigmoid"], d_in=2, n_out=1)
+    with pytest.raises(InvalidArgumentError, match="one count per layer"):
+        worst_case(net, fb.Crash(), [1, 1])
+    with pytest.raises(InvalidArgumentError, match="bit flips"):
+        worst_case(net, BitFlip(), [1])
+    with pytest.raises(InvalidArgumentError, match="Lemma 1"):
+        worst_case(net, fb.Byzantine(float("inf")), [1])
