@@ -107,6 +107,7 @@ def save_onnx(m: nn.Module, shape: tuple[int, ...], path: Path, exporter: str) -
                 dynamo=False,
                 do_constant_folding=False,
                 training=torch.onnx.TrainingMode.PRESERVE,
+                opset_version=17 if exporter == "torchscript-opset17" else None,
             )
 
 
@@ -135,6 +136,7 @@ def assert_same_network(a: fb.Network, b: fb.Network) -> None:
 
 EXPORTERS = [
     "torchscript",
+    "torchscript-opset17",  # GELU as x (1 + erf(x / sqrt 2)) / 2
     pytest.param(
         "dynamo",
         marks=[pytest.mark.slow, pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo exporter needs onnxscript")],
@@ -150,6 +152,9 @@ def test_onnx_equals_module(tmp_path: Path, name: str, exporter: str) -> None:
     ref = fb.Network.from_torch(m, input_shape=shape)
     path = tmp_path / f"{name}.onnx"
     save_onnx(m, shape, path, exporter)
+    if exporter == "torchscript-opset17" and name == "mlp_mixed":
+        kinds = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert "Erf" in kinds and "Gelu" not in kinds  # the erf pattern is really exercised
     net = fb.load(path)
     assert [layer.activation for layer in net.hidden] == EXPECTED_ACTIVATIONS[name]
     assert_same_network(net, ref)
@@ -186,6 +191,39 @@ def test_module_network_matches_the_module_itself() -> None:
         with torch.no_grad():
             want = m.double().eval()(x)
         torch.testing.assert_close(net.forward(x), want, rtol=1e-9, atol=1e-10, msg=name)
+
+
+class _ViewNet(nn.Module):
+    """Not an nn.Sequential: flattens with ``x.view(x.size(0), -1)``, which exports shape arithmetic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(2 * 4 * 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x))
+        return self.fc(h.view(h.size(0), -1))
+
+    def as_sequential(self) -> nn.Sequential:
+        return nn.Sequential(self.conv, nn.Tanh(), nn.Flatten(), self.fc)
+
+
+def test_graph_formats_accept_any_chain_module_with_dynamic_batch(tmp_path: Path) -> None:
+    m = _ViewNet().eval()
+    ref = fb.Network.from_torch(m.as_sequential(), input_shape=(1, 6, 6))
+    x = torch.rand(3, 1, 6, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            m, (x,), str(tmp_path / "m.onnx"), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "b"}}
+        )
+    kinds = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert "Shape" in kinds and "Reshape" in kinds  # the pattern under test is really there
+    ep = torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    for path in (tmp_path / "m.onnx", tmp_path / "m.pt2"):
+        assert_same_network(fb.load(path), ref)
 
 
 def test_trusted_pickle_equals_module(tmp_path: Path) -> None:
@@ -329,6 +367,16 @@ def test_onnx_scalar_mul_not_before_sigmoid_is_refused(tmp_path: Path) -> None:
     inits = {"w1": rng.normal(size=(3, 3)), "w2": rng.normal(size=(1, 3)), "c": np.array(3.0)}
     with pytest.raises(fb.UnsupportedModelError, match="Tanh 't'"):
         fb.load(_save(_model(nodes, inits, [1, 3]), tmp_path / "m.onnx"))
+
+
+def test_pt2_unsupported_ops_are_all_named(tmp_path: Path) -> None:
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3), nn.Softmax(-1))
+    save_pt2(m, (1, 6, 6), tmp_path / "m.pt2")
+    with pytest.raises(fb.UnsupportedModelError) as info:
+        fb.load(tmp_path / "m.pt2")
+    msg = str(info.value)
+    assert "max_pool2d" in msg and "softmax" in msg
+    assert "(2)" in msg and "aten.flatten" not in msg
 
 
 # ----------------------------------------------------------------------------- probe checks

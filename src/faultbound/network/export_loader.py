@@ -189,6 +189,12 @@ def _map(a: Any, env: dict[Any, Any]) -> Any:
     return a
 
 
+def _flat(a: Any) -> list[Any]:
+    if isinstance(a, (list, tuple)):
+        return [y for x in a for y in _flat(x)]
+    return [a]
+
+
 def _is_const(a: Any) -> bool:
     if isinstance(a, (list, tuple)):
         return all(_is_const(x) for x in a)
@@ -206,6 +212,9 @@ def _call(tracer: ChainTracer, node: Any, label: str, env: dict[Any, Any]) -> An
         if _is_const(seq):
             return seq[i]
         return tracer.fail(label)
+    flat = [*_flat(args), *_flat(list(kwargs.values()))]
+    if any(isinstance(v, _Shape) for v in flat) and not any(isinstance(v, (Expr, Act, Gt, Dead, Poison)) for v in flat):
+        return _Shape()  # size arithmetic on the layer input, used only in view sizes
     name = _packet(target)
     if name.startswith("_assert") or name in ("sym_constrain_range_for_size", "sym_constrain_range"):
         return None

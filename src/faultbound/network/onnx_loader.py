@@ -103,7 +103,7 @@ def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Net
     input_shape, batch = _input_shape(inp)
 
     tracer = ChainTracer("ONNX nodes")
-    values: dict[str, Value] = dict(consts)
+    values: dict[str, Any] = dict(consts)
     values[inp.name] = tracer.start()
     for node in graph.node:
         label = f"{node.op_type} {node.name or (node.output[0] if node.output else '?')!r}"
@@ -114,7 +114,14 @@ def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Net
             for o in node.output:
                 values[o] = out
             continue
-        args: list[Value | None] = [values[n] if n else None for n in names]
+        args: list[Any] = [values[n] if n else None for n in names]
+        if node.op_type == "Shape" or (
+            any(isinstance(a, _Shape) for a in args)
+            and all(a is None or isinstance(a, (np.ndarray, _Shape)) for a in args)
+        ):
+            for o in node.output:  # shape arithmetic on the layer input (x.view(x.size(0), -1))
+                values[o] = _Shape()
+            continue
         if node.op_type == "Constant" or all(a is None or isinstance(a, np.ndarray) for a in args):
             folded = _fold(onnx, node, args, label)
             for o, v in zip(node.output, folded, strict=False):
@@ -134,6 +141,10 @@ def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Net
     if check:
         check_against(net, _reference(onnx, model, inp, batch), "the ONNX model")
     return net
+
+
+class _Shape:
+    """A shape computed from the layer input (``Shape`` and arithmetic on it); only used by Reshape."""
 
 
 def _input_shape(inp: Any) -> tuple[tuple[int, ...], int | None]:
@@ -329,6 +340,8 @@ def _flatten(node: Any, at: dict[str, Any], args: list[Value | None]) -> Flatten
 
 
 def _reshape(node: Any, at: dict[str, Any], args: list[Value | None]) -> Flatten:
+    if len(args) > 1 and isinstance(args[1], _Shape):
+        return Flatten()  # computed from the input's shape; the probe check confirms (batch, -1)
     shape = _const(args[1]) if len(args) > 1 else None
     if shape is None or shape.ndim != 1 or len(shape) != 2:
         raise _Reject("expected a constant target shape (batch, -1)")
