@@ -107,9 +107,11 @@ def inject_cmd(
         console=err_console, transient=True, disable=not show,
     ) as bar:
         task = bar.add_task("configurations", total=trials)
-        res = run_campaign(
-            net, x, spec, labels=labels, checkpoint=resume, progress=lambda done, total: bar.update(task, completed=done)
-        )
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done)
+
+        res = run_campaign(net, x, spec, labels=labels, checkpoint=resume, progress=tick)
     d = res.to_dict()
     d["model"] = str(model)
     if json:
