@@ -461,6 +461,17 @@ def test_pickled_module_needs_trust(tmp_path: Path) -> None:
     assert fb.load(tmp_path / "m.pth", trust_pickle=True).widths == [5, 4]
 
 
+def test_pickled_cnn_needs_a_shaped_domain(tmp_path: Path) -> None:
+    m, shape = cnn()
+    torch.save(m, tmp_path / "c.pt")
+    with pytest.raises(fb.ModelLoadError, match="input shape is unknown"):
+        fb.load(tmp_path / "c.pt", trust_pickle=True)
+    lo, hi = np.zeros(shape), np.ones(shape)
+    assert_same_network(
+        fb.load(tmp_path / "c.pt", domain=(lo, hi), trust_pickle=True), fb.Network.from_torch(m, input_shape=shape)
+    )
+
+
 def test_state_dict_is_refused_with_advice(tmp_path: Path) -> None:
     m, _ = mlp_tuned()
     torch.save(m.state_dict(), tmp_path / "w.pt")

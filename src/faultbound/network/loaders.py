@@ -141,15 +141,32 @@ def _load_pickle(path: Path, domain: Any, trust_pickle: bool) -> Network:
                 f"Cannot read torch.save file {str(path)!r}: {type(e).__name__}: {first_line(e)}"
             ) from None
     if isinstance(obj, torch.nn.Module):
+        if domain is None and not _starts_with_linear(obj):
+            raise ModelLoadError(
+                f"The module in {str(path)!r} does not start with a Linear layer, so its input shape is "
+                "unknown: pass `domain` as (lo, hi) arrays of the input shape, or save the model with "
+                "torch.export.save (.pt2) or as ONNX, which record it."
+            )
         return Network.from_torch(obj, domain=domain)
-    if isinstance(obj, torch.jit.ScriptModule):  # pragma: no cover - subclass of Module above
-        raise ModelLoadError("TorchScript archives are not supported; save with torch.export.save.")
     if _is_state_dict(obj):
         raise ModelLoadError(
             f"{str(path)!r} holds only weights (a state dict), not an architecture: build the "
             "module in Python, call load_state_dict, then Network.from_torch(module)."
         )
     raise ModelLoadError(f"Expected {str(path)!r} to hold an nn.Module, but it holds a {type(obj).__name__}.")
+
+
+def _starts_with_linear(module: torch.nn.Module) -> bool:
+    from faultbound.network.extract import flatten_modules
+
+    for _, m in flatten_modules(module):
+        if isinstance(m, torch.nn.Linear):
+            return True
+        if isinstance(
+            m, (torch.nn.Conv2d, torch.nn.Flatten, torch.nn.AvgPool2d, torch.nn.modules.batchnorm._BatchNorm)
+        ):
+            return False
+    return True  # let the extraction name what is wrong
 
 
 def _is_state_dict(obj: object) -> bool:
