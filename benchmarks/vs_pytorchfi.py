@@ -1,0 +1,153 @@
+"""faultbound's batched engine vs PyTorchFI 0.6.0 on the same single-neuron crash campaign.
+
+T = 200 configurations, each crashing one hidden neuron (activation output set to 0) chosen uniformly
+among all hidden neurons, on B = 64 inputs, for
+
+* an MLP 784-256-256-10 with sigmoid, and
+* a CNN 1x28x28 -> conv 8 -> conv 16 (3x3, padding 1, ReLU) -> linear 10.
+
+PyTorchFI hooks modules of the chosen types and needs ``layer.weight``, so every activation is wrapped
+in a module with a dummy weight; ``declare_neuron_fi`` (which resets its layer counter and deep-copies
+the model) is called before every forward, as its documentation prescribes. Both tools' faulty outputs
+are compared, and the throughput (configurations x inputs) / s is reported next to clean inference
+(inputs / s). Prints one JSON object per model.
+
+Run: ``.venv/bin/python benchmarks/vs_pytorchfi.py [--threads 1] [--repeats 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+
+import torch
+from torch import nn
+
+import faultbound as fb
+from faultbound.measure import FaultSet, clean_pass, inject
+
+
+class FIAct(nn.Module):
+    """An activation that PyTorchFI can hook: a leaf module (no children) with a ``weight`` (it reads
+    ``weight.shape`` of every hooked layer)."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.fn = torch.sigmoid if isinstance(act, nn.Sigmoid) else torch.relu
+        self.register_buffer("weight", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def models() -> list[tuple[str, nn.Sequential, tuple[int, ...]]]:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(784, 256), nn.Sigmoid(), nn.Linear(256, 256), nn.Sigmoid(), nn.Linear(256, 10))
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(16 * 28 * 28, 10),
+    )
+    return [
+        ("mlp-784-256-256-10-sigmoid", mlp.eval(), (784,)),
+        ("cnn-conv8-conv16-linear10-relu", cnn.eval(), (1, 28, 28)),
+    ]
+
+
+def wrap(model: nn.Sequential) -> nn.Sequential:
+    mods = [FIAct(m) if isinstance(m, (nn.Sigmoid, nn.ReLU)) else m for m in model]
+    return nn.Sequential(*mods).eval()
+
+
+def best_time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def run(name: str, model: nn.Sequential, shape: tuple[int, ...], t: int, b: int, repeats: int) -> dict:
+    from pytorchfi.core import fault_injection
+
+    net = fb.Network.from_torch(model, input_shape=shape)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((b, *shape), generator=g)
+    widths = net.widths
+    total = sum(widths)
+    flat = torch.randint(0, total, (t,), generator=g)
+    starts = torch.tensor([0] + widths).cumsum(0)
+    layer_of = torch.searchsorted(starts[1:], flat, right=True)  # 0-based hidden layer
+    unit = flat - starts[layer_of]
+    sites = tuple(torch.where(layer_of == i, unit, -1)[:, None] for i in range(len(widths)))
+    fs = FaultSet(t, sites)
+
+    # faultbound: the whole campaign, clean pass included
+    out_fb = inject(net, x, fb.Crash(), fs).outputs
+    fb_s = best_time(lambda: inject(net, x, fb.Crash(), fs), repeats)
+    # engine only, with the clean pass of this input batch reused (as a campaign does)
+    cp = clean_pass(net, x)
+    fb_reuse_s = best_time(lambda: inject(net, cp, fb.Crash(), fs), repeats)
+
+    # PyTorchFI
+    wrapped = wrap(model)
+    pfi = fault_injection(wrapped, b, input_shape=list(shape), layer_types=[FIAct], use_cuda=False)
+    out_pfi = torch.empty_like(out_fb)
+    hidden_shapes = [layer.out_shape for layer in net.hidden]
+
+    def pfi_campaign() -> None:
+        with torch.no_grad():
+            for i in range(t):
+                li, j = int(layer_of[i]), int(unit[i])
+                shp = hidden_shapes[li]
+                idx = list(torch.unravel_index(torch.tensor(j), shp)) if len(shp) > 1 else [j]
+                dims = [int(v) for v in idx] + [None] * (3 - len(idx))
+                corrupted = pfi.declare_neuron_fi(
+                    batch=list(range(b)), layer_num=[li] * b, dim1=[dims[0]] * b, dim2=[dims[1]] * b,
+                    dim3=[dims[2]] * b, value=[0.0] * b,
+                )
+                out_pfi[i] = corrupted(x)
+
+    pfi_s = best_time(pfi_campaign, max(1, repeats - 1))
+    with torch.no_grad():
+        clean_s = best_time(lambda: [model(x) for _ in range(20)], repeats) / 20
+    diff = float((out_fb - out_pfi).abs().max())
+    changed = float((out_fb - net.forward(x).unsqueeze(0)).abs().amax(-1).mean())
+    return {
+        "model": name,
+        "configurations": t,
+        "inputs": b,
+        "faultbound_per_s": t * b / fb_s,
+        "faultbound_reuse_clean_per_s": t * b / fb_reuse_s,
+        "pytorchfi_per_s": t * b / pfi_s,
+        "clean_per_s": b / clean_s,
+        "speedup_vs_pytorchfi": pfi_s / fb_s,
+        "campaign_vs_clean": (t * b / fb_s) / (b / clean_s),
+        "outputs_match": diff <= 1e-4,
+        "max_output_difference": diff,
+        "mean_crash_error": changed,
+        "seconds": {"faultbound": fb_s, "pytorchfi": pfi_s, "clean_forward": clean_s},
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus (CPU only), torch {torch.__version__}",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--configs", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=64)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.disable(logging.INFO)
+    for name, model, shape in models():
+        print(json.dumps(run(name, model, shape, args.configs, args.batch, args.repeats)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
