@@ -82,7 +82,10 @@ class Box:
 
 
 def _as_box_side(v: object, shape: tuple[int, ...], name: str) -> Tensor:
-    t = torch.as_tensor(np.asarray(v, dtype=np.float64))
+    try:
+        t = torch.as_tensor(np.asarray(v, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"Expected domain `{name}` to be numbers, but got {v!r}.") from None
     try:
         t = torch.broadcast_to(t, shape).clone()
     except RuntimeError:

@@ -184,14 +184,14 @@ def _infer_input_shape(
         if not shape or any(s <= 0 for s in shape):
             raise UnsupportedModelError(f"Expected a positive `input_shape`, but got {shape}.")
         return shape
-    if domain is not None:
-        lo = torch.as_tensor(domain[0]) if not isinstance(domain[0], (int, float)) else None
-        if lo is not None and lo.dim() > 0:
-            return tuple(lo.shape)
     for name, it in items:
         if isinstance(it, Dense):
             return (int(it.weight.shape[1]),)
         if isinstance(it, (Conv, Flatten, AvgPool, ChannelAffine)):
+            if domain is not None and not isinstance(domain, str):
+                lo = torch.as_tensor(domain[0]) if not isinstance(domain[0], (int, float)) else None
+                if lo is not None and lo.dim() > 1:
+                    return tuple(lo.shape)
             raise UnsupportedModelError(
                 f"Expected `input_shape` for a model whose first layer is {name} "
                 "(for example input_shape=(1, 28, 28))."
