@@ -22,8 +22,15 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/faultbound demo
 
+# mypy where it helps: the canonical Network, the fault models, the bounds and the core CLI.
+MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/faultbound/network/activations.py \
+	src/faultbound/network/extract.py src/faultbound/faults.py src/faultbound/errors.py \
+	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/data.py \
+	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py
+
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent $(MYPY_FILES)
 
 test: install lint
 	$(VENV)/bin/python -m pytest

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from faultbound.bounds.api import METHODS, bound
+from faultbound.bounds.api import METHODS, Method, bound
 from faultbound.bounds.paper import theorem1_max_crashes
 from faultbound.bounds.tolerance import EpsPrime, ToleranceResult, estimate_eps_prime_fn, tolerate
 from faultbound.data import TARGETS, synthetic
@@ -88,7 +88,7 @@ def run_demo(
     :math:`\\epsilon` = :data:`DEMO_EPS`.
     """
     specs = [("wide-1", [256], 1.0, 0.03), ("deep-2", [16, 16], 1.0, 0.3)]
-    methods = [m for m in ("paper", "tight") if m in METHODS]
+    methods: list[Method] = [m for m in ("paper", "tight") if m in METHODS]
     out = []
     for name, widths, K, cap in specs:
         if progress:
@@ -100,16 +100,16 @@ def run_demo(
         dists: list[tuple[int, ...]] = [tuple([0] * net.L)]
         for l in range(net.L):
             for f in (1, 2, 4):
-                d = [0] * net.L
-                d[l] = min(f, net.widths[l] - 1)
-                dists.append(tuple(d))
+                one = [0] * net.L
+                one[l] = min(f, net.widths[l] - 1)
+                dists.append(tuple(one))
         dists.append(tuple([1] * net.L))
-        rows = []
+        rows: list[tuple[tuple[int, ...], dict[str, float]]] = []
         for d in dict.fromkeys(dists):
-            rows.append((d, {m: bound(net, list(d), method=m).value for m in methods}))  # type: ignore[arg-type]
+            rows.append((d, {m: bound(net, list(d), method=m).value for m in methods}))
         if progress:
             progress(f"tolerance search for {name}")
-        tol = {m: tolerate(net, eps, ep, method=m) for m in methods}  # type: ignore[arg-type]
+        tol: dict[str, ToleranceResult] = {m: tolerate(net, eps, ep, method=m) for m in methods}
         t1 = theorem1_max_crashes(net, eps, ep.value) if net.L == 1 else None
         out.append(DemoNetwork(name, net, eps, ep, tuple(rows), tol, t1, secs))
     return out

@@ -470,6 +470,9 @@ def _op_module(op: Op, dtype: torch.dtype) -> nn.Module:
 
 
 class _ChannelAffineModule(nn.Module):
+    scale: Tensor
+    shift: Tensor
+
     def __init__(self, scale: Tensor, shift: Tensor) -> None:
         super().__init__()
         self.register_buffer("scale", scale.clone())
