@@ -186,6 +186,50 @@ def _beam(
     return states, scores, args, evals
 
 
+def _refine(
+    net: Network,
+    fault: Fault,
+    sets: list[tuple[tuple[int, ...], ...]],
+    scores: Tensor,
+    args: Tensor,
+    x: Tensor,
+    n_layers: int,
+    restarts: int,
+    steps: int,
+    dtype: torch.dtype,
+    g: torch.Generator,
+    best: dict[str, Any],
+    found: list[Tensor],
+) -> tuple[dict[str, Any], int]:
+    """Gradient ascent over inputs for each of ``sets``; appends each set's best input to ``found``."""
+    evals = 0
+    lo, hi = net.domain.lo.reshape(-1), net.domain.hi.reshape(-1)
+    cp = clean_pass(net, x, dtype)
+    for s, sc, a in zip(sets, scores.tolist(), args.tolist(), strict=True):
+        fs = _sets_tensor([s], n_layers)
+        # restarts: the probes this set hurts most, then random points
+        e = inject(net, cp, fault, fs, values="adversarial", generator=g, dtype=dtype).errors[0]
+        evals += x.shape[0]
+        order = torch.argsort(e, descending=True)[: max(1, restarts // 2)]
+        rnd = lo + torch.rand((restarts - order.numel(), lo.numel()), generator=g, dtype=torch.float64) * (hi - lo)
+        starts = torch.cat([x[order].reshape(order.numel(), -1), rnd]).reshape(-1, *net.input_shape)
+        val, xb, vb, ev = _pgd(net, fault, fs, starts, steps, dtype, g)
+        evals += ev
+        found.append(xb.reshape(-1).to(torch.float64))
+        cand = [(val, xb, vb), (float(sc), x[int(a)].to(dtype), None)]
+        for v_err, v_x, v_vals in cand:
+            if v_err > best["max_error"]:
+                best = {
+                    "max_error": float(v_err),
+                    "failure_set": {str(i + 1): list(u) for i, u in enumerate(s) if u},
+                    "input": v_x.reshape(-1).double().tolist(),
+                    "values": None
+                    if v_vals is None or isinstance(fault, Precision)
+                    else {str(i + 1): v.reshape(-1).tolist() for i, v in enumerate(v_vals) if v is not None},
+                }
+    return best, evals
+
+
 def worst_case(
     net: Network,
     fault: Fault,
@@ -195,7 +239,9 @@ def worst_case(
     n_probe: int = 32,
     exhaustive_limit: int = 200_000,
     beam: int = 4,
+    beam_probes: int = 8,
     refine: int = 4,
+    rounds: int = 1,
     restarts: int = 8,
     steps: int = 30,
     seed: int = 0,
@@ -212,8 +258,12 @@ def worst_case(
             are always added.
         exhaustive_limit: enumerate every failure set when (#sets x #probes) is at most this.
         beam: partial failure sets kept by the beam search.
+        beam_probes: probe inputs the beam search scores candidates on (those that random full
+            failure sets hurt most).
         refine: failure sets whose inputs are then optimised by projected gradient ascent.
         restarts, steps: restarts and steps of that ascent.
+        rounds: beam search + ascent rounds (round r > 1 searches failure sets again at the inputs
+            the previous ascent found); exhaustive enumeration needs one.
         seed: seeds the probes, restarts and starting values.
         dtype: float64 by default.
 
@@ -238,8 +288,8 @@ def worst_case(
         raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
     if isinstance(getattr(fault, "capacity", 0.0), float) and not math.isfinite(getattr(fault, "capacity", 0.0)):
         raise InvalidArgumentError("Unbounded capacity: the worst case is infinite (Lemma 1).")
-    if n_probe < 0 or beam < 1 or refine < 1 or restarts < 1 or steps < 0:
-        raise InvalidArgumentError("Expected n_probe, steps >= 0 and beam, refine, restarts >= 1.")
+    if n_probe < 0 or beam < 1 or refine < 1 or restarts < 1 or steps < 0 or rounds < 1:
+        raise InvalidArgumentError("Expected n_probe, steps >= 0 and beam, refine, restarts, rounds >= 1.")
     g = torch.Generator().manual_seed(int(seed))
     x = probe_inputs(net, n_probe, g)
     if inputs is not None:
@@ -247,6 +297,7 @@ def worst_case(
         x = torch.cat([x, torch.minimum(torch.maximum(xi, net.domain.lo), net.domain.hi)])
     n_layers = layer_count(net, fault)
     evals = 0
+    f_tuple: tuple[int, ...] | None = None
     if isinstance(fault, Precision):
         if len(fault.errors) != net.L:
             raise InvalidArgumentError(
@@ -269,6 +320,7 @@ def worst_case(
         for l, v in enumerate(f, start=1):
             if not 0 <= v <= n_units(net, fault, l):
                 raise InvalidArgumentError(f"Expected 0 <= f_{l} <= {n_units(net, fault, l)}, but got {v}.")
+        f_tuple = f
         total = _n_sets(net, fault, f)
         exhaustive = total * x.shape[0] <= exhaustive_limit
         if exhaustive:
@@ -279,36 +331,46 @@ def worst_case(
             sets = [sets[int(i)] for i in top]
             scores, args = scores[top], args[top]
         else:
-            sets, scores, args, e = _beam(net, fault, f, x, beam, dtype, g)
+            # score partial sets on the probes where some single failure (of the allowed layers) hurts most
+            singles = [
+                tuple((u,) if j == i else () for j in range(n_layers))
+                for i in range(n_layers)
+                if f[i] > 0
+                for u in range(n_units(net, fault, i + 1))
+            ]
+            fs1 = _sets_tensor(singles, n_layers)
+            e1 = torch.cat([
+                inject(net, x, fault, fs1.select(slice(i, i + 2048)), values="adversarial", generator=g,
+                       dtype=dtype).errors
+                for i in range(0, len(singles), 2048)
+            ])
+            evals += len(singles) * x.shape[0]
+            keep = torch.argsort(e1.amax(0), descending=True, stable=True)[: max(1, beam_probes)]
+            sets, scores, args, e = _beam(net, fault, f, x[keep], beam, dtype, g)
+            args = keep[args]
             evals += e
             sets, scores, args = sets[:refine], scores[:refine], args[:refine]
     best: dict[str, Any] = {"max_error": -math.inf}
-    lo, hi = net.domain.lo.reshape(-1), net.domain.hi.reshape(-1)
-    for s, sc, a in zip(sets, scores.tolist(), args.tolist(), strict=True):
-        fs = _sets_tensor([s], n_layers)
-        # restarts: the best probe, other good probes, corners near it and random points
-        cp = clean_pass(net, x, dtype)
-        e = inject(net, cp, fault, fs, values="adversarial", generator=g, dtype=dtype).errors[0]
-        evals += x.shape[0]
-        order = torch.argsort(e, descending=True)[: max(1, restarts // 2)]
-        rnd = lo + torch.rand((restarts - order.numel(), lo.numel()), generator=g, dtype=torch.float64) * (hi - lo)
-        starts = torch.cat([x[order].reshape(order.numel(), -1), rnd]).reshape(-1, *net.input_shape)
-        val, xb, vb, ev = _pgd(net, fault, fs, starts, steps, dtype, g)
+    probe_best = float(scores.max()) if scores.numel() else None
+    found: list[Tensor] = []
+    for rnd_i in range(rounds if not exhaustive else 1):
+        if rnd_i > 0:
+            # coordinate ascent: search failure sets again at the inputs gradient ascent found
+            x_new = torch.stack(found).reshape(-1, *net.input_shape).to(torch.float64)
+            x = torch.cat([x, x_new])
+            if f_tuple is None:  # pragma: no cover - rounds > 1 only for beam search
+                break
+            sets, scores, args, e = _beam(net, fault, f_tuple, x_new, beam, dtype, g)
+            evals += e
+            args = args + (x.shape[0] - x_new.shape[0])
+            sets, scores, args = sets[:refine], scores[:refine], args[:refine]
+        found = []
+        best, ev = _refine(net, fault, sets, scores, args, x, n_layers, restarts, steps, dtype, g, best, found)
         evals += ev
-        cand = [(val, xb, vb), (float(sc), x[int(a)].to(dtype), None)]
-        for v_err, v_x, v_vals in cand:
-            if v_err > best["max_error"]:
-                best = {
-                    "max_error": float(v_err),
-                    "failure_set": {str(i + 1): list(u) for i, u in enumerate(s) if u},
-                    "input": v_x.reshape(-1).double().tolist(),
-                    "values": None
-                    if v_vals is None or isinstance(fault, Precision)
-                    else {str(i + 1): v.reshape(-1).tolist() for i, v in enumerate(v_vals) if v is not None},
-                }
     from faultbound.bounds.api import fault_dict
 
     best.update(
+        probe_max_error=probe_best,
         exhaustive=bool(exhaustive),
         evaluations=int(evals),
         sets_total=int(total),
