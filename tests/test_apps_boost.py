@@ -124,3 +124,18 @@ def test_boosted_error_never_exceeds_certified(
                        n_inputs=64)
     assert r.measured_max <= r.certified * (1 + 1e-9) + 1e-12
     assert r.boosted["p99"] <= r.wait_all["p99"]
+
+
+def test_crash_forward_matches_measurement_engine() -> None:
+    """The apps' mask forward and the measurement engine agree on the same crash sets."""
+    from faultbound.measure import FaultSet, faulty_forward
+
+    net = random_network([6, 5], ["tanh", "sigmoid"], d_in=3, n_out=2, seed=7)
+    g = torch.Generator().manual_seed(1)
+    f = [2, 1]
+    masks = random_crash_masks(net, f, 8, g)
+    sites = tuple((m == 0).nonzero()[:, 1].reshape(m.shape[0], fl) for m, fl in zip(masks, f, strict=True))
+    x = net.domain.sample(5, g)
+    ours = crash_forward(net, x, masks)
+    engine = faulty_forward(net, x, fb.Crash(), FaultSet(8, sites), dtype=torch.float64)
+    assert torch.allclose(ours, engine, atol=1e-10)

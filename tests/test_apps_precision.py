@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import faultbound as fb
-from faultbound.apps.precision import _least_bits, measure_plan, plan_precision, probe_inputs, solve_bits
+from faultbound.apps.precision import (
+    _least_bits,
+    measure_plan,
+    plan_precision,
+    probe_inputs,
+    search_plan,
+    solve_bits,
+)
 from faultbound.apps.quantize import FixedPoint, fit_format, quantized_forward
 from faultbound.bounds.api import METHODS
 from faultbound.errors import InvalidArgumentError
@@ -179,6 +186,8 @@ def test_quantized_error_never_exceeds_certified(
     assert plan.certified <= plan.certified_paper + 1e-12 or plan.method == "paper"
     measured = measure_plan(net, plan, n_samples=256, seed=seed)
     assert measured <= plan.certified * (1 + 1e-9) + 1e-12
+    searched = search_plan(net, plan, seed=seed)
+    assert searched <= plan.certified * (1 + 1e-9) + 1e-12
 
 
 def test_measured_error_is_not_trivially_zero() -> None:

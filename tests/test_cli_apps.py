@@ -71,6 +71,7 @@ def test_precision_json_and_table(model_file: Path) -> None:
     out = json.loads(r.stdout)
     assert out["budget"] == pytest.approx(0.04)
     assert out["certified"] <= 0.04 and out["measured"] <= out["certified"] and out["within_budget"]
+    assert out["measured"] <= out["searched_lambda_model"] <= out["certified"]
     assert len(out["activation_formats"]) == 2 and out["weight_formats"] is None
     assert 0 < out["memory_saved"] < 1
     r = run("precision", str(model_file), "--budget", "0.01", "--weights", "--method", "paper", "--samples", "64")

@@ -59,7 +59,7 @@ from faultbound.errors import FaultboundError, InvalidArgumentError
 from faultbound.faults import Precision
 from faultbound.network.core import Network
 
-__all__ = ["PrecisionPlan", "plan_precision", "measure_plan", "solve_bits", "PlanMethod"]
+__all__ = ["PrecisionPlan", "plan_precision", "measure_plan", "search_plan", "solve_bits", "PlanMethod"]
 
 PlanMethod = Literal["auto", "paper", "tight"]
 
@@ -466,3 +466,23 @@ def measure_plan(
         ref = net.forward(x)
         q = quantized_forward(net, x, plan.act_formats, plan.weight_formats)
     return float((ref - q).abs().amax()) if len(x) else 0.0
+
+
+def search_plan(net: Network, plan: PrecisionPlan, X: torch.Tensor | np.ndarray | None = None, seed: int = 0) -> float:
+    """Worst output error found by :func:`faultbound.measure.worst_case` for the fault model that
+    Theorem 5 certifies: every neuron of layer l off by any amount within :math:`\\pm\\lambda_l`
+    (adversarial signs and inputs), plus the output weights' share when weights are planned.
+
+    It is a lower bound on the plan's certified quantity, usually well above what rounding does
+    (:func:`measure_plan`), and shows how much of the certificate's slack is the bound's.
+    """
+    from faultbound.measure import worst_case
+
+    inputs = None
+    if X is not None:
+        d = net.domain.lo.numel()
+        x = torch.as_tensor(np.asarray(X, dtype=np.float64)).reshape(-1, d)
+        inputs = torch.minimum(torch.maximum(x, net.domain.lo.flatten()), net.domain.hi.flatten())
+        inputs = inputs.reshape(-1, *net.input_shape)
+    r = worst_case(net, Precision(plan.lambdas), inputs=inputs, seed=seed)
+    return float(r["max_error"]) + plan.output_weight_error

@@ -66,7 +66,7 @@ def precision(
 
     Prints the formats, the certified error and the error measured by running the quantized network.
     """
-    from faultbound.apps.precision import measure_plan, plan_precision
+    from faultbound.apps.precision import measure_plan, plan_precision, search_plan
     from faultbound.data import load_arrays
 
     b, e, ep = _budget(eps, eps_prime, budget)
@@ -76,7 +76,9 @@ def precision(
     X = load_arrays(str(data))[0] if data is not None else None
     plan = plan_precision(net, budget=b, weights=weights, method=method, max_frac_bits=max_frac_bits)  # type: ignore[arg-type]
     measured = measure_plan(net, plan, X, samples, seed)
+    searched = search_plan(net, plan, X, seed)
     out = {"model": str(model), "eps": e, "eps_prime": ep, **plan.to_dict(), "measured": measured,
+           "searched_lambda_model": searched,
            "within_budget": measured <= plan.certified + 1e-12 and plan.certified <= plan.budget, "seed": seed}
     if json:
         print_json(out)
@@ -91,7 +93,7 @@ def precision(
         console.print("weights: " + ", ".join(f"layer {i}: {f.name}" for i, f in enumerate(plan.weight_formats, 1)))
     console.print(
         f"certified error {plan.certified:.4g} (paper bound {plan.certified_paper:.4g}) <= budget {b:.4g}; "
-        f"measured {measured:.4g}"
+        f"measured with rounding {measured:.4g}; worst found for neurons off by +-lambda_l {searched:.4g}"
     )
     console.print(
         f"memory {plan.memory_bits} bits vs float32 {plan.float32_bits} bits: {100 * plan.memory_saved:.1f}% saved; "
