@@ -411,7 +411,8 @@ def _score(model: nn.Module, X: np.ndarray, y: np.ndarray, classify: bool, tol: 
 def train(config: TrainConfig) -> TrainResult:
     """Train one TunedSigmoid(K) MLP and summarise learning cost against robustness.
 
-    The summary holds: test accuracy, epochs to reach ``config.target`` (``None`` if never), the
+    The summary holds: test accuracy, epochs to reach ``config.target`` (``None`` if never), for
+    regression :math:`\\epsilon'` estimated as the largest test error (an estimate from below), the
     printed Fep (Theorem 2), the ``paper`` and ``tight`` bounds and the regulariser's value for the
     fixed crash distribution, and the measured worst output error over ``measure_runs`` random
     failure sets of that distribution on the test inputs (same seed for every configuration).
@@ -467,6 +468,10 @@ def train(config: TrainConfig) -> TrainResult:
     masks = random_crash_masks(net, failures, config.measure_runs, g)
     x_te = torch.as_tensor(Xte, dtype=torch.float64)
     errs = crash_errors(net, x_te, masks)
+    eps_prime = None
+    if not classify:
+        with torch.no_grad():
+            eps_prime = float((net.forward(x_te)[:, 0] - torch.as_tensor(yte)).abs().max())
     summary: dict[str, Any] = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "failures": list(failures),
@@ -475,6 +480,7 @@ def train(config: TrainConfig) -> TrainResult:
         "target": config.target,
         "epochs_to_target": reached[0] if reached else None,
         "final_loss": losses[-1],
+        "eps_prime_estimate": eps_prime,
         "train_seconds": seconds,
         "fep_printed": fb.fep(net, list(failures)),
         "bound_paper": paper,

@@ -32,10 +32,15 @@ and the output error is certified by Theorem 5 (:func:`faultbound.bound` with
 over the variables v (one per hidden layer for the outputs, with :math:`n_v = N_l`,
 :math:`a_v = c_l`; one per layer for the weights, with :math:`n_v` = weights + biases). It is solved
 exactly by depth-first branch and bound (the result says ``optimal``; past a node limit it reports
-the gap to a lower bound). The integer bits are fixed beforehand so that they cover every value any
-feasible plan can produce: the clean interval of each layer over the domain, widened by the largest
-deviation a feasible plan allows (every feasible plan has :math:`b_v \\ge b^{min}_v`, the least
-fractional bits with which variable v alone fits the budget), and clipped to the activation's range.
+the gap to a lower bound). The weight coefficients :math:`a_v` use an a-priori bound of the stored
+values :math:`\\tilde Y_{l-1}`, valid for every feasible plan (every feasible plan has
+:math:`b_v \\ge b^{min}_v`, the least fractional bits with which variable v alone fits the budget),
+so the chosen plan's own certificate is never above the optimised one.
+
+The integer bits of a plan cover every value it can produce: the clean interval of each layer over
+the domain, widened by the deviation :math:`D_l` that the plan's rounding can cause upstream, and
+clipped to the activation's range. They follow from the ranges and are not part of the objective, but
+they are counted in ``memory_bits``.
 
 With ``method="tight"`` (when that bound is registered) the paper-optimal plan is then improved
 greedily, one fractional bit at a time, while the tight bound stays within budget: feasible and
@@ -82,11 +87,11 @@ class PrecisionPlan:
         output_weight_error: the output weights' share of ``certified``.
         memory_bits: stored bits of the plan (activations, plus weights when planned).
         float32_bits: the same values stored as float32.
-        optimal: True when the plan provably minimises ``frac_bits_cost`` under ``method``'s bound
-            (for ``"tight"``, only when the greedy plan meets the lower bound of the searched ranges).
+        optimal: True when the plan provably minimises ``frac_bits_cost`` under the paper bound
+            (always False for ``"tight"``, whose plan is a greedy improvement).
         frac_bits_cost: :math:`\\sum_v n_v b_v`, the objective.
-        lower_bound: a lower bound on the objective over the searched bit ranges (equal to it when
-            optimal).
+        lower_bound: a lower bound on the objective under the paper bound (equal to it when
+            optimal); ``None`` for ``"tight"`` plans, for which no lower bound is known.
     """
 
     budget: float
@@ -101,7 +106,7 @@ class PrecisionPlan:
     float32_bits: int
     optimal: bool
     frac_bits_cost: int
-    lower_bound: int
+    lower_bound: int | None
     nodes: int
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -293,9 +298,7 @@ def plan_precision(
     y_stored = net.value_bound(0)  # inputs are exact
     u_max = 0.0
     act_lo: list[int] = []
-    act_fmt0: list[FixedPoint] = []
     w_lo: list[int] = []
-    w_fmt0: list[FixedPoint] = []
     S: list[float] = []
     w_counts: list[int] = []
     for idx, layer in enumerate(net.layers):
@@ -307,8 +310,6 @@ def plan_precision(
             a_w = coef[idx] * float(stats.K[idx]) * s_l if idx < L else s_l
             bmin = _least_bits(a_w, budget)
             w_lo.append(bmin)
-            m = float(max(op.weight.abs().max(), op.bias.abs().max() if op.bias.numel() else 0.0))
-            w_fmt0.append(fit_format(-m, m, max(bmin, 0), bmin) if bmin <= max_frac_bits else FixedPoint(True, 0, 0))
             w_counts.append(int(op.weight.numel() + op.bias.numel()))
             dw_max = s_l * 2.0 ** (-(bmin + 1))
         if idx == L:
@@ -324,7 +325,6 @@ def plan_precision(
         hi = min(float(inter[idx].y_hi.max()) + d_max, act.hi)
         b_fit = min(bmin_a, max_frac_bits)
         fmt = fit_format(lo, hi, b_fit, b_fit)
-        act_fmt0.append(fmt)
         y_stored = min(max(abs(lo), abs(hi)) + 2.0 ** (-(b_fit + 1)), fmt.max_abs)
         u_max = d_max + 2.0 ** (-(bmin_a + 1))
     too_many = [v for v in act_lo + w_lo if v > max_frac_bits]
@@ -345,16 +345,47 @@ def plan_precision(
         notes.append(f"Branch and bound stopped after {node_limit} nodes: the objective is within "
                      f"{sum(c * b for c, b in zip(costs, bits, strict=True)) - lower:.0f} bits of the optimum.")
 
+    w_mags = []
+    if weights:
+        for layer in net.layers:
+            op = _simple_weighted(layer)
+            w_mags.append(float(max(op.weight.abs().max(), op.bias.abs().max() if op.bias.numel() else 0.0)))
+
     def build(bv: Sequence[int]) -> tuple[list[FixedPoint], list[FixedPoint] | None, list[float], float]:
-        afs = [FixedPoint(f.signed, f.int_bits, b) for f, b in zip(act_fmt0, bv[:L], strict=True)]
-        wfs = None
-        lam = [f.error for f in afs]
+        """The plan's formats, per-neuron errors and output-weight share, in one forward pass.
+
+        The integer bits fit this plan's own ranges: the clean interval widened by the deviation
+        :math:`D_l = K_l (w_m N_{l-1} u_{l-1} + \\delta^w_l S_l)` that the plan can cause, where
+        :math:`u_l = D_l + 2^{-(b_l+1)}` bounds a stored value's deviation.
+        """
+        afs: list[FixedPoint] = []
+        wfs: list[FixedPoint] = []
+        lam: list[float] = []
+        y_st = net.value_bound(0)
+        u = 0.0
         out_w = 0.0
-        if weights:
-            wfs = [FixedPoint(f.signed, f.int_bits, b) for f, b in zip(w_fmt0, bv[L:], strict=True)]
-            lam = [lam[l] + float(stats.K[l]) * S[l] * wfs[l].error for l in range(L)]
-            out_w = S[L] * wfs[L].error
-        return afs, wfs, lam, out_w
+        for idx, layer in enumerate(net.layers):
+            s_l = float(stats.R[idx]) * y_st + 1.0
+            dw = 0.0
+            if weights:
+                wf = fit_format(-w_mags[idx], w_mags[idx], int(bv[L + idx]))
+                wfs.append(wf)
+                dw = s_l * wf.error
+            if idx == L:
+                out_w = dw
+                break
+            act = layer.activation
+            assert act is not None
+            k = float(stats.K[idx])
+            d = k * (float(stats.w[idx]) * float(min(stats.N_prev[idx], stats.R[idx])) * u + dw)
+            lo = max(float(inter[idx].y_lo.min()) - d, act.lo)
+            hi = min(float(inter[idx].y_hi.max()) + d, act.hi)
+            af = fit_format(lo, hi, int(bv[idx]))
+            afs.append(af)
+            lam.append(af.error + k * dw)
+            y_st = min(max(abs(lo), abs(hi)) + af.error, af.max_abs)
+            u = d + af.error
+        return afs, (wfs if weights else None), lam, out_w
 
     def certify(bv: Sequence[int], m: str) -> float:
         _, _, lam, out_w = build(bv)
@@ -374,21 +405,18 @@ def plan_precision(
             if certified > certified_paper:
                 certified, used = certified_paper, "paper"
             else:
-                bits, certified = _greedy_tight(bits, lows, costs, budget, lambda bv: certify(bv, "tight"))
+                bits, certified = _greedy_tight(bits, costs, budget, lambda bv: certify(bv, "tight"))
                 certified_paper = certify(bits, "paper")
                 notes.append(
                     "Plan: the exact optimum under the paper bound, then lowered greedily one fractional bit "
-                    "at a time while the tight bound stays within budget (not proven optimal for it)."
+                    "at a time while the tight bound stays within budget (feasible, not proven optimal)."
                 )
                 optimal = False
-                lower = int(round(sum(c * b for c, b in zip(costs, lows, strict=True))))
     afs, wfs, lam, out_w = build(bits)
     mem = sum(n * f.word_bits for n, f in zip(net.widths, afs, strict=True))
     if wfs is not None:
         mem += sum(c * f.word_bits for c, f in zip(w_counts, wfs, strict=True))
     cost = int(round(sum(c * b for c, b in zip(costs, bits, strict=True))))
-    if used == "tight" and cost <= lower:
-        optimal = True  # the greedy plan meets the lower bound of the searched ranges
     if certified > budget * (1 + 1e-12):  # pragma: no cover - the solver only returns feasible plans
         raise InvalidArgumentError(f"Internal error: plan certifies {certified} > budget {budget}.")
     return PrecisionPlan(
@@ -404,15 +432,13 @@ def plan_precision(
         float32_bits=_float32_words(net, weights),
         optimal=bool(optimal),
         frac_bits_cost=cost,
-        lower_bound=min(lower, cost),
+        lower_bound=None if used == "tight" else min(lower, cost),
         nodes=nodes,
         notes=tuple(notes),
     )
 
 
-def _greedy_tight(
-    bits: list[int], lows: Sequence[int], costs: Sequence[float], budget: float, cert: Any
-) -> tuple[list[int], float]:
+def _greedy_tight(bits: list[int], costs: Sequence[float], budget: float, cert: Any) -> tuple[list[int], float]:
     """Lower one variable's bits at a time (largest cost first) while ``cert`` stays in budget."""
     cur = list(bits)
     val = cert(cur)
@@ -420,7 +446,7 @@ def _greedy_tight(
     while improved:
         improved = False
         for v in sorted(range(len(cur)), key=lambda k: -costs[k]):
-            if cur[v] <= lows[v] or costs[v] == 0:
+            if cur[v] <= 0 or costs[v] == 0:
                 continue
             trial = list(cur)
             trial[v] -= 1

@@ -97,8 +97,12 @@ def precision(
     )
     console.print(
         f"memory {plan.memory_bits} bits vs float32 {plan.float32_bits} bits: {100 * plan.memory_saved:.1f}% saved; "
-        f"{'optimal' if plan.optimal else 'not proven optimal'} (objective {plan.frac_bits_cost}, "
-        f"lower bound {plan.lower_bound})"
+        + (
+            f"greedy under the tight bound, not proven optimal (objective {plan.frac_bits_cost} fractional bits)"
+            if plan.lower_bound is None
+            else f"{'optimal' if plan.optimal else 'not proven optimal'} under the paper bound (objective "
+            f"{plan.frac_bits_cost} fractional bits, lower bound {plan.lower_bound})"
+        )
     )
     for n in plan.notes:
         console.print(f"note: {n}")
