@@ -1,0 +1,492 @@
+"""``method="tight"``: per-neuron deviation propagation with local slopes and range caps.
+
+Notation: layer l = 1..L+1 computes :math:`s_j = \\sum_i w_{ji} y_i + b_j` from the previous layer's
+neurons i (the inputs for l = 1), hidden neurons output :math:`y_j = \\varphi(s_j)`; the output layer
+is linear. :math:`[\\underline s_j, \\overline s_j]` and :math:`[\\underline y_j, \\overline y_j]` are
+the clean pre-activation and output intervals over the input box (interval propagation).
+
+**Neuron faults.** :math:`e_i` bounds the deviation :math:`|\\tilde y_i - y_i|` of a *correct* neuron
+i of layer l-1 under every failure set of the given sizes, :math:`\\Delta_i` = ``fault.deviation``
+:math:`(\\max(|\\underline y_i|, |\\overline y_i|))` that of a *failing* one (crash: :math:`|y_i|`;
+Byzantine values in [-C, C]: :math:`C + |y_i|`, ERRATA 2). A Byzantine-*deviation* neuron sends its
+own value plus u, :math:`|u| \\le C`; that value may already deviate, so :math:`\\Delta_i = e_i + C`
+(the paper's :math:`\\Delta = C` holds only when u is added to the clean value). The inputs never
+fail: :math:`e = 0`.
+For a correct neuron j of layer l and a failing set S of size :math:`f = f_{l-1}`,
+
+.. math::
+
+    |\\tilde s_j - s_j| \\le \\sum_{i\\notin S} |w_{ji}| e_i + \\sum_{i \\in S} |w_{ji}| \\Delta_i
+      = \\sum_i |w_{ji}| e_i + \\sum_{i\\in S} |w_{ji}| (\\Delta_i - e_i)
+      \\le t_j := \\sum_i |w_{ji}| e_i + \\operatorname{top}_f\\big(|w_{ji}|(\\Delta_i - e_i)\\big)_i,
+
+the sum of the f largest terms of row j (exactly the worst set S of size f). With the positive part
+:math:`(\\Delta_i - e_i)^+` instead, :math:`t_j` bounds every set of *at most* f failures and is
+monotone (``monotone=True``, used by the tolerance search).
+
+Both :math:`\\tilde s_j` and :math:`s_j` lie in :math:`[\\underline s_j - t_j, \\overline s_j + t_j]`,
+so with :math:`K_j = \\min(K, \\max_{[\\underline s_j - t_j, \\overline s_j + t_j]} |\\varphi'|)`
+(``activation.slope``) and the image :math:`[\\underline Y_j, \\overline Y_j]` of that widened
+interval,
+
+.. math::
+
+    e_j = \\min\\big(K_j t_j,\\ \\max(\\overline Y_j - \\underline y_j,\\ \\overline y_j - \\underline Y_j),
+          \\ \\mathrm{hi} - \\mathrm{lo}\\big).
+
+The widening uses the deviation of the *faulty* network (:math:`t_j`), so the slope covers both
+networks. The output error is :math:`\\max_j t_j` over the outputs (no activation).
+
+**Synapse faults** (:math:`g_l` failing synapses into layer l = 1..L+1). A failing synapse (j, i)
+replaces :math:`w_{ji}\\tilde y_i` by a value at most :math:`\\delta_{ji}` =
+``fault.deviation`` :math:`(|w_{ji}|, |y_i|)` away from the clean :math:`w_{ji} y_i`; all
+:math:`g_l` may sit in row j, so
+
+.. math::
+
+    t_j = \\sum_i |w_{ji}| e_i + \\operatorname{top}_{g_l}\\big((\\delta_{ji} - |w_{ji}| e_i)^+\\big)_i .
+
+But they touch at most :math:`g_l` rows, so the next layer sees the *increment* over the no-own-
+failure deviation at only :math:`g_l` neurons, and in total at most :math:`g_l` synapses' worth of it
+(:func:`_propagate_synapses`); this keeps the bound below the paper's :math:`K g \\delta` term.
+
+**Precision** (:math:`\\lambda_l` on every output of hidden layer l, ERRATA 4): no failing set,
+:math:`e_j = \\min(K_j t_j, \\ldots) + \\lambda_l`.
+
+**Convolutions.** Rows are those of the effective matrix :math:`A^{(l)}` (materialised when it is
+small); large plain convolutions take the top terms per receptive field with ``unfold`` (the
+positive-part form, sound for every set); other large chains fall back to
+:math:`\\operatorname{top}_f \\le \\sum_i` (sound, looser).
+
+**Why tight <= paper.** By induction :math:`e_i \\le D_{l-1}` and :math:`\\Delta_i \\le \\Delta_{l-1}`
+(per-neuron values never exceed the layer's), :math:`|w_{ji}| \\le w_m`, :math:`K_j \\le K`, so
+:math:`t_j \\le w_m (\\min(f, R)\\Delta + \\min(N - f, R) D)`, the paper's :math:`T_l` (the exact
+form sums f failing and the others correct terms of one row).
+
+**Monotonicity** (``monotone=True``). :math:`t_j = \\max_{|S| \\le f}[\\sum_{i\\notin S}|w_{ji}|e_i +
+\\sum_{i\\in S}|w_{ji}|\\max(\\Delta_i, e_i)]` is non-decreasing in f and in every :math:`e_i`;
+:math:`K_j t_j` and the image cap are non-decreasing in :math:`t_j` (the slope is a max over a
+growing interval, the image grows), and :math:`\\Delta_i` does not depend on f. By induction over
+the layers, every :math:`e_j` and the output bound are non-decreasing in every :math:`f_l`.
+
+**Per-layer contributions** (``per_layer``): entry l is the bound with only layer l failing
+(:math:`f_l` there, 0 elsewhere; only :math:`\\lambda_l` for precision). They do not sum to the
+total (the propagation is not linear) but each is at most the total of the monotone form.
+
+All of it is a few matrix-vector products and one ``topk`` per layer: about one pass over the
+weights. The batch dimension B treats many input boxes at once (see
+:mod:`faultbound.bounds.certify`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+from faultbound.errors import InvalidArgumentError
+from faultbound.faults import ByzantineDeviation, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.network.activations import Activation
+from faultbound.network.core import Layer, Network
+from faultbound.network.ops import Conv, Dense
+
+__all__ = [
+    "LayerBox",
+    "TightPlan",
+    "box_intervals",
+    "prepare",
+    "propagate",
+    "tight_bound",
+    "tight_value",
+]
+
+#: Relative outward rounding applied to every t_j (float64 sums of non-negative terms).
+_SAFETY = 1e-12
+#: Effective matrices up to this many entries are materialised for exact row top-f.
+_MATRIX_ENTRIES = 8_000_000
+#: Elements per chunk of the (batch, rows, fan-in) term tensor.
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class LayerBox:
+    """Clean intervals of one layer for a batch of input boxes, flattened to ``(B, N_l)``."""
+
+    s_lo: Tensor
+    s_hi: Tensor
+    y_lo: Tensor
+    y_hi: Tensor
+
+    @property
+    def y_abs(self) -> Tensor:
+        return torch.maximum(self.y_lo.abs(), self.y_hi.abs())
+
+
+def box_intervals(net: Network, lo: Tensor, hi: Tensor) -> list[LayerBox]:
+    """Interval propagation of a batch of boxes ``[lo, hi]`` (``(B, *input_shape)``, float64).
+
+    Returns ``L + 2`` entries: index 0 is the input box itself, index l the layer l (same formula
+    as :meth:`Network.intervals`, with its outward slack).
+    """
+    B = lo.shape[0]
+    out = [LayerBox(lo.reshape(B, -1), hi.reshape(B, -1), lo.reshape(B, -1), hi.reshape(B, -1))]
+    with torch.no_grad():
+        for layer in net.layers:
+            c, r = (lo + hi) / 2, (hi - lo) / 2
+            sc = layer.pre(c)
+            sr = layer.abs_linear(r)
+            slack = 1e-12 * (sc.abs() + sr)
+            s_lo, s_hi = sc - sr - slack, sc + sr + slack
+            if layer.activation is None:
+                y_lo, y_hi = s_lo, s_hi
+            else:
+                y_lo, y_hi = layer.activation.image(s_lo, s_hi)
+            out.append(LayerBox(s_lo.reshape(B, -1), s_hi.reshape(B, -1), y_lo.reshape(B, -1), y_hi.reshape(B, -1)))
+            lo, hi = y_lo, y_hi
+    return out
+
+
+# --------------------------------------------------------------------------- row rules
+
+
+TermFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """How to take per-row sums and top-k sums of layer l's rows (one of three paths)."""
+
+    layer: Layer
+    kind: str  # "matrix" | "unfold" | "fallback"
+    abs_matrix: Tensor | None = None  # (N_out, N_in) for "matrix"
+    structural: Tensor | None = None  # (N_out, N_in) bool: the entry is a synapse ("matrix", non-dense)
+
+    def abs_mul(self, e: Tensor) -> Tensor:
+        """:math:`\\sum_i |A_{ji}| e_i` (an upper bound for the chained fallback), ``(B, N_out)``."""
+        if self.kind == "matrix":
+            assert self.abs_matrix is not None
+            return e @ self.abs_matrix.T
+        B = e.shape[0]
+        return self.layer.abs_linear(e.reshape(B, *self.layer.in_shape)).reshape(B, -1)
+
+    def topk(
+        self, k: int, fn: TermFn, vals: Sequence[Tensor], signed: bool, upper: Sequence[Tensor] | None = None
+    ) -> Tensor:
+        """:math:`\\operatorname{top}_k` of the terms ``fn(|A_ji|, *vals_i)`` of every row j.
+
+        ``signed=True`` keeps negative terms (exactly k entries of the row); otherwise terms are
+        clamped at 0 (at most k). Paths that cannot be exact fall back to the clamped form.
+        ``upper``: per-input values at which ``fn`` is largest (default ``vals``), for the fallback.
+        """
+        if self.kind == "matrix":
+            return self._topk_matrix(k, fn, vals, signed)
+        if self.kind == "unfold":
+            return self._topk_unfold(k, fn, vals)
+        return self._topk_fallback(k, fn, vals if upper is None else upper)
+
+    def _topk_matrix(self, k: int, fn: TermFn, vals: Sequence[Tensor], signed: bool) -> Tensor:
+        assert self.abs_matrix is not None
+        W = self.abs_matrix
+        n_out, n_in = W.shape
+        B = vals[0].shape[0]
+        k = min(k, n_in)
+        out = torch.empty((B, n_out), dtype=torch.float64)
+        rows = max(1, _CHUNK // max(1, B * n_in))
+        for r0 in range(0, n_out, rows):
+            r1 = min(n_out, r0 + rows)
+            terms = fn(W[None, r0:r1, :], *(v[:, None, :] for v in vals))
+            if self.structural is not None:
+                terms = torch.where(self.structural[None, r0:r1, :], terms, torch.zeros((), dtype=terms.dtype))
+            if not signed:
+                terms = terms.clamp_min(0.0)
+            out[:, r0:r1] = _topk_sum(terms, k)
+        return out
+
+    def _topk_unfold(self, k: int, fn: TermFn, vals: Sequence[Tensor]) -> Tensor:
+        op = self.layer.ops[0]
+        assert isinstance(op, Conv)
+        co, ci, kh, kw = op.weight.shape
+        B = vals[0].shape[0]
+        shape = self.layer.in_shape
+
+        def unf(v: Tensor) -> Tensor:
+            return F.unfold(v.reshape(B, *shape), (kh, kw), padding=op.padding, stride=op.stride)
+
+        uvals = [unf(v) for v in vals]  # (B, ci*kh*kw, P)
+        valid = unf(torch.ones((1, *shape), dtype=torch.float64).expand(B, *shape)) > 0
+        W = op.weight.abs().reshape(co, ci * kh * kw)
+        ckk, P = uvals[0].shape[1], uvals[0].shape[2]
+        k = min(k, ckk)
+        out = torch.empty((B, co, P), dtype=torch.float64)
+        chans = max(1, _CHUNK // max(1, B * ckk * P))
+        for c0 in range(0, co, chans):
+            c1 = min(co, c0 + chans)
+            terms = fn(W[None, c0:c1, :, None], *(u[:, None, :, :] for u in uvals))
+            terms = torch.where(valid[:, None, :, :], terms, torch.zeros((), dtype=terms.dtype)).clamp_min(0.0)
+            out[:, c0:c1, :] = _topk_sum(terms.transpose(2, 3), k)
+        return out.reshape(B, -1)
+
+    def _topk_fallback(self, k: int, fn: TermFn, vals: Sequence[Tensor]) -> Tensor:
+        # top_k of non-negative terms <= min(sum of all, k * largest). Terms are bounded through
+        # an entrywise bound of |A_ji| by the row sums |A| 1 (sound, loose), evaluated at the
+        # largest value of every per-input quantity (fn is non-decreasing in |w| and in each of
+        # `vals`; callers pass e = 0 for the synapse terms, which decrease in e).
+        B = vals[0].shape[0]
+        ones = torch.ones((B, self.layer.in_width), dtype=torch.float64)
+        row_bound = self.abs_mul(ones)  # (B, N_out) >= max_i |A_ji|
+        maxed = [v.amax(1, keepdim=True).clamp_min(0.0) for v in vals]
+        big = fn(row_bound, *maxed).clamp_min(0.0)
+        return min(k, self.layer.in_width) * big
+
+
+def _topk_sum(terms: Tensor, k: int) -> Tensor:
+    """Sum of the k largest entries along the last axis."""
+    n = terms.shape[-1]
+    if k <= 0:
+        return torch.zeros(terms.shape[:-1], dtype=terms.dtype)
+    if k >= n:
+        return terms.sum(-1)
+    if 2 * k > n:  # cheaper to drop the n - k smallest
+        return terms.sum(-1) - torch.topk(terms, n - k, dim=-1, largest=False, sorted=False).values.sum(-1)
+    return torch.topk(terms, k, dim=-1, sorted=False).values.sum(-1)
+
+
+def _rows_for(layer: Layer) -> _Rows:
+    simple = layer._simple  # the single weighted op, if the chain is that op plus flattens
+    if isinstance(simple, Dense):
+        return _Rows(layer, "matrix", simple.weight.abs())
+    entries = layer.in_width * layer.width
+    if entries <= _MATRIX_ENTRIES:
+        A = layer.effective_matrix()
+        return _Rows(layer, "matrix", A.abs(), A != 0)
+    if isinstance(simple, Conv) and layer.ops[0] is simple and len(layer.in_shape) == 3:
+        return _Rows(layer, "unfold")
+    return _Rows(layer, "fallback")
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True, eq=False)
+class TightPlan:
+    """Everything of the propagation that does not depend on the failure counts.
+
+    ``boxes[l]`` are the clean intervals of layer l (``boxes[0]``: the input boxes), ``delta[l]``
+    the failing-neuron deviations :math:`\\Delta` of hidden layer l (``delta[0]`` unused).
+    """
+
+    net: Network
+    fault: Fault
+    boxes: list[LayerBox]
+    rows: list[_Rows]
+    delta: list[Tensor | None]
+
+    @property
+    def batch(self) -> int:
+        return int(self.boxes[0].s_lo.shape[0])
+
+
+def _as_tensor_like(v: object, like: Tensor) -> Tensor:
+    t = torch.as_tensor(v, dtype=torch.float64)
+    return t.expand_as(like) if t.shape != like.shape else t
+
+
+def prepare(net: Network, fault: Fault, lo: Tensor | None = None, hi: Tensor | None = None) -> TightPlan:
+    """Intervals, row rules and failing deviations for ``fault`` over the boxes ``[lo, hi]``
+    (default: the network's domain, a batch of one)."""
+    if lo is None or hi is None:
+        lo, hi = net.domain.lo.unsqueeze(0), net.domain.hi.unsqueeze(0)
+    boxes = box_intervals(net, lo.to(torch.float64), hi.to(torch.float64))
+    for l in range(1, net.L + 1):
+        b = boxes[l]
+        if not bool(torch.isfinite(b.y_lo).all() & torch.isfinite(b.y_hi).all()):
+            raise InvalidArgumentError(f"Layer {l} has non-finite values over the input box.")
+    rows = [_rows_for(layer) for layer in net.layers]
+    delta: list[Tensor | None] = [None]
+    for l in range(1, net.L + 1):
+        if isinstance(fault, NeuronFault):
+            ya = boxes[l].y_abs
+            delta.append(_as_tensor_like(fault.deviation(ya), ya))  # type: ignore[arg-type]
+        else:
+            delta.append(None)
+    return TightPlan(net, fault, boxes, rows, delta)
+
+
+def _deviation_after(act: Activation, box: LayerBox, t: Tensor) -> Tensor:
+    """:math:`e_j` from :math:`t_j`: local slope, image cap and range width (module docstring)."""
+    a, b = box.s_lo - t, box.s_hi + t
+    k = torch.clamp(act.slope(a, b), max=act.K)
+    lin = k * t
+    Ylo, Yhi = act.image(a, b)
+    cap = torch.maximum(Yhi - box.y_lo, box.y_hi - Ylo)
+    e = torch.minimum(lin, cap)
+    if math.isfinite(act.width):
+        e = torch.clamp(e, max=act.width)
+    return e.clamp_min(0.0) * (1 + _SAFETY)
+
+
+def _synapse_terms(fault: SynapseFault) -> TermFn:
+    """:math:`\\delta_{ji} - |w_{ji}| e_i` for the synapse (j, i)."""
+
+    def fn(w: Tensor, y: Tensor, e: Tensor) -> Tensor:
+        return _as_tensor_like(fault.deviation(w, y), w * y) - w * e  # type: ignore[arg-type]
+
+    return fn
+
+
+def _synapse_delta(fault: SynapseFault) -> TermFn:
+    """:math:`\\delta_{ji}` alone."""
+
+    def fn(w: Tensor, y: Tensor) -> Tensor:
+        return _as_tensor_like(fault.deviation(w, y), w * y)  # type: ignore[arg-type]
+
+    return fn
+
+
+def _neuron_terms(w: Tensor, u: Tensor) -> Tensor:
+    return w * u
+
+
+def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = False) -> Tensor:
+    """Per-output deviation bounds ``(B, n_outputs)`` for the failure counts ``failures``.
+
+    ``monotone=False``: sets of exactly the given sizes (signed top-f, never above the paper's
+    bound); ``monotone=True``: sets of at most the given sizes (positive parts; non-decreasing in
+    every count). Synapse faults always use the positive-part form.
+    """
+    net, fault = plan.net, plan.fault
+    counts = [0] * (net.L + 1) if failures is None else [int(v) for v in failures]
+    if isinstance(fault, SynapseFault):
+        return _propagate_synapses(plan, counts, fault)
+    B = plan.batch
+    lam = list(fault.errors) if isinstance(fault, Precision) else [0.0] * net.L
+    e = torch.zeros((B, net.layers[0].in_width), dtype=torch.float64)
+    e_zero = True
+    t = e
+    for idx, layer in enumerate(net.layers):
+        rows = plan.rows[idx]
+        t = torch.zeros((B, layer.width), dtype=torch.float64) if e_zero else rows.abs_mul(e)
+        if isinstance(fault, NeuronFault) and idx > 0 and counts[idx - 1] > 0:
+            d = plan.delta[idx]
+            assert d is not None
+            # A Byzantine-deviation neuron sends its own (possibly already deviated) value + u:
+            # its deviation is at most e_i + C, whichever value it would have had.
+            u = torch.full_like(e, fault.capacity) if isinstance(fault, ByzantineDeviation) else d - e
+            signed = not monotone
+            if not signed:
+                u = u.clamp_min(0.0)
+            t = t + rows.topk(counts[idx - 1], _neuron_terms, [u], signed)
+        t = t.clamp_min(0.0) * (1 + _SAFETY)
+        if layer.activation is None:
+            return t
+        e = _deviation_after(layer.activation, plan.boxes[idx + 1], t)
+        if lam[idx] > 0:
+            e = e + lam[idx]
+        e_zero = not bool((e > 0).any())
+    return t  # pragma: no cover - the last layer is the output
+
+
+def _propagate_synapses(plan: TightPlan, counts: list[int], fault: SynapseFault) -> Tensor:
+    """Synapse faults: :math:`g_l` failing synapses into layer l touch at most :math:`g_l` rows.
+
+    Per neuron j of layer l, with :math:`e^0` the deviation bounds of layer l-1 when its own rows
+    have no failing synapse and :math:`e^g` when they have up to :math:`g_{l-1}`:
+
+    .. math::
+
+        A_j = \\sum_i |w_{ji}| e^0_i + \\min\\Big(\\operatorname{top}_{g_{l-1}}\\big(|w_{ji}|(e^g_i - e^0_i)\\big),
+              \\ g_{l-1} \\max_i |w_{ji}| k_i m_i\\Big),\\qquad
+        t_j = A_j + \\operatorname{top}_{g_l}\\big((\\delta_{ji} - |w_{ji}| e^0_i)^+\\big),
+
+    :math:`e^0_j, e^g_j` are the activation deviations of :math:`A_j` and :math:`t_j`, :math:`m_j` the
+    largest :math:`\\delta_{ji}` of row j and :math:`k_j` the slope over
+    :math:`[\\underline s_j - t_j, \\overline s_j + t_j]`. A neuron with :math:`g_j` failing synapses
+    deviates by at most :math:`e^0_j + \\min(e^g_j - e^0_j, k_j g_j m_j)` (compare :math:`\\varphi(\\tilde s_j)`
+    with the value whose failing synapses carry their clean terms), and the :math:`g_j` sum to at most
+    :math:`g_l`: hence the two forms of the increment. The output error is :math:`\\max_j t_j`.
+    """
+    net = plan.net
+    B = plan.batch
+    syn_fn, delta_fn = _synapse_terms(fault), _synapse_delta(fault)
+    e0 = torch.zeros((B, net.layers[0].in_width), dtype=torch.float64)
+    e0_zero = True
+    eg = km = e0
+    g_prev = 0
+    for idx, layer in enumerate(net.layers):
+        rows = plan.rows[idx]
+        a = torch.zeros((B, layer.width), dtype=torch.float64) if e0_zero else rows.abs_mul(e0)
+        if g_prev > 0:
+            inc1 = rows.topk(g_prev, _neuron_terms, [(eg - e0).clamp_min(0.0)], False)
+            inc2 = g_prev * rows.topk(1, _neuron_terms, [km], False)
+            a = a + torch.minimum(inc1, inc2)
+        a = a.clamp_min(0.0) * (1 + _SAFETY)
+        g = counts[idx]
+        t = a
+        if g > 0:
+            ya = plan.boxes[idx].y_abs
+            own = rows.topk(g, syn_fn, [ya, e0], False, upper=[ya, torch.zeros_like(e0)])
+            t = (a + own) * (1 + _SAFETY)
+        if layer.activation is None:
+            return t
+        box = plan.boxes[idx + 1]
+        e0 = _deviation_after(layer.activation, box, a)
+        e0_zero = not bool((e0 > 0).any())
+        if g > 0:
+            eg = _deviation_after(layer.activation, box, t)
+            k = torch.clamp(layer.activation.slope(box.s_lo - t, box.s_hi + t), max=layer.activation.K)
+            m = rows.topk(1, delta_fn, [plan.boxes[idx].y_abs], False)
+            km = k * m * (1 + _SAFETY)
+        g_prev = g
+    return t  # pragma: no cover - the last layer is the output
+
+
+def tight_value(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = False) -> float:
+    """:math:`\\max` over the batch and the outputs of :func:`propagate`."""
+    return float(propagate(plan, failures, monotone).amax())
+
+
+def _only(counts: Sequence[int], l: int) -> list[int]:
+    return [v if i == l else 0 for i, v in enumerate(counts)]
+
+
+def tight_bound(
+    net: Network, failures: Sequence[int] | None, fault: Fault, monotone: bool = False
+) -> tuple[float, list[float]]:
+    """``method="tight"``: the bound over the network's domain and the per-layer contributions.
+
+    Args:
+        failures: f_1..f_L (neuron faults), g_1..g_{L+1} (synapse faults), ``None`` for precision.
+        monotone: bound every set of *at most* these sizes (see the module docstring).
+
+    Returns:
+        ``(value, per_layer)``; ``per_layer[l]`` is the bound with only layer l+1 failing.
+
+    Example:
+        >>> import torch, faultbound as fb
+        >>> from torch import nn
+        >>> lin1, lin2 = nn.Linear(1, 2), nn.Linear(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = lin1.weight.fill_(1.0), lin1.bias.zero_(), lin2.weight.fill_(0.5), lin2.bias.zero_()
+        >>> net = fb.Network.from_torch(nn.Sequential(lin1, nn.Sigmoid(), lin2))
+        >>> round(tight_bound(net, [1], fb.Crash())[0], 6)  # sigmoid(x) <= sigmoid(1) on [0, 1]
+        0.365529
+    """
+    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
+        raise InvalidArgumentError(f"The tight method has no rule for fault {fault!r}.")
+    plan = prepare(net, fault)
+    total = tight_value(plan, failures, monotone)
+    parts: list[float] = []
+    if isinstance(fault, Precision):
+        for l in range(net.L):
+            only = Precision([v if i == l else 0.0 for i, v in enumerate(fault.errors)])
+            sub = TightPlan(net, only, plan.boxes, plan.rows, plan.delta)
+            parts.append(tight_value(sub, None, monotone))
+        return total, parts
+    assert failures is not None
+    for l in range(len(failures)):
+        parts.append(tight_value(plan, _only(failures, l), monotone) if failures[l] else 0.0)
+    return total, parts

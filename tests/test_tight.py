@@ -1,0 +1,407 @@
+"""The tight bound against brute force: every failure set of the given sizes, many inputs.
+
+The brute force below is deliberately slow and plain: one failure configuration at a time, layer
+by layer with ``Layer.pre`` and the activation, replacing what the failing units send.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+import faultbound as fb
+from faultbound.bounds import tight
+from faultbound.bounds.tight import prepare, propagate, tight_bound
+from faultbound.faults import (
+    Byzantine,
+    ByzantineDeviation,
+    Crash,
+    Fault,
+    NeuronFault,
+    Precision,
+    StuckAt,
+    SynapseByzantine,
+    SynapseCrash,
+)
+from faultbound.network.core import Network
+from faultbound.nn import TunedSigmoid
+
+ACTS: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tuned3": lambda: TunedSigmoid(3.0),
+    "tuned05": lambda: TunedSigmoid(0.5),
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky": lambda: nn.LeakyReLU(0.2),
+    "softplus": nn.Softplus,
+    "hardtanh": nn.Hardtanh,
+}
+TOL = 1e-9
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def make_net(
+    seed: int, widths: Sequence[int], acts: Sequence[str], conv: bool, scale: float, d_in: int = 2, n_out: int = 2
+) -> Network:
+    g = torch.Generator().manual_seed(seed)
+    mods: list[nn.Module] = []
+    if conv:
+        # 1x3x3 input -> conv 2x2 (2 channels, 2x2 map = 8 neurons) -> dense widths[1:]
+        mods += [nn.Conv2d(1, 2, 2), ACTS[acts[0]](), nn.Flatten()]
+        prev, shape = 8, (1, 3, 3)
+        rest = list(zip(widths[1:], acts[1:], strict=True))
+    else:
+        prev, shape = d_in, (d_in,)
+        rest = list(zip(widths, acts, strict=True))
+    for w, a in rest:
+        mods += [nn.Linear(prev, w), ACTS[a]()]
+        prev = w
+    mods.append(nn.Linear(prev, n_out))
+    model = nn.Sequential(*mods)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * scale)
+    return fb.Network.from_torch(model, input_shape=shape)
+
+
+def points(net: Network, n_random: int, seed: int, lo: Tensor | None = None, hi: Tensor | None = None) -> Tensor:
+    """Every corner of the box (up to 2^9) and uniform random points."""
+    lo = net.domain.lo if lo is None else lo
+    hi = net.domain.hi if hi is None else hi
+    d = lo.numel()
+    bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)), dtype=torch.float64)
+    corners = lo.flatten() + bits * (hi - lo).flatten()
+    g = torch.Generator().manual_seed(seed)
+    rand = lo.flatten() + torch.rand((n_random, d), dtype=torch.float64, generator=g) * (hi - lo).flatten()
+    mid = ((lo + hi) / 2).flatten()[None]
+    return torch.cat([corners, rand, mid]).reshape(-1, *net.input_shape)
+
+
+# --------------------------------------------------------------------------- brute force
+
+
+def faulty_forward(
+    net: Network,
+    x: Tensor,
+    neurons: dict[int, dict[int, float]] | None = None,
+    fault: Fault | None = None,
+    synapses: dict[int, dict[tuple[int, int], float]] | None = None,
+    noise: dict[int, Tensor] | None = None,
+) -> Tensor:
+    """One configuration. ``neurons[l][i] = v``: neuron i of hidden layer l fails, sending v
+    (crash: 0; Byzantine: v; Byzantine-deviation: y + v; stuck-at: v). ``synapses[l][(j, i)] = v``:
+    synapse i -> j into layer l sends v instead of A_ji y_i. ``noise[l]``: added to layer l's
+    outputs (precision)."""
+    y = x
+    B = x.shape[0]
+    for idx, layer in enumerate(net.layers):
+        l = idx + 1
+        s = layer.pre(y).reshape(B, -1).clone()
+        if synapses and synapses.get(l):
+            A = layer.effective_matrix()
+            yf = y.reshape(B, -1)
+            for (j, i), v in synapses[l].items():
+                s[:, j] = s[:, j] - A[j, i] * yf[:, i] + v
+        if layer.activation is None:
+            return s
+        out = layer.activation(s).clone()
+        if neurons and neurons.get(l):
+            for i, v in neurons[l].items():
+                if isinstance(fault, ByzantineDeviation):
+                    out[:, i] = out[:, i] + v
+                else:
+                    out[:, i] = v
+        if noise is not None and l in noise:
+            out = out + noise[l]
+        y = out.reshape(B, *layer.out_shape)
+    raise AssertionError("unreachable")
+
+
+def neuron_value_choices(fault: NeuronFault, k: int, g: torch.Generator) -> Iterator[list[float]]:
+    if isinstance(fault, Crash):
+        yield [0.0] * k
+        return
+    if isinstance(fault, StuckAt):
+        yield [fault.value] * k
+        return
+    c = fault.capacity  # type: ignore[attr-defined]
+    for signs in itertools.product([-1.0, 1.0], repeat=k):
+        yield [c * s for s in signs]
+    for _ in range(2):
+        yield [float((torch.rand((), generator=g, dtype=torch.float64) * 2 - 1) * c) for _ in range(k)]
+
+
+def brute_neurons(net: Network, failures: Sequence[int], fault: NeuronFault, x: Tensor, seed: int = 0) -> Tensor:
+    """Largest output error per input over every neuron failure set of exactly these sizes."""
+    g = torch.Generator().manual_seed(seed)
+    clean = net.forward(x)
+    worst = torch.zeros(x.shape[0], dtype=torch.float64)
+    per_layer = [list(itertools.combinations(range(lay.width), f)) for lay, f in zip(net.hidden, failures, strict=True)]
+    for sets in itertools.product(*per_layer):
+        flat = [(l + 1, i) for l, s in enumerate(sets) for i in s]
+        for vals in neuron_value_choices(fault, len(flat), g):
+            cfg: dict[int, dict[int, float]] = {}
+            for (l, i), v in zip(flat, vals, strict=True):
+                cfg.setdefault(l, {})[i] = v
+            err = (faulty_forward(net, x, cfg, fault) - clean).abs().amax(1)
+            worst = torch.maximum(worst, err)
+    return worst
+
+
+def structural_synapses(layer: fb.network.core.Layer) -> list[tuple[int, int]]:
+    A = layer.effective_matrix()
+    if layer.kind == "dense":
+        return [(j, i) for j in range(A.shape[0]) for i in range(A.shape[1])]
+    return [(int(j), int(i)) for j, i in torch.nonzero(A != 0)]
+
+
+def brute_synapses(net: Network, failures: Sequence[int], fault: Fault, x: Tensor, seed: int = 0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    clean = net.forward(x)
+    worst = torch.zeros(x.shape[0], dtype=torch.float64)
+    per_layer = [
+        list(itertools.combinations(structural_synapses(lay), f)) for lay, f in zip(net.layers, failures, strict=True)
+    ]
+    for sets in itertools.product(*per_layer):
+        flat = [(l + 1, ji) for l, s in enumerate(sets) for ji in s]
+        if isinstance(fault, SynapseCrash):
+            choices: list[list[float]] = [[0.0] * len(flat)]
+        else:
+            c = fault.capacity  # type: ignore[attr-defined]
+            choices = [[c * s for s in signs] for signs in itertools.product([-1.0, 1.0], repeat=len(flat))]
+            choices.append([float((torch.rand((), generator=g) * 2 - 1) * c) for _ in flat])
+        for vals in choices:
+            cfg: dict[int, dict[tuple[int, int], float]] = {}
+            for (l, ji), v in zip(flat, vals, strict=True):
+                cfg.setdefault(l, {})[ji] = v
+            err = (faulty_forward(net, x, synapses=cfg) - clean).abs().amax(1)
+            worst = torch.maximum(worst, err)
+    return worst
+
+
+def brute_precision(net: Network, lam: Sequence[float], x: Tensor, n_draws: int = 40, seed: int = 0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    clean = net.forward(x)
+    worst = torch.zeros(x.shape[0], dtype=torch.float64)
+    for _ in range(n_draws):
+        noise = {}
+        for l, lay in enumerate(net.hidden, start=1):
+            signs = torch.randint(0, 2, (x.shape[0], lay.width), generator=g).to(torch.float64) * 2 - 1
+            noise[l] = signs * lam[l - 1]
+        err = (faulty_forward(net, x, noise=noise) - clean).abs().amax(1)
+        worst = torch.maximum(worst, err)
+    return worst
+
+
+# --------------------------------------------------------------------------- strategies
+
+act_names = st.sampled_from(sorted(ACTS))
+
+
+@st.composite
+def networks(draw: st.DrawFn, max_layers: int = 3) -> Network:
+    L = draw(st.integers(1, max_layers))
+    conv = draw(st.booleans()) and L >= 2
+    widths = [draw(st.integers(2, 4)) for _ in range(L)]
+    if conv:
+        widths[0] = 8
+    acts = [draw(act_names) for _ in range(L)]
+    scale = draw(st.sampled_from([0.5, 1.0, 2.0, 4.0]))
+    seed = draw(st.integers(0, 10_000))
+    return make_net(seed, widths, acts, conv, scale)
+
+
+def neuron_failures(draw: st.DrawFn, net: Network, max_total: int = 4) -> list[int]:
+    f = [draw(st.integers(0, min(2, w - 1))) for w in net.widths]
+    while sum(f) > max_total:
+        f[f.index(max(f))] -= 1
+    return f
+
+
+#: More examples for a one-off thorough run: FB_TIGHT_EXAMPLES=400 pytest tests/test_tight.py
+N_EXAMPLES = int(os.environ.get("FB_TIGHT_EXAMPLES", "25"))
+SETTINGS = settings(
+    max_examples=N_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+def _check(measured: Tensor, bound: float, what: str) -> None:
+    worst = float(measured.max())
+    assert worst <= bound + TOL, f"{what}: measured {worst} > bound {bound}"
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@SETTINGS
+@given(data=st.data(), net=networks())
+def test_crash_and_byzantine_sound_and_below_paper(data: st.DataObject, net: Network) -> None:
+    f = neuron_failures(data.draw, net)
+    fault: NeuronFault = data.draw(
+        st.sampled_from([Crash(), Byzantine(0.5), Byzantine(2.0), ByzantineDeviation(0.7), StuckAt(1.5)])
+    )
+    x = points(net, 40, seed=sum(f))
+    measured = brute_neurons(net, f, fault, x)
+    value, per = tight_bound(net, f, fault)
+    _check(measured, value, f"{fault} f={f}")
+    if not isinstance(fault, ByzantineDeviation):  # the paper's Delta = C ignores upstream deviation
+        paper = fb.bound(net, f, fault, method="paper").value
+        assert value <= paper * (1 + 1e-9) + 1e-12
+    mono, _ = tight_bound(net, f, fault, monotone=True)
+    assert value <= mono * (1 + 1e-12) + 1e-15
+    assert all(0 <= p <= mono * (1 + 1e-12) + 1e-15 for p in per)
+
+
+@SETTINGS
+@given(data=st.data(), net=networks(max_layers=2))
+def test_synapse_faults_sound_and_below_paper(data: st.DataObject, net: Network) -> None:
+    n = net.L + 1
+    g = [0] * n
+    for _ in range(data.draw(st.integers(1, 2))):
+        g[data.draw(st.integers(0, n - 1))] += 1
+    fault = data.draw(st.sampled_from([SynapseCrash(), SynapseByzantine(0.5), SynapseByzantine(1.5)]))
+    x = points(net, 16, seed=1)
+    measured = brute_synapses(net, g, fault, x)
+    value, _ = tight_bound(net, g, fault)
+    _check(measured, value, f"{fault} g={g}")
+    assert value <= fb.bound(net, g, fault, method="paper").value * (1 + 1e-9) + 1e-12
+
+
+@SETTINGS
+@given(data=st.data(), net=networks())
+def test_precision_sound_and_below_paper(data: st.DataObject, net: Network) -> None:
+    lam = [data.draw(st.sampled_from([0.0, 0.01, 0.1, 0.5])) for _ in range(net.L)]
+    fault = Precision(lam)
+    x = points(net, 24, seed=2)
+    measured = brute_precision(net, lam, x)
+    value, per = tight_bound(net, None, fault)
+    _check(measured, value, f"precision {lam}")
+    assert value <= fb.bound(net, None, fault, method="paper").value * (1 + 1e-9) + 1e-12
+    assert len(per) == net.L
+
+
+@settings(max_examples=max(15, N_EXAMPLES // 2), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), net=networks())
+def test_monotone_in_every_count(data: st.DataObject, net: Network) -> None:
+    fault = data.draw(st.sampled_from([Crash(), Byzantine(1.0)]))
+    plan = prepare(net, fault)
+    f = neuron_failures(data.draw, net)
+    base = float(propagate(plan, f, monotone=True).amax())
+    for l in range(net.L):
+        if f[l] + 1 < net.widths[l]:
+            up = list(f)
+            up[l] += 1
+            assert float(propagate(plan, up, monotone=True).amax()) >= base * (1 - 1e-12)
+
+
+@pytest.mark.parametrize("path", ["unfold", "fallback"])
+def test_large_layer_paths_sound(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """The unfold (plain convolutions) and fallback (other chains) rules, forced on a small net."""
+    monkeypatch.setattr(tight, "_MATRIX_ENTRIES", 0)
+    torch.manual_seed(3)
+    if path == "unfold":
+        model = nn.Sequential(
+            nn.Conv2d(1, 2, 2, padding=1),
+            nn.Tanh(),
+            nn.Conv2d(2, 1, 2, stride=2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4, 2),
+        )
+    else:
+        model = nn.Sequential(
+            nn.Conv2d(1, 2, 2), nn.Sigmoid(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)
+        )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    net = fb.Network.from_torch(model, input_shape=(1, 3, 3))
+    x = points(net, 40, seed=4)
+    for f in itertools.product(*[range(min(3, w) if w <= 8 else 2) for w in net.widths]):
+        for fault in (Crash(), Byzantine(1.0)):
+            value, _ = tight_bound(net, list(f), fault)
+            _check(brute_neurons(net, list(f), fault, x), value, f"{path} {fault} f={f}")
+    g = [1] + [0] * net.L
+    for fault in (SynapseCrash(), SynapseByzantine(1.0)):
+        for pos in range(net.L + 1):
+            gg = [1 if i == pos else 0 for i in range(net.L + 1)]
+            value, _ = tight_bound(net, gg, fault)
+            _check(brute_synapses(net, gg, fault, x), value, f"{path} {fault} g={g}")
+
+
+# --------------------------------------------------------------------------- hand-worked
+
+
+def _sig(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def test_hand_worked_saturated_sigmoid() -> None:
+    """x in [0, 1]; h = relu((1, 2) x); z = sigmoid(h_1 + h_2 + 10); F = 5 z. One crash in layer 1.
+
+    * Delta = max |h| = (1, 2); layer 2: t = top-1 of (1 * 1, 1 * 2) = 2.
+    * s in [10, 13], widened to [8, 15]: slope sigma'(8) = 3.3535e-4, so K t = 6.7070e-4; the image
+      cap is max(sigma(15) - sigma(10), sigma(13) - sigma(8)) = 3.3311e-4 (smaller).
+    * bound = 5 * 3.3311e-4 = 1.6656e-3; the paper: w_m^(3) K w_m^(2) Delta = 5 * 0.25 * 1 * 2 = 2.5.
+    """
+    l1, l2, l3 = nn.Linear(1, 2), nn.Linear(2, 1), nn.Linear(1, 1)
+    with torch.no_grad():
+        l1.weight.copy_(torch.tensor([[1.0], [2.0]]))
+        l1.bias.zero_()
+        l2.weight.fill_(1.0)
+        l2.bias.fill_(10.0)
+        l3.weight.fill_(5.0)
+        l3.bias.zero_()
+    net = fb.Network.from_torch(nn.Sequential(l1, nn.ReLU(), l2, nn.Sigmoid(), l3))
+    value, per = tight_bound(net, [1, 0], Crash())
+    expected = 5 * (_sig(13) - _sig(8))
+    assert value == pytest.approx(expected, rel=1e-9)
+    assert value == pytest.approx(1.6656e-3, rel=1e-4)
+    assert per == pytest.approx([expected, 0.0], rel=1e-9)
+    assert fb.bound(net, [1, 0], Crash(), method="paper").value == pytest.approx(2.5)
+    assert fb.bound(net, [1, 0], Crash(), method="tight").value == pytest.approx(expected, rel=1e-9)
+    # and it holds: crashing h_2 moves F by 5 (sigma(10 + 3x) - sigma(10 + x)), largest near x = 0.55
+    # (8.74e-5); crashing h_1 moves it less.
+    x = torch.linspace(0, 1, 101, dtype=torch.float64)[:, None]
+    measured = float(brute_neurons(net, [1, 0], Crash(), x).max())
+    assert measured == pytest.approx(max(5 * (_sig(10 + 3 * v) - _sig(10 + v)) for v in x.flatten().tolist()))
+    assert measured == pytest.approx(8.74e-5, rel=1e-2)
+    assert measured <= value
+
+
+def test_hand_worked_single_layer_exact() -> None:
+    """One ReLU layer h = relu((1, 2) x), F = 3 h_1 - h_2 on [0, 1]: a crash moves F by at most
+    max(3 * 1, 1 * 2) = 3 (crash h_1 at x = 1: exact); the paper says w_m Y = 3 * 2 = 6."""
+    l1, l2 = nn.Linear(1, 2), nn.Linear(2, 1)
+    with torch.no_grad():
+        l1.weight.copy_(torch.tensor([[1.0], [2.0]]))
+        l1.bias.zero_()
+        l2.weight.copy_(torch.tensor([[3.0, -1.0]]))
+        l2.bias.zero_()
+    net = fb.Network.from_torch(nn.Sequential(l1, nn.ReLU(), l2))
+    assert tight_bound(net, [1], Crash())[0] == pytest.approx(3.0, rel=1e-9)
+    assert fb.bound(net, [1], Crash(), method="paper").value == pytest.approx(6.0)
+    # Byzantine(C=1): deviations (1 + 1, 1 + 2) -> max(3 * 2, 1 * 3) = 6.
+    assert tight_bound(net, [1], Byzantine(1.0))[0] == pytest.approx(6.0, rel=1e-9)
+    # one crashed synapse into the output: max(3 * 1, 1 * 2) = 3 as well.
+    assert tight_bound(net, [0, 1], SynapseCrash())[0] == pytest.approx(3.0, rel=1e-9)
+
+
+def test_registered_in_bound_api() -> None:
+    assert "tight" in fb.bounds.METHODS
+    net = make_net(0, [3, 3], ["tanh", "relu"], False, 1.0)
+    res = fb.bound(net, [1, 1], Crash(), method="tight")
+    assert res.method == "tight" and res.value > 0 and len(res.per_layer) == 2
