@@ -71,6 +71,7 @@ def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Ten
     """
     outs = []
     b = x.shape[0]
+    nominal = [a.reshape(b, -1) for a in net.activations(x.to(dtype))]
     for t in range(fs.n_configs):
         y = x.to(dtype)
         for layer in net.layers:
@@ -142,7 +143,7 @@ def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Ten
                         elif isinstance(fault, ByzantineDeviation):
                             v = values[l - 1]
                             assert v is not None
-                            yn[:, j] = yn[:, j] + v[t, :, n].expand(b)
+                            yn[:, j] = nominal[l][:, j] + v[t, :, n].expand(b)
                         else:
                             assert isinstance(fault, BitFlip)
                             bits = fs.bits[l - 1]

@@ -28,16 +28,19 @@ def nets(draw: st.DrawFn) -> fb.Network:
 
 
 def _fault_and_failures(draw: st.DrawFn, net: fb.Network) -> tuple[Fault, list[int] | None]:
-    kind = draw(st.sampled_from(["crash", "byzantine", "synapse-crash", "synapse-byzantine", "precision"]))
+    kind = draw(st.sampled_from(
+        ["crash", "byzantine", "byzantine-deviation", "stuck-at", "synapse-crash", "synapse-byzantine", "precision"]
+    ))
     if kind == "precision":
         return fb.Precision([draw(st.sampled_from([0.0, 0.01, 0.1])) for _ in range(net.L)]), None
-    fault = fb.faults.parse_fault(kind, capacity=draw(st.sampled_from([0.5, 1.0, 3.0])))
+    fault = fb.faults.parse_fault(kind, capacity=draw(st.sampled_from([0.5, 1.0, 3.0])), value=draw(
+        st.sampled_from([-2.0, 0.5, 1.0])))
     n = eng.layer_count(net, fault)
     failures = [draw(st.integers(0, min(2, eng.n_units(net, fault, l) - 1))) for l in range(1, n + 1)]
     return fault, failures
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_measured_errors_never_exceed_bound(data: st.DataObject) -> None:
     net = data.draw(nets())
@@ -51,7 +54,7 @@ def test_measured_errors_never_exceed_bound(data: st.DataObject) -> None:
         assert float(e.max()) <= bound + TOL, (mode, float(e.max()), bound)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_search_never_exceeds_bound(data: st.DataObject) -> None:
     net = data.draw(nets())

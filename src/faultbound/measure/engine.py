@@ -28,7 +28,7 @@ After the activation, units whose value did not change are dropped again (a conv
 stays inside a receptive field), so sparsity is kept as long as it pays, by a flop count.
 
 **Fault models** (what the failing unit sends): crash -> 0; stuck-at -> v; Byzantine(C) -> a value
-in [-C, C]; Byzantine deviation -> y + u, :math:`|u| \\le C`; synapse crash -> 0 instead of
+in [-C, C]; Byzantine deviation -> y + u (y fault-free), :math:`|u| \\le C`; synapse crash -> 0 instead of
 :math:`w_{ji} y_i`; synapse Byzantine -> a value in [-C, C] instead of :math:`w_{ji} y_i`;
 precision -> every output of layer l off by :math:`u`, :math:`|u| \\le \\lambda_l`; :class:`BitFlip`
 -> one bit of a neuron's output or of a weight flipped, in float32 or int8 fixed point.
@@ -526,7 +526,12 @@ def _place_values(
     return tuple(out)
 
 
-def _neuron_new(fault: Fault, cur: Tensor, vals: Tensor | None, bits: Tensor | None, net: Network, l: int) -> Tensor:
+def _neuron_new(
+    fault: Fault, cur: Tensor, nominal: Tensor, vals: Tensor | None, bits: Tensor | None, net: Network, l: int
+) -> Tensor:
+    """What the failing units send, given their current (upstream-perturbed) value ``cur`` and their
+    fault-free value ``nominal``. A Byzantine-deviation unit sends ``nominal + u`` (its deviation from
+    the fault-free network is at most C); a bit flip acts on the current value."""
     if isinstance(fault, Crash):
         return torch.zeros_like(cur)
     if isinstance(fault, StuckAt):
@@ -536,7 +541,7 @@ def _neuron_new(fault: Fault, cur: Tensor, vals: Tensor | None, bits: Tensor | N
         return vals.expand_as(cur)
     if isinstance(fault, ByzantineDeviation):
         assert vals is not None
-        return cur + vals
+        return nominal + vals
     if isinstance(fault, BitFlip):
         assert bits is not None
         bb = bits[:, None, :].expand_as(cur)
@@ -555,10 +560,10 @@ def _apply_neurons(
         return state
     pidx = torch.where(valid, sites, sites[:, :1].clamp(min=0))
     cur = _gather(state, y, pidx, t)
-    new = _neuron_new(fault, cur, vals, bits, prep.net, l)
+    base = y.unsqueeze(0).expand(t, -1, -1).gather(2, pidx[:, None, :].expand_as(cur))
+    new = _neuron_new(fault, cur, base, vals, bits, prep.net, l)
     vb = valid[:, None, :]
     if state is None:
-        base = y.unsqueeze(0).expand(t, -1, -1).gather(2, pidx[:, None, :].expand_as(cur))
         return _Sparse(pidx, torch.where(vb, new - base, torch.zeros_like(new)))
     full = _densify(state, y, t)
     fill = torch.where(valid[:, None, :1], new[..., :1], cur[..., :1])
