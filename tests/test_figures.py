@@ -71,6 +71,10 @@ def test_figure3_data_sound_and_files(tmp_path: Path) -> None:
         assert 0 < r["measured_max_error"] <= r["bound_paper"] * (1 + 1e-9)
         if r["bound_tight"] is not None:
             assert r["measured_max_error"] <= r["bound_tight"] * (1 + 1e-9)
+            assert r["retuned_measured_max_error"] <= r["retuned_bound_tight"] * (1 + 1e-9)
+        assert r["retuned_measured_max_error"] <= r["retuned_bound_paper"] * (1 + 1e-9)
+    # retuning the same weights to a larger K raises the paper bound (K^(L-l) factors)
+    assert rows[1]["retuned_bound_paper"] > rows[0]["retuned_bound_paper"]
     paths = write_figures(tmp_path, [0.5, 4.0], TINY)
     for key in ("figure2_png", "figure2_csv", "figure3_png", "figure3_csv"):
         assert Path(paths[key]).stat().st_size > 0
