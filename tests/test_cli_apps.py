@@ -194,3 +194,10 @@ def test_sweep_and_figures(tmp_path: Path) -> None:
 )
 def test_sweep_figures_bad_input(tmp_path: Path, args: list[str]) -> None:
     assert_bad(run(*args, "--out", str(tmp_path / "o")))
+
+
+@pytest.mark.parametrize("cmd", ["train", "sweep", "figures"])
+def test_unwritable_out_dir(tmp_path: Path, cmd: str) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_bad(run(cmd, "--out", str(blocker / "sub")))

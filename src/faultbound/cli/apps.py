@@ -170,6 +170,14 @@ def boost(
         console.print(f"note: {n}")
 
 
+def _make_dir(out: Path) -> None:
+    """Create the output directory up front, so that a bad path fails before any training."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidArgumentError(f"Cannot write to {out}: {e.strerror or e}") from None
+
+
 def _train_config(**kw: Any) -> Any:
     from faultbound.training import TrainConfig
 
@@ -211,6 +219,7 @@ def train_cmd(
         _finite(n, v)
     cfg = _train_config(dataset=dataset, K=K, widths=widths, weight_cap=weight_cap, fep_weight=fep_weight,
                         fep_kind=fep_kind, failures=failures, epochs=epochs, target=target, seed=seed)
+    _make_dir(out)
     res = train(cfg)
     d_in = res.network.input_shape[0]
     try:
@@ -257,6 +266,7 @@ def sweep_cmd(
     if any(not (math.isfinite(k) and k > 0) for k in Ks) or any(not (math.isfinite(v) and v >= 0) for v in lams):
         raise InvalidArgumentError("Expected --Ks > 0 and --fep-weights >= 0, all finite.")
     cfg = _train_config(dataset=dataset, widths=widths, failures=failures, epochs=epochs, seed=seed)
+    _make_dir(out)
     rows = sweep(Ks, lams, cfg)
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -296,6 +306,7 @@ def figures(
         raise InvalidArgumentError(f"Expected --Ks > 0, finite, but got {ks!r}.")
     if epochs < 1:
         raise InvalidArgumentError(f"Expected --epochs >= 1, but got {epochs}.")
+    _make_dir(out)
     try:
         paths = write_figures(out, Ks, replace(figure3_config(), epochs=epochs))
     except OSError as e:
