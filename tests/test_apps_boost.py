@@ -111,14 +111,17 @@ ACTS = ["sigmoid", "tanh", "tuned2", "relu", "softplus"]
     frac=st.floats(0.0, 0.9),
     kind=st.sampled_from(["exponential", "lognormal", "pareto"]),
     method=st.sampled_from(sorted(METHODS)),
+    conv=st.booleans(),
 )
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_boosted_error_never_exceeds_certified(
-    seed: int, acts: list[str], width: int, frac: float, kind: str, method: str
+    seed: int, acts: list[str], width: int, frac: float, kind: str, method: str, conv: bool
 ) -> None:
     """Soundness: dropping each layer's latest signals never errs by more than the crash bound."""
     widths = [width + i for i in range(len(acts))]
-    net = random_network(widths, acts, d_in=3, n_out=2, seed=seed, scale=1.5)
+    if conv:
+        widths[0] = 8  # the conv front end: 2 channels of 2x2 on a 1x4x4 input
+    net = random_network(widths, acts, d_in=3, n_out=2, seed=seed, scale=1.5, conv=conv)
     f = [min(n - 1, int(frac * n)) for n in widths]
     r = simulate_boost(net, f, LatencyModel.make(kind), runs=200, seed=seed, method=method, error_runs=60,
                        n_inputs=64)

@@ -173,13 +173,17 @@ ACTS = ["sigmoid", "tanh", "tuned2", "relu", "softplus"]
     log_budget=st.floats(-4, 0),
     weights=st.booleans(),
     method=st.sampled_from(["paper", "auto"]),
+    conv=st.booleans(),
 )
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_quantized_error_never_exceeds_certified(
-    seed: int, acts: list[str], width: int, log_budget: float, weights: bool, method: str
+    seed: int, acts: list[str], width: int, log_budget: float, weights: bool, method: str, conv: bool
 ) -> None:
     """Soundness: running the planned fixed-point network never errs by more than certified."""
-    net = random_network([width + i for i in range(len(acts))], acts, d_in=3, n_out=2, seed=seed, scale=1.5)
+    widths = [width + i for i in range(len(acts))]
+    if conv:
+        widths[0] = 8  # the conv front end: 2 channels of 2x2 on a 1x4x4 input
+    net = random_network(widths, acts, d_in=3, n_out=2, seed=seed, scale=1.5, conv=conv)
     budget = 10.0**log_budget
     plan = plan_precision(net, budget=budget, weights=weights, method=method)  # type: ignore[arg-type]
     assert plan.certified <= budget * (1 + 1e-12)
