@@ -64,6 +64,7 @@ __all__ = [
     "sweep",
     "export_model",
     "write_csv",
+    "split_dataset",
 ]
 
 
@@ -384,7 +385,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _split(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, bool]:
+def split_dataset(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, bool]:
+    """Seeded 80/20 split of ``config``'s data: ``(X_train, y_train, X_test, y_test, n_out, classify)``."""
     from faultbound.data import digits, synthetic
 
     if config.dataset == "digits":
@@ -422,7 +424,7 @@ def train(config: TrainConfig) -> TrainResult:
     from faultbound.bounds.api import METHODS
 
     config.check()
-    Xtr, ytr, Xte, yte, n_out, classify = _split(config)
+    Xtr, ytr, Xte, yte, n_out, classify = split_dataset(config)
     failures = config.crash_failures()
     torch.manual_seed(config.seed)
     model = tuned_mlp(Xtr.shape[1], config.widths, n_out, config.K)

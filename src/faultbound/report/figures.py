@@ -99,13 +99,13 @@ def figure3_data(Ks: Sequence[float] = FIG3_KS, config: Any = None, reference_K:
     from faultbound.apps.faulty import crash_errors, random_crash_masks
     from faultbound.bounds.api import METHODS
     from faultbound.nn import TunedSigmoid
-    from faultbound.training import _split, train
+    from faultbound.training import split_dataset, train
 
     cfg = config or figure3_config()
     if not Ks or any(not (k > 0) for k in Ks):
         raise InvalidArgumentError(f"Expected positive values of K, but got {list(Ks)}.")
     ref = train(replace(cfg, K=float(reference_K)))
-    _, _, Xte, _, _, _ = _split(cfg)
+    _, _, Xte, _, _, _ = split_dataset(cfg)
     x_te = torch.as_tensor(Xte, dtype=torch.float64)
     failures = list(ref.summary["failures"])
     rows = []
