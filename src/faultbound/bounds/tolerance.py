@@ -8,9 +8,29 @@ A network that approximates its target to :math:`\\epsilon'` tolerates the distr
 * uniform: the largest fraction p such that :math:`f_l = \\lfloor p N_l \\rfloor` is tolerated for
   every fraction up to p;
 * exact: for up to 3 hidden layers, every *maximal* tolerated distribution (tolerated, and no
-  other tolerated distribution is componentwise larger). Every distribution is evaluated: the
-  printed Fep is not monotone in :math:`f_{l'}` for :math:`l' > 1` (ERRATA 5), so no step of the
-  search assumes monotonicity.
+  other tolerated distribution is componentwise larger). With ``method="paper"`` every
+  distribution is evaluated: the printed Fep is not monotone in :math:`f_{l'}` for :math:`l' > 1`
+  (ERRATA 5), so no step of the search assumes monotonicity.
+
+**method="tight"** uses the monotone form of the tight propagation
+(:func:`faultbound.bounds.tight.propagate` with ``monotone=True``), which bounds every failure set
+of *at most* :math:`f_l` failures per layer. It is non-decreasing in every :math:`f_l`: the row
+bound :math:`t_j = \\max_{|S|\\le f}[\\sum_{i\\notin S}|w_{ji}|e_i + \\sum_{i\\in S}|w_{ji}|\\max(\\Delta_i,
+e_i)]` grows with f and with every :math:`e_i`, the capped activation deviation
+:math:`\\min(K_j t_j, \\text{image cap}, \\text{width})` grows with :math:`t_j` (slope and image are taken
+over an interval that grows with :math:`t_j`), and :math:`\\Delta_i` does not depend on f; by
+induction over the layers the output bound grows with every :math:`f_l` (the same holds for the
+synapse form, see :mod:`faultbound.bounds.tight`). So the tolerated set is downward closed and the
+search needs far fewer evaluations:
+
+* per layer and uniform fraction: binary search over the ordered candidates;
+* maximal set: for every prefix :math:`(f_1..f_{n-2})`, a staircase walk over :math:`(f_{n-1}, f_n)`
+  (the largest tolerated :math:`f_n` only decreases as :math:`f_{n-1}` grows), which gives
+  :math:`h(f_1..f_{n-1}) = \\max\\{f_n\\ \\text{tolerated}\\}`; a distribution :math:`(p, h(p))` is maximal
+  iff :math:`h(p + e_i) < h(p)` for every axis i (monotonicity makes the neighbours enough). The
+  number of tolerated distributions is :math:`\\sum_p (h(p) + 1)`.
+
+:func:`compare_methods` runs both methods and reports how much larger the tight certificates are.
 
 :math:`\\epsilon'` is given, or estimated from data or a target function -- an estimate from below of
 the supremum over the domain, and reported as such (ERRATA 8).
@@ -18,6 +38,7 @@ the supremum over the domain, and reported as such (ERRATA 8).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +61,12 @@ __all__ = [
     "estimate_eps_prime",
     "estimate_eps_prime_fn",
     "maximal_elements",
+    "MethodComparison",
+    "compare_methods",
 ]
+
+#: Most bound evaluations of the staircase walk (tight method) before the maximal set is skipped.
+MAX_STAIRCASE = 200_000
 
 #: Most distributions evaluated by the exact enumeration.
 MAX_ENUMERATE = 4_000_000
@@ -79,9 +105,12 @@ class ToleranceResult:
     maximal: tuple[tuple[int, ...], ...] | None
     n_evaluated: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: Number of tolerated distributions (when the maximal set was computed), else ``None``.
+    n_tolerated: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "n_tolerated": self.n_tolerated,
             "eps": self.eps,
             "eps_prime": self.eps_prime.to_dict(),
             "budget": self.budget,
@@ -203,6 +232,8 @@ def tolerate(
         notes.append(LEMMA1)
         return ToleranceResult(eps, ep, budget, method, fault, zero, 0.0, zero, (zero,), 0, tuple(notes))
     net.require_bounded_values()
+    if method == "tight":
+        return _tolerate_monotone(net, eps, ep, budget, fault, limits, notes)
     evaluate = _evaluator(net, fault, method)
     evaluated = 0
 
@@ -247,6 +278,7 @@ def tolerate(
 
     # exact maximal set for up to 3 hidden layers (neuron faults).
     maximal: tuple[tuple[int, ...], ...] | None = None
+    n_tolerated: int | None = None
     total = math.prod(lim + 1 for lim in limits)
     if isinstance(fault, NeuronFault) and net.L <= 3 and total <= max_enumerate:
         grids = np.meshgrid(*[np.arange(lim + 1) for lim in limits], indexing="ij")
@@ -254,6 +286,7 @@ def tolerate(
         good_grid = ok(F)
         mask = maximal_elements(good_grid)
         maximal = tuple(tuple(int(v) for v in idx) for idx in np.argwhere(mask))
+        n_tolerated = int(good_grid.sum())
     elif isinstance(fault, NeuronFault):
         notes.append(
             f"Maximal distributions not enumerated: {net.L} hidden layers and {total} "
@@ -271,6 +304,211 @@ def tolerate(
         maximal,
         evaluated,
         tuple(notes),
+        n_tolerated,
+    )
+
+
+def _uniform_rows(net: Network, fault: Fault, limits: list[int]) -> tuple[list[float], list[tuple[int, ...]]]:
+    """Candidate uniform fractions p (ascending) and their distributions floor(p N_l) (capped)."""
+    n = len(limits)
+    widths = [lay.width for lay in net.layers] if isinstance(fault, SynapseFault) else net.widths
+    sizes = limits if isinstance(fault, SynapseFault) else widths
+    cands = sorted({(k, sz) for sz in sizes for k in range(0, sz + 1)}, key=lambda t: t[0] / t[1])
+    fracs: list[float] = []
+    rows: list[tuple[int, ...]] = []
+    seen: set[tuple[int, ...]] = set()
+    for k, sz in cands:
+        p = k / sz
+        row = tuple(min((k * m) // sz, lim) for m, lim in zip(sizes, limits, strict=True))
+        if p >= 1.0 and not isinstance(fault, SynapseFault):
+            break
+        if row in seen:
+            continue
+        seen.add(row)
+        fracs.append(p)
+        rows.append(row)
+    assert len(rows) >= 1 and rows[0] == tuple([0] * n)
+    return fracs, rows
+
+
+def _last_true(n: int, ok: Callable[[int], bool]) -> int:
+    """Largest i in [0, n) with ok(i), for ok true on a prefix; -1 when ok(0) is false."""
+    lo, hi = -1, n - 1  # ok(lo) true (virtually), answer in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _tolerate_monotone(
+    net: Network,
+    eps: float,
+    ep: EpsPrime,
+    budget: float,
+    fault: Fault,
+    limits: list[int],
+    notes: list[str],
+    max_staircase: int = MAX_STAIRCASE,
+) -> ToleranceResult:
+    """The tolerance search of ``method="tight"``: binary searches and a staircase walk."""
+    from faultbound.bounds.tight import prepare, tight_value
+
+    plan = prepare(net, fault)
+    n = len(limits)
+    cache: dict[tuple[int, ...], bool] = {}
+
+    def ok(f: Sequence[int]) -> bool:
+        key = tuple(int(v) for v in f)
+        got = cache.get(key)
+        if got is None:
+            got = cache[key] = tight_value(plan, list(key), monotone=True) <= budget
+        return got
+
+    zero = tuple([0] * n)
+    notes.append(
+        "tight: every distribution at or below a reported one is certified (the monotone bound covers "
+        "every set of at most f_l failures per layer)."
+    )
+    if not ok(zero):
+        notes.append("Even the failure-free network exceeds the budget: eps' > eps?")
+        return ToleranceResult(eps, ep, budget, "tight", fault, zero, 0.0, zero, (), len(cache), tuple(notes), 0)
+
+    def unit(l: int, v: int) -> tuple[int, ...]:
+        return tuple(v if i == l else 0 for i in range(n))
+
+    per_layer = tuple(_last_true(limits[l] + 1, lambda v, l=l: ok(unit(l, v))) for l in range(n))
+    fracs, rows = _uniform_rows(net, fault, limits)
+    last = _last_true(len(rows), lambda i: ok(rows[i]))
+    uniform_p, uniform_f = fracs[last], rows[last]
+
+    maximal: tuple[tuple[int, ...], ...] | None = None
+    n_tolerated: int | None = None
+    if isinstance(fault, NeuronFault):
+        cost = math.prod(per_layer[l] + 1 for l in range(n - 2)) * (
+            sum(per_layer[-2:]) + 2 + (int(math.log2(per_layer[-1] + 1)) + 1 if n >= 2 else 0)
+        )
+        if cost <= max_staircase:
+            H = _staircase(per_layer, ok)
+            maximal, n_tolerated = _maximal_from_h(H, per_layer)
+        else:
+            notes.append(
+                f"Maximal distributions not computed: the staircase walk needs about {cost} evaluations "
+                f"(limit {max_staircase})."
+            )
+    return ToleranceResult(
+        eps,
+        ep,
+        budget,
+        "tight",
+        fault,
+        per_layer,
+        float(uniform_p),
+        tuple(uniform_f),
+        maximal,
+        len(cache),
+        tuple(notes),
+        n_tolerated,
+    )
+
+
+def _staircase(per_layer: Sequence[int], ok: Callable[[Sequence[int]], bool]) -> np.ndarray:
+    """``H[p] = max{f_n : (p, f_n) tolerated}`` (-1 if none) over prefixes p of length n-1.
+
+    Each axis only needs to go up to its per-layer maximum (a larger count is not tolerated even
+    alone, hence by monotonicity never).
+    """
+    n = len(per_layer)
+    if n == 1:
+        return np.array(per_layer[0])
+    shape = tuple(v + 1 for v in per_layer[:-1])
+    H = np.full(shape, -1, dtype=np.int64)
+    last_max = per_layer[-1]
+    for q in itertools.product(*[range(v + 1) for v in per_layer[:-2]]):
+        if not ok((*q, 0, 0)):
+            continue
+        # first column: binary search; then walk down as f_{n-1} grows.
+        b = _last_true(last_max + 1, lambda v, q=q: ok((*q, 0, v)))
+        for a in range(per_layer[-2] + 1):
+            while b >= 0 and not ok((*q, a, b)):
+                b -= 1
+            if b < 0:
+                break
+            H[(*q, a)] = b
+    return H
+
+
+def _maximal_from_h(H: np.ndarray, per_layer: Sequence[int]) -> tuple[tuple[tuple[int, ...], ...], int]:
+    """Maximal distributions and the number of tolerated ones from the staircase heights."""
+    if H.ndim == 0:
+        return ((int(H),),), int(H) + 1
+    mask = H >= 0
+    for ax in range(H.ndim):
+        nxt = np.full_like(H, -1)
+        src = [slice(None)] * H.ndim
+        dst = [slice(None)] * H.ndim
+        src[ax] = slice(1, None)
+        dst[ax] = slice(None, -1)
+        nxt[tuple(dst)] = H[tuple(src)]
+        mask &= nxt < H
+    maximal = tuple((*map(int, idx), int(H[tuple(idx)])) for idx in np.argwhere(mask))
+    return maximal, int((H + 1).sum())
+
+
+@dataclass(frozen=True)
+class MethodComparison:
+    """:func:`tolerate` with ``"paper"`` and ``"tight"`` side by side, and the gains of tight.
+
+    ``per_layer_gain[l]`` = (tight f_l max + 1) / (paper f_l max + 1) (counts of tolerated values);
+    ``uniform_gain`` = tight / paper uniform fraction (``inf`` when the paper tolerates none);
+    ``tolerated_gain`` = number of tolerated distributions, tight / paper, when both are known.
+    """
+
+    paper: ToleranceResult
+    tight: ToleranceResult
+
+    @property
+    def per_layer_gain(self) -> tuple[float, ...]:
+        return tuple(
+            (t + 1) / (p + 1) for t, p in zip(self.tight.per_layer_max, self.paper.per_layer_max, strict=True)
+        )
+
+    @property
+    def uniform_gain(self) -> float:
+        p, t = self.paper.uniform_fraction, self.tight.uniform_fraction
+        if p == 0:
+            return math.inf if t > 0 else 1.0
+        return t / p
+
+    @property
+    def tolerated_gain(self) -> float | None:
+        p, t = self.paper.n_tolerated, self.tight.n_tolerated
+        if p is None or t is None or p == 0:
+            return None
+        return t / p
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "paper": self.paper.to_dict(),
+            "tight": self.tight.to_dict(),
+            "per_layer_gain": list(self.per_layer_gain),
+            "uniform_gain": None if math.isinf(self.uniform_gain) else self.uniform_gain,
+            "tolerated_gain": self.tolerated_gain,
+        }
+
+
+def compare_methods(
+    net: Network,
+    eps: float,
+    eps_prime: float | EpsPrime,
+    fault: Fault | None = None,
+) -> MethodComparison:
+    """Run :func:`tolerate` with both methods (see :class:`MethodComparison`)."""
+    return MethodComparison(
+        tolerate(net, eps, eps_prime, fault, "paper"),
+        tolerate(net, eps, eps_prime, fault, "tight"),
     )
 
 
