@@ -341,6 +341,7 @@ class _Prep:
     dtype: torch.dtype
     cols: dict[int, Tensor] = field(default_factory=dict)
     syn: dict[int, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
+    impulses: dict[int, tuple[Tensor, Tensor | None]] = field(default_factory=dict)
 
     def dense_cols(self, l: int) -> Tensor | None:
         """:math:`A^{(l)T}` ``(N_{l-1}, N_l)`` for a dense layer, else None."""
@@ -435,13 +436,31 @@ def _columns(prep: _Prep, l: int, idx: Tensor) -> Tensor:
         return wt[idx]
     layer = prep.net.layers[l - 1]
     uniq, inv = torch.unique(idx, return_inverse=True)
-    out = []
-    for start in range(0, uniq.numel(), 512):
-        part = uniq[start : start + 512]
-        eye = torch.zeros((part.numel(), layer.in_width), dtype=prep.dtype)
-        eye[torch.arange(part.numel()), part] = 1.0
-        out.append(layer.linear(eye.reshape(-1, *layer.in_shape)).reshape(part.numel(), -1))
-    return torch.cat(out, 0)[inv]
+    keys, cached = prep.impulses.get(l, (torch.empty(0, dtype=torch.long), None))
+    out = torch.empty((uniq.numel(), layer.width), dtype=prep.dtype)
+    found = torch.zeros(uniq.numel(), dtype=torch.bool)
+    if cached is not None and keys.numel():
+        pos = torch.searchsorted(keys, uniq).clamp(max=keys.numel() - 1)
+        found = keys[pos] == uniq
+        out[found] = cached[pos[found]]
+    missing = uniq[~found]
+    if missing.numel():
+        new = []
+        for start in range(0, missing.numel(), 512):
+            part = missing[start : start + 512]
+            eye = torch.zeros((part.numel(), layer.in_width), dtype=prep.dtype)
+            eye[torch.arange(part.numel()), part] = 1.0
+            with torch.no_grad():
+                new.append(layer.linear(eye.reshape(-1, *layer.in_shape)).reshape(part.numel(), -1))
+        cols = torch.cat(new, 0)
+        out[~found] = cols
+        # remember impulse responses (they do not depend on the inputs), within a memory cap
+        if (keys.numel() + missing.numel()) * layer.width <= MAX_ELEMENTS:
+            all_keys = torch.cat([keys, missing])
+            all_cols = cols if cached is None else torch.cat([cached, cols])
+            order = torch.argsort(all_keys)
+            prep.impulses[l] = (all_keys[order], all_cols[order])
+    return out[inv]
 
 
 def _sparsify(prep: _Prep, l_next: int, y_new: Tensor, y: Tensor) -> _State:
@@ -453,7 +472,7 @@ def _sparsify(prep: _Prep, l_next: int, y_new: Tensor, y: Tensor) -> _State:
     k = int(counts.max()) if t else 0
     if k == 0:
         return None
-    idx = torch.sort(nz.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
+    idx = torch.topk(nz.to(torch.float32), k, dim=1, sorted=True).indices
     u = int(torch.unique(idx).numel()) if prep.dense_cols(l_next) is None else 0
     if not _sparse_ok(prep, l_next, t, b, k, u):
         return y_new
@@ -565,6 +584,12 @@ def _apply_neurons(
     vb = valid[:, None, :]
     if state is None:
         return _Sparse(pidx, torch.where(vb, new - base, torch.zeros_like(new)))
+    if isinstance(state, _Sparse):
+        # merge: earlier changes at the failing units are replaced by the new values
+        hit = ((state.idx[:, :, None] == pidx[:, None, :]) & valid[:, None, :]).any(2)  # (T, k_old)
+        old = torch.where(hit[:, None, :], torch.zeros_like(state.dval), state.dval)
+        add = torch.where(vb, new - base, torch.zeros_like(new))
+        return _Sparse(torch.cat([state.idx, pidx], 1), torch.cat([old, add], 2))
     full = _densify(state, y, t)
     fill = torch.where(valid[:, None, :1], new[..., :1], cur[..., :1])
     new = torch.where(vb, new, fill)
@@ -742,7 +767,7 @@ def _support(cols: Tensor) -> tuple[Tensor, Tensor] | None:
     k2 = int(counts.max()) if t else 0
     if k2 == 0 or 2 * k2 > n:
         return None
-    idx = torch.sort(nz.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k2]
+    idx = torch.topk(nz.to(torch.float32), k2, dim=1, sorted=True).indices
     return idx, torch.arange(k2)[None, :] < counts[:, None]
 
 
