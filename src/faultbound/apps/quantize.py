@@ -22,6 +22,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -128,8 +129,8 @@ def _simple_weighted(layer: Layer) -> Dense | Conv:
 
 
 def _fresh(op: Dense | Conv, weight: Tensor, bias: Tensor) -> Dense | Conv:
-    caches = {f.name: {} for f in dataclasses.fields(op) if f.name.startswith("_")}
-    return dataclasses.replace(op, weight=weight, bias=bias, **caches)
+    caches: dict[str, Any] = {f.name: {} for f in dataclasses.fields(op) if f.name.startswith("_")}
+    return dataclasses.replace(op, weight=weight, bias=bias, **caches)  # type: ignore[arg-type]
 
 
 def quantize_layers(net: Network, weight_formats: Sequence[FixedPoint]) -> list[Layer]:

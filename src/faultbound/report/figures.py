@@ -112,7 +112,7 @@ def figure3_data(Ks: Sequence[float] = FIG3_KS, config: Any = None, reference_K:
     for k in Ks:
         s = ref.summary if float(k) == float(reference_K) else train(replace(cfg, K=float(k))).summary
         retuned = torch.nn.Sequential(
-            *[TunedSigmoid(float(k)) if isinstance(m, TunedSigmoid) else m for m in ref.model]
+            *[TunedSigmoid(float(k)) if isinstance(m, TunedSigmoid) else m for m in ref.model.children()]
         )
         net = fb.Network.from_torch(retuned, domain=(0.0, 1.0))
         masks = random_crash_masks(net, failures, cfg.measure_runs, torch.Generator().manual_seed(12345))
