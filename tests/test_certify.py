@@ -133,7 +133,7 @@ def test_certify_errors() -> None:
     assert np.isinf(inf.bounds).all() and not inf.robust().any()
 
 
-def _test_cli_certify(tmp_path: object) -> None:
+def test_cli_certify(tmp_path: object) -> None:
     from pathlib import Path
 
     from typer.testing import CliRunner

@@ -1,0 +1,175 @@
+"""``faultbound certify``: per-input certificates on a labelled set, beside measured accuracy.
+
+Reports, for a classifier and a failure distribution:
+
+* clean accuracy;
+* certified accuracy: inputs classified correctly whose class provably survives every failure set
+  of the given sizes (:func:`faultbound.bounds.certify.certified_accuracy`);
+* accuracy measured under random failure sets (mean over sampled sets and inputs), and under the
+  worst failure set found per input (every set when there are few, else the sampled ones, with
+  adversarial Byzantine values), both with :mod:`faultbound.measure`.
+
+Certified <= measured worst-case <= measured random accuracy, up to sampling.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import typer
+from rich.table import Table
+
+from faultbound.bounds.api import check_failures
+from faultbound.bounds.certify import certified_accuracy
+from faultbound.cli._common import app, console, load_model, parse_floats, parse_ints, print_json
+from faultbound.errors import InvalidArgumentError
+from faultbound.faults import FAULT_NAMES, Fault, Precision, parse_fault
+from faultbound.network.core import Network
+
+__all__ = ["certify_cmd", "measured_accuracy"]
+
+
+def _fault(name: str, capacity: float | None, value: float | None, errors: str | None) -> Fault:
+    if name == "precision":
+        if errors is None:
+            raise InvalidArgumentError("Expected --errors l1,l2,... (one per hidden layer) with --fault precision.")
+        return Precision(parse_floats(errors, "errors"))
+    return parse_fault(name, capacity, value)
+
+
+def _all_sets(net: Network, fault: Fault, failures: tuple[int, ...], limit: int) -> Any:
+    """Every failure set of the given sizes as one FaultSet, or ``None`` above ``limit`` sets."""
+    from faultbound.measure import FaultSet
+    from faultbound.measure.engine import n_units
+
+    sizes = [n_units(net, fault, l + 1) for l in range(len(failures))]
+    total = math.prod(math.comb(n, f) for n, f in zip(sizes, failures, strict=True))
+    if total > limit:
+        return None
+    per_layer = [list(itertools.combinations(range(n), f)) for n, f in zip(sizes, failures, strict=True)]
+    rows = list(itertools.product(*per_layer))
+    sites = []
+    for l, f in enumerate(failures):
+        sites.append(None if f == 0 else torch.tensor([r[l] for r in rows], dtype=torch.long).reshape(len(rows), f))
+    return FaultSet(len(rows), tuple(sites))
+
+
+def measured_accuracy(
+    net: Network,
+    x: torch.Tensor,
+    labels: np.ndarray,
+    fault: Fault,
+    failures: tuple[int, ...],
+    samples: int = 200,
+    exhaustive_limit: int = 2000,
+    seed: int = 0,
+    chunk: int = 64,
+) -> dict[str, Any]:
+    """Accuracy under sampled failure sets (random values) and under the worst set found per input.
+
+    The worst case enumerates every failure set when there are at most ``exhaustive_limit``, else
+    uses the ``samples`` random sets; Byzantine and precision values are adversarial there.
+    """
+    from faultbound.measure import inject, sample_faults
+
+    g = torch.Generator().manual_seed(int(seed))
+    y = torch.as_tensor(labels, dtype=torch.long)
+    if isinstance(fault, Precision):
+        random_sets = sample_faults(net, fault, samples, generator=g)
+        every = None
+    else:
+        random_sets = sample_faults(net, fault, samples, failures=list(failures), generator=g)
+        every = _all_sets(net, fault, failures, exhaustive_limit)
+    worst_sets = random_sets if every is None else every
+    adversarial = hasattr(fault, "capacity") or isinstance(fault, Precision)
+    correct_sum = 0.0
+    for t0 in range(0, random_sets.n_configs, chunk):
+        fs = random_sets.select(slice(t0, t0 + chunk))
+        out = inject(net, x, fault, fs, values="random", generator=g, dtype=torch.float64).outputs
+        correct_sum += float((out.argmax(-1) == y[None]).double().sum())
+    random_acc = correct_sum / max(1, random_sets.n_configs * x.shape[0])
+    survives = torch.ones(x.shape[0], dtype=torch.bool)
+    for t0 in range(0, worst_sets.n_configs, chunk):
+        fs = worst_sets.select(slice(t0, t0 + chunk))
+        out = inject(
+            net, x, fault, fs, values="adversarial" if adversarial else "random", generator=g, dtype=torch.float64
+        ).outputs
+        survives &= (out.argmax(-1) == y[None]).all(0)
+    return {
+        "random_accuracy": random_acc,
+        "random_sets": int(random_sets.n_configs),
+        "worst_accuracy": float(survives.double().mean()),
+        "worst_sets": int(worst_sets.n_configs),
+        "worst_exhaustive": every is not None,
+        "seed": int(seed),
+    }
+
+
+@app.command("certify")
+def certify_cmd(
+    model: Path = typer.Argument(..., help="Model file (.onnx, .pt2, or a pickled module with --trust-pickle)."),
+    data: Path | None = typer.Option(None, "--data", help="Labelled inputs: .npz with arrays X and y."),
+    digits: bool = typer.Option(False, "--digits", help="Use scikit-learn's bundled digits."),
+    failures: str | None = typer.Option(None, "--failures", help="f_1,...,f_L (L+1 entries for synapse faults)."),
+    fault: str = typer.Option("crash", "--fault", help=f"Fault model: {', '.join(FAULT_NAMES)}, precision."),
+    capacity: float | None = typer.Option(None, "--capacity", help="C for Byzantine faults (default 1)."),
+    value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
+    errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
+    radius: float = typer.Option(0.0, "--radius", help="Certify the box [x - r, x + r] around each input."),
+    samples: int = typer.Option(200, "--samples", help="Random failure sets for the measured accuracy."),
+    exhaustive_limit: int = typer.Option(2000, "--exhaustive-limit", help="Enumerate every set up to this many."),
+    max_inputs: int | None = typer.Option(None, "--max-inputs", help="Use only the first N inputs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampled failure sets and values."),
+    domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI (default 0,1)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
+    json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Certified accuracy under failures, beside clean and measured (random, worst-case) accuracy."""
+    from faultbound.measure import campaign_inputs
+
+    if (data is None) == (not digits):
+        raise InvalidArgumentError("Expected exactly one of --data FILE.npz or --digits.")
+    if samples < 1 or exhaustive_limit < 0:
+        raise InvalidArgumentError("Expected --samples >= 1 and --exhaustive-limit >= 0.")
+    net = load_model(model, domain, trust_pickle)
+    flt = _fault(fault, capacity, value, errors)
+    if isinstance(flt, Precision):
+        f: tuple[int, ...] = ()
+    else:
+        if failures is None:
+            raise InvalidArgumentError("Expected --failures f_1,...,f_L.")
+        f = check_failures(net, parse_ints(failures, "failures"), flt)
+    if getattr(flt, "capacity", None) == math.inf:
+        raise InvalidArgumentError("Unbounded capacity: nothing can be certified or measured (Lemma 1).")
+    x, labels = campaign_inputs(net, data=data, digits=digits)
+    if labels is None:
+        raise InvalidArgumentError("Expected integer class labels `y` in the data, for a classifier.")
+    if max_inputs is not None:
+        if max_inputs < 1:
+            raise InvalidArgumentError(f"Expected --max-inputs >= 1, but got {max_inputs}.")
+        x, labels = x[:max_inputs], labels[:max_inputs]
+    y = labels.numpy()
+    res = certified_accuracy(net, x, y, None if not f else list(f), flt, radius)
+    out = res.to_dict()
+    out["method"] = "tight"
+    out["measured"] = measured_accuracy(net, x, y, flt, f, samples, exhaustive_limit, seed)
+    if json:
+        print_json(out)
+        return
+    m = out["measured"]
+    t = Table(title=f"{model.name}: {flt.name}, failures {list(f)}, {res.n} inputs")
+    t.add_column("accuracy")
+    t.add_column("value", justify="right")
+    t.add_row("clean", f"{res.clean_accuracy:.4f}")
+    t.add_row("certified (tight, per input)", f"{res.certified_accuracy:.4f}")
+    worst_how = "every set" if m["worst_exhaustive"] else f"{m['worst_sets']} sampled sets"
+    t.add_row(f"measured, worst case ({worst_how})", f"{m['worst_accuracy']:.4f}")
+    t.add_row(f"measured, random ({m['random_sets']} sets)", f"{m['random_accuracy']:.4f}")
+    console.print(t)
+    if out.get("bound_median") is not None:
+        console.print(f"median per-input bound b(x) = {out['bound_median']:.4g}")
