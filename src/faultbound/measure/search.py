@@ -158,9 +158,9 @@ def _all_sets(net: Network, fault: Fault, failures: tuple[int, ...]) -> list[tup
 
 def _beam(
     net: Network, fault: Fault, failures: tuple[int, ...], x: Tensor, beam: int, dtype: torch.dtype,
-    g: torch.Generator,
+    g: torch.Generator, allowed: list[list[int]] | None = None,
 ) -> tuple[list[tuple[tuple[int, ...], ...]], Tensor, Tensor, int]:
-    """Beam search over failure sets, one failing unit at a time."""
+    """Beam search over failure sets, one failing unit (among ``allowed[l]``) at a time."""
     n_layers = len(failures)
     states: list[tuple[tuple[int, ...], ...]] = [tuple(() for _ in range(n_layers))]
     evals = 0
@@ -172,7 +172,7 @@ def _beam(
             for i in range(n_layers):
                 if len(st[i]) >= failures[i]:
                     continue
-                for u in range(n_units(net, fault, i + 1)):
+                for u in allowed[i] if allowed is not None else range(n_units(net, fault, i + 1)):
                     if u in st[i]:
                         continue
                     new = tuple(tuple(sorted(s + (u,))) if j == i else s for j, s in enumerate(st))
@@ -242,6 +242,8 @@ def worst_case(
     beam_probes: int = 8,
     refine: int = 4,
     rounds: int = 1,
+    candidates: int = 64,
+    max_evaluations: int = 400_000,
     restarts: int = 8,
     steps: int = 30,
     seed: int = 0,
@@ -261,6 +263,10 @@ def worst_case(
         beam_probes: probe inputs the beam search scores candidates on (those that random full
             failure sets hurt most).
         refine: failure sets whose inputs are then optimised by projected gradient ascent.
+        candidates: the beam only adds units whose single failure ranks among the ``candidates``
+            worst of their layer.
+        max_evaluations: budget (configurations x inputs) of the single-failure ranking; fewer probe
+            inputs are used when a network has many units.
         restarts, steps: restarts and steps of that ascent.
         rounds: beam search + ascent rounds (round r > 1 searches failure sets again at the inputs
             the previous ascent found); exhaustive enumeration needs one.
@@ -298,6 +304,7 @@ def worst_case(
     n_layers = layer_count(net, fault)
     evals = 0
     f_tuple: tuple[int, ...] | None = None
+    allowed: list[list[int]] | None = None
     if isinstance(fault, Precision):
         if len(fault.errors) != net.L:
             raise InvalidArgumentError(
@@ -339,14 +346,29 @@ def worst_case(
                 for u in range(n_units(net, fault, i + 1))
             ]
             fs1 = _sets_tensor(singles, n_layers)
+            # within the budget: the first probes (domain corners come first) when units are many
+            p1 = max(1, min(x.shape[0], (max_evaluations // 2) // max(1, len(singles))))
             e1 = torch.cat([
-                inject(net, x, fault, fs1.select(slice(i, i + 2048)), values="adversarial", generator=g,
+                inject(net, x[:p1], fault, fs1.select(slice(i, i + 2048)), values="adversarial", generator=g,
                        dtype=dtype).errors
                 for i in range(0, len(singles), 2048)
             ])
-            evals += len(singles) * x.shape[0]
+            evals += len(singles) * p1
             keep = torch.argsort(e1.amax(0), descending=True, stable=True)[: max(1, beam_probes)]
-            sets, scores, args, e = _beam(net, fault, f, x[keep], beam, dtype, g)
+            # the beam only adds units whose single failure ranks among the `candidates` worst of their layer
+            unit_score = e1.amax(1)
+            allowed = []
+            pos = 0
+            for i in range(n_layers):
+                if f[i] == 0:
+                    allowed.append([])
+                    continue
+                n_i = n_units(net, fault, i + 1)
+                sc_i = unit_score[pos : pos + n_i]
+                pos += n_i
+                top_i = torch.argsort(sc_i, descending=True, stable=True)[: max(candidates, f[i])]
+                allowed.append(sorted(int(u) for u in top_i))
+            sets, scores, args, e = _beam(net, fault, f, x[keep], beam, dtype, g, allowed)
             args = keep[args]
             evals += e
             sets, scores, args = sets[:refine], scores[:refine], args[:refine]
@@ -360,7 +382,7 @@ def worst_case(
             x = torch.cat([x, x_new])
             if f_tuple is None:  # pragma: no cover - rounds > 1 only for beam search
                 break
-            sets, scores, args, e = _beam(net, fault, f_tuple, x_new, beam, dtype, g)
+            sets, scores, args, e = _beam(net, fault, f_tuple, x_new, beam, dtype, g, allowed)
             evals += e
             args = args + (x.shape[0] - x_new.shape[0])
             sets, scores, args = sets[:refine], scores[:refine], args[:refine]
