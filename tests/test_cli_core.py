@@ -64,6 +64,11 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return p
 
 
+def test_no_arguments_prints_help() -> None:
+    r = run()
+    assert r.returncode == 0 and "bound" in r.stdout and "tolerate" in r.stdout
+
+
 def test_inspect_json(model_file: Path) -> None:
     r = run("inspect", str(model_file), "--json")
     assert r.returncode == 0, r.stderr
@@ -150,6 +155,10 @@ BAD = [
     (["tolerate", "{model}", "--eps", "0.1"], "exactly one"),
     (["tolerate", "{model}", "--eps", "0.1", "--data", "{missing}"], "not found"),
     (["bound", "{pickle}", "--failures", "1"], "trust-pickle"),
+    (["bound"], "Missing argument"),
+    (["bogus-command"], "No such command"),
+    (["bound", "{model}", "--failures", "1,0", "--capacity", "abc"], "Invalid value"),
+    (["tolerate", "{model}", "--eps-prime", "0.1"], "Missing option"),
 ]
 
 

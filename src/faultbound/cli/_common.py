@@ -25,26 +25,35 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Click's exception base: the ``click`` package, or the copy that typer >= 0.2x vendors."""
+    try:
+        from click.exceptions import ClickException
+    except ModuleNotFoundError:
+        from typer._click.exceptions import ClickException  # type: ignore[no-redef]
+    return (ClickException,)
+
+
 def run_app() -> int:
     """Run the app; a library error or a bad option prints one line and returns 2."""
     try:
-        app(standalone_mode=False)
+        result = app(standalone_mode=False)
     except FaultboundError as e:
         err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("error: aborted", markup=False, highlight=False)
         return 130
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            err_console.print(f"error: {e.format_message()}", markup=False, highlight=False)
-            return 2
-        if isinstance(e, click.exceptions.Exit):
-            return int(e.exit_code)
-        raise
-    return 0
+    except typer.Exit as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except _usage_error_types() as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `faultbound` alone: show the help
+            console.print(e.format_message(), markup=False, highlight=False)  # type: ignore[attr-defined]
+            return 0
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        err_console.print(f"error: {msg}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    return int(result) if isinstance(result, int) else 0
 
 
 def parse_ints(text: str, what: str = "failures") -> list[int]:
