@@ -14,7 +14,7 @@ from faultbound.cli._common import app, run_app
 # Importing a command module registers its commands on `app`.
 from faultbound.cli import core  # noqa: E402,F401  isort: skip
 
-for _name in ("measure", "certify", "apps"):
+for _name in ("measure", "certify", "apps", "report"):
     try:
         __import__(f"faultbound.cli.{_name}")
     except ModuleNotFoundError as _e:  # a command family not written yet
