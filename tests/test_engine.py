@@ -153,3 +153,17 @@ def test_bad_arguments() -> None:
         inject(net, net.domain.sample(2), fb.Crash(), FaultSet(1, (None, None)), values="nope")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="shape"):
         inject(net, torch.zeros(2, 7), fb.Crash(), FaultSet(1, (None, None)))
+
+
+def test_results_never_alias_workspace_buffers() -> None:
+    """Workspace buffers are reused across calls; earlier results must not change."""
+    net = make_net([32, 16], ["sigmoid", "relu"], d_in=8, n_out=3, seed=9)
+    x = net.domain.sample(6)
+    fs1 = sample_faults(net, fb.Crash(), 12, failures=[1, 0], generator=torch.Generator().manual_seed(1))
+    fs2 = sample_faults(net, fb.Crash(), 12, failures=[1, 0], generator=torch.Generator().manual_seed(2))
+    r1 = inject(net, x, fb.Crash(), fs1)
+    saved = r1.outputs.clone()
+    inject(net, x, fb.Crash(), fs2)
+    assert torch.equal(r1.outputs, saved)
+    again = inject(net, x, fb.Crash(), fs1)
+    assert torch.equal(again.outputs, saved)

@@ -43,6 +43,7 @@ the largest output deviation, refined for a few sign-ascent steps; the best step
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +63,7 @@ from faultbound.faults import (
     SynapseCrash,
     SynapseFault,
 )
+from faultbound.network.activations import Activation, ReLU, Sigmoid, Tanh
 from faultbound.network.core import Layer, Network
 from faultbound.network.ops import Conv, Dense, Flatten
 
@@ -342,6 +344,7 @@ class _Prep:
     cols: dict[int, Tensor] = field(default_factory=dict)
     syn: dict[int, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
     impulses: dict[int, tuple[Tensor, Tensor | None]] = field(default_factory=dict)
+    buffers: dict[tuple[int, int], Tensor] = field(default_factory=dict)
 
     def dense_cols(self, l: int) -> Tensor | None:
         """:math:`A^{(l)T}` ``(N_{l-1}, N_l)`` for a dense layer, else None."""
@@ -461,6 +464,45 @@ def _columns(prep: _Prep, l: int, idx: Tensor) -> Tensor:
             order = torch.argsort(all_keys)
             prep.impulses[l] = (all_keys[order], all_cols[order])
     return out[inv]
+
+
+def _workspace(prep: _Prep, l: int, shape: tuple[int, ...]) -> Tensor | None:
+    """A reusable buffer for hidden layer l (no autograd only): fresh multi-megabyte tensors cost
+    page faults on every call, which dominate a cheap low-rank update."""
+    if torch.is_grad_enabled():
+        return None
+    key = (threading.get_ident(), l)
+    n = math.prod(shape)
+    buf = prep.buffers.get(key)
+    if buf is None or buf.numel() < n:
+        buf = torch.empty(n, dtype=prep.dtype)
+        prep.buffers[key] = buf
+    return buf[:n].view(shape)
+
+
+def _low_rank(s: Tensor, dval: Tensor, cols: Tensor, out: Tensor | None = None) -> Tensor:
+    """:math:`s + \\Delta y\\, A_{:,S}^T` in one fused kernel: ``s`` (B, N), ``dval`` (T, B, k),
+    ``cols`` (T, k, N) -> (T, B, N), written into ``out`` when given."""
+    t, b, k = dval.shape
+    if k == 1:
+        if out is None:
+            return torch.addcmul(s.unsqueeze(0), dval, cols)
+        return torch.addcmul(s.unsqueeze(0), dval, cols, out=out)
+    if out is None:
+        return torch.baddbmm(s.unsqueeze(0).expand(t, -1, -1), dval, cols)
+    return torch.baddbmm(s.unsqueeze(0).expand(t, -1, -1), dval, cols, out=out)
+
+
+def _activate_(act: Activation, s: Tensor, in_place: bool) -> Tensor:
+    """The activation, in place on a workspace buffer for the common elementwise ones."""
+    if in_place:
+        if type(act) is Sigmoid:
+            return (s if act.k == 0.25 else s.mul_(4.0 * act.k)).sigmoid_()
+        if type(act) is Tanh:
+            return s.tanh_()
+        if type(act) is ReLU:
+            return s.relu_()
+    return act(s)
 
 
 def _sparsify(prep: _Prep, l_next: int, y_new: Tensor, y: Tensor) -> _State:
@@ -680,6 +722,7 @@ def _propagate(
         y_prev = clean.ys[l - 1]
         s: Tensor | None
         from_full = False
+        in_place = False
         if state is None:
             s = None
         elif isinstance(state, _Sparse):
@@ -702,7 +745,9 @@ def _propagate(
                     state = _Sparse(idx2, torch.where(valid2[:, None, :], dy, torch.zeros_like(dy)))
                     state = _apply_layer_faults(prep, fault, fs, vals, state, clean.ys[l], l, t, weight_flip)
                     continue
-                s = clean.ss[l].unsqueeze(0) + torch.bmm(state.dval, cols)
+                buf = _workspace(prep, l, (t, b, layer.width)) if l <= n_hidden else None
+                s = _low_rank(clean.ss[l], state.dval, cols, buf)
+                in_place = buf is not None
                 from_full = sub is None and local  # most of the layer changed: no point re-sparsifying
             else:
                 full = _densify(state, y_prev, t)
@@ -728,7 +773,7 @@ def _propagate(
         if s is None:
             state = None
         else:
-            y_new = layer.activation(s)
+            y_new = _activate_(layer.activation, s, in_place)
             state = y_new if from_full else _sparsify(prep, l + 1, y_new, clean.ys[l])
         state = _apply_layer_faults(prep, fault, fs, vals, state, clean.ys[l], l, t, weight_flip)
     return clean.ss[-1].unsqueeze(0).expand(t, -1, -1)  # no layer was faulty
