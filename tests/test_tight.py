@@ -235,7 +235,7 @@ def neuron_failures(draw: st.DrawFn, net: Network, max_total: int = 4) -> list[i
 
 
 #: More examples for a one-off thorough run: FB_TIGHT_EXAMPLES=400 pytest tests/test_tight.py
-N_EXAMPLES = int(os.environ.get("FB_TIGHT_EXAMPLES", "25"))
+N_EXAMPLES = int(os.environ.get("FB_TIGHT_EXAMPLES", "60"))
 SETTINGS = settings(
     max_examples=N_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -319,10 +319,10 @@ def test_large_layer_paths_sound(monkeypatch: pytest.MonkeyPatch, path: str) -> 
         model = nn.Sequential(
             nn.Conv2d(1, 2, 2, padding=1),
             nn.Tanh(),
-            nn.Conv2d(2, 1, 2, stride=2),
+            nn.Conv2d(2, 2, 2, stride=1),
             nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(4, 2),
+            nn.Linear(8, 2),
         )
     else:
         model = nn.Sequential(
@@ -331,9 +331,10 @@ def test_large_layer_paths_sound(monkeypatch: pytest.MonkeyPatch, path: str) -> 
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)
-    net = fb.Network.from_torch(model, input_shape=(1, 3, 3))
+    net = fb.Network.from_torch(model, input_shape=(1, 2, 2) if path == "unfold" else (1, 3, 3))
     x = points(net, 40, seed=4)
-    counts = [*itertools.product(*[range(2) for _ in net.widths]), tuple(min(2, w - 1) for w in net.widths)]
+    twos = [tuple(2 if i == l else 0 for i in range(net.L)) for l in range(net.L)]
+    counts = [*itertools.product(*[range(2) for _ in net.widths]), *twos]
     for f in counts:
         for fault in (Crash(), Byzantine(1.0)):
             value, _ = tight_bound(net, list(f), fault)

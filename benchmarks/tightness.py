@@ -1,0 +1,199 @@
+"""How tight are the certificates? bound / worst case found, paper vs tight, on digits networks.
+
+    .venv/bin/python benchmarks/tightness.py [--epochs 40] [--threads 1] [--quick]
+
+Trains (seeded, full digits set, MSE on one-hot targets) MLPs with sigmoid, tuned sigmoids at several
+K, tanh and ReLU with 1-3 hidden layers, and one small CNN. For each network and failure
+distribution (one failure in each layer alone, one in every layer, two in the first layer), under
+crashes and Byzantine(C=1) neurons, it compares the paper's bound and the tight bound over the
+domain [0, 1]^64 with the worst case found by :func:`faultbound.measure.worst_case` (every failure
+set when few, else a beam search; inputs from the data, the domain and gradient ascent). The worst
+case found is a lower bound on the true worst case, so every ratio is an upper bound on the true
+looseness. Per-input certificates are compared with the exhaustive worst case at the input.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import faultbound as fb
+from faultbound.bounds.certify import certify_inputs
+from faultbound.data import digits
+from faultbound.measure import FaultSet, inject, worst_case
+from faultbound.nn import TunedSigmoid
+from faultbound.training import fit, mlp
+
+SPECS: list[tuple[str, list[int], Callable[[], nn.Module]]] = [
+    ("sigmoid-32", [32], nn.Sigmoid),
+    ("sigmoid-32-32", [32, 32], nn.Sigmoid),
+    ("sigmoid-32-32-32", [32, 32, 32], nn.Sigmoid),
+    ("sigmoid-64-64-64", [64, 64, 64], nn.Sigmoid),
+    ("tuned0.5-32-32", [32, 32], lambda: TunedSigmoid(0.5)),
+    ("tuned1-32-32", [32, 32], lambda: TunedSigmoid(1.0)),
+    ("tuned2-32-32", [32, 32], lambda: TunedSigmoid(2.0)),
+    ("tanh-32-32", [32, 32], nn.Tanh),
+    ("tanh-32-32-32", [32, 32, 32], nn.Tanh),
+    ("relu-32", [32], nn.ReLU),
+    ("relu-32-32", [32, 32], nn.ReLU),
+    ("relu-32-32-32", [32, 32, 32], nn.ReLU),
+    ("relu-64-64-64", [64, 64, 64], nn.ReLU),
+]
+
+
+def _cnn() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 32),
+        nn.Sigmoid(),
+        nn.Linear(32, 10),
+    )
+
+
+def _distributions(widths: list[int]) -> list[list[int]]:
+    L = len(widths)
+    out = [[1 if i == l else 0 for i in range(L)] for l in range(L)]
+    if L > 1:
+        out.append([1] * L)
+    out.append([2] + [0] * (L - 1))
+    return out
+
+
+def _per_input_ratio(net: fb.Network, x: torch.Tensor, f: list[int]) -> float:
+    """Median over inputs of b(x) / (largest error at x over every failure set of sizes f)."""
+    cert = certify_inputs(net, x, f, fb.Crash())
+    per_layer = [list(itertools.combinations(range(w), k)) for w, k in zip(net.widths, f, strict=True)]
+    rows = list(itertools.product(*per_layer))
+    sites = tuple(
+        None if k == 0 else torch.tensor([r[l] for r in rows], dtype=torch.long).reshape(len(rows), k)
+        for l, k in enumerate(f)
+    )
+    errs = inject(net, x, fb.Crash(), FaultSet(len(rows), sites), dtype=torch.float64).errors.amax(0).numpy()
+    ok = errs > 0
+    if not np.all(errs <= cert.bounds + 1e-9):
+        raise AssertionError("per-input certificate exceeded by a measurement")
+    return float(np.median(cert.bounds[ok] / errs[ok])) if ok.any() else float("nan")
+
+
+def run(epochs: int, threads: int, quick: bool) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    ds = digits()
+    X, Y = ds.X, ds.onehot()
+    probe = torch.as_tensor(X[::14][:128], dtype=torch.float64)
+    specs: list[tuple[str, list[int], Callable[[], nn.Module] | None]] = [
+        *SPECS,
+        ("cnn-conv4-pool-32", [256, 32], None),
+    ]
+    if quick:
+        specs = [specs[0], specs[2], specs[11], specs[-1]]
+    nets_out: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for name, widths, act in specs:
+        t0 = time.perf_counter()
+        torch.manual_seed(0)
+        if act is None:
+            model = _cnn()
+            fit(model, X.reshape(-1, 1, 8, 8), Y, epochs=epochs, seed=0)
+            net = fb.Network.from_torch(model, input_shape=(1, 8, 8))
+        else:
+            model = mlp(64, widths, 10, act)
+            fit(model, X, Y, epochs=epochs, seed=0)
+            net = fb.Network.from_torch(model)
+        x = probe.reshape(-1, *net.input_shape)
+        acc = float((net.forward(torch.as_tensor(X).reshape(-1, *net.input_shape)).argmax(1).numpy() == ds.y).mean())
+        rows = []
+        for f in _distributions(net.widths):
+            for fault in (fb.Crash(), fb.Byzantine(1.0)):
+                w = worst_case(net, fault, f, inputs=x, seed=0)
+                tight = fb.bound(net, f, fault, method="tight").value
+                paper = fb.bound(net, f, fault, method="paper").value
+                worst = float(w["max_error"])
+                if worst > tight + 1e-9:
+                    raise AssertionError(f"{name} {fault} {f}: measured {worst} > tight bound {tight}")
+                rows.append(
+                    {
+                        "fault": fault.name,
+                        "failures": f,
+                        "worst_found": worst,
+                        "worst_exhaustive_sets": bool(w["exhaustive"]),
+                        "tight": tight,
+                        "paper": paper,
+                        "ratio_tight": tight / worst if worst > 0 else None,
+                        "ratio_paper": paper / worst if worst > 0 else None,
+                        "paper_over_tight": paper / tight if tight > 0 else None,
+                    }
+                )
+        f1 = [1] + [0] * (net.L - 1)
+        nets_out.append(
+            {
+                "name": name,
+                "L": net.L,
+                "widths": net.widths,
+                "n_params": net.n_params,
+                "accuracy": acc,
+                "per_input_ratio_median_crash_f1": _per_input_ratio(net, x[:32], f1),
+                "rows": rows,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+
+    def med(vals: list[float | None]) -> float | None:
+        v = [a for a in vals if a is not None]
+        return statistics.median(v) if v else None
+
+    all_rows = [r for n in nets_out for r in n["rows"]]
+    deep = [r for n in nets_out if n["L"] == 3 and not n["name"].startswith("cnn") for r in n["rows"]]
+    summary = {
+        "median_ratio_tight": med([r["ratio_tight"] for r in all_rows]),
+        "median_ratio_paper": med([r["ratio_paper"] for r in all_rows]),
+        "median_ratio_tight_crash": med([r["ratio_tight"] for r in all_rows if r["fault"] == "crash"]),
+        "median_ratio_tight_byzantine": med([r["ratio_tight"] for r in all_rows if r["fault"] == "byzantine"]),
+        "max_ratio_tight": max(r["ratio_tight"] for r in all_rows if r["ratio_tight"] is not None),
+        "median_paper_over_tight": med([r["paper_over_tight"] for r in all_rows]),
+        "median_paper_over_tight_3_hidden": med([r["paper_over_tight"] for r in deep]),
+        "min_paper_over_tight_3_hidden": min((r["paper_over_tight"] for r in deep), default=None),
+        "median_per_input_ratio": med([n["per_input_ratio_median_crash_f1"] for n in nets_out]),
+        "n_comparisons": len(all_rows),
+        "violations": 0,
+    }
+    summary["goal_median_tight_ratio_le_3"] = (summary["median_ratio_tight"] or 1e9) <= 3
+    summary["goal_paper_over_tight_ge_100_on_3_hidden"] = (summary["median_paper_over_tight_3_hidden"] or 0) >= 100
+    return {
+        "command": "benchmarks/tightness.py"
+        + (" --quick" if quick else "")
+        + f" --epochs {epochs} --threads {threads}",
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads, "torch": torch.__version__},
+        "domain": "[0, 1]^64",
+        "epochs": epochs,
+        "seed": 0,
+        "summary": summary,
+        "networks": nets_out,
+        "seconds_total": time.perf_counter() - t_start,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="four networks only")
+    a = p.parse_args()
+    print(json.dumps(run(a.epochs, a.threads, a.quick), indent=2))
+
+
+if __name__ == "__main__":
+    main()
