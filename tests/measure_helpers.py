@@ -19,7 +19,15 @@ from faultbound.faults import (
     SynapseByzantine,
     SynapseCrash,
 )
-from faultbound.measure.engine import BitFlip, FaultSet, _flip_float32, _flip_int8, _neuron_scale, _weighted_op
+from faultbound.measure.engine import (
+    BitFlip,
+    FaultSet,
+    _flip_float32,
+    _flip_int8,
+    _neuron_scale,
+    _single_weighted,
+    _weighted_op,
+)
 from faultbound.network.core import Network
 from faultbound.network.ops import Dense
 
@@ -98,8 +106,10 @@ def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Ten
                         sent = v[t, :, n].expand(b)
                     s[:, j] = s[:, j] - a[j, i].to(dtype) * yp[:, i] + sent
             if isinstance(fault, BitFlip) and fault.target == "weight" and sites is not None:
-                op = _weighted_op(layer)
-                assert op is not None
+                # rebuild the layer's chain with the flipped weights, the obvious way
+                wi = _single_weighted(layer)
+                assert wi is not None
+                op = layer.ops[wi]
                 dw = torch.zeros(op.weight.numel(), dtype=torch.float64)
                 bits = fs.bits[l - 1]
                 assert bits is not None
@@ -112,11 +122,16 @@ def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Ten
                     else:
                         d = float(_flip_int8(w, torch.tensor([bit]), float(op.weight.abs().max()) / 127.0))
                     dw[p] += d
-                dw = dw.reshape(op.weight.shape).to(dtype)
-                if isinstance(op, Dense):
-                    s = s + F.linear(yp, dw)
-                else:
-                    s = s + F.conv2d(y, dw, None, op.stride, op.padding).reshape(b, -1)
+                w_new = (op.weight + dw.reshape(op.weight.shape)).to(dtype)
+                z = y
+                for i_op, o in enumerate(layer.ops):
+                    if i_op != wi:
+                        z = o.forward(z)
+                    elif isinstance(o, Dense):
+                        z = F.linear(z, w_new, o.bias.to(dtype))
+                    else:
+                        z = F.conv2d(z, w_new, o.bias.to(dtype), o.stride, o.padding)
+                s = z.reshape(b, -1).clone()
             if layer.activation is None:
                 outs.append(s)
                 break

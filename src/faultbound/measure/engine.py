@@ -207,10 +207,17 @@ def layer_count(net: Network, fault: Fault) -> int:
 
 
 def _weighted_op(layer: Layer) -> Dense | Conv | None:
+    """The layer's one dense/conv op when every other op is a flatten, else None."""
     ops = [o for o in layer.ops if not isinstance(o, Flatten)]
     if len(ops) == 1 and isinstance(ops[0], (Dense, Conv)):
         return ops[0]
     return None
+
+
+def _single_weighted(layer: Layer) -> int | None:
+    """Index in ``layer.ops`` of its only dense/conv op (other ops: flatten, pooling, affine), else None."""
+    idx = [i for i, o in enumerate(layer.ops) if isinstance(o, (Dense, Conv))]
+    return idx[0] if len(idx) == 1 else None
 
 
 def n_units(net: Network, fault: Fault, l: int) -> int:
@@ -219,13 +226,13 @@ def n_units(net: Network, fault: Fault, l: int) -> int:
     if isinstance(fault, SynapseFault):
         return layer.n_synapses
     if isinstance(fault, BitFlip) and fault.target == "weight":
-        op = _weighted_op(layer)
-        if op is None:
+        wi = _single_weighted(layer)
+        if wi is None:
             raise UnsupportedModelError(
-                f"Weight bit flips need layer {l} ({layer.source}) to be one dense or conv op, but it is "
+                f"Weight bit flips need layer {l} ({layer.source}) to hold exactly one dense or conv op, but it is "
                 f"{layer.describe()}."
             )
-        return int(op.weight.numel())
+        return int(layer.ops[wi].weight.numel())  # type: ignore[attr-defined]
     return layer.width
 
 
@@ -679,8 +686,10 @@ def _apply_weight_flips(
     if not bool(valid.any()):
         return s
     layer = prep.net.layers[l - 1]
-    op = _weighted_op(layer)
-    assert op is not None
+    wi = _single_weighted(layer)
+    assert wi is not None
+    op = layer.ops[wi]
+    assert isinstance(op, (Dense, Conv))
     wflat = op.weight.reshape(-1)
     p = sites.clamp(min=0)
     w = wflat[p]
@@ -692,19 +701,35 @@ def _apply_weight_flips(
     dw = torch.where(valid, dw, torch.zeros_like(dw)).to(prep.dtype)
     base = s if s is not None else s_clean.unsqueeze(0).expand(t, -1, -1).contiguous()
     b = y_prev.shape[0]
-    if isinstance(op, Dense):
+    if isinstance(op, Dense) and _weighted_op(layer) is op:
+        # only flattens around the dense op: the flipped weight w_ji sees y'_i directly
         n_in = op.weight.shape[1]
         j, i = p // n_in, p % n_in
         cur = _gather(state, y_prev, i, t)
         return base.scatter_add(2, j[:, None, :].expand_as(cur), dw[:, None, :] * cur)
-    # convolution: the weight is shared by every output position; convolve with the sparse kernel change
-    full = _densify(state, y_prev, t).reshape(t, b, *layer.in_shape)
-    co, ci, kh, kw = op.weight.shape
-    dk = torch.zeros((t, co * ci * kh * kw), dtype=prep.dtype).scatter_add(1, p, dw).reshape(t * co, ci, kh, kw)
-    xin = full.permute(1, 0, 2, 3, 4).reshape(b, t * ci, *layer.in_shape[1:])
-    ds = torch.nn.functional.conv2d(xin, dk, None, op.stride, op.padding, groups=t)
-    ds = ds.reshape(b, t, -1).permute(1, 0, 2)
-    return base + ds
+    # general chain ops[:wi] -> op -> ops[wi+1:]: the weighted op's input z is recomputed, its change
+    # dW z goes through the linear parts of the ops after it
+    z = _densify(state, y_prev, t).reshape(t * b, *layer.in_shape)
+    for o in layer.ops[:wi]:
+        z = o.forward(z)
+    if isinstance(op, Dense):
+        n_out, n_in = op.weight.shape
+        zf = z.reshape(t, b, n_in)
+        j, i = p // n_in, p % n_in
+        cur = zf.gather(2, i[:, None, :].expand(t, b, i.shape[1]))
+        ds = torch.zeros((t, b, n_out), dtype=prep.dtype)
+        ds = ds.scatter_add(2, j[:, None, :].expand_as(cur), dw[:, None, :] * cur)
+        ds = ds.reshape(t * b, n_out)
+    else:
+        # convolution: the weight is shared by every output position; convolve with the sparse kernel change
+        co, ci, kh, kw = op.weight.shape
+        dk = torch.zeros((t, co * ci * kh * kw), dtype=prep.dtype).scatter_add(1, p, dw).reshape(t * co, ci, kh, kw)
+        zin = z.reshape(t, b, *z.shape[1:]).permute(1, 0, 2, 3, 4).reshape(b, t * ci, *z.shape[2:])
+        ds = torch.nn.functional.conv2d(zin, dk, None, op.stride, op.padding, groups=t)
+        ds = ds.reshape(b, t, co, *ds.shape[2:]).permute(1, 0, 2, 3, 4).reshape(t * b, co, *ds.shape[2:])
+    for o in layer.ops[wi + 1 :]:
+        ds = o.linear(ds)
+    return base + ds.reshape(t, b, -1)
 
 
 def _propagate(
