@@ -16,7 +16,16 @@ import torch
 
 import faultbound as fb
 from faultbound.errors import InvalidArgumentError
-from faultbound.measure import CampaignSpec, FaultSet, campaign_inputs, inject, merge_states, run_campaign, wilson
+from faultbound.measure import (
+    CampaignSpec,
+    FaultSet,
+    campaign_inputs,
+    chunk_faults,
+    inject,
+    merge_states,
+    run_campaign,
+    wilson,
+)
 from faultbound.measure.stats import empty_state
 from tests.measure_helpers import make_net
 
@@ -40,8 +49,10 @@ def test_statistics_match_direct_computation() -> None:
     assert res.summary["quantiles"]["0.5"] == pytest.approx(np.quantile(errs, 0.5), rel=1e-6)
     lo, hi = res.summary["accuracy_ci95"]
     assert lo <= res.summary["accuracy"] <= hi
-    # the worst configuration replays to the same error
+    # the worst configuration replays to the same error, from the seed alone and from the record
     w = res.summary["worst"]
+    regen = chunk_faults(net, spec, w["chunk"]).config(w["configuration"] - w["chunk"] * spec.chunk)
+    assert regen == w["faults"]
     sites = {int(k): v for k, v in w["faults"]["sites"].items()}
     fs = FaultSet.from_lists(2, sites)
     xi = x[w["input_index"] : w["input_index"] + 1]

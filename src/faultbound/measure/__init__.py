@@ -22,12 +22,20 @@ Public API (all typed; see each function's docstring for the math):
 
 ``CampaignSpec(fault, trials, failures=None, rate=None, seed=0, chunk=64, values="random",
 dtype="float32", input_batch=1024, quantiles=(0.5, 0.9, 0.99))`` holds a campaign's settings; chunk c
-draws from ``chunk_seed(seed, c)``, so a resumed campaign equals an uninterrupted one.
+draws from ``chunk_seed(seed, c)``, so a resumed campaign equals an uninterrupted one, and
+``chunk_faults(net, spec, c)`` regenerates that chunk's configurations (replay of any configuration).
 
 Fault models: those of :mod:`faultbound.faults` plus :class:`BitFlip` (single-event upsets).
 """
 
-from faultbound.measure.campaign import CampaignResult, CampaignSpec, campaign_inputs, chunk_seed, run_campaign
+from faultbound.measure.campaign import (
+    CampaignResult,
+    CampaignSpec,
+    campaign_inputs,
+    chunk_faults,
+    chunk_seed,
+    run_campaign,
+)
 from faultbound.measure.engine import (
     BitFlip,
     CleanPass,
@@ -49,6 +57,7 @@ __all__ = [
     "FaultSet",
     "Injection",
     "campaign_inputs",
+    "chunk_faults",
     "chunk_seed",
     "clean_pass",
     "faulty_forward",

@@ -28,11 +28,11 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, Precision
-from faultbound.measure.engine import ValueMode, clean_pass, inject, layer_count, sample_faults
+from faultbound.measure.engine import FaultSet, ValueMode, clean_pass, inject, layer_count, sample_faults
 from faultbound.measure.stats import chunk_state, empty_state, merge_states, summarize
 from faultbound.network.core import Network
 
-__all__ = ["CampaignSpec", "CampaignResult", "run_campaign", "campaign_inputs", "chunk_seed"]
+__all__ = ["CampaignSpec", "CampaignResult", "run_campaign", "campaign_inputs", "chunk_seed", "chunk_faults"]
 
 Progress = Callable[[int, int], None]
 
@@ -141,6 +141,18 @@ class CampaignResult:
 def chunk_seed(seed: int, chunk: int) -> int:
     """The seed of chunk ``chunk``: a hash of ``(seed, chunk)``, independent across chunks."""
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, int(chunk)]).generate_state(1)[0])
+
+
+def chunk_faults(net: Network, spec: CampaignSpec, chunk: int) -> FaultSet:
+    """The fault configurations of chunk ``chunk`` (configurations ``chunk * spec.chunk`` onwards),
+    regenerated from ``(spec.seed, chunk)`` alone: this is how any configuration of a campaign replays."""
+    n_chunks = math.ceil(spec.trials / spec.chunk)
+    if not 0 <= chunk < n_chunks:
+        raise InvalidArgumentError(f"Expected a chunk in 0..{n_chunks - 1}, but got {chunk}.")
+    g = torch.Generator().manual_seed(chunk_seed(spec.seed, chunk))
+    n = min(spec.chunk, spec.trials - chunk * spec.chunk)
+    failures = None if spec.failures is None else list(spec.failures)
+    return sample_faults(net, spec.fault, n, failures=failures, rate=spec.rate, generator=g)
 
 
 def _fingerprint(net: Network, x: Tensor, labels: Tensor | None, spec: CampaignSpec) -> str:
@@ -288,12 +300,7 @@ def run_campaign(
     resumed_from = start
     classifier = net.n_outputs > 1
     for c in range(start, n_chunks):
-        g = torch.Generator().manual_seed(chunk_seed(spec.seed, c))
-        n = min(spec.chunk, spec.trials - c * spec.chunk)
-        fs = sample_faults(
-            net, spec.fault, n, failures=None if spec.failures is None else list(spec.failures), rate=spec.rate,
-            generator=g,
-        )
+        fs = chunk_faults(net, spec, c)
         errs, outs = [], []
         vals_per_batch = []
         per_input = isinstance(spec.fault, Precision) or spec.values == "adversarial"
