@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import faultbound as fb
 from faultbound.errors import InvalidArgumentError
@@ -184,3 +186,28 @@ def test_results_never_alias_workspace_buffers() -> None:
     assert torch.equal(r1.outputs, saved)
     again = inject(net, x, fb.Crash(), fs1)
     assert torch.equal(again.outputs, saved)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    conv=st.integers(0, 1),
+    depth=st.integers(1, 3),
+    act=st.sampled_from(["sigmoid", "tanh", "relu"]),
+    seed=st.integers(0, 1000),
+    kind=st.sampled_from(["crash", "byzantine", "synapse-crash", "synapse-byzantine", "stuck-at"]),
+    rate=st.sampled_from([0.1, 0.3]),
+)
+def test_batched_equals_one_at_a_time(conv: int, depth: int, act: str, seed: int, kind: str, rate: float) -> None:
+    """T configurations in one call equal T calls with one configuration each (random networks)."""
+    widths = [0] * conv + [3 + (seed + i) % 4 for i in range(depth)]
+    net = make_net(widths, [act] * (conv + depth), d_in=3, n_out=2, conv=conv, seed=seed)
+    fault = fb.faults.parse_fault(kind, capacity=0.8, value=0.3)
+    g = torch.Generator().manual_seed(seed)
+    fs = sample_faults(net, fault, 6, rate=rate / (4 if kind.startswith("synapse") else 1), generator=g)
+    x = net.domain.sample(4, generator=g)
+    fixed = FaultSet(fs.n_configs, fs.sites, values=tuple(
+        None if s is None else (torch.rand(s.shape, generator=g) * 1.6 - 0.8) for s in fs.sites))
+    batched = inject(net, x, fault, fixed, values="fixed", dtype=torch.float64).outputs
+    for t in range(fs.n_configs):
+        one = inject(net, x, fault, fixed.select(slice(t, t + 1)), values="fixed", dtype=torch.float64).outputs
+        torch.testing.assert_close(batched[t : t + 1], one, rtol=1e-12, atol=1e-12)
