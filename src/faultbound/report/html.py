@@ -599,7 +599,13 @@ def _verdict(
         if rt:
             span = f" (tight certificate / worst case between {_fmt(min(rt), 3)} and {_fmt(max(rt), 3)})"
         what = "every certificate lies above" if not violations else "the other certificates lie above"
-        parts.append(f"Over all {len(rows)} fault settings checked, {what} the worst case found{span}.")
+        scope = f"all {len(rows)}" if len(ok) + violations == len(rows) else f"the {len(ok) + violations}"
+        parts.append(
+            f"Over {scope} fault settings checked with a finite certificate, {what} the worst case found{span}."
+        )
+    n_unb = sum(r.status == "unbounded" for r in rows)
+    if n_unb and rows[0].status != "unbounded":
+        parts.append(f"{n_unb} setting(s) have no finite certificate (unbounded Byzantine capacity, Lemma 1).")
     for t in (tolerance or ())[:1]:
         tt, tp = t["tight"], t["paper"]
         ep = tt["eps_prime"]
@@ -648,7 +654,8 @@ def _plain_log_ticks(axis: Any, lo: float, hi: float) -> None:
             return ""
         mant = v / 10 ** math.floor(math.log10(v) + 1e-9)
         major = abs(mant - 1) < 1e-6
-        keep = major or (few_decades and any(abs(mant - m) < 1e-6 for m in (2, 5)))
+        shown = (2, 3, 5) if hi / lo < 10 else (2, 5)
+        keep = major or (few_decades and any(abs(mant - m) < 1e-6 for m in shown))
         return f"{v:g}" if keep else ""
 
     axis.set_major_formatter(FuncFormatter(label))
@@ -854,14 +861,14 @@ ERRATA); <span class="dot" style="background:var(--tight)"></span><b>tight</b>: 
 <tr{% if r.status == "VIOLATION" %} class="violation"{% endif %}>
 <td class="mono nw">{{ r.failures if r.failures else "—" }}</td>
 <td>{{ r.description }}</td>
-<td class="n">{{ r.paper.value | num }}</td>
-<td class="n">{{ r.tight.value | num }}</td>
+<td class="n">{{ "∞" if r.paper.unbounded else r.paper.value | num }}</td>
+<td class="n">{{ "∞" if r.tight.unbounded else r.tight.value | num }}</td>
 <td class="n">{% if r.status == "unbounded" and r.measured.max_error is none %}∞ (Lemma 1){% else
   %}{{ r.measured.max_error | num }}{% endif %}</td>
 <td class="n">{{ r.ratio_paper | ratio }}</td>
 <td class="n">{{ r.ratio_tight | ratio }}</td>
-<td class="small">{{ "exhaustive" if r.measured.exhaustive else "search" }},
-  {{ r.measured.evaluations | int_ }} evals</td>
+<td class="small">{% if r.status == "unbounded" and r.measured.evaluations == 0 %}not searched{% else
+  %}{{ "exhaustive" if r.measured.exhaustive else "search" }}, {{ r.measured.evaluations | int_ }} evals{% endif %}</td>
 <td>{% if r.status == "VIOLATION" %}<span class="pill bad">VIOLATION</span>{% elif r.status == "unbounded"
   %}<span class="pill unb">unbounded</span>{% else %}<span class="pill ok">ok</span>{% endif %}</td>
 </tr>
@@ -1010,7 +1017,8 @@ def render_html(data: ReportData, figures: bool = True) -> str:
     campaigns = [dict(c, figure=None) for c in d["campaign"] or ()]
     if figures:
         for g in groups:
-            g["figure"] = _png(plot_certificates(g["rows"])[0])
+            if any(r["tight"].get("value") or r["paper"].get("value") for r in g["rows"]):
+                g["figure"] = _png(plot_certificates(g["rows"])[0])
         for c in campaigns:
             c["figure"] = _png(plot_campaign(c)[0])
     return env.from_string(TEMPLATE).render(d=d, groups=groups, campaigns=campaigns)
