@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 import faultbound as fb
 from faultbound.bounds import tight
-from faultbound.bounds.tight import prepare, propagate, tight_bound
+from faultbound.bounds.tight import box_intervals, prepare, propagate, tight_bound
 from faultbound.faults import (
     Byzantine,
     ByzantineDeviation,
@@ -308,6 +308,23 @@ def test_monotone_in_every_count(data: st.DataObject, net: Network) -> None:
             up = list(f)
             up[l] += 1
             assert float(propagate(plan, up, monotone=True).amax()) >= base * (1 - 1e-12)
+
+
+@SETTINGS
+@given(net=networks(max_layers=3), seed=st.integers(0, 1000))
+def test_domain_intervals_contain_clean_values(net: Network, seed: int) -> None:
+    """The refined (linear relaxation) intervals hold every clean pre-activation, inside IBP's."""
+    lo, hi = net.domain.lo[None], net.domain.hi[None]
+    refined = box_intervals(net, lo, hi)
+    ibp = box_intervals(net, lo, hi, refine=False)
+    x = points(net, 300, seed)
+    y = x
+    for l, layer in enumerate(net.layers, start=1):
+        s = layer.pre(y).reshape(x.shape[0], -1)
+        assert bool((s >= refined[l].s_lo - 1e-12).all() and (s <= refined[l].s_hi + 1e-12).all()), f"layer {l}"
+        tol = 1e-9 * (1 + ibp[l].s_hi.abs() + ibp[l].s_lo.abs())  # the outward slack is relative
+        assert bool((refined[l].s_lo >= ibp[l].s_lo - tol).all() and (refined[l].s_hi <= ibp[l].s_hi + tol).all())
+        y = layer.forward(y)
 
 
 @pytest.mark.parametrize("path", ["unfold", "fallback"])

@@ -53,6 +53,12 @@ failure deviation at only :math:`g_l` neurons, and in total at most :math:`g_l` 
 **Precision** (:math:`\\lambda_l` on every output of hidden layer l, ERRATA 4): no failing set,
 :math:`e_j = \\min(K_j t_j, \\ldots) + \\lambda_l`.
 
+**Clean intervals.** Interval propagation over the box; for the whole domain (one box) of a
+network whose layers have small effective matrices, hidden layers 2..L are also bounded by
+back-substituting linear relaxations of the activations (triangle for ReLU/LeakyReLU, secant with
+exact offsets for sigmoid/tanh, the image's constant lines otherwise) down to the input box, and
+the two are intersected (both are sound, so is the intersection).
+
 **Convolutions.** Rows are those of the effective matrix :math:`A^{(l)}` (materialised when it is
 small); large plain convolutions take the top terms per receptive field with ``unfold`` (the
 positive-part form, sound for every set); other large chains fall back to
@@ -91,6 +97,10 @@ from torch import Tensor
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import ByzantineDeviation, Fault, NeuronFault, Precision, SynapseFault
 from faultbound.network.activations import Activation
+from faultbound.network.activations import LeakyReLU as _LeakyReLU
+from faultbound.network.activations import ReLU as _ReLU
+from faultbound.network.activations import Sigmoid as _Sigmoid
+from faultbound.network.activations import Tanh as _Tanh
 from faultbound.network.core import Layer, Network
 from faultbound.network.ops import Conv, Dense
 
@@ -126,28 +136,159 @@ class LayerBox:
         return torch.maximum(self.y_lo.abs(), self.y_hi.abs())
 
 
-def box_intervals(net: Network, lo: Tensor, hi: Tensor) -> list[LayerBox]:
+def box_intervals(net: Network, lo: Tensor, hi: Tensor, refine: bool = True) -> list[LayerBox]:
     """Interval propagation of a batch of boxes ``[lo, hi]`` (``(B, *input_shape)``, float64).
 
     Returns ``L + 2`` entries: index 0 is the input box itself, index l the layer l (same formula
-    as :meth:`Network.intervals`, with its outward slack).
+    as :meth:`Network.intervals`, with its outward slack). With ``refine`` and a single box of
+    non-zero width, the pre-activation bounds of hidden layers 2..L are intersected with linear
+    relaxation bounds (:func:`_linear_bounds`) when that is cheap (about :data:`_REFINE_FLOPS`).
     """
     B = lo.shape[0]
-    out = [LayerBox(lo.reshape(B, -1), hi.reshape(B, -1), lo.reshape(B, -1), hi.reshape(B, -1))]
+    x_lo, x_hi = lo.reshape(B, -1), hi.reshape(B, -1)
+    out = [LayerBox(x_lo, x_hi, x_lo, x_hi)]
+    use_lin = refine and B == 1 and bool((hi > lo).any()) and _refine_cost(net) <= _REFINE_FLOPS
+    relax: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
     with torch.no_grad():
-        for layer in net.layers:
+        for idx, layer in enumerate(net.layers):
             c, r = (lo + hi) / 2, (hi - lo) / 2
             sc = layer.pre(c)
             sr = layer.abs_linear(r)
             slack = 1e-12 * (sc.abs() + sr)
             s_lo, s_hi = sc - sr - slack, sc + sr + slack
-            if layer.activation is None:
+            act = layer.activation
+            if act is None:
                 y_lo, y_hi = s_lo, s_hi
             else:
-                y_lo, y_hi = layer.activation.image(s_lo, s_hi)
+                if use_lin and idx > 0:
+                    l_lo, l_hi = _linear_bounds(net, idx, relax, x_lo[0], x_hi[0])
+                    shape = s_lo.shape
+                    s_lo = torch.maximum(s_lo.reshape(-1), l_lo).reshape(shape)
+                    s_hi = torch.minimum(s_hi.reshape(-1), l_hi).reshape(shape)
+                    s_hi = torch.maximum(s_hi, s_lo)
+                y_lo, y_hi = act.image(s_lo, s_hi)
+                if use_lin:
+                    relax.append(
+                        _relaxation(act, s_lo.reshape(-1), s_hi.reshape(-1), y_lo.reshape(-1), y_hi.reshape(-1))
+                    )
             out.append(LayerBox(s_lo.reshape(B, -1), s_hi.reshape(B, -1), y_lo.reshape(B, -1), y_hi.reshape(B, -1)))
             lo, hi = y_lo, y_hi
     return out
+
+
+# --------------------------------------------------------------------------- linear relaxation
+
+#: Largest multiply-add count of the linear-relaxation refinement of the domain intervals.
+_REFINE_FLOPS = 400_000_000
+
+
+def _refine_cost(net: Network) -> float:
+    """Multiply-adds of the backward passes (inf when a layer has no small effective matrix)."""
+    widths = [net.layers[0].in_width] + [lay.width for lay in net.hidden]
+    if any(lay.in_width * lay.width > _MATRIX_ENTRIES for lay in net.hidden):
+        return math.inf
+    cost = 0.0
+    for m in range(2, net.L + 1):  # target hidden layer m (1-based)
+        cost += 2 * sum(widths[m] * widths[k] * widths[k - 1] for k in range(1, m + 1))
+    return cost
+
+
+def _matrix(layer: Layer) -> tuple[Tensor, Tensor]:
+    """:math:`A^{(l)}` and :math:`b^{(l)}` of an affine chain (``b = pre(0)``)."""
+    simple = layer._simple
+    A = simple.weight if isinstance(simple, Dense) else layer.effective_matrix()
+    b = layer.pre(torch.zeros((1, *layer.in_shape), dtype=torch.float64)).reshape(-1)
+    return A, b
+
+
+def _relaxation(
+    act: Activation, l: Tensor, u: Tensor, y_lo: Tensor, y_hi: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Lines with :math:`a_{lo} s + b_{lo} \\le \\varphi(s) \\le a_{hi} s + b_{hi}` on :math:`[l, u]`.
+
+    ReLU / LeakyReLU (slope <= 1): the triangle relaxation; sigmoid and tanh: the secant slope
+    with the exact extreme offsets (the critical points of :math:`\\varphi(s) - a s` in closed form);
+    every other activation: the constant lines :math:`y_{lo}, y_{hi}` (its image), always valid.
+    Offsets are widened by a relative 1e-12 for rounding.
+    """
+    zero = torch.zeros_like(l)
+    if isinstance(act, (_ReLU, _LeakyReLU)):
+        alpha = 0.0 if isinstance(act, _ReLU) else float(act.negative_slope)
+        if alpha <= 1.0:
+            cross = (l < 0) & (u > 0)
+            width = torch.where(cross, u - l, torch.ones_like(l))
+            up_slope = torch.where(cross, (u - alpha * l) / width, torch.where(u <= 0, alpha + zero, 1.0 + zero))
+            up_icpt = torch.where(cross, u - up_slope * u, zero)
+            lo_slope = torch.where(cross, torch.where(u >= -l, 1.0 + zero, alpha + zero), up_slope)
+            m = 1e-12 * (l.abs() + u.abs()) + 1e-300
+            return lo_slope, zero - m, up_slope, up_icpt + m
+    if isinstance(act, (_Sigmoid, _Tanh)):
+        width = u - l
+        ok = width > 1e-9
+        fl, fu = act(l), act(u)
+        a = torch.where(ok, (fu - fl) / torch.where(ok, width, torch.ones_like(width)), zero)
+        cands = [l, u, *_critical_points(act, a, l, u)]
+        vals = torch.stack([act(x) - a * x for x in cands])
+        m = 1e-12 * (vals.abs().amax(0) + (a * l).abs() + (a * u).abs()) + 1e-15
+        b_lo, b_hi = vals.amin(0) - m, vals.amax(0) + m
+        # degenerate (near-point) intervals: constant lines
+        return (
+            torch.where(ok, a, zero),
+            torch.where(ok, b_lo, y_lo),
+            torch.where(ok, a, zero),
+            torch.where(ok, b_hi, y_hi),
+        )
+    return zero, y_lo, zero, y_hi
+
+
+def _critical_points(act: Activation, a: Tensor, l: Tensor, u: Tensor) -> list[Tensor]:
+    """Points of [l, u] where :math:`\\varphi'(s) = a` (clamped into [l, u]; the ends when none)."""
+    if isinstance(act, _Sigmoid):
+        c = 4.0 * act.k
+        disc = torch.clamp(1.0 - 4.0 * a / c, min=0.0, max=1.0)
+        root = torch.sqrt(disc)
+        pts = []
+        for sg in (1.0, -1.0):
+            p = torch.clamp((1.0 + sg * root) / 2, 1e-300, 1.0 - 1e-16)
+            pts.append(torch.log(p / (1.0 - p)) / c)
+    else:
+        t = torch.sqrt(torch.clamp(1.0 - a, min=0.0, max=1.0))
+        t = torch.clamp(t, max=1.0 - 1e-16)
+        pts = [torch.atanh(t), -torch.atanh(t)]
+    return [torch.minimum(torch.maximum(p, l), u) for p in pts]
+
+
+def _linear_bounds(
+    net: Network, m: int, relax: Sequence[tuple[Tensor, Tensor, Tensor, Tensor]], x_lo: Tensor, x_hi: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Bounds of :math:`s^{(m+1)}` (``m`` is the 0-based layer index) by back-substitution.
+
+    Starting from :math:`s = A_m y + b_m`, each activation is replaced by its upper line where the
+    coefficient is positive and its lower line where it is negative (for the upper bound; the other
+    way round for the lower bound), then :math:`s_k = A_k y_{k-1} + b_k`, down to the input box.
+    """
+    centre, radius = (x_lo + x_hi) / 2, (x_hi - x_lo) / 2
+    A_m, b_m = _matrix(net.layers[m])
+    res = []
+    for upper in (True, False):
+        C, const = A_m, b_m.clone()
+        for k in range(m - 1, -1, -1):
+            a_lo, b_lo, a_hi, b_hi = relax[k]
+            P, N = C.clamp(min=0.0), C.clamp(max=0.0)
+            if upper:
+                const = const + P @ b_hi + N @ b_lo
+                D = P * a_hi[None] + N * a_lo[None]
+            else:
+                const = const + P @ b_lo + N @ b_hi
+                D = P * a_lo[None] + N * a_hi[None]
+            A_k, b_k = _matrix(net.layers[k])
+            const = const + D @ b_k
+            C = D @ A_k
+        spread = C.abs() @ radius
+        val = C @ centre + const
+        slack = 1e-10 * (val.abs() + spread + (C.abs() @ centre.abs()) + const.abs())
+        res.append(val + spread + slack if upper else val - spread - slack)
+    return res[1], res[0]
 
 
 # --------------------------------------------------------------------------- row rules
