@@ -161,3 +161,29 @@ def test_cli_certify(tmp_path: object) -> None:
     assert out["certified_accuracy"] <= out["clean_accuracy"]
     assert out["measured"]["random_accuracy"] >= out["certified_accuracy"] - 1e-12
     assert out["measured"]["worst_accuracy"] >= out["certified_accuracy"] - 1e-12
+
+
+def test_cli_certify_bad_input_is_one_line_exit_2(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    from faultbound.cli._common import run_app
+
+    tmp = Path(str(tmp_path))
+    model = nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 3))
+    path = tmp / "m.pt"
+    torch.save(model, path)
+    data = tmp / "d.npz"
+    np.savez(data, X=np.zeros((4, 3)), y=np.zeros(4, dtype=np.int64))
+    for args in (
+        ["--failures", "1,2"],  # one count too many
+        ["--failures", "1", "--radius", "-1"],
+        ["--failures", "1", "--digits"],  # two data sources
+    ):
+        monkeypatch.setattr(
+            "sys.argv", ["faultbound", "certify", str(path), "--data", str(data), "--trust-pickle", *args]
+        )
+        assert run_app() == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err

@@ -120,7 +120,9 @@ def certify_cmd(
     capacity: float | None = typer.Option(None, "--capacity", help="C for Byzantine faults (default 1)."),
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
-    radius: float = typer.Option(0.0, "--radius", help="Certify the box [x - r, x + r] around each input."),
+    radius: float = typer.Option(
+        0.0, "--radius", help="Certify the whole box x +- r around each input (default 0: the input itself)."
+    ),
     samples: int = typer.Option(200, "--samples", help="Random failure sets for the measured accuracy."),
     exhaustive_limit: int = typer.Option(2000, "--exhaustive-limit", help="Enumerate every set up to this many."),
     max_inputs: int | None = typer.Option(None, "--max-inputs", help="Use only the first N inputs."),
