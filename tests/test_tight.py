@@ -427,3 +427,14 @@ def test_registered_in_bound_api() -> None:
     net = make_net(0, [3, 3], ["tanh", "relu"], False, 1.0)
     res = fb.bound(net, [1, 1], Crash(), method="tight")
     assert res.method == "tight" and res.value > 0 and len(res.per_layer) == 2
+
+
+def test_regression_leaky_slope_kept_in_float64() -> None:
+    """Found by the thorough run: a LeakyReLU(0.2) derivative range built from float32 scalars
+    (0.2000000030) excluded the true slope 0.2 and the bound fell 1e-9 below the measured error."""
+    net = make_net(1, [2, 3], ["elu", "leaky"], False, 2.0)
+    x = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    measured = float(brute_neurons(net, [1, 0], Crash(), x).max())
+    assert measured == pytest.approx(3.70700933097, rel=1e-9)
+    plan = prepare(net, Crash(), x, x)
+    assert float(propagate(plan, [1, 0]).amax()) >= measured * (1 - 1e-14)

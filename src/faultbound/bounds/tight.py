@@ -53,6 +53,14 @@ failure deviation at only :math:`g_l` neurons, and in total at most :math:`g_l` 
 **Precision** (:math:`\\lambda_l` on every output of hidden layer l, ERRATA 4): no failing set,
 :math:`e_j = \\min(K_j t_j, \\ldots) + \\lambda_l`.
 
+**Second bound: interval back-substitution** (:func:`_linear_deviation`, neuron faults and
+precision, dense or small layers, activations with a known derivative range: sigmoid, tanh, ReLU,
+LeakyReLU, Hardtanh, ELU). The faulty-minus-clean output is :math:`\\sum_k M_k c_k` with
+:math:`M_k = A_{L+1} D_L A_L \\cdots D_{k+1} A_{k+1}`, :math:`D` the diagonal secant slopes (inside
+:math:`[\\min\\varphi', \\max\\varphi']` over the widened intervals above) and :math:`c_k` what failing
+units add (:math:`\\le \\Delta_i + e_i`). Signs cancel inside :math:`M_k`; the output bound is the
+smaller of the two, per output. Both are sound and non-decreasing in every count, so is the minimum.
+
 **Clean intervals.** Interval propagation over the box; for the whole domain (one box) of a
 network whose layers have small effective matrices, hidden layers 2..L are also bounded by
 back-substituting linear relaxations of the activations (triangle for ReLU/LeakyReLU, secant with
@@ -96,7 +104,9 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import ByzantineDeviation, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.network.activations import ELU as _ELU
 from faultbound.network.activations import Activation
+from faultbound.network.activations import Hardtanh as _Hardtanh
 from faultbound.network.activations import LeakyReLU as _LeakyReLU
 from faultbound.network.activations import ReLU as _ReLU
 from faultbound.network.activations import Sigmoid as _Sigmoid
@@ -508,6 +518,8 @@ def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = 
     e = torch.zeros((B, net.layers[0].in_width), dtype=torch.float64)
     e_zero = True
     t = e
+    ts: list[Tensor] = []  # pre-activation deviation bounds of hidden layers
+    cs: list[Tensor | None] = []  # bounds on what failing / imprecise units add, per hidden layer
     for idx, layer in enumerate(net.layers):
         rows = plan.rows[idx]
         t = torch.zeros((B, layer.width), dtype=torch.float64) if e_zero else rows.abs_mul(e)
@@ -523,12 +535,146 @@ def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = 
             t = t + rows.topk(counts[idx - 1], _neuron_terms, [u], signed)
         t = t.clamp_min(0.0) * (1 + _SAFETY)
         if layer.activation is None:
-            return t
+            lin = _linear_deviation(plan, counts, ts, cs)
+            return t if lin is None else torch.minimum(t, lin)
         e = _deviation_after(layer.activation, plan.boxes[idx + 1], t)
+        ts.append(t)
+        if isinstance(fault, NeuronFault) and counts[idx] > 0:
+            d = plan.delta[idx + 1]
+            assert d is not None
+            cap = torch.full_like(e, fault.capacity) if isinstance(fault, ByzantineDeviation) else d + e
+            cs.append(cap * (1 + _SAFETY))
+        elif lam[idx] > 0:
+            cs.append(torch.full_like(e, lam[idx]))
+        else:
+            cs.append(None)
         if lam[idx] > 0:
             e = e + lam[idx]
         e_zero = not bool((e > 0).any())
     return t  # pragma: no cover - the last layer is the output
+
+
+def _deriv_range(act: Activation, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor] | None:
+    """:math:`[\\min \\varphi', \\max \\varphi']` over [a, b] (signed), for the activations whose
+    derivative is known in closed form and that are continuous; ``None`` for the others."""
+    if isinstance(act, (_Sigmoid, _Tanh)):
+        if isinstance(act, _Sigmoid):
+            c = 4.0 * act.k
+
+            def d(x: Tensor) -> Tensor:
+                sg = torch.sigmoid(c * x)
+                return c * sg * (1.0 - sg)
+
+        else:
+
+            def d(x: Tensor) -> Tensor:
+                th = torch.tanh(x)
+                return 1.0 - th * th
+
+        dmax = d(torch.clamp(torch.zeros_like(a), min=a, max=b))
+        dmin = torch.minimum(d(a), d(b))
+    elif isinstance(act, _ReLU):
+        dmin = torch.where(a < 0, _full(0.0, a), _full(1.0, a))
+        dmax = torch.where(b > 0, _full(1.0, a), _full(0.0, a))
+    elif isinstance(act, _LeakyReLU):
+        al = float(act.negative_slope)
+        neg, pos = a < 0, b > 0
+        lo_al, hi_al = min(al, 1.0), max(al, 1.0)
+        dmin = torch.where(neg & pos, _full(lo_al, a), torch.where(neg, _full(al, a), _full(1.0, a)))
+        dmax = torch.where(neg & pos, _full(hi_al, a), torch.where(neg, _full(al, a), _full(1.0, a)))
+    elif isinstance(act, _Hardtanh):
+        inside = (b > act.min_val) & (a < act.max_val)
+        outside = (a < act.min_val) | (b > act.max_val)
+        dmin = torch.where(outside, _full(0.0, a), _full(1.0, a))
+        dmax = torch.where(inside, _full(1.0, a), _full(0.0, a))
+    elif isinstance(act, _ELU):
+        al = float(act.alpha)
+        neg, pos = a < 0, b > 0
+        inf = _full(math.inf, a)
+        one = _full(1.0, a)
+        dmin = torch.minimum(torch.where(neg, al * torch.exp(a), inf), torch.where(pos, one, inf))
+        dmax = torch.maximum(
+            torch.where(neg, al * torch.exp(torch.clamp(b, max=0.0)), -inf), torch.where(pos, one, -inf)
+        )
+        point = ~(neg | pos)
+        dmin = torch.where(point, _full(min(al, 1.0), a), dmin)
+        dmax = torch.where(point, _full(max(al, 1.0), a), dmax)
+    else:
+        return None
+    m = 1e-12 * (dmin.abs() + dmax.abs()) + 1e-300
+    return dmin - m, dmax + m
+
+
+def _full(v: float, like: Tensor) -> Tensor:
+    """A float64 constant shaped like ``like`` (never a float32 scalar tensor: 0.2 must stay 0.2)."""
+    return torch.full_like(like, v, dtype=torch.float64)
+
+
+def _linear_deviation(
+    plan: TightPlan, counts: Sequence[int], ts: Sequence[Tensor], cs: Sequence[Tensor | None]
+) -> Tensor | None:
+    """A second bound on the output deviation, by interval back-substitution (or ``None``).
+
+    Write each hidden layer's deviation as :math:`\\delta_k = D_k A_k \\delta_{k-1} + c_k`, where
+    :math:`D_k` is the diagonal of secant slopes between the clean and the faulty pre-activation
+    (both in :math:`[\\underline s - t, \\overline s + t]`, so :math:`D_k \\in [\\min\\varphi',
+    \\max\\varphi']` there) and :math:`c_k` is what failing units add: zero on correct neurons,
+    at most :math:`\\Delta_i + e_i` on a failing one (its value minus the propagated part; C for
+    Byzantine-deviation), :math:`\\lambda_k` everywhere for precision. Then
+
+    .. math::
+
+        F_{fail} - F = \\sum_k M_k c_k,\\qquad M_k = A_{L+1} D_L A_L \\cdots D_{k+1} A_{k+1},
+
+    and with :math:`|M_k|` the magnitude of the interval matrix product (centre/radius arithmetic),
+    :math:`|(F_{fail} - F)_o| \\le \\sum_k \\operatorname{top}_{f_k}(|M_k|_{oi}\\, c_{k,i})_i`
+    (the sum over i for precision). Signs cancel inside :math:`M_k`, which the per-neuron
+    propagation cannot see; the caller keeps the smaller of the two bounds (both are sound, both
+    are non-decreasing in every count). Needs matrix rows for every layer and a continuous
+    activation with a known derivative range in every hidden layer.
+    """
+    net = plan.net
+    if not any(c is not None for c in cs) or any(r.kind != "matrix" for r in plan.rows):
+        return None
+    ranges = []
+    for k, layer in enumerate(net.hidden):
+        box = plan.boxes[k + 1]
+        rng = _deriv_range(layer.activation, box.s_lo - ts[k], box.s_hi + ts[k])  # type: ignore[arg-type]
+        if rng is None:
+            return None
+        ranges.append(rng)
+    B = plan.batch
+    W = plan.rows[-1].abs_matrix
+    assert W is not None
+    Wsigned = _signed_matrix(net.layers[-1])
+    Mc = Wsigned.expand(B, *Wsigned.shape)
+    Mr = torch.zeros_like(Mc)
+    out = torch.zeros((B, net.n_outputs), dtype=torch.float64)
+    first = min(k for k, c in enumerate(cs) if c is not None)
+    for k in range(net.L - 1, first - 1, -1):
+        mag = Mc.abs() + Mr  # (B, n_out, N_k)
+        c = cs[k]
+        if c is not None:
+            terms = mag * c[:, None, :]
+            if isinstance(plan.fault, Precision):
+                out = out + terms.sum(-1)
+            else:
+                out = out + _topk_sum(terms, min(counts[k], terms.shape[-1]))
+        if k == first:
+            break
+        dmin, dmax = ranges[k]
+        dc, dr = ((dmin + dmax) / 2)[:, None, :], ((dmax - dmin) / 2)[:, None, :]
+        Mc2 = Mc * dc
+        Mr2 = Mc.abs() * dr + Mr * (dc.abs() + dr)
+        A = _signed_matrix(net.layers[k])
+        Mc = Mc2 @ A
+        Mr = Mr2 @ A.abs()
+    return out * (1 + 1e-10) + 1e-300
+
+
+def _signed_matrix(layer: Layer) -> Tensor:
+    simple = layer._simple
+    return simple.weight if isinstance(simple, Dense) else layer.effective_matrix()
 
 
 def _propagate_synapses(plan: TightPlan, counts: list[int], fault: SynapseFault) -> Tensor:

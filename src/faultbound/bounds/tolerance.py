@@ -20,7 +20,9 @@ e_i)]` grows with f and with every :math:`e_i`, the capped activation deviation
 :math:`\\min(K_j t_j, \\text{image cap}, \\text{width})` grows with :math:`t_j` (slope and image are taken
 over an interval that grows with :math:`t_j`), and :math:`\\Delta_i` does not depend on f; by
 induction over the layers the output bound grows with every :math:`f_l` (the same holds for the
-synapse form, see :mod:`faultbound.bounds.tight`). So the tolerated set is downward closed and the
+synapse form and for the interval back-substitution bound, whose interval slopes and failing
+terms only grow with the counts; the minimum of non-decreasing bounds is non-decreasing; see
+:mod:`faultbound.bounds.tight`). So the tolerated set is downward closed and the
 search needs far fewer evaluations:
 
 * per layer and uniform fraction: binary search over the ordered candidates;
