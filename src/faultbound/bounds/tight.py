@@ -110,6 +110,7 @@ from faultbound.network.activations import Hardtanh as _Hardtanh
 from faultbound.network.activations import LeakyReLU as _LeakyReLU
 from faultbound.network.activations import ReLU as _ReLU
 from faultbound.network.activations import Sigmoid as _Sigmoid
+from faultbound.network.activations import Softplus as _Softplus
 from faultbound.network.activations import Tanh as _Tanh
 from faultbound.network.core import Layer, Network
 from faultbound.network.ops import Conv, Dense
@@ -472,6 +473,11 @@ def _deviation_after(act: Activation, box: LayerBox, t: Tensor) -> Tensor:
     a, b = box.s_lo - t, box.s_hi + t
     k = torch.clamp(act.slope(a, b), max=act.K)
     lin = k * t
+    if isinstance(act, _Softplus):
+        # torch's softplus switches to the identity above threshold / beta and drops there by
+        # log1p(exp(-threshold)) / beta < 3e-9 / beta: not Lipschitz across that point.
+        jump = torch.where(b * act.beta > act.threshold, _full(1e-8 / act.beta, b), _full(0.0, b))
+        lin = lin + jump * (t > 0)
     Ylo, Yhi = act.image(a, b)
     cap = torch.maximum(Yhi - box.y_lo, box.y_hi - Ylo)
     e = torch.minimum(lin, cap)
