@@ -127,3 +127,15 @@ def test_to_torch_round_trip() -> None:
     again = fb.Network.from_torch(net.to_torch(torch.float64), input_shape=(1, 4, 4))
     assert again.widths == net.widths and again.w_max == pytest.approx(net.w_max)
     assert again.K == net.K == [1.0, 2.0]
+
+
+def test_n_synapses_counts_nonzero_effective_weights() -> None:
+    torch.manual_seed(5)
+    m = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                      nn.Linear(12, 4), nn.Sigmoid(), nn.Linear(4, 1))
+    with torch.no_grad():
+        m[0].weight[0, 0, 1, 1] = 0.0  # a pruned tap
+        m[4].weight[2, 3] = 0.0
+    net = fb.Network.from_torch(m, input_shape=(2, 7, 7))
+    for lay in net.layers:
+        assert lay.n_synapses == int((lay.effective_matrix() != 0).sum())

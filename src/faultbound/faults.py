@@ -108,7 +108,9 @@ class Byzantine(NeuronFault):
 
 @dataclass(frozen=True)
 class ByzantineDeviation(NeuronFault):
-    """The printed reading of Theorem 2: a failing neuron's output is off by at most C.
+    """The printed reading of Theorem 2: a failing neuron sends :math:`y + u`, :math:`|u| \\le C`,
+    where y is its *fault-free* value (the measurement engine's semantics too), so its output is
+    off by at most C from the nominal value.
 
     This is *not* Assumption 1 (where C bounds the value sent); under that assumption use
     :class:`Byzantine`. Kept so that the printed formula can be evaluated and shown unsound for

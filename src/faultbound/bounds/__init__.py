@@ -1,10 +1,13 @@
 """Certified bounds: the paper's formulas, tighter propagation, and tolerance search."""
 
 from faultbound.bounds.api import METHODS, BoundResult, bound
+from faultbound.bounds.certify import CertifiedAccuracy, InputCertificates, certified_accuracy, certify_inputs
 from faultbound.bounds.paper import corollary2_waits, fep, theorem1_max_crashes
 from faultbound.bounds.tolerance import (
     EpsPrime,
+    MethodComparison,
     ToleranceResult,
+    compare_methods,
     estimate_eps_prime,
     estimate_eps_prime_fn,
     tolerate,
@@ -14,6 +17,12 @@ from faultbound.bounds.tolerance import (
 __all__ = [
     "METHODS",
     "BoundResult",
+    "CertifiedAccuracy",
+    "InputCertificates",
+    "MethodComparison",
+    "certified_accuracy",
+    "certify_inputs",
+    "compare_methods",
     "EpsPrime",
     "ToleranceResult",
     "bound",

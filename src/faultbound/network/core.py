@@ -216,10 +216,19 @@ class Layer:
 
     @cached_property
     def n_synapses(self) -> int:
-        """Number of synapses into layer l (non-zero effective weights, or structural for convs)."""
+        """Number of synapses into layer l: the non-zero entries of :math:`A^{(l)}`.
+
+        For a plain convolution each (output, input) pair meets at most one kernel tap, so the count
+        is a convolution of an all-ones input with the kernel's non-zero pattern (no matrix is built).
+        """
         simple = self._simple
         if isinstance(simple, Dense):
-            return int(simple.weight.numel())
+            return int((simple.weight != 0).sum())
+        if isinstance(simple, Conv) and self.ops[0] is simple:
+            ones = torch.ones((1, *self.in_shape), dtype=torch.float64)
+            pattern = (simple.weight != 0).to(torch.float64)
+            counts = torch.nn.functional.conv2d(ones, pattern, None, simple.stride, simple.padding)
+            return int(round(float(counts.sum())))
         return int((self.effective_matrix() != 0).sum())
 
     def describe(self) -> str:
