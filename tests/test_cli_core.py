@@ -205,3 +205,24 @@ def test_demo_runs_quickly_and_reports() -> None:
     assert wide["theorem1"] is not None and wide["theorem1"] >= 0
     zero = wide["bounds"][0]
     assert zero["failures"] == [0] and zero["paper"] == 0.0
+
+
+def test_bound_measure_puts_the_worst_case_beside_the_certificate(model_file: Path) -> None:
+    r = run("bound", str(model_file), "--failures", "1,1", "--measure", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    m = out["measured"]
+    assert {"max_error", "exhaustive", "failure_set", "input", "certificate", "ratio"} <= set(m)
+    assert m["certificate"] == out["value"]
+    assert 0 < m["max_error"] <= out["value"] + 1e-9  # a certificate is never exceeded
+    assert m["ratio"] == pytest.approx(out["value"] / m["max_error"])
+    # the input it reports reproduces an error of that size with that failure set (crash = 0)
+    net = fb.Network.from_torch(_model())
+    x = torch.tensor([m["input"]], dtype=torch.float64)
+    y = x
+    for layer in net.layers:
+        y = layer.forward(y)
+        fails = m["failure_set"].get(str(layer.index), []) if layer.activation is not None else []
+        for j in fails:
+            y[:, j] = 0.0
+    assert float((y - net.forward(x)).abs().max()) == pytest.approx(m["max_error"], rel=1e-6)
