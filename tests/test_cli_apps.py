@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,30 +13,7 @@ import torch
 from torch import nn
 
 import faultbound as fb
-from faultbound.cli import main
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run(*args: str) -> Result:
-    """Run the CLI in-process exactly as the console script does (argv, exit status, streams)."""
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["faultbound", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    return Result(code, out.getvalue(), err.getvalue())
+from tests.cli_run import Result, run
 
 
 def assert_bad(r: Result) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,32 +13,9 @@ import torch
 from torch import nn
 
 import faultbound as fb
-from faultbound.cli import main
+from tests.cli_run import run
 
 CLI = [sys.executable, "-c", "from faultbound.cli import main; main()"]
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run(*args: str) -> Result:
-    """Run the CLI in-process exactly as the console script does (argv, exit status, streams)."""
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["faultbound", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def test_console_script_subprocess_exit_status() -> None:

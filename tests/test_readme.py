@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_core import run
+from tests.cli_run import run
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

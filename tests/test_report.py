@@ -17,7 +17,7 @@ from torch import nn
 import faultbound as fb
 from faultbound.measure import worst_case
 from faultbound.report.html import ReportSpec, build_report, default_failures, render_html
-from tests.test_cli_core import run
+from tests.cli_run import run
 
 
 def _model() -> nn.Sequential:

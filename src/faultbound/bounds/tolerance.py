@@ -257,21 +257,7 @@ def tolerate(
         per_layer = [max(v, 0) for v in per_layer]
 
     # uniform fraction: candidates p = k / N_l, ascending; the longest tolerated prefix.
-    widths = [lay.width for lay in net.layers] if isinstance(fault, SynapseFault) else net.widths
-    sizes = limits if isinstance(fault, SynapseFault) else widths
-    cands = sorted({(k, sz) for sz in sizes for k in range(0, sz + 1)}, key=lambda t: t[0] / t[1])
-    fracs, rows = [], []
-    seen = set()
-    for k, sz in cands:
-        p = k / sz
-        row = tuple(min((k * m) // sz, lim) for m, lim in zip(sizes, limits, strict=True))
-        if p >= 1.0 and not isinstance(fault, SynapseFault):
-            break
-        if row in seen:
-            continue
-        seen.add(row)
-        fracs.append(p)
-        rows.append(row)
+    fracs, rows = _uniform_rows(net, fault, limits)
     good = ok(np.array(rows, dtype=np.int64))
     bad = np.flatnonzero(~good)
     last = (bad[0] - 1) if len(bad) else len(rows) - 1
@@ -313,8 +299,7 @@ def tolerate(
 def _uniform_rows(net: Network, fault: Fault, limits: list[int]) -> tuple[list[float], list[tuple[int, ...]]]:
     """Candidate uniform fractions p (ascending) and their distributions floor(p N_l) (capped)."""
     n = len(limits)
-    widths = [lay.width for lay in net.layers] if isinstance(fault, SynapseFault) else net.widths
-    sizes = limits if isinstance(fault, SynapseFault) else widths
+    sizes = limits if isinstance(fault, SynapseFault) else net.widths
     cands = sorted({(k, sz) for sz in sizes for k in range(0, sz + 1)}, key=lambda t: t[0] / t[1])
     fracs: list[float] = []
     rows: list[tuple[int, ...]] = []

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from faultbound.errors import FaultboundError, InvalidArgumentError
+from faultbound.faults import Fault, Precision, parse_fault
 
 app = typer.Typer(
     name="faultbound",
@@ -76,6 +77,15 @@ def parse_floats(text: str, what: str) -> list[float]:
     if any(math.isnan(v) for v in vals):
         raise InvalidArgumentError(f"Expected --{what} without NaN, but got {text!r}.")
     return vals
+
+
+def make_fault(name: str, capacity: float | None, value: float | None, errors: str | None) -> Fault:
+    """The fault model named on the command line (``precision`` takes ``--errors l1,...,lL``)."""
+    if name == "precision":
+        if errors is None:
+            raise InvalidArgumentError("Expected --errors l1,l2,... (one per hidden layer) with --fault precision.")
+        return Precision(parse_floats(errors, "errors"))
+    return parse_fault(name, capacity, value)
 
 
 def parse_domain(text: str | None) -> tuple[float, float] | None:

@@ -26,20 +26,12 @@ from rich.table import Table
 
 from faultbound.bounds.api import check_failures
 from faultbound.bounds.certify import certified_accuracy
-from faultbound.cli._common import app, console, load_model, parse_floats, parse_ints, print_json
+from faultbound.cli._common import app, console, load_model, make_fault, parse_ints, print_json
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import FAULT_NAMES, Fault, Precision, parse_fault
+from faultbound.faults import FAULT_NAMES, Fault, Precision
 from faultbound.network.core import Network
 
 __all__ = ["certify_cmd", "measured_accuracy"]
-
-
-def _fault(name: str, capacity: float | None, value: float | None, errors: str | None) -> Fault:
-    if name == "precision":
-        if errors is None:
-            raise InvalidArgumentError("Expected --errors l1,l2,... (one per hidden layer) with --fault precision.")
-        return Precision(parse_floats(errors, "errors"))
-    return parse_fault(name, capacity, value)
 
 
 def _all_sets(net: Network, fault: Fault, failures: tuple[int, ...], limit: int) -> Any:
@@ -139,7 +131,7 @@ def certify_cmd(
     if samples < 1 or exhaustive_limit < 0:
         raise InvalidArgumentError("Expected --samples >= 1 and --exhaustive-limit >= 0.")
     net = load_model(model, domain, trust_pickle)
-    flt = _fault(fault, capacity, value, errors)
+    flt = make_fault(fault, capacity, value, errors)
     if isinstance(flt, Precision):
         f: tuple[int, ...] = ()
     else:

@@ -15,7 +15,7 @@ from faultbound.cli._common import (
     console,
     err_console,
     load_model,
-    parse_floats,
+    make_fault,
     parse_ints,
     print_json,
 )
@@ -37,14 +37,6 @@ def _methods(method: str) -> list[str]:
             f"Expected --method to be one of {', '.join([*METHODS, 'both'])}, but got {method!r}."
         )
     return [method]
-
-
-def _fault(name: str, capacity: float | None, value: float | None, errors: str | None) -> Fault:
-    if name == "precision":
-        if errors is None:
-            raise InvalidArgumentError("Expected --errors l1,l2,... (one per hidden layer) with --fault precision.")
-        return Precision(parse_floats(errors, "errors"))
-    return parse_fault(name, capacity, value)
 
 
 @app.command()
@@ -105,7 +97,7 @@ def bound_cmd(
 ) -> None:
     """Certified bound on the output error (inf-norm) for a failure distribution (Theorem 2)."""
     net = load_model(model, domain, trust_pickle)
-    flt = _fault(fault, capacity, value, errors)
+    flt = make_fault(fault, capacity, value, errors)
     f = None if isinstance(flt, Precision) else parse_ints(failures or "", "failures")
     if f is not None and failures is None:
         raise InvalidArgumentError("Expected --failures f_1,...,f_L.")

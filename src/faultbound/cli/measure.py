@@ -9,9 +9,17 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from faultbound.cli._common import app, console, err_console, load_model, parse_floats, parse_ints, print_json
+from faultbound.cli._common import (
+    app,
+    console,
+    err_console,
+    load_model,
+    make_fault,
+    parse_ints,
+    print_json,
+)
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import FAULT_NAMES, Fault, Precision, parse_fault
+from faultbound.faults import FAULT_NAMES, Fault, Precision
 from faultbound.measure import BitFlip, CampaignSpec, campaign_inputs, run_campaign, worst_case
 
 MODEL = typer.Argument(..., help="Model file: .onnx, .pt2 (torch.export), or a pickled module with --trust-pickle.")
@@ -19,15 +27,12 @@ FAULT_HELP = f"Fault model: {', '.join(FAULT_NAMES)}, precision, bitflip-neuron,
 
 
 def _fault(name: str, capacity: float | None, value: float | None, errors: str | None, fmt: str) -> Fault:
-    if name == "precision":
-        if errors is None:
-            raise InvalidArgumentError("Expected --errors l1,l2,... (one per hidden layer) with --fault precision.")
-        return Precision(parse_floats(errors, "errors"))
+    """:func:`make_fault` plus the single-bit-flip models of the engine."""
     if name in ("bitflip-neuron", "bitflip-weight"):
         if fmt not in ("float32", "int8"):
             raise InvalidArgumentError(f"Expected --format float32 or int8, but got {fmt!r}.")
         return BitFlip("neuron" if name == "bitflip-neuron" else "weight", fmt)  # type: ignore[arg-type]
-    return parse_fault(name, capacity, value)
+    return make_fault(name, capacity, value, errors)
 
 
 def _summary_table(d: dict[str, Any], title: str) -> Table:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import typer
 
-from faultbound.cli._common import app, console, err_console, load_model, parse_ints, print_json
-from faultbound.cli.core import DOMAIN, FAULT_HELP, MODEL, TRUST, _fault
+from faultbound.cli._common import app, console, err_console, load_model, make_fault, parse_ints, print_json
+from faultbound.cli.core import DOMAIN, FAULT_HELP, MODEL, TRUST
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault
 
@@ -78,7 +78,7 @@ def report_cmd(
     target = check_out_path(out if out is not None else Path("report.html")) if (out or not json) else None
     dists = None if failures is None else parse_distributions(failures)
     camp = None if campaign_failures is None else tuple(parse_ints(campaign_failures, "campaign-failures"))
-    faults: tuple[Fault, ...] = tuple(_fault(name, capacity, value, errors) for name in fault)
+    faults: tuple[Fault, ...] = tuple(make_fault(name, capacity, value, errors) for name in fault)
     if eps_prime is not None and eps is None:
         raise InvalidArgumentError("Expected --eps with --eps-prime.")
     net = load_model(model, domain, trust_pickle)

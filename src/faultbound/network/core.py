@@ -357,31 +357,39 @@ class Network:
 
     # ----------------------------------------------------------------- intervals
     def intervals(self) -> list[LayerIntervals]:
-        """Interval propagation over the domain, for layers 1..L+1 (cached).
-
-        With centre c and radius r of the previous layer's box,
-        :math:`s \\in [A c + b - |A| r,\\ A c + b + |A| r]`; the activation's exact image gives
-        the outputs' box.
-        """
+        """Interval propagation over the domain, for layers 1..L+1 (cached); see :meth:`box_intervals`."""
         got = self._cache.get("intervals")
         if isinstance(got, list):
             return got
-        lo = self.domain.lo.unsqueeze(0)
-        hi = self.domain.hi.unsqueeze(0)
-        out: list[LayerIntervals] = []
-        for layer in self.layers:
-            c, r = (lo + hi) / 2, (hi - lo) / 2
-            sc = layer.pre(c)
-            sr = layer.abs_linear(r)
-            slack = 1e-12 * (sc.abs() + sr)
-            s_lo, s_hi = sc - sr - slack, sc + sr + slack
-            if layer.activation is None:
-                y_lo, y_hi = s_lo, s_hi
-            else:
-                y_lo, y_hi = layer.activation.image(s_lo, s_hi)
-            out.append(LayerIntervals(s_lo[0], s_hi[0], y_lo[0], y_hi[0]))
-            lo, hi = y_lo, y_hi
+        out = [
+            LayerIntervals(iv.s_lo[0], iv.s_hi[0], iv.y_lo[0], iv.y_hi[0])
+            for iv in self.box_intervals(self.domain.lo.unsqueeze(0), self.domain.hi.unsqueeze(0))
+        ]
         self._cache["intervals"] = out
+        return out
+
+    def box_intervals(self, lo: Tensor, hi: Tensor) -> list[LayerIntervals]:
+        """Interval propagation of a batch of input boxes ``[lo, hi]`` (``(B, *input_shape)``, float64).
+
+        With centre c and radius r of the previous layer's box,
+        :math:`s \\in [A c + b - |A| r,\\ A c + b + |A| r]` (widened outward by a relative 1e-12 for
+        rounding); the activation's exact image gives the outputs' box. Returns layers 1..L+1, each
+        with a leading batch dimension.
+        """
+        out: list[LayerIntervals] = []
+        with torch.no_grad():
+            for layer in self.layers:
+                c, r = (lo + hi) / 2, (hi - lo) / 2
+                sc = layer.pre(c)
+                sr = layer.abs_linear(r)
+                slack = 1e-12 * (sc.abs() + sr)
+                s_lo, s_hi = sc - sr - slack, sc + sr + slack
+                if layer.activation is None:
+                    y_lo, y_hi = s_lo, s_hi
+                else:
+                    y_lo, y_hi = layer.activation.image(s_lo, s_hi)
+                out.append(LayerIntervals(s_lo, s_hi, y_lo, y_hi))
+                lo, hi = y_lo, y_hi
         return out
 
     def value_bound(self, l: int) -> float:
