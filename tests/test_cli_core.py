@@ -110,6 +110,14 @@ def test_tolerate_json(model_file: Path, tmp_path: Path) -> None:
     out = json.loads(r.stdout)
     assert out["eps_prime"]["estimated"] is True
     assert out["eps_prime"]["value"] == pytest.approx(0.05, abs=1e-5)
+    # both methods: the comparison reports how many more distributions tight certifies
+    r = run("tolerate", str(model_file), "--eps", "2.0", "--eps-prime", "0.2", "--method", "both", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    paper, tight = fb.tolerate(net, 2.0, 0.2, method="paper"), fb.tolerate(net, 2.0, 0.2, method="tight")
+    assert [res["method"] for res in out["results"]] == ["paper", "tight"]
+    assert out["comparison"]["tolerated_gain"] == pytest.approx(tight.n_tolerated / paper.n_tolerated)
+    assert tight.n_tolerated >= paper.n_tolerated
 
 
 BAD = [

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from faultbound.bounds.api import METHODS, BoundResult, bound
-from faultbound.bounds.tolerance import EpsPrime, ToleranceResult, estimate_eps_prime, tolerate
+from faultbound.bounds.tolerance import EpsPrime, MethodComparison, ToleranceResult, estimate_eps_prime, tolerate
 from faultbound.cli._common import (
     app,
     console,
@@ -156,6 +156,18 @@ def _tolerance_tables(results: list[ToleranceResult]) -> None:
             r.method, str(list(r.per_layer_max)), f"{r.uniform_fraction:.3g}", str(list(r.uniform_failures)), maximal
         )
     console.print(t)
+    by = {r.method: r for r in results}
+    if "paper" in by and "tight" in by:
+        cmp = MethodComparison(by["paper"], by["tight"])
+        p, t = by["paper"], by["tight"]
+        parts = [f"per-layer maxima {list(p.per_layer_max)} -> {list(t.per_layer_max)}"]
+        if t.n_tolerated is not None and p.n_tolerated is not None:
+            gain = cmp.tolerated_gain
+            parts.append(
+                f"{t.n_tolerated} tolerated distributions vs {p.n_tolerated}"
+                + (f" ({gain:.3g}x)" if gain is not None else "")
+            )
+        console.print("tight vs paper: " + "; ".join(parts))
     for note in dict.fromkeys(n for r in results for n in r.notes):
         console.print(f"note: {note}", style="dim")
 
@@ -192,6 +204,9 @@ def tolerate_cmd(
     if json:
         out = results[-1].to_dict()
         out["results"] = [r.to_dict() for r in results]
+        if len(results) == 2:
+            cmp = MethodComparison(results[0], results[1]).to_dict()
+            out["comparison"] = {k: cmp[k] for k in ("per_layer_gain", "uniform_gain", "tolerated_gain")}
         print_json(out)
         return
     _tolerance_tables(results)
