@@ -39,21 +39,14 @@ def _methods(method: str) -> list[str]:
     return [method]
 
 
-@app.command()
-def inspect(model: Path = MODEL, domain: str | None = DOMAIN, trust_pickle: bool = TRUST, json: bool = JSON) -> None:
-    """Show the extracted Network: per layer width N_l, fan-in, w_m, activation, K, range."""
-    net = load_model(model, domain, trust_pickle)
-    info = net.summary()
-    if json:
-        print_json(info)
-        return
-    t = Table(title=f"{model.name}: L = {net.L} hidden layers, domain {info['domain']}, {net.n_params} parameters")
-    for col in ("layer", "kind", "ops", "N_l", "fan-in", "w_m", "activation", "K", "range"):
-        t.add_column(col, justify="right" if col not in ("kind", "ops", "activation") else "left")
-    for r in info["layers"]:
+def _network_table(net: Any, title: str) -> Table:
+    """Per layer: N_l, fan-in, w_m, activation, K, range (the quantities the bounds read)."""
+    t = Table(title=title)
+    for col in ("layer", "ops", "N_l", "fan-in", "w_m", "activation", "K", "range"):
+        t.add_column(col, justify="right" if col not in ("ops", "activation") else "left")
+    for r in net.summary()["layers"]:
         t.add_row(
             str(r["layer"]),
-            r["kind"],
             r["ops"],
             str(r["width"]),
             str(r["fan_in"]),
@@ -62,7 +55,19 @@ def inspect(model: Path = MODEL, domain: str | None = DOMAIN, trust_pickle: bool
             "" if r["K"] is None else f"{r['K']:.4g}",
             "" if r["range"] is None else f"[{r['range'][0]:.3g}, {r['range'][1]:.3g}]",
         )
-    console.print(t)
+    return t
+
+
+@app.command()
+def inspect(model: Path = MODEL, domain: str | None = DOMAIN, trust_pickle: bool = TRUST, json: bool = JSON) -> None:
+    """Show the extracted Network: per layer width N_l, fan-in, w_m, activation, K, range."""
+    net = load_model(model, domain, trust_pickle)
+    info = net.summary()
+    if json:
+        print_json(info)
+        return
+    console.print(_network_table(net, f"{model.name}: L = {net.L} hidden layers, domain {info['domain']}, "
+                                      f"{net.n_params} parameters"))
 
 
 def _bound_table(results: list[BoundResult], title: str) -> Table:
@@ -159,12 +164,12 @@ def _tolerance_tables(results: list[ToleranceResult]) -> None:
     by = {r.method: r for r in results}
     if "paper" in by and "tight" in by:
         cmp = MethodComparison(by["paper"], by["tight"])
-        p, t = by["paper"], by["tight"]
-        parts = [f"per-layer maxima {list(p.per_layer_max)} -> {list(t.per_layer_max)}"]
-        if t.n_tolerated is not None and p.n_tolerated is not None:
+        rp, rt = by["paper"], by["tight"]
+        parts = [f"per-layer maxima {list(rp.per_layer_max)} -> {list(rt.per_layer_max)}"]
+        if rt.n_tolerated is not None and rp.n_tolerated is not None:
             gain = cmp.tolerated_gain
             parts.append(
-                f"{t.n_tolerated} tolerated distributions vs {p.n_tolerated}"
+                f"{rt.n_tolerated} tolerated distributions vs {rp.n_tolerated}"
                 + (f" ({gain:.3g}x)" if gain is not None else "")
             )
         console.print("tight vs paper: " + "; ".join(parts))
@@ -250,6 +255,7 @@ def demo(
     )
     for d in nets:
         console.rule(f"{d.name}: widths {d.net.widths}, trained in {d.train_seconds:.1f} s")
+        console.print(_network_table(d.net, f"{d.name}: the Network the bounds read"))
         methods = list(d.bounds[0][1])
         t = Table(title="Certified output error for failure distributions (crash)")
         t.add_column("failures f_l")
