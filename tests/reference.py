@@ -42,20 +42,28 @@ def random_network(
     acts: Sequence[str],
     d_in: int = 3,
     n_out: int = 1,
-    conv: bool = False,
+    conv: bool | str = False,
     seed: int = 0,
     scale: float = 1.5,
     domain: tuple[float, float] = (0.0, 1.0),
 ) -> Network:
-    """A random dense network d_in -> widths -> n_out; with ``conv`` a conv front end on 1x4x4."""
+    """A random dense network d_in -> widths -> n_out; with ``conv`` a conv front end on 1x4x4:
+    ``True`` / ``"stride"``: conv 3x3 stride 2 (8 neurons); ``"pool"``: conv 3x3 (32 neurons) whose
+    outputs reach the next layer through AvgPool2d(2) (so that layer's map is a pool-then-linear chain).
+    """
     g = torch.Generator().manual_seed(seed)
     mods: list[nn.Module] = []
-    if conv:
+    if conv == "pool":
+        mods += [nn.Conv2d(1, 2, 3, padding=1), ACTS[acts[0]](), nn.AvgPool2d(2), nn.Flatten()]
+        prev = 2 * 2 * 2
+        rest_w, rest_a = widths[1:], acts[1:]
+        shape: tuple[int, ...] = (1, 4, 4)
+    elif conv:
         c = nn.Conv2d(1, 2, 3, stride=2, padding=1)
         mods += [c, ACTS[acts[0]](), nn.Flatten()]
         prev = 2 * 2 * 2
         rest_w, rest_a = widths[1:], acts[1:]
-        shape: tuple[int, ...] = (1, 4, 4)
+        shape = (1, 4, 4)
     else:
         prev = d_in
         rest_w, rest_a = widths, acts

@@ -22,10 +22,10 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @st.composite
 def networks(draw: st.DrawFn, max_layers: int = 4, allow_conv: bool = True) -> fb.Network:
     L = draw(st.integers(1, max_layers))
-    conv = allow_conv and draw(st.booleans()) and L >= 2
+    conv = draw(st.sampled_from([False, "stride", "pool"])) if allow_conv and L >= 2 else False
     widths = [draw(st.integers(2, 3)) for _ in range(L)]
     if conv:
-        widths[0] = 8
+        widths[0] = 32 if conv == "pool" else 8
     acts = [draw(st.sampled_from(sorted(ACTS))) for _ in range(L)]
     seed = draw(st.integers(0, 10_000))
     scale = draw(st.sampled_from([0.5, 1.5, 4.0]))
