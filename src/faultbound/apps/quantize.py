@@ -102,16 +102,24 @@ class FixedPoint:
 def fit_format(lo: float, hi: float, frac_bits: int, min_frac_bits: int | None = None) -> FixedPoint:
     """The narrowest format with ``frac_bits`` fractional bits that covers [lo, hi].
 
-    The integer bits are chosen for ``min_frac_bits`` (default ``frac_bits``): a format that covers
-    the range with b fractional bits covers it with any b' >= b, since
-    :math:`2^i - 2^{-(b+1)}` grows with b. So one integer width serves every b' >= ``min_frac_bits``.
+    With ``min_frac_bits`` = :math:`b_0`, the integer bits i serve every :math:`b' \\ge b_0`: the
+    top of the covered range, :math:`2^i - 2^{-(b+1)}`, grows with b, so covering ``hi`` at
+    :math:`b_0` suffices; the bottom, :math:`-2^i - 2^{-(b+1)}`, shrinks towards :math:`-2^i` as b
+    grows, so ``lo`` must then reach no lower than :math:`-2^i` itself.
     """
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
         raise InvalidArgumentError(f"Expected a finite range lo <= hi, but got [{lo}, {hi}].")
     b0 = frac_bits if min_frac_bits is None else min(min_frac_bits, frac_bits)
     signed = lo < 0
+
+    def ok(i: int) -> bool:
+        f0 = FixedPoint(signed, i, b0)
+        if not f0.covers(lo, hi):
+            return False
+        return min_frac_bits is None or lo >= f0.lo
+
     i = 0
-    while not FixedPoint(signed, i, b0).covers(lo, hi):
+    while not (ok(i) and FixedPoint(signed, i, frac_bits).covers(lo, hi)):
         i += 1
         if i > 1024:  # pragma: no cover - finite ranges never get here
             raise InvalidArgumentError(f"Range [{lo}, {hi}] is too wide for a fixed-point format.")
