@@ -112,7 +112,7 @@ from faultbound.network.activations import ReLU as _ReLU
 from faultbound.network.activations import Sigmoid as _Sigmoid
 from faultbound.network.activations import Softplus as _Softplus
 from faultbound.network.activations import Tanh as _Tanh
-from faultbound.network.core import Layer, Network
+from faultbound.network.core import Layer, LayerIntervals, Network
 from faultbound.network.ops import Conv, Dense
 
 __all__ = [
@@ -133,18 +133,8 @@ _MATRIX_ENTRIES = 8_000_000
 _CHUNK = 1 << 22
 
 
-@dataclass(frozen=True)
-class LayerBox:
-    """Clean intervals of one layer for a batch of input boxes, flattened to ``(B, N_l)``."""
-
-    s_lo: Tensor
-    s_hi: Tensor
-    y_lo: Tensor
-    y_hi: Tensor
-
-    @property
-    def y_abs(self) -> Tensor:
-        return torch.maximum(self.y_lo.abs(), self.y_hi.abs())
+#: Clean intervals of one layer for a batch of input boxes, flattened to ``(B, N_l)``.
+LayerBox = LayerIntervals
 
 
 def box_intervals(net: Network, lo: Tensor, hi: Tensor, refine: bool = True) -> list[LayerBox]:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from faultbound.errors import FaultboundError, InvalidArgumentError
-from faultbound.faults import Fault, Precision, parse_fault
+from faultbound.faults import FAULT_NAMES, Fault, Precision, parse_fault
 
 app = typer.Typer(
     name="faultbound",
@@ -21,6 +21,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+#: Option declarations shared by the command modules.
+MODEL = typer.Argument(..., help="Model file: .onnx, .pt2 (torch.export), or a pickled module with --trust-pickle.")
+DOMAIN = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1).")
+TRUST = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module (runs its code).")
+JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+FAULT_HELP = f"Fault model: {', '.join(FAULT_NAMES)}, precision."
 
 console = Console()
 err_console = Console(stderr=True)

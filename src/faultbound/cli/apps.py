@@ -10,12 +10,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from faultbound.cli._common import app, console, load_model, parse_floats, parse_ints, print_json
+from faultbound.cli._common import DOMAIN, JSON, app, console, load_model, parse_floats, parse_ints, print_json
 from faultbound.errors import InvalidArgumentError
 
 MODEL = typer.Argument(..., help="Model file: .onnx or .pt2 (torch.export).")
-DOMAIN = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1).")
-JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 EPS = typer.Option(None, "--eps", help="Accuracy to keep, epsilon.")
 EPS_PRIME = typer.Option(None, "--eps-prime", help="Accuracy the network has, epsilon'.")
 METHOD = typer.Option("auto", "--method", help="Bound: auto (tight when available), paper or tight.")

@@ -11,6 +11,11 @@ from rich.table import Table
 from faultbound.bounds.api import METHODS, BoundResult, bound
 from faultbound.bounds.tolerance import EpsPrime, MethodComparison, ToleranceResult, estimate_eps_prime, tolerate
 from faultbound.cli._common import (
+    DOMAIN,
+    FAULT_HELP,
+    JSON,
+    MODEL,
+    TRUST,
     app,
     console,
     err_console,
@@ -20,13 +25,7 @@ from faultbound.cli._common import (
     print_json,
 )
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import FAULT_NAMES, Fault, Precision, parse_fault
-
-MODEL = typer.Argument(..., help="Model file: .onnx, .pt2 (torch.export), or a pickled module with --trust-pickle.")
-DOMAIN = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1).")
-TRUST = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module (runs its code).")
-JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
-FAULT_HELP = f"Fault model: {', '.join(FAULT_NAMES)}, precision."
+from faultbound.faults import Fault, Precision, parse_fault
 
 
 def _methods(method: str) -> list[str]:

@@ -9,7 +9,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from faultbound.cli._common import FAULT_HELP as COMMON_FAULT_HELP
 from faultbound.cli._common import (
+    MODEL,
     app,
     console,
     err_console,
@@ -19,11 +21,10 @@ from faultbound.cli._common import (
     print_json,
 )
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import FAULT_NAMES, Fault, Precision
+from faultbound.faults import Fault, Precision
 from faultbound.measure import BitFlip, CampaignSpec, campaign_inputs, run_campaign, worst_case
 
-MODEL = typer.Argument(..., help="Model file: .onnx, .pt2 (torch.export), or a pickled module with --trust-pickle.")
-FAULT_HELP = f"Fault model: {', '.join(FAULT_NAMES)}, precision, bitflip-neuron, bitflip-weight."
+FAULT_HELP = f"{COMMON_FAULT_HELP[:-1]}, bitflip-neuron, bitflip-weight."
 
 
 def _fault(name: str, capacity: float | None, value: float | None, errors: str | None, fmt: str) -> Fault:

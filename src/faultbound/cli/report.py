@@ -13,8 +13,19 @@ from pathlib import Path
 
 import typer
 
-from faultbound.cli._common import app, console, err_console, load_model, make_fault, parse_ints, print_json
-from faultbound.cli.core import DOMAIN, FAULT_HELP, MODEL, TRUST
+from faultbound.cli._common import (
+    DOMAIN,
+    FAULT_HELP,
+    MODEL,
+    TRUST,
+    app,
+    console,
+    err_console,
+    load_model,
+    make_fault,
+    parse_ints,
+    print_json,
+)
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault
 
