@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
@@ -19,17 +20,9 @@ from faultbound.faults import (
     SynapseByzantine,
     SynapseCrash,
 )
-from faultbound.measure.engine import (
-    BitFlip,
-    FaultSet,
-    _flip_float32,
-    _flip_int8,
-    _neuron_scale,
-    _single_weighted,
-    _weighted_op,
-)
-from faultbound.network.core import Network
-from faultbound.network.ops import Dense
+from faultbound.measure.engine import BitFlip, FaultSet
+from faultbound.network.core import Layer, Network
+from faultbound.network.ops import Conv, Dense, Flatten
 
 ACTS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -72,6 +65,37 @@ def make_net(
     return fb.Network.from_torch(model, input_shape=shape)
 
 
+# ------------------------------------------------------------------ the documented statements, re-read
+# These re-implement BitFlip's docstring with numpy's views of the bits; they never call the engine.
+
+
+def np_flip_float32(v: float, bit: int) -> float:
+    """``v`` as an IEEE-754 float32 word with bit ``bit`` flipped (31 = sign), read back."""
+    word = np.array([v], dtype=np.float32).view(np.uint32)
+    return float((word ^ np.uint32(1 << bit)).view(np.float32)[0])
+
+
+def np_flip_int8_change(v: float, bit: int, scale: float) -> float:
+    """Change of ``v`` when bit ``bit`` of its two's-complement int8 code q = round(v / s) flips."""
+    q = np.int8(np.clip(np.round(v / scale), -128, 127))
+    q2 = (np.array([q], dtype=np.int8).view(np.uint8) ^ np.uint8(1 << bit)).view(np.int8)[0]
+    return (int(q2) - int(q)) * scale
+
+
+def neuron_int8_scale(net: Network, l: int) -> float:
+    """BitFlip's neuron scale :math:`Y_l / 127`, Y_l the largest |value| of layer l over the domain."""
+    box = net.intervals()[l - 1]  # hidden layer l: post-activation box over the domain
+    y = float(torch.maximum(box.y_lo.abs(), box.y_hi.abs()).max())
+    return (y if y > 0 else 1.0) / 127.0
+
+
+def weighted_index(layer: Layer) -> int:
+    """Index of the layer's only Linear/Conv op."""
+    idx = [i for i, o in enumerate(layer.ops) if isinstance(o, (Dense, Conv))]
+    assert len(idx) == 1
+    return idx[0]
+
+
 def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Tensor | None, ...], dtype: torch.dtype):
     """Faulty outputs ``(T, B, n_out)``, one configuration and one layer at a time, no shortcuts.
 
@@ -89,8 +113,8 @@ def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Ten
             sites = fs.sites[l - 1] if l - 1 < len(fs.sites) else None
             if isinstance(fault, (SynapseCrash, SynapseByzantine)) and sites is not None:
                 a = layer.effective_matrix()
-                op = _weighted_op(layer)
-                if isinstance(op, Dense):
+                plain = [o for o in layer.ops if not isinstance(o, Flatten)]
+                if len(plain) == 1 and isinstance(plain[0], Dense):
                     jj, ii = torch.meshgrid(torch.arange(a.shape[0]), torch.arange(a.shape[1]), indexing="ij")
                     jj, ii = jj.reshape(-1), ii.reshape(-1)
                 else:
@@ -107,8 +131,7 @@ def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Ten
                     s[:, j] = s[:, j] - a[j, i].to(dtype) * yp[:, i] + sent
             if isinstance(fault, BitFlip) and fault.target == "weight" and sites is not None:
                 # rebuild the layer's chain with the flipped weights, the obvious way
-                wi = _single_weighted(layer)
-                assert wi is not None
+                wi = weighted_index(layer)
                 op = layer.ops[wi]
                 dw = torch.zeros(op.weight.numel(), dtype=torch.float64)
                 bits = fs.bits[l - 1]
@@ -116,11 +139,11 @@ def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Ten
                 for p, bit in zip(sites[t].tolist(), bits[t].tolist(), strict=True):
                     if p < 0:
                         continue
-                    w = op.weight.reshape(-1)[p : p + 1]
+                    w = float(op.weight.reshape(-1)[p])
                     if fault.format == "float32":
-                        d = float(_flip_float32(w, torch.tensor([bit]))) - float(w.to(torch.float32))
+                        d = np_flip_float32(w, bit) - float(np.float32(w))
                     else:
-                        d = float(_flip_int8(w, torch.tensor([bit]), float(op.weight.abs().max()) / 127.0))
+                        d = np_flip_int8_change(w, bit, float(op.weight.abs().max()) / 127.0)
                     dw[p] += d
                 w_new = (op.weight + dw.reshape(op.weight.shape)).to(dtype)
                 z = y
@@ -163,11 +186,14 @@ def naive(net: Network, x: Tensor, fault: Fault, fs: FaultSet, values: tuple[Ten
                             assert isinstance(fault, BitFlip)
                             bits = fs.bits[l - 1]
                             assert bits is not None
-                            bt = bits[t, n].expand(b)
+                            bit = int(bits[t, n])
+                            col = [float(v) for v in yn[:, j]]
                             if fault.format == "float32":
-                                yn[:, j] = _flip_float32(yn[:, j], bt)
+                                new = [np_flip_float32(v, bit) for v in col]
                             else:
-                                yn[:, j] = yn[:, j] + _flip_int8(yn[:, j], bt, _neuron_scale(net, l))
+                                sc = neuron_int8_scale(net, l)
+                                new = [v + np_flip_int8_change(v, bit, sc) for v in col]
+                            yn[:, j] = torch.tensor(new, dtype=yn.dtype)
             y = yn.reshape(b, *layer.out_shape)
         # end layers
     return torch.stack(outs)

@@ -8,10 +8,12 @@ the clean pre-activation and output intervals over the input box (interval propa
 **Neuron faults.** :math:`e_i` bounds the deviation :math:`|\\tilde y_i - y_i|` of a *correct* neuron
 i of layer l-1 under every failure set of the given sizes, :math:`\\Delta_i` = ``fault.deviation``
 :math:`(\\max(|\\underline y_i|, |\\overline y_i|))` that of a *failing* one (crash: :math:`|y_i|`;
-Byzantine values in [-C, C]: :math:`C + |y_i|`, ERRATA 2). A Byzantine-*deviation* neuron sends its
-own value plus u, :math:`|u| \\le C`; that value may already deviate, so :math:`\\Delta_i = e_i + C`
-(the paper's :math:`\\Delta = C` holds only when u is added to the clean value). The inputs never
-fail: :math:`e = 0`.
+Byzantine values in [-C, C]: :math:`C + |y_i|`, ERRATA 2; Byzantine deviation, which sends its
+*fault-free* value plus u with :math:`|u| \\le C`: :math:`\\Delta_i = C`). :math:`\\Delta_i` bounds the
+distance to the clean value whatever the upstream deviation, so it is never added to :math:`e_i`
+here; but in the back-substitution bound below, what a failing unit adds *on top of* its propagated
+deviation :math:`\\varphi(\\tilde s_i) - \\varphi(s_i)` is at most :math:`\\Delta_i + e_i` (for every
+fault model, Byzantine deviation included). The inputs never fail: :math:`e = 0`.
 For a correct neuron j of layer l and a failing set S of size :math:`f = f_{l-1}`,
 
 .. math::
@@ -103,7 +105,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import ByzantineDeviation, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
 from faultbound.network.activations import ELU as _ELU
 from faultbound.network.activations import Activation
 from faultbound.network.activations import Hardtanh as _Hardtanh
@@ -522,9 +524,9 @@ def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = 
         if isinstance(fault, NeuronFault) and idx > 0 and counts[idx - 1] > 0:
             d = plan.delta[idx]
             assert d is not None
-            # A Byzantine-deviation neuron sends its own (possibly already deviated) value + u:
-            # its deviation is at most e_i + C, whichever value it would have had.
-            u = torch.full_like(e, fault.capacity) if isinstance(fault, ByzantineDeviation) else d - e
+            # A failing unit's output is at most Delta_i from the clean value, whatever its
+            # upstream deviation (Byzantine deviation: clean value + u, so Delta_i = C).
+            u = d - e
             signed = not monotone
             if not signed:
                 u = u.clamp_min(0.0)
@@ -538,8 +540,8 @@ def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = 
         if isinstance(fault, NeuronFault) and counts[idx] > 0:
             d = plan.delta[idx + 1]
             assert d is not None
-            cap = torch.full_like(e, fault.capacity) if isinstance(fault, ByzantineDeviation) else d + e
-            cs.append(cap * (1 + _SAFETY))
+            # c_i = (failing value - clean) - (phi(s~_i) - phi(s_i)): at most Delta_i + e_i.
+            cs.append((d + e) * (1 + _SAFETY))
         elif lam[idx] > 0:
             cs.append(torch.full_like(e, lam[idx]))
         else:
@@ -615,8 +617,9 @@ def _linear_deviation(
     :math:`D_k` is the diagonal of secant slopes between the clean and the faulty pre-activation
     (both in :math:`[\\underline s - t, \\overline s + t]`, so :math:`D_k \\in [\\min\\varphi',
     \\max\\varphi']` there) and :math:`c_k` is what failing units add: zero on correct neurons,
-    at most :math:`\\Delta_i + e_i` on a failing one (its value minus the propagated part; C for
-    Byzantine-deviation), :math:`\\lambda_k` everywhere for precision. Then
+    at most :math:`\\Delta_i + e_i` on a failing one (its value minus the propagated part, for every
+    fault model: a Byzantine-deviation unit's clean value + u is C from the clean value but up to
+    :math:`C + e_i` from its propagated value), :math:`\\lambda_k` everywhere for precision. Then
 
     .. math::
 
