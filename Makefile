@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 EXTRAS := cli,onnx,data,plot,report,dev
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench clean soundness
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -34,6 +34,17 @@ lint: install
 
 test: install lint
 	$(VENV)/bin/python -m pytest
+
+# The soundness hammer (not CI): every test marked `soundness` with SCALE x more examples, over SEEDS
+# random hypothesis seeds; a failure prints hypothesis' replay blob and the seed. Tens of minutes.
+SEEDS ?= 20
+SCALE ?= 4
+soundness: install
+	@for s in $$(seq 1 $(SEEDS)); do \
+	  echo "== soundness seed $$s of $(SEEDS) ($(SCALE)x examples)"; \
+	  env -u CI FB_SOUNDNESS_SCALE=$(SCALE) $(PY) -m pytest -m soundness -q -p no:cacheprovider \
+	    --hypothesis-seed=$$s || { echo "soundness: FAILED at --hypothesis-seed=$$s (replay blob above)"; exit 1; }; \
+	done; echo "soundness: all $(SEEDS) seeds passed ($(SCALE)x examples)"
 
 bench: install
 	$(PY) benchmarks/vs_pytorchfi.py

@@ -13,6 +13,7 @@ from faultbound.apps.boosting import LatencyModel, choose_failures, latencies, s
 from faultbound.apps.faulty import crash_forward, late_masks, random_crash_masks
 from faultbound.bounds.api import METHODS
 from faultbound.errors import InvalidArgumentError
+from tests.hyp import examples, soundness
 from tests.reference import random_network
 
 
@@ -104,6 +105,7 @@ def test_choose_failures_is_tolerated() -> None:
 ACTS = ["sigmoid", "tanh", "tuned2", "relu", "softplus"]
 
 
+@soundness
 @given(
     seed=st.integers(0, 10_000),
     acts=st.lists(st.sampled_from(ACTS), min_size=1, max_size=3),
@@ -113,7 +115,7 @@ ACTS = ["sigmoid", "tanh", "tuned2", "relu", "softplus"]
     method=st.sampled_from(sorted(METHODS)),
     conv=st.booleans(),
 )
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_boosted_error_never_exceeds_certified(
     seed: int, acts: list[str], width: int, frac: float, kind: str, method: str, conv: bool
 ) -> None:

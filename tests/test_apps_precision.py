@@ -23,6 +23,7 @@ from faultbound.apps.precision import (
 from faultbound.apps.quantize import FixedPoint, fit_format, quantized_forward
 from faultbound.bounds.api import METHODS
 from faultbound.errors import InvalidArgumentError
+from tests.hyp import examples, soundness
 from tests.reference import random_network
 
 # ------------------------------------------------------------------ formats
@@ -172,6 +173,7 @@ def test_quantized_forward_infinite_precision_is_exact() -> None:
 ACTS = ["sigmoid", "tanh", "tuned2", "relu", "softplus"]
 
 
+@soundness
 @given(
     seed=st.integers(0, 10_000),
     acts=st.lists(st.sampled_from(ACTS), min_size=1, max_size=3),
@@ -181,7 +183,7 @@ ACTS = ["sigmoid", "tanh", "tuned2", "relu", "softplus"]
     method=st.sampled_from(["paper", "auto"]),
     conv=st.booleans(),
 )
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_quantized_error_never_exceeds_certified(
     seed: int, acts: list[str], width: int, log_budget: float, weights: bool, method: str, conv: bool
 ) -> None:

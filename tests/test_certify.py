@@ -17,6 +17,7 @@ from faultbound.bounds.certify import certified_accuracy, certified_mask, certif
 from faultbound.bounds.tight import tight_bound
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Byzantine, Crash, Precision, SynapseByzantine, SynapseCrash
+from tests.hyp import soundness
 from tests.test_tight import (
     N_EXAMPLES,
     brute_neurons,
@@ -34,6 +35,7 @@ SETTINGS = settings(
 )
 
 
+@soundness
 @SETTINGS
 @given(data=st.data(), net=networks())
 def test_per_input_certificate_sound(data: st.DataObject, net: fb.Network) -> None:
@@ -66,6 +68,7 @@ def test_per_input_certificate_sound(data: st.DataObject, net: fb.Network) -> No
     assert small.bounds == pytest.approx(cert.bounds, rel=1e-12, abs=1e-15)
 
 
+@soundness
 @settings(max_examples=max(8, N_EXAMPLES // 3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), net=networks(max_layers=2))
 def test_box_certificate_sound_inside_the_box(data: st.DataObject, net: fb.Network) -> None:

@@ -11,6 +11,7 @@ import faultbound as fb
 from faultbound.errors import InvalidArgumentError
 from faultbound.measure import BitFlip, FaultSet, clean_pass, inject, sample_faults
 from faultbound.measure import engine as eng
+from tests.hyp import examples, soundness
 from tests.measure_helpers import make_net, naive
 
 
@@ -188,7 +189,8 @@ def test_results_never_alias_workspace_buffers() -> None:
     assert torch.equal(again.outputs, saved)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@soundness
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     conv=st.integers(0, 1),
     depth=st.integers(1, 3),

@@ -14,6 +14,7 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault
 from faultbound.measure import BitFlip, inject, sample_faults, worst_case
 from faultbound.measure import engine as eng
+from tests.hyp import examples, soundness
 from tests.measure_helpers import make_net
 
 TOL = 1e-9
@@ -42,7 +43,8 @@ def _fault_and_failures(draw: st.DrawFn, net: fb.Network) -> tuple[Fault, list[i
     return fault, failures
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@soundness
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_measured_errors_never_exceed_bound(data: st.DataObject) -> None:
     net = data.draw(nets())
@@ -56,7 +58,8 @@ def test_measured_errors_never_exceed_bound(data: st.DataObject) -> None:
         assert float(e.max()) <= bound + TOL, (mode, float(e.max()), bound)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@soundness
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_search_never_exceeds_bound(data: st.DataObject) -> None:
     net = data.draw(nets())

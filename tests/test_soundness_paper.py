@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import faultbound as fb
-from tests.reference import ACTS, brute_force, probe_points, random_network
+from tests.hyp import examples, soundness
+from tests.reference import ACTS, brute_force, byzantine_deviation_forward_worst, probe_points, random_network
 
 TOL = 1e-9
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -43,6 +44,7 @@ def _failures(draw: st.DrawFn, net: fb.Network, total_max: int = 2) -> list[int]
     return f
 
 
+@soundness
 @SETTINGS
 @given(data=st.data())
 def test_crash_never_exceeds_paper_bound(data: st.DataObject) -> None:
@@ -53,6 +55,7 @@ def test_crash_never_exceeds_paper_bound(data: st.DataObject) -> None:
     assert brute_force(net, f, fb.Crash(), x) <= b + TOL
 
 
+@soundness
 @SETTINGS
 @given(data=st.data())
 def test_byzantine_never_exceeds_paper_bound(data: st.DataObject) -> None:
@@ -64,6 +67,21 @@ def test_byzantine_never_exceeds_paper_bound(data: st.DataObject) -> None:
     assert brute_force(net, f, fault, x) <= fb.bound(net, f, fault).value + TOL
 
 
+@soundness
+@SETTINGS
+@given(data=st.data())
+def test_byzantine_deviation_never_exceeds_paper_bound(data: st.DataObject) -> None:
+    """Byzantine deviation: a failing neuron sends its fault-free value + u, |u| <= C."""
+    net = data.draw(networks(max_layers=3, allow_conv=False))
+    f = _failures(data.draw, net)
+    c = data.draw(st.sampled_from([0.25, 1.0, 3.0]))
+    x = probe_points(net, 16, seed=3)
+    worst = byzantine_deviation_forward_worst(net, f, c, x)
+    for method in ("paper", "tight"):
+        assert worst <= fb.bound(net, f, fb.ByzantineDeviation(c), method=method).value + TOL, method
+
+
+@soundness
 @SETTINGS
 @given(data=st.data())
 def test_stuck_at_never_exceeds_paper_bound(data: st.DataObject) -> None:
@@ -74,6 +92,7 @@ def test_stuck_at_never_exceeds_paper_bound(data: st.DataObject) -> None:
     assert brute_force(net, f, fault, x) <= fb.bound(net, f, fault).value + TOL
 
 
+@soundness
 @SETTINGS
 @given(data=st.data())
 def test_synapse_faults_never_exceed_paper_bound(data: st.DataObject) -> None:
@@ -86,6 +105,7 @@ def test_synapse_faults_never_exceed_paper_bound(data: st.DataObject) -> None:
     assert brute_force(net, g, fault, x) <= fb.bound(net, g, fault).value + TOL
 
 
+@soundness
 @SETTINGS
 @given(data=st.data())
 def test_precision_never_exceeds_theorem5(data: st.DataObject) -> None:
@@ -96,6 +116,7 @@ def test_precision_never_exceeds_theorem5(data: st.DataObject) -> None:
     assert brute_force(net, None, fault, x) <= fb.bound(net, fault=fault).value + TOL
 
 
+@soundness
 @SETTINGS
 @given(data=st.data())
 def test_bound_is_finite_and_contributions_sum(data: st.DataObject) -> None:

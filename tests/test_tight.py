@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -33,6 +32,7 @@ from faultbound.faults import (
 )
 from faultbound.network.core import Network
 from faultbound.nn import TunedSigmoid
+from tests.hyp import examples, soundness
 
 ACTS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -240,8 +240,8 @@ def neuron_failures(draw: st.DrawFn, net: Network, max_total: int = 4) -> list[i
     return f
 
 
-#: More examples for a one-off thorough run: FB_TIGHT_EXAMPLES=400 pytest tests/test_tight.py
-N_EXAMPLES = int(os.environ.get("FB_TIGHT_EXAMPLES", "60"))
+#: More examples under `make soundness` (FB_SOUNDNESS_SCALE, tests/hyp.py)
+N_EXAMPLES = examples(60)
 SETTINGS = settings(
     max_examples=N_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -255,6 +255,7 @@ def _check(measured: Tensor, bound: float, what: str) -> None:
 # --------------------------------------------------------------------------- properties
 
 
+@soundness
 @SETTINGS
 @given(data=st.data(), net=networks())
 def test_crash_and_byzantine_sound_and_below_paper(data: st.DataObject, net: Network) -> None:
@@ -273,6 +274,7 @@ def test_crash_and_byzantine_sound_and_below_paper(data: st.DataObject, net: Net
     assert all(0 <= p <= mono * (1 + 1e-12) + 1e-15 for p in per)
 
 
+@soundness
 @SETTINGS
 @given(data=st.data(), net=networks(max_layers=2))
 def test_synapse_faults_sound_and_below_paper(data: st.DataObject, net: Network) -> None:
@@ -288,6 +290,7 @@ def test_synapse_faults_sound_and_below_paper(data: st.DataObject, net: Network)
     assert value <= fb.bound(net, g, fault, method="paper").value * (1 + 1e-9) + 1e-12
 
 
+@soundness
 @SETTINGS
 @given(data=st.data(), net=networks())
 def test_precision_sound_and_below_paper(data: st.DataObject, net: Network) -> None:
@@ -301,6 +304,7 @@ def test_precision_sound_and_below_paper(data: st.DataObject, net: Network) -> N
     assert len(per) == net.L
 
 
+@soundness
 @settings(max_examples=max(15, N_EXAMPLES // 2), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), net=networks())
 def test_monotone_in_every_count(data: st.DataObject, net: Network) -> None:
@@ -315,6 +319,7 @@ def test_monotone_in_every_count(data: st.DataObject, net: Network) -> None:
             assert float(propagate(plan, up, monotone=True).amax()) >= base * (1 - 1e-12)
 
 
+@soundness
 @SETTINGS
 @given(net=networks(max_layers=3), seed=st.integers(0, 1000))
 def test_domain_intervals_contain_clean_values(net: Network, seed: int) -> None:
