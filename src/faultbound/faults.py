@@ -5,7 +5,7 @@ fault                  what the failing unit sends             deviation :math:`
 =====================  ======================================  =====================================
 ``Crash()``            0                                       :math:`|y| \\le Y_l`
 ``Byzantine(C)``       any value in [-C, C]                    :math:`C + Y_l` (ERRATA 2)
-``ByzantineDeviation`` :math:`y + \\lambda`, :math:`|\\lambda|\\le C`  C (the paper's printed reading)
+``ByzantineDeviation`` :math:`y + u`, y fault-free, :math:`|u|\\le C`  C (the paper's printed reading)
 ``StuckAt(v)``         the constant v                          :math:`|v| + Y_l`
 ``SynapseCrash()``     0 instead of :math:`w_{ji} y_i`          :math:`|w_{ji}|\\, Y_{l-1}`
 ``SynapseByzantine``   any value in [-C, C] instead of w y     :math:`C + |w_{ji}|\\, Y_{l-1}`
@@ -21,6 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
+from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 
@@ -38,6 +41,12 @@ __all__ = [
     "parse_fault",
     "FAULT_NAMES",
 ]
+
+
+def _required(value: Tensor | None, fault: Fault) -> Tensor:
+    if value is None:
+        raise InvalidArgumentError(f"Fault {fault.name!r} needs the values its failing units send.")
+    return value
 
 
 def _check_capacity(c: float) -> None:
@@ -63,6 +72,17 @@ class NeuronFault(Fault):
         :math:`\\pm` ``y_abs``."""
         raise NotImplementedError
 
+    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
+        """What failing units send: *the* statement of the fault model, which the measurement engine
+        applies and every bound covers.
+
+        Args:
+            current: the units' values in the faulty network (upstream faults included).
+            clean: their fault-free values.
+            value: the chosen values (Byzantine models: the value or offset u, broadcastable).
+        """
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class SynapseFault(Fault):
@@ -85,6 +105,9 @@ class Crash(NeuronFault):
     def deviation(self, y_abs: float) -> float:
         return y_abs
 
+    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
+        return torch.zeros_like(current)
+
 
 @dataclass(frozen=True)
 class Byzantine(NeuronFault):
@@ -104,6 +127,10 @@ class Byzantine(NeuronFault):
 
     def deviation(self, y_abs: float) -> float:
         return self.capacity + y_abs
+
+    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
+        """The chosen value v, :math:`|v| \\le C`."""
+        return _required(value, self).expand_as(current)
 
 
 @dataclass(frozen=True)
@@ -129,6 +156,10 @@ class ByzantineDeviation(NeuronFault):
     def deviation(self, y_abs: float) -> float:
         return self.capacity
 
+    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
+        """The *fault-free* value plus the chosen offset u, :math:`|u| \\le C`."""
+        return clean + _required(value, self)
+
 
 @dataclass(frozen=True)
 class StuckAt(NeuronFault):
@@ -146,6 +177,9 @@ class StuckAt(NeuronFault):
 
     def deviation(self, y_abs: float) -> float:
         return abs(self.value) + y_abs
+
+    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
+        return torch.full_like(current, self.value)
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,9 @@ from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import (
     Byzantine,
     ByzantineDeviation,
-    Crash,
     Fault,
     NeuronFault,
     Precision,
-    StuckAt,
     SynapseByzantine,
     SynapseCrash,
     SynapseFault,
@@ -598,18 +596,10 @@ def _neuron_new(
     fault: Fault, cur: Tensor, nominal: Tensor, vals: Tensor | None, bits: Tensor | None, net: Network, l: int
 ) -> Tensor:
     """What the failing units send, given their current (upstream-perturbed) value ``cur`` and their
-    fault-free value ``nominal``. A Byzantine-deviation unit sends ``nominal + u`` (its deviation from
-    the fault-free network is at most C); a bit flip acts on the current value."""
-    if isinstance(fault, Crash):
-        return torch.zeros_like(cur)
-    if isinstance(fault, StuckAt):
-        return torch.full_like(cur, fault.value)
-    if isinstance(fault, Byzantine):
-        assert vals is not None
-        return vals.expand_as(cur)
-    if isinstance(fault, ByzantineDeviation):
-        assert vals is not None
-        return nominal + vals
+    fault-free value ``nominal``: the fault model's own statement (:meth:`NeuronFault.sends`); a bit
+    flip acts on the current value."""
+    if isinstance(fault, NeuronFault):
+        return fault.sends(cur, nominal, vals)
     if isinstance(fault, BitFlip):
         assert bits is not None
         bb = bits[:, None, :].expand_as(cur)
