@@ -44,9 +44,9 @@ def test_fep_hand_worked_errata5() -> None:
     # f = (1, 1): 1*1*1*(3-1)*2 + 1*1*1 = 4 + 1 = 5 -- the printed Fep decreases (ERRATA 5).
     net = errata5_network()
     assert net.w_max == [1.0, 2.0, 1.0]
-    assert fb.fep(net, [1, 0]) == pytest.approx(6.0)
-    assert fb.fep(net, [1, 1]) == pytest.approx(5.0)
-    assert fb.fep(net, [0, 2]) == pytest.approx(2.0)
+    assert fb.fep_as_printed(net, [1, 0]) == pytest.approx(6.0)
+    assert fb.fep_as_printed(net, [1, 1]) == pytest.approx(5.0)
+    assert fb.fep_as_printed(net, [0, 2]) == pytest.approx(2.0)
 
 
 def test_fep_equals_printed_formula_and_paper_method_on_dense_sigmoid() -> None:
@@ -57,7 +57,7 @@ def test_fep_equals_printed_formula_and_paper_method_on_dense_sigmoid() -> None:
         net = random_network(widths, ["sigmoid"] * L, d_in=3, seed=seed)
         f = [int(rng.integers(0, w)) for w in widths]
         ref = printed_fep(widths, net.w_max, 0.25, f, 1.0)
-        assert fb.fep(net, f) == pytest.approx(ref, rel=1e-12)
+        assert fb.fep_as_printed(net, f) == pytest.approx(ref, rel=1e-12)
         assert lib_printed_fep(widths, net.w_max, 0.25, f, 1.0) == pytest.approx(ref, rel=1e-12)
         # the sound derivation equals the printed Fep for crashes on a dense sigmoid network
         assert fb.bound(net, f).value == pytest.approx(ref, rel=1e-12)
@@ -161,8 +161,8 @@ def test_lemma1_unbounded_capacity() -> None:
 def test_unbounded_activation_needs_capacity_for_printed_fep() -> None:
     net = random_network([3], ["relu"])
     with pytest.raises(fb.UnboundedError):
-        fb.fep(net, [1])
-    assert fb.fep(net, [1], capacity=2.0) == pytest.approx(2.0 * net.w_max[1])
+        fb.fep_as_printed(net, [1])
+    assert fb.fep_as_printed(net, [1], capacity=2.0) == pytest.approx(2.0 * net.w_max[1])
     # bound() uses interval propagation over the domain (ERRATA 7): finite, and sound
     b = fb.bound(net, [1]).value
     assert math.isfinite(b)
@@ -184,7 +184,7 @@ def test_conv_uses_fan_in_not_width() -> None:
     # hand: T_2 = min(2, 9) * 1 + min(16 - 2, 9) * 0 = 2; D_2 = K w_2 * 2; T_3 = min(16, 16) * D_2
     expected = w[2] * 16 * (0.25 * w[1] * 2)
     assert fb.bound(net, f).value == pytest.approx(expected, rel=1e-12)
-    assert fb.fep(net, f) == pytest.approx(w[2] * (N[1] - 0) * w[1] * 0.25 * 2, rel=1e-12)
+    assert fb.fep_as_printed(net, f) == pytest.approx(w[2] * (N[1] - 0) * w[1] * 0.25 * 2, rel=1e-12)
 
 
 def test_failures_validation() -> None:
@@ -200,3 +200,10 @@ def test_failures_validation() -> None:
         fb.Byzantine(-1.0)
     with pytest.raises(fb.InvalidArgumentError):
         fb.bound(net, fault=fb.Precision([0.1]))
+
+
+
+def test_fep_is_a_deprecated_alias_of_fep_as_printed() -> None:
+    net = errata5_network()
+    with pytest.warns(DeprecationWarning, match="fep_as_printed"):
+        assert fb.fep(net, [1, 0]) == pytest.approx(6.0)

@@ -484,7 +484,7 @@ def train(config: TrainConfig) -> TrainResult:
         "final_loss": losses[-1],
         "eps_prime_estimate": eps_prime,
         "train_seconds": seconds,
-        "fep_printed": fb.fep(net, list(failures)),
+        "fep_printed": fb.fep_as_printed(net, list(failures)),
         "bound_paper": paper,
         "bound_tight": tight,
         "regulariser_paper": reg_paper,

@@ -2,7 +2,7 @@
 
 from faultbound.bounds.api import METHODS, BoundResult, bound
 from faultbound.bounds.certify import CertifiedAccuracy, InputCertificates, certified_accuracy, certify_inputs
-from faultbound.bounds.paper import corollary2_waits, fep, theorem1_max_crashes
+from faultbound.bounds.paper import corollary2_waits, fep, fep_as_printed, theorem1_max_crashes
 from faultbound.bounds.tolerance import (
     EpsPrime,
     MethodComparison,
@@ -30,6 +30,7 @@ __all__ = [
     "estimate_eps_prime",
     "estimate_eps_prime_fn",
     "fep",
+    "fep_as_printed",
     "theorem1_max_crashes",
     "tolerate",
     "tolerates",

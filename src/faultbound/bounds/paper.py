@@ -4,7 +4,7 @@ Notation (the paper's): hidden layers :math:`l = 1..L` of widths :math:`N_l`, th
 is layer :math:`L+1`; :math:`w_m^{(l)}` is the largest :math:`|w_{ji}|` into layer l, :math:`K` the
 activation's Lipschitz constant and :math:`f_l` the number of failing neurons of layer l.
 
-**Theorem 2, as printed** (:func:`fep`):
+**Theorem 2, as printed** (:func:`fep_as_printed`):
 
 .. math::
 
@@ -48,6 +48,7 @@ so the per-layer contributions reported sum to the bound.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -65,6 +66,7 @@ from faultbound.network.core import Network
 
 __all__ = [
     "fep",
+    "fep_as_printed",
     "paper_bound",
     "paper_batch",
     "theorem1_max_crashes",
@@ -213,8 +215,9 @@ def paper_bound(
     raise InvalidArgumentError(f"The paper method has no rule for fault {fault!r}.")
 
 
-def fep(net: Network, failures: Sequence[int], capacity: float | None = None) -> float:
-    """Theorem 2 exactly as printed (see the module docstring).
+def fep_as_printed(net: Network, failures: Sequence[int], capacity: float | None = None) -> float:
+    """Theorem 2 exactly as printed (see the module docstring). Not a sound bound for Byzantine
+    neurons that send values in [-C, C] (ERRATA 2): :func:`faultbound.bound` is.
 
     ``capacity`` defaults to :math:`\\max|\\varphi|` (the paper's crash reading, C = 1 for the
     sigmoid). With several activations, K is the largest of their constants. The printed formula
@@ -292,3 +295,14 @@ def corollary2_waits(net: Network, failures: Sequence[int]) -> list[int]:
         f_prev = 0 if idx == 0 else f[idx - 1]
         waits.append(max(layer.fan_in - f_prev, 0))
     return waits
+
+
+def fep(net: Network, failures: Sequence[int], capacity: float | None = None) -> float:
+    """Deprecated alias of :func:`fep_as_printed` (the name said nothing of the formula being the
+    printed, partly unsound one)."""
+    warnings.warn(
+        "faultbound.fep is deprecated; call fep_as_printed (the printed Theorem 2) or bound() (sound).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return fep_as_printed(net, failures, capacity)
