@@ -19,7 +19,7 @@ bounded activation, or the interval-propagation bound over the input domain (ERR
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +39,7 @@ __all__ = [
     "SynapseByzantine",
     "Precision",
     "parse_fault",
+    "FAULTS",
     "FAULT_NAMES",
 ]
 
@@ -229,31 +230,28 @@ class Precision(Fault):
         return "precision"
 
 
-FAULT_NAMES = (
-    "crash",
-    "byzantine",
-    "byzantine-deviation",
-    "stuck-at",
-    "synapse-crash",
-    "synapse-byzantine",
-)
+#: The fault models by CLI name: each builds its frozen value from ``(capacity, value)``.
+FAULTS: dict[str, Callable[[float, float], Fault]] = {
+    "crash": lambda c, v: Crash(),
+    "byzantine": lambda c, v: Byzantine(c),
+    "byzantine-deviation": lambda c, v: ByzantineDeviation(c),
+    "stuck-at": lambda c, v: StuckAt(v),
+    "synapse-crash": lambda c, v: SynapseCrash(),
+    "synapse-byzantine": lambda c, v: SynapseByzantine(c),
+}
+FAULT_NAMES = tuple(FAULTS)
 
 
 def parse_fault(name: str, capacity: float | None = None, value: float | None = None) -> Fault:
-    """Build a fault from its CLI name (``crash``, ``byzantine``, ``synapse-crash``, ...)."""
-    c = 1.0 if capacity is None else float(capacity)
-    if name == "crash":
-        return Crash()
-    if name == "byzantine":
-        return Byzantine(c)
-    if name == "byzantine-deviation":
-        return ByzantineDeviation(c)
-    if name == "stuck-at":
-        return StuckAt(0.0 if value is None else float(value))
-    if name == "synapse-crash":
-        return SynapseCrash()
-    if name == "synapse-byzantine":
-        return SynapseByzantine(c)
-    raise InvalidArgumentError(
-        f"Expected `fault` to be one of {', '.join(FAULT_NAMES)}, but got {name!r}."
-    )
+    """Build a fault from its CLI name (``crash``, ``byzantine``, ``synapse-crash``, ...).
+
+    ``capacity`` defaults to 1, the stuck-at ``value`` to 0.
+
+    Example:
+        >>> parse_fault("byzantine", capacity=0.5)
+        Byzantine(capacity=0.5)
+    """
+    make = FAULTS.get(name)
+    if make is None:
+        raise InvalidArgumentError(f"Expected `fault` to be one of {', '.join(FAULT_NAMES)}, but got {name!r}.")
+    return make(1.0 if capacity is None else float(capacity), 0.0 if value is None else float(value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -34,12 +35,18 @@ err_console = Console(stderr=True)
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:
-    """Click's exception base: the ``click`` package, or the copy that typer >= 0.2x vendors."""
-    try:
+    """Click's exception base: the copy that typer >= 0.2x vendors and/or the ``click`` package
+    (both, when both are installed: which one typer raises depends on its version)."""
+    types: list[type[BaseException]] = []
+    with contextlib.suppress(ModuleNotFoundError):
+        from typer._click.exceptions import ClickException as Vendored  # type: ignore[import-not-found]
+
+        types.append(Vendored)
+    with contextlib.suppress(ModuleNotFoundError):
         from click.exceptions import ClickException
-    except ModuleNotFoundError:
-        from typer._click.exceptions import ClickException  # type: ignore[no-redef]
-    return (ClickException,)
+
+        types.append(ClickException)
+    return tuple(types)
 
 
 def run_app() -> int:
