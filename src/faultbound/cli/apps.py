@@ -10,10 +10,21 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from faultbound.cli._common import DOMAIN, JSON, app, console, load_model, parse_floats, parse_ints, print_json
+from faultbound.cli._common import (
+    DOMAIN,
+    INPUT_SHAPE,
+    JSON,
+    MODEL,
+    TRUST,
+    app,
+    console,
+    load_model,
+    parse_floats,
+    parse_ints,
+    print_json,
+)
 from faultbound.errors import InvalidArgumentError
 
-MODEL = typer.Argument(..., help="Model file: .onnx or .pt2 (torch.export).")
 EPS = typer.Option(None, "--eps", help="Accuracy to keep, epsilon.")
 EPS_PRIME = typer.Option(None, "--eps-prime", help="Accuracy the network has, epsilon'.")
 METHOD = typer.Option("auto", "--method", help="Bound: auto (tight when available), paper or tight.")
@@ -58,6 +69,8 @@ def precision(
     samples: int = typer.Option(2048, "--samples", help="Uniform domain samples to measure on."),
     seed: int = typer.Option(0, "--seed"),
     domain: str | None = DOMAIN,
+    trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = JSON,
 ) -> None:
     """Theorem 5: cheapest per-layer fixed-point formats whose certified output error fits the budget.
@@ -70,7 +83,7 @@ def precision(
     b, e, ep = _budget(eps, eps_prime, budget)
     if samples < 0:
         raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
-    net = load_model(model, domain)
+    net = load_model(model, domain, trust_pickle, input_shape)
     X = load_arrays(str(data))[0] if data is not None else None
     plan = plan_precision(net, budget=b, weights=weights, method=method, max_frac_bits=max_frac_bits)  # type: ignore[arg-type]
     measured = measure_plan(net, plan, X, samples, seed)
@@ -121,6 +134,8 @@ def boost(
     seed: int = typer.Option(0, "--seed"),
     method: str = METHOD,
     domain: str | None = DOMAIN,
+    trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = JSON,
 ) -> None:
     """Corollary 2: wait for only N - f signals per layer; latency and error, simulated.
@@ -132,7 +147,7 @@ def boost(
     lat = LatencyModel.make(latency, parse_floats(params, "params") if params else None)
     if runs < 1 or error_runs < 0:
         raise InvalidArgumentError(f"Expected --runs >= 1 and --error-runs >= 0, but got {runs} and {error_runs}.")
-    net = load_model(model, domain)
+    net = load_model(model, domain, trust_pickle, input_shape)
     notes: list[str] = []
     if failures is not None:
         if eps is not None or eps_prime is not None:

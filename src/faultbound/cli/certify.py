@@ -26,7 +26,7 @@ from rich.table import Table
 
 from faultbound.bounds.api import check_failures
 from faultbound.bounds.certify import certified_accuracy
-from faultbound.cli._common import app, console, load_model, make_fault, parse_ints, print_json
+from faultbound.cli._common import INPUT_SHAPE, app, console, load_model, make_fault, parse_ints, print_json
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import FAULT_NAMES, Fault, Precision
 from faultbound.network.core import Network
@@ -121,6 +121,7 @@ def certify_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled failure sets and values."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI (default 0,1)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Certified accuracy under failures, beside clean and measured (random, worst-case) accuracy."""
@@ -130,7 +131,7 @@ def certify_cmd(
         raise InvalidArgumentError("Expected exactly one of --data FILE.npz or --digits.")
     if samples < 1 or exhaustive_limit < 0:
         raise InvalidArgumentError("Expected --samples >= 1 and --exhaustive-limit >= 0.")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     flt = make_fault(fault, capacity, value, errors)
     if isinstance(flt, Precision):
         f: tuple[int, ...] = ()

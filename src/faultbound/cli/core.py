@@ -13,6 +13,7 @@ from faultbound.bounds.tolerance import EpsPrime, MethodComparison, ToleranceRes
 from faultbound.cli._common import (
     DOMAIN,
     FAULT_HELP,
+    INPUT_SHAPE,
     JSON,
     MODEL,
     TRUST,
@@ -58,9 +59,15 @@ def _network_table(net: Any, title: str) -> Table:
 
 
 @app.command()
-def inspect(model: Path = MODEL, domain: str | None = DOMAIN, trust_pickle: bool = TRUST, json: bool = JSON) -> None:
+def inspect(
+    model: Path = MODEL,
+    domain: str | None = DOMAIN,
+    trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
+    json: bool = JSON,
+) -> None:
     """Show the extracted Network: per layer width N_l, fan-in, w_m, activation, K, range."""
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     info = net.summary()
     if json:
         print_json(info)
@@ -97,10 +104,11 @@ def bound_cmd(
     measure: bool = typer.Option(False, "--measure", help="Also search for the worst case and print the ratio."),
     domain: str | None = DOMAIN,
     trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = JSON,
 ) -> None:
     """Certified bound on the output error (inf-norm) for a failure distribution (Theorem 2)."""
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     flt = make_fault(fault, capacity, value, errors)
     f = None if isinstance(flt, Precision) else parse_ints(failures or "", "failures")
     if f is not None and failures is None:
@@ -188,12 +196,13 @@ def tolerate_cmd(
     method: str = typer.Option("both", "--method", help="paper, tight, or both."),
     domain: str | None = DOMAIN,
     trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = JSON,
 ) -> None:
     """Largest tolerated failure distributions: Fep <= eps - eps' (Theorem 3)."""
     if (eps_prime is None) == (data is None):
         raise InvalidArgumentError("Expected exactly one of --eps-prime and --data.")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     if data is not None:
         from faultbound.data import load_arrays
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from faultbound.cli._common import FAULT_HELP as COMMON_FAULT_HELP
 from faultbound.cli._common import (
+    INPUT_SHAPE,
     MODEL,
     app,
     console,
@@ -76,6 +77,7 @@ def inject_cmd(
     resume: Path | None = typer.Option(None, "--resume", help="Checkpoint file: written as the run goes, resumed."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a fault-injection campaign: TRIALS sampled fault configurations on every input."""
@@ -94,7 +96,7 @@ def inject_cmd(
         raise InvalidArgumentError("Expected exactly one of --data FILE, --digits or --samples N.")
     if not isinstance(f, Precision) and (failures is None) == (rate is None):
         raise InvalidArgumentError("Expected exactly one of --failures f1,f2,... or --rate p.")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     x, labels = campaign_inputs(net, data=data, digits=digits, samples=samples, seed=seed)
     spec = CampaignSpec(
         f,
@@ -145,6 +147,7 @@ def worst_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the search."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Search failure sets, inputs and Byzantine values for the largest output error (a lower bound
@@ -158,7 +161,7 @@ def worst_cmd(
         raise InvalidArgumentError("Expected --failures f1,f2,... (one count per layer).")
     if data is not None and not data.exists():
         raise InvalidArgumentError(f"Data file not found: {data}")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     extra = campaign_inputs(net, data=data)[0] if data is not None else None
     fl = None if isinstance(f, Precision) or failures is None else parse_ints(failures)
     r = worst_case(net, f, fl, inputs=extra, n_probe=probes, seed=seed)

@@ -16,6 +16,7 @@ import typer
 from faultbound.cli._common import (
     DOMAIN,
     FAULT_HELP,
+    INPUT_SHAPE,
     MODEL,
     TRUST,
     app,
@@ -81,6 +82,7 @@ def report_cmd(
     no_plots: bool = typer.Option(False, "--no-plots", help="Tables only (no matplotlib)."),
     domain: str | None = DOMAIN,
     trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = typer.Option(False, "--json", help="Print the report's data as one JSON object on stdout."),
 ) -> None:
     """Self-contained HTML report: certificates (paper, tight) next to the worst case found, tolerance, campaign."""
@@ -92,7 +94,7 @@ def report_cmd(
     faults: tuple[Fault, ...] = tuple(make_fault(name, capacity, value, errors) for name in fault)
     if eps_prime is not None and eps is None:
         raise InvalidArgumentError("Expected --eps with --eps-prime.")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     inputs = None
     ep: object = eps_prime
     if data is not None:
