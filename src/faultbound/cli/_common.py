@@ -37,12 +37,19 @@ err_console = Console(stderr=True)
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:
-    """Click's exception base: the ``click`` package, or the copy that typer >= 0.2x vendors."""
-    try:
-        from click.exceptions import ClickException
-    except ModuleNotFoundError:
-        from typer._click.exceptions import ClickException  # type: ignore[no-redef]
-    return (ClickException,)
+    """Click's exception bases: the copy that typer >= 0.2x vendors and the ``click`` package.
+
+    Both, when both are installed: typer 0.29 raises its vendored ``typer._click`` exceptions even
+    when a separate ``click`` is importable, and catching only one of them let a bad ``--seed x``
+    end in a traceback.
+    """
+    types: list[type[BaseException]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(__import__(module, fromlist=["ClickException"]).ClickException)
+        except (ModuleNotFoundError, AttributeError):
+            pass
+    return tuple(types)
 
 
 def run_app() -> int:
