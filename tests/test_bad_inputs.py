@@ -8,8 +8,6 @@ the campaign tests.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -193,9 +191,8 @@ CASES = _cases()
 @pytest.mark.parametrize(("command", "args"), CASES, ids=[f"{c} {' '.join(a)}" for c, a in CASES])
 def test_bad_input_is_one_line(files: dict[str, str], command: str, args: list[str]) -> None:
     argv = [a if not a.startswith("@") else files.get(a[1:], a[1:]) for a in args]
-    model = argv.pop(0) if args and args[0].startswith("@") and args[0][1:] in ("missing.pt2", "dir", "data.txt") else None
-    if model is None:
-        model = files["m.pt2"]
+    bad_model = bool(args) and args[0][1:] in ("missing.pt2", "dir", "data.txt")
+    model = argv.pop(0) if bad_model else files["m.pt2"]
     code, out, err = run(command, model, *argv)
     assert "Traceback" not in err + out, err
     assert code == 2, (code, err, out[-500:])

@@ -117,7 +117,9 @@ def certify_cmd(
         0.0, "--radius", help="Certify the whole box x +- r around each input (default 0: the input itself)."
     ),
     samples: int = typer.Option(200, "--samples", help="Random failure sets for the measured accuracy."),
-    exhaustive_limit: int = typer.Option(2000, "--exhaustive-limit", min=0, help="Enumerate every set up to this many."),
+    exhaustive_limit: int = typer.Option(
+        2000, "--exhaustive-limit", min=0, help="Enumerate every set up to this many."
+    ),
     max_inputs: int | None = typer.Option(None, "--max-inputs", min=1, help="Use only the first N inputs."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the sampled failure sets and values."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI (default 0,1)."),

@@ -72,7 +72,9 @@ def inject_cmd(
     rate: float | None = typer.Option(None, "--rate", help="Each unit fails independently with probability p."),
     trials: int = typer.Option(100, "--trials", min=0, help="Number of fault configurations."),
     batch: int = typer.Option(64, "--batch", min=1, help="Configurations per chunk (the checkpoint granularity)."),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of every random choice (recorded in the result)."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**63 - 1, help="Seed of every random choice (recorded in the result)."
+    ),
     values: str = typer.Option("random", "--values", help="Byzantine/precision values: random, adversarial, fixed."),
     float64: bool = typer.Option(False, "--float64", help="Run the engine in float64 (default float32)."),
     resume: Path | None = typer.Option(None, "--resume", help="Checkpoint file: written as the run goes, resumed."),

@@ -15,7 +15,8 @@ overload):
 * activations: ``sigmoid``, ``tanh``, ``relu``, ``relu6``, ``leaky_relu``, ``hardtanh``,
   ``softplus``, ``elu``, ``gelu`` (exact), ``silu``, and the tuned sigmoid ``sigmoid(mul(x, c))``
   as ``Sigmoid(k=c/4)``; decomposed forms (``x * sigmoid(x)``, the erf form of GELU) are
-  recognised too.
+  recognised too. In-place variants (``relu_``, ``hardtanh_``, ``leaky_relu_``, ``silu_``, ``elu_``,
+  ``dropout_``, ...), as ``inplace=True`` modules export, are read as the op itself.
 
 Nodes whose inputs are all constants (``t`` / ``permute`` of a weight, ...) are evaluated once.
 The Network is checked against ``ep.module()`` on probe inputs.
@@ -260,6 +261,11 @@ def _call(tracer: ChainTracer, node: Any, label: str, env: dict[Any, Any]) -> An
         return tracer.fail(label)
     a = _bind(target, tuple(args), kwargs)
     rule = _RULES.get(name)
+    if rule is None and name.endswith("_") and not name.startswith("_"):
+        # in-place variant (relu_, hardtanh_, leaky_relu_, silu_, elu_, dropout_, ...) of a supported
+        # op, as nn.ReLU(inplace=True) exports: same value; a later use of the overwritten input is
+        # an earlier layer's value, which the chain refuses, and the probe check compares the outputs.
+        rule = _RULES.get(name[:-1])
     if rule is None:
         return tracer.fail(label)
     try:
