@@ -52,7 +52,8 @@ def load_exported(path: Path, domain: Any = None) -> Network:
     (nothing in it can run code when torch reads it), and torch reads those checked bytes with its
     logging kept off stderr.
     """
-    data = read_checked_archive(path)
+    with quiet_torch_logging():
+        data = read_checked_archive(path)
     try:
         with quiet_torch_logging():
             ep = torch.export.load(io.BytesIO(data))
