@@ -218,3 +218,13 @@ def test_every_advised_option_exists() -> None:
     for c in COMMANDS:
         for opt in ("--trust-pickle", "--input-shape", "--domain"):
             assert opt in helps[c], (c, opt)
+
+
+def test_state_dict_pt_says_how_to_get_a_model(tmp_path: Path) -> None:
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    p = tmp_path / "sd.pt"
+    torch.save(m.state_dict(), p)
+    code, out, err = run("inspect", str(p))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "state dict" in err and "torch.export.save" in err
+    assert "pickled Python objects" not in err

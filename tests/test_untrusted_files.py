@@ -376,3 +376,31 @@ def test_constant_nodes_only_call_aten(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModelError, match="system"):
         network_from_exported(ep)
     assert not marker.exists()
+
+
+def test_control_characters_in_program_strings_refused(tmp_path: Path) -> None:
+    """Strings of the program JSON reach generated Python source (stack traces in comments); a
+    carriage return there would end the comment, so such a program is refused."""
+    good = _save(tmp_path)
+
+    def edit(e: dict[str, bytes]) -> None:
+        def change(obj: dict) -> None:
+            node = obj["graph_module"]["graph"]["nodes"][0]
+            node["metadata"]["stack_trace"] = "File x, line 1, in f\n    y = 1\rimport os"
+
+        _edit_json(e, "models/model.json", change)
+
+    bad = _rewrite(good, tmp_path / "cr.pt2", edit)
+    with pytest.raises(ModelLoadError, match="control characters"):
+        fb.load(bad)
+
+
+def test_guard_leaves_logging_state_alone(tmp_path: Path) -> None:
+    """No global state outlives a load: the torch logger's handlers and flags are as before."""
+    good = _save(tmp_path)
+    lg = logging.getLogger("torch")
+    before = (list(lg.handlers), lg.propagate, lg.level, lg.disabled)
+    fb.load(good)
+    with pytest.raises(ModelLoadError):
+        fb.load(_crafted(tmp_path, "sample_inputs")[0])
+    assert (list(lg.handlers), lg.propagate, lg.level, lg.disabled) == before

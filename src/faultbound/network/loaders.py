@@ -156,8 +156,9 @@ def _load_pickle(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple
         return Network.from_torch(obj, domain=domain, input_shape=input_shape)
     if _is_state_dict(obj):
         raise ModelLoadError(
-            f"{str(path)!r} holds only weights (a state dict), not an architecture: build the "
-            "module in Python, call load_state_dict, then Network.from_torch(module)."
+            f"{str(path)!r} holds only weights (a state dict), not an architecture: build the module in "
+            "Python and call load_state_dict, then either Network.from_torch(module, input_shape=...) or, for "
+            "the CLI, torch.export.save(torch.export.export(module, (example,)), 'model.pt2')."
         )
     raise ModelLoadError(f"Expected {str(path)!r} to hold an nn.Module, but it holds a {type(obj).__name__}.")
 
