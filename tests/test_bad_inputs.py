@@ -8,6 +8,9 @@ the campaign tests.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -53,6 +56,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (d / "garbage.npz").write_bytes(b"PK\x03\x04 not a zip at all")
     (d / "adir.npz").mkdir()
     (d / "data.txt").write_text("0.1,0.2,0.3\n")
+    locked = d / "locked.npz"
+    np.savez(locked, X=x, y=y)
+    locked.chmod(0)  # unreadable, except for root (then the row below is skipped)
     return {p.name: str(p) for p in d.iterdir()} | {"missing.npz": str(d / "missing.npz"), "dir": str(d)}
 
 
@@ -199,6 +205,23 @@ def test_bad_input_is_one_line(files: dict[str, str], command: str, args: list[s
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files without permission")
+@pytest.mark.parametrize("command", sorted(DATA_COMMANDS))
+def test_unreadable_data_file(files: dict[str, str], command: str) -> None:
+    code, out, err = run(command, files["m.pt2"], *DATA_COMMANDS[command], "--data", files["locked.npz"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files without permission")
+def test_unreadable_model_file(files: dict[str, str], tmp_path: Path) -> None:
+    p = tmp_path / "locked.pt2"
+    p.write_bytes(Path(files["m.pt2"]).read_bytes())
+    p.chmod(0)
+    for c in BASE:
+        code, out, err = run(c, str(p), *[files[a[1:]] if a.startswith("@") else a for a in BASE[c]])
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (c, err)
 
 
 def test_zero_width_layer_refused_at_load(files: dict[str, str]) -> None:

@@ -246,7 +246,7 @@ def _commands(model: str, tmp_path: Path) -> list[list[str]]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["sample_inputs", "use_pickle_weight", "use_pickle_constant", "sympify_expr"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_command_refuses_crafted_archive(tmp_path: Path, kind: str) -> None:
     bad, marker = _crafted(tmp_path, kind)
     for args in _commands(str(bad), tmp_path):
