@@ -59,7 +59,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     locked = d / "locked.npz"
     np.savez(locked, X=x, y=y)
     locked.chmod(0)  # unreadable, except for root (then the row below is skipped)
-    return {p.name: str(p) for p in d.iterdir()} | {"missing.npz": str(d / "missing.npz"), "dir": str(d)}
+    extra = {"missing.npz": str(d / "missing.npz"), "dir": str(d), "out.html": str(d / "out.html")}
+    return {p.name: str(p) for p in d.iterdir()} | extra
 
 
 #: Options that make each command run on the small model, cheaply.
@@ -72,7 +73,7 @@ BASE: dict[str, list[str]] = {
     "certify": ["--failures", "1", "--samples", "3", "--data", "@ok.npz"],
     "precision": ["--budget", "0.5", "--samples", "16"],
     "boost": ["--eps", "0.5", "--eps-prime", "0.05", "--runs", "20", "--error-runs", "2"],
-    "report": ["--no-plots"],
+    "report": ["--no-plots", "--out", "@out.html"],
 }
 
 #: Bad options, each with the commands that take it.
@@ -156,7 +157,7 @@ DATA_COMMANDS: dict[str, list[str]] = {
     "worst": ["--failures", "1", "--probes", "2"],
     "certify": ["--failures", "1", "--samples", "3"],
     "precision": ["--budget", "0.5", "--samples", "16"],
-    "report": ["--no-plots"],
+    "report": ["--no-plots", "--out", "@out.html"],
 }
 LABEL_COMMANDS = ("inject", "certify")  # report reads y only as regression targets for eps'
 
@@ -237,5 +238,6 @@ def test_good_inputs_pass(files: dict[str, str]) -> None:
         code, out, err = run(c, files["m.pt2"], *[files[a[1:]] if a.startswith("@") else a for a in args])
         assert code == 0, (c, err)
     for c, extra in DATA_COMMANDS.items():
+        extra = [files[a[1:]] if a.startswith("@") else a for a in extra]
         code, out, err = run(c, files["m.pt2"], *extra, "--data", files["reg.npz" if c == "tolerate" else "ok.npz"])
         assert code == 0, (c, err)

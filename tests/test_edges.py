@@ -36,7 +36,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     np.savez(d / "out_reg.npz", X=x_out, y=fx)
     with torch.no_grad():
         np.savez(d / "in_reg.npz", X=x, y=m(torch.as_tensor(x, dtype=torch.float32)).double().numpy())
-    return {p.name: str(p) for p in d.iterdir()}
+    return {p.name: str(p) for p in d.iterdir()} | {"report.html": str(d / "report.html")}
 
 
 #: Every command with --data and the options it needs (tolerate reads regression targets).
@@ -46,13 +46,14 @@ DATA_COMMANDS = {
     "worst": (["--failures", "1", "--probes", "2"], "out.npz"),
     "certify": (["--failures", "1", "--samples", "3"], "out.npz"),
     "precision": (["--budget", "0.5", "--samples", "16"], "out.npz"),
-    "report": (["--no-plots"], "out.npz"),
+    "report": (["--no-plots", "--out", "@report.html"], "out.npz"),
 }
 
 
 @pytest.mark.parametrize("command", sorted(DATA_COMMANDS))
 def test_data_outside_domain_refused(setup: dict[str, str], command: str) -> None:
     extra, data = DATA_COMMANDS[command]
+    extra = [setup[a[1:]] if a.startswith("@") else a for a in extra]
     code, out, err = run(command, setup["m.pt2"], *extra, "--data", setup[data])
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1
@@ -64,6 +65,7 @@ def test_data_outside_domain_refused(setup: dict[str, str], command: str) -> Non
 @pytest.mark.parametrize("command", sorted(DATA_COMMANDS))
 def test_domain_from_data_widens_and_says_so(setup: dict[str, str], command: str) -> None:
     extra, data = DATA_COMMANDS[command]
+    extra = [setup[a[1:]] if a.startswith("@") else a for a in extra]
     code, out, err = run(command, setup["m.pt2"], *extra, "--data", setup[data], "--domain-from-data", "--json")
     assert code == 0, err
     note = json.loads(out)["domain_from_data"]
@@ -76,7 +78,7 @@ def test_domain_from_data_widens_and_says_so(setup: dict[str, str], command: str
 
 @pytest.mark.parametrize("command", sorted(DATA_COMMANDS))
 def test_data_inside_domain_has_no_note(setup: dict[str, str], command: str) -> None:
-    extra, _ = DATA_COMMANDS[command]
+    extra = [setup[a[1:]] if a.startswith("@") else a for a in DATA_COMMANDS[command][0]]
     data = "in_reg.npz" if command == "tolerate" else "in.npz"
     code, out, err = run(command, setup["m.pt2"], *extra, "--data", setup[data], "--json")
     assert code == 0, err
