@@ -26,7 +26,8 @@ demo: install
 MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/faultbound/network/activations.py \
 	src/faultbound/network/extract.py src/faultbound/faults.py src/faultbound/errors.py \
 	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/data.py \
-	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py
+	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py \
+	src/faultbound/network/pt2_guard.py src/faultbound/cli/_data.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

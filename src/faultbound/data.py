@@ -16,7 +16,7 @@ from torch import Tensor
 
 from faultbound.errors import FaultboundError, InvalidArgumentError
 
-__all__ = ["Dataset", "digits", "synthetic", "TARGETS", "load_arrays"]
+__all__ = ["Dataset", "digits", "synthetic", "TARGETS", "load_arrays", "check_labels", "outside_box"]
 
 
 @dataclass(frozen=True)
@@ -81,29 +81,83 @@ def synthetic(name: str = "wave", d: int = 2, n: int = 2048, seed: int = 0) -> D
 def load_arrays(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Read inputs (and targets when present) from ``.npz`` (keys ``X``/``y``), ``.npy`` or CSV.
 
-    A CSV holds one input per row; no targets. Pickled object arrays are refused.
+    A CSV holds one input per row of numbers (no header); no targets. Pickled object arrays are
+    refused, and so are files that are empty, unreadable, hold no rows, or hold non-numbers.
     """
     import os
+    import zipfile
 
     if not os.path.exists(path):
         raise InvalidArgumentError(f"Data file not found: {path}")
+    if not os.path.isfile(path):
+        raise InvalidArgumentError(f"Expected a data file, but {path} is not a regular file.")
+    if not path.endswith((".npz", ".npy", ".csv")):
+        raise InvalidArgumentError(f"Expected a .npz, .npy or .csv data file, but got {path}.")
+    if os.path.getsize(path) == 0:
+        raise InvalidArgumentError(f"Data file {path} is empty.")
     try:
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as z:
                 if "X" not in z:
                     raise InvalidArgumentError(f"Expected an array named 'X' in {path}, but got {sorted(z.files)}.")
-                X = np.asarray(z["X"], dtype=np.float64)
+                X_raw = np.asarray(z["X"])
                 y = np.asarray(z["y"]) if "y" in z else None
         elif path.endswith(".npy"):
-            X, y = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64), None
-        elif path.endswith(".csv"):
-            X, y = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2), None
+            X_raw, y = np.asarray(np.load(path, allow_pickle=False)), None
         else:
-            raise InvalidArgumentError(f"Expected a .npz, .npy or .csv data file, but got {path}.")
-    except (ValueError, OSError) as e:
-        if isinstance(e, InvalidArgumentError):
-            raise
-        raise InvalidArgumentError(f"Cannot read data file {path}: {str(e).splitlines()[0]}") from None
+            X_raw, y = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2), None
+    except InvalidArgumentError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as e:
+        # EOFError must not escape: click would turn it into "Aborted" (exit 130)
+        msg = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidArgumentError(f"Cannot read data file {path}: {msg}") from None
+    if not (np.issubdtype(X_raw.dtype, np.number) or X_raw.dtype == np.bool_):
+        raise InvalidArgumentError(f"Expected numeric inputs X in {path}, but they have dtype {X_raw.dtype}.")
+    X = X_raw.astype(np.float64)
+    if X.ndim < 2:
+        raise InvalidArgumentError(f"Expected inputs X in {path} with one row per point, but got shape {X.shape}.")
+    if X.shape[0] == 0:
+        raise InvalidArgumentError(f"Data file {path} holds no rows (X has shape {X.shape}).")
     if not np.isfinite(X).all():
         raise InvalidArgumentError(f"Expected finite inputs, but {path} has NaN or inf.")
+    if y is not None and not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise InvalidArgumentError(f"Expected numeric targets y in {path}, but they have dtype {y.dtype}.")
+    if y is not None and len(y) != len(X):
+        raise InvalidArgumentError(f"Expected one target per input in {path}, but X has {len(X)} rows and y {len(y)}.")
     return X, y
+
+
+def check_labels(y: np.ndarray, n_outputs: int, what: str) -> np.ndarray:
+    """Class labels ``y`` as int64, refused unless they are integers in ``0 .. n_outputs - 1``.
+
+    ``what`` names the source in the error (a file name).
+    """
+    yf = np.asarray(y)
+    if yf.ndim != 1:
+        raise InvalidArgumentError(f"Expected class labels y of shape (n,) in {what}, but got shape {yf.shape}.")
+    if yf.size and not np.all(np.equal(np.mod(yf, 1), 0)):
+        raise InvalidArgumentError(f"Expected integer class labels y in {what}, but some are fractional.")
+    bad = (yf < 0) | (yf >= n_outputs)
+    if bad.any():
+        raise InvalidArgumentError(
+            f"Expected class labels in 0..{n_outputs - 1} (the network has {n_outputs} outputs), but "
+            f"{int(bad.sum())} labels in {what} are outside, e.g. {yf[bad][0]:g}."
+        )
+    return yf.astype(np.int64)
+
+
+def outside_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[int, list[int]]:
+    """How many rows of ``x`` (n, d) leave the box ``[lo, hi]`` (d,), and which features do."""
+    out = (x < lo) | (x > hi)
+    return int(out.any(axis=1).sum()), [int(i) for i in np.flatnonzero(out.any(axis=0))]
+
+
+def describe_outside(n_out: int, n: int, features: list[int], what: str, lo: float, hi: float) -> str:
+    """The one-line refusal for data outside the domain."""
+    shown = ", ".join(str(f) for f in features[:8]) + (f" (and {len(features) - 8} more)" if len(features) > 8 else "")
+    return (
+        f"{n_out} of {n} points in {what} fall outside the domain [{lo:g}, {hi:g}] in features {shown}; "
+        "the certificates hold only inside the domain and the points are never clipped: pass --domain LO,HI "
+        "that covers them, or --domain-from-data to widen the domain to the data."
+    )

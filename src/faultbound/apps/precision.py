@@ -458,7 +458,12 @@ def _greedy_tight(bits: list[int], costs: Sequence[float], budget: float, cert: 
 
 def probe_inputs(net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048,
                  seed: int = 0) -> torch.Tensor:
-    """Points of the domain to measure on: data (clipped to the domain), corners and uniform samples."""
+    """Points of the domain to measure on: data, corners and uniform samples.
+
+    Data outside the domain is refused, never clipped: the plan is certified for the domain only, so
+    a clipped point would measure a different input than the one passed (widen the domain first,
+    e.g. ``net.with_domain(...)``, or the CLI's ``--domain-from-data``).
+    """
     g = torch.Generator().manual_seed(seed)
     pts = [net.domain.sample(n_samples, g)]
     lo, hi = net.domain.lo, net.domain.hi
@@ -471,7 +476,13 @@ def probe_inputs(net: Network, X: torch.Tensor | np.ndarray | None = None, n_sam
     pts.append(lo.flatten() + bits * (hi - lo).flatten())
     if X is not None:
         x = torch.as_tensor(np.asarray(X, dtype=np.float64)).reshape(-1, d)
-        pts.append(torch.minimum(torch.maximum(x, lo.flatten()), hi.flatten()))
+        outside = (x < lo.flatten()) | (x > hi.flatten())
+        if bool(outside.any()):
+            raise InvalidArgumentError(
+                f"Expected data inside the network's domain, but {int(outside.any(1).sum())} of {len(x)} points "
+                f"fall outside it (features {torch.nonzero(outside.any(0)).flatten().tolist()[:8]})."
+            )
+        pts.append(x)
     return torch.cat([p.reshape(-1, *net.input_shape) for p in pts], 0)
 
 

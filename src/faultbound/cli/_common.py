@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -28,6 +27,9 @@ MODEL = typer.Argument(..., help="Model file: .onnx, .pt2 (torch.export), or a p
 DOMAIN = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1).")
 TRUST = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module (runs its code).")
 JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+INPUT_SHAPE = typer.Option(
+    None, "--input-shape", help="Shape of one input, e.g. 1,28,28, for a pickled module that starts with a convolution."
+)
 FAULT_HELP = f"Fault model: {', '.join(FAULT_NAMES)}, precision."
 
 console = Console()
@@ -35,17 +37,18 @@ err_console = Console(stderr=True)
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:
-    """Click's exception base: the copy that typer >= 0.2x vendors and/or the ``click`` package
-    (both, when both are installed: which one typer raises depends on its version)."""
+    """Click's exception bases: the copy that typer >= 0.2x vendors and the ``click`` package.
+
+    Both, when both are installed: typer 0.29 raises its vendored ``typer._click`` exceptions even
+    when a separate ``click`` is importable, and catching only one of them let a bad ``--seed x``
+    end in a traceback.
+    """
     types: list[type[BaseException]] = []
-    with contextlib.suppress(ModuleNotFoundError):
-        from typer._click.exceptions import ClickException as Vendored  # type: ignore[import-not-found]
-
-        types.append(Vendored)
-    with contextlib.suppress(ModuleNotFoundError):
-        from click.exceptions import ClickException
-
-        types.append(ClickException)
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(__import__(module, fromlist=["ClickException"]).ClickException)
+        except (ModuleNotFoundError, AttributeError):
+            pass
     return tuple(types)
 
 
@@ -112,11 +115,26 @@ def parse_domain(text: str | None) -> tuple[float, float] | None:
     return vals[0], vals[1]
 
 
-def load_model(path: Path, domain: str | None = None, trust_pickle: bool = False) -> Any:
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """Parse ``--input-shape C,H,W`` (positive integers)."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(s <= 0 for s in shape):
+        raise InvalidArgumentError(f"Expected --input-shape as positive integers like 1,28,28, but got {text!r}.")
+    return shape
+
+
+def load_model(
+    path: Path, domain: str | None = None, trust_pickle: bool = False, input_shape: str | None = None
+) -> Any:
     """Load a model file into a Network (errors are library errors)."""
     from faultbound.network.loaders import load
 
-    return load(path, domain=parse_domain(domain), trust_pickle=trust_pickle)
+    return load(path, domain=parse_domain(domain), trust_pickle=trust_pickle, input_shape=parse_shape(input_shape))
 
 
 def _clean(o: Any) -> Any:

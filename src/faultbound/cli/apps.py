@@ -10,10 +10,22 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from faultbound.cli._common import DOMAIN, JSON, app, console, load_model, parse_floats, parse_ints, print_json
+from faultbound.cli._common import (
+    DOMAIN,
+    INPUT_SHAPE,
+    JSON,
+    MODEL,
+    TRUST,
+    app,
+    console,
+    load_model,
+    parse_floats,
+    parse_ints,
+    print_json,
+)
+from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
 
-MODEL = typer.Argument(..., help="Model file: .onnx or .pt2 (torch.export).")
 EPS = typer.Option(None, "--eps", help="Accuracy to keep, epsilon.")
 EPS_PRIME = typer.Option(None, "--eps-prime", help="Accuracy the network has, epsilon'.")
 METHOD = typer.Option("auto", "--method", help="Bound: auto (tight when available), paper or tight.")
@@ -53,11 +65,14 @@ def precision(
     budget: float | None = typer.Option(None, "--budget", help="Allowed output error (instead of eps, eps')."),
     weights: bool = typer.Option(False, "--weights", help="Also plan the weights' fixed-point formats."),
     method: str = METHOD,
-    max_frac_bits: int = typer.Option(40, "--max-frac-bits", help="Most fractional bits per format."),
+    max_frac_bits: int = typer.Option(40, "--max-frac-bits", min=0, help="Most fractional bits per format."),
     data: Path | None = typer.Option(None, "--data", help="Inputs (.npz/.npy/.csv) to measure on, besides samples."),
     samples: int = typer.Option(2048, "--samples", help="Uniform domain samples to measure on."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     domain: str | None = DOMAIN,
+    domain_from_data: bool = DOMAIN_FROM_DATA,
+    trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = JSON,
 ) -> None:
     """Theorem 5: cheapest per-layer fixed-point formats whose certified output error fits the budget.
@@ -70,17 +85,22 @@ def precision(
     b, e, ep = _budget(eps, eps_prime, budget)
     if samples < 0:
         raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
-    net = load_model(model, domain)
+    net = load_model(model, domain, trust_pickle, input_shape)
     X = load_arrays(str(data))[0] if data is not None else None
+    widened = None
+    if X is not None:
+        net, widened = fit_domain(net, X, str(data), domain_from_data)
     plan = plan_precision(net, budget=b, weights=weights, method=method, max_frac_bits=max_frac_bits)  # type: ignore[arg-type]
     measured = measure_plan(net, plan, X, samples, seed)
     searched = search_plan(net, plan, X, seed)
     out = {"model": str(model), "eps": e, "eps_prime": ep, **plan.to_dict(), "measured": measured,
            "searched_lambda_model": searched,
-           "within_budget": measured <= plan.certified + 1e-12 and plan.certified <= plan.budget, "seed": seed}
+           "within_budget": measured <= plan.certified + 1e-12 and plan.certified <= plan.budget, "seed": seed,
+           "domain_from_data": widened}
     if json:
         print_json(out)
         return
+    say_widened(widened, json)
     t = Table(title=f"Precision plan for {model.name}: budget {b:.4g}, certified by the {plan.method} bound")
     for col in ("layer", "neurons", "format", "word bits", "lambda_l (per neuron)"):
         t.add_column(col, justify="right")
@@ -116,11 +136,13 @@ def boost(
     params: str | None = typer.Option(
         None, "--params", help="Latency parameters: scale | mu,sigma | alpha,x_m (defaults 1 | 0,1 | 2.5,1)."
     ),
-    runs: int = typer.Option(10_000, "--runs", help="Simulated executions."),
-    error_runs: int = typer.Option(500, "--error-runs", help="Runs that also measure the output error."),
-    seed: int = typer.Option(0, "--seed"),
+    runs: int = typer.Option(10_000, "--runs", min=1, help="Simulated executions."),
+    error_runs: int = typer.Option(500, "--error-runs", min=0, help="Runs that also measure the output error."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     method: str = METHOD,
     domain: str | None = DOMAIN,
+    trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = JSON,
 ) -> None:
     """Corollary 2: wait for only N - f signals per layer; latency and error, simulated.
@@ -132,7 +154,7 @@ def boost(
     lat = LatencyModel.make(latency, parse_floats(params, "params") if params else None)
     if runs < 1 or error_runs < 0:
         raise InvalidArgumentError(f"Expected --runs >= 1 and --error-runs >= 0, but got {runs} and {error_runs}.")
-    net = load_model(model, domain)
+    net = load_model(model, domain, trust_pickle, input_shape)
     notes: list[str] = []
     if failures is not None:
         if eps is not None or eps_prime is not None:
@@ -189,7 +211,7 @@ def _train_config(**kw: Any) -> Any:
 
 DATASET = typer.Option("digits", "--dataset", help="digits (classification) or synthetic (regression of wave).")
 WIDTHS = typer.Option("32", "--widths", help="Hidden widths, comma-separated.")
-EPOCHS = typer.Option(30, "--epochs")
+EPOCHS = typer.Option(30, "--epochs", min=1)
 FAILS = typer.Option(None, "--failures", help="Fixed crash distribution for bounds and measurement (default 10%).")
 
 
@@ -205,7 +227,7 @@ def train_cmd(
     failures: str | None = FAILS,
     epochs: int = EPOCHS,
     target: float = typer.Option(0.9, "--target", help="Target accuracy for epochs-to-target."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     json: bool = JSON,
 ) -> None:
     """Train a TunedSigmoid(K) network (optionally Fep-regularised, weight-clipped) and write it."""
@@ -251,8 +273,8 @@ def sweep_cmd(
     dataset: str = DATASET,
     widths: str = typer.Option("16,16", "--widths", help="Hidden widths, comma-separated."),
     failures: str | None = FAILS,
-    epochs: int = typer.Option(10, "--epochs"),
-    seed: int = typer.Option(0, "--seed"),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     json: bool = JSON,
 ) -> None:
     """Learning cost (accuracy, epochs to target) against certified and measured robustness."""
@@ -291,7 +313,7 @@ def sweep_cmd(
 def figures(
     out: Path = typer.Option(..., "--out", help="Directory for figure2/3 .png and .csv."),
     ks: str = typer.Option("0.125,0.25,0.5,1,2,4,8", "--Ks", help="Values of K for Figure 3."),
-    epochs: int = typer.Option(30, "--epochs", help="Training epochs per Figure 3 network."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Training epochs per Figure 3 network."),
     json: bool = JSON,
 ) -> None:
     """Write the paper's Figure 2 (tuned sigmoids) and Figure 3 (error against K) as PNG and CSV."""

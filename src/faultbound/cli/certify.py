@@ -26,7 +26,8 @@ from rich.table import Table
 
 from faultbound.bounds.api import check_failures
 from faultbound.bounds.certify import certified_accuracy
-from faultbound.cli._common import app, console, load_model, make_fault, parse_ints, print_json
+from faultbound.cli._common import INPUT_SHAPE, app, console, load_model, make_fault, parse_ints, print_json
+from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import FAULT_NAMES, Fault, Precision
 from faultbound.network.core import Network
@@ -116,11 +117,15 @@ def certify_cmd(
         0.0, "--radius", help="Certify the whole box x +- r around each input (default 0: the input itself)."
     ),
     samples: int = typer.Option(200, "--samples", help="Random failure sets for the measured accuracy."),
-    exhaustive_limit: int = typer.Option(2000, "--exhaustive-limit", help="Enumerate every set up to this many."),
-    max_inputs: int | None = typer.Option(None, "--max-inputs", help="Use only the first N inputs."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampled failure sets and values."),
+    exhaustive_limit: int = typer.Option(
+        2000, "--exhaustive-limit", min=0, help="Enumerate every set up to this many."
+    ),
+    max_inputs: int | None = typer.Option(None, "--max-inputs", min=1, help="Use only the first N inputs."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the sampled failure sets and values."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI (default 0,1)."),
+    domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Certified accuracy under failures, beside clean and measured (random, worst-case) accuracy."""
@@ -130,7 +135,7 @@ def certify_cmd(
         raise InvalidArgumentError("Expected exactly one of --data FILE.npz or --digits.")
     if samples < 1 or exhaustive_limit < 0:
         raise InvalidArgumentError("Expected --samples >= 1 and --exhaustive-limit >= 0.")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     flt = make_fault(fault, capacity, value, errors)
     if isinstance(flt, Precision):
         f: tuple[int, ...] = ()
@@ -141,6 +146,7 @@ def certify_cmd(
     if getattr(flt, "capacity", None) == math.inf:
         raise InvalidArgumentError("Unbounded capacity: nothing can be certified or measured (Lemma 1).")
     x, labels = campaign_inputs(net, data=data, digits=digits)
+    net, widened = fit_domain(net, x, str(data) if data is not None else "the digits", domain_from_data)
     if labels is None:
         raise InvalidArgumentError("Expected integer class labels `y` in the data, for a classifier.")
     if max_inputs is not None:
@@ -152,9 +158,11 @@ def certify_cmd(
     out = res.to_dict()
     out["method"] = "tight"
     out["measured"] = measured_accuracy(net, x, y, flt, f, samples, exhaustive_limit, seed)
+    out["domain_from_data"] = widened
     if json:
         print_json(out)
         return
+    say_widened(widened, json)
     m = out["measured"]
     t = Table(title=f"{model.name}: {flt.name}, failures {list(f)}, {res.n} inputs")
     t.add_column("accuracy")

@@ -13,6 +13,7 @@ from faultbound.bounds.tolerance import EpsPrime, MethodComparison, ToleranceRes
 from faultbound.cli._common import (
     DOMAIN,
     FAULT_HELP,
+    INPUT_SHAPE,
     JSON,
     MODEL,
     TRUST,
@@ -24,6 +25,7 @@ from faultbound.cli._common import (
     parse_ints,
     print_json,
 )
+from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, Precision, parse_fault
 
@@ -58,9 +60,15 @@ def _network_table(net: Any, title: str) -> Table:
 
 
 @app.command()
-def inspect(model: Path = MODEL, domain: str | None = DOMAIN, trust_pickle: bool = TRUST, json: bool = JSON) -> None:
+def inspect(
+    model: Path = MODEL,
+    domain: str | None = DOMAIN,
+    trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
+    json: bool = JSON,
+) -> None:
     """Show the extracted Network: per layer width N_l, fan-in, w_m, activation, K, range."""
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     info = net.summary()
     if json:
         print_json(info)
@@ -97,10 +105,11 @@ def bound_cmd(
     measure: bool = typer.Option(False, "--measure", help="Also search for the worst case and print the ratio."),
     domain: str | None = DOMAIN,
     trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = JSON,
 ) -> None:
     """Certified bound on the output error (inf-norm) for a failure distribution (Theorem 2)."""
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     flt = make_fault(fault, capacity, value, errors)
     f = None if isinstance(flt, Precision) else parse_ints(failures or "", "failures")
     if f is not None and failures is None:
@@ -187,19 +196,23 @@ def tolerate_cmd(
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     method: str = typer.Option("both", "--method", help="paper, tight, or both."),
     domain: str | None = DOMAIN,
+    domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = JSON,
 ) -> None:
     """Largest tolerated failure distributions: Fep <= eps - eps' (Theorem 3)."""
     if (eps_prime is None) == (data is None):
         raise InvalidArgumentError("Expected exactly one of --eps-prime and --data.")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
+    widened = None
     if data is not None:
         from faultbound.data import load_arrays
 
         X, y = load_arrays(str(data))
         if y is None:
             raise InvalidArgumentError(f"Expected targets 'y' in {data} to estimate eps'.")
+        net, widened = fit_domain(net, X, str(data), domain_from_data)
         ep: EpsPrime | float = estimate_eps_prime(net, X, y)
     else:
         ep = float(eps_prime)  # type: ignore[arg-type]
@@ -207,19 +220,21 @@ def tolerate_cmd(
     results = [tolerate(net, eps, ep, flt, m) for m in _methods(method)]  # type: ignore[arg-type]
     if json:
         out = results[-1].to_dict()
+        out["domain_from_data"] = widened
         out["results"] = [r.to_dict() for r in results]
         if len(results) == 2:
             cmp = MethodComparison(results[0], results[1]).to_dict()
             out["comparison"] = {k: cmp[k] for k in ("per_layer_gain", "uniform_gain", "tolerated_gain")}
         print_json(out)
         return
+    say_widened(widened, json)
     _tolerance_tables(results)
 
 
 @app.command()
 def demo(
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-    epochs: int = typer.Option(300, "--epochs", help="Training epochs per network."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Random seed."),
+    epochs: int = typer.Option(300, "--epochs", min=1, help="Training epochs per network."),
     json: bool = JSON,
 ) -> None:
     """Train small TunedSigmoid MLPs on an embedded target and certify them (seconds)."""

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from faultbound.cli._common import FAULT_HELP as COMMON_FAULT_HELP
 from faultbound.cli._common import (
+    INPUT_SHAPE,
     MODEL,
     app,
     console,
@@ -20,6 +21,7 @@ from faultbound.cli._common import (
     parse_ints,
     print_json,
 )
+from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, Precision
 from faultbound.measure import BitFlip, CampaignSpec, campaign_inputs, run_campaign, worst_case
@@ -68,14 +70,18 @@ def inject_cmd(
     fmt: str = typer.Option("float32", "--format", help="Bit-flip number format: float32 or int8."),
     failures: str | None = typer.Option(None, "--failures", help="Failing units per layer f_1,...,f_L."),
     rate: float | None = typer.Option(None, "--rate", help="Each unit fails independently with probability p."),
-    trials: int = typer.Option(100, "--trials", help="Number of fault configurations."),
-    batch: int = typer.Option(64, "--batch", help="Configurations per chunk (the checkpoint granularity)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (recorded in the result)."),
+    trials: int = typer.Option(100, "--trials", min=0, help="Number of fault configurations."),
+    batch: int = typer.Option(64, "--batch", min=1, help="Configurations per chunk (the checkpoint granularity)."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**63 - 1, help="Seed of every random choice (recorded in the result)."
+    ),
     values: str = typer.Option("random", "--values", help="Byzantine/precision values: random, adversarial, fixed."),
     float64: bool = typer.Option(False, "--float64", help="Run the engine in float64 (default float32)."),
     resume: Path | None = typer.Option(None, "--resume", help="Checkpoint file: written as the run goes, resumed."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1)."),
+    domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a fault-injection campaign: TRIALS sampled fault configurations on every input."""
@@ -94,8 +100,11 @@ def inject_cmd(
         raise InvalidArgumentError("Expected exactly one of --data FILE, --digits or --samples N.")
     if not isinstance(f, Precision) and (failures is None) == (rate is None):
         raise InvalidArgumentError("Expected exactly one of --failures f1,f2,... or --rate p.")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     x, labels = campaign_inputs(net, data=data, digits=digits, samples=samples, seed=seed)
+    widened = None
+    if samples is None:
+        net, widened = fit_domain(net, x, str(data) if data is not None else "the digits", domain_from_data)
     spec = CampaignSpec(
         f,
         trials,
@@ -120,9 +129,11 @@ def inject_cmd(
         res = run_campaign(net, x, spec, labels=labels, checkpoint=resume, progress=tick)
     d = res.to_dict()
     d["model"] = str(model)
+    d["domain_from_data"] = widened
     if json:
         print_json(d)
         return
+    say_widened(widened, json)
     console.print(_summary_table(d, f"{model.name}: {f.name}, {trials} configurations x {res.n_inputs} inputs"))
     w = d.get("worst")
     if w:
@@ -140,11 +151,13 @@ def worst_cmd(
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
     failures: str | None = typer.Option(None, "--failures", help="Failing units per layer f_1,...,f_L."),
-    probes: int = typer.Option(32, "--probes", help="Random probe inputs (domain corners are added)."),
+    probes: int = typer.Option(32, "--probes", min=0, help="Random probe inputs (domain corners are added)."),
     data: Path | None = typer.Option(None, "--data", help="Extra probe inputs (.npz/.npy/.csv)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the search."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the search."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1)."),
+    domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Search failure sets, inputs and Byzantine values for the largest output error (a lower bound
@@ -158,14 +171,19 @@ def worst_cmd(
         raise InvalidArgumentError("Expected --failures f1,f2,... (one count per layer).")
     if data is not None and not data.exists():
         raise InvalidArgumentError(f"Data file not found: {data}")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     extra = campaign_inputs(net, data=data)[0] if data is not None else None
+    widened = None
+    if extra is not None:
+        net, widened = fit_domain(net, extra, str(data), domain_from_data)
     fl = None if isinstance(f, Precision) or failures is None else parse_ints(failures)
     r = worst_case(net, f, fl, inputs=extra, n_probe=probes, seed=seed)
     r["model"] = str(model)
+    r["domain_from_data"] = widened
     if json:
         print_json(r)
         return
+    say_widened(widened, json)
     how = "exhaustive over failure sets" if r["exhaustive"] else "beam search over failure sets"
     console.print(
         f"worst case found: error {r['max_error']:.6g} ({how}, {r['evaluations']} evaluations, seed {seed})\n"

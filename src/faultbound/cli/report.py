@@ -16,6 +16,7 @@ import typer
 from faultbound.cli._common import (
     DOMAIN,
     FAULT_HELP,
+    INPUT_SHAPE,
     MODEL,
     TRUST,
     app,
@@ -26,6 +27,7 @@ from faultbound.cli._common import (
     parse_ints,
     print_json,
 )
+from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault
 
@@ -72,15 +74,17 @@ def report_cmd(
     data: Path | None = typer.Option(
         None, "--data", help=".npz with X (and y): probe inputs, campaign inputs, and eps' estimated from below."
     ),
-    trials: int = typer.Option(0, "--trials", help="Random failure sets of a campaign (0: no campaign)."),
+    trials: int = typer.Option(0, "--trials", min=0, help="Random failure sets of a campaign (0: no campaign)."),
     campaign_failures: str | None = typer.Option(
         None, "--campaign-failures", help="The campaign's distribution f_1,...,f_L (default all ones)."
     ),
     samples: int = typer.Option(256, "--samples", help="Campaign inputs drawn from the domain (without --data)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the worst-case search and the campaign."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the worst-case search and the campaign."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Tables only (no matplotlib)."),
     domain: str | None = DOMAIN,
+    domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = TRUST,
+    input_shape: str | None = INPUT_SHAPE,
     json: bool = typer.Option(False, "--json", help="Print the report's data as one JSON object on stdout."),
 ) -> None:
     """Self-contained HTML report: certificates (paper, tight) next to the worst case found, tolerance, campaign."""
@@ -92,13 +96,15 @@ def report_cmd(
     faults: tuple[Fault, ...] = tuple(make_fault(name, capacity, value, errors) for name in fault)
     if eps_prime is not None and eps is None:
         raise InvalidArgumentError("Expected --eps with --eps-prime.")
-    net = load_model(model, domain, trust_pickle)
+    net = load_model(model, domain, trust_pickle, input_shape)
     inputs = None
+    widened = None
     ep: object = eps_prime
     if data is not None:
         from faultbound.data import load_arrays
 
         X, y = load_arrays(str(data))
+        net, widened = fit_domain(net, X, str(data), domain_from_data)
         inputs = X
         if eps is not None and eps_prime is None:
             if y is None:
@@ -132,8 +138,10 @@ def report_cmd(
     if json:
         d = rep.to_dict()
         d["out"] = None if target is None else str(target)
+        d["domain_from_data"] = widened
         print_json(d)
         return
+    say_widened(widened, json)
     if rep.violations:
         err_console.print(f"VIOLATION: {rep.violations} certificate(s) below a measurement (a bug).", style="red")
     console.print(str(target), markup=False, highlight=False, soft_wrap=True)

@@ -219,11 +219,13 @@ def campaign_inputs(
         from faultbound.data import load_arrays
 
         x_np, y = load_arrays(str(data))
+        source = str(data)
     elif digits:
         from faultbound.data import digits as load_digits
 
         ds = load_digits()
         x_np, y = ds.X, ds.y
+        source = "the digits"
     else:
         assert samples is not None
         if samples < 1:
@@ -237,9 +239,12 @@ def campaign_inputs(
         )
     x = torch.as_tensor(x_np, dtype=torch.float64).reshape(-1, *net.input_shape)
     labels = None
-    if y is not None and y.ndim == 1 and len(y) == len(x) and np.issubdtype(y.dtype, np.number):
-        if np.all(np.equal(np.mod(y, 1), 0)) and net.n_outputs > 1:
-            labels = torch.as_tensor(y.astype(np.int64))
+    if y is not None and len(y) != len(x):
+        raise InvalidArgumentError(f"Expected one label per input in {source}, but got {len(y)} for {len(x)} inputs.")
+    if y is not None and y.ndim == 1 and net.n_outputs > 1:
+        from faultbound.data import check_labels
+
+        labels = torch.as_tensor(check_labels(y, net.n_outputs, source))
     return x, labels
 
 

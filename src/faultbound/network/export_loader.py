@@ -15,7 +15,8 @@ overload):
 * activations: ``sigmoid``, ``tanh``, ``relu``, ``relu6``, ``leaky_relu``, ``hardtanh``,
   ``softplus``, ``elu``, ``gelu`` (exact), ``silu``, and the tuned sigmoid ``sigmoid(mul(x, c))``
   as ``Sigmoid(k=c/4)``; decomposed forms (``x * sigmoid(x)``, the erf form of GELU) are
-  recognised too.
+  recognised too. In-place variants (``relu_``, ``hardtanh_``, ``leaky_relu_``, ``silu_``, ``elu_``,
+  ``dropout_``, ...), as ``inplace=True`` modules export, are read as the op itself.
 
 Nodes whose inputs are all constants (``t`` / ``permute`` of a weight, ...) are evaluated once.
 The Network is checked against ``ep.module()`` on probe inputs.
@@ -23,6 +24,7 @@ The Network is checked against ``ep.module()`` on probe inputs.
 
 from __future__ import annotations
 
+import io
 import operator
 from collections.abc import Callable
 from pathlib import Path
@@ -38,14 +40,23 @@ from faultbound.network.core import Network
 from faultbound.network.extract import build_network, check_against
 from faultbound.network.loaders import Act, ChainTracer, Dead, Expr, Gt, Poison, Value, batched_reference, first_line
 from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten, Op
+from faultbound.network.pt2_guard import quiet_torch_logging, read_checked_archive
 
 __all__ = ["load_exported", "network_from_exported"]
 
 
 def load_exported(path: Path, domain: Any = None) -> Network:
-    """Read ``path`` with :func:`torch.export.load` and extract its Network."""
+    """Read ``path`` with :func:`torch.export.load` and extract its Network.
+
+    The archive is first checked by :func:`~faultbound.network.pt2_guard.read_checked_archive`
+    (nothing in it can run code when torch reads it), and torch reads those checked bytes with its
+    logging kept off stderr.
+    """
+    with quiet_torch_logging():
+        data = read_checked_archive(path)
     try:
-        ep = torch.export.load(str(path))
+        with quiet_torch_logging():
+            ep = torch.export.load(io.BytesIO(data))
     except Exception as e:
         raise ModelLoadError(
             f"Cannot read {str(path)!r} as a torch.export program: {type(e).__name__}: {first_line(e)}"
@@ -201,10 +212,29 @@ def _is_const(a: Any) -> bool:
     return not isinstance(a, (Expr, Act, Gt, Dead, Poison, _Shape))
 
 
+def _safe_target(target: Any) -> bool:
+    """True for a target that only computes: an ``aten`` / ``prims`` operator, an ``operator`` or
+    ``math`` function, or one of torch's ``sym_*`` size helpers.
+
+    A program's JSON may name any attribute path under ``torch`` (``torch.os.system`` included) as a
+    node's target, and this loader evaluates nodes with constant inputs; only these targets are
+    ever called.
+    """
+    if isinstance(target, torch._ops.OpOverload):
+        return target.namespace in ("aten", "prims")
+    module = getattr(target, "__module__", None)
+    if module in ("_operator", "operator", "math"):
+        return True
+    name = getattr(target, "__name__", "")
+    return module == "torch" and isinstance(name, str) and name.startswith("sym_") and callable(target)
+
+
 def _call(tracer: ChainTracer, node: Any, label: str, env: dict[Any, Any]) -> Any:
     args = _map(node.args, env)
     kwargs = {k: _map(v, env) for k, v in node.kwargs.items()}
     target = node.target
+    if not _safe_target(target):
+        return tracer.fail(label, f"calls {str(target)[:80]!r}, which is not an aten operator")
     if target is operator.getitem:
         seq, i = args
         if isinstance(seq, (tuple, list)) and not _is_const(seq):
@@ -232,6 +262,11 @@ def _call(tracer: ChainTracer, node: Any, label: str, env: dict[Any, Any]) -> An
         return tracer.fail(label)
     a = _bind(target, tuple(args), kwargs)
     rule = _RULES.get(name)
+    if rule is None and name.endswith("_") and not name.startswith("_"):
+        # in-place variant (relu_, hardtanh_, leaky_relu_, silu_, elu_, dropout_, ...) of a supported
+        # op, as nn.ReLU(inplace=True) exports: same value; a later use of the overwritten input is
+        # an earlier layer's value, which the chain refuses, and the probe check compares the outputs.
+        rule = _RULES.get(name[:-1])
     if rule is None:
         return tracer.fail(label)
     try:

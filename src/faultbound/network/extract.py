@@ -260,6 +260,11 @@ def build_network(
                     raise UnsupportedModelError(
                         f"Layer {index} ({', '.join(gnames)}) has NaN or infinite weights."
                     )
+        if x[0].numel() == 0 or any(s == 0 for s in in_shape):
+            raise UnsupportedModelError(
+                f"Layer {index} ({', '.join(gnames)}) has 0 neurons (width 0, output shape "
+                f"{tuple(x.shape[1:])}): a layer without neurons computes nothing and has no fraction to fail."
+            )
         if act is not None and x.dim() > 2 and x.dim() != 4:
             raise UnsupportedModelError(f"Unexpected activation shape {tuple(x.shape)}.")
         layers.append(Layer(index, tuple(gops), act, in_shape, tuple(x.shape[1:]), ", ".join(gnames)))

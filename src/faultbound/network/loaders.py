@@ -19,6 +19,7 @@ model on probe inputs by :func:`~faultbound.network.extract.check_against`.
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 from collections.abc import Callable
@@ -52,7 +53,9 @@ _SUPPORTED_TEXT = (
 )
 
 
-def load(path: str | Path, domain: Any = None, trust_pickle: bool = False) -> Network:
+def load(
+    path: str | Path, domain: Any = None, trust_pickle: bool = False, input_shape: tuple[int, ...] | None = None
+) -> Network:
     """Load a model file as a :class:`~faultbound.network.core.Network`, checked on probe inputs.
 
     Args:
@@ -62,6 +65,8 @@ def load(path: str | Path, domain: Any = None, trust_pickle: bool = False) -> Ne
             :math:`[0, 1]^d` as in the paper.
         trust_pickle: allow unpickling a full module from a ``.pt`` / ``.pth`` file. Unpickling
             runs arbitrary code; only pass ``True`` for files from a trusted source.
+        input_shape: the shape of one input (without the batch), for a pickled module whose first
+            layer is not ``Linear`` (a CNN); ``.onnx`` and ``.pt2`` files record it themselves.
 
     Returns:
         The extracted Network; its forward pass equals the model's on probe inputs.
@@ -99,7 +104,7 @@ def load(path: str | Path, domain: Any = None, trust_pickle: bool = False) -> Ne
             from faultbound.network.export_loader import load_exported
 
             return load_exported(p, domain)
-        return _load_pickle(p, domain, trust_pickle)
+        return _load_pickle(p, domain, trust_pickle, input_shape)
     except FaultboundError:
         raise
     except Exception as e:  # anything onnx/torch raise on a malformed model, as one sentence
@@ -115,7 +120,7 @@ def first_line(e: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------ pickles
-def _load_pickle(path: Path, domain: Any, trust_pickle: bool) -> Network:
+def _load_pickle(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None = None) -> Network:
     if trust_pickle:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
@@ -127,33 +132,65 @@ def _load_pickle(path: Path, domain: Any, trust_pickle: bool) -> Network:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            if "weights only load failed" in str(e).lower():
+            if "weights only load failed" in str(e).lower() and _holds_pickle(path):
                 raise ModelLoadError(
                     f"{str(path)!r} holds pickled Python objects (such as a whole nn.Module), and "
                     "unpickling runs arbitrary code; pass trust_pickle=True (CLI: --trust-pickle) "
                     "only if you trust the file, or save the model with torch.export.save as .pt2."
                 ) from None
             raise ModelLoadError(
-                f"Cannot read torch.save file {str(path)!r}: {type(e).__name__}: {first_line(e)}"
+                f"{str(path)!r} is not a readable torch file (torch.save output): it holds neither "
+                "tensors nor a well-formed pickle."
             ) from None
         except Exception as e:
             raise ModelLoadError(
-                f"Cannot read torch.save file {str(path)!r}: {type(e).__name__}: {first_line(e)}"
+                f"{str(path)!r} is not a readable torch file: {type(e).__name__}: {first_line(e)}"
             ) from None
     if isinstance(obj, torch.nn.Module):
-        if domain is None and not _starts_with_linear(obj):
+        if input_shape is None and not _has_shape(domain) and not _starts_with_linear(obj):
             raise ModelLoadError(
                 f"The module in {str(path)!r} does not start with a Linear layer, so its input shape is "
-                "unknown: pass `domain` as (lo, hi) arrays of the input shape, or save the model with "
+                "unknown: pass input_shape=(C, H, W) (CLI: --input-shape C,H,W), or save the model with "
                 "torch.export.save (.pt2) or as ONNX, which record it."
             )
-        return Network.from_torch(obj, domain=domain)
+        return Network.from_torch(obj, domain=domain, input_shape=input_shape)
     if _is_state_dict(obj):
         raise ModelLoadError(
-            f"{str(path)!r} holds only weights (a state dict), not an architecture: build the "
-            "module in Python, call load_state_dict, then Network.from_torch(module)."
+            f"{str(path)!r} holds only weights (a state dict), not an architecture: build the module in "
+            "Python and call load_state_dict, then either Network.from_torch(module, input_shape=...) or, for "
+            "the CLI, torch.export.save(torch.export.export(module, (example,)), 'model.pt2')."
         )
     raise ModelLoadError(f"Expected {str(path)!r} to hold an nn.Module, but it holds a {type(obj).__name__}.")
+
+
+def _holds_pickle(path: Path) -> bool:
+    """True when ``path`` holds a complete pickle stream (torch's zip ``data.pkl`` or a legacy file).
+
+    Only parsed with :func:`pickletools.genops`, which reads opcodes and runs nothing; random bytes
+    almost never parse to a ``STOP``. This tells "a pickle of Python objects that the weights-only
+    reader refused" apart from "not a torch file at all".
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        data = path.read_bytes()
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    return False
+                data = z.read(names[0])
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+        return True
+    except Exception:
+        return False
+
+
+def _has_shape(domain: Any) -> bool:
+    """True when ``domain`` is ``(lo, hi)`` with an array bound (which then carries the input shape)."""
+    return domain is not None and any(np.ndim(b) > 0 for b in domain)
 
 
 def _starts_with_linear(module: torch.nn.Module) -> bool:
