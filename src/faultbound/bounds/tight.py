@@ -376,8 +376,9 @@ class _Rows:
         """:math:`M A` (``absolute=False``) or an entrywise upper bound of :math:`M |A|` for
         :math:`M \\ge 0` (``absolute=True``), for ``M`` of shape ``(..., N_out)``; ``(..., N_in)``.
 
-        The chained paths pull M back through each op in turn (autograd of the linear map, or of
-        the ops' absolute-value maps, whose product bounds :math:`|A|` entrywise).
+        The chained paths (and the band, when M has many rows: above :data:`_VJP_ENTRIES` products)
+        pull M back through each op in turn: autograd of the linear map (exact), or of the ops'
+        absolute-value maps, whose product bounds :math:`|A|` entrywise.
         """
         lead = M.shape[:-1]
         M2 = M.reshape(-1, M.shape[-1])
@@ -385,7 +386,7 @@ class _Rows:
             A = self.abs_matrix if absolute else _signed_matrix(self.layer)
             assert A is not None
             out = M2 @ A
-        elif self.kind == "local":
+        elif self.kind == "local" and M2.shape[0] * self.local.values.numel() <= _VJP_ENTRIES:  # type: ignore[union-attr]
             assert self.local is not None
             loc = self.local
             W = loc.values.abs() if absolute else loc.values
@@ -506,6 +507,8 @@ def _topk_sum(terms: Tensor, k: int) -> Tensor:
 
 #: Entries of a receptive-field band (:class:`_Local`) that are stored, at most.
 _LOCAL_ENTRIES = 16_000_000
+#: Rows x band entries above which :meth:`_Rows.vjp` pulls back through the ops instead of the band.
+_VJP_ENTRIES = 64_000_000
 
 
 def _rows_for(layer: Layer) -> _Rows:
@@ -522,8 +525,10 @@ def _rows_for(layer: Layer) -> _Rows:
         A = layer.effective_matrix()
         return _Rows(layer, "matrix", A.abs(), A != 0)
     if band is not None and band <= _LOCAL_ENTRIES:
-        loc = _local_rows(layer)
+        got = layer._cache.get("band")  # like the effective matrix: box-independent, built once
+        loc = got if isinstance(got, _Local) else _local_rows(layer)
         if loc is not None:
+            layer._cache["band"] = loc
             return _Rows(layer, "local", local=loc)
     if entries <= _MATRIX_ENTRIES:
         A = layer.effective_matrix()

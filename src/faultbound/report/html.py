@@ -1024,7 +1024,7 @@ th { white-space:nowrap; background:#eef1f5; font-weight:600; font-size:13px; co
 td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tr:last-child td { border-bottom:none; }
 tr.violation td { background:#fdecea; }
-.pill { display:inline-block; border-radius:10px; padding:0 8px; font-size:12px; font-weight:600; }
+.pill { display:inline-block; border-radius:10px; padding:0 8px; font-size:12px; font-weight:600; white-space:nowrap; }
 .pill.ok { background:#e3f3e8; color:var(--ok); }
 .pill.bad { background:var(--bad); color:#fff; }
 .pill.unb { background:#eceff3; color:var(--muted); }
