@@ -376,9 +376,10 @@ class _Rows:
         """:math:`M A` (``absolute=False``) or an entrywise upper bound of :math:`M |A|` for
         :math:`M \\ge 0` (``absolute=True``), for ``M`` of shape ``(..., N_out)``; ``(..., N_in)``.
 
-        The chained paths (and the band, when M has many rows: above :data:`_VJP_ENTRIES` products)
-        pull M back through each op in turn: autograd of the linear map (exact), or of the ops'
-        absolute-value maps, whose product bounds :math:`|A|` entrywise.
+        The chained paths (and the band of a single convolution, or when M has many rows: above
+        :data:`_VJP_ENTRIES` products) pull M back through each op in turn: autograd of the linear
+        map (exact), or of the ops' absolute-value maps, whose product bounds :math:`|A|` entrywise
+        (exactly :math:`|A|` for a single weighted op: each synapse meets one weight).
         """
         lead = M.shape[:-1]
         M2 = M.reshape(-1, M.shape[-1])
@@ -386,7 +387,11 @@ class _Rows:
             A = self.abs_matrix if absolute else _signed_matrix(self.layer)
             assert A is not None
             out = M2 @ A
-        elif self.kind == "local" and M2.shape[0] * self.local.values.numel() <= _VJP_ENTRIES:  # type: ignore[union-attr]
+        elif (
+            self.kind == "local"
+            and self.layer._simple is None  # one conv: autograd below is exact, and faster
+            and M2.shape[0] * self.local.values.numel() <= _VJP_ENTRIES  # type: ignore[union-attr]
+        ):
             assert self.local is not None
             loc = self.local
             W = loc.values.abs() if absolute else loc.values
