@@ -186,12 +186,97 @@ def run(epochs: int, threads: int, quick: bool) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- conv28 section
+
+
+def _cnn28() -> nn.Sequential:
+    """Conv(1->8, 3x3) -> ReLU -> AvgPool(2) -> Conv(8->16, 3x3) -> ReLU -> Flatten -> Linear(3136 -> 10)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 14 * 14, 10),
+    )
+
+
+def jacobian_range_bound(net: fb.Network, failures: list[int]) -> float:
+    """The simple sound bound for crashes: per output o, sum over layers k of
+    :math:`\\operatorname{top}_{f_k}(|J_k|_{oi}\\,\\max|y_i|)`, with
+    :math:`|J_k| = |A_{L+1}|\\,|A_L| \\cdots |A_{k+1}|` (ReLU is 1-Lipschitz) pulled back through
+    every op's absolute-value map by autograd; a crashed neuron moves by at most its range.
+    Written here from the public ops, independently of ``bounds/tight.py``."""
+    boxes = net.intervals()
+    n_out = net.n_outputs
+    total = torch.zeros(n_out, dtype=torch.float64)
+    # rows of |J| for every output, pulled back layer by layer from the output
+    rows = torch.eye(n_out, dtype=torch.float64)
+    for k in range(net.L, 0, -1):  # hidden layer k (1-based) feeds layer k+1 = net.layers[k]
+        layer = net.layers[k]
+        x = torch.zeros((n_out, *layer.in_shape), dtype=torch.float64, requires_grad=True)
+        y = layer.abs_linear(x).reshape(n_out, -1)
+        (rows,) = torch.autograd.grad((y * rows).sum(), x)
+        rows = rows.reshape(n_out, -1).detach()
+        f = failures[k - 1]
+        if f > 0:
+            terms = rows * boxes[k - 1].y_abs.reshape(1, -1)
+            total += torch.topk(terms, min(f, terms.shape[1]), dim=1).values.sum(1)
+    return float(total.max())
+
+
+def run_conv28(threads: int) -> dict[str, Any]:
+    """Conv -> ReLU -> AvgPool -> Conv on 1x28x28 (seeded default initialisation, domain [0, 1]^784):
+    tight, paper and the simple Jacobian x range bound against the worst case found, crashes."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = fb.Network.from_torch(_cnn28(), input_shape=(1, 28, 28))
+    rows = []
+    for f in ([1, 0], [0, 1], [1, 1], [2, 0]):
+        t0 = time.perf_counter()
+        tight = fb.bound(net, f, fb.Crash(), method="tight").value
+        t_tight = time.perf_counter() - t0
+        paper = fb.bound(net, f, fb.Crash(), method="paper").value
+        simple = jacobian_range_bound(net, f)
+        w = worst_case(net, fb.Crash(), f, seed=0)
+        worst = float(w["max_error"])
+        if worst > tight + 1e-9:
+            raise AssertionError(f"conv28 {f}: measured {worst} > tight bound {tight}")
+        rows.append(
+            {
+                "failures": f,
+                "worst_found": worst,
+                "tight": tight,
+                "paper": paper,
+                "jacobian_range": simple,
+                "tight_over_worst": tight / worst if worst > 0 else None,
+                "jacobian_range_over_worst": simple / worst if worst > 0 else None,
+                "tight_over_jacobian_range": tight / simple if simple > 0 else None,
+                "tight_seconds": t_tight,
+            }
+        )
+    return {
+        "command": f"benchmarks/tightness.py --conv28 --threads {threads}",
+        "network": "Conv(1->8,3x3,p1) ReLU AvgPool(2) Conv(8->16,3x3,p1) ReLU Flatten Linear(3136->10), "
+        "torch.manual_seed(0) default init",
+        "domain": "[0, 1]^(1x28x28)",
+        "widths": net.widths,
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads, "torch": torch.__version__},
+        "rows": rows,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="four networks only")
+    p.add_argument("--conv28", action="store_true", help="only the 1x28x28 Conv-AvgPool-Conv section")
     a = p.parse_args()
+    if a.conv28:
+        print(json.dumps(run_conv28(a.threads), indent=2))
+        return
     print(json.dumps(run(a.epochs, a.threads, a.quick), indent=2))
 
 

@@ -341,6 +341,7 @@ def test_domain_intervals_contain_clean_values(net: Network, seed: int) -> None:
 def test_large_layer_paths_sound(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     """The unfold (plain convolutions) and fallback (other chains) rules, forced on a small net."""
     monkeypatch.setattr(tight, "_MATRIX_ENTRIES", 0)
+    monkeypatch.setattr(tight, "_LOCAL_ENTRIES", 0)
     torch.manual_seed(3)
     if path == "unfold":
         model = nn.Sequential(
@@ -501,3 +502,128 @@ def test_case_b_byzantine_deviation_tight_covers_the_true_error() -> None:
     # and against the brute force over every failure set, sign and a grid of the domain
     grid = torch.linspace(0, 1, 101, dtype=torch.float64)[:, None]
     assert float(brute_neurons(net, [1, 1], fault, grid).max()) <= tight_value + TOL
+
+# --------------------------------------------------------------------------- conv / pool chains
+
+
+@st.composite
+def conv_chains(draw: st.DrawFn) -> Network:
+    """Conv -> act -> [AvgPool] -> Conv (strides, paddings, overlapping pools) -> act -> Linear."""
+    H = draw(st.integers(4, 6))
+    c1, c2 = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    k1, p1, s1 = draw(st.integers(2, 3)), draw(st.integers(0, 1)), draw(st.integers(1, 2))
+    pool = draw(st.sampled_from([None, (2, 2, 0), (2, 1, 0), (3, 2, 1)]))
+    k2, p2, s2 = draw(st.integers(1, 3)), draw(st.integers(0, 1)), draw(st.integers(1, 2))
+    act = draw(st.sampled_from(["relu", "tanh", "sigmoid", "leaky"]))
+    scale = draw(st.sampled_from([0.5, 1.0, 2.0]))
+    seed = draw(st.integers(0, 10_000))
+    side = (H + 2 * p1 - k1) // s1 + 1
+    mods: list[nn.Module] = [nn.Conv2d(1, c1, k1, stride=s1, padding=p1), ACTS[act]()]
+    if pool is not None:
+        pk, ps, pp = pool
+        if side + 2 * pp < pk:
+            pool = None
+        else:
+            mods.append(nn.AvgPool2d(pk, ps, pp))
+            side = (side + 2 * pp - pk) // ps + 1
+    side2 = (side + 2 * p2 - k2) // s2 + 1
+    if side2 < 1 or side < 1:  # no room for the second conv: a 1x1 one
+        k2, p2, s2, side2 = 1, 0, 1, side
+    mods += [nn.Conv2d(c1, c2, k2, stride=s2, padding=p2), ACTS[act](), nn.Flatten(), nn.Linear(c2 * side2 * side2, 2)]
+    model = nn.Sequential(*mods)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * scale)
+    return fb.Network.from_torch(model, input_shape=(1, H, H))
+
+
+def _dense_band(layer: fb.network.core.Layer, loc: tight._Local) -> Tensor:
+    A = torch.zeros((layer.width, layer.in_width), dtype=torch.float64)
+    rows = torch.arange(layer.width)[:, None].expand_as(loc.index)
+    A[rows[loc.valid], loc.index[loc.valid]] = loc.values[loc.valid]
+    return A
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=conv_chains(), seed=st.integers(0, 100), k=st.integers(1, 5))
+def test_local_band_is_the_effective_matrix(net: Network, seed: int, k: int) -> None:
+    """The receptive-field band holds exactly the entries of A (every non-zero, each once), and its
+    sums and signed / clamped top-k equal those of the materialised matrix."""
+    g = torch.Generator().manual_seed(seed)
+    for layer in net.hidden:
+        loc = tight._local_rows(layer)
+        assert loc is not None
+        A = layer.effective_matrix()
+        assert torch.allclose(_dense_band(layer, loc), A, rtol=0, atol=1e-12)
+        # each input position appears at most once per row
+        for j in range(layer.width):
+            idx = loc.index[j][loc.valid[j]]
+            assert idx.unique().numel() == idx.numel()
+        local = tight._Rows(layer, "local", local=loc)
+        dense = tight._Rows(layer, "matrix", A.abs(), A != 0)
+        e = torch.rand((2, layer.in_width), generator=g, dtype=torch.float64)
+        u = torch.rand((2, layer.in_width), generator=g, dtype=torch.float64) * 2 - 1
+        assert torch.allclose(local.abs_mul(e), dense.abs_mul(e), rtol=1e-12, atol=1e-14)
+        for signed in (True, False):
+            got = local.topk(k, lambda w, v: w * v, [u], signed)
+            ref = dense.topk(k, lambda w, v: w * v, [u], signed)
+            assert torch.allclose(got, ref, rtol=1e-12, atol=1e-14), (signed, got, ref)
+        M = torch.rand((3, layer.width), generator=g, dtype=torch.float64) * 2 - 1
+        assert torch.allclose(local.vjp(M, absolute=False), M @ A, rtol=1e-12, atol=1e-13)
+        assert torch.allclose(local.vjp(M.abs(), absolute=True), M.abs() @ A.abs(), rtol=1e-12, atol=1e-13)
+
+
+@settings(max_examples=max(10, N_EXAMPLES // 4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=conv_chains(), data=st.data())
+def test_conv_pool_chains_sound(net: Network, data: st.DataObject) -> None:
+    """Brute force over every failure set on Conv -> [AvgPool] -> Conv chains, with the band rows
+    forced (no matrix), and with the default rule choice."""
+    forced = data.draw(st.booleans())
+    with pytest.MonkeyPatch.context() as m:
+        if forced:
+            m.setattr(tight, "_MATRIX_ENTRIES", 0)
+            if data.draw(st.booleans()):  # the second bound pulls back through the ops, not the band
+                m.setattr(tight, "_VJP_ENTRIES", 0)
+        x = points(net, 24, seed=1)
+        widths = net.widths
+        counts = [[1, 0], [0, 1], [1, 1]] + ([[0, 2]] if widths[1] >= 2 else [])
+        for f in counts:
+            for fault in (Crash(), Byzantine(1.0)):
+                value, _ = tight_bound(net, f, fault)
+                _check(brute_neurons(net, f, fault, x), value, f"forced={forced} {fault} f={f}")
+        plan = prepare(net, Crash())
+        if forced:
+            assert [r.kind for r in plan.rows] == ["local", "local", "matrix"]
+
+
+def _abs_jacobian_range(net: Network, k: int, f: int, capacity: float | None) -> float:
+    """Reference: per output, top_f over the neurons i of hidden layer k of |J|_{oi} Delta_i with
+    |J| = |A_{L+1}| K_L |A_L| ... K_{k+1} |A_{k+1}| (dense effective matrices) and Delta_i the
+    neuron's range max|y_i| over interval propagation (+ C for Byzantine)."""
+    J = net.layers[-1].effective_matrix().abs()
+    for l in range(net.L, k, -1):  # hidden layer l (1-based) sits between A_l and A_{l+1}
+        act = net.layers[l - 1].activation
+        assert act is not None
+        J = (J * act.K) @ net.layers[l - 1].effective_matrix().abs()
+    iv = net.intervals()[k - 1]
+    delta = torch.maximum(iv.y_lo.abs(), iv.y_hi.abs()).reshape(-1)
+    if capacity is not None:
+        delta = delta + capacity
+    terms = J * delta[None]
+    return float(torch.topk(terms, min(f, terms.shape[1]), dim=1).values.sum(1).max())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=conv_chains(), forced=st.booleans(), f=st.integers(1, 3))
+def test_tight_never_above_jacobian_times_range(net: Network, forced: bool, f: int) -> None:
+    """One failing layer: tight <= top_f(|J| Delta), the simple sound bound (issue 12)."""
+    with pytest.MonkeyPatch.context() as m:
+        if forced:
+            m.setattr(tight, "_MATRIX_ENTRIES", 0)
+        for k in (1, 2):
+            counts = [f if i == k - 1 else 0 for i in range(net.L)]
+            for fault, cap in ((Crash(), None), (Byzantine(1.0), 1.0)):
+                value, _ = tight_bound(net, counts, fault)
+                ref = _abs_jacobian_range(net, k, f, cap)
+                assert value <= ref * (1 + 1e-9) + 1e-300, (k, f, fault, value, ref)

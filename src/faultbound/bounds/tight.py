@@ -56,7 +56,7 @@ failure deviation at only :math:`g_l` neurons, and in total at most :math:`g_l` 
 :math:`e_j = \\min(K_j t_j, \\ldots) + \\lambda_l`.
 
 **Second bound: interval back-substitution** (:func:`_linear_deviation`, neuron faults and
-precision, dense or small layers, activations with a known derivative range: sigmoid, tanh, ReLU,
+precision, every layer kind, activations with a known derivative range: sigmoid, tanh, ReLU,
 LeakyReLU, Hardtanh, ELU). The faulty-minus-clean output is :math:`\\sum_k M_k c_k` with
 :math:`M_k = A_{L+1} D_L A_L \\cdots D_{k+1} A_{k+1}`, :math:`D` the diagonal secant slopes (inside
 :math:`[\\min\\varphi', \\max\\varphi']` over the widened intervals above) and :math:`c_k` what failing
@@ -69,10 +69,16 @@ back-substituting linear relaxations of the activations (triangle for ReLU/Leaky
 exact offsets for sigmoid/tanh, the image's constant lines otherwise) down to the input box, and
 the two are intersected (both are sound, so is the intersection).
 
-**Convolutions.** Rows are those of the effective matrix :math:`A^{(l)}` (materialised when it is
-small); large plain convolutions take the top terms per receptive field with ``unfold`` (the
-positive-part form, sound for every set); other large chains fall back to
-:math:`\\operatorname{top}_f \\le \\sum_i` (sound, looser).
+**Convolutions and pooling.** Rows are those of the effective matrix :math:`A^{(l)}` (materialised
+when it is small and no band is much smaller). A chain of convolutions, average poolings and
+per-channel affines reads, per output neuron, only a receptive field of :math:`C_{in} R_h R_w`
+inputs (:func:`_receptive_field`: stride, padding and extent of the composed chain); its rows are
+kept as that band (:func:`_local_rows`, obtained from :math:`C_{in} R_h R_w` periodic probe inputs
+and checked against the chain), so :math:`\\sum_i |A_{ji}| e_i` and the exact top-f per row cost
+:math:`N_l C_{in} R_h R_w` (e.g. conv 3x3 after a 2x2 pool: 6x6 per input channel). Larger plain
+convolutions take the top terms per receptive field with ``unfold`` (the positive-part form, sound
+for every set); other large chains fall back to :math:`\\operatorname{top}_f \\le f \\max_i`
+(sound, looser).
 
 **Why tight <= paper.** By induction :math:`e_i \\le D_{l-1}` and :math:`\\Delta_i \\le \\Delta_{l-1}`
 (per-neuron values never exceed the layer's), :math:`|w_{ji}| \\le w_m`, :math:`K_j \\le K`, so
@@ -115,7 +121,7 @@ from faultbound.network.activations import Sigmoid as _Sigmoid
 from faultbound.network.activations import Softplus as _Softplus
 from faultbound.network.activations import Tanh as _Tanh
 from faultbound.network.core import Layer, LayerIntervals, Network
-from faultbound.network.ops import Conv, Dense
+from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten
 
 __all__ = [
     "LayerBox",
@@ -301,19 +307,53 @@ TermFn = Callable[..., Tensor]
 
 
 @dataclass(frozen=True, eq=False)
+class _Local:
+    """The non-zero band of :math:`A^{(l)}` for a chain of convolutions and poolings.
+
+    Row j (output channel c, position p) reads only the inputs of its receptive field
+    :math:`[p S - P, p S - P + R)` per spatial axis (:func:`_receptive_field`), so the row is stored as
+    ``F = C_{in} R_h R_w`` entries: ``values[j, f]`` is :math:`A_{j, \\mathrm{index}[j, f]}` and
+    ``valid[j, f]`` says that the position lies inside the input (outside it, in the padding, the
+    entry is no synapse and its value is 0). ``N_out x F`` numbers instead of ``N_out x N_in``.
+    """
+
+    values: Tensor  # (N_out, F) signed entries of A
+    index: Tensor  # (N_out, F) int64 column of A (0 where invalid)
+    valid: Tensor  # (N_out, F) bool: inside the input
+
+
+@dataclass(frozen=True, eq=False)
 class _Rows:
-    """How to take per-row sums and top-k sums of layer l's rows (one of three paths)."""
+    """How to take per-row sums and top-k sums of layer l's rows (one of four paths).
+
+    ``"matrix"``: the effective matrix, materialised (small layers, dense layers); ``"local"``: the
+    receptive-field band of a conv/pool chain (:class:`_Local`, exact, no ``N_out x N_in`` matrix);
+    ``"unfold"``: a single large convolution, top terms per receptive field with ``unfold``;
+    ``"fallback"``: :math:`\\operatorname{top}_f \\le f \\max` through the row sums (sound, loose).
+    """
 
     layer: Layer
-    kind: str  # "matrix" | "unfold" | "fallback"
+    kind: str  # "matrix" | "local" | "unfold" | "fallback"
     abs_matrix: Tensor | None = None  # (N_out, N_in) for "matrix"
     structural: Tensor | None = None  # (N_out, N_in) bool: the entry is a synapse ("matrix", non-dense)
+    local: _Local | None = None  # for "local"
 
     def abs_mul(self, e: Tensor) -> Tensor:
         """:math:`\\sum_i |A_{ji}| e_i` (an upper bound for the chained fallback), ``(B, N_out)``."""
         if self.kind == "matrix":
             assert self.abs_matrix is not None
             return e @ self.abs_matrix.T
+        if self.kind == "local":
+            assert self.local is not None
+            loc = self.local
+            W = loc.values.abs()
+            B, (n_out, n_f) = e.shape[0], W.shape
+            out = torch.empty((B, n_out), dtype=torch.float64)
+            rows = max(1, _CHUNK // max(1, B * n_f))
+            for r0 in range(0, n_out, rows):
+                r1 = min(n_out, r0 + rows)
+                out[:, r0:r1] = (e[:, loc.index[r0:r1]] * W[None, r0:r1]).sum(-1)
+            return out
         B = e.shape[0]
         return self.layer.abs_linear(e.reshape(B, *self.layer.in_shape)).reshape(B, -1)
 
@@ -328,9 +368,50 @@ class _Rows:
         """
         if self.kind == "matrix":
             return self._topk_matrix(k, fn, vals, signed)
+        if self.kind == "local":
+            return self._topk_local(k, fn, vals, signed)
         if self.kind == "unfold":
             return self._topk_unfold(k, fn, vals)
         return self._topk_fallback(k, fn, vals if upper is None else upper)
+
+    def vjp(self, M: Tensor, absolute: bool) -> Tensor:
+        """:math:`M A` (``absolute=False``) or an entrywise upper bound of :math:`M |A|` for
+        :math:`M \\ge 0` (``absolute=True``), for ``M`` of shape ``(..., N_out)``; ``(..., N_in)``.
+
+        The chained paths (and the band of a single convolution, or when M has many rows: above
+        :data:`_VJP_ENTRIES` products) pull M back through each op in turn: autograd of the linear
+        map (exact), or of the ops' absolute-value maps, whose product bounds :math:`|A|` entrywise
+        (exactly :math:`|A|` for a single weighted op: each synapse meets one weight).
+        """
+        lead = M.shape[:-1]
+        M2 = M.reshape(-1, M.shape[-1])
+        if self.kind == "matrix":
+            A = self.abs_matrix if absolute else _signed_matrix(self.layer)
+            assert A is not None
+            out = M2 @ A
+        elif (
+            self.kind == "local"
+            and self.layer._simple is None  # one conv: autograd below is exact, and faster
+            and M2.shape[0] * self.local.values.numel() <= _VJP_ENTRIES  # type: ignore[union-attr]
+        ):
+            assert self.local is not None
+            loc = self.local
+            W = loc.values.abs() if absolute else loc.values
+            n_in = self.layer.in_width
+            out = torch.zeros((M2.shape[0], n_in), dtype=torch.float64)
+            flat = loc.index.reshape(-1)
+            step = max(1, _CHUNK // max(1, W.numel()))
+            for r0 in range(0, M2.shape[0], step):
+                r1 = min(M2.shape[0], r0 + step)
+                out[r0:r1].index_add_(1, flat, (M2[r0:r1, :, None] * W[None]).reshape(r1 - r0, -1))
+        else:
+            layer = self.layer
+            x = torch.zeros((M2.shape[0], *layer.in_shape), dtype=torch.float64, requires_grad=True)
+            with torch.enable_grad():
+                y = (layer.abs_linear(x) if absolute else layer.linear(x)).reshape(M2.shape[0], -1)
+                (g,) = torch.autograd.grad((y * M2).sum(), x)
+            out = g.reshape(M2.shape[0], -1)
+        return out.reshape(*lead, -1)
 
     def _topk_matrix(self, k: int, fn: TermFn, vals: Sequence[Tensor], signed: bool) -> Tensor:
         assert self.abs_matrix is not None
@@ -348,6 +429,38 @@ class _Rows:
             if not signed:
                 terms = terms.clamp_min(0.0)
             out[:, r0:r1] = _topk_sum(terms, k)
+        return out
+
+    def _topk_local(self, k: int, fn: TermFn, vals: Sequence[Tensor], signed: bool) -> Tensor:
+        """Exactly :meth:`_topk_matrix` on the band. Every entry of row j outside its synapses is 0,
+        so a signed row chooses among its synapses' terms and :math:`\\min(k, N_{in} - n_j)` zeros
+        (:math:`n_j` synapses in row j); padding positions are no input and never chosen."""
+        assert self.local is not None
+        loc = self.local
+        W = loc.values.abs()
+        n_out, n_f = W.shape
+        n_in = self.layer.in_width
+        B = vals[0].shape[0]
+        live = loc.valid & (loc.values != 0)
+        k = min(k, n_in)
+        if signed:
+            zeros = (n_in - live.sum(1, keepdim=True)).clamp(max=k)  # (N_out, 1) zeros on offer
+            z_ok = torch.arange(k)[None, :] < zeros  # (N_out, k)
+        out = torch.empty((B, n_out), dtype=torch.float64)
+        rows = max(1, _CHUNK // max(1, B * (n_f + k)))
+        for r0 in range(0, n_out, rows):
+            r1 = min(n_out, r0 + rows)
+            idx = loc.index[r0:r1]
+            terms = fn(W[None, r0:r1, :], *(v[:, idx] for v in vals))
+            if not signed:
+                terms = torch.where(live[None, r0:r1, :], terms, torch.zeros((), dtype=terms.dtype)).clamp_min(0.0)
+                out[:, r0:r1] = _topk_sum(terms, min(k, n_f))
+                continue
+            ninf = torch.full((), -math.inf, dtype=terms.dtype)
+            terms = torch.where(live[None, r0:r1, :], terms, ninf)
+            pad = torch.where(z_ok[None, r0:r1, :], torch.zeros((), dtype=terms.dtype), ninf).expand(B, -1, -1)
+            terms = torch.cat([terms, pad], -1)  # at least k finite entries per row
+            out[:, r0:r1] = torch.topk(terms, k, dim=-1, sorted=False).values.sum(-1)
         return out
 
     def _topk_unfold(self, k: int, fn: TermFn, vals: Sequence[Tensor]) -> Tensor:
@@ -399,17 +512,139 @@ def _topk_sum(terms: Tensor, k: int) -> Tensor:
     return torch.topk(terms, k, dim=-1, sorted=False).values.sum(-1)
 
 
+#: Entries of a receptive-field band (:class:`_Local`) that are stored, at most.
+_LOCAL_ENTRIES = 16_000_000
+#: Rows x band entries above which :meth:`_Rows.vjp` pulls back through the ops instead of the band.
+_VJP_ENTRIES = 64_000_000
+
+
 def _rows_for(layer: Layer) -> _Rows:
+    """The cheapest exact row rule of ``layer``: the dense matrix, the effective matrix when it is
+    small and no band is much smaller, the band of a conv/pool chain, a single convolution's
+    ``unfold``, and only then the loose fallback."""
     simple = layer._simple  # the single weighted op, if the chain is that op plus flattens
     if isinstance(simple, Dense):
         return _Rows(layer, "matrix", simple.weight.abs())
     entries = layer.in_width * layer.width
+    rf = _receptive_field(layer)
+    band = None if rf is None else layer.width * rf[0] * math.prod(rf[1])
+    if entries <= _MATRIX_ENTRIES and (band is None or 8 * band > entries):
+        A = layer.effective_matrix()
+        return _Rows(layer, "matrix", A.abs(), A != 0)
+    if band is not None and band <= _LOCAL_ENTRIES:
+        got = layer._cache.get("band")  # like the effective matrix: box-independent, built once
+        loc = got if isinstance(got, _Local) else _local_rows(layer)
+        if loc is not None:
+            layer._cache["band"] = loc
+            return _Rows(layer, "local", local=loc)
     if entries <= _MATRIX_ENTRIES:
         A = layer.effective_matrix()
         return _Rows(layer, "matrix", A.abs(), A != 0)
     if isinstance(simple, Conv) and layer.ops[0] is simple and len(layer.in_shape) == 3:
         return _Rows(layer, "unfold")
     return _Rows(layer, "fallback")
+
+
+def _receptive_field(
+    layer: Layer,
+) -> tuple[int, tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, ...]] | None:
+    """``(C_in, R, S, P, out_shape)`` of a chain of convolutions, average poolings and per-channel
+    affines (a trailing flatten allowed) on a ``(C, H, W)`` input, else ``None``.
+
+    Per spatial axis, output p reads the inputs :math:`[pS - P, pS - P + R)`. An op with kernel k,
+    stride s and padding q after a chain (S, P, R) gives :math:`(sS,\\ qS + P,\\ (k-1)S + R)`: its
+    output p reads chain outputs :math:`[ps - q, ps - q + k)`, each of which reads R inputs spaced S.
+    """
+    if len(layer.in_shape) != 3:
+        return None
+    ops = list(layer.ops)
+    while ops and isinstance(ops[-1], Flatten):
+        ops.pop()
+    S, P, R = [1, 1], [0, 0], [1, 1]
+    shape: tuple[int, ...] = tuple(layer.in_shape)
+    for op in ops:
+        if isinstance(op, Conv):
+            k: tuple[int, ...] = tuple(op.weight.shape[2:])
+            st, pd = op.stride, op.padding
+            shape = (int(op.weight.shape[0]),) + tuple((shape[1 + a] + 2 * pd[a] - k[a]) // st[a] + 1 for a in range(2))
+        elif isinstance(op, AvgPool):
+            k, st, pd = op.kernel, op.stride, op.padding
+            shape = (shape[0],) + tuple((shape[1 + a] + 2 * pd[a] - k[a]) // st[a] + 1 for a in range(2))
+        elif isinstance(op, ChannelAffine):
+            continue
+        else:
+            return None
+        for a in range(2):
+            S[a], P[a], R[a] = st[a] * S[a], pd[a] * S[a] + P[a], (k[a] - 1) * S[a] + R[a]
+    if math.prod(shape) != layer.width:
+        return None
+    return layer.in_shape[0], (R[0], R[1]), (S[0], S[1]), (P[0], P[1]), shape
+
+
+def _local_rows(layer: Layer) -> _Local | None:
+    """The band of :math:`A^{(l)}` (:class:`_Local`) from :math:`C_{in} R_h R_w` probe inputs.
+
+    Probe (c, a, b) is 1 at channel c on every position :math:`(h, w)` with
+    :math:`h \\equiv a \\pmod{R_h}`, :math:`w \\equiv b \\pmod{R_w}`, 0 elsewhere. A receptive field
+    spans exactly :math:`R` consecutive positions per axis, so it holds exactly one such position
+    (offset :math:`(a - \\mathrm{base}) \\bmod R`), and output j of the linear part on the probe is
+    that single entry :math:`A_{j,i}`. Every (row, offset) pair is met by exactly one probe. A
+    random input checks the band against the chain (``None`` if it ever differed).
+    """
+    rf = _receptive_field(layer)
+    if rf is None:
+        return None
+    c_in, (Rh, Rw), (Sh, Sw), (Ph, Pw), (c_out, OH, OW) = rf
+    _, H, W = layer.in_shape
+    n_f = c_in * Rh * Rw
+    hh = torch.arange(H) % Rh
+    ww = torch.arange(W) % Rw
+    outs = []
+    per = max(1, _CHUNK // max(1, layer.in_width + layer.width))
+    probes = [(c, a, b) for c in range(c_in) for a in range(Rh) for b in range(Rw)]
+    with torch.no_grad():
+        for p0 in range(0, n_f, per):
+            chunk = probes[p0 : p0 + per]
+            x = torch.zeros((len(chunk), c_in, H, W), dtype=torch.float64)
+            for n, (c, a, b) in enumerate(chunk):
+                x[n, c] = ((hh == a)[:, None] & (ww == b)[None, :]).to(torch.float64)
+            outs.append(layer.linear(x).reshape(len(chunk), c_out, OH, OW))
+    out = torch.cat(outs, 0).reshape(c_in, Rh, Rw, c_out, OH, OW)
+    base_h = torch.arange(OH) * Sh - Ph  # (OH,)
+    base_w = torch.arange(OW) * Sw - Pw
+    dh, dw = torch.arange(Rh), torch.arange(Rw)
+    pos_h = base_h[:, None] + dh[None, :]  # (OH, Rh) input row of offset dh
+    pos_w = base_w[:, None] + dw[None, :]
+    ah, aw = pos_h % Rh, pos_w % Rw  # the probe phase that lights that position
+    ci = torch.arange(c_in)
+    vals = out[
+        ci[None, None, None, :, None, None],
+        ah[None, :, None, None, :, None],
+        aw[None, None, :, None, None, :],
+        torch.arange(c_out)[:, None, None, None, None, None],
+        torch.arange(OH)[None, :, None, None, None, None],
+        torch.arange(OW)[None, None, :, None, None, None],
+    ]  # (c_out, OH, OW, c_in, Rh, Rw)
+    ok_h = (pos_h >= 0) & (pos_h < H)
+    ok_w = (pos_w >= 0) & (pos_w < W)
+    valid = (ok_h[None, :, None, None, :, None] & ok_w[None, None, :, None, None, :]).expand(vals.shape)
+    index = (
+        ci[None, None, None, :, None, None] * (H * W)
+        + pos_h.clamp(0, H - 1)[None, :, None, None, :, None] * W
+        + pos_w.clamp(0, W - 1)[None, None, :, None, None, :]
+    ).expand(vals.shape)
+    n_out = c_out * OH * OW
+    vals = torch.where(valid, vals, torch.zeros((), dtype=vals.dtype)).reshape(n_out, n_f).contiguous()
+    loc = _Local(vals, index.reshape(n_out, n_f).contiguous(), valid.reshape(n_out, n_f).contiguous())
+    # check the band against the chain on a random input (a wrong band would be unsound)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((2, *layer.in_shape), generator=g, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        ref = layer.linear(x).reshape(2, -1)
+    got = (x.reshape(2, -1)[:, loc.index] * loc.values[None]).sum(-1)
+    if not torch.allclose(got, ref, rtol=1e-9, atol=1e-9 * (1.0 + float(ref.abs().max()))):
+        return None  # pragma: no cover - a receptive field the formula above missed
+    return loc
 
 
 # --------------------------------------------------------------------------- plan
@@ -629,11 +864,14 @@ def _linear_deviation(
     :math:`|(F_{fail} - F)_o| \\le \\sum_k \\operatorname{top}_{f_k}(|M_k|_{oi}\\, c_{k,i})_i`
     (the sum over i for precision). Signs cancel inside :math:`M_k`, which the per-neuron
     propagation cannot see; the caller keeps the smaller of the two bounds (both are sound, both
-    are non-decreasing in every count). Needs matrix rows for every layer and a continuous
-    activation with a known derivative range in every hidden layer.
+    are non-decreasing in every count). Needs a continuous activation with a known derivative
+    range in every hidden layer. The products are taken row by row from the output
+    (:meth:`_Rows.vjp`: the matrix, the receptive-field band, or autograd through the chain), so no
+    :math:`N_l \\times N_{l-1}` matrix is built for convolutions; for a chain without an exact row
+    rule, :math:`M_r |A|` is replaced by the larger :math:`M_r |A_k| \\cdots |A_1|` (sound).
     """
     net = plan.net
-    if not any(c is not None for c in cs) or any(r.kind != "matrix" for r in plan.rows):
+    if not any(c is not None for c in cs):
         return None
     ranges = []
     for k, layer in enumerate(net.hidden):
@@ -643,9 +881,7 @@ def _linear_deviation(
             return None
         ranges.append(rng)
     B = plan.batch
-    W = plan.rows[-1].abs_matrix
-    assert W is not None
-    Wsigned = _signed_matrix(net.layers[-1])
+    Wsigned = plan.rows[-1].vjp(torch.eye(net.n_outputs, dtype=torch.float64), absolute=False)
     Mc = Wsigned.expand(B, *Wsigned.shape)
     Mr = torch.zeros_like(Mc)
     out = torch.zeros((B, net.n_outputs), dtype=torch.float64)
@@ -665,9 +901,8 @@ def _linear_deviation(
         dc, dr = ((dmin + dmax) / 2)[:, None, :], ((dmax - dmin) / 2)[:, None, :]
         Mc2 = Mc * dc
         Mr2 = Mc.abs() * dr + Mr * (dc.abs() + dr)
-        A = _signed_matrix(net.layers[k])
-        Mc = Mc2 @ A
-        Mr = Mr2 @ A.abs()
+        Mc = plan.rows[k].vjp(Mc2, absolute=False)
+        Mr = plan.rows[k].vjp(Mr2, absolute=True)
     return out * (1 + 1e-10) + 1e-300
 
 

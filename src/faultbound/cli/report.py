@@ -144,4 +144,11 @@ def report_cmd(
     say_widened(widened, json)
     if rep.violations:
         err_console.print(f"VIOLATION: {rep.violations} certificate(s) below a measurement (a bug).", style="red")
+    if rep.outside is not None:
+        err_console.print(
+            f"note: {rep.outside['n_points']} of the {rep.outside['n_given']} data points lie outside the domain; "
+            "they are reported apart, not checked against the certificates.",
+            markup=False,
+            highlight=False,
+        )
     console.print(str(target), markup=False, highlight=False, soft_wrap=True)

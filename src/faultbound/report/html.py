@@ -17,6 +17,18 @@ since the worst case found is a lower bound on :math:`\\sup_x \\|F_{neu}(x) - F_
 and a sound certificate is an upper bound on it. A certificate below a measurement is a bug; it is
 flagged as a ``"VIOLATION"`` in the data and shown in red, never as fine.
 
+**The verdict's colour** (:func:`verdict_level`). A finite certificate is *informative* when it is 0,
+or at most :data:`INFORMATIVE_RATIO` times the worst case found (the true worst case is then pinned
+within that factor), or, with ε given, at most the budget ε − ε' (it proves the setting tolerated).
+The verdict is ``"violation"`` (red) when a certificate lies below a measurement, ``"informative"``
+(green) when there is a finite certificate and every finite certificate is informative, and
+``"loose"`` (amber) otherwise: sound, but it says little about this network.
+
+**Data outside the domain.** The certificates cover the network's domain only. Given data points
+outside it are never compared with them: the worst-case search and the campaign use the points
+inside, and the points outside are counted, measured with the campaign's random failure sets, and
+reported as *outside the domain* (``ReportData.outside``), never as a violation.
+
 Example:
     >>> import torch, faultbound as fb
     >>> from faultbound.report.html import ReportSpec, build_report, render_html
@@ -67,13 +79,19 @@ __all__ = [
     "plot_campaign",
     "plot_certificates",
     "render_html",
+    "verdict_level",
 ]
 
 Status = Literal["ok", "VIOLATION", "unbounded"]
+Level = Literal["informative", "loose", "violation"]
 Progress = Callable[[str], None]
 
 #: Failure counts tried per layer by default (capped below each layer's width).
 DEFAULT_COUNTS = (1, 2, 4)
+#: A certificate at most this many times the worst case found is informative (:func:`verdict_level`).
+INFORMATIVE_RATIO = 10.0
+#: Trials of the random campaign at data points outside the domain when the report runs no campaign.
+OUTSIDE_TRIALS = 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,6 +158,8 @@ class BoundRow:
         ratio_paper, ratio_tight: certificate / worst case (None when either is 0 or unbounded).
         status: ``"ok"``, ``"unbounded"`` (Lemma 1), or ``"VIOLATION"`` (a certificate below the
             measurement: a bug).
+        informative: the tight certificate is finite and informative (module docstring: 0, at most
+            :data:`INFORMATIVE_RATIO` times the worst case found, or within the budget ε − ε').
     """
 
     fault: dict[str, Any]
@@ -151,6 +171,7 @@ class BoundRow:
     ratio_paper: float | None
     ratio_tight: float | None
     status: Status
+    informative: bool = False
 
     @property
     def worst(self) -> float:
@@ -169,6 +190,7 @@ class BoundRow:
             "ratio_paper": self.ratio_paper,
             "ratio_tight": self.ratio_tight,
             "status": self.status,
+            "informative": self.informative,
         }
 
 
@@ -187,6 +209,9 @@ class ReportData:
         tolerance: per fault model, ``{"paper": ..., "tight": ...}`` tolerance results, or None.
         campaign: per fault model, a campaign summary with a histogram of errors, or None.
         notes: caveats collected from the bounds and the report itself.
+        level: the verdict's colour, :func:`verdict_level`.
+        outside: the given data points outside the domain (count, how far, what failures did to
+            them), or None when every point lies inside or no data was given.
     """
 
     title: str
@@ -199,6 +224,8 @@ class ReportData:
     tolerance: tuple[dict[str, Any], ...] | None = None
     campaign: tuple[dict[str, Any], ...] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    level: Level = "informative"
+    outside: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """One JSON-ready object (non-finite floats are None)."""
@@ -209,11 +236,14 @@ class ReportData:
                 "spec": self.spec,
                 "network": self.network,
                 "verdict": self.verdict,
+                "level": self.level,
+                "informative_ratio": INFORMATIVE_RATIO,
                 "violations": self.violations,
                 "rows": [r.to_dict() for r in self.rows],
                 "tolerance": None if self.tolerance is None else list(self.tolerance),
                 "campaign": None if self.campaign is None else list(self.campaign),
                 "notes": list(self.notes),
+                "outside": self.outside,
             }
         )
 
@@ -277,11 +307,45 @@ def describe_failures(fault: Fault, failures: Sequence[int]) -> str:
     if not parts:
         return "no failure"
     if len(set(n for _, n in parts)) == 1 and len(parts) > 1:
-        layers = ", ".join(str(l) for l, _ in parts[:-1]) + f" and {parts[-1][0]}"
-        return f"{_unit_words(fault, parts[0][1])}{into} each of layers {layers}"
+        return f"{_unit_words(fault, parts[0][1])}{into} each of layers {layer_list([l for l, _ in parts])}"
     words = [f"{_unit_words(fault, parts[0][1])}{into} layer {parts[0][0]}"]
     words += [f"{n}{into} layer {l}" for l, n in parts[1:]]
+    if len(words) > 6:  # a long network: the first ones, then a count
+        return f"{', '.join(words[:4])} and {len(words) - 4} more layers ({sum(n for _, n in parts)} in all)"
     return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else words[0]
+
+
+def layer_list(layers: Sequence[int]) -> str:
+    """``[1, 2]`` -> ``"1 and 2"``; runs of three or more consecutive layers as ranges:
+    ``[1, 2, 3, 4, 7]`` -> ``"1–4 and 7"``."""
+    runs: list[list[int]] = []
+    for l in sorted(layers):
+        if runs and l == runs[-1][-1] + 1:
+            runs[-1].append(l)
+        else:
+            runs.append([l])
+    items: list[str] = []
+    for r in runs:
+        if len(r) >= 3:
+            items.append(f"{r[0]}–{r[-1]}")
+        else:
+            items.extend(str(v) for v in r)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"
+
+
+def short_failures(failures: Sequence[int]) -> str:
+    """A distribution as a table label: the list up to 8 layers, else ``"1 × 40"`` (every layer
+    equal) or the non-zero layers only, ``"f3=2, f7=1"``."""
+    f = list(failures)
+    if not f:
+        return "—"
+    if len(f) <= 8:
+        return str(f)
+    if len(set(f)) == 1:
+        return f"{f[0]} × {len(f)} layers"
+    nz = [(l, n) for l, n in enumerate(f, start=1) if n]
+    shown = ", ".join(f"f{l}={n}" for l, n in nz[:6])
+    return shown + (f", … ({len(nz)} layers)" if len(nz) > 6 else "") + f" (of {len(f)})"
 
 
 def _unbounded(fault: Fault) -> bool:
@@ -321,6 +385,27 @@ def _ratio(cert: dict[str, Any], worst: float) -> float | None:
     if v is None or not worst > 0:
         return None
     return float(v) / worst
+
+
+def _informative(tight: dict[str, Any], worst: float, budget: float | None) -> bool:
+    """The rule of the module docstring: a finite tight certificate that is 0, at most
+    :data:`INFORMATIVE_RATIO` times the worst case found, or within the budget."""
+    v = tight.get("value")
+    if v is None or not math.isfinite(float(v)):
+        return False
+    v = float(v)
+    if v == 0.0 or (budget is not None and v <= budget):
+        return True
+    return worst > 0 and v <= INFORMATIVE_RATIO * worst
+
+
+def verdict_level(rows: Sequence[BoundRow], violations: int) -> Level:
+    """``"violation"`` if any certificate lies below a measurement; ``"informative"`` if some row
+    has a finite certificate and every such row is informative; else ``"loose"``."""
+    if violations:
+        return "violation"
+    finite = [r for r in rows if r.tight.get("value") is not None]
+    return "informative" if finite and all(r.informative for r in finite) else "loose"
 
 
 def _status(paper: dict[str, Any], tight: dict[str, Any], worst: float) -> Status:
@@ -409,9 +494,15 @@ def build_report(
     spec = spec or ReportSpec()
     say = progress or (lambda _msg: None)
     plan = _validate(net, spec)
-    probes = None
+    probes = outside_x = None
+    n_given = 0
     if inputs is not None:
-        probes = torch.as_tensor(inputs, dtype=torch.float64).reshape(-1, *net.input_shape)
+        given = torch.as_tensor(inputs, dtype=torch.float64).reshape(-1, *net.input_shape)
+        n_given = int(given.shape[0])
+        inside = _inside(net, given)
+        probes = given[inside] if bool(inside.any()) else None
+        outside_x = given[~inside] if not bool(inside.all()) else None
+    budget = None if spec.eps is None else float(spec.eps) - float(getattr(spec.eps_prime, "value", spec.eps_prime))
     rows: list[BoundRow] = []
     notes: list[str] = []
     total = sum(len(d) for _, d in plan)
@@ -448,10 +539,14 @@ def build_report(
                     ratio_paper=_ratio(certs["paper"], worst),
                     ratio_tight=_ratio(certs["tight"], worst),
                     status=_status(certs["paper"], certs["tight"], worst),
+                    informative=_informative(certs["tight"], worst, budget),
                 )
             )
     tolerance = _tolerance(net, spec, say, notes) if spec.eps is not None else None
     campaign = _campaigns(net, spec, plan, probes, rows, say) if spec.trials > 0 else None
+    outside = None
+    if outside_x is not None:
+        outside = _outside(net, spec, plan, outside_x, n_given, rows, say)
     violations = sum(r.status == "VIOLATION" for r in rows)
     violations += sum(c["status"] == "VIOLATION" for c in campaign or ())
     meta = {
@@ -468,11 +563,73 @@ def build_report(
         spec=spec.to_dict(),
         network=_finite(net.summary()),
         rows=tuple(rows),
-        verdict=_verdict(rows, tolerance, violations),
+        verdict=_verdict(rows, tolerance, violations, outside),
         violations=violations,
         tolerance=tolerance,
         campaign=campaign,
         notes=tuple(dict.fromkeys(notes)),
+        level=verdict_level(rows, violations),
+        outside=outside,
+    )
+
+
+def _inside(net: Network, x: Any) -> Any:
+    """Which points of ``x`` (``(n, *input_shape)``) lie in the domain box (every feature)."""
+    lo, hi = net.domain.lo.to(x.dtype), net.domain.hi.to(x.dtype)
+    return ((x >= lo) & (x <= hi)).reshape(x.shape[0], -1).all(1)
+
+
+def _outside(
+    net: Network,
+    spec: ReportSpec,
+    plan: list[tuple[Fault, tuple[tuple[int, ...], ...]]],
+    x: Any,
+    n_given: int,
+    rows: Sequence[BoundRow],
+    say: Progress,
+) -> dict[str, Any]:
+    """The given points outside the domain: how many, which features, how far, and the largest
+    output error random failure sets cause at them (never compared with the certificates)."""
+    import torch
+
+    from faultbound.bounds.api import bound
+    from faultbound.measure import CampaignSpec, run_campaign
+
+    lo, hi = net.domain.lo.reshape(1, -1), net.domain.hi.reshape(1, -1)
+    flat = x.reshape(x.shape[0], -1)
+    excess = torch.maximum(lo - flat, flat - hi).clamp_min(0.0)
+    measured = []
+    trials = int(spec.trials) if spec.trials > 0 else OUTSIDE_TRIALS
+    for fault, _dists in plan:
+        if _unbounded(fault):
+            continue
+        f: tuple[int, ...] | None = None
+        if not isinstance(fault, Precision):
+            f = spec.campaign_failures or tuple(1 if cap >= 1 else 0 for cap in _limits(net, fault))
+        say(f"outside the domain {fault_label(fault)}: {trials} failure sets on {int(x.shape[0])} points")
+        cs = CampaignSpec(fault, trials=trials, failures=f, seed=spec.seed, dtype="float64")
+        d = run_campaign(net, x, cs).to_dict()
+        cert = bound(net, None if f is None else list(f), fault, "tight").to_dict()["value"]
+        measured.append(
+            {
+                "fault": _fault_info(fault),
+                "failures": None if f is None else list(f),
+                "description": describe_failures(fault, f or ()),
+                "trials": d["trials"],
+                "max_error": d["max_error"],
+                "certificate_tight": cert,
+                "status": "outside-domain",
+            }
+        )
+    return _finite(
+        {
+            "n_points": int(x.shape[0]),
+            "n_given": n_given,
+            "features_outside": int((excess > 0).any(0).sum()),
+            "max_excess": float(excess.max()),
+            "domain": net.domain.describe(),
+            "measured": measured,
+        }
     )
 
 
@@ -567,8 +724,9 @@ def _verdict(
     rows: Sequence[BoundRow],
     tolerance: Sequence[dict[str, Any]] | None,
     violations: int,
+    outside: dict[str, Any] | None = None,
 ) -> str:
-    """One plain-language paragraph."""
+    """One plain-language paragraph, of bounded length however many layers the network has."""
     parts: list[str] = []
     if violations:
         parts.append(
@@ -603,6 +761,17 @@ def _verdict(
         parts.append(
             f"Over {scope} fault settings checked with a finite certificate, {what} the worst case found{span}."
         )
+    loose = [r for r in rows if r.tight.get("value") is not None and not r.informative]
+    if loose and not violations:
+        worst_row = max(loose, key=lambda r: r.ratio_tight or math.inf)
+        ratio = "" if worst_row.ratio_tight is None else f"up to {_fmt(worst_row.ratio_tight, 3)} times, "
+        parts.append(
+            f"Not informative: {len(loose)} of the {sum(r.tight.get('value') is not None for r in rows)} "
+            f"certificates are more than {INFORMATIVE_RATIO:g} times the worst case found"
+            f"{'' if tolerance is None else ' and above the budget ε − ε′'} ({ratio}under "
+            f"{worst_row.description}). They are sound but say little about this network: the true "
+            "worst case may lie anywhere between the worst case found and the certificate."
+        )
     n_unb = sum(r.status == "unbounded" for r in rows)
     if n_unb and rows[0].status != "unbounded":
         parts.append(f"{n_unb} setting(s) have no finite certificate (unbounded Byzantine capacity, Lemma 1).")
@@ -612,14 +781,33 @@ def _verdict(
         src = "given" if not ep["estimated"] else "estimated from below"
         fault = t["fault"]
         into = "into" if fault["name"].startswith("synapse") else "in"
-        counts = [f"{n} {into} layer {l}" for l, n in enumerate(tt["per_layer_max"], start=1)]
-        counts[0] = f"{_unit_words(fault['name'], tt['per_layer_max'][0])} {into} layer 1"
         cap = "" if "capacity" not in fault else f" (C = {_fmt(fault['capacity'])})"
-        paper = ", ".join(str(n) for n in tp["per_layer_max"])
+        head = (
+            f"To keep the error within ε = {_fmt(tt['eps'])} (ε' = {_fmt(ep['value'])}, {src}), the tight certificate"
+        )
+        per, per_p = list(tt["per_layer_max"]), list(tp["per_layer_max"])
+        if len(per) <= 6:
+            counts = [f"{n} {into} layer {l}" for l, n in enumerate(per, start=1)]
+            counts[0] = f"{_unit_words(fault['name'], per[0])} {into} layer 1"
+            paper = ", ".join(str(n) for n in per_p)
+            parts.append(
+                f"{head} allows up to {', or '.join(counts)}{cap}, one layer at a time (the paper's bound: {paper})."
+            )
+        else:
+            zero = [l for l, n in enumerate(per, start=1) if n == 0]
+            none = "" if not zero else f"; none in {len(zero)} of the {len(per)} layers ({layer_list(zero)})"
+            parts.append(
+                f"{head} allows, one layer at a time, between {min(per)} and {max(per)} "
+                f"{'synapses' if into == 'into' else 'neurons'} per layer{cap}{none}; the paper's bound between "
+                f"{min(per_p)} and {max(per_p)} (every layer in the tolerance table)."
+            )
+    if outside is not None:
+        worst_out = [m["max_error"] for m in outside["measured"] if m.get("max_error") is not None]
+        err = "" if not worst_out else f"; random failures there moved the output by up to {_fmt(max(worst_out))}"
         parts.append(
-            f"To keep the error within ε = {_fmt(tt['eps'])} (ε' = {_fmt(ep['value'])}, {src}), the tight "
-            f"certificate allows up to {', or '.join(counts)}{cap}, one layer at a time (the paper's bound: "
-            f"{paper})."
+            f"{outside['n_points']} of the {outside['n_given']} given data points lie outside the domain "
+            f"{outside['domain']}: the certificates do not cover them, so they are reported apart, never as "
+            f"violations{err}."
         )
     return " ".join(parts)
 
@@ -666,16 +854,19 @@ def plot_certificates(rows: Sequence[BoundRow | dict[str, Any]], ax: Any = None)
     """Dot chart (log scale): paper bound, tight bound and worst case found, one line per
     distribution. A grey bar spans worst case to tight certificate; violations are marked red."""
     rs = [r.to_dict() if isinstance(r, BoundRow) else r for r in rows]
-    fig, ax = _axes(ax, (8.0, 0.9 + 0.42 * max(len(rs), 1)))
+    n = max(len(rs), 1)
+    # 0.42 in per row up to 20 rows, then 0.16 in: a long network stays one readable chart
+    fig, ax = _axes(ax, (8.0, 0.9 + 0.42 * min(n, 20) + 0.16 * max(0, n - 20)))
+    small = n > 20
     ys = np.arange(len(rs))[::-1]
     vals = []
     for y, r in zip(ys, rs, strict=True):
         p, t, m = r["paper"].get("value"), r["tight"].get("value"), r["measured"]["max_error"]
         if m is not None and m > 0 and t is not None:
-            ax.plot([m, t], [y, y], color="0.85", lw=6, solid_capstyle="round", zorder=1)
+            ax.plot([m, t], [y, y], color="0.85", lw=3 if small else 6, solid_capstyle="round", zorder=1)
         for v, color, marker in ((p, PAPER_COLOR, "s"), (t, TIGHT_COLOR, "D"), (m, MEASURED_COLOR, "o")):
             if v is not None and v > 0:
-                ax.plot([v], [y], marker=marker, color=color, ms=7, ls="none", zorder=3)
+                ax.plot([v], [y], marker=marker, color=color, ms=4 if small else 7, ls="none", zorder=3)
                 vals.append(v)
         if r["status"] == "VIOLATION":
             ax.annotate(
@@ -698,7 +889,8 @@ def plot_certificates(rows: Sequence[BoundRow | dict[str, Any]], ax: Any = None)
                 color="0.4",
                 fontsize=8,
             )
-    ax.set_yticks(ys, [str(r["failures"]) if r["failures"] else r["fault"]["label"] for r in rs])
+    labels = [short_failures(r["failures"]) if r["failures"] else r["fault"]["label"] for r in rs]
+    ax.set_yticks(ys, labels, fontsize=7 if small else None)
     ax.set_ylim(-0.7, len(rs) - 0.3)
     if vals:
         ax.set_xscale("log")
@@ -720,9 +912,18 @@ def plot_certificates(rows: Sequence[BoundRow | dict[str, Any]], ax: Any = None)
 
 
 def plot_campaign(campaign: dict[str, Any], ax: Any = None) -> tuple[Any, Any]:
-    """Histogram of a campaign's output errors, with its worst case and the certificates as lines."""
+    """Histogram of a campaign's output errors, with its worst case and the certificates as lines.
+
+    The x-axis spans the measurements (campaign and search). A certificate more than 4 times
+    beyond them would squeeze every bar into one: it is then listed at the right edge with its
+    value and its ratio to the largest measurement, instead of being drawn to scale.
+    """
     fig, ax = _axes(ax, (9.0, 2.8))
     h = campaign["histogram"]
+    measured = [v for v in (campaign.get("max_error"), campaign.get("search_worst")) if v is not None]
+    if h["counts"]:
+        measured.append(float(h["edges"][-1]))
+    top = max(measured, default=0.0)
     if h["counts"]:
         edges = np.asarray(h["edges"])
         ax.bar(
@@ -735,6 +936,8 @@ def plot_campaign(campaign: dict[str, Any], ax: Any = None) -> tuple[Any, Any]:
             lw=0.5,
             label="random failure sets × inputs",
         )
+    off: list[str] = []
+    right = top
     for key, color, label in (
         ("max_error", "#fd8d3c", "campaign max"),
         ("search_worst", MEASURED_COLOR, "worst case found by search"),
@@ -742,10 +945,25 @@ def plot_campaign(campaign: dict[str, Any], ax: Any = None) -> tuple[Any, Any]:
         ("certificate_paper", PAPER_COLOR, "certificate: paper"),
     ):
         v = campaign.get(key)
-        if v is not None:
-            ls = "-" if key in ("max_error", "search_worst") else "--"
-            ax.axvline(v, color=color, lw=1.5, ls=ls, label=f"{label} {v:.3g}")
-    ax.set_xlabel("output error, ∞-norm")
+        if v is None:
+            continue
+        if top > 0 and v > 4 * top:
+            off.append(label)
+            ax.plot(
+                [],
+                [],
+                color=color,
+                lw=1.5,
+                ls="--",
+                label=f"{label} {v:.3g}\n(off scale: {v / top:.3g}× the largest measured)",
+            )
+            continue
+        ls = "-" if key in ("max_error", "search_worst") else "--"
+        ax.axvline(v, color=color, lw=1.5, ls=ls, label=f"{label} {v:.3g}")
+        right = max(right, v)
+    if top > 0 and off:
+        ax.set_xlim(0.0, 1.08 * right)
+    ax.set_xlabel("output error, ∞-norm" + (" (scale of the measurements)" if off else ""))
     ax.set_ylabel("count")
     ax.set_yscale("log")
     ax.set_ylim(bottom=0.7)
@@ -774,7 +992,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 <title>faultbound report: {{ d.title }}</title>
 <style>
 :root { --ink:#1d2433; --muted:#5b6475; --line:#e3e6ec; --bg:#f6f7f9; --card:#fff;
-        --paper:#8c6bb1; --tight:#2b8cbe; --meas:#e6550d; --ok:#2f8f4e; --bad:#c62828; }
+        --paper:#8c6bb1; --tight:#2b8cbe; --meas:#e6550d; --ok:#2f8f4e; --bad:#c62828; --warn:#b26a00; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--ink);
        font:15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
@@ -790,6 +1008,11 @@ p.lead { color:var(--muted); margin:4px 0 12px; font-size:14px; }
 .verdict .tag { display:inline-block; font-weight:700; font-size:12px; letter-spacing:.06em; color:#fff;
                 background:var(--ok); border-radius:4px; padding:1px 8px; margin-right:8px; vertical-align:2px; }
 .verdict.bad .tag { background:var(--bad); }
+.verdict.loose { border-left-color:var(--warn); background:#fffaf0; }
+.verdict.loose .tag { background:var(--warn); }
+.tscroll { overflow-x:auto; max-width:100%; margin:0 0 4px; }
+td.mono { overflow-wrap:anywhere; }
+.card .v { overflow-wrap:anywhere; }
 .cards { display:flex; flex-wrap:wrap; gap:12px; margin:14px 0 0; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 16px; min-width:150px; }
 .card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.05em; }
@@ -801,10 +1024,11 @@ th { white-space:nowrap; background:#eef1f5; font-weight:600; font-size:13px; co
 td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tr:last-child td { border-bottom:none; }
 tr.violation td { background:#fdecea; }
-.pill { display:inline-block; border-radius:10px; padding:0 8px; font-size:12px; font-weight:600; }
+.pill { display:inline-block; border-radius:10px; padding:0 8px; font-size:12px; font-weight:600; white-space:nowrap; }
 .pill.ok { background:#e3f3e8; color:var(--ok); }
 .pill.bad { background:var(--bad); color:#fff; }
 .pill.unb { background:#eceff3; color:var(--muted); }
+.pill.out, .pill.loose { background:#fff1d6; color:var(--warn); }
 .dot { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:4px; vertical-align:0; }
 .figure { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:8px; margin:10px 0; }
 .figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
@@ -828,12 +1052,13 @@ footer { margin-top:40px; color:var(--muted); font-size:12px; }
   · after “When Neurons Fail” (El Mhamdi &amp; Guerraoui, IPDPS 2017)</div>
 </header>
 
-<div class="verdict{% if d.violations %} bad{% endif %}">
-  <span class="tag">{% if d.violations %}VIOLATION{% else %}VERDICT{% endif %}</span>{{ d.verdict }}
+<div class="verdict{% if d.level == "violation" %} bad{% elif d.level == "loose" %} loose{% endif %}">
+  <span class="tag">{% if d.level == "violation" %}VIOLATION{% elif d.level == "loose" %}SOUND BUT LOOSE{% else
+  %}INFORMATIVE{% endif %}</span>{{ d.verdict }}
 </div>
 <div class="cards">
   <div class="card"><div class="k">hidden layers</div><div class="v">{{ d.network.L }}</div></div>
-  <div class="card"><div class="k">widths</div><div class="v">{{ d.network.widths | join(" · ") }}</div></div>
+  <div class="card"><div class="k">widths</div><div class="v">{{ d.network.widths | widths }}</div></div>
   <div class="card"><div class="k">parameters</div><div class="v">{{ d.network.n_params }}</div></div>
   <div class="card"><div class="k">input domain</div><div class="v">{{ d.network.domain }}</div></div>
   <div class="card"><div class="k">settings checked</div><div class="v">{{ d.rows | length }}</div></div>
@@ -853,13 +1078,13 @@ ERRATA); <span class="dot" style="background:var(--tight)"></span><b>tight</b>: 
 <h3>{{ g.label }}</h3>
 {% if g.figure %}<div class="figure"><img alt="certificates and worst case found for {{ g.label }}"
   src="data:image/png;base64,{{ g.figure }}"></div>{% endif %}
-<table>
+<div class="tscroll"><table>
 <tr><th>failures f<sub>l</sub></th><th>in words</th><th class="n">paper</th><th class="n">tight</th>
 <th class="n">worst case found</th><th class="n">paper / worst</th><th class="n">tight / worst</th>
 <th>search</th><th>status</th></tr>
 {% for r in g.rows %}
 <tr{% if r.status == "VIOLATION" %} class="violation"{% endif %}>
-<td class="mono nw">{{ r.failures if r.failures else "—" }}</td>
+<td class="mono nw">{{ r.failures | flist }}</td>
 <td>{{ r.description }}</td>
 <td class="n">{{ "∞" if r.paper.unbounded else r.paper.value | num }}</td>
 <td class="n">{{ "∞" if r.tight.unbounded else r.tight.value | num }}</td>
@@ -870,19 +1095,21 @@ ERRATA); <span class="dot" style="background:var(--tight)"></span><b>tight</b>: 
 <td class="small">{% if r.status == "unbounded" and r.measured.evaluations == 0 %}not searched{% else
   %}{{ "exhaustive" if r.measured.exhaustive else "search" }}, {{ r.measured.evaluations | int_ }} evals{% endif %}</td>
 <td>{% if r.status == "VIOLATION" %}<span class="pill bad">VIOLATION</span>{% elif r.status == "unbounded"
-  %}<span class="pill unb">unbounded</span>{% else %}<span class="pill ok">ok</span>{% endif %}</td>
+  %}<span class="pill unb">unbounded</span>{% elif not r.informative
+  %}<span class="pill loose" title="sound, but more than {{ d.informative_ratio | num }}× the worst case found"
+  >loose</span>{% else %}<span class="pill ok">ok</span>{% endif %}</td>
 </tr>
 {% endfor %}
-</table>
+</table></div>
 <details class="small"><summary>Where the worst cases were found</summary>
-<table>
+<div class="tscroll"><table>
 <tr><th>failures f<sub>l</sub></th><th>failing units (layer: indices)</th><th>input (first values)</th></tr>
 {% for r in g.rows %}
-<tr><td class="mono nw">{{ r.failures if r.failures else "—" }}</td>
+<tr><td class="mono nw">{{ r.failures | flist }}</td>
 <td class="mono">{{ r.measured.failure_set | units }}</td>
 <td class="mono">{{ r.measured.input | vec }}</td></tr>
 {% endfor %}
-</table>
+</table></div>
 </details>
 {% endfor %}
 
@@ -895,7 +1122,7 @@ ERRATA); <span class="dot" style="background:var(--tight)"></span><b>tight</b>: 
 ({% if ep.estimated %}estimated from below on {{ ep.n_samples }} samples ({{ ep.source }}), so the true ε' may be
 larger{% else %}given{% endif %}), budget ε − ε' = {{ t.tight.budget | num }}. A distribution is tolerated when its
 certificate is at most the budget (Theorem 3).</p>
-<table>
+<div class="tscroll"><table>
 <tr><th>method</th><th>largest f<sub>l</sub> per layer (others 0)</th><th class="n">uniform fraction p</th>
 <th>f at p</th><th>maximal tolerated distributions</th></tr>
 {% for m in ("paper", "tight") %}{% set r = t[m] %}
@@ -904,7 +1131,7 @@ certificate is at most the budget (Theorem 3).</p>
 <td class="mono">{% if r.maximal is none %}not enumerated{% else %}{{ r.maximal[:12] | map("string") | join(", ") }}
 {% if r.maximal | length > 12 %} … ({{ r.maximal | length }} in all){% endif %}{% endif %}</td></tr>
 {% endfor %}
-</table>
+</table></div>
 {% endfor %}
 {% endif %}
 
@@ -916,7 +1143,7 @@ certificate is at most the budget (Theorem 3).</p>
 Random failure sets on random inputs usually stay well below the worst case; the certificates cover all of them.</p>
 {% if c.figure %}<div class="figure"><img alt="campaign error histogram" src="data:image/png;base64,{{ c.figure }}">
 </div>{% endif %}
-<table>
+<div class="tscroll"><table>
 <tr><th class="n">max</th><th class="n">mean</th>{% for q in c.quantiles %}<th class="n">q{{ q }}</th>{% endfor %}
 {% if c.changed_rate is not none %}<th class="n">changed predictions</th>{% endif %}
 <th class="n">worst case found by search</th>
@@ -928,14 +1155,31 @@ Random failure sets on random inputs usually stay well below the worst case; the
 <td class="n">{{ c.certificate_tight | num }}</td><td class="n">{{ c.certificate_paper | num }}</td>
 <td>{% if c.status == "VIOLATION" %}<span class="pill bad">VIOLATION</span>{% elif c.status == "unbounded"
   %}<span class="pill unb">unbounded</span>{% else %}<span class="pill ok">ok</span>{% endif %}</td></tr>
-</table>
+</table></div>
 {% endfor %}
+{% endif %}
+
+{% if d.outside %}
+<h2>Data outside the domain</h2>
+<p class="lead">{{ d.outside.n_points }} of the {{ d.outside.n_given }} given data points lie outside the domain
+{{ d.outside.domain }} ({{ d.outside.features_outside }} feature(s) outside, by up to {{ d.outside.max_excess | num }}).
+The certificates hold over the domain only, so these points were left out of the worst-case search and the campaign,
+and what failures do to them is shown here apart: <b>not covered by any certificate, and never a violation</b>.</p>
+<div class="tscroll"><table>
+<tr><th>fault</th><th>failures</th><th class="n">random failure sets</th><th class="n">largest error measured there</th>
+<th class="n">tight certificate (domain only)</th><th>status</th></tr>
+{% for m in d.outside.measured %}
+<tr><td>{{ m.fault.label }}</td><td>{{ m.description }}</td><td class="n">{{ m.trials }}</td>
+<td class="n">{{ m.max_error | num }}</td><td class="n">{{ m.certificate_tight | num }}</td>
+<td><span class="pill out">outside the domain</span></td></tr>
+{% endfor %}
+</table></div>
 {% endif %}
 
 <h2>The network</h2>
 <p class="lead">Input shape {{ d.network.input_shape }}, domain {{ d.network.domain }}, {{ d.network.n_outputs }}
 output(s). Layers are numbered as in the paper: hidden layers 1..L, then the linear output L+1.</p>
-<table>
+<div class="tscroll"><table>
 <tr><th class="n">layer</th><th>kind</th><th>operations</th><th class="n">width N<sub>l</sub></th>
 <th class="n">fan-in</th><th class="n">w<sub>m</sub></th><th>activation</th><th class="n">K</th><th>range</th></tr>
 {% for l in d.network.layers %}
@@ -946,7 +1190,7 @@ output(s). Layers are numbered as in the paper: hidden layers 1..L, then the lin
 <td class="mono">{% if l.range %}[{{ "−∞" if l.range[0] is none else l.range[0] | num(3)
   }}, {{ "∞" if l.range[1] is none else l.range[1] | num(3) }}]{% endif %}</td></tr>
 {% endfor %}
-</table>
+</table></div>
 
 {% if d.notes %}
 <h2>Notes</h2>
@@ -994,6 +1238,16 @@ def _vec(v: Any, n: int = 8) -> str:
     return "[" + ", ".join(vals) + more + "]"
 
 
+def _widths(ws: Sequence[int]) -> str:
+    """The widths card: every width up to 8 layers, else ``"6 × 40"`` or ``"4–64 (40 layers)"``."""
+    ws = list(ws)
+    if len(ws) <= 8:
+        return " · ".join(str(w) for w in ws)
+    if len(set(ws)) == 1:
+        return f"{ws[0]} × {len(ws)}"
+    return f"{min(ws)}–{max(ws)} ({len(ws)} layers)"
+
+
 def render_html(data: ReportData, figures: bool = True) -> str:
     """The report as one self-contained HTML page (inline CSS, plots as base64 PNG, no scripts).
 
@@ -1006,7 +1260,15 @@ def render_html(data: ReportData, figures: bool = True) -> str:
     except ImportError as e:  # pragma: no cover - report extra
         raise FaultboundError("HTML reports need jinja2: pip install 'faultbound[report]'.") from e
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=_num, ratio=_ratio_fmt, units=_units, vec=_vec, int_=lambda v: f"{int(v):,}" if v else "0")
+    env.filters.update(
+        num=_num,
+        ratio=_ratio_fmt,
+        units=_units,
+        vec=_vec,
+        int_=lambda v: f"{int(v):,}" if v else "0",
+        flist=short_failures,
+        widths=_widths,
+    )
     d = data.to_dict()
     groups: list[dict[str, Any]] = []
     for row in d["rows"]:
