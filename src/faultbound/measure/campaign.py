@@ -88,6 +88,9 @@ __all__ = [
     "load_state",
     "merge_campaign_states",
     "result_from_state",
+    "spec_from_dict",
+    "fault_from_record",
+    "inputs_fingerprint",
 ]
 
 Progress = Callable[[int, int], None]
@@ -215,7 +218,7 @@ def _fault_fields(fault: Fault) -> dict[str, Any]:
     return out
 
 
-def _fault_from_record(d: dict[str, Any]) -> Fault:
+def fault_from_record(d: dict[str, Any]) -> Fault:
     """The fault model a :meth:`CampaignSpec.to_dict` record describes (only faultbound's own classes)."""
     import faultbound.faults as fm
 
@@ -245,6 +248,8 @@ class CampaignResult:
     state: dict[str, Any] = field(default_factory=dict, repr=False)
     population: int | None = None
     stopped_early: bool = False
+    fingerprint_inputs: str = ""
+    chunks_run: int = 0
 
     @property
     def max_error(self) -> float:
@@ -277,6 +282,13 @@ def population(
         bits = len(fault.bits) if fault.bits is not None else fault.n_bits
     sizes = [n_units(net, fault, l) for l in range(1, layer_count(net, fault) + 1)]
     if failures is not None:
+        if len(failures) != len(sizes):
+            raise InvalidArgumentError(
+                f"Expected `failures` to have one count per layer ({len(sizes)}), but got {len(failures)}."
+            )
+        for l, (n, f) in enumerate(zip(sizes, failures, strict=True), start=1):
+            if not 0 <= int(f) <= n:
+                raise InvalidArgumentError(f"Expected 0 <= f_{l} <= {n}, but got {f}.")
         return math.prod(math.comb(n, int(f)) * bits ** int(f) for n, f in zip(sizes, failures, strict=True))
     return math.prod((1 + bits) ** n for n in sizes)
 
@@ -379,10 +391,11 @@ def shard_chunks(n_chunks: int, shard: tuple[int, int] = (0, 1)) -> range:
     return range(i, n_chunks, n)
 
 
-def _fingerprint(net: Network, x: Tensor, labels: Tensor | None, spec: CampaignSpec) -> str:
-    """SHA-256 of the spec, the network's parameters, the inputs and the labels."""
+def _fingerprint(net: Network, x: Tensor, labels: Tensor | None, spec: CampaignSpec | None) -> str:
+    """SHA-256 of the spec (if given), the network's parameters, the inputs and the labels."""
     h = hashlib.sha256()
-    h.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    if spec is not None:
+        h.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
     for layer in net.layers:
         for op in layer.ops:
             for name in ("weight", "bias", "scale", "shift"):
@@ -393,6 +406,11 @@ def _fingerprint(net: Network, x: Tensor, labels: Tensor | None, spec: CampaignS
     if labels is not None:
         h.update(labels.detach().long().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def inputs_fingerprint(net: Network, inputs: Tensor, labels: Tensor | None = None) -> str:
+    """SHA-256 of the network's parameters, the inputs and the labels (what a manifest must match)."""
+    return _fingerprint(net, torch.as_tensor(inputs), labels, None)
 
 
 # ----------------------------------------------------------------------------------- state files
@@ -421,7 +439,7 @@ def _save(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
     keys = np.array(list(state["sketch"].keys()), dtype=np.int64)
     counts = np.array(list(state["sketch"].values()), dtype=np.int64)
     arrays = {"sketch_keys": keys, "sketch_counts": counts, "histogram": np.asarray(state["histogram"], np.int64)}
-    meta_json = json.dumps({**meta, "format": FORMAT, "state": _state_json(state)}, sort_keys=True)
+    meta_json = json.dumps({**meta, "format": FORMAT, "state": _state_json(state)})
     payload = {"meta": np.array(meta_json), "digest": np.array(_digest(meta_json, arrays)), **arrays}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
@@ -615,6 +633,7 @@ class _Prepared:
     cleans: list[CleanPass]
     clean_out: Tensor
     fingerprint: str
+    fingerprint_inputs: str
 
 
 def _prepare(net: Network, inputs: Tensor, spec: CampaignSpec, labels: Tensor | None) -> _Prepared:
@@ -627,7 +646,10 @@ def _prepare(net: Network, inputs: Tensor, spec: CampaignSpec, labels: Tensor | 
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
     cleans = [clean_pass(net, x[i : i + spec.input_batch], dtype) for i in range(0, x.shape[0], spec.input_batch)]
     clean_out = torch.cat([cp.output for cp in cleans])
-    return _Prepared(net, x, labels, spec, dtype, cleans, clean_out, _fingerprint(net, x, labels, spec))
+    return _Prepared(
+        net, x, labels, spec, dtype, cleans, clean_out, _fingerprint(net, x, labels, spec),
+        _fingerprint(net, x, labels, None),
+    )
 
 
 def _failure(net: Network, spec: CampaignSpec) -> str | None:
@@ -684,8 +706,12 @@ def _stop(state: dict[str, Any], spec: CampaignSpec, failure: str | None) -> boo
     return bool(s["margin_achieved"] <= spec.margin)
 
 
-def _meta(p: _Prepared, n_chunks: int, shard: tuple[int, int], nxt: int, stopped: bool) -> dict[str, Any]:
+def _meta(
+    p: _Prepared, n_chunks: int, shard: tuple[int, int], nxt: int, stopped: bool, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
+        "extra": extra or {},
+        "fingerprint_inputs": p.fingerprint_inputs,
         "fingerprint": p.fingerprint,
         "next_chunk": nxt,
         "n_chunks": n_chunks,
@@ -722,7 +748,8 @@ def result_from_state(
     pop = meta.get("population")
     return CampaignResult(
         summary, spec, int(meta["n_inputs"]), chunks_done, resumed_from, state,
-        None if pop is None else int(pop), bool(meta.get("stopped", False)),
+        None if pop is None else int(pop), bool(meta.get("stopped", False)), str(meta.get("fingerprint_inputs", "")),
+        int(meta.get("next_chunk", 0)),
     )
 
 
@@ -736,6 +763,7 @@ def run_campaign(
     progress: Progress | None = None,
     shard: tuple[int, int] = (0, 1),
     checkpoint_seconds: float = 1.0,
+    extra: dict[str, Any] | None = None,
 ) -> CampaignResult:
     """Run (or resume) a campaign, or one shard of it.
 
@@ -749,6 +777,7 @@ def run_campaign(
         progress: called as ``progress(configurations_done, trials)`` after each chunk.
         shard: ``(i, n)``: run only the chunks ``i, i + n, ...`` (see :func:`merge_campaign_states`).
         checkpoint_seconds: the longest time between two checkpoint writes.
+        extra: JSON-ready facts to record in the state file (the CLI keeps the model path there).
 
     Returns:
         A :class:`CampaignResult`; identical whether or not the run was interrupted and resumed.
@@ -786,7 +815,7 @@ def run_campaign(
                 )
             start = int(meta["next_chunk"])
         else:
-            _save(path, state, _meta(p, n_chunks, shard, 0, False))  # fail now if the file cannot be written
+            _save(path, state, _meta(p, n_chunks, shard, 0, False, extra))  # fail now if the file cannot be written
     resumed_from = own[start] if start < len(own) else n_chunks
     stopped = False
     last = time.monotonic()
@@ -798,15 +827,15 @@ def run_campaign(
         state = merge_states(state, _chunk(p, own[k]))
         done = k + 1
         if path is not None and (time.monotonic() - last >= checkpoint_seconds or done == len(own)):
-            _save(path, state, _meta(p, n_chunks, shard, done, False))
+            _save(path, state, _meta(p, n_chunks, shard, done, False, extra))
             last = time.monotonic()
         if progress is not None:
             progress(min(spec.trials, state["configurations"]), spec.trials)
     else:
         stopped = _stop(state, spec, failure) and done < len(own)
     if path is not None:
-        _save(path, state, _meta(p, n_chunks, shard, done, stopped))
-    meta = _meta(p, n_chunks, shard, done, stopped)
+        _save(path, state, _meta(p, n_chunks, shard, done, stopped, extra))
+    meta = _meta(p, n_chunks, shard, done, stopped, extra)
     return result_from_state(state, meta, spec, done if shard == (0, 1) else n_chunks, resumed_from)
 
 
@@ -814,7 +843,7 @@ def spec_from_dict(d: dict[str, Any]) -> CampaignSpec:
     """The :class:`CampaignSpec` that :meth:`CampaignSpec.to_dict` described (manifests, state files)."""
     try:
         return CampaignSpec(
-            _fault_from_record(d["fault"]),
+            fault_from_record(d["fault"]),
             int(d["trials"]),
             failures=None if d["failures"] is None else tuple(int(v) for v in d["failures"]),
             rate=None if d["rate"] is None else float(d["rate"]),
