@@ -156,7 +156,8 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path) -> None:
     ck = tmp_path / "campaign.ckpt.npz"
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(root=str(ROOT), threads=torch.get_num_threads()))
-    proc = subprocess.Popen([sys.executable, str(script), str(ck)], env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}  # this tree's code
+    proc = subprocess.Popen([sys.executable, str(script), str(ck)], env=env)
     deadline = time.time() + 60
     try:
         while time.time() < deadline and _next_chunk(ck) < 5:
