@@ -115,9 +115,25 @@ def test_quantiles_with_inf_and_nan_rank_on_top() -> None:
 
 def test_histogram_counts_by_brute_force() -> None:
     rng = np.random.default_rng(3)
-    e = np.concatenate([np.exp(rng.uniform(-35, 16, 500)), [0.0, 1e-12, 1e6, np.inf, 1.0]]).reshape(5, -1)
+    at_edges = [10.0 ** (k / 10) for k in range(-125, 65, 7)]
+    near = [np.nextafter(v, 0.0) for v in at_edges] + [np.nextafter(v, np.inf) for v in at_edges]
+    e = np.concatenate([np.exp(rng.uniform(-35, 16, 430)), [0.0, 1e-12, 1e6, np.inf, 1.0, 5e-324], at_edges, near])
+    e = e.reshape(5, -1)
     h = _state(e)["histogram"]
-    edges = [0.0] + [10.0 ** (k / 10) for k in range(-120, 61)] + [math.inf]
+    # 10^(k/10) correctly rounded, by exact rationals: walk floats from a libm guess to the two that
+    # bracket the real value r (r^10 = 10^k), keep the nearer
+    mids = []
+    for k in range(-120, 61):
+        target = Fraction(10) ** k
+        v = 10.0 ** (k / 10)
+        while Fraction(v) ** 10 > target:
+            v = float(np.nextafter(v, 0.0))
+        while Fraction(float(np.nextafter(v, np.inf))) ** 10 <= target:
+            v = float(np.nextafter(v, np.inf))
+        up = float(np.nextafter(v, np.inf))
+        # nearer to r: compare (v + up)/2 with r, i.e. ((v + up)/2)^10 with 10^k
+        mids.append(up if ((Fraction(v) + Fraction(up)) / 2) ** 10 < target else v)
+    edges = [0.0, *[float(v) for v in mids], math.inf]
     ref = [0] * (len(edges) - 1)
     for v in e.reshape(-1):
         for i in range(len(edges) - 1):

@@ -44,6 +44,7 @@ T Bernoulli trials; the upper clip is B independent inputs per configuration. Th
 
 from __future__ import annotations
 
+import decimal
 import math
 from fractions import Fraction
 from statistics import NormalDist
@@ -78,7 +79,14 @@ RELATIVE_ACCURACY = 0.01
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 _MULT = 1.0 / math.log(_MAPPING.gamma)
 
-HIST_EDGES: np.ndarray = np.concatenate([[0.0], 10.0 ** (np.arange(-120, 61) / 10.0), [np.inf]])
+def _decade_edges() -> list[float]:
+    """:math:`10^{k/10}`, k = -120..60, correctly rounded (decimal arithmetic: the same on every machine)."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 40
+        return [float(decimal.Decimal(10) ** (decimal.Decimal(k) / 10)) for k in range(-120, 61)]
+
+
+HIST_EDGES: np.ndarray = np.array([0.0, *_decade_edges(), math.inf])
 """Fixed histogram edges: ``[0, 1e-12)``, then ten log-spaced bins per decade up to ``1e6``, then
 ``[1e6, inf]``. Fixed in advance, so histograms merge by adding counts."""
 
@@ -177,6 +185,19 @@ def worst_key(payload: dict[str, Any] | None) -> tuple[float, float, int, int]:
             -int(payload["configuration"]), -int(payload["input_index"]))
 
 
+def _hist_counts(values: np.ndarray) -> np.ndarray:
+    """Counts of non-NaN ``values`` in the bins of :data:`HIST_EDGES` (``[e_i, e_{i+1})``, the last
+    bin closed). The bin is guessed from :math:`10 \\log_{10} v` and corrected against the edges
+    themselves, so it is exactly the bin ``searchsorted`` would give."""
+    nb = len(HIST_EDGES) - 1
+    with np.errstate(divide="ignore"):
+        guess = np.floor(10.0 * np.log10(values)) + 121
+    idx = np.clip(np.nan_to_num(guess, nan=0.0, posinf=nb - 1, neginf=0), 0, nb - 1).astype(np.int64)
+    idx -= (values < HIST_EDGES[idx]).astype(np.int64)
+    idx += (values >= HIST_EDGES[np.minimum(idx + 1, nb)]) & (idx < nb - 1)
+    return np.bincount(np.clip(idx, 0, nb - 1), minlength=nb).astype(np.int64)
+
+
 def _rate_counts(hits: Tensor) -> tuple[int, int]:
     """``(sum_t k_t, sum_t k_t^2)`` of per-configuration hit counts of a ``(T, B)`` boolean tensor."""
     k = hits.sum(1).long()
@@ -211,12 +232,12 @@ def chunk_state(
     pos = fin[fin > _MAPPING.min_possible]
     st["sketch_zero"] = int(fin.size - pos.size)
     if pos.size:
-        keys, counts = np.unique(sketch_keys(pos), return_counts=True)
-        st["sketch"] = {int(k): int(c) for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
-    idx = np.searchsorted(HIST_EDGES, notnan, side="right") - 1
-    st["histogram"] = np.bincount(np.clip(idx, 0, len(HIST_EDGES) - 2), minlength=len(HIST_EDGES) - 1).astype(
-        np.int64
-    )
+        keys = sketch_keys(pos)
+        k0 = int(keys.min())
+        counts = np.bincount(keys - k0)
+        nz = np.flatnonzero(counts)
+        st["sketch"] = {int(k) + k0: int(c) for k, c in zip(nz.tolist(), counts[nz].tolist(), strict=True)}
+    st["histogram"] = _hist_counts(notnan)
     if outputs.shape[-1] > 1:
         pred = outputs.argmax(-1)
         st["changed"], st["changed_sq"] = _rate_counts(pred != clean.argmax(-1).unsqueeze(0))
