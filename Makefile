@@ -26,7 +26,9 @@ demo: install
 MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/faultbound/network/activations.py \
 	src/faultbound/network/extract.py src/faultbound/faults.py src/faultbound/errors.py \
 	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/data.py \
-	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py
+	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py \
+	src/faultbound/measure/stats.py src/faultbound/measure/campaign.py src/faultbound/measure/distributed.py \
+	src/faultbound/cli/measure.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

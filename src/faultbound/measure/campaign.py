@@ -229,7 +229,10 @@ def fault_from_record(d: dict[str, Any]) -> Fault:
         raise InvalidArgumentError(f"Expected a faultbound fault model, but got {d.get('class')!r}.")
     kw = {k: (math.inf if v == "inf" else tuple(v) if isinstance(v, list) else v) for k, v in d["fields"].items()}
     if cls is Precision:
-        return Precision(kw["errors"])
+        errs = kw.get("errors")
+        if not isinstance(errs, tuple):
+            raise InvalidArgumentError(f"Expected a list of precision errors, but got {errs!r}.")
+        return Precision(errs)
     try:
         return cls(**kw)
     except TypeError as e:

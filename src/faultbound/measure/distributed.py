@@ -145,7 +145,8 @@ def run_ray(
             if on_poll is not None:
                 on_poll(counter)
             if progress is not None:
-                progress(min(spec.trials, int(ray.get(counter.total.remote()))), spec.trials)
+                total: Any = ray.get(counter.total.remote())  # type: ignore[attr-defined]
+                progress(min(spec.trials, int(total)), spec.trials)
     finally:
         if started:
             ray.shutdown()

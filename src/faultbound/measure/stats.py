@@ -326,7 +326,9 @@ def _quantile(state: dict[str, Any], q: float) -> float:
         sk.add(0.0, float(state["sketch_zero"]))
     for k, c in state["sketch"].items():
         sk.add(_MAPPING.value(int(k)), float(c))
-    return float(sk.get_quantile_value(min(1.0, rank / (n_fin - 1)) if n_fin > 1 else 0.0))
+    v = sk.get_quantile_value(min(1.0, rank / (n_fin - 1)) if n_fin > 1 else 0.0)
+    assert v is not None  # the sketch is not empty and the quantile is in [0, 1]
+    return float(v)
 
 
 def histogram(state: dict[str, Any]) -> dict[str, list[float]]:
