@@ -76,6 +76,16 @@ def scale(inputs: int, sizes: list[int], tmp: Path) -> list[dict]:
     return rows
 
 
+def _next_chunk(path: Path) -> int:
+    try:
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as z:
+            return int(json.loads(str(z["meta"]))["next_chunk"])
+    except Exception:  # noqa: BLE001 - absent, or being replaced
+        return 0
+
+
 def resume(inputs: int, trials: int, tmp: Path) -> dict:
     plain = _child(trials, inputs, "-")
     ck = tmp / "resume.npz"
@@ -85,7 +95,10 @@ def resume(inputs: int, trials: int, tmp: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(trials), str(inputs), str(ck2), "0.01"], env=env,
                             stdout=subprocess.DEVNULL)
-    time.sleep(max(3.0, 0.5 * (plain["seconds"] + 0.01 * trials / 256)))
+    n_chunks = -(-trials // 256)
+    deadline = time.time() + 600
+    while _next_chunk(ck2) < n_chunks // 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # kill once a third of the chunks are in the checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = _child(trials, inputs, str(ck2))
@@ -95,6 +108,7 @@ def resume(inputs: int, trials: int, tmp: Path) -> dict:
         "seconds_without_checkpoint": round(plain["seconds"], 2),
         "seconds_with_checkpoint": round(with_ck["seconds"], 2),
         "checkpoint_overhead": round(with_ck["seconds"] / plain["seconds"] - 1, 3),
+        "chunks": n_chunks,
         "killed_then_resumed_from_chunk": resumed["resumed_from"],
         "resumed_identical_to_uninterrupted": resumed["result"] == plain["result"] == with_ck["result"],
     }
@@ -166,10 +180,13 @@ def throughput(repeats: int) -> list[dict]:
         net = fb.Network.from_torch(m)
         x = net.domain.sample(b, generator=torch.Generator().manual_seed(0))
         spec = CampaignSpec(fb.Crash(), trials=t, failures=f, chunk=256, seed=1)
-        best = min(_timed(lambda: run_campaign(net, x, spec)) for _ in range(repeats))  # noqa: B023
         xf = x.float()
+        camp, cl = [], []
         with torch.no_grad():
-            clean = min(_timed(lambda: [m(xf) for _ in range(50)]) for _ in range(repeats)) / 50  # noqa: B023
+            for _ in range(repeats):  # interleaved, best of each: the machine's load moves both alike
+                camp.append(_timed(lambda: run_campaign(net, x, spec)))  # noqa: B023
+                cl.append(_timed(lambda: [m(xf) for _ in range(200)]) / 200)  # noqa: B023
+        best, clean = min(camp), min(cl)
         rows.append({"case": name, "configurations": t, "inputs": b, "campaign_per_s": round(t * b / best),
                      "clean_inputs_per_s": round(b / clean),
                      "campaign_vs_clean": round((t * b / best) / (b / clean), 3)})
@@ -187,19 +204,24 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="10^3..10^4 trials only (a smoke run).")
     ap.add_argument("--skip-ray", action="store_true")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--only", default="scale,resume,throughput,ray", help="Comma-separated parts to run.")
     args = ap.parse_args()
     sizes = [10**3, 10**4] if args.quick else [10**4, 10**5, 10**6]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        out = {
+        parts = set(args.only.split(","))
+        out: dict = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f} at start",
             "threads": 1,
-            "scale": scale(args.inputs, sizes, tmp),
-            "resume": resume(args.inputs, sizes[-2], tmp),
-            "throughput": throughput(args.repeats),
         }
-        if not args.skip_ray:
+        if "scale" in parts:
+            out["scale"] = scale(args.inputs, sizes, tmp)
+        if "resume" in parts:
+            out["resume"] = resume(args.inputs, sizes[-2], tmp)
+        if "throughput" in parts:
+            out["throughput"] = throughput(args.repeats)
+        if "ray" in parts and not args.skip_ray:
             out["ray"] = ray_bench(args.inputs, sizes[-2] * 2)
         out["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out))
