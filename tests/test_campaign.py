@@ -367,6 +367,8 @@ def test_leveugle_sample_size_by_hand() -> None:
     # a population far above any float: the formula still holds (tends to the infinite one)
     assert leveugle_trials(math.comb(4000, 2000), 0.01, 0.95) == 9604
     assert leveugle_trials(5, 0.01, 0.95) == 5
+    # the README's example: 2^24 subsets, +-0.02 at 95%: 0.960365 / 0.0004 = 2400.9 -> 2401
+    assert leveugle_trials(2**24, 0.02, 0.95) == 2401
 
 
 def test_until_margin_stops_at_the_first_chunk_that_meets_it() -> None:

@@ -185,14 +185,13 @@ def worst_key(payload: dict[str, Any] | None) -> tuple[float, float, int, int]:
             -int(payload["configuration"]), -int(payload["input_index"]))
 
 
-def _hist_counts(values: np.ndarray) -> np.ndarray:
-    """Counts of non-NaN ``values`` in the bins of :data:`HIST_EDGES` (``[e_i, e_{i+1})``, the last
-    bin closed). The bin is guessed from :math:`10 \\log_{10} v` and corrected against the edges
-    themselves, so it is exactly the bin ``searchsorted`` would give."""
+def _hist_counts(values: np.ndarray, log_values: np.ndarray) -> np.ndarray:
+    """Counts of positive finite ``values`` (with their natural logs) in the bins of
+    :data:`HIST_EDGES` (``[e_i, e_{i+1})``). The bin is guessed from :math:`10 \\log_{10} v` and
+    corrected against the edges themselves, so it is exactly the bin ``searchsorted`` would give."""
     nb = len(HIST_EDGES) - 1
-    with np.errstate(divide="ignore"):
-        guess = np.floor(10.0 * np.log10(values)) + 121
-    idx = np.clip(np.nan_to_num(guess, nan=0.0, posinf=nb - 1, neginf=0), 0, nb - 1).astype(np.int64)
+    guess = np.floor(log_values * (10.0 / math.log(10.0))) + 121
+    idx = np.clip(guess, 0, nb - 1).astype(np.int64)
     idx -= (values < HIST_EDGES[idx]).astype(np.int64)
     idx += (values >= HIST_EDGES[np.minimum(idx + 1, nb)]) & (idx < nb - 1)
     return np.bincount(np.clip(idx, 0, nb - 1), minlength=nb).astype(np.int64)
@@ -221,23 +220,33 @@ def chunk_state(
     st = empty_state()
     st["evaluations"] = int(flat.size)
     st["configurations"] = int(e.shape[0])
-    nan = np.isnan(flat)
-    inf = np.isinf(flat)
-    fin = flat[~(nan | inf)]
-    st["nan_count"] = int(nan.sum())
-    st["inf_count"] = int(inf.sum())
+    finite = np.isfinite(flat)
+    if finite.all():  # the common case: no copies
+        fin = notnan = flat
+        n_nan = n_inf = 0
+    else:
+        nan = np.isnan(flat)
+        fin, notnan = flat[finite], flat[~nan]
+        n_nan = int(nan.sum())
+        n_inf = int(flat.size - n_nan - fin.size)
+    st["nan_count"], st["inf_count"] = n_nan, n_inf
     st["error_sum_exact"] = exact_sum(fin)
-    notnan = flat[~nan]
     st["error_max"] = float(notnan.max()) if notnan.size else -math.inf
     pos = fin[fin > _MAPPING.min_possible]
     st["sketch_zero"] = int(fin.size - pos.size)
+    nb = len(HIST_EDGES) - 1
+    hist = np.zeros(nb, dtype=np.int64)
+    hist[0] += st["sketch_zero"]  # zeros and values below ~2e-308: all in [0, 1e-12)
+    hist[nb - 1] += n_inf
     if pos.size:
-        keys = sketch_keys(pos)
+        lg = np.log(pos)  # shared by the sketch keys and the histogram bins
+        keys = (np.ceil(lg * _MULT) + _MAPPING._offset).astype(np.int64)
         k0 = int(keys.min())
         counts = np.bincount(keys - k0)
         nz = np.flatnonzero(counts)
         st["sketch"] = {int(k) + k0: int(c) for k, c in zip(nz.tolist(), counts[nz].tolist(), strict=True)}
-    st["histogram"] = _hist_counts(notnan)
+        hist += _hist_counts(pos, lg)
+    st["histogram"] = hist
     if outputs.shape[-1] > 1:
         pred = outputs.argmax(-1)
         st["changed"], st["changed_sq"] = _rate_counts(pred != clean.argmax(-1).unsqueeze(0))
