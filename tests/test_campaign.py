@@ -400,3 +400,33 @@ def test_unwritable_checkpoint_is_one_error(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(InvalidArgumentError, match="Permission denied"):
         run_campaign(net, x, spec, checkpoint=tmp_path / "ck.npz")
     assert not list(tmp_path.glob("ck.npz*"))
+
+
+def test_sampling_without_replacement_is_a_permutation() -> None:
+    from faultbound.measure.campaign import permuted_index
+
+    for n in (1, 2, 3, 7, 64, 100, 1000, 4097):
+        for key in (0, 5, 2**63 + 1):
+            assert sorted(permuted_index(j, n, key) for j in range(n)) == list(range(n))
+    assert [permuted_index(j, 1000, 1) for j in range(20)] != list(range(20))
+    assert [permuted_index(j, 1000, 1) for j in range(20)] != [permuted_index(j, 1000, 2) for j in range(20)]
+    net = _net()  # C(6,2) * C(5,2) = 150 failure sets; 120 drawn must all differ
+    spec = CampaignSpec(fb.Crash(), trials=120, failures=(2, 2), chunk=16, seed=3, without_replacement=True)
+    seen = []
+    for c in range(math.ceil(120 / 16)):
+        fs = chunk_faults(net, spec, c)
+        seen += [(tuple(fs.config(t)["sites"]["1"]), tuple(fs.config(t)["sites"]["2"])) for t in range(fs.n_configs)]
+    assert len(seen) == len(set(seen)) == 120
+    x = net.domain.sample(5)
+    with pytest.raises(InvalidArgumentError, match="without replacement"):
+        run_campaign(net, x, CampaignSpec(fb.Crash(), trials=151, failures=(2, 2), without_replacement=True))
+
+
+def test_finite_population_correction_by_hand() -> None:
+    from faultbound.measure.stats import cluster_interval
+
+    # 4 configurations x 10 inputs, hits 0, 10, 0, 10 (n_eff = 4 without correction), drawn from N = 6:
+    # n_eff = 4 * (6 - 1) / (6 - 4) = 10
+    assert cluster_interval(20, 200, 4, 10, population=6) == pytest.approx(wilson(5.0, 10.0))
+    assert cluster_interval(20, 200, 4, 10, population=4) == (0.5, 0.5)  # every configuration: exact
+    assert cluster_interval(20, 200, 4, 10, population=10**30) == pytest.approx(cluster_interval(20, 200, 4, 10))

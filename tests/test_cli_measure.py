@@ -183,7 +183,10 @@ def test_margin_sets_trials_by_leveugle(model: Path) -> None:
     n = math.ceil(n_pop / (1 + 0.05**2 * (n_pop - 1) / t2))
     assert d["population"] == n_pop and d["trials"] == d["configurations"] == n
     assert d["sample_size"]["margin"] == 0.05 and "failure_rate_ci90" in d
-    assert d["interval"] == "wilson-design-effect-over-configurations"
+    # drawn without replacement (distinct sets), so the interval carries the finite-population
+    # correction and Leveugle's n guarantees the margin (Wilson at p = 1/2 is narrower than Wald)
+    assert d["spec"]["without_replacement"] and d["margin_achieved"] <= 0.05
+    assert d["interval"] == "wilson-design-effect-over-configurations with finite-population correction"
 
 
 def test_exhaustive_is_the_default_when_it_fits(model: Path) -> None:

@@ -259,6 +259,8 @@ def inject_cmd(
                     "use --margin E to sample."
                 )
         exhaustive = exhaustive or fits
+        # Leveugle's formula counts distinct configurations: draw them without replacement
+        distinct = margin is not None and not exhaustive and fl is not None and pop is not None and pop <= 2**62
         spec = CampaignSpec(
             f,
             int(pop) if exhaustive and pop is not None else n_trials,
@@ -272,6 +274,7 @@ def inject_cmd(
             threshold=threshold,
             margin=margin if until_margin else None,
             confidence=confidence,
+            without_replacement=distinct and n_trials <= pop,  # type: ignore[operator]
         )
     spec.check(net)
     total = spec.trials

@@ -91,6 +91,7 @@ __all__ = [
     "spec_from_dict",
     "fault_from_record",
     "inputs_fingerprint",
+    "permuted_index",
 ]
 
 Progress = Callable[[int, int], None]
@@ -113,6 +114,9 @@ class CampaignSpec:
         input_batch: inputs evaluated at once (bounds memory).
         quantiles: reported quantiles of the output error.
         exhaustive: enumerate every failure set (``trials`` must be :func:`population`) instead of sampling.
+        without_replacement: draw ``trials`` distinct failure sets (a keyed pseudo-random permutation
+            of the enumeration, :func:`permuted_index`), as Leveugle's formula assumes; the rate
+            intervals then carry the finite-population correction.
         threshold: an evaluation *fails* when its error exceeds this (default for classifiers: the
             prediction changes); the failure rate is what ``margin`` controls.
         margin: stop sequentially, after a chunk, once the failure-rate interval's half-width is <= this.
@@ -133,6 +137,7 @@ class CampaignSpec:
     threshold: float | None = None
     margin: float | None = None
     confidence: float = 0.95
+    without_replacement: bool = False
 
     def check(self, net: Network) -> None:
         """Validate everything up front (fail at construction, never at chunk 10,000)."""
@@ -180,6 +185,13 @@ class CampaignSpec:
                     f"Expected `failures` to have one count per layer ({want}), but got {len(self.failures)}."
                 )
             sample_faults(net, self.fault, 0, failures=list(self.failures))  # validates the counts
+        if self.without_replacement:
+            n = population(net, self.fault, failures=self.failures) if self.failures is not None else None
+            if n is None or self.exhaustive or n > 2**62 or self.trials > n:
+                raise InvalidArgumentError(
+                    "Expected exact failure counts, a population of at most 2**62 and trials <= population "
+                    "for sampling without replacement."
+                )
         if self.exhaustive:
             if self.failures is None:
                 raise InvalidArgumentError("Expected exact failure counts (not a rate) for an exhaustive campaign.")
@@ -206,6 +218,7 @@ class CampaignSpec:
             "threshold": self.threshold,
             "margin": self.margin,
             "confidence": self.confidence,
+            "without_replacement": self.without_replacement,
         }
 
 
@@ -332,8 +345,31 @@ def _unrank_combination(n: int, k: int, r: int) -> list[int]:
     return out
 
 
+def permuted_index(j: int, n: int, key: int) -> int:
+    """The image of ``j`` under a keyed pseudo-random permutation of ``range(n)`` (``n <= 2**62``):
+    a 4-round Feistel network on ``2h`` bits (``4**h >= n``) with BLAKE2b round functions, with cycle
+    walking back into ``range(n)``. A bijection by construction, computable for any ``j`` alone, so
+    the chunks of a campaign without replacement stay independent."""
+    if not 0 <= j < n:
+        raise InvalidArgumentError(f"Expected an index in 0..{n - 1}, but got {j}.")
+    h = max(1, ((n - 1).bit_length() + 1) // 2)
+    mask = (1 << h) - 1
+    kb = int(key).to_bytes(16, "little", signed=False)
+    x = j
+    while True:
+        left, right = x >> h, x & mask
+        for r in range(4):
+            digest = hashlib.blake2b(bytes([r]) + right.to_bytes(8, "little"), digest_size=8, key=kb).digest()
+            f = int.from_bytes(digest, "little") & mask
+            left, right = right, left ^ f
+        x = (left << h) | right
+        if x < n:
+            return x
+
+
 def _enumerate_faults(net: Network, spec: CampaignSpec, start: int, count: int) -> FaultSet:
-    """Configurations ``start .. start + count - 1`` of the full enumeration: a mixed-radix index
+    """Configurations ``start .. start + count - 1`` of the full enumeration (or, without
+    replacement, of its keyed permutation :func:`permuted_index`): a mixed-radix index
     over layers (layer 1 most significant), each layer's failure sets in lexicographic order, then
     (bit flips) the flipped bit of each failing unit, first unit most significant."""
     assert spec.failures is not None
@@ -347,7 +383,9 @@ def _enumerate_faults(net: Network, spec: CampaignSpec, start: int, count: int) 
     radix = [math.comb(n, f) * nb**f for n, f in zip(sizes, spec.failures, strict=True)]
     sites: list[list[list[int]]] = [[] for _ in range(n_layers)]
     bits: list[list[list[int]]] = [[] for _ in range(n_layers)]
-    for i in range(start, start + count):
+    total = math.prod(radix)
+    for j in range(start, start + count):
+        i = permuted_index(j, total, spec.seed) if spec.without_replacement else j
         digits = []
         for rdx in reversed(radix):
             i, d = divmod(i, rdx)
@@ -378,7 +416,7 @@ def chunk_faults(net: Network, spec: CampaignSpec, chunk: int) -> FaultSet:
     if not 0 <= chunk < n_chunks:
         raise InvalidArgumentError(f"Expected a chunk in 0..{n_chunks - 1}, but got {chunk}.")
     n = min(spec.chunk, spec.trials - chunk * spec.chunk)
-    if spec.exhaustive:
+    if spec.exhaustive or spec.without_replacement:
         return _enumerate_faults(net, spec, chunk * spec.chunk, n)
     g = torch.Generator().manual_seed(chunk_seed(spec.seed, chunk))
     failures = None if spec.failures is None else list(spec.failures)
@@ -701,11 +739,11 @@ def _chunk(p: _Prepared, c: int) -> dict[str, Any]:
     return chunk_state(errors, outputs, p.clean_out, p.labels, worst, spec.threshold)
 
 
-def _stop(state: dict[str, Any], spec: CampaignSpec, failure: str | None) -> bool:
+def _stop(state: dict[str, Any], spec: CampaignSpec, failure: str | None, pop: int | None = None) -> bool:
     """Sequential stop: the failure-rate interval's half-width is at most the margin."""
     if spec.margin is None or state["configurations"] < 2:
         return False
-    s = summarize(state, (), False, spec.confidence, failure)
+    s = summarize(state, (), False, spec.confidence, failure, population=pop)
     return bool(s["margin_achieved"] <= spec.margin)
 
 
@@ -745,10 +783,13 @@ def result_from_state(
     state: dict[str, Any], meta: dict[str, Any], spec: CampaignSpec, chunks_done: int, resumed_from: int = 0
 ) -> CampaignResult:
     """The :class:`CampaignResult` of a (merged) state and the meta its file or run recorded."""
-    summary = summarize(state, spec.quantiles, int(meta["n_outputs"]) > 1, spec.confidence, meta.get("failure"))
+    pop = meta.get("population")
+    fpc = int(pop) if spec.without_replacement and pop is not None else None
+    summary = summarize(
+        state, spec.quantiles, int(meta["n_outputs"]) > 1, spec.confidence, meta.get("failure"), population=fpc
+    )
     if meta.get("clean_accuracy") is not None:
         summary["clean_accuracy"] = float(meta["clean_accuracy"])
-    pop = meta.get("population")
     return CampaignResult(
         summary, spec, int(meta["n_inputs"]), chunks_done, resumed_from, state,
         None if pop is None else int(pop), bool(meta.get("stopped", False)), str(meta.get("fingerprint_inputs", "")),
@@ -801,6 +842,7 @@ def run_campaign(
     n_chunks = math.ceil(spec.trials / spec.chunk)
     own = shard_chunks(n_chunks, shard)
     failure = _failure(net, spec)
+    fpc = population(net, spec.fault, failures=spec.failures) if spec.without_replacement else None
     state = empty_state()
     start = 0
     path = Path(checkpoint) if checkpoint is not None else None
@@ -824,7 +866,7 @@ def run_campaign(
     last = time.monotonic()
     done = start
     for k in range(start, len(own)):
-        if _stop(state, spec, failure):
+        if _stop(state, spec, failure, fpc):
             stopped = True
             break
         state = merge_states(state, _chunk(p, own[k]))
@@ -835,7 +877,7 @@ def run_campaign(
         if progress is not None:
             progress(min(spec.trials, state["configurations"]), spec.trials)
     else:
-        stopped = _stop(state, spec, failure) and done < len(own)
+        stopped = _stop(state, spec, failure, fpc) and done < len(own)
     if path is not None:
         _save(path, state, _meta(p, n_chunks, shard, done, stopped, extra))
     meta = _meta(p, n_chunks, shard, done, stopped, extra)
@@ -860,6 +902,7 @@ def spec_from_dict(d: dict[str, Any]) -> CampaignSpec:
             threshold=None if d["threshold"] is None else float(d["threshold"]),
             margin=None if d["margin"] is None else float(d["margin"]),
             confidence=float(d["confidence"]),
+            without_replacement=bool(d.get("without_replacement", False)),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise InvalidArgumentError(f"Expected a campaign spec, but a field is missing or wrong: {e}.") from None

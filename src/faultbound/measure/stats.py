@@ -303,20 +303,33 @@ def wilson(k: float, n: float, z: float = 1.959963984540054) -> tuple[float, flo
 
 
 def cluster_interval(
-    s1: int, s2: int, configs: int, per_config: int, z: float = 1.959963984540054
+    s1: int,
+    s2: int,
+    configs: int,
+    per_config: int,
+    z: float = 1.959963984540054,
+    population: int | None = None,
 ) -> tuple[float, float]:
     """Interval for the rate :math:`\\hat p = S_1/(TB)` when configurations are the sampled unit
-    (module docstring): Wilson with :math:`n_{\\mathrm{eff}} = \\hat p(1-\\hat p)T/s^2 \\in [T, TB]`."""
+    (module docstring): Wilson with :math:`n_{\\mathrm{eff}} = \\hat p(1-\\hat p)T/s^2 \\in [T, TB]`.
+
+    With ``population`` N (T distinct configurations drawn without replacement), the variance of
+    :math:`\\hat p` carries the finite-population correction :math:`(N-T)/(N-1)`: :math:`n_{\\mathrm{eff}}`
+    is divided by it, and at T = N the rate is exact (the interval is the point)."""
     t, b = configs, per_config
     if t == 0 or b == 0:
         return 0.0, 1.0
     n = t * b
     p = s1 / n
+    if population is not None and population > 1 and t >= population:
+        return p, p
     if t == 1:
         return wilson(p, 1.0, z)
     var = Fraction(s2 * t - s1 * s1, t * (t - 1) * b * b)  # s^2, exact
     pq = p * (1 - p)
     n_eff = float(t) if var <= 0 or pq == 0 else min(float(n), max(float(t), pq * t / float(var)))
+    if population is not None and population > 1:
+        n_eff *= (population - 1) / (population - t)
     return wilson(p * n_eff, n_eff, z)
 
 
@@ -361,6 +374,7 @@ def summarize(
     classifier: bool = False,
     confidence: float = 0.95,
     failure: str | None = None,
+    population: int | None = None,
 ) -> dict[str, Any]:
     """The figures a user reads: exact max and mean of the output error, DDSketch quantiles,
     and for rates (changed predictions, accuracy, failures) the interval over configurations.
@@ -368,7 +382,8 @@ def summarize(
     NaN errors make ``max_error`` and ``mean_error`` NaN and rank above every other error in the
     quantiles; ``nan_evaluations`` counts them. ``failure`` says what a failing evaluation is
     (``"error > T"`` or ``"changed prediction"``); with it, ``failure_rate`` and its interval are
-    reported, with ``margin_achieved`` its half-width.
+    reported, with ``margin_achieved`` its half-width. ``population``: the configurations were
+    distinct draws from this many (finite-population correction, :func:`cluster_interval`).
     """
     n = int(state["evaluations"])
     t = int(state["configurations"])
@@ -390,18 +405,18 @@ def summarize(
         "nan_evaluations": nan,
         "quantiles": {str(q): _quantile(state, q) if n else None for q in quantiles},
         "quantile_relative_accuracy": RELATIVE_ACCURACY,
-        "interval": INTERVAL_METHOD,
+        "interval": INTERVAL_METHOD + (" with finite-population correction" if population else ""),
         "confidence": confidence,
     }
     ci = f"ci{confidence * 100:g}"
     if classifier:
         out["changed_rate"] = state["changed"] / n if n else None
-        out[f"changed_rate_{ci}"] = list(cluster_interval(state["changed"], state["changed_sq"], t, b, z))
+        out[f"changed_rate_{ci}"] = list(cluster_interval(state["changed"], state["changed_sq"], t, b, z, population))
     if state["labeled"]:
         out["accuracy"] = state["correct"] / state["labeled"]
-        out[f"accuracy_{ci}"] = list(cluster_interval(state["correct"], state["correct_sq"], t, b, z))
+        out[f"accuracy_{ci}"] = list(cluster_interval(state["correct"], state["correct_sq"], t, b, z, population))
     if failure is not None:
-        lo, hi = cluster_interval(state["failed"], state["failed_sq"], t, b, z)
+        lo, hi = cluster_interval(state["failed"], state["failed_sq"], t, b, z, population)
         out["failure"] = failure
         out["failure_rate"] = state["failed"] / n if n else None
         out[f"failure_rate_{ci}"] = [lo, hi]
