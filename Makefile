@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
-EXTRAS := cli,onnx,data,plot,report,dev
+EXTRAS := cli,onnx,data,plot,report,dev,ray
 
 .PHONY: demo test install lint bench clean soundness
 
@@ -27,7 +27,9 @@ MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/f
 	src/faultbound/network/extract.py src/faultbound/faults.py src/faultbound/errors.py \
 	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/data.py \
 	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py \
-	src/faultbound/network/pt2_guard.py src/faultbound/cli/_data.py
+	src/faultbound/network/pt2_guard.py src/faultbound/cli/_data.py \
+	src/faultbound/measure/stats.py src/faultbound/measure/campaign.py src/faultbound/measure/distributed.py \
+	src/faultbound/cli/measure.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -11,7 +11,16 @@ Public API (all typed; see each function's docstring for the math):
 * ``run_campaign(net, inputs, spec: CampaignSpec, *, labels=None, checkpoint=None, progress=None)
   -> CampaignResult`` -- chunked, seeded, resumable campaign; ``result.to_dict()`` has ``max_error``,
   ``mean_error``, ``quantiles``, ``trials``, ``seed``, ``worst`` (and ``changed_rate`` / ``accuracy``
-  with Wilson intervals for classifiers).
+  with intervals over configurations for classifiers; see :mod:`faultbound.measure.stats`).
+* ``run_campaign(..., shard=(i, n), checkpoint_seconds=1.0)`` runs chunks ``i, i+n, ...`` only;
+  ``merge_campaign_states(paths) -> CampaignResult`` merges the shards' state files into exactly the
+  unsharded result; ``load_state(path) -> (state, meta)`` reads and validates one (never unpickles).
+* ``faultbound.measure.distributed.run_ray(net, inputs, spec, *, labels=None, workers=2, address=None,
+  progress=None) -> CampaignResult`` -- the shards as Ray tasks (needs the ``ray`` extra); the
+  result equals ``run_campaign``'s, also when a worker dies and its shard is retried.
+* ``population(net, fault, failures=None, rate=None) -> int | None`` -- the exact number of
+  configurations; ``leveugle_trials(population, margin, confidence) -> int`` -- Leveugle et al.'s
+  sample size with the finite-population correction.
 * ``campaign_inputs(net, data=None, digits=False, samples=None, seed=0) -> (inputs, labels)``.
 * ``worst_case(net, fault, failures=None, *, inputs=None, n_probe=32, exhaustive_limit=200_000,
   beam=4, beam_probes=8, refine=4, rounds=1, candidates=64, max_evaluations=400_000, restarts=8,
@@ -21,7 +30,8 @@ Public API (all typed; see each function's docstring for the math):
   ``evaluations``, ``sets_total``, ``probe_max_error``, ``probes``, ``seed``, ``fault``, ``failures``.
 
 ``CampaignSpec(fault, trials, failures=None, rate=None, seed=0, chunk=64, values="random",
-dtype="float32", input_batch=1024, quantiles=(0.5, 0.9, 0.99))`` holds a campaign's settings; chunk c
+dtype="float32", input_batch=1024, quantiles=(0.5, 0.9, 0.99), exhaustive=False, threshold=None,
+margin=None, confidence=0.95)`` holds a campaign's settings; chunk c
 draws from ``chunk_seed(seed, c)``, so a resumed campaign equals an uninterrupted one, and
 ``chunk_faults(net, spec, c)`` regenerates that chunk's configurations (replay of any configuration).
 
@@ -34,7 +44,12 @@ from faultbound.measure.campaign import (
     campaign_inputs,
     chunk_faults,
     chunk_seed,
+    leveugle_trials,
+    load_state,
+    merge_campaign_states,
+    population,
     run_campaign,
+    shard_chunks,
 )
 from faultbound.measure.engine import (
     BitFlip,
@@ -62,7 +77,12 @@ __all__ = [
     "clean_pass",
     "faulty_forward",
     "inject",
+    "leveugle_trials",
+    "load_state",
+    "merge_campaign_states",
     "merge_states",
+    "population",
+    "shard_chunks",
     "run_campaign",
     "sample_faults",
     "summarize",

@@ -1,24 +1,49 @@
-"""Fault-injection campaigns: many sampled fault configurations on a set of inputs, with
-mergeable statistics and a checkpoint that survives ``kill -9``.
+"""Fault-injection campaigns: many fault configurations on a set of inputs, with constant-size
+mergeable statistics, a checkpoint that survives ``kill -9``, statistical sample sizes,
+exhaustive enumeration, and deterministic shards.
 
 A campaign of ``trials`` configurations is cut into chunks of ``chunk`` configurations. Chunk c draws
-its fault sets and values from a generator seeded by ``(seed, c)`` only, so chunks are independent:
-whichever chunks were done before an interruption, resuming finishes with exactly the result of an
-uninterrupted run. After every chunk the merged state is written to the checkpoint file atomically
-(temporary file + ``os.replace``).
+its fault sets and values from a generator seeded by ``(seed, c)`` only (or, with ``exhaustive``,
+enumerates configurations ``c * chunk`` onwards), so chunks are independent: whichever chunks were
+done before an interruption, by whichever process, merging their states (:mod:`.stats`, exact and
+order-independent) gives exactly the result of an uninterrupted run. Shard ``i`` of ``n`` runs the
+chunks ``c = i, i + n, i + 2n, ...``. The merged state is written to the checkpoint file atomically
+(temporary file + ``os.replace``) at most every ``checkpoint_seconds`` and at the end; it holds
+counts, exact sums and a quantile sketch, so its size does not grow with the number of trials.
 
 Every configuration is evaluated on every input; the figure of a configuration t on input b is
 :math:`e_{t,b} = \\|F'_t(x_b) - F(x_b)\\|_\\infty`.
+
+**Statistical fault injection** (Leveugle, Calvez, Maistri, Vanhauwaert, DATE 2009): to estimate a
+failure proportion within a margin :math:`e` at confidence level with normal quantile :math:`t`,
+from a population of :math:`N` possible fault configurations, sample
+
+.. math::
+
+    n = \\left\\lceil \\frac{N}{1 + e^2 (N-1) / (t^2 p (1-p))} \\right\\rceil, \\qquad p = 1/2
+    \\text{ (the worst case)}
+
+configurations without replacement. :func:`population` computes :math:`N` exactly (Python integers):
+:math:`\\prod_l \\binom{N_l}{f_l}` failure sets for exactly :math:`f_l` failing units per layer (times
+:math:`b^{f_l}` bit choices for bit flips over :math:`b` allowed bits), and :math:`\\prod_l 2^{N_l}`
+(:math:`(1+b)^{N_l}` for bit flips) subsets for Bernoulli rates. The values of Byzantine units are
+drawn per configuration and are not part of :math:`N`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import glob
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+import time
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,13 +53,49 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, Precision
-from faultbound.measure.engine import FaultSet, ValueMode, clean_pass, inject, layer_count, sample_faults
-from faultbound.measure.stats import chunk_state, empty_state, merge_states, summarize
+from faultbound.measure.engine import (
+    BitFlip,
+    CleanPass,
+    FaultSet,
+    ValueMode,
+    clean_pass,
+    inject,
+    layer_count,
+    n_units,
+    sample_faults,
+)
+from faultbound.measure.stats import (
+    HIST_EDGES,
+    REDUCTIONS,
+    chunk_state,
+    empty_state,
+    merge_states,
+    summarize,
+    z_value,
+)
 from faultbound.network.core import Network
 
-__all__ = ["CampaignSpec", "CampaignResult", "run_campaign", "campaign_inputs", "chunk_seed", "chunk_faults"]
+__all__ = [
+    "CampaignSpec",
+    "CampaignResult",
+    "run_campaign",
+    "campaign_inputs",
+    "chunk_seed",
+    "chunk_faults",
+    "population",
+    "leveugle_trials",
+    "shard_chunks",
+    "load_state",
+    "merge_campaign_states",
+    "result_from_state",
+    "spec_from_dict",
+    "fault_from_record",
+    "inputs_fingerprint",
+    "permuted_index",
+]
 
 Progress = Callable[[int, int], None]
+FORMAT = "faultbound-campaign-state/2"
 
 
 @dataclass(frozen=True)
@@ -43,15 +104,23 @@ class CampaignSpec:
 
     Attributes:
         fault: the fault model.
-        trials: number of fault configurations T.
+        trials: number of fault configurations T (with ``margin``: the most that may be run).
         failures: exact failing units per layer (the paper's :math:`f_l`), or
         rate: each unit fails independently with this probability (Bernoulli).
         seed: the seed of everything random.
-        chunk: configurations per chunk (the checkpoint granularity).
+        chunk: configurations per chunk (the checkpoint and shard granularity).
         values: how Byzantine / precision values are chosen (``"random"``, ``"adversarial"``, ``"fixed"``).
         dtype: ``"float32"`` (default) or ``"float64"``.
         input_batch: inputs evaluated at once (bounds memory).
         quantiles: reported quantiles of the output error.
+        exhaustive: enumerate every failure set (``trials`` must be :func:`population`) instead of sampling.
+        without_replacement: draw ``trials`` distinct failure sets (a keyed pseudo-random permutation
+            of the enumeration, :func:`permuted_index`), as Leveugle's formula assumes; the rate
+            intervals then carry the finite-population correction.
+        threshold: an evaluation *fails* when its error exceeds this (default for classifiers: the
+            prediction changes); the failure rate is what ``margin`` controls.
+        margin: stop sequentially, after a chunk, once the failure-rate interval's half-width is <= this.
+        confidence: the confidence level of every reported interval.
     """
 
     fault: Fault
@@ -64,11 +133,18 @@ class CampaignSpec:
     dtype: Literal["float32", "float64"] = "float32"
     input_batch: int = 1024
     quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)
+    exhaustive: bool = False
+    threshold: float | None = None
+    margin: float | None = None
+    confidence: float = 0.95
+    without_replacement: bool = False
 
     def check(self, net: Network) -> None:
         """Validate everything up front (fail at construction, never at chunk 10,000)."""
         if not isinstance(self.trials, int) or self.trials < 0:
             raise InvalidArgumentError(f"Expected `trials` >= 0, but got {self.trials}.")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise InvalidArgumentError(f"Expected a seed in 0..2**64-1, but got {self.seed}.")
         if self.chunk < 1 or self.input_batch < 1:
             raise InvalidArgumentError(
                 f"Expected chunk and input_batch >= 1, but got {self.chunk}, {self.input_batch}."
@@ -77,11 +153,26 @@ class CampaignSpec:
             raise InvalidArgumentError(f"Expected dtype float32 or float64, but got {self.dtype!r}.")
         if self.values not in ("fixed", "random", "adversarial"):
             raise InvalidArgumentError(f"Expected values among fixed, random, adversarial, but got {self.values!r}.")
+        if not 0.0 < self.confidence < 1.0:
+            raise InvalidArgumentError(f"Expected a confidence in (0, 1), but got {self.confidence}.")
+        if self.margin is not None and not 0.0 < self.margin < 0.5:
+            raise InvalidArgumentError(f"Expected a margin in (0, 0.5), but got {self.margin}.")
+        if self.threshold is not None and not (math.isfinite(self.threshold) and self.threshold >= 0):
+            raise InvalidArgumentError(f"Expected a threshold >= 0, but got {self.threshold}.")
+        if self.margin is not None and self.threshold is None and net.n_outputs < 2:
+            raise InvalidArgumentError(
+                "Expected a failure threshold with a margin on a single-output network (a failure is an error "
+                "above the threshold; classifiers default to a changed prediction)."
+            )
+        if any(not 0.0 <= q <= 1.0 for q in self.quantiles):
+            raise InvalidArgumentError(f"Expected quantiles in [0, 1], but got {self.quantiles}.")
         if isinstance(self.fault, Precision):
             if len(self.fault.errors) != net.L:
                 raise InvalidArgumentError(
                     f"Expected precision errors for each hidden layer ({net.L}), but got {len(self.fault.errors)}."
                 )
+            if self.exhaustive:
+                raise InvalidArgumentError("Expected sampled (not exhaustive) precision campaigns: they have no sites.")
             return
         if (self.failures is None) == (self.rate is None):
             raise InvalidArgumentError("Expected exactly one of `failures` (counts per layer) or `rate`.")
@@ -94,12 +185,26 @@ class CampaignSpec:
                     f"Expected `failures` to have one count per layer ({want}), but got {len(self.failures)}."
                 )
             sample_faults(net, self.fault, 0, failures=list(self.failures))  # validates the counts
+        if self.without_replacement:
+            n = population(net, self.fault, failures=self.failures) if self.failures is not None else None
+            if n is None or self.exhaustive or n > 2**62 or self.trials > n:
+                raise InvalidArgumentError(
+                    "Expected exact failure counts, a population of at most 2**62 and trials <= population "
+                    "for sampling without replacement."
+                )
+        if self.exhaustive:
+            if self.failures is None:
+                raise InvalidArgumentError("Expected exact failure counts (not a rate) for an exhaustive campaign.")
+            n = population(net, self.fault, failures=self.failures)
+            if self.trials != n:
+                raise InvalidArgumentError(f"Expected trials = the population ({n}) for an exhaustive campaign.")
 
     def to_dict(self) -> dict[str, Any]:
         from faultbound.bounds.api import fault_dict
 
         return {
-            "fault": fault_dict(self.fault) | {"repr": repr(self.fault)},
+            "fault": fault_dict(self.fault) | {"repr": repr(self.fault), "class": type(self.fault).__name__,
+                                               "fields": _fault_fields(self.fault)},
             "trials": self.trials,
             "failures": None if self.failures is None else list(self.failures),
             "rate": self.rate,
@@ -108,7 +213,43 @@ class CampaignSpec:
             "values": self.values,
             "dtype": self.dtype,
             "input_batch": self.input_batch,
+            "quantiles": list(self.quantiles),
+            "exhaustive": self.exhaustive,
+            "threshold": self.threshold,
+            "margin": self.margin,
+            "confidence": self.confidence,
+            "without_replacement": self.without_replacement,
         }
+
+
+def _fault_fields(fault: Fault) -> dict[str, Any]:
+    """The dataclass fields of a fault model, JSON-ready (infinite capacity as the string ``"inf"``)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(fault):
+        v = getattr(fault, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else ("inf" if v == math.inf else v)
+    return out
+
+
+def fault_from_record(d: dict[str, Any]) -> Fault:
+    """The fault model a :meth:`CampaignSpec.to_dict` record describes (only faultbound's own classes)."""
+    import faultbound.faults as fm
+
+    classes: dict[str, type[Fault]] = {n: getattr(fm, n) for n in fm.__all__ if isinstance(getattr(fm, n), type)}
+    classes["BitFlip"] = BitFlip
+    cls = classes.get(str(d.get("class")))
+    if cls is None or not isinstance(d.get("fields"), dict):
+        raise InvalidArgumentError(f"Expected a faultbound fault model, but got {d.get('class')!r}.")
+    kw = {k: (math.inf if v == "inf" else tuple(v) if isinstance(v, list) else v) for k, v in d["fields"].items()}
+    if cls is Precision:
+        errs = kw.get("errors")
+        if not isinstance(errs, tuple):
+            raise InvalidArgumentError(f"Expected a list of precision errors, but got {errs!r}.")
+        return Precision(errs)
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise InvalidArgumentError(f"Expected the fields of {cls.__name__}, but got {sorted(kw)}: {e}.") from None
 
 
 @dataclass(frozen=True)
@@ -121,6 +262,10 @@ class CampaignResult:
     chunks_done: int
     resumed_from: int = 0
     state: dict[str, Any] = field(default_factory=dict, repr=False)
+    population: int | None = None
+    stopped_early: bool = False
+    fingerprint_inputs: str = ""
+    chunks_run: int = 0
 
     @property
     def max_error(self) -> float:
@@ -132,10 +277,51 @@ class CampaignResult:
             "trials": self.spec.trials,
             "seed": self.spec.seed,
             "inputs": self.n_inputs,
+            "population": self.population,
+            "exhaustive": self.spec.exhaustive,
+            "stopped_early": self.stopped_early,
             "spec": self.spec.to_dict(),
             "chunks": self.chunks_done,
             "resumed_from_chunk": self.resumed_from,
         }
+
+
+def population(
+    net: Network, fault: Fault, failures: Sequence[int] | None = None, rate: float | None = None
+) -> int | None:
+    """The exact number of fault configurations the campaign draws from (module docstring); None
+    for precision faults (no sites: every neuron is off by a random amount)."""
+    if isinstance(fault, Precision):
+        return None
+    bits = 1
+    if isinstance(fault, BitFlip):
+        bits = len(fault.bits) if fault.bits is not None else fault.n_bits
+    sizes = [n_units(net, fault, l) for l in range(1, layer_count(net, fault) + 1)]
+    if failures is not None:
+        if len(failures) != len(sizes):
+            raise InvalidArgumentError(
+                f"Expected `failures` to have one count per layer ({len(sizes)}), but got {len(failures)}."
+            )
+        for l, (n, f) in enumerate(zip(sizes, failures, strict=True), start=1):
+            if not 0 <= int(f) <= n:
+                raise InvalidArgumentError(f"Expected 0 <= f_{l} <= {n}, but got {f}.")
+        return math.prod(math.comb(n, int(f)) * bits ** int(f) for n, f in zip(sizes, failures, strict=True))
+    return math.prod((1 + bits) ** n for n in sizes)
+
+
+def leveugle_trials(pop: int | None, margin: float, confidence: float, p: float = 0.5) -> int:
+    """Leveugle et al. (DATE 2009) sample size with the finite-population correction (module
+    docstring), computed in exact rational arithmetic (the population may exceed any float);
+    ``pop=None`` means an infinite population."""
+    if not 0.0 < margin < 1.0 or not 0.0 < confidence < 1.0:
+        raise InvalidArgumentError(f"Expected margin and confidence in (0, 1), but got {margin}, {confidence}.")
+    t = Fraction(z_value(confidence))
+    a = t * t * Fraction(p) * (1 - Fraction(p))
+    e2 = Fraction(margin) ** 2
+    if pop is None:
+        return math.ceil(a / e2)
+    n = Fraction(pop) * a / (a + e2 * (pop - 1))
+    return min(pop, math.ceil(n))
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -143,21 +329,114 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, int(chunk)]).generate_state(1)[0])
 
 
+def _unrank_combination(n: int, k: int, r: int) -> list[int]:
+    """The ``r``-th ``k``-subset of ``range(n)`` in lexicographic order (``0 <= r < C(n, k)``)."""
+    out: list[int] = []
+    x = 0
+    for i in range(k):
+        while True:
+            c = math.comb(n - x - 1, k - i - 1)
+            if r < c:
+                break
+            r -= c
+            x += 1
+        out.append(x)
+        x += 1
+    return out
+
+
+def permuted_index(j: int, n: int, key: int) -> int:
+    """The image of ``j`` under a keyed pseudo-random permutation of ``range(n)`` (``n <= 2**62``):
+    a 4-round Feistel network on ``2h`` bits (``4**h >= n``) with BLAKE2b round functions, with cycle
+    walking back into ``range(n)``. A bijection by construction, computable for any ``j`` alone, so
+    the chunks of a campaign without replacement stay independent."""
+    if not 0 <= j < n:
+        raise InvalidArgumentError(f"Expected an index in 0..{n - 1}, but got {j}.")
+    h = max(1, ((n - 1).bit_length() + 1) // 2)
+    mask = (1 << h) - 1
+    kb = int(key).to_bytes(16, "little", signed=False)
+    x = j
+    while True:
+        left, right = x >> h, x & mask
+        for r in range(4):
+            digest = hashlib.blake2b(bytes([r]) + right.to_bytes(8, "little"), digest_size=8, key=kb).digest()
+            f = int.from_bytes(digest, "little") & mask
+            left, right = right, left ^ f
+        x = (left << h) | right
+        if x < n:
+            return x
+
+
+def _enumerate_faults(net: Network, spec: CampaignSpec, start: int, count: int) -> FaultSet:
+    """Configurations ``start .. start + count - 1`` of the full enumeration (or, without
+    replacement, of its keyed permutation :func:`permuted_index`): a mixed-radix index
+    over layers (layer 1 most significant), each layer's failure sets in lexicographic order, then
+    (bit flips) the flipped bit of each failing unit, first unit most significant."""
+    assert spec.failures is not None
+    fault = spec.fault
+    n_layers = layer_count(net, fault)
+    choices = list(range(1))
+    if isinstance(fault, BitFlip):
+        choices = list(fault.bits) if fault.bits is not None else list(range(fault.n_bits))
+    nb = len(choices)
+    sizes = [n_units(net, fault, l) for l in range(1, n_layers + 1)]
+    radix = [math.comb(n, f) * nb**f for n, f in zip(sizes, spec.failures, strict=True)]
+    sites: list[list[list[int]]] = [[] for _ in range(n_layers)]
+    bits: list[list[list[int]]] = [[] for _ in range(n_layers)]
+    total = math.prod(radix)
+    for j in range(start, start + count):
+        i = permuted_index(j, total, spec.seed) if spec.without_replacement else j
+        digits = []
+        for rdx in reversed(radix):
+            i, d = divmod(i, rdx)
+            digits.append(d)
+        digits.reverse()
+        for l, (d, n, f) in enumerate(zip(digits, sizes, spec.failures, strict=True)):
+            set_rank, bit_rank = divmod(d, nb**f)
+            sites[l].append(_unrank_combination(n, f, set_rank))
+            bl = []
+            for _ in range(f):
+                bit_rank, j = divmod(bit_rank, nb)
+                bl.append(choices[j])
+            bits[l].append(bl[::-1])
+    st = tuple(
+        torch.tensor(sites[l], dtype=torch.long) if spec.failures[l] else None for l in range(n_layers)
+    )
+    if isinstance(fault, BitFlip):
+        bt = tuple(torch.tensor(bits[l], dtype=torch.long) if spec.failures[l] else None for l in range(n_layers))
+        return FaultSet(count, st, bt)
+    return FaultSet(count, st)
+
+
 def chunk_faults(net: Network, spec: CampaignSpec, chunk: int) -> FaultSet:
     """The fault configurations of chunk ``chunk`` (configurations ``chunk * spec.chunk`` onwards),
-    regenerated from ``(spec.seed, chunk)`` alone: this is how any configuration of a campaign replays."""
+    regenerated from ``(spec.seed, chunk)`` alone (or enumerated): this is how any configuration of
+    a campaign replays."""
     n_chunks = math.ceil(spec.trials / spec.chunk)
     if not 0 <= chunk < n_chunks:
         raise InvalidArgumentError(f"Expected a chunk in 0..{n_chunks - 1}, but got {chunk}.")
-    g = torch.Generator().manual_seed(chunk_seed(spec.seed, chunk))
     n = min(spec.chunk, spec.trials - chunk * spec.chunk)
+    if spec.exhaustive or spec.without_replacement:
+        return _enumerate_faults(net, spec, chunk * spec.chunk, n)
+    g = torch.Generator().manual_seed(chunk_seed(spec.seed, chunk))
     failures = None if spec.failures is None else list(spec.failures)
     return sample_faults(net, spec.fault, n, failures=failures, rate=spec.rate, generator=g)
 
 
-def _fingerprint(net: Network, x: Tensor, labels: Tensor | None, spec: CampaignSpec) -> str:
+def shard_chunks(n_chunks: int, shard: tuple[int, int] = (0, 1)) -> range:
+    """The chunks of shard ``i`` of ``n``: ``i, i + n, i + 2n, ...`` (round robin, so shards are
+    balanced and a sequential stop is not needed to know them)."""
+    i, n = shard
+    if not (isinstance(i, int) and isinstance(n, int) and n >= 1 and 0 <= i < n):
+        raise InvalidArgumentError(f"Expected a shard I/N with 0 <= I < N, but got {i}/{n}.")
+    return range(i, n_chunks, n)
+
+
+def _fingerprint(net: Network, x: Tensor, labels: Tensor | None, spec: CampaignSpec | None) -> str:
+    """SHA-256 of the spec (if given), the network's parameters, the inputs and the labels."""
     h = hashlib.sha256()
-    h.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    if spec is not None:
+        h.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
     for layer in net.layers:
         for op in layer.ops:
             for name in ("weight", "bias", "scale", "shift"):
@@ -170,35 +449,175 @@ def _fingerprint(net: Network, x: Tensor, labels: Tensor | None, spec: CampaignS
     return h.hexdigest()
 
 
+def inputs_fingerprint(net: Network, inputs: Tensor, labels: Tensor | None = None) -> str:
+    """SHA-256 of the network's parameters, the inputs and the labels (what a manifest must match)."""
+    return _fingerprint(net, torch.as_tensor(inputs), labels, None)
+
+
+# ----------------------------------------------------------------------------------- state files
+_INT_KEYS = [k for k, how in REDUCTIONS.items() if how == "sum"]
+
+
+def _state_json(state: dict[str, Any]) -> dict[str, Any]:
+    d: dict[str, Any] = {k: int(state[k]) for k in _INT_KEYS}
+    d["error_sum_exact"] = hex(int(state["error_sum_exact"]))
+    d["error_max"] = repr(float(state["error_max"]))
+    d["worst"] = state["worst"]
+    return d
+
+
+def _digest(meta_json: str, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    for k in sorted(arrays):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return h.hexdigest()
+
+
 def _save(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write ``state`` and ``meta`` atomically: a temporary sibling, fsync, ``os.replace``. The
+    temporary file is removed if anything fails."""
+    keys = np.array(list(state["sketch"].keys()), dtype=np.int64)
+    counts = np.array(list(state["sketch"].values()), dtype=np.int64)
+    arrays = {"sketch_keys": keys, "sketch_counts": counts, "histogram": np.asarray(state["histogram"], np.int64)}
+    meta_json = json.dumps({**meta, "format": FORMAT, "state": _state_json(state)})
+    payload = {"meta": np.array(meta_json), "digest": np.array(_digest(meta_json, arrays)), **arrays}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    payload = {
-        "meta": np.array(json.dumps(meta)),
-        "worst": np.array(json.dumps(state["worst"])),
-        "errors": state["errors"],
-        "ints": np.array([state["evaluations"], state["changed"], state["correct"], state["labeled"]], dtype=np.int64),
-        "floats": np.array([state["error_sum"], state["error_max"]], dtype=np.float64),
-    }
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **payload)  # type: ignore[arg-type]
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **payload)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise InvalidArgumentError(f"Cannot write checkpoint {path}: {e.strerror or e}.") from None
+    except BaseException:
+        _discard(tmp)
+        raise
 
 
-def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``PATH.tmpPID`` files left by a process that was killed while writing (its PID is gone)."""
+    for name in glob.glob(glob.escape(str(path)) + ".tmp*"):
+        pid = name.rsplit(".tmp", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _discard(Path(name))
+        except (PermissionError, OSError):
+            pass
+
+
+def _bad(path: Path | str, why: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"Checkpoint {path} is damaged or was edited ({why}); delete it to start again.")
+
+
+def load_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a campaign state file (never unpickles: ``allow_pickle=False``, JSON) and check that it
+    is internally consistent; any damage or edit gives one :class:`InvalidArgumentError`.
+
+    Returns:
+        ``(state, meta)``.
+    """
+    path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            st = empty_state()
-            st["worst"] = json.loads(str(z["worst"]))
-            st["errors"] = np.asarray(z["errors"], dtype=np.float32)
-            ints, floats = z["ints"], z["floats"]
-    except (OSError, ValueError, KeyError) as e:
-        raise InvalidArgumentError(f"Cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
-    st["evaluations"], st["changed"], st["correct"], st["labeled"] = (int(v) for v in ints)
-    st["error_sum"], st["error_max"] = float(floats[0]), float(floats[1])
+            files = set(z.files)
+            need = {"meta", "digest", "sketch_keys", "sketch_counts", "histogram"}
+            if files != need:
+                raise _bad(path, f"entries {sorted(files)}")
+            meta_json = str(z["meta"])
+            digest = str(z["digest"])
+            arrays = {k: np.asarray(z[k]) for k in ("sketch_keys", "sketch_counts", "histogram")}
+    except InvalidArgumentError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, EOFError) or (path.exists() and path.stat().st_size == 0):
+            msg = "the file is empty"
+        raise InvalidArgumentError(f"Cannot read checkpoint {path}: {msg}.") from None
+    for k, a in arrays.items():
+        if a.dtype != np.int64 or a.ndim != 1:
+            raise _bad(path, f"{k} is {a.dtype} with shape {a.shape}")
+    if _digest(meta_json, arrays) != digest:
+        raise _bad(path, "its digest does not match its contents")
+    try:
+        meta = json.loads(meta_json)
+        js = meta["state"]
+        st = empty_state()
+        for k in _INT_KEYS:
+            if not isinstance(js[k], int) and k != "error_sum_exact":
+                raise TypeError(k)
+        for k in _INT_KEYS:
+            st[k] = int(js[k], 16) if k == "error_sum_exact" else int(js[k])
+        st["error_max"] = float(js["error_max"])
+        st["worst"] = js["worst"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise _bad(path, f"unreadable field {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if meta.get("format") != FORMAT:
+        raise _bad(path, f"format {meta.get('format')!r}, expected {FORMAT!r}")
+    keys, counts, hist = arrays["sketch_keys"], arrays["sketch_counts"], arrays["histogram"]
+    if keys.shape != counts.shape or (keys.size > 1 and np.any(np.diff(keys) <= 0)):
+        raise _bad(path, "sketch keys and counts do not match")
+    if np.any(counts <= 0) or np.any(hist < 0) or any(st[k] < 0 for k in _INT_KEYS):
+        raise _bad(path, "negative counts")
+    if hist.shape != (len(HIST_EDGES) - 1,):
+        raise _bad(path, f"histogram of {hist.size} bins, expected {len(HIST_EDGES) - 1}")
+    st["sketch"] = {int(k): int(c) for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
+    st["histogram"] = hist.astype(np.int64)
+    _check_state(path, st, meta)
     return st, meta
+
+
+def _check_state(path: Path | str, st: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Consistency of a state with its meta: counts against configurations and inputs."""
+    try:
+        n_chunks, chunk, trials = int(meta["n_chunks"]), int(meta["spec"]["chunk"]), int(meta["spec"]["trials"])
+        n_inputs, nxt = int(meta["n_inputs"]), int(meta["next_chunk"])
+        shard = (int(meta["shard"][0]), int(meta["shard"][1]))
+        own = shard_chunks(n_chunks, shard)
+    except (KeyError, TypeError, ValueError, IndexError, InvalidArgumentError) as e:
+        raise _bad(path, f"unreadable settings: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if n_chunks != math.ceil(trials / chunk) or n_inputs < 1:
+        raise _bad(path, "inconsistent chunk count")
+    if not 0 <= nxt <= len(own):
+        raise _bad(path, f"next chunk {nxt} outside 0..{len(own)}")
+    configs = sum(min(chunk, trials - c * chunk) for c in own[:nxt])
+    n = st["evaluations"]
+    if st["configurations"] != configs or n != configs * n_inputs:
+        raise _bad(path, f"{st['configurations']} configurations and {n} evaluations recorded, {configs} expected")
+    fin = n - st["nan_count"] - st["inf_count"]
+    if fin < 0 or sum(st["sketch"].values()) + st["sketch_zero"] != fin:
+        raise _bad(path, "the quantile sketch does not count every evaluation")
+    if int(st["histogram"].sum()) != n - st["nan_count"]:
+        raise _bad(path, "the histogram does not count every evaluation")
+    for k, kk in (("changed", "changed_sq"), ("correct", "correct_sq"), ("failed", "failed_sq")):
+        s1, s2 = st[k], st[kk]
+        if s1 > n or s2 > s1 * n_inputs or (configs and s1 * s1 > s2 * configs):
+            raise _bad(path, f"impossible {k} counts")
+    if st["labeled"] not in (0, n) or not (st["correct"] <= st["labeled"]):
+        raise _bad(path, "impossible label counts")
+    w = st["worst"]
+    if (w is None) != (n == 0) or (w is not None and not (isinstance(w, dict) and "error" in w)):
+        raise _bad(path, "worst case missing")
+    if w is not None:
+        try:
+            cfg = int(w["configuration"])
+            ok = cfg // chunk in own[:nxt] and 0 <= int(w["input_index"]) < n_inputs
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise _bad(path, "worst case outside the campaign")
+    if st["error_sum_exact"] < 0 or (fin and math.isnan(st["error_max"])):
+        raise _bad(path, "impossible error sums")
 
 
 def campaign_inputs(
@@ -248,6 +667,141 @@ def campaign_inputs(
     return x, labels
 
 
+@dataclass
+class _Prepared:
+    """Everything a chunk needs, computed once per process: the clean passes and their outputs."""
+
+    net: Network
+    x: Tensor
+    labels: Tensor | None
+    spec: CampaignSpec
+    dtype: torch.dtype
+    cleans: list[CleanPass]
+    clean_out: Tensor
+    fingerprint: str
+    fingerprint_inputs: str
+
+
+def _prepare(net: Network, inputs: Tensor, spec: CampaignSpec, labels: Tensor | None) -> _Prepared:
+    spec.check(net)
+    x = torch.as_tensor(inputs)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise InvalidArgumentError("Expected at least one input.")
+    if labels is not None and (labels.ndim != 1 or labels.shape[0] != x.shape[0]):
+        raise InvalidArgumentError(f"Expected one label per input ({x.shape[0]}), but got {tuple(labels.shape)}.")
+    dtype = torch.float64 if spec.dtype == "float64" else torch.float32
+    cleans = [clean_pass(net, x[i : i + spec.input_batch], dtype) for i in range(0, x.shape[0], spec.input_batch)]
+    clean_out = torch.cat([cp.output for cp in cleans])
+    return _Prepared(
+        net, x, labels, spec, dtype, cleans, clean_out, _fingerprint(net, x, labels, spec),
+        _fingerprint(net, x, labels, None),
+    )
+
+
+def _failure(net: Network, spec: CampaignSpec) -> str | None:
+    if spec.threshold is not None:
+        return f"error > {spec.threshold:g}"
+    return "changed prediction" if net.n_outputs > 1 else None
+
+
+def _chunk(p: _Prepared, c: int) -> dict[str, Any]:
+    """The state of chunk ``c``: inject its configurations on every input batch."""
+    spec, net = p.spec, p.net
+    fs = chunk_faults(net, spec, c)
+    errs, outs = [], []
+    vals_per_batch = []
+    per_input = isinstance(spec.fault, Precision) or spec.values == "adversarial"
+    for bi, cp in enumerate(p.cleans):
+        # values per configuration are the same for every input batch; per-input ones are not
+        gv = torch.Generator().manual_seed(chunk_seed(spec.seed, c) + 1 + (bi if per_input else 0))
+        inj = inject(net, cp, spec.fault, fs, values=spec.values, generator=gv, dtype=p.dtype)
+        errs.append(inj.errors)
+        outs.append(inj.outputs)
+        vals_per_batch.append(inj.values)
+    errors = torch.cat(errs, 1)
+    outputs = torch.cat(outs, 1)
+    worst = None
+    if errors.numel():
+        flat = int(torch.argmax(torch.nan_to_num(errors, nan=math.inf)))
+        t, b = divmod(flat, errors.shape[1])
+        bi, bb = divmod(b, spec.input_batch)
+        vals = {
+            str(i + 1): v[t, 0 if v.shape[1] == 1 else bb].tolist()
+            for i, v in enumerate(vals_per_batch[bi])
+            if v is not None and not isinstance(spec.fault, Precision)
+        }
+        worst = {
+            "error": float(errors[t, b]),
+            "chunk": c,
+            "configuration": c * spec.chunk + t,
+            "input_index": b,
+            "input": p.x[b].reshape(-1).double().tolist(),
+            "faults": fs.config(t),
+            "values": vals,
+            "output": outputs[t, b].double().tolist(),
+            "clean_output": p.clean_out[b].double().tolist(),
+        }
+    return chunk_state(errors, outputs, p.clean_out, p.labels, worst, spec.threshold)
+
+
+def _stop(state: dict[str, Any], spec: CampaignSpec, failure: str | None, pop: int | None = None) -> bool:
+    """Sequential stop: the failure-rate interval's half-width is at most the margin."""
+    if spec.margin is None or state["configurations"] < 2:
+        return False
+    s = summarize(state, (), False, spec.confidence, failure, population=pop)
+    return bool(s["margin_achieved"] <= spec.margin)
+
+
+def _meta(
+    p: _Prepared, n_chunks: int, shard: tuple[int, int], nxt: int, stopped: bool, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "extra": extra or {},
+        "fingerprint_inputs": p.fingerprint_inputs,
+        "fingerprint": p.fingerprint,
+        "next_chunk": nxt,
+        "n_chunks": n_chunks,
+        "shard": list(shard),
+        "n_inputs": int(p.x.shape[0]),
+        "n_outputs": int(p.net.n_outputs),
+        "labeled": p.labels is not None,
+        "stopped": stopped,
+        "spec": p.spec.to_dict(),
+        "population": _pop_str(p.net, p.spec),
+        "failure": _failure(p.net, p.spec),
+        "clean_accuracy": _clean_accuracy(p),
+    }
+
+
+def _pop_str(net: Network, spec: CampaignSpec) -> str | None:
+    n = population(net, spec.fault, failures=spec.failures, rate=spec.rate)
+    return None if n is None else str(n)
+
+
+def _clean_accuracy(p: _Prepared) -> float | None:
+    if p.labels is None:
+        return None
+    return float((p.clean_out.argmax(-1) == p.labels).double().mean())
+
+
+def result_from_state(
+    state: dict[str, Any], meta: dict[str, Any], spec: CampaignSpec, chunks_done: int, resumed_from: int = 0
+) -> CampaignResult:
+    """The :class:`CampaignResult` of a (merged) state and the meta its file or run recorded."""
+    pop = meta.get("population")
+    fpc = int(pop) if spec.without_replacement and pop is not None else None
+    summary = summarize(
+        state, spec.quantiles, int(meta["n_outputs"]) > 1, spec.confidence, meta.get("failure"), population=fpc
+    )
+    if meta.get("clean_accuracy") is not None:
+        summary["clean_accuracy"] = float(meta["clean_accuracy"])
+    return CampaignResult(
+        summary, spec, int(meta["n_inputs"]), chunks_done, resumed_from, state,
+        None if pop is None else int(pop), bool(meta.get("stopped", False)), str(meta.get("fingerprint_inputs", "")),
+        int(meta.get("next_chunk", 0)),
+    )
+
+
 def run_campaign(
     net: Network,
     inputs: Tensor,
@@ -256,17 +810,23 @@ def run_campaign(
     labels: Tensor | None = None,
     checkpoint: str | Path | None = None,
     progress: Progress | None = None,
+    shard: tuple[int, int] = (0, 1),
+    checkpoint_seconds: float = 1.0,
+    extra: dict[str, Any] | None = None,
 ) -> CampaignResult:
-    """Run (or resume) a campaign.
+    """Run (or resume) a campaign, or one shard of it.
 
     Args:
         net: the network.
         inputs: ``(n, *input_shape)``.
         spec: what to inject (validated before anything runs).
         labels: integer class labels ``(n,)`` for the faulty accuracy (classifiers only).
-        checkpoint: a file to write progress to after each chunk; if it exists and was written by the
-            same campaign (same network, inputs and spec), the run resumes from it.
+        checkpoint: a file to write the state to (at most every ``checkpoint_seconds``, and at the
+            end); if it exists and was written by the same campaign and shard, the run resumes from it.
         progress: called as ``progress(configurations_done, trials)`` after each chunk.
+        shard: ``(i, n)``: run only the chunks ``i, i + n, ...`` (see :func:`merge_campaign_states`).
+        checkpoint_seconds: the longest time between two checkpoint writes.
+        extra: JSON-ready facts to record in the state file (the CLI keeps the model path there).
 
     Returns:
         A :class:`CampaignResult`; identical whether or not the run was interrupted and resumed.
@@ -281,72 +841,104 @@ def run_campaign(
         >>> res.summary["evaluations"]
         80
     """
-    spec.check(net)
-    x = torch.as_tensor(inputs)
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise InvalidArgumentError("Expected at least one input.")
-    if labels is not None and (labels.ndim != 1 or labels.shape[0] != x.shape[0]):
-        raise InvalidArgumentError(f"Expected one label per input ({x.shape[0]}), but got {tuple(labels.shape)}.")
-    dtype = torch.float64 if spec.dtype == "float64" else torch.float32
-    cleans = [clean_pass(net, x[i : i + spec.input_batch], dtype) for i in range(0, x.shape[0], spec.input_batch)]
-    clean_out = torch.cat([cp.output for cp in cleans])
+    p = _prepare(net, inputs, spec, labels)
+    if spec.margin is not None and shard != (0, 1):
+        raise InvalidArgumentError("Expected no sequential margin stop in a shard (shards run a fixed 1/N).")
     n_chunks = math.ceil(spec.trials / spec.chunk)
-    fp = _fingerprint(net, x, labels, spec)
+    own = shard_chunks(n_chunks, shard)
+    failure = _failure(net, spec)
+    fpc = population(net, spec.fault, failures=spec.failures) if spec.without_replacement else None
     state = empty_state()
     start = 0
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        state, meta = _load(path)
-        if meta.get("fingerprint") != fp:
-            raise InvalidArgumentError(
-                f"Checkpoint {path} was written by a different campaign (network, inputs or settings differ)."
-            )
-        start = int(meta["next_chunk"])
-    resumed_from = start
-    classifier = net.n_outputs > 1
-    for c in range(start, n_chunks):
-        fs = chunk_faults(net, spec, c)
-        errs, outs = [], []
-        vals_per_batch = []
-        per_input = isinstance(spec.fault, Precision) or spec.values == "adversarial"
-        for bi, cp in enumerate(cleans):
-            # values per configuration are the same for every input batch; per-input ones are not
-            gv = torch.Generator().manual_seed(chunk_seed(spec.seed, c) + 1 + (bi if per_input else 0))
-            inj = inject(net, cp, spec.fault, fs, values=spec.values, generator=gv, dtype=dtype)
-            errs.append(inj.errors)
-            outs.append(inj.outputs)
-            vals_per_batch.append(inj.values)
-        errors = torch.cat(errs, 1)
-        outputs = torch.cat(outs, 1)
-        worst = None
-        if errors.numel():
-            flat = int(torch.argmax(torch.nan_to_num(errors, nan=math.inf)))
-            t, b = divmod(flat, errors.shape[1])
-            bi, bb = divmod(b, spec.input_batch)
-            vals = {
-                str(i + 1): v[t, 0 if v.shape[1] == 1 else bb].tolist()
-                for i, v in enumerate(vals_per_batch[bi])
-                if v is not None and not isinstance(spec.fault, Precision)
-            }
-            worst = {
-                "error": float(errors[t, b]),
-                "chunk": c,
-                "configuration": c * spec.chunk + t,
-                "input_index": b,
-                "input": x[b].reshape(-1).double().tolist(),
-                "faults": fs.config(t),
-                "values": vals,
-                "output": outputs[t, b].double().tolist(),
-                "clean_output": clean_out[b].double().tolist(),
-            }
-        st = chunk_state(errors, outputs, clean_out, labels, worst)
-        state = merge_states(state, st)
-        if path is not None:
-            _save(path, state, {"fingerprint": fp, "next_chunk": c + 1, "spec": spec.to_dict()})
+    if path is not None:
+        _remove_stale_temporaries(path)
+        if path.exists():
+            state, meta = load_state(path)
+            if meta.get("fingerprint") != p.fingerprint:
+                raise InvalidArgumentError(
+                    f"Checkpoint {path} was written by a different campaign (network, inputs or settings differ)."
+                )
+            if tuple(meta["shard"]) != tuple(shard):
+                raise InvalidArgumentError(
+                    f"Checkpoint {path} holds shard {meta['shard'][0]}/{meta['shard'][1]}, not {shard[0]}/{shard[1]}."
+                )
+            start = int(meta["next_chunk"])
+        else:
+            _save(path, state, _meta(p, n_chunks, shard, 0, False, extra))  # fail now if the file cannot be written
+    resumed_from = own[start] if start < len(own) else n_chunks
+    stopped = False
+    last = time.monotonic()
+    done = start
+    for k in range(start, len(own)):
+        if _stop(state, spec, failure, fpc):
+            stopped = True
+            break
+        state = merge_states(state, _chunk(p, own[k]))
+        done = k + 1
+        if path is not None and (time.monotonic() - last >= checkpoint_seconds or done == len(own)):
+            _save(path, state, _meta(p, n_chunks, shard, done, False, extra))
+            last = time.monotonic()
         if progress is not None:
-            progress(min(spec.trials, (c + 1) * spec.chunk), spec.trials)
-    summary = summarize(state, spec.quantiles, classifier)
-    if labels is not None:
-        clean_pred = clean_out.argmax(-1)
-        summary["clean_accuracy"] = float((clean_pred == labels).double().mean())
-    return CampaignResult(summary, spec, int(x.shape[0]), n_chunks, resumed_from, state)
+            progress(min(spec.trials, state["configurations"]), spec.trials)
+    else:
+        stopped = _stop(state, spec, failure, fpc) and done < len(own)
+    if path is not None:
+        _save(path, state, _meta(p, n_chunks, shard, done, stopped, extra))
+    meta = _meta(p, n_chunks, shard, done, stopped, extra)
+    return result_from_state(state, meta, spec, done if shard == (0, 1) else n_chunks, resumed_from)
+
+
+def spec_from_dict(d: dict[str, Any]) -> CampaignSpec:
+    """The :class:`CampaignSpec` that :meth:`CampaignSpec.to_dict` described (manifests, state files)."""
+    try:
+        return CampaignSpec(
+            fault_from_record(d["fault"]),
+            int(d["trials"]),
+            failures=None if d["failures"] is None else tuple(int(v) for v in d["failures"]),
+            rate=None if d["rate"] is None else float(d["rate"]),
+            seed=int(d["seed"]),
+            chunk=int(d["chunk"]),
+            values=d["values"],
+            dtype=d["dtype"],
+            input_batch=int(d["input_batch"]),
+            quantiles=tuple(float(q) for q in d["quantiles"]),
+            exhaustive=bool(d["exhaustive"]),
+            threshold=None if d["threshold"] is None else float(d["threshold"]),
+            margin=None if d["margin"] is None else float(d["margin"]),
+            confidence=float(d["confidence"]),
+            without_replacement=bool(d.get("without_replacement", False)),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"Expected a campaign spec, but a field is missing or wrong: {e}.") from None
+
+
+def merge_campaign_states(paths: Sequence[str | Path]) -> CampaignResult:
+    """Merge the state files of the shards ``0/N .. N-1/N`` of one campaign (each complete) into
+    the result the unsharded run gives: the merge is exact and order-independent (:mod:`.stats`)."""
+    if not paths:
+        raise InvalidArgumentError("Expected at least one state file.")
+    loaded = [load_state(p) for p in paths]
+    first = loaded[0][1]
+    n = int(first["shard"][1])
+    seen: dict[int, Path | str] = {}
+    for path, (_st, meta) in zip(paths, loaded, strict=True):
+        if meta["fingerprint"] != first["fingerprint"]:
+            raise InvalidArgumentError(f"State file {path} belongs to a different campaign than {paths[0]}.")
+        i, ni = int(meta["shard"][0]), int(meta["shard"][1])
+        if ni != n:
+            raise InvalidArgumentError(f"State file {path} is shard {i}/{ni}, but {paths[0]} is from a {n}-way split.")
+        if i in seen:
+            raise InvalidArgumentError(f"Shard {i}/{n} given twice: {seen[i]} and {path}.")
+        if int(meta["next_chunk"]) != len(shard_chunks(int(meta["n_chunks"]), (i, n))):
+            raise InvalidArgumentError(f"State file {path} (shard {i}/{n}) is not finished; run it again to resume.")
+        seen[i] = path
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise InvalidArgumentError(f"Expected every shard of {n}, but shards {missing} are missing.")
+    state = empty_state()
+    for st, _meta_i in loaded:
+        state = merge_states(state, st)
+    spec = spec_from_dict(first["spec"])
+    meta = dict(first, shard=[0, 1], stopped=False)
+    return result_from_state(state, meta, spec, int(first["n_chunks"]))

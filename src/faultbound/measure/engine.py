@@ -632,7 +632,15 @@ def _apply_neurons(
     full = _densify(state, y, t)
     fill = torch.where(valid[:, None, :1], new[..., :1], cur[..., :1])
     new = torch.where(vb, new, fill)
-    return full.scatter(2, pidx[:, None, :].expand_as(new), new)
+    index = pidx[:, None, :].expand_as(new)
+    if state is full and not torch.is_grad_enabled() and _owns(full, y):
+        return full.scatter_(2, index, new)  # the state is this chunk's own tensor: no copy
+    return full.scatter(2, index, new)
+
+
+def _owns(state: Tensor, y: Tensor) -> bool:
+    """Is ``state`` a tensor of its own (not a view of the clean pass ``y``), safe to write in place?"""
+    return state.is_contiguous() and state.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
 
 
 def _apply_synapses(

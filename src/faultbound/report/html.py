@@ -668,6 +668,7 @@ def _campaigns(
 ) -> tuple[dict[str, Any], ...]:
     from faultbound.bounds.api import bound
     from faultbound.measure import CampaignSpec, campaign_inputs, run_campaign
+    from faultbound.measure.stats import histogram as campaign_histogram
 
     if probes is not None:
         x = probes
@@ -713,7 +714,7 @@ def _campaigns(
                     "certificate_paper": certs["paper"]["value"],
                     "certificate_tight": certs["tight"]["value"],
                     "status": _status(certs["paper"], certs["tight"], worst),
-                    "histogram": _histogram(res.state.get("errors", np.zeros(0))),
+                    "histogram": campaign_histogram(res.state),
                 }
             )
         )
