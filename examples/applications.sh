@@ -39,6 +39,7 @@ run boost_chosen --json boost "$OUT/wave_robust/model.pt2" --eps 0.5 --eps-prime
 for lat in exponential pareto; do
   run boost_33_$lat --json boost "$OUT/wave_robust/model.pt2" --failures 3,3 --latency $lat --runs 100000 --seed 0
 done
+run boost_33_per_sender --json boost "$OUT/wave_robust/model.pt2" --failures 3,3 --latency pareto --runs 100000 --seed 0 --delays per-sender
 
 # 4. Robustness against ease of learning (5.3), and the paper's figures.
 run sweep sweep --out "$OUT/sweep"
