@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce every number quoted in docs/applications.md (about 1-2 minutes on 2 CPU cores).
+# Reproduce every number quoted in docs/applications.md (minutes on 2 CPU cores, mostly Figure 3).
 # Usage: bash examples/applications.sh [OUT_DIR]   (default: examples/output)
 #
 # Every command is run once for the printed table (OUT/applications.log) and, where it has no file

@@ -165,6 +165,8 @@ def synapse_latencies(
     k used sender j's signal (it arrived among the first :math:`N_l - f_l`).
     """
     widths, recv = net.widths, _receivers(net)
+    # at most about 4M delays (32 MB) drawn at once, whatever the layer sizes
+    chunk = max(1, min(chunk, (1 << 22) // max(n * m for n, m in zip(widths, recv, strict=True))))
     full_all, boost_all = np.empty(runs), np.empty(runs)
     kept: list[list[np.ndarray]] = [[] for _ in widths]
     for start in range(0, runs, chunk):
