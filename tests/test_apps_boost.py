@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import faultbound as fb
-from faultbound.apps.boosting import LatencyModel, choose_failures, latencies, simulate_boost
+from faultbound.apps.boosting import (
+    LatencyModel,
+    choose_failures,
+    latencies,
+    receiver_bound,
+    simulate_boost,
+    synapse_forward,
+    synapse_latencies,
+)
 from faultbound.apps.faulty import crash_forward, late_masks, random_crash_masks
 from faultbound.bounds.api import METHODS
 from faultbound.errors import InvalidArgumentError
@@ -114,19 +124,21 @@ ACTS = ["sigmoid", "tanh", "tuned2", "relu", "softplus"]
     kind=st.sampled_from(["exponential", "lognormal", "pareto"]),
     method=st.sampled_from(sorted(METHODS)),
     conv=st.booleans(),
+    delays=st.sampled_from(["per-synapse", "per-sender"]),
 )
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_boosted_error_never_exceeds_certified(
-    seed: int, acts: list[str], width: int, frac: float, kind: str, method: str, conv: bool
+    seed: int, acts: list[str], width: int, frac: float, kind: str, method: str, conv: bool, delays: str
 ) -> None:
-    """Soundness: dropping each layer's latest signals never errs by more than the crash bound."""
+    """Soundness: dropping the late signals (per sender or per synapse) never errs by more than the
+    certificate of that delay model."""
     widths = [width + i for i in range(len(acts))]
     if conv:
         widths[0] = 8  # the conv front end: 2 channels of 2x2 on a 1x4x4 input
     net = random_network(widths, acts, d_in=3, n_out=2, seed=seed, scale=1.5, conv=conv)
     f = [min(n - 1, int(frac * n)) for n in widths]
     r = simulate_boost(net, f, LatencyModel.make(kind), runs=200, seed=seed, method=method, error_runs=60,
-                       n_inputs=64)
+                       n_inputs=64, delays=delays)
     assert r.measured_max <= r.certified * (1 + 1e-9) + 1e-12
     assert r.boosted["p99"] <= r.wait_all["p99"]
 
@@ -144,3 +156,152 @@ def test_crash_forward_matches_measurement_engine() -> None:
     ours = crash_forward(net, x, masks)
     engine = faulty_forward(net, x, fb.Crash(), FaultSet(8, sites), dtype=torch.float64)
     assert torch.allclose(ours, engine, atol=1e-10)
+
+
+# ------------------------------------------------------------------ per-synapse delays
+def _ref_synapse_times(d: list[np.ndarray], widths: list[int], failures: list[int]) -> tuple[float, float]:
+    """One run by plain loops: every receiver waits for all / its own first N - f arrivals."""
+    t_all = [0.0] * widths[0]
+    t_boost = [0.0] * widths[0]
+    for dl, f in zip(d, failures, strict=True):
+        n_recv, n_send = dl.shape
+        new_all, new_boost = [], []
+        for k in range(n_recv):
+            new_all.append(max(t_all[j] + dl[k, j] for j in range(n_send)))
+            arrivals = sorted(t_boost[j] + dl[k, j] for j in range(n_send))
+            new_boost.append(arrivals[n_send - f - 1])
+        t_all, t_boost = new_all, new_boost
+    return max(t_all), max(t_boost)
+
+
+def test_synapse_latencies_match_loop_reference() -> None:
+    net = random_network([4, 3], ["sigmoid", "tanh"], d_in=2, n_out=2, seed=4)
+    f = [1, 2]
+    lat = LatencyModel.make("lognormal", [0.0, 1.0])
+    runs = 7
+    full, boost, masks = synapse_latencies(net, f, lat, np.random.default_rng(3), runs, keep=runs)
+    # the same draws, in the same order (one chunk: layer by layer, shape (runs, receivers, senders))
+    rng = np.random.default_rng(3)
+    draws = [lat.sample(rng, (runs, m, n)) for n, m in ((4, 3), (3, 2))]
+    for r in range(runs):
+        a, b = _ref_synapse_times([draws[0][r], draws[1][r]], [4, 3], f)
+        assert full[r] == pytest.approx(a) and boost[r] == pytest.approx(b)
+    assert (boost <= full).all() and (boost < full).any()
+    # every receiver keeps exactly N - f senders, the earliest to arrive at it
+    assert masks[0].shape == (runs, 3, 4) and (masks[0].sum(-1) == 3).all()
+    assert masks[1].shape == (runs, 2, 3) and (masks[1].sum(-1) == 1).all()
+    for r in range(runs):
+        for k in range(3):  # layer 1 computes at time 0, so its arrivals are the delays themselves
+            late = draws[0][r, k][~masks[0][r, k]]
+            assert late.min() >= draws[0][r, k][masks[0][r, k]].max()
+
+
+def _ref_forward(net: fb.Network, x: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+    """One failure pattern: receiver k of layer l+1 sums only the senders its mask keeps (loops)."""
+    y = net.layers[0].forward(x.double()).reshape(x.shape[0], -1)
+    for layer, m in zip(net.layers[1:], masks, strict=True):
+        W = layer.effective_matrix()
+        b = layer.pre(torch.zeros((1, *layer.in_shape), dtype=torch.float64)).reshape(-1)
+        s = torch.stack([sum(W[k, j] * m[k, j] * y[:, j] for j in range(W.shape[1])) + b[k]
+                         for k in range(W.shape[0])], 1)
+        y = s if layer.activation is None else layer.activation(s)
+    return y
+
+
+def test_synapse_forward_matches_loops_and_crashes() -> None:
+    net = random_network([4, 3], ["sigmoid", "relu"], d_in=3, n_out=2, seed=6)
+    g = torch.Generator().manual_seed(2)
+    x = net.domain.sample(5, g)
+    masks = [(torch.rand((6, 3, 4), generator=g) < 0.7).double(), (torch.rand((6, 2, 3), generator=g) < 0.7).double()]
+    out = synapse_forward(net, x, masks, chunk=4)
+    for r in range(6):
+        assert torch.allclose(out[r], _ref_forward(net, x, [masks[0][r], masks[1][r]]), atol=1e-12)
+    # every receiver dropping the same senders is a crash of those senders
+    crash = random_crash_masks(net, [1, 1], 6, g)
+    same = [crash[0].unsqueeze(1).expand(6, 3, 4), crash[1].unsqueeze(1).expand(6, 2, 3)]
+    assert torch.allclose(synapse_forward(net, x, same), crash_forward(net, x, crash), atol=1e-12)
+
+
+@soundness
+@given(
+    seed=st.integers(0, 10_000),
+    acts=st.lists(st.sampled_from(ACTS), min_size=1, max_size=2),
+    width=st.integers(2, 3),
+    f_frac=st.floats(0.0, 0.99),
+    n_out=st.integers(1, 2),
+)
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_receiver_bound_covers_every_drop_pattern(
+    seed: int, acts: list[str], width: int, f_frac: float, n_out: int
+) -> None:
+    """Brute force: every receiver dropping any f of its inputs, on domain points and corners."""
+    widths = [width] * len(acts)
+    net = random_network(widths, acts, d_in=2, n_out=n_out, seed=seed, scale=2.0)
+    f = [min(n - 1, int(f_frac * n)) for n in widths]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([net.domain.sample(24, g), torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])])
+    recv = [layer.width for layer in net.layers[1:]]
+    per_receiver = []  # for each hidden layer, every assignment of a dropped set to each receiver
+    for n, m, fl in zip(widths, recv, f, strict=True):
+        sets = list(itertools.combinations(range(n), fl))
+        per_receiver.append(list(itertools.product(sets, repeat=m)))
+    ref = net.forward(x.double())
+    worst = 0.0
+    for combo in itertools.product(*per_receiver):
+        masks = []
+        for choice, n in zip(combo, widths, strict=True):
+            m = torch.ones((len(choice), n), dtype=torch.float64)
+            for k, dropped in enumerate(choice):
+                m[k, list(dropped)] = 0.0
+            masks.append(m)
+        worst = max(worst, float((_ref_forward(net, x, masks) - ref).abs().max()))
+    assert worst <= receiver_bound(net, f) * (1 + 1e-9) + 1e-12
+
+
+def _cancelling_network() -> fb.Network:
+    """Two identical layer-2 neurons read by the output as y_a - y_b: crashes cancel, per-receiver
+    drops do not."""
+    from torch import nn
+
+    l1, l2, l3 = nn.Linear(1, 2), nn.Linear(2, 2), nn.Linear(2, 1)
+    with torch.no_grad():
+        l1.weight.copy_(torch.tensor([[2.0], [-1.0]]))
+        l1.bias.copy_(torch.tensor([0.5, 1.0]))
+        l2.weight.copy_(torch.tensor([[3.0, -2.0], [3.0, -2.0]]))
+        l2.bias.zero_()
+        l3.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        l3.bias.zero_()
+    return fb.Network.from_torch(nn.Sequential(l1, nn.Sigmoid(), l2, nn.Sigmoid(), l3))
+
+
+@pytest.mark.skipif("tight" not in METHODS, reason="tight bound not registered")
+def test_per_synapse_drops_can_exceed_the_tight_crash_bound() -> None:
+    """Why per-synapse runs get their own certificate: receiver a drops neuron 1, receiver b neuron 2."""
+    net = _cancelling_network()
+    x = torch.linspace(0, 1, 101, dtype=torch.float64).reshape(-1, 1)
+    masks = [torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]), torch.ones((1, 1, 2))]
+    err = float((synapse_forward(net, x, masks) - net.forward(x)).abs().max())
+    crash_tight = fb.bound(net, [1, 0], fb.Crash(), method="tight").value
+    assert err > crash_tight * 1.01
+    assert err <= receiver_bound(net, [1, 0])
+    # every crash of one layer-1 neuron leaves the output unchanged (both receivers move alike)
+    for m in ([[0.0, 1.0]], [[1.0, 0.0]]):
+        crashed = crash_forward(net, x, [torch.tensor(m, dtype=torch.float64), torch.ones((1, 2))])
+        assert float((crashed - net.forward(x)).abs().max()) < 1e-12
+    r = simulate_boost(net, [1, 0], LatencyModel.make("exponential"), runs=400, error_runs=200, method="tight")
+    assert r.delays == "per-synapse" and r.crash_certified == pytest.approx(crash_tight)
+    assert r.measured_max > crash_tight and r.within_bound
+
+
+def test_probe_description_says_which_corners() -> None:
+    from faultbound.apps.precision import probe_description, probe_inputs
+
+    small = random_network([3], ["sigmoid"], d_in=3)
+    assert "all 8 domain corners" in probe_description(small, None, 10)
+    assert probe_inputs(small, None, 10).shape[0] == 10 + 8
+    wide = random_network([3], ["sigmoid"], d_in=12)
+    text = probe_description(wide, np.zeros((5, 12)), 10)
+    assert "256 random domain corners" in text and "5 data points" in text
+    assert probe_inputs(wide, np.zeros((5, 12)), 10).shape[0] == 10 + 256 + 5
+    r = simulate_boost(wide, [1], LatencyModel.make("exponential"), runs=50, error_runs=5, n_inputs=10)
+    assert "256 random domain corners" in r.to_dict()["inputs"]

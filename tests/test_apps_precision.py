@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 import faultbound as fb
 from faultbound.apps.precision import (
     _least_bits,
+    certify_plan,
     measure_plan,
     plan_precision,
     probe_inputs,
     search_plan,
     solve_bits,
+    solve_monotone,
 )
 from faultbound.apps.quantize import FixedPoint, fit_format, quantized_forward
 from faultbound.bounds.api import METHODS
@@ -193,8 +195,10 @@ def test_quantized_error_never_exceeds_certified(
         widths[0] = 8  # the conv front end: 2 channels of 2x2 on a 1x4x4 input
     net = random_network(widths, acts, d_in=3, n_out=2, seed=seed, scale=1.5, conv=conv)
     budget = 10.0**log_budget
-    plan = plan_precision(net, budget=budget, weights=weights, method=method)  # type: ignore[arg-type]
+    # soundness, not optimality: a small search budget keeps the test fast (the plan is feasible anyway)
+    plan = plan_precision(net, budget=budget, weights=weights, method=method, eval_limit=60)  # type: ignore[arg-type]
     assert plan.certified <= budget * (1 + 1e-12)
+    assert plan.lower_bound <= plan.frac_bits_cost
     assert plan.certified <= plan.certified_paper + 1e-12 or plan.method == "paper"
     measured = measure_plan(net, plan, n_samples=256, seed=seed)
     assert measured <= plan.certified * (1 + 1e-9) + 1e-12
@@ -226,3 +230,81 @@ def test_weight_plan_uses_data() -> None:
     assert plan.weight_formats is not None and len(plan.weight_formats) == net.L + 1
     assert plan.output_weight_error > 0
     assert measure_plan(net, plan, X, n_samples=64) <= plan.certified
+
+
+# ------------------------------------------------------------------ exact plans under the plan's own certificate
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    acts=st.lists(st.sampled_from(["sigmoid", "tanh", "relu"]), min_size=1, max_size=2),
+    width=st.integers(2, 3),
+    log_budget=st.floats(-2.5, -0.5),
+    weights=st.booleans(),
+    method=st.sampled_from(sorted(METHODS)),
+)
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_plan_is_the_cheapest_by_enumeration(
+    seed: int, acts: list[str], width: int, log_budget: float, weights: bool, method: str
+) -> None:
+    """Brute force: no plan with fewer fractional bits meets the same certificate within budget."""
+    if weights and len(acts) > 1:
+        acts = acts[:1]  # 3 variables, 8^3 plans: enumeration stays fast
+    net = random_network([width] * len(acts), acts, d_in=2, n_out=1, seed=seed, scale=1.5)
+    budget = 10.0**log_budget
+    hi = 7
+    try:
+        plan = plan_precision(net, budget=budget, weights=weights, method=method, max_frac_bits=hi)  # type: ignore[arg-type]
+    except InvalidArgumentError:
+        return  # no plan within hi bits: checked by test_plan_eps_and_errors
+    assert plan.method == method and plan.optimal and plan.lower_bound == plan.frac_bits_cost
+    costs = list(net.widths)
+    if weights:  # one variable per layer 1..L+1, costing its weights plus biases
+        costs += [sum(int(o.weight.numel() + o.bias.numel()) for o in lay.ops if o.weighted) for lay in net.layers]
+    n_vars = len(costs)
+    best = math.inf
+    for bits in itertools.product(range(hi + 1), repeat=n_vars):
+        c = sum(n * b for n, b in zip(costs, bits, strict=True))
+        if c < best and certify_plan(net, bits, weights, method) <= budget:
+            best = c
+    assert plan.frac_bits_cost == best
+    bits = [f.frac_bits for f in plan.act_formats] + [f.frac_bits for f in plan.weight_formats or []]
+    assert certify_plan(net, bits, weights, method) == pytest.approx(plan.certified)
+
+
+def test_monotone_solver_matches_brute_force_and_reports_gap() -> None:
+    # a separable, non-linear certificate: sum of 3 / (b + 1)^2 terms
+    coef, costs, budget = [3.0, 1.0, 5.0], [4.0, 9.0, 1.0], 0.6
+
+    def cert(bv):
+        return sum(a / (b + 1) ** 2 for a, b in zip(coef, bv, strict=True))
+
+    bits, optimal, lower, evals = solve_monotone(cert, costs, budget, 9)
+    best = min(
+        sum(n * b for n, b in zip(costs, bv, strict=True))
+        for bv in itertools.product(range(10), repeat=3)
+        if cert(bv) <= budget
+    )
+    assert optimal and lower == best and sum(n * b for n, b in zip(costs, bits, strict=True)) == best
+    assert cert(bits) <= budget and evals < 10**3
+    bits, optimal, lower, _ = solve_monotone(cert, costs, budget, 9, eval_limit=5)
+    assert not optimal and lower <= best <= sum(n * b for n, b in zip(costs, bits, strict=True))
+    with pytest.raises(InvalidArgumentError):
+        solve_monotone(cert, costs, 1e-6, 9)
+
+
+def test_weight_errors_are_the_actual_roundings() -> None:
+    """A weight grid that represents every weight exactly adds no weight error to the certificate."""
+    from torch import nn
+
+    lin1, lin2 = nn.Linear(2, 3), nn.Linear(3, 1)
+    with torch.no_grad():
+        lin1.weight.copy_(torch.tensor([[0.5, -0.25], [1.0, 0.75], [-0.5, 0.125]]))
+        lin1.bias.copy_(torch.tensor([0.25, -0.5, 0.0]))
+        lin2.weight.copy_(torch.tensor([[0.5, -1.0, 0.25]]))
+        lin2.bias.zero_()
+    net = fb.Network.from_torch(nn.Sequential(lin1, nn.Sigmoid(), lin2))
+    exact = certify_plan(net, [6, 3, 3], weights=True)  # b^w = 3 represents every weight above
+    assert exact == pytest.approx(certify_plan(net, [6], weights=False))
+    coarse = certify_plan(net, [6, 1, 1], weights=True)  # 0.125, 0.25, 0.75 round
+    assert coarse > exact

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -90,6 +91,26 @@ def test_boost_json_and_table(model_file: Path) -> None:
     assert "speed-up" in r.stdout and "certified" in r.stdout and "tolerate" in r.stdout
 
 
+def test_boost_delays_and_data(model_file: Path, tmp_path: Path) -> None:
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).random((7, 3)))
+    common = ["--failures", "2,1", "--runs", "500", "--error-runs", "20", "--samples", "9", "--json"]
+    r = run("boost", str(model_file), *common, "--data", str(data))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["delays"] == "per-synapse" and out["method"] in ("per-receiver", "paper")
+    assert out["n_inputs"] == 9 + 8 + 7
+    assert out["inputs"] == "9 uniform domain samples, all 8 domain corners, 7 data points"
+    assert out["measured_max_error"] <= out["certified"] and out["crash_certified"] is not None
+    r = run("boost", str(model_file), *common, "--delays", "per-sender")
+    assert r.returncode == 0, r.stderr
+    sender = json.loads(r.stdout)
+    assert sender["delays"] == "per-sender" and sender["crash_certified"] is None
+    assert sender["n_inputs"] == 9 + 8 and sender["within_bound"]
+    r = run("boost", str(model_file), "--failures", "2,1", "--runs", "300", "--error-runs", "5")
+    assert r.returncode == 0 and "per-synapse delays" in r.stdout and "all 8 domain corners" in r.stdout
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -103,6 +124,9 @@ def test_boost_json_and_table(model_file: Path) -> None:
         ["--eps", "1"],
         ["--failures", "1,0", "--eps", "1", "--eps-prime", "0.1"],
         ["--eps", "0.1", "--eps-prime", "0.5"],
+        ["--failures", "1,0", "--delays", "per-neuron"],
+        ["--failures", "1,0", "--samples", "-1"],
+        ["--failures", "1,0", "--data", "/nonexistent.npy"],
     ],
 )
 def test_boost_bad_input(model_file: Path, args: list[str]) -> None:
@@ -153,7 +177,8 @@ def test_sweep_and_figures(tmp_path: Path) -> None:
     r = run("figures", "--out", str(tmp_path / "f"), "--Ks", "1", "--epochs", "1", "--json")
     assert r.returncode == 0, r.stderr
     paths = json.loads(r.stdout)
-    assert all(Path(p).exists() for p in paths.values()) and len(paths) == 4
+    assert all(Path(p).exists() for p in paths.values()) and len(paths) == 5
+    assert json.loads(Path(paths["figure3_config"]).read_text())["epochs"] == 1
 
 
 @pytest.mark.parametrize(
@@ -164,6 +189,7 @@ def test_sweep_and_figures(tmp_path: Path) -> None:
         ["sweep", "--Ks", "x"],
         ["figures", "--Ks", "-1"],
         ["figures", "--epochs", "0"],
+        ["figures", "--target", "1.5"],
     ],
 )
 def test_sweep_figures_bad_input(tmp_path: Path, args: list[str]) -> None:

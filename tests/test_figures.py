@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,57 @@ from faultbound.report.figures import (
 )
 
 TINY = replace(figure3_config(), epochs=2, n_samples=200, measure_runs=20, widths=(6, 5), failures=(1, 1))
+
+
+def _ref_worst(net, failures, x):
+    """Every crash set by plain loops: crashed neurons output 0."""
+    import itertools
+
+
+    ref = net.forward(x)
+    worst = 0.0
+    sets = [list(itertools.combinations(range(layer.width), f)) for layer, f in zip(net.hidden, failures, strict=True)]
+    for combo in itertools.product(*sets):
+        y = x
+        for idx, layer in enumerate(net.layers):
+            y = layer.forward(y)
+            if layer.activation is not None:
+                y = y.clone()
+                y[:, list(combo[idx])] = 0.0
+        worst = max(worst, float((y - ref).abs().max()))
+    return worst, math.prod(len(s) for s in sets)
+
+
+def test_worst_crash_error_is_exhaustive_or_searched() -> None:
+    import torch
+
+    from faultbound.report.figures import worst_crash_error
+    from tests.reference import random_network
+
+    net = random_network([5, 4], ["sigmoid", "tanh"], d_in=2, n_out=2, seed=3)
+    x = net.domain.sample(30, torch.Generator().manual_seed(0))
+    got = worst_crash_error(net, [2, 1], x)
+    want, n_sets = _ref_worst(net, [2, 1], x)
+    assert got["method"] == "exhaustive" and got["sets"] == n_sets == 10 * 4
+    assert got["max"] == pytest.approx(want, rel=1e-12) and 0 < got["mean"] <= got["max"]
+    searched = worst_crash_error(net, [2, 1], x, limit=5)
+    assert searched["method"] == "search" and searched["mean"] is None
+    # the search also moves the inputs, so it may find more on the domain, never more than the bound
+    import faultbound as fb
+
+    assert 0 < searched["max"] <= fb.bound(net, [2, 1], method="paper").value * (1 + 1e-9)
+
+
+def test_training_stops_at_the_target() -> None:
+    from faultbound.training import train
+
+    cfg = replace(TINY, epochs=40, widths=(8, 8), target=0.3)
+    r = train(cfg)
+    s = r.summary
+    assert s["epochs_to_target"] is not None and s["epochs_trained"] == s["epochs_to_target"] < 40
+    assert r.history[-1]["accuracy"] >= 0.3 > max([h["accuracy"] for h in r.history[:-1]] or [0.0])
+    full = train(replace(cfg, stop_at_target=False))
+    assert full.summary["epochs_trained"] == 40
 
 
 def test_figure2_profiles_have_slope_k() -> None:
@@ -68,6 +120,9 @@ def test_figure3_data_sound_and_files(tmp_path: Path) -> None:
     rows = figure3_data([0.5, 4.0], TINY)
     assert [r["K"] for r in rows] == [0.5, 4.0]
     for r in rows:
+        assert r["measure"] == "exhaustive" and r["crash_sets"] == 6 * 5
+        assert 1 <= r["epochs_trained"] <= TINY.epochs
+        assert r["reached_target"] == (r["accuracy"] >= TINY.target)
         assert 0 < r["measured_max_error"] <= r["bound_paper"] * (1 + 1e-9)
         if r["bound_tight"] is not None:
             assert r["measured_max_error"] <= r["bound_tight"] * (1 + 1e-9)

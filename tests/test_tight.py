@@ -545,7 +545,8 @@ def _dense_band(layer: fb.network.core.Layer, loc: tight._Local) -> Tensor:
     return A
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@soundness
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(net=conv_chains(), seed=st.integers(0, 100), k=st.integers(1, 5))
 def test_local_band_is_the_effective_matrix(net: Network, seed: int, k: int) -> None:
     """The receptive-field band holds exactly the entries of A (every non-zero, each once), and its
@@ -574,6 +575,7 @@ def test_local_band_is_the_effective_matrix(net: Network, seed: int, k: int) -> 
         assert torch.allclose(local.vjp(M.abs(), absolute=True), M.abs() @ A.abs(), rtol=1e-12, atol=1e-13)
 
 
+@soundness
 @settings(max_examples=max(10, N_EXAMPLES // 4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(net=conv_chains(), data=st.data())
 def test_conv_pool_chains_sound(net: Network, data: st.DataObject) -> None:
@@ -614,7 +616,8 @@ def _abs_jacobian_range(net: Network, k: int, f: int, capacity: float | None) ->
     return float(torch.topk(terms, min(f, terms.shape[1]), dim=1).values.sum(1).max())
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@soundness
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(net=conv_chains(), forced=st.booleans(), f=st.integers(1, 3))
 def test_tight_never_above_jacobian_times_range(net: Network, forced: bool, f: int) -> None:
     """One failing layer: tight <= top_f(|J| Delta), the simple sound bound (issue 12)."""

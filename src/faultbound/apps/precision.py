@@ -21,55 +21,70 @@ each neuron of layer l errs by at most
 and the output error is certified by Theorem 5 (:func:`faultbound.bound` with
 :class:`~faultbound.faults.Precision`) plus :math:`2^{-(b^w_{L+1}+1)} S_{L+1}` for the output weights.
 
-**The optimisation.** With the paper's bound :math:`B(\\lambda) = \\sum_l c_l \\lambda_l`
-(linear in the :math:`\\lambda_l`; :math:`c_l` is the bound at :math:`\\lambda = e_l`), the plan solves
+**Per-neuron errors.** The plan's certificate is computed per neuron (:func:`_build`): the weight
+errors are the actual differences between the rounded and the true weights, known once the formats
+are chosen, and each neuron's range is its clean interval over the domain widened by the deviation
+its own row can receive, :math:`K_l((|W|u)_j + \\omega_j)`. The bounds above with the layer maxima
+(:math:`\\delta S_l`, :math:`w_m N u`) are the a-priori model.
 
-.. math::
+**The optimisation.** Two steps, for the objective :math:`\\sum_v n_v b_v` (one variable per hidden
+layer for the outputs, with :math:`n_v = N_l`; one per layer for the weights, with :math:`n_v` =
+weights + biases):
 
-    \\min \\sum_v n_v b_v \\quad\\text{s.t.}\\quad \\sum_v a_v 2^{-(b_v+1)} \\le \\epsilon - \\epsilon',
-    \\quad b_v \\in \\{b^{min}_v, \\dots, b^{max}\\},
+1. Under the a-priori model the paper bound is linear in :math:`2^{-(b_v+1)}`:
+   :math:`\\min \\sum_v n_v b_v` s.t. :math:`\\sum_v a_v 2^{-(b_v+1)} \\le \\epsilon - \\epsilon'`
+   (:math:`a_v = c_l` for the outputs, :math:`c_l K_l S_l` for the weights, :math:`c_l` the bound at
+   :math:`\\lambda = e_l`), solved exactly by :func:`solve_bits`. Its optimum is feasible for every
+   certificate below.
+2. The plan's own certificate (paper or tight, per-neuron errors) is non-increasing in every
+   :math:`b_v`, so :func:`solve_monotone` finds its exact optimum by branch and bound, starting
+   from step 1's plan. The result says ``optimal`` with the lower bound equal to the objective;
+   past an evaluation limit it reports the gap to a proven lower bound.
 
-over the variables v (one per hidden layer for the outputs, with :math:`n_v = N_l`,
-:math:`a_v = c_l`; one per layer for the weights, with :math:`n_v` = weights + biases). It is solved
-exactly by depth-first branch and bound (the result says ``optimal``; past a node limit it reports
-the gap to a lower bound). The weight coefficients :math:`a_v` use an a-priori bound of the stored
-values :math:`\\tilde Y_{l-1}`, valid for every feasible plan (every feasible plan has
-:math:`b_v \\ge b^{min}_v`, the least fractional bits with which variable v alone fits the budget),
-so the chosen plan's own certificate is never above the optimised one.
-
-The integer bits of a plan cover every value it can produce: the clean interval of each layer over
-the domain, widened by the deviation :math:`D_l` that the plan's rounding can cause upstream, and
-clipped to the activation's range. They follow from the ranges and are not part of the objective, but
-they are counted in ``memory_bits``.
-
-With ``method="tight"`` (when that bound is registered) the paper-optimal plan is then improved
-greedily, one fractional bit at a time, while the tight bound stays within budget: feasible and
-certified by the tight bound, but not proven optimal for it.
+The integer bits of a plan cover every value it can produce and are counted in ``memory_bits``, but
+are not part of the objective.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from faultbound.apps.quantize import FixedPoint, _simple_weighted, fit_format, quantized_forward
+from faultbound.apps.quantize import FixedPoint, _fresh, _simple_weighted, fit_format, quantized_forward
 from faultbound.bounds.api import METHODS, bound, check_eps
 from faultbound.bounds.paper import layer_stats
 from faultbound.errors import FaultboundError, InvalidArgumentError
 from faultbound.faults import Precision
 from faultbound.network.core import Network
 
-__all__ = ["PrecisionPlan", "plan_precision", "measure_plan", "search_plan", "solve_bits", "PlanMethod"]
+__all__ = [
+    "PrecisionPlan",
+    "plan_precision",
+    "measure_plan",
+    "search_plan",
+    "solve_bits",
+    "solve_monotone",
+    "certify_plan",
+    "PlanMethod",
+    "probe_inputs",
+    "probe_description",
+    "ALL_CORNERS_MAX_D",
+]
+
+#: Up to this many inputs every corner of the domain is probed; above it, 256 random corners.
+ALL_CORNERS_MAX_D = 10
 
 PlanMethod = Literal["auto", "paper", "tight"]
 
 #: Largest number of branch-and-bound nodes before the solver stops and reports its gap.
 NODE_LIMIT = 2_000_000
+#: Largest number of certificate evaluations before :func:`solve_monotone` stops and reports its gap.
+EVAL_LIMIT = 2_000
 
 
 @dataclass(frozen=True)
@@ -87,11 +102,10 @@ class PrecisionPlan:
         output_weight_error: the output weights' share of ``certified``.
         memory_bits: stored bits of the plan (activations, plus weights when planned).
         float32_bits: the same values stored as float32.
-        optimal: True when the plan provably minimises ``frac_bits_cost`` under the paper bound
-            (always False for ``"tight"``, whose plan is a greedy improvement).
+        optimal: True when the plan provably minimises ``frac_bits_cost`` among the plans whose
+            ``method`` certificate fits the budget.
         frac_bits_cost: :math:`\\sum_v n_v b_v`, the objective.
-        lower_bound: a lower bound on the objective under the paper bound (equal to it when
-            optimal); ``None`` for ``"tight"`` plans, for which no lower bound is known.
+        lower_bound: a proven lower bound on that minimum (equal to the objective when optimal).
     """
 
     budget: float
@@ -106,7 +120,7 @@ class PrecisionPlan:
     float32_bits: int
     optimal: bool
     frac_bits_cost: int
-    lower_bound: int | None
+    lower_bound: int
     nodes: int
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -250,6 +264,7 @@ def plan_precision(
     method: PlanMethod = "auto",
     max_frac_bits: int = 40,
     node_limit: int = NODE_LIMIT,
+    eval_limit: int = EVAL_LIMIT,
 ) -> PrecisionPlan:
     """The cheapest per-layer fixed-point formats whose certified output error fits the budget.
 
@@ -257,8 +272,9 @@ def plan_precision(
         net: the network (its domain bounds the inputs).
         budget: the allowed output error; or give ``eps`` and ``eps_prime`` (budget = eps - eps').
         weights: also plan the weights' formats (dense or single-convolution layers).
-        method: ``"paper"`` (exact optimum for the paper's linear bound), ``"tight"`` (paper optimum
-            improved greedily under the tight bound), ``"auto"`` (tight when registered).
+        method: the certificate to optimise for: ``"paper"``, ``"tight"`` or ``"auto"`` (tight when
+            registered); the plan is its exact optimum (or reports the gap, see ``eval_limit``).
+        eval_limit: certificate evaluations before the branch and bound stops with a gap.
         max_frac_bits: the most fractional bits a format may have.
 
     Example:
@@ -340,10 +356,7 @@ def plan_precision(
         costs += [float(c) for c in w_counts]
         coefs += [coef[l] * float(stats.K[l]) * S[l] for l in range(L)] + [S[L]]
         lows += w_lo
-    bits, optimal, lower, nodes = solve_bits(costs, coefs, budget, lows, max_frac_bits, node_limit)
-    if not optimal:
-        notes.append(f"Branch and bound stopped after {node_limit} nodes: the objective is within "
-                     f"{sum(c * b for c, b in zip(costs, bits, strict=True)) - lower:.0f} bits of the optimum.")
+    bits, _, _, nodes = solve_bits(costs, coefs, budget, lows, max_frac_bits, node_limit)
 
     w_mags = []
     if weights:
@@ -352,66 +365,44 @@ def plan_precision(
             w_mags.append(float(max(op.weight.abs().max(), op.bias.abs().max() if op.bias.numel() else 0.0)))
 
     def build(bv: Sequence[int]) -> tuple[list[FixedPoint], list[FixedPoint] | None, list[float], float]:
-        """The plan's formats, per-neuron errors and output-weight share, in one forward pass.
-
-        The integer bits fit this plan's own ranges: the clean interval widened by the deviation
-        :math:`D_l = K_l (w_m N_{l-1} u_{l-1} + \\delta^w_l S_l)` that the plan can cause, where
-        :math:`u_l = D_l + 2^{-(b_l+1)}` bounds a stored value's deviation.
-        """
-        afs: list[FixedPoint] = []
-        wfs: list[FixedPoint] = []
-        lam: list[float] = []
-        y_st = net.value_bound(0)
-        u = 0.0
-        out_w = 0.0
-        for idx, layer in enumerate(net.layers):
-            s_l = float(stats.R[idx]) * y_st + 1.0
-            dw = 0.0
-            if weights:
-                wf = fit_format(-w_mags[idx], w_mags[idx], int(bv[L + idx]))
-                wfs.append(wf)
-                dw = s_l * wf.error
-            if idx == L:
-                out_w = dw
-                break
-            act = layer.activation
-            assert act is not None
-            k = float(stats.K[idx])
-            d = k * (float(stats.w[idx]) * float(min(stats.N_prev[idx], stats.R[idx])) * u + dw)
-            lo = max(float(inter[idx].y_lo.min()) - d, act.lo)
-            hi = min(float(inter[idx].y_hi.max()) + d, act.hi)
-            af = fit_format(lo, hi, int(bv[idx]))
-            afs.append(af)
-            lam.append(af.error + k * dw)
-            y_st = min(max(abs(lo), abs(hi)) + af.error, af.max_abs)
-            u = d + af.error
-        return afs, (wfs if weights else None), lam, out_w
+        """The plan's formats, per-layer errors and output-weight share, per neuron in one forward pass."""
+        return _build(net, bv, weights, w_mags, stats, inter)
 
     def certify(bv: Sequence[int], m: str) -> float:
         _, _, lam, out_w = build(bv)
         return bound(net, fault=Precision(lam), method=m).value + out_w  # type: ignore[arg-type]
 
-    certified_paper = certify(bits, "paper")
-    used = "paper"
-    certified = certified_paper
     want_tight = method == "tight" or (method == "auto" and "tight" in METHODS)
+    used = "paper"
     if want_tight:
         try:
-            certified = certify(bits, "tight")
+            certify(bits, "tight")
             used = "tight"
         except (FaultboundError, NotImplementedError) as e:
             notes.append(f"The tight bound could not certify precision ({e}); the paper bound is used.")
-        if used == "tight":
-            if certified > certified_paper:
-                certified, used = certified_paper, "paper"
-            else:
-                bits, certified = _greedy_tight(bits, costs, budget, lambda bv: certify(bv, "tight"))
-                certified_paper = certify(bits, "paper")
-                notes.append(
-                    "Plan: the exact optimum under the paper bound, then lowered greedily one fractional bit "
-                    "at a time while the tight bound stays within budget (feasible, not proven optimal)."
-                )
-                optimal = False
+    paper_linear = list(bits)
+    bits, optimal, lower, evals = solve_monotone(
+        lambda bv: certify(bv, used), costs, budget, max_frac_bits, incumbent=bits, eval_limit=eval_limit
+    )
+    nodes += evals
+    certified = certify(bits, used)
+    certified_paper = certify(bits, "paper") if used != "paper" else certified
+    if optimal:
+        notes.append(
+            f"Plan: the exact optimum under the {used} bound of its own per-neuron errors (branch and bound over "
+            f"the fractional bits, {evals} certificate evaluations)."
+        )
+    else:
+        notes.append(
+            f"Branch and bound stopped after {evals} certificate evaluations: the objective is within "
+            f"{sum(c * b for c, b in zip(costs, bits, strict=True)) - lower:.0f} fractional bits of the optimum "
+            f"under the {used} bound."
+        )
+    if paper_linear != list(bits):
+        notes.append(
+            "The a-priori linear optimum (layer-wide ranges and weight errors) was "
+            f"{int(round(sum(c * b for c, b in zip(costs, paper_linear, strict=True))))} fractional bits."
+        )
     afs, wfs, lam, out_w = build(bits)
     mem = sum(n * f.word_bits for n, f in zip(net.widths, afs, strict=True))
     if wfs is not None:
@@ -432,28 +423,198 @@ def plan_precision(
         float32_bits=_float32_words(net, weights),
         optimal=bool(optimal),
         frac_bits_cost=cost,
-        lower_bound=None if used == "tight" else min(lower, cost),
+        lower_bound=min(lower, cost),
         nodes=nodes,
         notes=tuple(notes),
     )
 
 
-def _greedy_tight(bits: list[int], costs: Sequence[float], budget: float, cert: Any) -> tuple[list[int], float]:
-    """Lower one variable's bits at a time (largest cost first) while ``cert`` stays in budget."""
-    cur = list(bits)
-    val = cert(cur)
-    improved = True
-    while improved:
-        improved = False
-        for v in sorted(range(len(cur)), key=lambda k: -costs[k]):
-            if cur[v] <= 0 or costs[v] == 0:
-                continue
-            trial = list(cur)
-            trial[v] -= 1
-            t = cert(trial)
-            if t <= budget:
-                cur, val, improved = trial, t, True
-    return cur, val
+def _build(
+    net: Network,
+    bv: Sequence[int],
+    weights: bool,
+    w_mags: Sequence[float],
+    stats: Any,
+    inter: Sequence[Any],
+) -> tuple[list[FixedPoint], list[FixedPoint] | None, list[float], float]:
+    """Formats, per-layer :math:`\\lambda_l` and the output weights' share of the plan ``bv``.
+
+    Per neuron, in one forward pass (``u_i`` bounds how far the stored value of neuron i can be
+    from the clean one, ``Y_i`` the stored value itself; the inputs are exact):
+
+    * weight rounding is the actual one: with :math:`\\Delta W, \\Delta b` the differences between
+      the rounded and the true weights and biases, neuron j's input sum moves by at most
+      :math:`\\omega_j = (|\\Delta W|\\,Y)_j + |\\Delta b_j|`;
+    * the deviation of its clean value is at most :math:`d_j = K_l ((|W| u)_j + \\omega_j)`, and its
+      range :math:`[\\underline y_j - d_j, \\overline y_j + d_j]` (clipped to the activation's range)
+      sets the integer bits of the layer's format, which covers every neuron of the layer;
+    * :math:`\\lambda_l = 2^{-(b_l+1)} + K_l \\max_j \\omega_j` and, for the output layer, the share
+      :math:`\\max_j \\omega_j`.
+    """
+    L = net.L
+    afs: list[FixedPoint] = []
+    wfs: list[FixedPoint] = []
+    lam: list[float] = []
+    lo0, hi0 = net.domain.lo.flatten(), net.domain.hi.flatten()
+    y_st = torch.maximum(lo0.abs(), hi0.abs()).to(torch.float64)
+    u = torch.zeros_like(y_st)
+    out_w = 0.0
+    for idx, layer in enumerate(net.layers):
+        omega = torch.zeros(layer.width, dtype=torch.float64)
+        if weights:
+            op = _simple_weighted(layer)
+            wf = fit_format(-w_mags[idx], w_mags[idx], int(bv[L + idx]))
+            wfs.append(wf)
+            delta = _fresh(op, (wf.quantize(op.weight) - op.weight).abs(), (wf.quantize(op.bias) - op.bias).abs())
+            ops = tuple(delta if o is op else o for o in layer.ops)
+            y_in = y_st.reshape(1, *layer.in_shape)
+            for o in ops:  # nonnegative weights on nonnegative values: |dW| Y + |db| exactly
+                y_in = o.forward(y_in)
+            omega = y_in.reshape(-1)
+        if idx == L:
+            out_w = float(omega.max())
+            break
+        act = layer.activation
+        assert act is not None
+        k = float(stats.K[idx])
+        spread = layer.abs_linear(u.reshape(1, *layer.in_shape)).reshape(-1) if bool((u > 0).any()) else 0.0 * omega
+        d = k * (spread + omega)
+        lo = torch.clamp(inter[idx].y_lo.reshape(-1) - d, min=act.lo)
+        hi = torch.clamp(inter[idx].y_hi.reshape(-1) + d, max=act.hi)
+        af = fit_format(float(lo.min()), float(hi.max()), int(bv[idx]))
+        afs.append(af)
+        lam.append(af.error + k * float(omega.max()))
+        y_st = torch.clamp(torch.maximum(lo.abs(), hi.abs()) + af.error, max=af.max_abs)
+        u = d + af.error
+    return afs, (wfs if weights else None), lam, out_w
+
+
+def certify_plan(
+    net: Network, bits: Sequence[int], weights: bool = False, method: str = "paper"
+) -> float:
+    """The certified output error of the plan with fractional bits ``bits``.
+
+    ``bits`` holds :math:`b_1, \\dots, b_L` for the hidden outputs, then with ``weights``
+    :math:`b^w_1, \\dots, b^w_{L+1}` for the weights; the formats and errors are those of
+    :func:`plan_precision` (see :func:`_build`), certified by ``bound(method=method)``.
+    """
+    net.require_bounded_values()
+    n = net.L + (net.L + 1 if weights else 0)
+    if len(bits) != n:
+        raise InvalidArgumentError(f"Expected {n} fractional bit counts, but got {len(bits)}.")
+    w_mags = []
+    if weights:
+        for layer in net.layers:
+            op = _simple_weighted(layer)
+            w_mags.append(float(max(op.weight.abs().max(), op.bias.abs().max() if op.bias.numel() else 0.0)))
+    _, _, lam, out_w = _build(net, bits, weights, w_mags, layer_stats(net), net.intervals())
+    return bound(net, fault=Precision(lam), method=method).value + out_w  # type: ignore[arg-type]
+
+
+def solve_monotone(
+    cert: Callable[[Sequence[int]], float],
+    costs: Sequence[float],
+    budget: float,
+    hi: int,
+    incumbent: Sequence[int] | None = None,
+    eval_limit: int = EVAL_LIMIT,
+) -> tuple[list[int], bool, int, int]:
+    """Exact :math:`\\min \\sum_v n_v b_v` s.t. ``cert(b)`` :math:`\\le` budget, for a ``cert`` that is
+    non-increasing in every :math:`b_v \\in \\{0, \\dots, hi\\}`.
+
+    Depth-first branch and bound over the variables in order of decreasing cost:
+
+    * :math:`b^{min}_v`, the least :math:`b_v` with ``cert`` within budget when every other variable
+      has ``hi`` bits, bounds every feasible plan from below (monotonicity), and so does
+      :math:`\\sum_v n_v b^{min}_v` the objective;
+    * a partial plan is extended only while it is feasible with the rest at ``hi`` bits, and while
+      its cost plus :math:`\\sum n_v b^{min}_v` over the rest is below the best plan found;
+    * the last variable takes the least feasible value, found by bisection.
+
+    Returns ``(bits, optimal, lower_bound, evaluations)``; past ``eval_limit`` evaluations of
+    ``cert`` the search stops, ``optimal`` is False and ``lower_bound`` is the root bound.
+
+    Raises:
+        InvalidArgumentError: when even ``hi`` bits everywhere exceed the budget.
+    """
+    V = len(costs)
+    cache: dict[tuple[int, ...], float] = {}
+    evals = 0
+
+    class _Stop(Exception):
+        pass
+
+    def c(bv: Sequence[int]) -> float:
+        nonlocal evals
+        key = tuple(int(b) for b in bv)
+        if key not in cache:
+            evals += 1
+            if evals > eval_limit:
+                raise _Stop
+            cache[key] = cert(key)
+        return cache[key]
+
+    def fits(bv: Sequence[int]) -> bool:
+        return c(bv) <= budget
+
+    top = [hi] * V
+    if not fits(top):
+        raise InvalidArgumentError(
+            f"No plan with at most {hi} fractional bits fits the budget {budget:.3g}; raise the budget "
+            "or max_frac_bits."
+        )
+
+    def least(v: int, base: list[int], lo: int) -> int:
+        """Least b in [lo, hi] with ``base`` (b at v) within budget; ``base`` with hi at v must fit."""
+        a, b = lo, hi
+        while a < b:
+            mid = (a + b) // 2
+            trial = list(base)
+            trial[v] = mid
+            if fits(trial):
+                b = mid
+            else:
+                a = mid + 1
+        return a
+
+    def cost(bv: Sequence[int]) -> float:
+        return float(sum(n * b for n, b in zip(costs, bv, strict=True)))
+
+    best: list[int] = list(incumbent) if incumbent is not None else list(top)
+    root_lb = 0
+    try:
+        if not fits(best):
+            best = list(top)
+        b_min = [least(v, top, 0) for v in range(V)]
+        root_lb = int(round(cost(b_min)))
+        best_cost = cost(best)
+        order = sorted(range(V), key=lambda v: -costs[v])
+
+        def dfs(k: int, partial: list[int]) -> None:
+            nonlocal best, best_cost
+            v = order[k]
+            rest_lb = sum(costs[u] * b_min[u] for u in order[k + 1 :])
+            here = cost([partial[u] if u in order[:k] else 0 for u in range(V)])
+            if k == V - 1:
+                b = least(v, partial, b_min[v])
+                trial = list(partial)
+                trial[v] = b
+                if here + costs[v] * b < best_cost - 1e-9:
+                    best, best_cost = trial, here + costs[v] * b
+                return
+            for b in range(b_min[v], hi + 1):
+                if here + costs[v] * b + rest_lb >= best_cost - 1e-9:
+                    break
+                trial = list(partial)
+                trial[v] = b
+                if not fits(trial):  # the rest still at hi bits
+                    continue
+                dfs(k + 1, trial)
+
+        dfs(0, list(top))
+    except _Stop:
+        return best, False, root_lb, evals
+    return best, True, int(round(best_cost)), evals
 
 
 def probe_inputs(net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048,
@@ -468,7 +629,7 @@ def probe_inputs(net: Network, X: torch.Tensor | np.ndarray | None = None, n_sam
     pts = [net.domain.sample(n_samples, g)]
     lo, hi = net.domain.lo, net.domain.hi
     d = lo.numel()
-    if d <= 10:
+    if d <= ALL_CORNERS_MAX_D:
         idx = torch.arange(2**d)
         bits = ((idx[:, None] >> torch.arange(d)) & 1).to(torch.float64)
     else:
@@ -484,6 +645,16 @@ def probe_inputs(net: Network, X: torch.Tensor | np.ndarray | None = None, n_sam
             )
         pts.append(x)
     return torch.cat([p.reshape(-1, *net.input_shape) for p in pts], 0)
+
+
+def probe_description(net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048) -> str:
+    """What :func:`probe_inputs` measures on, in words (how many samples, which corners, data)."""
+    d = net.domain.lo.numel()
+    corners = f"all {2**d} domain corners" if d <= ALL_CORNERS_MAX_D else (
+        f"256 random domain corners (of 2^{d}; all corners only up to {ALL_CORNERS_MAX_D} inputs)"
+    )
+    n_data = 0 if X is None else int(np.asarray(X).reshape(-1, d).shape[0])
+    return f"{n_samples} uniform domain samples, {corners}, {n_data} data points"
 
 
 def measure_plan(

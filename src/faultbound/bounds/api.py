@@ -199,10 +199,10 @@ def bound(
     if isinstance(fault, ByzantineDeviation):
         notes.append(
             "byzantine-deviation is the printed reading of Theorem 2 (C bounds the deviation); "
-            "for neurons that send values in [-C, C] use byzantine (ERRATA 2)."
+            "for neurons that send values in [-C, C] use byzantine (docs/errata.md §2)."
         )
     if isinstance(fault, (Byzantine, SynapseByzantine)):
-        notes.append("Byzantine deviation = C + max|value| (ERRATA 2/3).")
+        notes.append("Byzantine deviation = C + max|value| (docs/errata.md §2, §3).")
     if not all(math.isfinite(v) for v in [value, *per_layer]) or np.isnan(value):
         raise InvalidArgumentError("The bound is not finite; check the domain and the weights.")
     return BoundResult(float(value), method, fault, f, tuple(float(v) for v in per_layer), False, tuple(notes))

@@ -227,7 +227,7 @@ def tolerate(
     if ep.estimated:
         notes.append(
             f"eps' = {ep.value:.4g} is estimated from {ep.n_samples} samples ({ep.source}): an "
-            "estimate from below of the supremum, so the verdicts are estimates too (ERRATA 8)."
+            "estimate from below of the supremum, so the verdicts are estimates too (docs/errata.md §8)."
         )
     zero = tuple([0] * n)
     if getattr(fault, "capacity", None) == math.inf:

@@ -79,7 +79,7 @@ def precision(
 
     Prints the formats, the certified error and the error measured by running the quantized network.
     """
-    from faultbound.apps.precision import measure_plan, plan_precision, search_plan
+    from faultbound.apps.precision import measure_plan, plan_precision, probe_description, search_plan
     from faultbound.data import load_arrays
 
     b, e, ep = _budget(eps, eps_prime, budget)
@@ -94,6 +94,7 @@ def precision(
     measured = measure_plan(net, plan, X, samples, seed)
     searched = search_plan(net, plan, X, seed)
     out = {"model": str(model), "eps": e, "eps_prime": ep, **plan.to_dict(), "measured": measured,
+           "measured_on": probe_description(net, X, samples),
            "searched_lambda_model": searched,
            "within_budget": measured <= plan.certified + 1e-12 and plan.certified <= plan.budget, "seed": seed,
            "domain_from_data": widened}
@@ -115,13 +116,10 @@ def precision(
     )
     console.print(
         f"memory {plan.memory_bits} bits vs float32 {plan.float32_bits} bits: {100 * plan.memory_saved:.1f}% saved; "
-        + (
-            f"greedy under the tight bound, not proven optimal (objective {plan.frac_bits_cost} fractional bits)"
-            if plan.lower_bound is None
-            else f"{'optimal' if plan.optimal else 'not proven optimal'} under the paper bound (objective "
-            f"{plan.frac_bits_cost} fractional bits, lower bound {plan.lower_bound})"
-        )
+        + f"{'optimal' if plan.optimal else 'not proven optimal'} under the {plan.method} bound (objective "
+        f"{plan.frac_bits_cost} fractional bits, lower bound {plan.lower_bound})"
     )
+    console.print(f"measured on: {out['measured_on']}")
     for n in plan.notes:
         console.print(f"note: {n}")
 
@@ -138,7 +136,14 @@ def boost(
     ),
     runs: int = typer.Option(10_000, "--runs", min=1, help="Simulated executions."),
     error_runs: int = typer.Option(500, "--error-runs", min=0, help="Runs that also measure the output error."),
+    delays: str = typer.Option(
+        "per-synapse", "--delays",
+        help="per-synapse (each neuron waits for its own first N - f inputs) or per-sender (one delay per neuron).",
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Inputs (.npz/.npy/.csv) to measure the error on, too."),
+    samples: int = typer.Option(256, "--samples", min=0, help="Uniform domain samples to measure the error on."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
+    domain_from_data: bool = DOMAIN_FROM_DATA,
     method: str = METHOD,
     domain: str | None = DOMAIN,
     trust_pickle: bool = TRUST,
@@ -147,14 +152,24 @@ def boost(
 ) -> None:
     """Corollary 2: wait for only N - f signals per layer; latency and error, simulated.
 
-    Per-layer model: each layer's f_l latest neurons are dropped (value 0) for every receiver.
+    per-synapse: every synapse has its own delay and each neuron drops its own late inputs;
+    per-sender: each layer's f_l latest neurons are dropped (value 0) for every receiver.
     """
-    from faultbound.apps.boosting import LatencyModel, choose_failures, simulate_boost
+    from faultbound.apps.boosting import DELAY_MODELS, LatencyModel, choose_failures, simulate_boost
+    from faultbound.data import load_arrays
 
     lat = LatencyModel.make(latency, parse_floats(params, "params") if params else None)
     if runs < 1 or error_runs < 0:
         raise InvalidArgumentError(f"Expected --runs >= 1 and --error-runs >= 0, but got {runs} and {error_runs}.")
+    if delays not in DELAY_MODELS:
+        raise InvalidArgumentError(f"Expected --delays {' or '.join(DELAY_MODELS)}, but got {delays!r}.")
+    if samples < 0:
+        raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
     net = load_model(model, domain, trust_pickle, input_shape)
+    X = load_arrays(str(data))[0] if data is not None else None
+    widened = None
+    if X is not None:
+        net, widened = fit_domain(net, X, str(data), domain_from_data)
     notes: list[str] = []
     if failures is not None:
         if eps is not None or eps_prime is not None:
@@ -167,15 +182,17 @@ def boost(
             )
         _finite("eps", eps)
         _finite("eps-prime", eps_prime)
-        f, notes = choose_failures(net, eps, eps_prime, lat, method, seed)
-    r = simulate_boost(net, f, lat, runs, seed, method, error_runs, eps=eps, eps_prime=eps_prime)
-    out = {"model": str(model), **r.to_dict()}
+        f, notes = choose_failures(net, eps, eps_prime, lat, method, seed, delays=delays)
+    r = simulate_boost(net, f, lat, runs, seed, method, error_runs, X=X, n_inputs=samples, eps=eps,
+                       eps_prime=eps_prime, delays=delays)
+    out = {"model": str(model), **r.to_dict(), "domain_from_data": widened}
     out["notes"] = notes + out["notes"]
     if json:
         print_json(out)
         return
+    say_widened(widened, json)
     t = Table(title=f"Boosting {model.name}: f = {list(r.failures)}, waits {list(r.waits)}, {lat.kind} {lat.params}, "
-                    f"{runs} runs, seed {seed}")
+                    f"{delays} delays, {runs} runs, seed {seed}")
     for col in ("latency", "wait for all", "wait for N - f", "speed-up"):
         t.add_column(col, justify="right")
     for k in ("mean", "median", "p99", "p99.9"):
@@ -185,7 +202,9 @@ def boost(
         f"output error with the late signals dropped ({r.error_runs} runs, {r.n_inputs} inputs): "
         f"max {r.measured_max:.4g}, median {r.measured_median:.4g}; certified ({r.method}) {r.certified:.4g}"
         + ("" if r.within_bound else "  EXCEEDED")
+        + ("" if r.crash_certified is None else f"; crash bound ({method}) {r.crash_certified:.4g}")
     )
+    console.print(f"inputs: {r.probe}")
     for n in out["notes"]:
         console.print(f"note: {n}")
 
@@ -313,7 +332,8 @@ def sweep_cmd(
 def figures(
     out: Path = typer.Option(..., "--out", help="Directory for figure2/3 .png and .csv."),
     ks: str = typer.Option("0.125,0.25,0.5,1,2,4,8", "--Ks", help="Values of K for Figure 3."),
-    epochs: int = typer.Option(30, "--epochs", min=1, help="Training epochs per Figure 3 network."),
+    epochs: int = typer.Option(200, "--epochs", min=1, help="Most training epochs per Figure 3 network."),
+    target: float = typer.Option(0.9, "--target", help="Each Figure 3 network trains until it reaches this accuracy."),
     json: bool = JSON,
 ) -> None:
     """Write the paper's Figure 2 (tuned sigmoids) and Figure 3 (error against K) as PNG and CSV."""
@@ -326,9 +346,11 @@ def figures(
         raise InvalidArgumentError(f"Expected --Ks > 0, finite, but got {ks!r}.")
     if epochs < 1:
         raise InvalidArgumentError(f"Expected --epochs >= 1, but got {epochs}.")
+    if not (math.isfinite(target) and 0 < target <= 1):
+        raise InvalidArgumentError(f"Expected --target in (0, 1], but got {target}.")
     _make_dir(out)
     try:
-        paths = write_figures(out, Ks, replace(figure3_config(), epochs=epochs))
+        paths = write_figures(out, Ks, replace(figure3_config(), epochs=epochs, target=target))
     except OSError as e:
         raise InvalidArgumentError(f"Cannot write to {out}: {e}") from None
     if json:

@@ -1073,7 +1073,7 @@ footer { margin-top:40px; color:var(--muted); font-size:12px; }
 search (exhaustive over failure sets when feasible): a lower bound on the true worst case. The true worst case lies
 between them, so each <b>ratio</b> certificate / worst case is at least 1; the closer to 1, the tighter.
 <span class="dot" style="background:var(--paper)"></span><b>paper</b>: the paper's Theorem 2 bound (made sound, see
-ERRATA); <span class="dot" style="background:var(--tight)"></span><b>tight</b>: per-neuron propagation;
+docs/errata.md); <span class="dot" style="background:var(--tight)"></span><b>tight</b>: per-neuron propagation;
 <span class="dot" style="background:var(--meas)"></span><b>measured</b>.</p>
 {% for g in groups %}
 <h3>{{ g.label }}</h3>
