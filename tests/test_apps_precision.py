@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -82,10 +83,15 @@ def test_least_bits() -> None:
 # ------------------------------------------------------------------ solver
 
 
+def _exact_error(coefs, bits) -> Fraction:
+    """sum_v a_v 2^-(b_v+1) in exact rational arithmetic (a float sum can round 1 + 1e-145 to 1)."""
+    return sum((Fraction(a) / 2 ** (b + 1) for a, b in zip(coefs, bits, strict=True)), Fraction(0))
+
+
 def _brute(costs, coefs, budget, lo, hi):
     best, best_bits = math.inf, None
     for bits in itertools.product(*[range(lo_v, hi + 1) for lo_v in lo]):
-        if sum(a * 2.0 ** (-(b + 1)) for a, b in zip(coefs, bits, strict=True)) <= budget:
+        if _exact_error(coefs, bits) <= Fraction(budget):
             c = sum(n * b for n, b in zip(costs, bits, strict=True))
             if c < best:
                 best, best_bits = c, bits
@@ -102,14 +108,14 @@ def test_solver_matches_brute_force(data: list[tuple[int, float]], budget: float
     coefs = [a for _, a in data]
     hi = 14
     lo = [0] * len(costs)
-    if sum(a * 2.0 ** (-(hi + 1)) for a in coefs) > budget:
+    if _exact_error(coefs, [hi] * len(coefs)) > Fraction(budget):
         with pytest.raises(InvalidArgumentError):
             solve_bits(costs, coefs, budget, lo, hi)
         return
     bits, optimal, lower, _ = solve_bits(costs, coefs, budget, lo, hi)
     best, _ = _brute(costs, coefs, budget, lo, hi)
     assert optimal
-    assert sum(a * 2.0 ** (-(b + 1)) for a, b in zip(coefs, bits, strict=True)) <= budget
+    assert _exact_error(coefs, bits) <= Fraction(budget)
     assert sum(n * b for n, b in zip(costs, bits, strict=True)) == pytest.approx(best)
     assert lower == pytest.approx(best)
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -186,17 +187,23 @@ def solve_bits(
     n = [float(c) for c in costs]
     a = [float(c) for c in coefs]
     low = [int(v) for v in lo]
-    if sum(ai * 2.0 ** (-(hi + 1)) for ai in a) > budget:
+    exact_budget = Fraction(budget)
+
+    def fits(bits: Sequence[int]) -> bool:
+        """The constraint in exact rational arithmetic (a float sum can round 1 + 1e-38 down to 1)."""
+        return sum((Fraction(a[v]) / 2 ** (bits[v] + 1) for v in range(V)), Fraction(0)) <= exact_budget
+
+    if not fits([hi] * V):
         raise InvalidArgumentError(
             f"No plan with at most {hi} fractional bits fits the budget {budget:.3g}; raise the budget "
             "or max_frac_bits."
         )
     order = sorted(range(V), key=lambda v: -n[v])
+
     # A first feasible plan: split the budget evenly over the variables that need it.
     active = max(1, sum(1 for v in range(V) if a[v] > 0))
     best = [max(low[v], min(hi, _least_bits(a[v], budget / active))) for v in range(V)]
-    feasible = sum(a[v] * 2.0 ** (-(best[v] + 1)) for v in range(V)) <= budget
-    best_cost = sum(n[v] * best[v] for v in range(V)) if feasible else math.inf
+    best_cost = sum(n[v] * best[v] for v in range(V)) if fits(best) else math.inf
     root_lb = int(round(sum(n[v] * low[v] for v in range(V))))
     nodes = 0
     stopped = False
@@ -223,7 +230,7 @@ def solve_bits(
             stopped = True
             return
         if k == V:
-            if cost < best_cost - 1e-9:
+            if cost < best_cost - 1e-9 and fits(chosen):
                 best_cost = cost
                 best = list(chosen)
             return
@@ -244,7 +251,11 @@ def solve_bits(
             if a[v] == 0:
                 break
 
-    dfs(0, budget, 0.0)
+    # The search runs in floats against a budget relaxed by 1e-12 (so rounding never prunes a plan
+    # that fits exactly); every plan it keeps is checked exactly (`fits`).
+    dfs(0, budget * (1 + 1e-12) + 1e-300, 0.0)
+    if best_cost == math.inf:  # stopped by the node limit before any plan: [hi] * V fits
+        best = [hi] * V
     return best, not stopped, (int(round(best_cost)) if not stopped else root_lb), nodes
 
 
