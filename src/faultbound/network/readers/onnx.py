@@ -337,7 +337,7 @@ def _gemm(at: dict[str, Any], args: list[Value | None]) -> Op:
     try:
         bias = np.broadcast_to(bias.reshape(-1) if bias.ndim <= 2 else bias, (out,))
     except ValueError:
-        raise _Reject(f"bias of shape {tuple(np.shape(c))} does not fit {out} outputs") from None
+        raise _Reject(f"bias of shape {tuple(np.asarray(c).shape)} does not fit {out} outputs") from None
     return Dense(_f64(weight), _f64(bias))
 
 
@@ -506,6 +506,7 @@ RULES: dict[str, Rule] = {
     "Gelu": _act(_gelu),
 }
 
+
 def _reference(onnx: Any, model: Any, inp: Any, batch: int | None) -> Any:
     """Run the ONNX model with ``onnx.reference.ReferenceEvaluator`` (float64 in, float64 out)."""
     from onnx import helper
@@ -521,7 +522,8 @@ def _reference(onnx: Any, model: Any, inp: Any, batch: int | None) -> Any:
 
     def run(x: Tensor) -> Tensor:
         try:
-            out = sess.run(None, {inp.name: x.numpy().astype(np_dtype)})[0]
+            outs: Any = sess.run(None, {inp.name: x.numpy().astype(np_dtype)})
+            out = outs[0]
         except Exception as e:
             raise ModelLoadError(f"The ONNX model fails on probe inputs: {type(e).__name__}: {first_line(e)}") from None
         return torch.as_tensor(np.asarray(out, dtype=np.float64)).reshape(x.shape[0], -1)
