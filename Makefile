@@ -24,10 +24,13 @@ demo: install
 
 # mypy where it helps: the canonical Network, the fault models, the bounds and the core CLI.
 MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/faultbound/network/activations.py \
-	src/faultbound/network/extract.py src/faultbound/faults.py src/faultbound/errors.py \
+	src/faultbound/network/readers/module.py src/faultbound/faults.py src/faultbound/errors.py \
 	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/data.py \
 	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py \
-	src/faultbound/network/pt2_guard.py src/faultbound/cli/_data.py \
+	src/faultbound/network/readers/pt2_guard.py src/faultbound/cli/_data.py \
+	src/faultbound/network/readers/__init__.py src/faultbound/network/readers/_common.py \
+	src/faultbound/network/readers/onnx.py src/faultbound/network/readers/export.py \
+	src/faultbound/network/readers/files.py \
 	src/faultbound/measure/stats.py src/faultbound/measure/campaign.py src/faultbound/measure/distributed.py \
 	src/faultbound/cli/measure.py
 

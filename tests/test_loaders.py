@@ -20,7 +20,7 @@ from torch import nn
 
 import faultbound as fb
 from faultbound.network.activations import ELU, GELU, Hardtanh, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
-from faultbound.network.extract import check_against
+from faultbound.network.core import check_against
 from faultbound.nn import TunedSigmoid
 
 onnx = pytest.importorskip("onnx")
@@ -381,21 +381,21 @@ def test_pt2_unsupported_ops_are_all_named(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- probe checks
 def test_onnx_probe_check_catches_a_wrong_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from faultbound.network import onnx_loader
+    from faultbound.network.readers import onnx as onnx_reader
 
     m, shape = mlp_tuned()
     save_onnx(m, shape, tmp_path / "m.onnx", "torchscript")
-    monkeypatch.setitem(onnx_loader._ACTIVATIONS, "Tanh", lambda at, args: ReLU())
+    monkeypatch.setitem(onnx_reader.RULES, "Tanh", onnx_reader._act(lambda at, args: ReLU()))
     with pytest.raises(fb.ModelLoadError, match="differs from the ONNX model"):
         fb.load(tmp_path / "m.onnx")
 
 
 def test_pt2_probe_check_catches_a_wrong_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from faultbound.network import export_loader
+    from faultbound.network.readers import export as export_reader
 
     m, shape = mlp_tuned()
     save_pt2(m, shape, tmp_path / "m.pt2")
-    monkeypatch.setitem(export_loader._RULES, "tanh", export_loader._act(lambda a: ReLU()))
+    monkeypatch.setitem(export_reader.RULES, "tanh", export_reader._act(lambda a: ReLU()))
     with pytest.raises(fb.ModelLoadError, match="differs from the torch.export program"):
         fb.load(tmp_path / "m.pt2")
 

@@ -8,7 +8,7 @@ from torch import nn
 
 import faultbound as fb
 import faultbound.nn  # noqa: F401
-from faultbound.network.extract import check_against
+from faultbound.network.core import check_against
 
 
 def test_layers_follow_the_paper_numbering_and_stats() -> None:

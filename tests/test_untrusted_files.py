@@ -364,7 +364,7 @@ def test_constant_nodes_only_call_aten(tmp_path: Path) -> None:
     import os
 
     from faultbound.errors import UnsupportedModelError
-    from faultbound.network.export_loader import network_from_exported
+    from faultbound.network.readers.export import network_from_exported
 
     marker = tmp_path / "marker_node"
     m = nn.Sequential(nn.Linear(3, 2), nn.Tanh())

@@ -39,7 +39,7 @@ from faultbound.faults import (
     SynapseCrash,
 )
 from faultbound.network import Network
-from faultbound.network.loaders import load
+from faultbound.network.readers.files import load
 
 __version__ = "0.1.0"
 

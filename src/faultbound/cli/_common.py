@@ -132,7 +132,7 @@ def load_model(
     path: Path, domain: str | None = None, trust_pickle: bool = False, input_shape: str | None = None
 ) -> Any:
     """Load a model file into a Network (errors are library errors)."""
-    from faultbound.network.loaders import load
+    from faultbound.network.readers.files import load
 
     return load(path, domain=parse_domain(domain), trust_pickle=trust_pickle, input_shape=parse_shape(input_shape))
 

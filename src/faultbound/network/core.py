@@ -16,7 +16,7 @@ input.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from faultbound.errors import InvalidArgumentError, UnboundedError
+from faultbound.errors import InvalidArgumentError, ModelLoadError, UnboundedError, UnsupportedModelError
 from faultbound.network.activations import Activation
 from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten, Op
+from faultbound.network.readers.module import module_chain, module_reference
 
-__all__ = ["Box", "Layer", "Network", "LayerIntervals"]
+__all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against"]
 
 #: Largest effective weight matrix (entries) that is materialised for w_m / fan-in / synapses.
 MAX_EFFECTIVE_ENTRIES = 50_000_000
@@ -277,6 +278,8 @@ class Network:
     ) -> Network:
         """Extract the Network of an ``nn.Sequential`` (nested Sequentials are flattened).
 
+        The layers are read by :mod:`faultbound.network.readers.module` (its ``RULES``).
+
         Args:
             module: the model; analysed with eval-mode semantics (batch norms folded).
             domain: ``(lo, hi)`` scalars or arrays of the input shape; default [0, 1]^d.
@@ -288,9 +291,86 @@ class Network:
             UnsupportedModelError: listing every unsupported layer at once.
             ModelLoadError: when the extracted Network disagrees with the module.
         """
-        from faultbound.network.extract import extract_torch
+        items, shape = module_chain(module, input_shape, domain)
+        net = Network.from_chain(items, shape, domain)
+        if check:
+            check_against(net, module_reference(module), "the torch module")
+        return net
 
-        return extract_torch(module, domain=domain, input_shape=input_shape, check=check)
+    @staticmethod
+    def from_chain(
+        items: Sequence[tuple[str, Op | Activation]],
+        input_shape: tuple[int, ...],
+        domain: tuple[object, object] | None,
+    ) -> Network:
+        """Group a flat list of named ops and activations into layers 1..L+1 and check them.
+
+        Every reader ends here, so there is one grouping rule: a hidden layer is the chain of
+        affine ops up to and including an activation; what follows the last activation is the
+        linear output layer L+1. Ops are taken as given (the readers fold batch norms first, with
+        :func:`faultbound.network.readers._common.fold_batch_norms`).
+
+        Raises:
+            UnsupportedModelError: no activation, an activation without a linear op before it, no
+                weighted op after the last activation, shapes that do not fit, NaN or infinite
+                weights, or a layer of width 0.
+        """
+        groups: list[tuple[list[Op], Activation | None, list[str]]] = []
+        ops: list[Op] = []
+        names: list[str] = []
+        for name, it in items:
+            if isinstance(it, Activation):
+                if not ops:
+                    prev = groups[-1][2][-1] if groups else "the input"
+                    raise UnsupportedModelError(
+                        f"Expected a linear layer before activation {name}, but it follows {prev} "
+                        "directly."
+                    )
+                groups.append((ops, it, names + [name]))
+                ops, names = [], []
+            else:
+                ops.append(it)
+                names.append(name)
+        if not groups:
+            raise UnsupportedModelError(
+                "Expected at least one hidden layer (a linear layer followed by an activation), "
+                "but the model has no activation."
+            )
+        if not any(o.weighted for o in ops):
+            last = groups[-1][2][-1]
+            raise UnsupportedModelError(
+                f"Expected a linear output layer after the last activation ({last}), as in the paper; "
+                "apply any final activation outside the model."
+            )
+        groups.append((ops, None, names))
+
+        layers: list[Layer] = []
+        x = torch.zeros((1, *input_shape), dtype=torch.float64)
+        for index, (gops, act, gnames) in enumerate(groups, start=1):
+            in_shape = tuple(x.shape[1:])
+            try:
+                for op in gops:
+                    x = op.forward(x)
+            except RuntimeError as e:
+                raise UnsupportedModelError(
+                    f"Shapes do not fit at layer {index} ({', '.join(gnames)}) with input shape "
+                    f"{in_shape}: {str(e).splitlines()[0]}"
+                ) from None
+            for op in gops:
+                for t in _op_tensors(op):
+                    if not bool(torch.isfinite(t).all()):
+                        raise UnsupportedModelError(
+                            f"Layer {index} ({', '.join(gnames)}) has NaN or infinite weights."
+                        )
+            if x[0].numel() == 0 or any(s == 0 for s in in_shape):
+                raise UnsupportedModelError(
+                    f"Layer {index} ({', '.join(gnames)}) has 0 neurons (width 0, output shape "
+                    f"{tuple(x.shape[1:])}): a layer without neurons computes nothing and has no fraction to fail."
+                )
+            if act is not None and x.dim() > 2 and x.dim() != 4:
+                raise UnsupportedModelError(f"Unexpected activation shape {tuple(x.shape)}.")
+            layers.append(Layer(index, tuple(gops), act, in_shape, tuple(x.shape[1:]), ", ".join(gnames)))
+        return Network(tuple(layers), Box.make(domain, input_shape), input_shape)  # type: ignore[arg-type]
 
     def with_domain(self, domain: tuple[object, object] | None) -> Network:
         """The same network over another input domain."""
@@ -460,6 +540,46 @@ class Network:
             "n_params": self.n_params,
             "layers": rows,
         }
+
+
+def _op_tensors(op: Op) -> list[Tensor]:
+    if isinstance(op, (Dense, Conv)):
+        return [op.weight, op.bias]
+    if isinstance(op, ChannelAffine):
+        return [op.scale, op.shift]
+    return []
+
+
+def _check_points(net: Network, n: int = 16, seed: int = 0) -> Tensor:
+    """Where a reader compares a Network with its model: the domain's two extreme corners, its
+    centre, and ``n`` uniform samples (from a generator of its own)."""
+    g = torch.Generator().manual_seed(seed)
+    d = net.domain
+    return torch.cat([d.lo[None], d.hi[None], d.center[None], d.sample(n, g)], 0)
+
+
+def check_against(net: Network, reference: Callable[[Tensor], Tensor], what: str) -> None:
+    """Fail with :class:`ModelLoadError` unless ``net`` equals ``reference`` on check points.
+
+    Equal means :math:`\\max |F(x) - G(x)| \\le 10^{-4} \\max(1, \\max |G(x)|)` over the
+    points of :func:`_check_points`, with the same output shape.
+    """
+    x = _check_points(net)
+    with torch.no_grad():
+        mine = net.forward(x)
+    theirs = reference(x).to(torch.float64)
+    if tuple(mine.shape) != tuple(theirs.shape):
+        raise ModelLoadError(
+            f"The extracted network outputs shape {tuple(mine.shape[1:])}, but {what} outputs "
+            f"{tuple(theirs.shape[1:])}."
+        )
+    scale = max(1.0, float(theirs.abs().max()))
+    err = float((mine - theirs).abs().max())
+    if not math.isfinite(err) or err > 1e-4 * scale:
+        raise ModelLoadError(
+            f"The extracted network differs from {what} on probe inputs (max difference {err:.3g});"
+            " refusing to analyse a network that does not compute what the model computes."
+        )
 
 
 def _op_module(op: Op, dtype: torch.dtype) -> nn.Module:

@@ -1,19 +1,30 @@
 """Reading an ONNX model (with the ``onnx`` package only) into a Network.
 
 The graph is walked in topological order as a chain (see
-:class:`~faultbound.network.loaders.ChainTracer`). Supported nodes:
+:class:`~faultbound.network.readers._common.ChainTracer`); each node with a traced input is looked
+up by its op type in :data:`RULES`. Supported op types (the keys of :data:`RULES`):
 
 * affine: ``Gemm`` (``transA=0``, any ``alpha``, ``beta``, ``transB``), ``MatMul`` with a constant
   right operand followed by an ``Add`` of a bias, ``Conv`` (2-D, ``group=1``, ``dilations=1``,
   symmetric explicit pads), ``AveragePool`` (``count_include_pad=1`` or no padding,
   ``ceil_mode=0``), ``Flatten`` (``axis=1``), ``Reshape`` to ``(batch, -1)``, inference
-  ``BatchNormalization``;
-* the identity: ``Identity``, ``Dropout``, ``Cast`` to a float type;
-* activations: ``Sigmoid``, ``Tanh``, ``Relu``, ``LeakyRelu``, ``Clip`` (hardtanh; bounds from
-  inputs or attributes), ``Softplus`` (also ``softplus(b x) / b`` and torch's threshold switch
-  ``Where(b x > t, x, ...)``), ``Elu``, ``Gelu`` (opset 20) and the ``x (1 + erf(x / sqrt 2)) / 2``
-  pattern of older opsets, SiLU as ``x * Sigmoid(x)``, and the tuned sigmoid ``Sigmoid(c x)``
-  (``Mul`` by a scalar ``c = 4K`` feeding a ``Sigmoid``) as ``Sigmoid(k=c/4)``.
+  ``BatchNormalization`` (folded by :func:`~faultbound.network.readers._common.batch_norm`);
+* the identity: ``Identity``, ``Dropout`` (not training), ``Cast`` to a float type, ``CastLike``;
+* algebra that forms a bias or an activation: ``Add`` / ``Sub`` of a constant, ``Mul`` / ``Div``
+  by a scalar, ``Greater``, ``Where``, ``Exp``, ``Erf``;
+* activations: ``Sigmoid``, ``Tanh``, ``Relu``, ``LeakyRelu`` (``alpha >= 0``), ``Clip``
+  (hardtanh; bounds from inputs or attributes), ``Softplus`` (also ``softplus(b x) / b`` and
+  torch's threshold switch ``Where(b x > t, x, ...)``), ``Elu``, ``Gelu`` (opset 20,
+  ``approximate='none'``) and the ``x (1 + erf(x / sqrt 2)) / 2`` pattern of older opsets, SiLU as
+  ``x * Sigmoid(x)``, and the tuned sigmoid ``Sigmoid(c x)`` (``Mul`` by a scalar ``c = 4K``
+  feeding a ``Sigmoid``) as ``Sigmoid(k=c/4)``.
+
+Refused, each node named in one :class:`~faultbound.errors.UnsupportedModelError`: every other op
+type (``MaxPool``, ``Softmax``, ``Concat``, ...); graphs that are not a chain (residual ``Add`` of
+two computed values, reuse of an earlier layer's output); other than one input and one output;
+non-float or non-fixed input sizes; the settings excluded above (grouped or dilated convolution,
+``auto_pad``, asymmetric pads, ``ceil_mode=1``, training-mode batch norm or dropout, ...); an
+algebraic pattern that is not one of the activations above.
 
 Nodes whose inputs are all constants (``Constant``, shape arithmetic, transposed weights) are
 evaluated once with :class:`onnx.reference.ReferenceEvaluator`, which is also the reference that
@@ -26,6 +37,7 @@ tolerance, and covered by the activation's outward margin).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +46,20 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
-from faultbound.network.activations import ELU, GELU, Hardtanh, LeakyReLU, ReLU, Tanh
-from faultbound.network.core import Network
-from faultbound.network.extract import build_network, check_against
-from faultbound.network.loaders import (
+from faultbound.network.activations import ELU, GELU, Activation, Hardtanh, LeakyReLU, ReLU, Tanh
+from faultbound.network.core import Network, check_against
+from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
+from faultbound.network.readers._common import (
     ChainTracer,
     Dead,
     Value,
+    batch_norm,
     batched_reference,
     clean_float,
     first_line,
 )
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten
 
-__all__ = ["load_onnx", "network_from_onnx"]
+__all__ = ["RULES", "load_onnx", "network_from_onnx"]
 
 _FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
@@ -137,7 +149,7 @@ def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Net
     if final is None:
         raise UnsupportedModelError(f"The ONNX graph output {out_name!r} is not produced by any node.")
     items = tracer.finish(final, f"graph output {out_name!r}")
-    net = build_network(items, input_shape, domain)
+    net = Network.from_chain(items, input_shape, domain)
     if check:
         check_against(net, _reference(onnx, model, inp, batch), "the ONNX model")
     return net
@@ -208,67 +220,112 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+#: A rule: ``(tracer, label, attributes, inputs) -> output values`` for one node whose first input
+#: is traced (nodes with only constant inputs are evaluated instead). A rule may raise
+#: :class:`_Reject` for settings it cannot represent; the node is then reported.
+Rule = Callable[[ChainTracer, str, dict[str, Any], list[Value | None]], list[Value]]
+
+
 def _convert(tracer: ChainTracer, node: Any, label: str, args: list[Value | None]) -> list[Value]:
-    """Map one node with at least one non-constant input; returns its outputs' values."""
-    op = node.op_type
-    at = _attrs(node)
-    x = args[0]
-    if op == "CastLike" and isinstance(x, np.ndarray):
-        return [x]
-    if x is None:
+    """Map one node with at least one non-constant input through :data:`RULES`."""
+    rule = RULES.get(node.op_type)
+    if not args or args[0] is None:
         return [tracer.fail(label, "its first input is missing")]
-    if op in ("Identity", "Dropout"):
-        if op == "Dropout" and len(args) > 2 and _const(args[2]) is not None and bool(np.asarray(args[2]).any()):
-            return [tracer.fail(label, "training_mode=1")]
-        return [x, Dead(f"the mask of {label}")]  # type: ignore[list-item]
-    if op == "CastLike":  # the data cast to its own float type
-        return [x]
-    if op == "Cast":
-        if at.get("to") in _FLOAT_TYPES:
-            return [x]  # type: ignore[list-item]
-        return [tracer.fail(label, "casts to a non-float type")]
-    if op in _AFFINE:
-        try:
-            made = _AFFINE[op](node, at, args)
-        except _Reject as r:
-            return [tracer.fail(label, str(r)), Dead(f"extra output of {label}")]
-        return [tracer.affine(label, x, made), Dead(f"extra output of {label}")]  # type: ignore[arg-type]
-    if op in ("Add", "Sub"):
-        a, b = x, args[1]
-        if isinstance(a, np.ndarray) and op == "Add":
-            a, b = b, a
-        if isinstance(b, np.ndarray) and a is not None:
-            return [tracer.add_const(label, a, -b if op == "Sub" else b)]
-        why = "is not a constant bias added to a layer's output (residual graphs are not supported)"
-        return [tracer.fail(label, why)]
-    if op == "Mul":
-        return [tracer.mul(label, x, args[1])]  # type: ignore[arg-type]
-    if op == "Div":
-        return [tracer.div(label, x, args[1])]  # type: ignore[arg-type]
-    if op in ("Sigmoid", "Erf", "Softplus", "Exp"):
-        return [tracer.unary(label, op.lower(), x)]  # type: ignore[arg-type]
-    if op == "Greater":
-        return [tracer.greater(label, x, args[1])]  # type: ignore[arg-type]
-    if op == "Where":
-        if len(args) == 3 and all(a is not None for a in args):
-            return [tracer.where(label, args[0], args[1], args[2])]  # type: ignore[arg-type]
+    if rule is None:
         return [tracer.fail(label)]
-    if op in _ACTIVATIONS:
-        try:
-            act = _ACTIVATIONS[op](at, args)
-        except _Reject as r:
-            return [tracer.fail(label, str(r))]
-        if act is None:  # Clip without bounds
-            return [x]  # type: ignore[list-item]
-        return [tracer.activation(label, x, act)]  # type: ignore[arg-type]
-    return [tracer.fail(label)]
+    try:
+        return rule(tracer, label, _attrs(node), args)
+    except _Reject as r:
+        return [tracer.fail(label, str(r))]
 
 
 class _Reject(Exception):
     """A supported node type with settings we cannot represent."""
 
 
-def _gemm(node: Any, at: dict[str, Any], args: list[Value | None]) -> Dense:
+def _x(args: list[Value | None]) -> Value:
+    x = args[0]
+    assert x is not None  # checked by _convert
+    return x
+
+
+# ------------------------------------------------------------------------- identity and algebra
+def _identity(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+    """``Identity`` and inference ``Dropout`` (its mask output is not modelled)."""
+    if len(args) > 2 and _const(args[2]) is not None and bool(np.asarray(args[2]).any()):
+        raise _Reject("training_mode=1")
+    return [_x(args), Dead(f"the mask of {label}")]
+
+
+def _same(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+    """``CastLike``: the data cast to its own float type."""
+    return [_x(args)]
+
+
+def _cast(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+    if at.get("to") not in _FLOAT_TYPES:
+        raise _Reject("casts to a non-float type")
+    return [_x(args)]
+
+
+def _add(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+    return _add_sub(tr, label, args, subtract=False)
+
+
+def _sub(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+    return _add_sub(tr, label, args, subtract=True)
+
+
+def _add_sub(tr: ChainTracer, label: str, args: list[Value | None], subtract: bool) -> list[Value]:
+    a, b = args[0], args[1] if len(args) > 1 else None
+    if isinstance(a, np.ndarray) and not subtract:
+        a, b = b, a
+    if isinstance(b, np.ndarray) and a is not None:
+        return [tr.add_const(label, a, -b if subtract else b)]
+    raise _Reject("is not a constant bias added to a layer's output (residual graphs are not supported)")
+
+
+def _binary(method: str) -> Rule:
+    """``Mul``, ``Div``, ``Greater``: the tracer's algebra of the same name."""
+
+    def rule(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+        if len(args) < 2 or args[1] is None:
+            raise _Reject("its second input is missing")
+        return [getattr(tr, method)(label, _x(args), args[1])]
+
+    return rule
+
+
+def _unary(name: str) -> Rule:
+    """``name(c x)``: ``Sigmoid``, ``Erf``, ``Softplus``, ``Exp`` of a multiple of the layer input."""
+
+    def rule(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+        return [tr.unary(label, name, _x(args))]
+
+    return rule
+
+
+def _where(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+    if len(args) != 3 or args[1] is None or args[2] is None:
+        raise _Reject("expected a condition and two values")
+    return [tr.where(label, _x(args), args[1], args[2])]
+
+
+# -------------------------------------------------------------------------------------- affine
+def _affine(make: Callable[[dict[str, Any], list[Value | None]], Op]) -> Rule:
+    """A rule appending the affine op that ``make`` builds from the node's attributes and inputs."""
+
+    def rule(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+        try:
+            op = make(at, args)
+        except _Reject as r:
+            return [tr.fail(label, str(r)), Dead(f"extra output of {label}")]
+        return [tr.affine(label, _x(args), op), Dead(f"extra output of {label}")]
+
+    return rule
+
+
+def _gemm(at: dict[str, Any], args: list[Value | None]) -> Op:
     w, c = _const(args[1]) if len(args) > 1 else None, _const(args[2]) if len(args) > 2 else None
     if w is None or w.ndim != 2 or (len(args) > 2 and args[2] is not None and c is None):
         raise _Reject("needs constant weights and bias")
@@ -280,12 +337,12 @@ def _gemm(node: Any, at: dict[str, Any], args: list[Value | None]) -> Dense:
     try:
         bias = np.broadcast_to(bias.reshape(-1) if bias.ndim <= 2 else bias, (out,))
     except ValueError:
-        raise _Reject(f"bias of shape {tuple(np.shape(c))} does not fit {out} outputs") from None
+        raise _Reject(f"bias of shape {tuple(np.asarray(c).shape)} does not fit {out} outputs") from None
     return Dense(_f64(weight), _f64(bias))
 
 
-def _matmul(node: Any, at: dict[str, Any], args: list[Value | None]) -> Dense:
-    w = _const(args[1])
+def _matmul(at: dict[str, Any], args: list[Value | None]) -> Op:
+    w = _const(args[1]) if len(args) > 1 else None
     if w is None or w.ndim != 2:
         raise _Reject("needs a constant 2-D right operand")
     return Dense(_f64(w.T), torch.zeros(w.shape[1], dtype=torch.float64))
@@ -300,8 +357,8 @@ def _pads(at: dict[str, Any]) -> tuple[int, int]:
     return int(pads[0]), int(pads[1])
 
 
-def _conv(node: Any, at: dict[str, Any], args: list[Value | None]) -> Conv:
-    w = _const(args[1])
+def _conv(at: dict[str, Any], args: list[Value | None]) -> Op:
+    w = _const(args[1]) if len(args) > 1 else None
     b = _const(args[2]) if len(args) > 2 and args[2] is not None else None
     if w is None or w.ndim != 4 or (len(args) > 2 and args[2] is not None and b is None):
         raise _Reject("needs constant 2-D convolution weights and bias")
@@ -318,7 +375,7 @@ def _conv(node: Any, at: dict[str, Any], args: list[Value | None]) -> Conv:
     return Conv(_f64(w), _f64(bias), (strides[0], strides[1]), padding)
 
 
-def _avgpool(node: Any, at: dict[str, Any], args: list[Value | None]) -> AvgPool:
+def _avgpool(at: dict[str, Any], args: list[Value | None]) -> Op:
     k = [int(v) for v in at.get("kernel_shape", [])]
     if len(k) != 2:
         raise _Reject(f"kernel_shape={k} (expected 2-D pooling)")
@@ -333,13 +390,13 @@ def _avgpool(node: Any, at: dict[str, Any], args: list[Value | None]) -> AvgPool
     return AvgPool((k[0], k[1]), (s[0], s[1]), padding)
 
 
-def _flatten(node: Any, at: dict[str, Any], args: list[Value | None]) -> Flatten:
+def _flatten(at: dict[str, Any], args: list[Value | None]) -> Op:
     if int(at.get("axis", 1)) != 1:
         raise _Reject(f"axis={at['axis']} (expected 1)")
     return Flatten()
 
 
-def _reshape(node: Any, at: dict[str, Any], args: list[Value | None]) -> Flatten:
+def _reshape(at: dict[str, Any], args: list[Value | None]) -> Op:
     if len(args) > 1 and isinstance(args[1], _Shape):
         return Flatten()  # computed from the input's shape; the probe check confirms (batch, -1)
     shape = _const(args[1]) if len(args) > 1 else None
@@ -353,40 +410,41 @@ def _reshape(node: Any, at: dict[str, Any], args: list[Value | None]) -> Flatten
     return Flatten()  # the batch is kept; the probe check confirms (batch, -1)
 
 
-def _batchnorm(node: Any, at: dict[str, Any], args: list[Value | None]) -> ChannelAffine:
+def _batchnorm(at: dict[str, Any], args: list[Value | None]) -> Op:
     parts = [_const(a) for a in args[1:5]]
     if len(parts) != 4 or any(p is None for p in parts):
         raise _Reject("needs constant scale, bias, mean and variance")
     if int(at.get("training_mode", 0)):
         raise _Reject("training_mode=1")
-    gamma, beta, mean, var = (np.asarray(p, np.float64) for p in parts)  # type: ignore[arg-type]
-    scale = gamma / np.sqrt(var + float(at.get("epsilon", 1e-5)))
-    return ChannelAffine(_f64(scale), _f64(beta - mean * scale))
+    gamma, beta, mean, var = (_f64(p) for p in parts)  # type: ignore[arg-type]  # None excluded above
+    return batch_norm(mean, var, float(at.get("epsilon", 1e-5)), gamma, beta)
 
 
-_AFFINE = {
-    "Gemm": _gemm,
-    "MatMul": _matmul,
-    "Conv": _conv,
-    "AveragePool": _avgpool,
-    "Flatten": _flatten,
-    "Reshape": _reshape,
-    "BatchNormalization": _batchnorm,
-}
+# --------------------------------------------------------------------------------- activations
+def _act(make: Callable[[dict[str, Any], list[Value | None]], Activation | None]) -> Rule:
+    """A rule applying the activation that ``make`` builds (``None``: the identity, Clip without bounds)."""
+
+    def rule(tr: ChainTracer, label: str, at: dict[str, Any], args: list[Value | None]) -> list[Value]:
+        act = make(at, args)
+        if act is None:
+            return [_x(args)]
+        return [tr.activation(label, _x(args), act)]
+
+    return rule
 
 
 def _alpha(at: dict[str, Any], default: float) -> float:
     return clean_float(float(at.get("alpha", default)), np.float32)
 
 
-def _leaky(at: dict[str, Any], args: list[Value | None]) -> LeakyReLU:
+def _leaky(at: dict[str, Any], args: list[Value | None]) -> Activation:
     a = _alpha(at, 0.01)
     if a < 0:
         raise _Reject(f"alpha={a} (expected >= 0)")
     return LeakyReLU(a)
 
 
-def _clip(at: dict[str, Any], args: list[Value | None]) -> Any:
+def _clip(at: dict[str, Any], args: list[Value | None]) -> Activation | None:
     lo: float | None = float(at["min"]) if "min" in at else None
     hi: float | None = float(at["max"]) if "max" in at else None
     for i in (1, 2):
@@ -406,23 +464,46 @@ def _clip(at: dict[str, Any], args: list[Value | None]) -> Any:
     return Hardtanh(lo, hi)
 
 
-def _elu(at: dict[str, Any], args: list[Value | None]) -> ELU:
+def _elu(at: dict[str, Any], args: list[Value | None]) -> Activation:
     return ELU(_alpha(at, 1.0))
 
 
-def _gelu(at: dict[str, Any], args: list[Value | None]) -> GELU:
+def _gelu(at: dict[str, Any], args: list[Value | None]) -> Activation:
     if _text(at.get("approximate", "none")) != "none":
         raise _Reject(f"approximate={_text(at['approximate'])!r}")
     return GELU()
 
 
-_ACTIVATIONS: dict[str, Any] = {
-    "Tanh": lambda at, args: Tanh(),
-    "Relu": lambda at, args: ReLU(),
-    "LeakyRelu": _leaky,
-    "Clip": _clip,
-    "Elu": _elu,
-    "Gelu": _gelu,
+#: ONNX op type -> rule; the module docstring lists what each accepts. Adding an operator is one
+#: entry here (and its rule function beside it).
+RULES: dict[str, Rule] = {
+    "Identity": _identity,
+    "Dropout": _identity,
+    "CastLike": _same,
+    "Cast": _cast,
+    "Gemm": _affine(_gemm),
+    "MatMul": _affine(_matmul),
+    "Conv": _affine(_conv),
+    "AveragePool": _affine(_avgpool),
+    "Flatten": _affine(_flatten),
+    "Reshape": _affine(_reshape),
+    "BatchNormalization": _affine(_batchnorm),
+    "Add": _add,
+    "Sub": _sub,
+    "Mul": _binary("mul"),
+    "Div": _binary("div"),
+    "Greater": _binary("greater"),
+    "Where": _where,
+    "Sigmoid": _unary("sigmoid"),
+    "Erf": _unary("erf"),
+    "Softplus": _unary("softplus"),
+    "Exp": _unary("exp"),
+    "Tanh": _act(lambda at, args: Tanh()),
+    "Relu": _act(lambda at, args: ReLU()),
+    "LeakyRelu": _act(_leaky),
+    "Clip": _act(_clip),
+    "Elu": _act(_elu),
+    "Gelu": _act(_gelu),
 }
 
 
@@ -441,7 +522,8 @@ def _reference(onnx: Any, model: Any, inp: Any, batch: int | None) -> Any:
 
     def run(x: Tensor) -> Tensor:
         try:
-            out = sess.run(None, {inp.name: x.numpy().astype(np_dtype)})[0]
+            outs: Any = sess.run(None, {inp.name: x.numpy().astype(np_dtype)})
+            out = outs[0]
         except Exception as e:
             raise ModelLoadError(f"The ONNX model fails on probe inputs: {type(e).__name__}: {first_line(e)}") from None
         return torch.as_tensor(np.asarray(out, dtype=np.float64)).reshape(x.shape[0], -1)

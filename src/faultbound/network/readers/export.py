@@ -1,22 +1,34 @@
 """Reading a ``torch.export`` program (``.pt2``) into a Network, without unpickling user code.
 
 ``torch.export.load`` restores the graph of aten operators and the weights; the graph is walked as
-a chain (see :class:`~faultbound.network.loaders.ChainTracer`). Parameters, buffers and lifted
-constants come from the program's graph signature and state dict. Supported aten ops (any
-overload):
+a chain (see :class:`~faultbound.network.readers._common.ChainTracer`), each call looked up by its
+aten op name in :data:`RULES`. Parameters, buffers and lifted constants come from the program's
+graph signature and state dict. Supported aten ops (the keys of :data:`RULES`, any overload):
 
 * affine: ``linear``, ``addmm`` / ``mm`` / ``matmul`` with constant weights, ``add`` / ``sub`` of a
-  bias right after them, ``conv2d`` / ``convolution`` (2-D, groups 1, dilation 1, not transposed),
-  ``avg_pool2d`` (``count_include_pad`` or no padding, floor mode, no divisor override),
-  ``flatten`` from dim 1, ``view`` / ``reshape`` / ``_unsafe_view`` to ``(batch, -1)``,
-  ``batch_norm`` / ``_native_batch_norm_legit_no_training`` / ``native_batch_norm`` in inference;
+  bias right after them, ``conv2d`` / ``convolution`` / ``_convolution`` (2-D, groups 1, dilation
+  1, not transposed), ``avg_pool2d`` (``count_include_pad`` or no padding, floor mode, no divisor
+  override), ``flatten`` from dim 1, ``view`` / ``reshape`` / ``_unsafe_view`` to ``(batch, -1)``,
+  ``batch_norm`` / ``_native_batch_norm_legit_no_training`` / ``native_batch_norm`` in inference
+  (folded by :func:`~faultbound.network.readers._common.batch_norm`);
 * the identity: ``dropout`` (not training), ``native_dropout``, ``clone``, ``alias``, ``detach``,
   ``contiguous``, float ``_to_copy``;
-* activations: ``sigmoid``, ``tanh``, ``relu``, ``relu6``, ``leaky_relu``, ``hardtanh``,
-  ``softplus``, ``elu``, ``gelu`` (exact), ``silu``, and the tuned sigmoid ``sigmoid(mul(x, c))``
-  as ``Sigmoid(k=c/4)``; decomposed forms (``x * sigmoid(x)``, the erf form of GELU) are
-  recognised too. In-place variants (``relu_``, ``hardtanh_``, ``leaky_relu_``, ``silu_``, ``elu_``,
-  ``dropout_``, ...), as ``inplace=True`` modules export, are read as the op itself.
+* algebra that forms a bias or an activation: ``add``, ``sub``, ``mul``, ``div`` (no rounding
+  mode), ``gt``, ``where``, ``exp``, ``log1p``, ``erf``;
+* activations: ``sigmoid``, ``tanh``, ``relu``, ``relu6``, ``leaky_relu`` (slope >= 0),
+  ``hardtanh``, ``softplus``, ``elu`` (not SELU/CELU scales), ``gelu`` (exact), ``silu``, and the
+  tuned sigmoid ``sigmoid(mul(x, c))`` as ``Sigmoid(k=c/4)``; decomposed forms
+  (``x * sigmoid(x)``, the erf form of GELU, torch's softplus with its threshold switch) are
+  recognised too. In-place variants (``relu_``, ``hardtanh_``, ``leaky_relu_``, ``silu_``,
+  ``elu_``, ``dropout_``, ...), as ``inplace=True`` modules export, are read as the op itself.
+
+Refused, each node named in one :class:`~faultbound.errors.UnsupportedModelError`: every other aten
+op (``max_pool2d``, ``softmax``, ``cat``, ...); a call target that is not an ``aten`` / ``prims``
+operator, an ``operator`` / ``math`` function or a ``torch.sym_*`` helper (a program can name any
+``torch`` attribute as a target; nothing else is ever called); graphs that are not a chain
+(residual additions, reuse of an earlier layer's output); other than one input and one output;
+non-fixed input sizes; the settings excluded above. Before torch reads a file,
+:mod:`~faultbound.network.readers.pt2_guard` refuses any archive that could run code.
 
 Nodes whose inputs are all constants (``t`` / ``permute`` of a weight, ...) are evaluated once.
 The Network is checked against ``ep.module()`` on probe inputs.
@@ -36,19 +48,29 @@ from torch import Tensor
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
 from faultbound.network.activations import ELU, GELU, Activation, Hardtanh, LeakyReLU, ReLU, SiLU, Softplus, Tanh
-from faultbound.network.core import Network
-from faultbound.network.extract import build_network, check_against
-from faultbound.network.loaders import Act, ChainTracer, Dead, Expr, Gt, Poison, Value, batched_reference, first_line
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten, Op
-from faultbound.network.pt2_guard import quiet_torch_logging, read_checked_archive
+from faultbound.network.core import Network, check_against
+from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
+from faultbound.network.readers._common import (
+    Act,
+    ChainTracer,
+    Dead,
+    Expr,
+    Gt,
+    Poison,
+    Value,
+    batch_norm,
+    batched_reference,
+    first_line,
+)
+from faultbound.network.readers.pt2_guard import quiet_torch_logging, read_checked_archive
 
-__all__ = ["load_exported", "network_from_exported"]
+__all__ = ["RULES", "load_exported", "network_from_exported"]
 
 
 def load_exported(path: Path, domain: Any = None) -> Network:
     """Read ``path`` with :func:`torch.export.load` and extract its Network.
 
-    The archive is first checked by :func:`~faultbound.network.pt2_guard.read_checked_archive`
+    The archive is first checked by :func:`~faultbound.network.readers.pt2_guard.read_checked_archive`
     (nothing in it can run code when torch reads it), and torch reads those checked bytes with its
     logging kept off stderr.
     """
@@ -125,7 +147,7 @@ def network_from_exported(ep: Any, domain: Any = None, check: bool = True) -> Ne
     if final is None or isinstance(final, (Tensor, tuple, _Shape)):
         raise UnsupportedModelError("Expected the program's output to be computed from its input.")
     items = tracer.finish(final, "the program output")
-    net = build_network(items, input_shape, domain)
+    net = Network.from_chain(items, input_shape, domain)
     if check:
         module = ep.module()
 
@@ -261,12 +283,12 @@ def _call(tracer: ChainTracer, node: Any, label: str, env: dict[Any, Any]) -> An
     if not hasattr(target, "_schema"):
         return tracer.fail(label)
     a = _bind(target, tuple(args), kwargs)
-    rule = _RULES.get(name)
+    rule = RULES.get(name)
     if rule is None and name.endswith("_") and not name.startswith("_"):
         # in-place variant (relu_, hardtanh_, leaky_relu_, silu_, elu_, dropout_, ...) of a supported
         # op, as nn.ReLU(inplace=True) exports: same value; a later use of the overwritten input is
         # an earlier layer's value, which the chain refuses, and the probe check compares the outputs.
-        rule = _RULES.get(name[:-1])
+        rule = RULES.get(name[:-1])
     if rule is None:
         return tracer.fail(label)
     try:
@@ -392,12 +414,9 @@ def _bn(tr: ChainTracer, label: str, a: dict[str, Any]) -> Value:
     mean, var = a["running_mean"], a["running_var"]
     if not isinstance(mean, Tensor) or not isinstance(var, Tensor):
         raise _Reject("expected running statistics")
-    n = mean.numel()
-    gamma = _f64(a["weight"]) if a.get("weight") is not None else torch.ones(n, dtype=torch.float64)
-    beta = _f64(a.get("bias"), n)
-    scale = gamma / torch.sqrt(_f64(var) + float(a["eps"]))
-    out = _affine(tr, label, _data(a, "input"), ChannelAffine(scale, beta - _f64(mean) * scale))
-    return out
+    gamma = _f64(a["weight"]) if a.get("weight") is not None else None
+    beta = _f64(a["bias"]) if a.get("bias") is not None else None
+    return _affine(tr, label, _data(a, "input"), batch_norm(mean, var, float(a["eps"]), gamma, beta))
 
 
 def _bn_tuple(tr: ChainTracer, label: str, a: dict[str, Any]) -> tuple[Value, ...]:
@@ -481,7 +500,10 @@ def _unary(name: str) -> Callable[[ChainTracer, str, dict[str, Any]], Value]:
     return rule
 
 
-_RULES: dict[str, Callable[[ChainTracer, str, dict[str, Any]], Any]] = {
+#: aten op name (the overload packet, any overload) -> rule ``(tracer, label, bound arguments) ->
+#: value``. An in-place variant ``name_`` uses the rule of ``name``. Adding an operator is one entry
+#: here (and its rule function beside it).
+RULES: dict[str, Callable[[ChainTracer, str, dict[str, Any]], Any]] = {
     "linear": _linear,
     "addmm": _addmm,
     "mm": _mm,

@@ -1,114 +1,66 @@
-"""Loading model files into a Network: ``.onnx``, ``.pt2`` (torch.export), trusted pickles.
+"""What the readers share: the chain tracer, traced values, the batch-norm fold, small helpers.
 
-:func:`load` picks the reader from the file extension:
+Both graph formats (ONNX, torch.export) are read the same way by :class:`ChainTracer`: the graph is
+walked in topological order as a chain, affine nodes become :mod:`~faultbound.network.ops` ops,
+and small elementwise patterns (``sigmoid(c x)``, ``x sigmoid(x)``, the erf form of GELU, softplus
+with a threshold, ...) are recognised algebraically and become activations. Every unsupported node
+is collected before one :class:`~faultbound.errors.UnsupportedModelError` names them all.
 
-* ``.onnx`` -- read with the ``onnx`` package (:mod:`faultbound.network.onnx_loader`);
-* ``.pt2`` -- a ``torch.export`` program (:mod:`faultbound.network.export_loader`); no user code
-  is unpickled;
-* ``.pt`` / ``.pth`` -- ``torch.load(weights_only=True)``; a full pickled ``nn.Module`` is only
-  unpickled when ``trust_pickle=True``, because unpickling runs arbitrary code.
+Batch norm is folded in one place for every reader: :func:`batch_norm` turns inference batch norm
+into the per-channel affine map
 
-Both graph formats are read the same way by :class:`ChainTracer`: the graph is walked in
-topological order as a chain, affine nodes become :mod:`~faultbound.network.ops` ops, and small
-elementwise patterns (``sigmoid(c x)``, ``x sigmoid(x)``, the erf form of GELU, softplus with a
-threshold, ...) are recognised algebraically and become activations. Every unsupported node is
-collected before one :class:`~faultbound.errors.UnsupportedModelError` names them all. The result
-goes through :func:`~faultbound.network.extract.build_network` and is compared with the source
-model on probe inputs by :func:`~faultbound.network.extract.check_against`.
+.. math::
+
+    \\mathrm{BN}(x)_c = \\gamma_c \\frac{x_c - \\mu_c}{\\sqrt{\\sigma^2_c + \\epsilon}} + \\beta_c
+    = a_c x_c + t_c,\\qquad a_c = \\frac{\\gamma_c}{\\sqrt{\\sigma^2_c + \\epsilon}},\\quad
+    t_c = \\beta_c - \\mu_c a_c,
+
+and :func:`fold_batch_norms` merges such a map into the dense or convolution op right before it
+(:math:`W \\to \\operatorname{diag}(a) W`, :math:`b \\to a \\odot b + t`), so that the layer
+keeps one weighted op. A batch norm not right after one stays its own op.
+
+This module imports no reader and not :mod:`faultbound.network.core`.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from faultbound.errors import FaultboundError, ModelLoadError, UnsupportedModelError
+from faultbound.errors import UnsupportedModelError
 from faultbound.network.activations import GELU, Activation, Sigmoid, SiLU, Softplus
-from faultbound.network.core import Network
-from faultbound.network.ops import Conv, Dense, Op
+from faultbound.network.ops import ChannelAffine, Conv, Dense, Op
 
-__all__ = ["load", "ChainTracer", "Expr", "Act", "Gt", "Dead", "Poison", "batched_reference", "clean_float"]
+__all__ = [
+    "Act",
+    "ChainTracer",
+    "Dead",
+    "Expr",
+    "Gt",
+    "Item",
+    "Poison",
+    "Value",
+    "batch_norm",
+    "batched_reference",
+    "clean_float",
+    "first_line",
+    "fold_batch_norms",
+]
 
-#: File extensions :func:`load` understands, and what each holds.
-EXTENSIONS: dict[str, str] = {
-    ".onnx": "ONNX model",
-    ".pt2": "torch.export program",
-    ".pt": "torch.save file",
-    ".pth": "torch.save file",
-}
+#: One step of a chain: its name (for messages) and the op or activation it applies.
+Item = tuple[str, Op | Activation]
 
 _SUPPORTED_TEXT = (
     "Supported: dense / matmul(+bias), conv2d (groups=1, dilation=1, symmetric padding), "
     "average pooling, flatten, inference batch norm, dropout/identity, and the activations sigmoid, "
     "tuned sigmoid sigmoid(c x), tanh, relu, leaky relu, hardtanh/clip, softplus, elu, gelu, silu."
 )
-
-
-def load(
-    path: str | Path, domain: Any = None, trust_pickle: bool = False, input_shape: tuple[int, ...] | None = None
-) -> Network:
-    """Load a model file as a :class:`~faultbound.network.core.Network`, checked on probe inputs.
-
-    Args:
-        path: a ``.onnx`` file, a ``.pt2`` file written by ``torch.export.save``, or a ``.pt`` /
-            ``.pth`` file holding a whole ``nn.Sequential`` (only with ``trust_pickle=True``).
-        domain: the input domain ``(lo, hi)`` (scalars or arrays of the input shape); default
-            :math:`[0, 1]^d` as in the paper.
-        trust_pickle: allow unpickling a full module from a ``.pt`` / ``.pth`` file. Unpickling
-            runs arbitrary code; only pass ``True`` for files from a trusted source.
-        input_shape: the shape of one input (without the batch), for a pickled module whose first
-            layer is not ``Linear`` (a CNN); ``.onnx`` and ``.pt2`` files record it themselves.
-
-    Returns:
-        The extracted Network; its forward pass equals the model's on probe inputs.
-
-    Raises:
-        ModelLoadError: the file is missing, unreadable, holds only weights, needs
-            ``trust_pickle=True``, or its Network disagrees with the model.
-        UnsupportedModelError: naming every unsupported node or layer at once.
-
-    Example:
-        >>> import tempfile, torch
-        >>> from torch import nn
-        >>> import faultbound as fb
-        >>> m = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     ep = torch.export.export(m, (torch.zeros(1, 2),))
-        ...     torch.export.save(ep, f"{d}/m.pt2")
-        ...     fb.load(f"{d}/m.pt2").widths
-        [3]
-    """
-    p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in EXTENSIONS:
-        raise ModelLoadError(f"Expected a model file ending in {', '.join(EXTENSIONS)}, but got {str(p)!r}.")
-    if not p.exists():
-        raise ModelLoadError(f"Model file {str(p)!r} does not exist.")
-    if not p.is_file():
-        raise ModelLoadError(f"Expected {str(p)!r} to be a model file, but it is not a regular file.")
-    try:
-        if ext == ".onnx":
-            from faultbound.network.onnx_loader import load_onnx
-
-            return load_onnx(p, domain)
-        if ext == ".pt2":
-            from faultbound.network.export_loader import load_exported
-
-            return load_exported(p, domain)
-        return _load_pickle(p, domain, trust_pickle, input_shape)
-    except FaultboundError:
-        raise
-    except Exception as e:  # anything onnx/torch raise on a malformed model, as one sentence
-        raise ModelLoadError(f"Cannot load {EXTENSIONS[ext]} {str(p)!r}: {type(e).__name__}: {first_line(e)}") from None
 
 
 def first_line(e: BaseException) -> str:
@@ -119,102 +71,45 @@ def first_line(e: BaseException) -> str:
     return type(e).__name__
 
 
-# ------------------------------------------------------------------------------------ pickles
-def _load_pickle(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None = None) -> Network:
-    if trust_pickle:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise ModelLoadError(
-                f"Cannot read torch.save file {str(path)!r}: {type(e).__name__}: {first_line(e)}"
-            ) from None
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            if "weights only load failed" in str(e).lower() and _holds_pickle(path):
-                raise ModelLoadError(
-                    f"{str(path)!r} holds pickled Python objects (such as a whole nn.Module), and "
-                    "unpickling runs arbitrary code; pass trust_pickle=True (CLI: --trust-pickle) "
-                    "only if you trust the file, or save the model with torch.export.save as .pt2."
-                ) from None
-            raise ModelLoadError(
-                f"{str(path)!r} is not a readable torch file (torch.save output): it holds neither "
-                "tensors nor a well-formed pickle."
-            ) from None
-        except Exception as e:
-            raise ModelLoadError(
-                f"{str(path)!r} is not a readable torch file: {type(e).__name__}: {first_line(e)}"
-            ) from None
-    if isinstance(obj, torch.nn.Module):
-        if input_shape is None and not _has_shape(domain) and not _starts_with_linear(obj):
-            raise ModelLoadError(
-                f"The module in {str(path)!r} does not start with a Linear layer, so its input shape is "
-                "unknown: pass input_shape=(C, H, W) (CLI: --input-shape C,H,W), or save the model with "
-                "torch.export.save (.pt2) or as ONNX, which record it."
-            )
-        return Network.from_torch(obj, domain=domain, input_shape=input_shape)
-    if _is_state_dict(obj):
-        raise ModelLoadError(
-            f"{str(path)!r} holds only weights (a state dict), not an architecture: build the module in "
-            "Python and call load_state_dict, then either Network.from_torch(module, input_shape=...) or, for "
-            "the CLI, torch.export.save(torch.export.export(module, (example,)), 'model.pt2')."
-        )
-    raise ModelLoadError(f"Expected {str(path)!r} to hold an nn.Module, but it holds a {type(obj).__name__}.")
+# ------------------------------------------------------------------------------- batch norm
+def batch_norm(
+    mean: Tensor, var: Tensor, eps: float, gamma: Tensor | None = None, beta: Tensor | None = None
+) -> ChannelAffine:
+    """Inference batch norm as the per-channel affine map ``a x + t`` (see the module docstring).
 
-
-def _holds_pickle(path: Path) -> bool:
-    """True when ``path`` holds a complete pickle stream (torch's zip ``data.pkl`` or a legacy file).
-
-    Only parsed with :func:`pickletools.genops`, which reads opcodes and runs nothing; random bytes
-    almost never parse to a ``STOP``. This tells "a pickle of Python objects that the weights-only
-    reader refused" apart from "not a torch file at all".
+    ``gamma`` (scale) and ``beta`` (shift) default to 1 and 0, as for ``affine=False``. Everything
+    is computed in float64.
     """
-    import pickletools
-    import zipfile
-
-    try:
-        data = path.read_bytes()
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                names = [n for n in z.namelist() if n.endswith("data.pkl")]
-                if not names:
-                    return False
-                data = z.read(names[0])
-        for _ in pickletools.genops(io.BytesIO(data)):
-            pass
-        return True
-    except Exception:
-        return False
+    f64 = torch.float64
+    mean, var = mean.detach().to(f64), var.detach().to(f64)
+    g = torch.ones_like(mean) if gamma is None else gamma.detach().to(f64)
+    b = torch.zeros_like(mean) if beta is None else beta.detach().to(f64)
+    scale = g / torch.sqrt(var + float(eps))
+    return ChannelAffine(scale.clone(), (b - mean * scale).clone())
 
 
-def _has_shape(domain: Any) -> bool:
-    """True when ``domain`` is ``(lo, hi)`` with an array bound (which then carries the input shape)."""
-    return domain is not None and any(np.ndim(b) > 0 for b in domain)
+def fold_batch_norms(items: Sequence[Item]) -> list[Item]:
+    """Merge every batch norm that directly follows a dense or convolution op into that op.
+
+    The merged item is named ``"<op name>, <batch norm name>"``; a batch norm anywhere else (the
+    first op, after a pooling or an activation) stays its own item.
+    """
+    out: list[Item] = []
+    for name, it in items:
+        prev = out[-1][1] if out else None
+        if isinstance(it, ChannelAffine) and isinstance(prev, (Dense, Conv)):
+            a, t = it.scale, it.shift
+            if isinstance(prev, Dense):
+                merged: Op = Dense(prev.weight * a[:, None], prev.bias * a + t)
+            else:
+                merged = Conv(prev.weight * a[:, None, None, None], prev.bias * a + t, prev.stride, prev.padding)
+            out[-1] = (f"{out[-1][0]}, {name}", merged)
+            continue
+        out.append((name, it))
+    return out
 
 
-def _starts_with_linear(module: torch.nn.Module) -> bool:
-    from faultbound.network.extract import flatten_modules
-
-    for _, m in flatten_modules(module):
-        if isinstance(m, torch.nn.Linear):
-            return True
-        if isinstance(
-            m, (torch.nn.Conv2d, torch.nn.Flatten, torch.nn.AvgPool2d, torch.nn.modules.batchnorm._BatchNorm)
-        ):
-            return False
-    return True  # let the extraction name what is wrong
-
-
-def _is_state_dict(obj: object) -> bool:
-    if not isinstance(obj, dict) or not obj:
-        return False
-    if all(isinstance(v, Tensor) for v in obj.values()):
-        return True
-    return any(k in obj for k in ("state_dict", "model_state_dict"))
-
-
-# ------------------------------------------------------------------------ shared graph tracing
+# ------------------------------------------------------------------------------ graph tracing
 def clean_float(v: float, dtype: Any = None) -> float:
     """``v`` as a float; a float32 (or float16) value becomes its shortest decimal (0.1, not 0.1000000015)."""
     if dtype is not None and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float16)):
@@ -330,7 +225,7 @@ class ChainTracer:
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self.items: list[tuple[str, Op | Activation]] = []
+        self.items: list[Item] = []
         self.problems: list[str] = []
         self.gen = 0
         self._biasable = False
@@ -502,15 +397,15 @@ class ChainTracer:
         what = v.describe() if isinstance(v, Expr) else "an activation"
         return self.fail(label, f"applies {act.name} to {what} rather than to the layer input")
 
-    def finish(self, v: Value, label: str) -> list[tuple[str, Op | Activation]]:
-        """The items, after the graph output ``v``; raises naming every problem found."""
+    def finish(self, v: Value, label: str) -> list[Item]:
+        """The items after the graph output ``v``, batch norms folded; raises naming every problem found."""
         if not self.problems:
             self.materialize(v, label)
         if self.problems:
             raise UnsupportedModelError(
                 f"Unsupported {self.what} ({len(self.problems)}): {'; '.join(self.problems)}. {_SUPPORTED_TEXT}"
             )
-        return self.items
+        return fold_batch_norms(self.items)
 
 
 def _per_channel(arr: np.ndarray, channels: int) -> np.ndarray | None:
