@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
-EXTRAS := cli,onnx,data,plot,report,dev
+EXTRAS := cli,onnx,data,plot,report,dev,exact
 
 .PHONY: demo test install lint bench clean
 

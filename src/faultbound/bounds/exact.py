@@ -588,8 +588,9 @@ def _witness(net: Network, fault: Fault, built: _Built, sol: np.ndarray) -> dict
     return out
 
 
-def replay(net: Network, fault: Fault, witness: dict[str, Any]) -> float:
-    """:math:`\\|F(x) - F_{S,v}(x)\\|_\\infty` of a witness, evaluated by the measurement engine (float64)."""
+def replay(net: Network, fault: Fault, witness: dict[str, Any], outputs: Sequence[int] | None = None) -> float:
+    """:math:`\\max_{k} |F(x)_k - F_{S,v}(x)_k|` over ``outputs`` (default: all, the inf-norm) of a
+    witness, evaluated by the measurement engine (float64)."""
     from faultbound.measure.engine import FaultSet, clean_pass, differentiable_outputs, layer_count
 
     x = torch.tensor(witness["input"], dtype=torch.float64).reshape(1, *net.input_shape)
@@ -611,7 +612,8 @@ def replay(net: Network, fault: Fault, witness: dict[str, Any]) -> float:
     with torch.no_grad():
         clean = clean_pass(net, x, torch.float64)
         out = differentiable_outputs(net, clean, fault, fs, vals[: len(vals)])
-        return float((out[0, 0] - clean.output[0]).abs().max())
+        dev = (out[0, 0] - clean.output[0]).abs()
+        return float(dev.max() if outputs is None else dev[list(outputs)].max())
 
 
 def exact_bound(
@@ -657,6 +659,10 @@ def exact_bound(
         (True, 0.5, [1.0])
     """
     check_piecewise_linear(net)
+    try:
+        import highspy  # noqa: F401
+    except ImportError:  # pragma: no cover - highspy is installed with the `exact` extra
+        raise InvalidArgumentError("method='exact' needs highspy: pip install 'faultbound[exact]'.") from None
     if not isinstance(fault, (NeuronFault, SynapseFault, Precision)) or not isinstance(
         fault, (Crash, StuckAt, Byzantine, ByzantineDeviation, SynapseCrash, SynapseByzantine, Precision)
     ):
@@ -686,7 +692,7 @@ def exact_bound(
     lower = 0.0
     if sol is not None:
         witness = _witness(net, fault, built, sol)
-        lower = replay(net, fault, witness)
+        lower = replay(net, fault, witness, None if outputs is None else outs)
         witness["replayed"] = lower
     upper = dual if math.isfinite(dual) else math.inf
     if not math.isfinite(upper):
