@@ -300,6 +300,41 @@ def _sent_hull(
     return zl, zu
 
 
+def _deviation_bounds(
+    net: Network, counts: Sequence[int], fault: Fault, lo: np.ndarray, hi: np.ndarray
+) -> list[np.ndarray | None]:
+    """:math:`|\\tilde s^{(m)} - s^{(m)}| \\le t^{(m)}` for m = 1..L+1 from ``method="tight"`` in its
+    monotone (at-most-f) form, run on the network cut after layer m's affine map; ``None`` where not
+    used. Byzantine deviation is left to the intervals alone (issue 8 §1: its tight rule is being
+    corrected), so the MILP never rests on it."""
+    from faultbound.bounds.tight import prepare, propagate
+    from faultbound.network.core import Layer
+
+    if isinstance(fault, ByzantineDeviation):
+        return [None] * (net.L + 1)
+    out: list[np.ndarray | None] = []
+    lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
+    hi_t = torch.as_tensor(hi, dtype=torch.float64).reshape(1, *net.input_shape)
+    synapse = isinstance(fault, SynapseFault)
+    for m in range(1, net.L + 2):
+        last = net.layers[m - 1]
+        cut = Layer(m, last.ops, None, last.in_shape, last.out_shape, last.source)
+        sub = Network((*net.layers[: m - 1], cut), net.domain, net.input_shape)
+        if isinstance(fault, Precision):
+            f_sub: Fault = Precision(fault.errors[: m - 1])
+            c_sub: list[int] | None = None
+        else:
+            f_sub = fault
+            c_sub = list(counts[:m]) if synapse else list(counts[: m - 1])
+        if m == 1 and not synapse:
+            out.append(np.zeros(last.width))
+            continue
+        plan = prepare(sub, f_sub, lo_t, hi_t)
+        t = propagate(plan, c_sub if c_sub else None, monotone=True)[0].numpy()
+        out.append(t * (1 + 1e-9) + 1e-12)
+    return out
+
+
 # --------------------------------------------------------------------------- build + solve
 
 
@@ -325,6 +360,7 @@ def _build(
     hi: np.ndarray,
     outputs: Sequence[int],
     at_most: bool,
+    combined: bool = False,
 ) -> _Built:
     from faultbound.bounds.tight import box_intervals
 
@@ -333,6 +369,7 @@ def _build(
     lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
     hi_t = torch.as_tensor(hi, dtype=torch.float64).reshape(1, *net.input_shape)
     clean = box_intervals(net, lo_t, hi_t)
+    dev = _deviation_bounds(net, counts, fault, lo, hi)
     x = [m.var(a, b) for a, b in zip(lo, hi, strict=True)]
     y, yt = list(x), list(x)  # clean and faulty values sent by the previous layer
     ytl, ytu = lo.copy(), hi.copy()
@@ -362,6 +399,10 @@ def _build(
             tsl, tsu = _synapse_box(A, bias, ytl, ytu, fault)  # type: ignore[arg-type]
         else:
             tsl, tsu = _affine_box(A, bias, ytl, ytu)
+        t_dev = dev[l - 1]
+        if t_dev is not None:  # the faulty pre-activation is within t of the clean interval
+            tsl, tsu = np.maximum(tsl, sl - t_dev), np.minimum(tsu, su + t_dev)
+            tsu = np.maximum(tsu, tsl)
         st = []
         syn: list[tuple[int, int, int]] = []
         dense = isinstance(layer._simple, Dense)
@@ -390,13 +431,18 @@ def _build(
                 order += len(nz)
             m.eq(idx, val, bias[j])
             st.append(v)
+            if t_dev is not None:  # link the copies: |s~_j - s_j| <= t_j (a valid cut)
+                m.row([v, s[j]], [1.0, -1.0], -t_dev[j], t_dev[j])
         if g > 0:
             r[l] = syn
             k = [b for b, _, _ in syn]
             m.row(k, [1.0] * len(k), -math.inf if at_most else g, g)
         if layer.activation is None:
             for k_out in range(A.shape[0]):
-                dv = m.var(tsl[k_out] - su[k_out], tsu[k_out] - sl[k_out])
+                d_lo, d_hi = tsl[k_out] - su[k_out], tsu[k_out] - sl[k_out]
+                if t_dev is not None:
+                    d_lo, d_hi = max(d_lo, -t_dev[k_out]), min(d_hi, t_dev[k_out])
+                dv = m.var(d_lo, max(d_hi, d_lo))
                 m.eq([dv, st[k_out], s[k_out]], [1.0, -1.0, 1.0], 0.0)
                 d.append(dv)
             break
@@ -408,6 +454,10 @@ def _build(
             m.ub[y[j]] = max(m.lb[y[j]], min(m.ub[y[j]], yu[j]))
         zl, zu = _widen(*_image(act, tsl, tsu))
         z = [m.activation(act, st[j], tsl[j], tsu[j]) for j in range(len(st))]
+        if t_dev is not None:  # Lipschitz: |z_j - y_j| <= K t_j
+            lip = max(1.0, float(getattr(act, "negative_slope", 0.0)))
+            for j in range(len(z)):
+                m.row([z[j], y[j]], [1.0, -1.0], -lip * t_dev[j], lip * t_dev[j])
         f = counts[l - 1] if isinstance(fault, NeuronFault) else 0
         nl, nu = _sent_hull(fault, zl, zu, yl, yu, l) if (f > 0 or isinstance(fault, Precision)) else (zl, zu)
         nl, nu = _widen(nl, nu)
@@ -459,7 +509,7 @@ def _build(
     dmax = max(worst) if worst else 0.0
     scale = max(1.0, dmax)
     objective: int | None = None
-    if len(pairs) > 1:
+    if combined and len(pairs) > 1:
         t = m.var(0.0, dmax)
         betas = []
         for (k, sg), _ in zip(pairs, worst, strict=True):
@@ -501,9 +551,10 @@ def _new_highs() -> Any:
 
 
 def _solve(
-    built: _Built, time_limit: float | None
+    built: _Built, time_limit: float | None, pair: tuple[int, float] | None = None
 ) -> tuple[str, bool, float, float, np.ndarray | None, int]:
-    """Solve; returns (status, optimal, primal objective, dual bound, solution, nodes)."""
+    """Solve for the combined objective, or for ``sign * d_k`` of one ``pair = (k, sign)``;
+    returns (status, optimal, primal objective, dual bound, solution, nodes)."""
     import highspy
 
     m = built.model
@@ -518,10 +569,10 @@ def _solve(
     lp.num_col_ = n
     lp.num_row_ = len(m.r_lo)
     cost = np.zeros(n)
-    if built.objective is not None:
+    if pair is None and built.objective is not None:
         cost[built.objective] = 1.0
     else:
-        k, sg = built.pairs[0]
+        k, sg = pair if pair is not None else built.pairs[0]
         cost[built.d[k]] = sg
     lp.col_cost_ = cost
     lp.col_lower_ = np.asarray(m.lb)
@@ -553,7 +604,9 @@ def _solve(
     return status, optimal, primal, dual, sol, int(info.mip_node_count) if m.n_binaries else 0
 
 
-def _witness(net: Network, fault: Fault, built: _Built, sol: np.ndarray) -> dict[str, Any]:
+def _witness(
+    net: Network, fault: Fault, built: _Built, sol: np.ndarray, pair: tuple[int, float] | None = None
+) -> dict[str, Any]:
     """Failure set, input and values of a MILP solution (engine numbering, layers from 1)."""
     # the solver meets bounds up to its feasibility tolerance: clip onto the exact sets
     x = [float(min(max(sol[i], built.model.lb[i]), built.model.ub[i])) for i in built.x]
@@ -575,10 +628,10 @@ def _witness(net: Network, fault: Fault, built: _Built, sol: np.ndarray) -> dict
         str(l): [float(np.clip(sol[p], built.model.lb[p], built.model.ub[p])) for p in ps]
         for l, ps in built.prec.items()
     }
-    if built.objective is not None:
-        k, sg = max(built.pairs, key=lambda p: p[1] * sol[built.d[p[0]]])
+    if pair is not None:
+        k, sg = pair
     else:
-        k, sg = built.pairs[0]
+        k, sg = max(built.pairs, key=lambda p: p[1] * sol[built.d[p[0]]])
     out: dict[str, Any] = {"input": x, "failure_set": sites, "output": int(k), "sign": int(sg)}
     if values:
         out["values"] = values
@@ -626,6 +679,7 @@ def exact_bound(
     hi: np.ndarray | Tensor | None = None,
     outputs: Sequence[int] | None = None,
     at_most: bool = False,
+    combined: bool = False,
 ) -> ExactResult:
     """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain).
 
@@ -636,6 +690,9 @@ def exact_bound(
         lo, hi: the input box (flat or input-shaped); ``lo == hi`` is one input.
         outputs: the outputs k to maximise :math:`|d_k|` over (default: all).
         at_most: sets of at most (instead of exactly) the given sizes.
+        combined: one MILP over every (output, sign) instead of one MILP per pair (in decreasing
+            order of their interval bounds, skipping those that cannot beat the witness found;
+            with a time limit each gets an equal share of the time left).
 
     Returns:
         An :class:`ExactResult`; ``witness`` has ``input`` (flat), ``failure_set`` ({layer: [unit or
@@ -655,7 +712,7 @@ def exact_bound(
         ...     _ = lin1.weight.fill_(1.0), lin1.bias.zero_(), lin2.weight.fill_(0.5), lin2.bias.zero_()
         >>> net = fb.Network.from_torch(nn.Sequential(lin1, nn.ReLU(), lin2))
         >>> r = exact_bound(net, [1], fb.Crash())  # one crashed ReLU: 0.5 * x, worst at x = 1
-        >>> r.optimal, round(r.lower, 9), [round(v, 9) for v in r.witness["input"]]
+        >>> r.optimal, round(r.lower, 6), [round(v, 6) for v in r.witness["input"]]
         (True, 0.5, [1.0])
     """
     check_piecewise_linear(net)
@@ -685,19 +742,39 @@ def exact_bound(
     if not outs or any(not 0 <= k < net.n_outputs for k in outs):
         raise InvalidArgumentError(f"Expected outputs in 0..{net.n_outputs - 1}, but got {outputs}.")
     t0 = time.perf_counter()
-    built = _build(net, counts, fault, lo_a, hi_a, outs, at_most)
-    status, optimal, _primal, dual, sol, nodes = _solve(built, time_limit)
-    margin = REL_MARGIN * built.scale
-    witness = None
-    lower = 0.0
-    if sol is not None:
-        witness = _witness(net, fault, built, sol)
-        lower = replay(net, fault, witness, None if outputs is None else outs)
+    built = _build(net, counts, fault, lo_a, hi_a, outs, at_most, combined)
+    m = built.model
+    # interval bound of each (output, sign): sound, and the pruning rule below
+    cap = {p: (m.ub[built.d[p[0]]] if p[1] > 0 else -m.lb[built.d[p[0]]]) for p in built.pairs}
+    jobs: list[tuple[int, float] | None] = [None] if built.objective is not None else sorted(
+        built.pairs, key=lambda p: -cap[p]
+    )
+    deadline = None if time_limit is None else t0 + time_limit
+    witness: dict[str, Any] | None = None
+    lower, upper, optimal, nodes, status = 0.0, 0.0, True, 0, "Optimal"
+    for i, pair in enumerate(jobs):
+        bound_p = built.scale if pair is None else max(cap[pair], 0.0)
+        if pair is not None and bound_p <= lower:
+            upper = max(upper, bound_p)  # cannot beat the witness found: no solve needed
+            continue
+        left = None if deadline is None else (deadline - time.perf_counter()) / (len(jobs) - i)
+        if left is not None and left <= 0.005:
+            upper, optimal, status = max(upper, bound_p), False, "Time limit reached"
+            continue
+        st, opt, _primal, dual, sol, n_nodes = _solve(built, left, pair)
+        nodes += n_nodes
+        if not opt:
+            optimal, status = False, st
+        upper = max(upper, min(dual, bound_p) if math.isfinite(dual) else bound_p)
+        if sol is not None:
+            w = _witness(net, fault, built, sol, pair)
+            got = replay(net, fault, w, None if outputs is None else outs)
+            if witness is None or got > lower:
+                witness, lower = w, got
+    if witness is not None:
         witness["replayed"] = lower
-    upper = dual if math.isfinite(dual) else math.inf
-    if not math.isfinite(upper):
-        # no finite dual bound (stopped before the root LP): fall back on the interval bound of |d|
-        upper = built.scale
+    margin = REL_MARGIN * built.scale
+    dual = upper
     value = max(upper + margin, lower)
     return ExactResult(
         float(value),
