@@ -25,7 +25,7 @@ demo: install
 # mypy where it helps: the canonical Network, the fault models, the bounds and the core CLI.
 MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/faultbound/network/activations.py \
 	src/faultbound/network/extract.py src/faultbound/faults.py src/faultbound/errors.py \
-	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/data.py \
+	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/bounds/exact.py src/faultbound/data.py \
 	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py
 
 lint: install

@@ -90,7 +90,8 @@ def run(limit: float, epochs: int, only: str | None) -> dict[str, Any]:
         solved = [r for r in rows if len(r["widths"]) == d and r["optimal"] and not r["name"].startswith("digits")]
         frontier[f"depth_{d}"] = max(solved, key=lambda r: r["hidden_units"])["name"] if solved else None
     return {
-        "command": f"benchmarks/exact_frontier.py --limit {limit:g} --epochs {epochs}" + (f" --only {only}" if only else ""),
+        "command": f"benchmarks/exact_frontier.py --limit {limit:g} --epochs {epochs}"
+        + (f" --only {only}" if only else ""),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": 1, "torch": torch.__version__},
         "domain": "[0, 1]^64",
         "fault": "crash, one failure in every hidden layer",

@@ -42,10 +42,20 @@ with :math:`m_{ji} = r_{ji}\\tilde y_i` (exact product), and for synapse Byzanti
 
 **Precision**(:math:`\\lambda`): :math:`\\tilde y_j = z_j + p_j`, :math:`|p_j| \\le \\lambda_l`, no binaries.
 
-**Objective.** :math:`d_k = \\tilde s_k - s_k` at the outputs; with one (output, sign) pair the MILP
-maximises :math:`\\sigma d_k`; with several, binaries :math:`\\beta_{k\\sigma}`,
-:math:`\\sum \\beta = 1`, and :math:`t \\le \\sigma d_k + M_{k\\sigma}(1 - \\beta_{k\\sigma})`
-(:math:`M` from the interval bounds of :math:`d`), maximising t: one MILP, one dual bound.
+**Cuts from tight.** ``method="tight"`` in its monotone (at-most-f) form, run on the network cut
+after layer m's affine map, bounds :math:`|\\tilde s^{(m)}_j - s^{(m)}_j| \\le t_j`. This is valid for
+every input and set, so the MILP gets :math:`\\tilde s_j \\in [\\ell_j - t_j, u_j + t_j]` and the
+linking rows :math:`|\\tilde s_j - s_j| \\le t_j`, :math:`|z_j - y_j| \\le K t_j` (K the activation's
+Lipschitz constant), which tie the two copies together in the LP relaxation. Not for Byzantine
+deviation, whose tight rule is being corrected (issue 8 §1): there the intervals alone are used.
+
+**Objective.** :math:`d_k = \\tilde s_k - s_k` at the outputs. By default one MILP per
+(output k, sign σ) maximises :math:`\\sigma d_k`, in decreasing order of the interval bound of
+:math:`\\sigma d_k`, and a pair whose interval bound is at most the best witness found is skipped
+(it cannot beat it); the certificate is the largest dual bound. With ``combined=True`` binaries
+:math:`\\beta_{k\\sigma}`, :math:`\\sum \\beta = 1`, and
+:math:`t \\le \\sigma d_k + M_{k\\sigma}(1 - \\beta_{k\\sigma})` (:math:`M` from the interval bounds of
+:math:`d`) make it one MILP maximising t (a weaker relaxation).
 
 **Exactly or at most f.** Like :func:`faultbound.bound`, sets have *exactly* the given sizes
 (:math:`\\sum q = f_l`); ``at_most=True`` uses :math:`\\le`. They differ in general: a failing unit
@@ -435,8 +445,8 @@ def _build(
                 m.row([v, s[j]], [1.0, -1.0], -t_dev[j], t_dev[j])
         if g > 0:
             r[l] = syn
-            k = [b for b, _, _ in syn]
-            m.row(k, [1.0] * len(k), -math.inf if at_most else g, g)
+            rbs = [b for b, _, _ in syn]
+            m.row(rbs, [1.0] * len(rbs), -math.inf if at_most else g, g)
         if layer.activation is None:
             for k_out in range(A.shape[0]):
                 d_lo, d_hi = tsl[k_out] - su[k_out], tsu[k_out] - sl[k_out]
@@ -517,7 +527,7 @@ def _build(
             lowest = -du[k] if sg < 0 else dl[k]  # smallest value of sg * d_k
             big = dmax - lowest
             # t <= sg d_k + big (1 - beta)
-            m.row([t, d[k], beta], [1.0, -sg, big], -math.inf, big)
+            m.row([t, d[k], beta], [1.0, -sg, float(big)], -math.inf, float(big))
             betas.append(beta)
         m.eq(betas, [1.0] * len(betas), 1.0)
         objective = t
@@ -746,9 +756,8 @@ def exact_bound(
     m = built.model
     # interval bound of each (output, sign): sound, and the pruning rule below
     cap = {p: (m.ub[built.d[p[0]]] if p[1] > 0 else -m.lb[built.d[p[0]]]) for p in built.pairs}
-    jobs: list[tuple[int, float] | None] = [None] if built.objective is not None else sorted(
-        built.pairs, key=lambda p: -cap[p]
-    )
+    ordered: list[tuple[int, float]] = sorted(built.pairs, key=lambda p: -cap[p])
+    jobs: list[tuple[int, float] | None] = [None] if built.objective is not None else list(ordered)
     deadline = None if time_limit is None else t0 + time_limit
     witness: dict[str, Any] | None = None
     lower, upper, optimal, nodes, status = 0.0, 0.0, True, 0, "Optimal"
