@@ -227,7 +227,7 @@ def cases(draw: st.DrawFn) -> tuple[fb.Network, fb.faults.Fault, list[int] | Non
     return net, fault, counts
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_search_le_exact_le_tight_le_paper(case: tuple) -> None:
     net, fault, counts = case

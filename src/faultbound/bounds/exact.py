@@ -760,26 +760,44 @@ def exact_bound(
     jobs: list[tuple[int, float] | None] = [None] if built.objective is not None else list(ordered)
     deadline = None if time_limit is None else t0 + time_limit
     witness: dict[str, Any] | None = None
-    lower, upper, optimal, nodes, status = 0.0, 0.0, True, 0, "Optimal"
-    for i, pair in enumerate(jobs):
-        bound_p = built.scale if pair is None else max(cap[pair], 0.0)
-        if pair is not None and bound_p <= lower:
-            upper = max(upper, bound_p)  # cannot beat the witness found: no solve needed
-            continue
-        left = None if deadline is None else (deadline - time.perf_counter()) / (len(jobs) - i)
-        if left is not None and left <= 0.005:
-            upper, optimal, status = max(upper, bound_p), False, "Time limit reached"
-            continue
-        st, opt, _primal, dual, sol, n_nodes = _solve(built, left, pair)
-        nodes += n_nodes
-        if not opt:
-            optimal, status = False, st
-        upper = max(upper, min(dual, bound_p) if math.isfinite(dual) else bound_p)
-        if sol is not None:
-            w = _witness(net, fault, built, sol, pair)
-            got = replay(net, fault, w, None if outputs is None else outs)
-            if witness is None or got > lower:
-                witness, lower = w, got
+    lower, nodes, status = 0.0, 0, "Optimal"
+    # pass 1: every pair with an equal share of the time left; pass 2 (time limit only): the pairs
+    # that stopped early, again with the whole time left shared among them
+    duals: dict[tuple[int, float] | None, float] = {}
+    settled: set[tuple[int, float] | None] = set()
+    for _pass in range(1 if deadline is None else 2):
+        todo = [p for p in jobs if p not in settled]
+        for i, pair in enumerate(todo):
+            bound_p = built.scale if pair is None else max(cap[pair], 0.0)
+            if min(bound_p, duals.get(pair, math.inf)) <= lower:
+                settled.add(pair)  # cannot beat the witness found: no solve needed
+                duals[pair] = min(bound_p, duals.get(pair, math.inf))
+                continue
+            left = None if deadline is None else (deadline - time.perf_counter()) / (len(todo) - i)
+            if left is not None and left <= 0.005:
+                duals.setdefault(pair, bound_p)
+                status = "Time limit reached"
+                continue
+            st, opt, _primal, dual, sol, n_nodes = _solve(built, left, pair)
+            nodes += n_nodes
+            if opt or st == "Time limit reached":
+                got_dual = min(dual, bound_p) if math.isfinite(dual) else bound_p
+            else:  # the MILP is always feasible: any other status is numerical trouble, keep the interval
+                got_dual = bound_p
+            duals[pair] = min(duals.get(pair, math.inf), got_dual)
+            if opt:
+                settled.add(pair)
+            else:
+                status = st
+            if sol is not None:
+                w = _witness(net, fault, built, sol, pair)
+                got = replay(net, fault, w, None if outputs is None else outs)
+                if witness is None or got > lower:
+                    witness, lower = w, got
+    upper = max(duals.values()) if duals else 0.0
+    optimal = len(settled) == len(jobs)
+    if optimal:
+        status = "Optimal"
     if witness is not None:
         witness["replayed"] = lower
     margin = REL_MARGIN * built.scale
