@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
-EXTRAS := cli,onnx,data,plot,report,dev,ray
+EXTRAS := cli,onnx,data,plot,report,dev,ray,exact
 
 .PHONY: demo test install lint bench clean soundness
 
@@ -25,7 +25,7 @@ demo: install
 # mypy where it helps: the canonical Network, the fault models, the bounds and the core CLI.
 MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/faultbound/network/activations.py \
 	src/faultbound/network/readers/module.py src/faultbound/faults.py src/faultbound/errors.py \
-	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/data.py \
+	src/faultbound/bounds/paper.py src/faultbound/bounds/api.py src/faultbound/bounds/exact.py src/faultbound/data.py \
 	src/faultbound/demo.py src/faultbound/cli/core.py src/faultbound/cli/_common.py \
 	src/faultbound/network/readers/pt2_guard.py src/faultbound/cli/_data.py \
 	src/faultbound/network/readers/__init__.py src/faultbound/network/readers/_common.py \

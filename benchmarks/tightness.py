@@ -10,7 +10,11 @@ domain [0, 1]^64 with the worst case found by :func:`faultbound.measure.worst_ca
 set when few, else a beam search; inputs from the data, the domain and gradient ascent). The worst
 case found is a lower bound on the true worst case, so every ratio is an upper bound on the true
 looseness. Per-input certificates are compared with the exhaustive worst case at the input.
-Prints one JSON object.
+
+The exact column (``--exact-limit S`` seconds per solve, 0 to skip): on the ReLU networks,
+``method="exact"`` gives the true worst case (or a sound interval when HiGHS stops at the limit);
+the summary quotes tight/exact, paper/exact and search/exact over the rows solved to optimality.
+``--exact-only`` runs just the ReLU networks. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -89,7 +93,21 @@ def _per_input_ratio(net: fb.Network, x: torch.Tensor, f: list[int]) -> float:
     return float(np.median(cert.bounds[ok] / errs[ok])) if ok.any() else float("nan")
 
 
-def run(epochs: int, threads: int, quick: bool) -> dict[str, Any]:
+def _exact(net: fb.Network, f: list[int], fault: fb.faults.Fault, limit: float) -> dict[str, Any] | None:
+    """The exact column of one row (piecewise-linear networks only)."""
+    from faultbound.bounds.exact import exact_bound
+    from faultbound.errors import UnsupportedModelError
+
+    if limit <= 0:
+        return None
+    try:
+        r = exact_bound(net, f, fault, time_limit=limit)
+    except UnsupportedModelError:
+        return None
+    return {"value": r.value, "lower": r.lower, "optimal": r.optimal, "seconds": r.seconds, "nodes": r.nodes}
+
+
+def run(epochs: int, threads: int, quick: bool, exact_limit: float = 0.0, exact_only: bool = False) -> dict[str, Any]:
     torch.set_num_threads(threads)
     ds = digits()
     X, Y = ds.X, ds.onehot()
@@ -100,6 +118,8 @@ def run(epochs: int, threads: int, quick: bool) -> dict[str, Any]:
     ]
     if quick:
         specs = [specs[0], specs[2], specs[11], specs[-1]]
+    if exact_only:
+        specs = [sp for sp in specs if sp[0].startswith("relu")]
     nets_out: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for name, widths, act in specs:
@@ -124,6 +144,18 @@ def run(epochs: int, threads: int, quick: bool) -> dict[str, Any]:
                 worst = float(w["max_error"])
                 if worst > tight + 1e-9:
                     raise AssertionError(f"{name} {fault} {f}: measured {worst} > tight bound {tight}")
+                ex = _exact(net, f, fault, exact_limit)
+                if ex is not None and (worst > ex["value"] + 1e-9 or ex["lower"] > tight + 1e-9):
+                    raise AssertionError(f"{name} {fault} {f}: search {worst}, exact {ex}, tight {tight} out of order")
+                exact_cols: dict[str, Any] = {}
+                if ex is not None:
+                    v = ex["value"]
+                    exact_cols = {
+                        "exact": ex,
+                        "tight_over_exact": tight / v if ex["optimal"] and v > 0 else None,
+                        "paper_over_exact": paper / v if ex["optimal"] and v > 0 else None,
+                        "search_over_exact": worst / v if ex["optimal"] and v > 0 else None,
+                    }
                 rows.append(
                     {
                         "fault": fault.name,
@@ -135,6 +167,7 @@ def run(epochs: int, threads: int, quick: bool) -> dict[str, Any]:
                         "ratio_tight": tight / worst if worst > 0 else None,
                         "ratio_paper": paper / worst if worst > 0 else None,
                         "paper_over_tight": paper / tight if tight > 0 else None,
+                        **exact_cols,
                     }
                 )
         f1 = [1] + [0] * (net.L - 1)
@@ -170,12 +203,28 @@ def run(epochs: int, threads: int, quick: bool) -> dict[str, Any]:
         "n_comparisons": len(all_rows),
         "violations": 0,
     }
+    solved = [r for r in all_rows if r.get("tight_over_exact") is not None]
+    with_exact = [r for r in all_rows if "exact" in r]
+    if with_exact:
+        summary["exact"] = {
+            "rows": len(with_exact),
+            "solved_to_optimality": len(solved),
+            "time_limit_s": exact_limit,
+            "tight_over_exact_median": med([r["tight_over_exact"] for r in solved]),
+            "tight_over_exact_max": max((r["tight_over_exact"] for r in solved), default=None),
+            "paper_over_exact_median": med([r["paper_over_exact"] for r in solved]),
+            "paper_over_exact_max": max((r["paper_over_exact"] for r in solved), default=None),
+            "search_over_exact_median": med([r["search_over_exact"] for r in solved]),
+            "search_over_exact_min": min((r["search_over_exact"] for r in solved), default=None),
+        }
     summary["goal_median_tight_ratio_le_3"] = (summary["median_ratio_tight"] or 1e9) <= 3
     summary["goal_paper_over_tight_ge_100_on_3_hidden"] = (summary["median_paper_over_tight_3_hidden"] or 0) >= 100
     return {
         "command": "benchmarks/tightness.py"
         + (" --quick" if quick else "")
-        + f" --epochs {epochs} --threads {threads}",
+        + f" --epochs {epochs} --threads {threads}"
+        + (f" --exact-limit {exact_limit:g}" if exact_limit > 0 else "")
+        + (" --exact-only" if exact_only else ""),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads, "torch": torch.__version__},
         "domain": "[0, 1]^64",
         "epochs": epochs,
@@ -273,11 +322,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="four networks only")
     p.add_argument("--conv28", action="store_true", help="only the 1x28x28 Conv-AvgPool-Conv section")
+    p.add_argument("--exact-limit", type=float, default=0.0, help="seconds per exact solve (0: no exact column)")
+    p.add_argument("--exact-only", action="store_true", help="only the ReLU networks (the exact column's)")
     a = p.parse_args()
     if a.conv28:
         print(json.dumps(run_conv28(a.threads), indent=2))
         return
-    print(json.dumps(run(a.epochs, a.threads, a.quick), indent=2))
+    print(json.dumps(run(a.epochs, a.threads, a.quick, a.exact_limit, a.exact_only), indent=2))
 
 
 if __name__ == "__main__":

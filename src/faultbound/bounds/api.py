@@ -28,7 +28,7 @@ from faultbound.network.core import Network
 
 __all__ = ["BoundResult", "bound", "METHODS", "Method", "check_failures", "check_eps", "fault_dict"]
 
-Method = Literal["paper", "tight"]
+Method = Literal["paper", "tight", "exact"]
 BoundFn = Callable[[Network, Sequence[int] | None, Fault], tuple[float, list[float]]]
 
 LEMMA1 = (
@@ -75,6 +75,10 @@ class BoundResult:
         per_layer: each layer's contribution (they sum to ``value`` for ``"paper"``).
         unbounded: True when no finite bound exists (unbounded capacity).
         notes: plain-language caveats.
+        lower: ``method="exact"`` only: the error its witness reaches (replayed by the engine), so
+            the true worst case lies in ``[lower, value]``; ``value - lower`` is :attr:`gap`.
+        witness: ``method="exact"`` only: failure set, input and values reaching ``lower``.
+        optimal: ``method="exact"`` only: the solver proved optimality (else it hit the time limit).
     """
 
     value: float
@@ -84,9 +88,17 @@ class BoundResult:
     per_layer: tuple[float, ...]
     unbounded: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lower: float | None = None
+    witness: dict[str, Any] | None = None
+    optimal: bool | None = None
+
+    @property
+    def gap(self) -> float | None:
+        """``value - lower`` for ``method="exact"`` (``None`` for the other methods)."""
+        return None if self.lower is None else max(0.0, self.value - self.lower)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "value": None if self.unbounded else self.value,
             "unbounded": self.unbounded,
             "method": self.method,
@@ -96,6 +108,9 @@ class BoundResult:
             "per_layer": [None if not math.isfinite(v) else v for v in self.per_layer],
             "notes": list(self.notes),
         }
+        if self.method == "exact":
+            out.update(gap=self.gap, lower=self.lower, optimal=self.optimal, witness=self.witness)
+        return out
 
 
 def check_failures(net: Network, failures: Sequence[int] | None, fault: Fault) -> tuple[int, ...]:
@@ -159,6 +174,7 @@ def bound(
     failures: Sequence[int] | None = None,
     fault: Fault | None = None,
     method: Method = "paper",
+    time_limit: float | None = None,
 ) -> BoundResult:
     """Certified bound on the output error for every input of the domain and every failure set
     with ``failures[l]`` failing units in layer l.
@@ -169,7 +185,11 @@ def bound(
             :class:`~faultbound.faults.Precision`).
         fault: the fault model, :class:`~faultbound.faults.Crash` by default.
         method: ``"paper"`` (the paper's derivation, made sound; see
-            :mod:`faultbound.bounds.paper`) or ``"tight"`` (per-neuron propagation).
+            :mod:`faultbound.bounds.paper`), ``"tight"`` (per-neuron propagation) or ``"exact"``
+            (the exact worst case by MILP, piecewise-linear networks only, opt-in because it can be
+            slow; see :mod:`faultbound.bounds.exact`).
+        time_limit: seconds for ``"exact"``; when the solver stops there, ``value`` is its dual
+            bound (sound) and ``lower`` the best witness, with ``gap`` between them.
 
     Example:
         >>> import torch, faultbound as fb
@@ -182,10 +202,12 @@ def bound(
         0.5
     """
     fault = Crash() if fault is None else fault
-    if method not in METHODS:
+    if method not in METHODS and method != "exact":
         raise InvalidArgumentError(
-            f"Expected `method` to be one of {', '.join(METHODS)}, but got {method!r}."
+            f"Expected `method` to be one of {', '.join([*METHODS, 'exact'])}, but got {method!r}."
         )
+    if time_limit is not None and method != "exact":
+        raise InvalidArgumentError("Expected `time_limit` only with method='exact'.")
     f = check_failures(net, failures, fault)
     if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
         raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
@@ -195,6 +217,8 @@ def bound(
         per = tuple(math.inf if v > 0 else 0.0 for v in f)
         return BoundResult(math.inf, method, fault, f, per, True, (LEMMA1,))
     net.require_bounded_values()
+    if method == "exact":
+        return _exact(net, f, fault, time_limit)
     value, per_layer = METHODS[method](net, f if f else None, fault)
     if isinstance(fault, ByzantineDeviation):
         notes.append(
@@ -206,3 +230,24 @@ def bound(
     if not all(math.isfinite(v) for v in [value, *per_layer]) or np.isnan(value):
         raise InvalidArgumentError("The bound is not finite; check the domain and the weights.")
     return BoundResult(float(value), method, fault, f, tuple(float(v) for v in per_layer), False, tuple(notes))
+
+
+def _exact(net: Network, f: tuple[int, ...], fault: Fault, time_limit: float | None) -> BoundResult:
+    """``method="exact"`` wrapped as a :class:`BoundResult` (``per_layer`` is not computed: it would
+    take one more MILP per layer)."""
+    from faultbound.bounds.exact import exact_bound
+
+    r = exact_bound(net, f if f else None, fault, time_limit=time_limit)
+    notes = [
+        "exact: per-layer contributions are not computed (one MILP per layer).",
+    ]
+    if r.optimal:
+        notes.append(f"exact: solved to optimality; value = solver bound + margin {r.margin:.2g}.")
+    else:
+        notes.append(
+            f"exact: solver stopped ({r.status}); the worst case lies in [{r.lower:.6g}, {r.value:.6g}], "
+            "value is the solver's dual bound."
+        )
+    return BoundResult(
+        float(r.value), "exact", fault, f, (), False, tuple(notes), float(r.lower), r.witness, r.optimal
+    )

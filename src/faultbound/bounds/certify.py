@@ -116,6 +116,8 @@ def certify_inputs(
     radius: float = 0.0,
     batch_size: int = 512,
     monotone: bool = False,
+    method: str = "tight",
+    time_limit: float | None = None,
 ) -> InputCertificates:
     """Certify every input of ``X`` (``(n, *input_shape)`` or flat rows) at once.
 
@@ -125,6 +127,10 @@ def certify_inputs(
         radius: certify the whole box :math:`[x - r, x + r]` around each input.
         batch_size: inputs per propagation pass (memory: batch x rows x fan-in per layer chunk).
         monotone: bound every failure set of *at most* these sizes.
+        method: ``"tight"`` (the propagation above) or ``"exact"``: per input and output, the exact
+            worst :math:`|F_{fail}(x')_k - F_{neu}(x')_k|` by MILP (:mod:`faultbound.bounds.exact`;
+            piecewise-linear networks; one MILP per (input, output), so for few inputs).
+        time_limit: seconds per MILP for ``"exact"`` (the solver's bound is used when it stops).
 
     Example:
         >>> import torch, faultbound as fb
@@ -152,6 +158,11 @@ def certify_inputs(
     if getattr(fault, "capacity", None) == math.inf and sum(f) > 0:
         per = np.full((n, net.n_outputs), np.inf)
         return InputCertificates(np.full(n, np.inf), per, logits, float(radius), f, fault)
+    if method not in ("tight", "exact"):
+        raise InvalidArgumentError(f"Expected `method` to be tight or exact, but got {method!r}.")
+    if method == "exact":
+        per_output = _exact_per_output(net, x, f, fault, float(radius), monotone, time_limit)
+        return InputCertificates(per_output.max(1) if n else np.zeros(0), per_output, logits, float(radius), f, fault)
     outs = []
     for start in range(0, n, int(batch_size)):
         xb = x[start : start + int(batch_size)]
@@ -160,6 +171,31 @@ def certify_inputs(
     per_output = torch.cat(outs).numpy() if outs else np.zeros((0, net.n_outputs))
     bounds = per_output.max(1) if n else np.zeros(0)
     return InputCertificates(bounds, per_output, logits, float(radius), f, fault)
+
+
+def _exact_per_output(
+    net: Network,
+    x: Tensor,
+    f: tuple[int, ...],
+    fault: Fault,
+    radius: float,
+    at_most: bool,
+    time_limit: float | None,
+) -> np.ndarray:
+    """:math:`t_k(x)` = the exact worst deviation of output k over the box around each input."""
+    from faultbound.bounds.exact import check_piecewise_linear, exact_bound
+
+    check_piecewise_linear(net)
+    out = np.zeros((x.shape[0], net.n_outputs))
+    for i in range(x.shape[0]):
+        xi = x[i].reshape(-1).numpy()
+        for k in range(net.n_outputs):
+            r = exact_bound(
+                net, list(f) if f else None, fault, time_limit=time_limit, lo=xi - radius, hi=xi + radius,
+                outputs=[k], at_most=at_most,
+            )
+            out[i, k] = r.value
+    return out
 
 
 @dataclass(frozen=True)
@@ -206,6 +242,8 @@ def certified_accuracy(
     fault: Fault | None = None,
     radius: float = 0.0,
     batch_size: int = 512,
+    method: str = "tight",
+    time_limit: float | None = None,
 ) -> CertifiedAccuracy:
     """Fraction of inputs classified correctly *and* certified (see the module docstring).
 
@@ -225,7 +263,7 @@ def certified_accuracy(
     ):
         raise InvalidArgumentError(f"Expected integer labels in 0..{net.n_outputs - 1}.")
     labels = labels.astype(np.int64)
-    cert = certify_inputs(net, x, failures, fault, radius, batch_size)
+    cert = certify_inputs(net, x, failures, fault, radius, batch_size, method=method, time_limit=time_limit)
     correct = cert.predictions == labels
     certified = correct & cert.robust()
     n = int(x.shape[0])

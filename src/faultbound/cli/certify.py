@@ -122,6 +122,10 @@ def certify_cmd(
     ),
     max_inputs: int | None = typer.Option(None, "--max-inputs", min=1, help="Use only the first N inputs."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the sampled failure sets and values."),
+    method: str = typer.Option(
+        "tight", "--method", help="tight (propagation) or exact (MILP per input and output; piecewise-linear nets)."
+    ),
+    time_limit: float | None = typer.Option(None, "--time-limit", help="Seconds per MILP with --method exact."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI (default 0,1)."),
     domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
@@ -154,9 +158,15 @@ def certify_cmd(
             raise InvalidArgumentError(f"Expected --max-inputs >= 1, but got {max_inputs}.")
         x, labels = x[:max_inputs], labels[:max_inputs]
     y = labels.numpy()
-    res = certified_accuracy(net, x, y, None if not f else list(f), flt, radius)
+    if method not in ("tight", "exact"):
+        raise InvalidArgumentError(f"Expected --method tight or exact, but got {method!r}.")
+    if time_limit is not None and method != "exact":
+        raise InvalidArgumentError("Expected --time-limit only with --method exact.")
+    res = certified_accuracy(
+        net, x, y, None if not f else list(f), flt, radius, method=method, time_limit=time_limit
+    )
     out = res.to_dict()
-    out["method"] = "tight"
+    out["method"] = method
     out["measured"] = measured_accuracy(net, x, y, flt, f, samples, exhaustive_limit, seed)
     out["domain_from_data"] = widened
     if json:
@@ -168,7 +178,7 @@ def certify_cmd(
     t.add_column("accuracy")
     t.add_column("value", justify="right")
     t.add_row("clean", f"{res.clean_accuracy:.4f}")
-    t.add_row("certified (tight, per input)", f"{res.certified_accuracy:.4f}")
+    t.add_row(f"certified ({method}, per input)", f"{res.certified_accuracy:.4f}")
     worst_how = "every set" if m["worst_exhaustive"] else f"{m['worst_sets']} sampled sets"
     t.add_row(f"measured, worst case ({worst_how})", f"{m['worst_accuracy']:.4f}")
     t.add_row(f"measured, random ({m['random_sets']} sets)", f"{m['random_accuracy']:.4f}")

@@ -30,13 +30,15 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, Precision, parse_fault
 
 
-def _methods(method: str) -> list[str]:
+def _methods(method: str, exact: bool = False) -> list[str]:
+    """``both`` is paper + tight; ``exact`` (opt-in, slow) only where the command supports it."""
     if method == "both":
         return [m for m in ("paper", "tight") if m in METHODS]
+    if method == "exact" and exact:
+        return [method]
     if method not in METHODS:
-        raise InvalidArgumentError(
-            f"Expected --method to be one of {', '.join([*METHODS, 'both'])}, but got {method!r}."
-        )
+        names = [*METHODS, *(["exact"] if exact else []), "both"]
+        raise InvalidArgumentError(f"Expected --method to be one of {', '.join(names)}, but got {method!r}.")
     return [method]
 
 
@@ -101,7 +103,12 @@ def bound_cmd(
     capacity: float | None = typer.Option(None, "--capacity", help="C for Byzantine faults (default 1; inf allowed)."),
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
-    method: str = typer.Option("both", "--method", help="paper, tight, or both."),
+    method: str = typer.Option(
+        "both", "--method", help="paper, tight, both (paper + tight), or exact (MILP; piecewise-linear networks)."
+    ),
+    time_limit: float | None = typer.Option(
+        None, "--time-limit", help="Seconds for --method exact; past it the solver's bound is reported, with the gap."
+    ),
     measure: bool = typer.Option(False, "--measure", help="Also search for the worst case and print the ratio."),
     domain: str | None = DOMAIN,
     trust_pickle: bool = TRUST,
@@ -114,7 +121,13 @@ def bound_cmd(
     f = None if isinstance(flt, Precision) else parse_ints(failures or "", "failures")
     if f is not None and failures is None:
         raise InvalidArgumentError("Expected --failures f_1,...,f_L.")
-    results = [bound(net, f, flt, m) for m in _methods(method)]  # type: ignore[arg-type]
+    methods = _methods(method, exact=True)
+    if time_limit is not None and methods != ["exact"]:
+        raise InvalidArgumentError("Expected --time-limit only with --method exact.")
+    results = [
+        bound(net, f, flt, m, time_limit=time_limit) if m == "exact" else bound(net, f, flt, m)  # type: ignore[arg-type]
+        for m in methods
+    ]
     best = min(results, key=lambda r: r.value)
     out: dict[str, Any] = best.to_dict()
     out["results"] = [r.to_dict() for r in results]
@@ -126,6 +139,13 @@ def bound_cmd(
     console.print(_bound_table(results, f"{flt.name} bound for failures {list(best.failures)}"))
     for note in dict.fromkeys(n for r in results for n in r.notes):
         console.print(f"note: {note}", style="dim")
+    for r in results:
+        if r.method == "exact" and r.witness is not None:
+            state = "optimal" if r.optimal else "time limit: the worst case lies in between"
+            console.print(
+                f"exact: witness reaches {r.lower:.6g}, certificate {r.value:.6g} ({state}); "
+                f"failure set {r.witness['failure_set']}"
+            )
     if measure:
         m = out["measured"]
         console.print(

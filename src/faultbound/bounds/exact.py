@@ -1,0 +1,814 @@
+"""``method="exact"``: the exact worst output deviation of a piecewise-linear network, by MILP.
+
+For a network whose hidden activations are ReLU, LeakyReLU or Hardtanh (every affine op --
+Linear, Conv2d, AvgPool2d, Flatten, a folded BatchNorm -- is already one matrix
+:math:`A^{(l)}`), the quantity every other method bounds from above,
+
+.. math::
+
+    E^\\star = \\sup_{x \\in [lo, hi]}\\ \\sup_{S,\\,v}\\ \\|F(x) - F_{S,v}(x)\\|_\\infty ,
+
+(S a failure set of the given sizes, v the values failing units send) is the optimum of a mixed-
+integer linear program, solved with HiGHS (``highspy``).
+
+**Variables.** The input :math:`x \\in [lo, hi]`; a *clean copy* :math:`s^{(l)}, y^{(l)}` and a
+*faulty copy* :math:`\\tilde s^{(l)}, z^{(l)} = \\varphi(\\tilde s^{(l)})` (what a unit computes) and
+:math:`\\tilde y^{(l)}` (what it sends), with :math:`s^{(l)} = A^{(l)} y^{(l-1)} + b^{(l)}`,
+:math:`\\tilde s^{(l)} = A^{(l)} \\tilde y^{(l-1)} + b^{(l)}`, :math:`y^{(0)} = \\tilde y^{(0)} = x`.
+
+**Activations**, over a pre-activation interval :math:`[\\ell, u]` (clean: interval propagation,
+refined by linear relaxation, :func:`faultbound.bounds.tight.box_intervals`; faulty: the same
+propagation through the fault model's hulls, :func:`_faulty_intervals`). LeakyReLU with slope
+:math:`\\alpha \\ge 0` (ReLU: :math:`\\alpha = 0`) of :math:`t = s - c`: if :math:`\\ell \\ge c` then
+:math:`y = t`, if :math:`u \\le c` then :math:`y = \\alpha t`, else a phase binary :math:`\\delta` and
+the exact split :math:`t = p + n`, :math:`0 \\le p \\le (u - c)\\delta`,
+:math:`(\\ell - c)(1 - \\delta) \\le n \\le 0`, :math:`y = p + \\alpha n`. Hardtanh on [a, b] is
+:math:`a + \\mathrm{relu}(s - a) - \\mathrm{relu}(s - b)` (two such splits).
+
+**Neuron faults** (hidden layers 1..L): a binary :math:`q_j` per unit with :math:`\\sum_j q_j = f_l`
+and :math:`\\tilde y_j = (1 - q_j) z_j + q_j v_j`; the product :math:`w = (1-q) z` with
+:math:`z \\in [z_\\ell, z_u]` is exact: :math:`z_\\ell(1-q) \\le w \\le z_u(1-q)`,
+:math:`z_\\ell q \\le z - w \\le z_u q`. What :math:`q v` is:
+
+* crash: 0; stuck-at(v): :math:`v\\,q`;
+* Byzantine(C): a free :math:`b \\in [-Cq, Cq]` (the unit sends any value of [-C, C]);
+* Byzantine deviation(C): :math:`q\\,y_j + b`, :math:`b \\in [-Cq, Cq]`, with :math:`q\\,y_j` (the
+  *fault-free* value, :class:`~faultbound.faults.ByzantineDeviation`) linearised as above.
+
+**Synapse faults** (layers 1..L+1): a binary :math:`r_{ji}` per non-zero synapse with
+:math:`\\sum r = g_l`; :math:`\\tilde s_j = \\sum_i A_{ji}(\\tilde y_i - m_{ji}) + b_j (+ \\sum_i b_{ji})`
+with :math:`m_{ji} = r_{ji}\\tilde y_i` (exact product), and for synapse Byzantine(C)
+:math:`b_{ji} \\in [-C r_{ji}, C r_{ji}]` the value sent instead.
+
+**Precision**(:math:`\\lambda`): :math:`\\tilde y_j = z_j + p_j`, :math:`|p_j| \\le \\lambda_l`, no binaries.
+
+**Cuts from tight.** ``method="tight"`` in its monotone (at-most-f) form, run on the network cut
+after layer m's affine map, bounds :math:`|\\tilde s^{(m)}_j - s^{(m)}_j| \\le t_j`. This is valid for
+every input and set, so the MILP gets :math:`\\tilde s_j \\in [\\ell_j - t_j, u_j + t_j]` and the
+linking rows :math:`|\\tilde s_j - s_j| \\le t_j`, :math:`|z_j - y_j| \\le K t_j` (K the activation's
+Lipschitz constant), which tie the two copies together in the LP relaxation. Not for Byzantine
+deviation, whose tight rule is being corrected (issue 8 §1): there the intervals alone are used.
+
+**Objective.** :math:`d_k = \\tilde s_k - s_k` at the outputs. By default one MILP per
+(output k, sign σ) maximises :math:`\\sigma d_k`, in decreasing order of the interval bound of
+:math:`\\sigma d_k`, and a pair whose interval bound is at most the best witness found is skipped
+(it cannot beat it); the certificate is the largest dual bound. With ``combined=True`` binaries
+:math:`\\beta_{k\\sigma}`, :math:`\\sum \\beta = 1`, and
+:math:`t \\le \\sigma d_k + M_{k\\sigma}(1 - \\beta_{k\\sigma})` (:math:`M` from the interval bounds of
+:math:`d`) make it one MILP maximising t (a weaker relaxation).
+
+**Exactly or at most f.** Like :func:`faultbound.bound`, sets have *exactly* the given sizes
+(:math:`\\sum q = f_l`); ``at_most=True`` uses :math:`\\le`. They differ in general: a failing unit
+cannot always act as a correct one. A crashed unit sends 0 (the same only where its value is 0);
+a stuck-at unit only where its value is v; a Byzantine(C) unit can mimic iff its own value lies in
+[-C, C] (always, when :math:`C \\ge \\max|\\varphi|`); a deviation unit iff its upstream deviation
+is at most C; a crashed synapse only where it carries 0. Where mimicry is always possible the two
+optima coincide; elsewhere at-most is the larger (and the monotone bound of tight covers it).
+
+**Soundness of the number returned.** HiGHS works in floating point with tolerances (primal
+feasibility 1e-7, integrality 1e-6 by default). The certificate is the solver's *dual* bound (the
+optimum when it proves optimality, never the incumbent when it stops at a time limit) plus a
+margin :data:`REL_MARGIN` times the scale of the problem (the largest interval bound of the output
+deviation, at least 1) -- a binary off by 1e-6 moves a big-M term by at most 1e-6 times that
+scale. The lower end is the error of the witness *replayed* with the measurement engine in float64,
+a value some failure set really reaches. Brute-force tests check both ends.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from faultbound.errors import InvalidArgumentError, UnsupportedModelError
+from faultbound.faults import (
+    Byzantine,
+    ByzantineDeviation,
+    Crash,
+    Fault,
+    NeuronFault,
+    Precision,
+    StuckAt,
+    SynapseByzantine,
+    SynapseCrash,
+    SynapseFault,
+)
+from faultbound.network.activations import Activation, Hardtanh, LeakyReLU, ReLU
+from faultbound.network.core import Network
+from faultbound.network.ops import Dense
+
+__all__ = ["ExactResult", "exact_bound", "check_piecewise_linear", "replay", "REL_MARGIN"]
+
+#: Margin added to the solver's dual bound, relative to the problem's scale (module docstring).
+REL_MARGIN = 1e-5
+#: Relative outward slack of the big-M intervals (float64 rounding of the propagation).
+_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class ExactResult:
+    """The exact worst case, or a sound interval around it when the solver stopped early.
+
+    Attributes:
+        value: certified upper bound (solver dual bound + margin); the exact value when ``optimal``.
+        lower: the error the witness reaches, replayed with the measurement engine (float64).
+        optimal: True when HiGHS proved optimality (up to its tolerances, covered by the margin).
+        status: HiGHS model status, e.g. ``"Optimal"``, ``"Time limit reached"``.
+        witness: failure set, input, values (see :func:`exact_bound`); ``None`` if none was found.
+        per_output: the exact value per output (only when requested per output).
+        seconds, nodes, n_binaries: solver effort.
+    """
+
+    value: float
+    lower: float
+    optimal: bool
+    status: str
+    witness: dict[str, Any] | None
+    seconds: float
+    nodes: int
+    n_binaries: int
+    dual_bound: float
+    margin: float
+    per_output: tuple[float, ...] = field(default_factory=tuple)
+
+    @property
+    def gap(self) -> float:
+        """``value - lower`` (0 up to the margin when optimal)."""
+        return max(0.0, self.value - self.lower)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_piecewise_linear(net: Network) -> None:
+    """Raise :class:`UnsupportedModelError` naming the first operation that is not piecewise linear."""
+    for layer in net.hidden:
+        act = layer.activation
+        if not isinstance(act, (ReLU, LeakyReLU, Hardtanh)):
+            name = getattr(act, "name", type(act).__name__)
+            raise UnsupportedModelError(
+                f"method='exact' needs piecewise-linear operations (Linear, Conv2d, AvgPool2d, Flatten, "
+                f"BatchNorm, ReLU, LeakyReLU, Hardtanh), but layer {layer.index} has {name}."
+            )
+
+
+def _matrix(net: Network, l: int) -> tuple[np.ndarray, np.ndarray]:
+    """:math:`A^{(l)}` and :math:`b^{(l)}` (layer l = 1..L+1) as float64 arrays."""
+    layer = net.layers[l - 1]
+    with torch.no_grad():
+        A = layer.effective_matrix().numpy()
+        b = layer.pre(torch.zeros((1, *layer.in_shape), dtype=torch.float64)).reshape(-1).numpy()
+    return A, b
+
+
+# --------------------------------------------------------------------------- model builder
+
+
+class _Model:
+    """A MILP as column bounds, integrality and sparse rows (passed to HiGHS at once)."""
+
+    def __init__(self) -> None:
+        self.lb: list[float] = []
+        self.ub: list[float] = []
+        self.integer: list[bool] = []
+        self.r_lo: list[float] = []
+        self.r_hi: list[float] = []
+        self.r_idx: list[np.ndarray] = []
+        self.r_val: list[np.ndarray] = []
+
+    def var(self, lo: float, hi: float, integer: bool = False) -> int:
+        self.lb.append(float(lo))
+        self.ub.append(float(max(hi, lo)))
+        self.integer.append(integer)
+        return len(self.lb) - 1
+
+    def binary(self) -> int:
+        return self.var(0.0, 1.0, True)
+
+    def row(self, idx: Sequence[int], val: Sequence[float], lo: float, hi: float) -> None:
+        self.r_idx.append(np.asarray(idx, dtype=np.int32))
+        self.r_val.append(np.asarray(val, dtype=np.float64))
+        self.r_lo.append(float(lo))
+        self.r_hi.append(float(hi))
+
+    def eq(self, idx: Sequence[int], val: Sequence[float], rhs: float) -> None:
+        self.row(idx, val, rhs, rhs)
+
+    @property
+    def n_binaries(self) -> int:
+        return int(sum(self.integer))
+
+    def product(self, q: int, z: int, zl: float, zu: float, one_minus: bool = False) -> int:
+        """A variable equal to ``q * z`` (or ``(1 - q) * z``) for binary q, z in [zl, zu] (exact)."""
+        w = self.var(min(0.0, zl), max(0.0, zu))
+        s = -1.0 if one_minus else 1.0
+        # w = q z:  zl q <= w <= zu q,  zl (1 - q) <= z - w <= zu (1 - q)
+        # w = (1-q) z: the same with q and 1 - q swapped.
+        if not one_minus:
+            self.row([w, q], [1.0, -zl], 0.0, math.inf)
+            self.row([w, q], [1.0, -zu], -math.inf, 0.0)
+            self.row([z, w, q], [1.0, -1.0, zl], zl, math.inf)
+            self.row([z, w, q], [1.0, -1.0, zu], -math.inf, zu)
+        else:
+            self.row([w, q], [1.0, s * -zl], zl, math.inf)
+            self.row([w, q], [1.0, s * -zu], -math.inf, zu)
+            self.row([z, w, q], [1.0, -1.0, -zl], 0.0, math.inf)
+            self.row([z, w, q], [1.0, -1.0, -zu], -math.inf, 0.0)
+        return w
+
+    def leaky(self, s: int, c: float, lo: float, hi: float, alpha: float) -> int:
+        """A variable equal to ``leaky_relu(s - c, alpha)`` for s in [lo, hi] (exact split)."""
+        a, b = lo - c, hi - c
+        if a >= 0:
+            y = self.var(a, b)
+            self.eq([y, s], [1.0, -1.0], -c)
+            return y
+        if b <= 0:
+            y = self.var(alpha * a, alpha * b)
+            self.eq([y, s], [1.0, -alpha], -alpha * c)
+            return y
+        d = self.binary()
+        p = self.var(0.0, b)
+        n = self.var(a, 0.0)
+        self.eq([s, p, n], [1.0, -1.0, -1.0], c)
+        self.row([p, d], [1.0, -b], -math.inf, 0.0)
+        self.row([n, d], [1.0, a], a, math.inf)
+        y = self.var(alpha * a, b)
+        self.eq([y, p, n], [1.0, -1.0, -alpha], 0.0)
+        return y
+
+    def activation(self, act: Activation, s: int, lo: float, hi: float) -> int:
+        if isinstance(act, ReLU):
+            return self.leaky(s, 0.0, lo, hi, 0.0)
+        if isinstance(act, LeakyReLU):
+            return self.leaky(s, 0.0, lo, hi, float(act.negative_slope))
+        assert isinstance(act, Hardtanh)
+        a, b = float(act.min_val), float(act.max_val)
+        p1 = self.leaky(s, a, lo, hi, 0.0)
+        p2 = self.leaky(s, b, lo, hi, 0.0)
+        y = self.var(a, b)
+        self.eq([y, p1, p2], [1.0, -1.0, 1.0], a)
+        return y
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def _image(act: Activation, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = act.image(torch.as_tensor(lo), torch.as_tensor(hi))
+    return a.numpy(), b.numpy()
+
+
+def _widen(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pad = _SLACK * (np.abs(lo) + np.abs(hi)) + 1e-12
+    return lo - pad, hi + pad
+
+
+def _affine_box(A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    sc, sr = A @ c + b, np.abs(A) @ r
+    return _widen(sc - sr, sc + sr)
+
+
+def _synapse_box(
+    A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, fault: SynapseFault
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of :math:`\\tilde s` when any synapse may send 0 (crash) or [-C, C] (Byzantine)."""
+    t1, t2 = A * lo[None, :], A * hi[None, :]
+    tl, th = np.minimum(t1, t2), np.maximum(t1, t2)
+    v = float(getattr(fault, "capacity", 0.0))
+    nz = A != 0
+    tl = np.where(nz, np.minimum(tl, -v), 0.0)
+    th = np.where(nz, np.maximum(th, v), 0.0)
+    return _widen(tl.sum(1) + b, th.sum(1) + b)
+
+
+def _sent_hull(
+    fault: Fault, zl: np.ndarray, zu: np.ndarray, yl: np.ndarray, yu: np.ndarray, l: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of what a unit of hidden layer l may send (its own value or a fault's value)."""
+    if isinstance(fault, Crash):
+        return np.minimum(zl, 0.0), np.maximum(zu, 0.0)
+    if isinstance(fault, StuckAt):
+        return np.minimum(zl, fault.value), np.maximum(zu, fault.value)
+    if isinstance(fault, Byzantine):
+        return np.minimum(zl, -fault.capacity), np.maximum(zu, fault.capacity)
+    if isinstance(fault, ByzantineDeviation):
+        return np.minimum(zl, yl - fault.capacity), np.maximum(zu, yu + fault.capacity)
+    if isinstance(fault, Precision):
+        lam = fault.errors[l - 1]
+        return zl - lam, zu + lam
+    return zl, zu
+
+
+def _deviation_bounds(
+    net: Network, counts: Sequence[int], fault: Fault, lo: np.ndarray, hi: np.ndarray
+) -> list[np.ndarray | None]:
+    """:math:`|\\tilde s^{(m)} - s^{(m)}| \\le t^{(m)}` for m = 1..L+1 from ``method="tight"`` in its
+    monotone (at-most-f) form, run on the network cut after layer m's affine map; ``None`` where not
+    used."""
+    from faultbound.bounds.tight import prepare, propagate
+    from faultbound.network.core import Layer
+
+    out: list[np.ndarray | None] = []
+    lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
+    hi_t = torch.as_tensor(hi, dtype=torch.float64).reshape(1, *net.input_shape)
+    synapse = isinstance(fault, SynapseFault)
+    for m in range(1, net.L + 2):
+        last = net.layers[m - 1]
+        cut = Layer(m, last.ops, None, last.in_shape, last.out_shape, last.source)
+        sub = Network((*net.layers[: m - 1], cut), net.domain, net.input_shape)
+        if isinstance(fault, Precision):
+            f_sub: Fault = Precision(fault.errors[: m - 1])
+            c_sub: list[int] | None = None
+        else:
+            f_sub = fault
+            c_sub = list(counts[:m]) if synapse else list(counts[: m - 1])
+        if m == 1 and not synapse:
+            out.append(np.zeros(last.width))
+            continue
+        plan = prepare(sub, f_sub, lo_t, hi_t)
+        t = propagate(plan, c_sub if c_sub else None, monotone=True)[0].numpy()
+        out.append(t * (1 + 1e-9) + 1e-12)
+    return out
+
+
+# --------------------------------------------------------------------------- build + solve
+
+
+@dataclass
+class _Built:
+    model: _Model
+    x: list[int]
+    q: dict[int, list[int]]  # hidden layer -> failure binaries per unit (neuron faults)
+    bvals: dict[int, list[int]]  # hidden layer -> value variables b (Byzantine kinds)
+    r: dict[int, list[tuple[int, int, int]]]  # layer -> [(binary, engine index, bvar or -1)]
+    prec: dict[int, list[int]]  # hidden layer -> precision offsets p
+    d: list[int]  # output deviation variables
+    pairs: list[tuple[int, float]]
+    objective: int | None  # t (combined) or None
+    scale: float
+
+
+def _build(
+    net: Network,
+    counts: Sequence[int],
+    fault: Fault,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    outputs: Sequence[int],
+    at_most: bool,
+    combined: bool = False,
+) -> _Built:
+    from faultbound.bounds.tight import box_intervals
+
+    m = _Model()
+    L = net.L
+    lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
+    hi_t = torch.as_tensor(hi, dtype=torch.float64).reshape(1, *net.input_shape)
+    clean = box_intervals(net, lo_t, hi_t)
+    dev = _deviation_bounds(net, counts, fault, lo, hi)
+    x = [m.var(a, b) for a, b in zip(lo, hi, strict=True)]
+    y, yt = list(x), list(x)  # clean and faulty values sent by the previous layer
+    ytl, ytu = lo.copy(), hi.copy()
+    q: dict[int, list[int]] = {}
+    bvals: dict[int, list[int]] = {}
+    r: dict[int, list[tuple[int, int, int]]] = {}
+    prec: dict[int, list[int]] = {}
+    d: list[int] = []
+    synapse = isinstance(fault, SynapseFault)
+    cap = float(getattr(fault, "capacity", 0.0))
+    scale = 1.0
+    for l in range(1, L + 2):
+        layer = net.layers[l - 1]
+        A, bias = _matrix(net, l)
+        box = clean[l]
+        sl, su = _widen(box.s_lo[0].numpy(), box.s_hi[0].numpy())
+        # clean pre-activations
+        s = []
+        for j in range(A.shape[0]):
+            nz = np.nonzero(A[j])[0]
+            v = m.var(sl[j], su[j])
+            m.eq([v, *[y[i] for i in nz]], [1.0, *(-A[j, nz])], bias[j])
+            s.append(v)
+        # faulty pre-activations
+        g = counts[l - 1] if synapse else 0
+        if g > 0:
+            tsl, tsu = _synapse_box(A, bias, ytl, ytu, fault)  # type: ignore[arg-type]
+        else:
+            tsl, tsu = _affine_box(A, bias, ytl, ytu)
+        t_dev = dev[l - 1]
+        if t_dev is not None:  # the faulty pre-activation is within t of the clean interval
+            tsl, tsu = np.maximum(tsl, sl - t_dev), np.minimum(tsu, su + t_dev)
+            tsu = np.maximum(tsu, tsl)
+        st = []
+        syn: list[tuple[int, int, int]] = []
+        dense = isinstance(layer._simple, Dense)
+        n_in = A.shape[1]
+        order = 0
+        for j in range(A.shape[0]):
+            nz = np.nonzero(A[j])[0]
+            v = m.var(tsl[j], tsu[j])
+            idx, val = [v, *[yt[i] for i in nz]], [1.0, *(-A[j, nz])]
+            if g > 0:
+                for i in nz:
+                    rb = m.binary()
+                    mw = m.product(rb, yt[i], float(ytl[i]), float(ytu[i]))
+                    idx.append(mw)
+                    val.append(float(A[j, i]))
+                    bv = -1
+                    if isinstance(fault, SynapseByzantine):
+                        bv = m.var(-cap, cap)
+                        m.row([bv, rb], [1.0, -cap], -math.inf, 0.0)
+                        m.row([bv, rb], [1.0, cap], 0.0, math.inf)
+                        idx.append(bv)
+                        val.append(-1.0)
+                    syn.append((rb, j * n_in + int(i) if dense else order, bv))
+                    order += 1
+            else:
+                order += len(nz)
+            m.eq(idx, val, bias[j])
+            st.append(v)
+            if t_dev is not None:  # link the copies: |s~_j - s_j| <= t_j (a valid cut)
+                m.row([v, s[j]], [1.0, -1.0], -t_dev[j], t_dev[j])
+        if g > 0:
+            r[l] = syn
+            rbs = [b for b, _, _ in syn]
+            m.row(rbs, [1.0] * len(rbs), -math.inf if at_most else g, g)
+        if layer.activation is None:
+            for k_out in range(A.shape[0]):
+                d_lo, d_hi = tsl[k_out] - su[k_out], tsu[k_out] - sl[k_out]
+                if t_dev is not None:
+                    d_lo, d_hi = max(d_lo, -t_dev[k_out]), min(d_hi, t_dev[k_out])
+                dv = m.var(d_lo, max(d_hi, d_lo))
+                m.eq([dv, st[k_out], s[k_out]], [1.0, -1.0, 1.0], 0.0)
+                d.append(dv)
+            break
+        act = layer.activation
+        yl, yu = _widen(box.y_lo[0].numpy(), box.y_hi[0].numpy())
+        y = [m.activation(act, s[j], sl[j], su[j]) for j in range(len(s))]
+        for j in range(len(y)):  # the clean value's own (tighter) range
+            m.lb[y[j]] = max(m.lb[y[j]], yl[j])
+            m.ub[y[j]] = max(m.lb[y[j]], min(m.ub[y[j]], yu[j]))
+        zl, zu = _widen(*_image(act, tsl, tsu))
+        z = [m.activation(act, st[j], tsl[j], tsu[j]) for j in range(len(st))]
+        if t_dev is not None:  # Lipschitz: |z_j - y_j| <= K t_j
+            lip = max(1.0, float(getattr(act, "negative_slope", 0.0)))
+            for j in range(len(z)):
+                m.row([z[j], y[j]], [1.0, -1.0], -lip * t_dev[j], lip * t_dev[j])
+        f = counts[l - 1] if isinstance(fault, NeuronFault) else 0
+        nl, nu = _sent_hull(fault, zl, zu, yl, yu, l) if (f > 0 or isinstance(fault, Precision)) else (zl, zu)
+        nl, nu = _widen(nl, nu)
+        new = []
+        if f > 0:
+            qs = [m.binary() for _ in z]
+            m.row(qs, [1.0] * len(qs), -math.inf if at_most else f, f)
+            q[l] = qs
+            bl: list[int] = []
+            for j in range(len(z)):
+                w = m.product(qs[j], z[j], float(zl[j]), float(zu[j]), one_minus=True)
+                idx, val, rhs = [w], [1.0], 0.0
+                if isinstance(fault, StuckAt):
+                    idx.append(qs[j])
+                    val.append(fault.value)
+                if isinstance(fault, ByzantineDeviation):
+                    c = m.product(qs[j], y[j], float(yl[j]), float(yu[j]))
+                    idx.append(c)
+                    val.append(1.0)
+                if isinstance(fault, (Byzantine, ByzantineDeviation)):
+                    bv = m.var(-cap, cap)
+                    m.row([bv, qs[j]], [1.0, -cap], -math.inf, 0.0)
+                    m.row([bv, qs[j]], [1.0, cap], 0.0, math.inf)
+                    idx.append(bv)
+                    val.append(1.0)
+                    bl.append(bv)
+                v = m.var(nl[j], nu[j])
+                m.eq([v, *idx], [1.0, *(-np.asarray(val))], rhs)
+                new.append(v)
+            if bl:
+                bvals[l] = bl
+        elif isinstance(fault, Precision) and fault.errors[l - 1] > 0:
+            lam = fault.errors[l - 1]
+            ps = []
+            for j in range(len(z)):
+                p = m.var(-lam, lam)
+                v = m.var(nl[j], nu[j])
+                m.eq([v, z[j], p], [1.0, -1.0, -1.0], 0.0)
+                ps.append(p)
+                new.append(v)
+            prec[l] = ps
+        else:
+            new = z
+        yt, ytl, ytu = new, nl, nu
+    dl = np.array([m.lb[v] for v in d])
+    du = np.array([m.ub[v] for v in d])
+    pairs = [(k, sg) for k in outputs for sg in (1.0, -1.0)]
+    worst = [max(du[k], 0.0) if sg > 0 else max(-dl[k], 0.0) for k, sg in pairs]
+    dmax = max(worst) if worst else 0.0
+    scale = max(1.0, dmax)
+    objective: int | None = None
+    if combined and len(pairs) > 1:
+        t = m.var(0.0, dmax)
+        betas = []
+        for (k, sg), _ in zip(pairs, worst, strict=True):
+            beta = m.binary()
+            lowest = -du[k] if sg < 0 else dl[k]  # smallest value of sg * d_k
+            big = dmax - lowest
+            # t <= sg d_k + big (1 - beta)
+            m.row([t, d[k], beta], [1.0, -sg, float(big)], -math.inf, float(big))
+            betas.append(beta)
+        m.eq(betas, [1.0] * len(betas), 1.0)
+        objective = t
+    return _Built(m, x, q, bvals, r, prec, d, pairs, objective, scale)
+
+
+_BANNER_LOCK = threading.Lock()
+_BANNER_DONE = False
+
+
+def _new_highs() -> Any:
+    """A ``highspy.Highs``; the first one per process is made with stdout silenced, since HiGHS
+    prints a banner there on its first construction (the library never prints)."""
+    import highspy
+
+    global _BANNER_DONE
+    with _BANNER_LOCK:
+        if _BANNER_DONE:
+            return highspy.Highs()
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 1)
+                h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _BANNER_DONE = True
+        return h
+
+
+def _solve(
+    built: _Built, time_limit: float | None, pair: tuple[int, float] | None = None
+) -> tuple[str, bool, float, float, np.ndarray | None, int]:
+    """Solve for the combined objective, or for ``sign * d_k`` of one ``pair = (k, sign)``;
+    returns (status, optimal, primal objective, dual bound, solution, nodes)."""
+    import highspy
+
+    m = built.model
+    h = _new_highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("mip_abs_gap", 1e-9)
+    if time_limit is not None:
+        h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
+    lp = highspy.HighsLp()
+    n = len(m.lb)
+    lp.num_col_ = n
+    lp.num_row_ = len(m.r_lo)
+    cost = np.zeros(n)
+    if pair is None and built.objective is not None:
+        cost[built.objective] = 1.0
+    else:
+        k, sg = pair if pair is not None else built.pairs[0]
+        cost[built.d[k]] = sg
+    lp.col_cost_ = cost
+    lp.col_lower_ = np.asarray(m.lb)
+    lp.col_upper_ = np.asarray(m.ub)
+    lp.row_lower_ = np.asarray(m.r_lo)
+    lp.row_upper_ = np.asarray(m.r_hi)
+    lp.sense_ = highspy.ObjSense.kMaximize
+    starts = np.zeros(len(m.r_idx) + 1, dtype=np.int32)
+    starts[1:] = np.cumsum([len(i) for i in m.r_idx])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.num_col_ = n
+    lp.a_matrix_.num_row_ = len(m.r_lo)
+    lp.a_matrix_.start_ = starts
+    lp.a_matrix_.index_ = np.concatenate(m.r_idx) if m.r_idx else np.zeros(0, np.int32)
+    lp.a_matrix_.value_ = np.concatenate(m.r_val) if m.r_val else np.zeros(0)
+    lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in m.integer]
+    h.passModel(lp)
+    h.run()
+    status = h.modelStatusToString(h.getModelStatus())
+    info = h.getInfo()
+    optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    primal = float(info.objective_function_value)
+    dual = float(info.mip_dual_bound) if m.n_binaries else primal
+    sol = None
+    if info.primal_solution_status >= 2 or optimal:
+        sol = np.asarray(h.getSolution().col_value)
+    if optimal:
+        dual = max(dual, primal) if math.isfinite(dual) else primal
+    return status, optimal, primal, dual, sol, int(info.mip_node_count) if m.n_binaries else 0
+
+
+def _witness(
+    net: Network, fault: Fault, built: _Built, sol: np.ndarray, pair: tuple[int, float] | None = None
+) -> dict[str, Any]:
+    """Failure set, input and values of a MILP solution (engine numbering, layers from 1)."""
+    # the solver meets bounds up to its feasibility tolerance: clip onto the exact sets
+    x = [float(min(max(sol[i], built.model.lb[i]), built.model.ub[i])) for i in built.x]
+    sites: dict[str, list[int]] = {}
+    values: dict[str, list[float]] = {}
+    for l, qs in built.q.items():
+        units = [j for j, b in enumerate(qs) if sol[b] > 0.5]
+        sites[str(l)] = units
+        if l in built.bvals:
+            cap = float(getattr(fault, "capacity", 0.0))
+            values[str(l)] = [float(np.clip(sol[built.bvals[l][j]], -cap, cap)) for j in units]
+    for l, syn in built.r.items():
+        chosen = [(idx, bv) for b, idx, bv in syn if sol[b] > 0.5]
+        sites[str(l)] = [idx for idx, _ in chosen]
+        if isinstance(fault, SynapseByzantine):
+            cap = float(getattr(fault, "capacity", 0.0))
+            values[str(l)] = [float(np.clip(sol[bv], -cap, cap)) for _, bv in chosen]
+    precision = {
+        str(l): [float(np.clip(sol[p], built.model.lb[p], built.model.ub[p])) for p in ps]
+        for l, ps in built.prec.items()
+    }
+    if pair is not None:
+        k, sg = pair
+    else:
+        k, sg = max(built.pairs, key=lambda p: p[1] * sol[built.d[p[0]]])
+    out: dict[str, Any] = {"input": x, "failure_set": sites, "output": int(k), "sign": int(sg)}
+    if values:
+        out["values"] = values
+    if precision:
+        out["precision"] = precision
+    out["milp_value"] = float(sg * sol[built.d[k]])
+    return out
+
+
+def replay(net: Network, fault: Fault, witness: dict[str, Any], outputs: Sequence[int] | None = None) -> float:
+    """:math:`\\max_{k} |F(x)_k - F_{S,v}(x)_k|` over ``outputs`` (default: all, the inf-norm) of a
+    witness, evaluated by the measurement engine (float64)."""
+    from faultbound.measure.engine import FaultSet, clean_pass, differentiable_outputs, layer_count
+
+    x = torch.tensor(witness["input"], dtype=torch.float64).reshape(1, *net.input_shape)
+    n = 0 if isinstance(fault, Precision) else layer_count(net, fault)
+    sites: list[Tensor | None] = [None] * n
+    vals: list[Tensor | None] = [None] * max(n, net.L)
+    for key, units in witness.get("failure_set", {}).items():
+        l = int(key)
+        if units:
+            sites[l - 1] = torch.tensor([units], dtype=torch.long)
+            given = witness.get("values", {}).get(key)
+            if given is not None:
+                vals[l - 1] = torch.tensor(given, dtype=torch.float64).reshape(1, 1, -1)
+    if isinstance(fault, Precision):
+        vals = [None] * net.L
+        for key, ps in witness.get("precision", {}).items():
+            vals[int(key) - 1] = torch.tensor(ps, dtype=torch.float64).reshape(1, 1, -1)
+    fs = FaultSet(1, tuple(sites))
+    with torch.no_grad():
+        clean = clean_pass(net, x, torch.float64)
+        out = differentiable_outputs(net, clean, fault, fs, vals[: len(vals)])
+        dev = (out[0, 0] - clean.output[0]).abs()
+        return float(dev.max() if outputs is None else dev[list(outputs)].max())
+
+
+def exact_bound(
+    net: Network,
+    failures: Sequence[int] | None,
+    fault: Fault,
+    *,
+    time_limit: float | None = None,
+    lo: np.ndarray | Tensor | None = None,
+    hi: np.ndarray | Tensor | None = None,
+    outputs: Sequence[int] | None = None,
+    at_most: bool = False,
+    combined: bool = False,
+) -> ExactResult:
+    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain).
+
+    Args:
+        failures: f_1..f_L (neuron faults), g_1..g_{L+1} (synapse faults), ``None`` for precision;
+            validated by the caller (:func:`faultbound.bound`).
+        time_limit: seconds for HiGHS; when it stops early ``value`` is its dual bound (+ margin).
+        lo, hi: the input box (flat or input-shaped); ``lo == hi`` is one input.
+        outputs: the outputs k to maximise :math:`|d_k|` over (default: all).
+        at_most: sets of at most (instead of exactly) the given sizes.
+        combined: one MILP over every (output, sign) instead of one MILP per pair (in decreasing
+            order of their interval bounds, skipping those that cannot beat the witness found;
+            with a time limit each gets an equal share of the time left).
+
+    Returns:
+        An :class:`ExactResult`; ``witness`` has ``input`` (flat), ``failure_set`` ({layer: [unit or
+        synapse index as the engine numbers them]}), ``values`` ({layer: [value sent (Byzantine),
+        u (deviation)]}), ``precision`` ({layer: [offset per neuron]}), ``output``, ``sign``,
+        ``milp_value`` and ``replayed`` (the engine's float64 error).
+
+    Raises:
+        UnsupportedModelError: a hidden activation is not piecewise linear.
+        InvalidArgumentError: a fault model without an exact encoding (bit flips).
+
+    Example:
+        >>> import torch, faultbound as fb
+        >>> from torch import nn
+        >>> lin1, lin2 = nn.Linear(1, 2), nn.Linear(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = lin1.weight.fill_(1.0), lin1.bias.zero_(), lin2.weight.fill_(0.5), lin2.bias.zero_()
+        >>> net = fb.Network.from_torch(nn.Sequential(lin1, nn.ReLU(), lin2))
+        >>> r = exact_bound(net, [1], fb.Crash())  # one crashed ReLU: 0.5 * x, worst at x = 1
+        >>> r.optimal, round(r.lower, 6), [round(v, 6) for v in r.witness["input"]]
+        (True, 0.5, [1.0])
+    """
+    check_piecewise_linear(net)
+    try:
+        import highspy  # noqa: F401
+    except ImportError:  # pragma: no cover - highspy is installed with the `exact` extra
+        raise InvalidArgumentError("method='exact' needs highspy: pip install 'faultbound[exact]'.") from None
+    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)) or not isinstance(
+        fault, (Crash, StuckAt, Byzantine, ByzantineDeviation, SynapseCrash, SynapseByzantine, Precision)
+    ):
+        raise InvalidArgumentError(f"method='exact' has no encoding for fault {fault!r}.")
+    if getattr(fault, "capacity", 0.0) == math.inf:
+        raise InvalidArgumentError("method='exact' needs a finite capacity (Lemma 1: unbounded).")
+    if time_limit is not None and not (time_limit > 0):
+        raise InvalidArgumentError(f"Expected `time_limit` > 0 seconds, but got {time_limit}.")
+    d = math.prod(net.input_shape)
+    lo_a = np.asarray(net.domain.lo if lo is None else lo, dtype=np.float64).reshape(-1)
+    hi_a = np.asarray(net.domain.hi if hi is None else hi, dtype=np.float64).reshape(-1)
+    if lo_a.size != d or hi_a.size != d:
+        raise InvalidArgumentError(f"Expected an input box of {d} features, but got {lo_a.size} and {hi_a.size}.")
+    synapse = isinstance(fault, SynapseFault)
+    counts = [0] * (net.L + 1) if failures is None else [int(v) for v in failures]
+    counts += [0] * (net.L + 1 - len(counts))
+    if not synapse and not isinstance(fault, Precision):
+        counts = counts[: net.L] + [0]
+    outs = list(range(net.n_outputs)) if outputs is None else [int(k) for k in outputs]
+    if not outs or any(not 0 <= k < net.n_outputs for k in outs):
+        raise InvalidArgumentError(f"Expected outputs in 0..{net.n_outputs - 1}, but got {outputs}.")
+    t0 = time.perf_counter()
+    built = _build(net, counts, fault, lo_a, hi_a, outs, at_most, combined)
+    m = built.model
+    # interval bound of each (output, sign): sound, and the pruning rule below
+    cap = {p: (m.ub[built.d[p[0]]] if p[1] > 0 else -m.lb[built.d[p[0]]]) for p in built.pairs}
+    ordered: list[tuple[int, float]] = sorted(built.pairs, key=lambda p: -cap[p])
+    jobs: list[tuple[int, float] | None] = [None] if built.objective is not None else list(ordered)
+    deadline = None if time_limit is None else t0 + time_limit
+    witness: dict[str, Any] | None = None
+    lower, nodes, status = 0.0, 0, "Optimal"
+    # pass 1: every pair with an equal share of the time left; pass 2 (time limit only): the pairs
+    # that stopped early, again with the whole time left shared among them
+    duals: dict[tuple[int, float] | None, float] = {}
+    settled: set[tuple[int, float] | None] = set()
+    for _pass in range(1 if deadline is None else 2):
+        todo = [p for p in jobs if p not in settled]
+        for i, pair in enumerate(todo):
+            bound_p = built.scale if pair is None else max(cap[pair], 0.0)
+            if min(bound_p, duals.get(pair, math.inf)) <= lower:
+                settled.add(pair)  # cannot beat the witness found: no solve needed
+                duals[pair] = min(bound_p, duals.get(pair, math.inf))
+                continue
+            left = None if deadline is None else (deadline - time.perf_counter()) / (len(todo) - i)
+            if left is not None and left <= 0.005:
+                duals.setdefault(pair, bound_p)
+                status = "Time limit reached"
+                continue
+            st, opt, _primal, dual, sol, n_nodes = _solve(built, left, pair)
+            nodes += n_nodes
+            if opt or st == "Time limit reached":
+                got_dual = min(dual, bound_p) if math.isfinite(dual) else bound_p
+            else:  # the MILP is always feasible: any other status is numerical trouble, keep the interval
+                got_dual = bound_p
+            duals[pair] = min(duals.get(pair, math.inf), got_dual)
+            if opt:
+                settled.add(pair)
+            else:
+                status = st
+            if sol is not None:
+                w = _witness(net, fault, built, sol, pair)
+                got = replay(net, fault, w, None if outputs is None else outs)
+                if witness is None or got > lower:
+                    witness, lower = w, got
+    upper = max(duals.values()) if duals else 0.0
+    optimal = len(settled) == len(jobs)
+    if optimal:
+        status = "Optimal"
+    if witness is not None:
+        witness["replayed"] = lower
+    margin = REL_MARGIN * built.scale
+    dual = upper
+    value = max(upper + margin, lower)
+    return ExactResult(
+        float(value),
+        float(lower),
+        bool(optimal),
+        status,
+        witness,
+        time.perf_counter() - t0,
+        nodes,
+        built.model.n_binaries,
+        float(dual),
+        float(margin),
+    )
