@@ -43,14 +43,16 @@ test: install lint
 
 # The soundness hammer (not CI): every test marked `soundness` with SCALE x more examples, over SEEDS
 # random hypothesis seeds; a failure prints hypothesis' replay blob and the seed. Tens of minutes.
+# FIRST..SEEDS picks a range of seeds (e.g. two shells: SEEDS=10, and FIRST=11 SEEDS=20).
+FIRST ?= 1
 SEEDS ?= 20
 SCALE ?= 4
 soundness: install
-	@for s in $$(seq 1 $(SEEDS)); do \
-	  echo "== soundness seed $$s of $(SEEDS) ($(SCALE)x examples)"; \
+	@for s in $$(seq $(FIRST) $(SEEDS)); do \
+	  echo "== soundness seed $$s of $(FIRST)..$(SEEDS) ($(SCALE)x examples)"; \
 	  env -u CI FB_SOUNDNESS_SCALE=$(SCALE) $(PY) -m pytest -m soundness -q -p no:cacheprovider \
 	    --hypothesis-seed=$$s || { echo "soundness: FAILED at --hypothesis-seed=$$s (replay blob above)"; exit 1; }; \
-	done; echo "soundness: all $(SEEDS) seeds passed ($(SCALE)x examples)"
+	done; echo "soundness: seeds $(FIRST)..$(SEEDS) all passed ($(SCALE)x examples)"
 
 bench: install
 	$(PY) benchmarks/vs_pytorchfi.py
