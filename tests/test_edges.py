@@ -47,6 +47,7 @@ DATA_COMMANDS = {
     "certify": (["--failures", "1", "--samples", "3"], "out.npz"),
     "precision": (["--budget", "0.5", "--samples", "16"], "out.npz"),
     "report": (["--no-plots", "--out", "@report.html"], "out.npz"),
+    "boost": (["--failures", "1", "--runs", "50", "--error-runs", "5", "--samples", "4"], "out.npz"),
 }
 
 
