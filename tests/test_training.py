@@ -13,10 +13,7 @@ import torch
 from torch import nn
 
 import faultbound as fb
-from faultbound.bounds.api import METHODS
-from faultbound.errors import InvalidArgumentError
-from faultbound.nn import TunedSigmoid
-from faultbound.training import (
+from faultbound.apps.training import (
     TrainConfig,
     clip_weights,
     export_model,
@@ -28,6 +25,9 @@ from faultbound.training import (
     train,
     tuned_mlp,
 )
+from faultbound.bounds.api import METHODS
+from faultbound.errors import InvalidArgumentError
+from faultbound.nn import TunedSigmoid
 from tests.reference import probe_points
 
 
