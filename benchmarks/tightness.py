@@ -33,11 +33,11 @@ import torch
 from torch import nn
 
 import faultbound as fb
+from faultbound.apps.training import fit, mlp
 from faultbound.bounds.certify import certify_inputs
 from faultbound.data import digits
 from faultbound.measure import FaultSet, inject, worst_case
 from faultbound.nn import TunedSigmoid
-from faultbound.training import fit, mlp
 
 SPECS: list[tuple[str, list[int], Callable[[], nn.Module]]] = [
     ("sigmoid-32", [32], nn.Sigmoid),

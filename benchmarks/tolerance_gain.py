@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 import faultbound as fb
+from faultbound.apps.training import fit, mlp
 from faultbound.data import digits
-from faultbound.training import fit, mlp
 
 NETWORKS = [("sigmoid-32-32", [32, 32]), ("sigmoid-32-32-32", [32, 32, 32])]
 

@@ -65,7 +65,7 @@ def test_worst_crash_error_is_exhaustive_or_searched() -> None:
 
 
 def test_training_stops_at_the_target() -> None:
-    from faultbound.training import train
+    from faultbound.apps.training import train
 
     cfg = replace(TINY, epochs=40, widths=(8, 8), target=0.3)
     r = train(cfg)

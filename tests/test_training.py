@@ -10,24 +10,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import faultbound as fb
-from faultbound.bounds.api import METHODS
-from faultbound.errors import InvalidArgumentError
-from faultbound.nn import TunedSigmoid
-from faultbound.training import (
+from faultbound.apps.training import (
     TrainConfig,
     clip_weights,
+    dense_constants,
     export_model,
     fep_neuron_torch,
     fep_paper_torch,
     fep_regulariser,
     fit,
+    init_linear_,
+    mlp,
     sweep,
     train,
     tuned_mlp,
 )
+from faultbound.bounds.api import METHODS
+from faultbound.errors import InvalidArgumentError
+from faultbound.nn import TunedSigmoid
+from tests.hyp import examples
 from tests.reference import probe_points
 
 
@@ -200,3 +206,119 @@ def test_export_roundtrip(tmp_path: Path) -> None:
     if files.get("onnx"):
         net2 = fb.load(files["onnx"])
         assert torch.allclose(net2.forward(x.double()).float(), m(x), atol=1e-5)
+
+
+# ------------------------------------------------------------------ one meaning of the paper recursion
+def _printed(widths: list[int], w: list[float], K: float, f: list[int], C: float) -> float:
+    """Theorem 2 as printed, term by term: C sum_l f_l K^(L-l) w_m^(L+1) prod_{l'>l} (N_l' - f_l') w_m^(l')."""
+    L = len(widths)
+    total = 0.0
+    for l in range(1, L + 1):
+        term = C * f[l - 1] * K ** (L - l) * w[L]
+        for lp in range(l + 1, L + 1):
+            term *= (widths[lp - 1] - f[lp - 1]) * w[lp - 1]
+        total += term
+    return total
+
+
+def test_paper_regulariser_hand_worked_errata5() -> None:
+    """ERRATA 5's network: N = (3, 3), w_m = (1, 2, 1), tanh (K = C = 1): the printed value is 6 for
+    f = (1, 0) and 5 for f = (1, 1); by hand, T_2 = f_1 = 1, D_2 = 1 * 2 * 1 = 2, T_3 = f_2 + (3 - f_2) 2."""
+    ws = [torch.full((3, 2), 1.0, dtype=torch.float64), torch.full((3, 3), 2.0, dtype=torch.float64),
+          torch.full((1, 3), 1.0, dtype=torch.float64)]
+    assert float(fep_paper_torch(ws, [1.0, 1.0], [1, 0], 1.0)) == 6.0
+    assert float(fep_paper_torch(ws, [1.0, 1.0], [1, 1], 1.0)) == 5.0
+    m = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        for lin, w in zip([m[0], m[2], m[4]], ws, strict=True):
+            lin.weight.copy_(w)
+    assert _val(m, [1, 0], "paper") == 6.0 and _val(m, [1, 1], "paper") == 5.0
+
+
+_ACTS = [nn.Sigmoid, nn.Tanh, lambda: TunedSigmoid(0.7), lambda: TunedSigmoid(3.0), lambda: nn.Hardtanh(-0.5, 2.0)]
+
+
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    widths=st.lists(st.integers(2, 6), min_size=1, max_size=3),
+    acts=st.lists(st.integers(0, len(_ACTS) - 1), min_size=3, max_size=3),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(0.1, 3.0),
+    data=st.data(),
+)
+def test_paper_regulariser_is_the_library_paper_bound(widths, acts, seed, scale, data) -> None:
+    """On random dense networks with per-layer activations, the torch recursion is the numpy one of
+    ``method="paper"``; with one activation throughout it is also the printed Theorem 2."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [3, *widths, 2]
+    mods: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        mods.append(nn.Linear(a, b))
+        if i < len(widths):
+            mods.append(_ACTS[acts[i]]())
+    m = nn.Sequential(*mods).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_((torch.rand(p.shape, generator=g, dtype=torch.float64) * 2 - 1) * scale)
+    f = [data.draw(st.integers(0, n - 1)) for n in widths]
+    net = fb.Network.from_torch(m)
+    c = dense_constants(m)
+    assert c.K == net.K  # the same registry constants the Network holds
+    reg = _val(m, f, "paper")
+    assert reg == pytest.approx(fb.bound(net, f, fb.Crash(), method="paper").value, rel=1e-12, abs=1e-15)
+    if len({acts[i] for i in range(len(widths))}) == 1 and acts[0] != 4:  # one activation, max|phi| = 1
+        w = [float(lin.weight.detach().abs().max()) for lin in m if isinstance(lin, nn.Linear)]
+        assert reg == pytest.approx(_printed(widths, w, net.K[0], f, 1.0), rel=1e-12, abs=1e-15)
+        assert reg == pytest.approx(fb.fep_as_printed(net, f), rel=1e-12, abs=1e-15)
+
+
+def test_regulariser_constants_come_from_the_registry() -> None:
+    """Hardtanh(-0.5, 2) is not special-cased anywhere in training: its K = 1, Y = 2 and width 2.5
+    come from the activation registry; an unbounded registered activation is refused."""
+    m = nn.Sequential(nn.Linear(2, 3), nn.Hardtanh(-0.5, 2.0), nn.Linear(3, 1))
+    c = dense_constants(m)
+    assert (c.K, c.Y, c.width) == ([1.0], [2.0], [2.5])
+    for bad in (nn.ReLU(), nn.Softplus(), nn.Dropout()):
+        with pytest.raises(InvalidArgumentError):
+            dense_constants(nn.Sequential(nn.Linear(2, 3), bad, nn.Linear(3, 1)))
+    with pytest.raises(InvalidArgumentError):  # two activations in a row
+        dense_constants(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Tanh(), nn.Linear(3, 1)))
+
+
+# ------------------------------------------------------------------ randomness
+def test_generator_init_is_torch_default_init_without_touching_global_state() -> None:
+    torch.manual_seed(7)
+    ref = tuned_mlp(5, [6, 4], 3, 2.0)
+    state = torch.random.get_rng_state()
+    got = tuned_mlp(5, [6, 4], 3, 2.0, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert ref.state_dict().keys() == got.state_dict().keys()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, got.state_dict()[k]), k
+    other = mlp(5, [6, 4], 3, nn.Tanh, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(other[0].weight, got[0].weight)
+
+
+def test_train_and_fit_leave_the_global_rng_alone_and_stay_reproducible() -> None:
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    cfg = replace(SMALL, epochs=2, measure_runs=10, fep_weight=0.01)
+    first = train(cfg).summary
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(999)  # a different global state gives the same run
+    second = train(cfg).summary
+    for key in ("accuracy", "bound_paper", "bound_tight", "final_loss", "measured_max_error"):
+        assert first[key] == second[key], key
+    # fit: the model's own random draws (dropout) are seeded by `seed` and the global state restored
+    X = torch.rand(64, 2, generator=torch.Generator().manual_seed(1)).numpy()
+    Y = X.sum(1)
+    runs = []
+    for _ in range(2):
+        model = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Sigmoid(), nn.Linear(8, 1))
+        init = torch.Generator().manual_seed(0)
+        init_linear_(model[0], init)
+        init_linear_(model[3], init)
+        state = torch.random.get_rng_state()
+        runs.append(fit(model, X, Y, epochs=3, seed=5))
+        assert torch.equal(torch.random.get_rng_state(), state)
+    assert runs[0] == runs[1]

@@ -14,13 +14,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from faultbound.apps.training import fit, tuned_mlp
 from faultbound.bounds.api import METHODS, Method, bound
 from faultbound.bounds.paper import theorem1_max_crashes
 from faultbound.bounds.tolerance import EpsPrime, ToleranceResult, estimate_eps_prime_fn, tolerate
 from faultbound.data import TARGETS, synthetic
 from faultbound.network.core import Network
-from faultbound.nn import TunedSigmoid
-from faultbound.training import fit
 
 __all__ = ["DemoNetwork", "run_demo", "DEMO_EPS"]
 
@@ -55,14 +54,7 @@ class _Cap(nn.Module):
 
 def _train(widths: list[int], K: float, cap: float, seed: int, epochs: int) -> tuple[nn.Sequential, float]:
     data = synthetic("wave", d=2, n=2048, seed=seed)
-    torch.manual_seed(seed)
-    mods: list[nn.Module] = []
-    prev = 2
-    for w in widths:
-        mods += [nn.Linear(prev, w), TunedSigmoid(K)]
-        prev = w
-    mods.append(nn.Linear(prev, 1))
-    model = nn.Sequential(*mods)
+    model = tuned_mlp(2, widths, 1, K, generator=torch.Generator().manual_seed(seed))
     # Small output weights make failures cheap (Section 5.3): cap them by a parametrisation.
     out = model[-1]
     parametrize.register_parametrization(out, "weight", _Cap(cap))

@@ -218,7 +218,7 @@ def _make_dir(out: Path) -> None:
 
 
 def _train_config(**kw: Any) -> Any:
-    from faultbound.training import TrainConfig
+    from faultbound.apps.training import TrainConfig
 
     widths = tuple(parse_ints(kw.pop("widths"), "widths"))
     fails = kw.pop("failures")
@@ -250,7 +250,7 @@ def train_cmd(
     json: bool = JSON,
 ) -> None:
     """Train a TunedSigmoid(K) network (optionally Fep-regularised, weight-clipped) and write it."""
-    from faultbound.training import export_model, train
+    from faultbound.apps.training import export_model, train
 
     if fep_kind not in ("paper", "neuron"):
         raise InvalidArgumentError(f"Expected --fep-kind paper or neuron, but got {fep_kind!r}.")
@@ -297,8 +297,8 @@ def sweep_cmd(
     json: bool = JSON,
 ) -> None:
     """Learning cost (accuracy, epochs to target) against certified and measured robustness."""
+    from faultbound.apps.training import sweep, write_csv
     from faultbound.report.figures import sweep_figure
-    from faultbound.training import sweep, write_csv
 
     Ks = parse_floats(ks, "Ks")
     lams = parse_floats(fep_weights, "fep-weights")
