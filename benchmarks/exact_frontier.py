@@ -26,7 +26,7 @@ from torch import nn
 import faultbound as fb
 from faultbound.bounds.exact import exact_bound
 from faultbound.data import digits
-from faultbound.training import fit, mlp
+from faultbound.apps.training import fit, mlp
 
 GRID = [(d, w) for d in (1, 2, 3) for w in (8, 16, 32)]
 

@@ -90,7 +90,7 @@ def figure3_config() -> Any:
     Each network trains until its test accuracy (fraction of test points within 0.05) reaches 0.9,
     for at most 200 epochs.
     """
-    from faultbound.training import TrainConfig
+    from faultbound.apps.training import TrainConfig
 
     return TrainConfig(
         dataset="synthetic", widths=(16, 16), failures=(2, 2), epochs=200, batch_size=64, n_samples=2048,
@@ -150,7 +150,7 @@ def figure3_data(Ks: Sequence[float] = FIG3_KS, config: Any = None, reference_K:
     import faultbound as fb
     from faultbound.bounds.api import METHODS
     from faultbound.nn import TunedSigmoid
-    from faultbound.training import split_dataset, train
+    from faultbound.apps.training import split_dataset, train
 
     cfg = config or figure3_config()
     if not Ks or any(not (k > 0) for k in Ks):
@@ -276,7 +276,7 @@ def sweep_figure(rows: Sequence[dict[str, Any]]) -> Any:
 def write_figures(out_dir: str | Path, Ks: Sequence[float] = FIG3_KS, config: Any = None) -> dict[str, str]:  # noqa: N803
     """Write ``figure2.png/.csv``, ``figure3.png/.csv`` and ``figure3_config.json`` (the training setup)
     into ``out_dir``; returns the paths."""
-    from faultbound.training import write_csv
+    from faultbound.apps.training import write_csv
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
