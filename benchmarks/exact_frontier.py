@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 import faultbound as fb
+from faultbound.apps.training import fit, mlp
 from faultbound.bounds.exact import exact_bound
 from faultbound.data import digits
-from faultbound.apps.training import fit, mlp
 
 GRID = [(d, w) for d in (1, 2, 3) for w in (8, 16, 32)]
 

@@ -148,9 +148,9 @@ def figure3_data(Ks: Sequence[float] = FIG3_KS, config: Any = None, reference_K:
     import torch
 
     import faultbound as fb
+    from faultbound.apps.training import split_dataset, train
     from faultbound.bounds.api import METHODS
     from faultbound.nn import TunedSigmoid
-    from faultbound.apps.training import split_dataset, train
 
     cfg = config or figure3_config()
     if not Ks or any(not (k > 0) for k in Ks):
