@@ -27,7 +27,7 @@ VOLATILE = ("created_utc", "faultbound_version", "torch_version", "python_versio
 
 
 def _data() -> Any:
-    from faultbound.report.html import ReportSpec, build_report
+    from faultbound.report.build import ReportSpec, build_report
 
     g = torch.Generator().manual_seed(7)
     model = nn.Sequential(nn.Linear(2, 4), nn.Sigmoid(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1)).double()
@@ -99,7 +99,7 @@ def test_the_comparison_can_fail() -> None:
 def test_report_html_without_plots_is_unchanged() -> None:
     """The page itself (tables, verdict, template), byte for byte; the plots are checked in
     ``tests/test_report.py``."""
-    from faultbound.report.html import render_html
+    from faultbound.report.render import render_html
 
     html = render_html(_data(), figures=False)
     if os.environ.get("FB_REGEN_GOLDEN"):
