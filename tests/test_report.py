@@ -16,7 +16,7 @@ from torch import nn
 
 import faultbound as fb
 from faultbound.measure import worst_case
-from faultbound.report.build import ReportSpec, build_report, default_failures
+from faultbound.report.build import ReportSpec, ToleranceEntry, build_report, default_failures
 from faultbound.report.render import render_html
 from tests.cli_run import run
 
@@ -257,14 +257,14 @@ def test_outside_domain_points_are_reported_apart_never_violations() -> None:
     far = torch.full((5, 2), 50.0, dtype=torch.float64)  # y = 100 per neuron there
     data = build_report(net, ReportSpec(failures=((1,),), trials=30, seed=1), inputs=torch.cat([inside, far]))
     cert = data.rows[0].tight["value"]
-    assert data.violations == 0 and data.rows[0].status == "ok" and data.campaign[0]["status"] == "ok"  # type: ignore[index]
+    assert data.violations == 0 and data.rows[0].status == "ok" and data.campaign[0].status == "ok"  # type: ignore[index]
     assert data.rows[0].worst <= cert
     out = data.outside
-    assert out is not None and out["n_points"] == 5 and out["n_given"] == 25 and out["features_outside"] == 2
-    assert out["max_excess"] == pytest.approx(49.0)
-    (m,) = out["measured"]
-    assert m["status"] == "outside-domain" and m["max_error"] == pytest.approx(100.0)  # one crash: 100 of 400
-    assert m["max_error"] > 10 * cert  # the old report flagged exactly this as a VIOLATION
+    assert out is not None and out.n_points == 5 and out.n_given == 25 and out.features_outside == 2
+    assert out.max_excess == pytest.approx(49.0)
+    (m,) = out.measured
+    assert m.status == "outside-domain" and m.max_error == pytest.approx(100.0)  # one crash: 100 of 400
+    assert m.max_error > 10 * cert  # the old report flagged exactly this as a VIOLATION
     assert "5 of the 25 given data points lie outside the domain" in data.verdict
     html = render_html(data, figures=False)
     assert "Data outside the domain" in html and "VIOLATION" not in html and "outside the domain</span>" in html
@@ -314,11 +314,11 @@ def test_forty_layer_network_stays_readable() -> None:
     assert h <= 110 * 30 and w == 880
     # the verdict summarises the tolerance of 40 layers instead of listing them
     per = [0] * 22 + [5] * 18
-    tol = {
-        "fault": {"name": "crash", "label": "crash"},
-        "tight": {"eps": 1.0, "eps_prime": {"value": 0.05, "estimated": False}, "per_layer_max": per},
-        "paper": {"per_layer_max": [0] * 38 + [1, 2]},
-    }
+    tol = ToleranceEntry(
+        fault={"name": "crash", "label": "crash"},
+        tight={"eps": 1.0, "eps_prime": {"value": 0.05, "estimated": False}, "per_layer_max": per},
+        paper={"per_layer_max": [0] * 38 + [1, 2]},
+    )
     text = verdict(list(data.rows), [tol], 0)
     assert "between 0 and 5 neurons per layer; none in 22 of the 40 layers (1–22)" in text
     assert "layer 23" not in text and len(text) < 1200

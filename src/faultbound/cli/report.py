@@ -148,7 +148,7 @@ def report_cmd(
         err_console.print(f"VIOLATION: {rep.violations} certificate(s) below a measurement (a bug).", style="red")
     if rep.outside is not None:
         err_console.print(
-            f"note: {rep.outside['n_points']} of the {rep.outside['n_given']} data points lie outside the domain; "
+            f"note: {rep.outside.n_points} of the {rep.outside.n_given} data points lie outside the domain; "
             "they are reported apart, not checked against the certificates.",
             markup=False,
             highlight=False,

@@ -41,8 +41,8 @@ import datetime as _dt
 import math
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -59,13 +59,20 @@ from faultbound.report.words import (
     verdict_level,
 )
 
+if TYPE_CHECKING:
+    from faultbound.bounds.api import Method
+
 __all__ = [
     "DEFAULT_COUNTS",
     "OUTSIDE_TRIALS",
     "BoundRow",
+    "CampaignSummary",
+    "OutsideMeasurement",
+    "OutsideSummary",
     "ReportData",
     "ReportSpec",
     "Status",
+    "ToleranceEntry",
     "build_report",
     "default_failures",
 ]
@@ -73,6 +80,8 @@ __all__ = [
 Status = Literal["ok", "VIOLATION", "unbounded"]
 Progress = Callable[[str], None]
 
+#: The two certificates every row shows.
+METHODS: tuple[Method, ...] = ("paper", "tight")
 #: Failure counts tried per layer by default (capped below each layer's width).
 DEFAULT_COUNTS = (1, 2, 4)
 #: Trials of the random campaign at data points outside the domain when the report runs no campaign.
@@ -180,6 +189,124 @@ class BoundRow:
 
 
 @dataclass(frozen=True)
+class ToleranceEntry:
+    """The tolerance search of one fault model (Theorem 3), both methods.
+
+    Attributes:
+        fault: JSON description of the fault model (``name``, parameters, ``label``).
+        paper, tight: :meth:`~faultbound.bounds.tolerance.ToleranceResult.to_dict` of each method
+            (``eps``, ``eps_prime``, ``budget``, ``per_layer_max``, ``uniform_fraction``, ...).
+    """
+
+    fault: dict[str, Any]
+    paper: dict[str, Any]
+    tight: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready entry."""
+        return {"fault": self.fault, "paper": self.paper, "tight": self.tight}
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    """A random fault-injection campaign of one fault model, next to the certificates.
+
+    Attributes:
+        fault: JSON description of the fault model.
+        failures: the distribution sampled from (None for precision).
+        description: the distribution in words.
+        inputs: where the inputs came from, in words.
+        trials, seed, evaluations: the campaign's size (``evaluations = trials × inputs``) and seed.
+        max_error, mean_error, quantiles: statistics of the output error :math:`\\|\\cdot\\|_\\infty`.
+        changed_rate: the fraction of changed predictions (classifiers), else None.
+        worst: where the campaign's largest error was found.
+        search_worst: the worst case found by search for the same distribution, when it was searched.
+        certificate_paper, certificate_tight: the certificates' values (None if unbounded).
+        status: ``"ok"``, ``"unbounded"`` or ``"VIOLATION"`` (a certificate below ``max_error``).
+        histogram: ``{"edges": [...], "counts": [...]}`` of the errors.
+    """
+
+    fault: dict[str, Any]
+    failures: list[int] | None
+    description: str
+    inputs: str
+    trials: int
+    seed: int
+    evaluations: int
+    max_error: float | None
+    mean_error: float | None
+    quantiles: dict[str, Any]
+    changed_rate: float | None
+    worst: Any
+    search_worst: float | None
+    certificate_paper: float | None
+    certificate_tight: float | None
+    status: Status
+    histogram: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the keys in the order of the fields)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class OutsideMeasurement:
+    """What random failure sets of one fault model did at the data points outside the domain
+    (never compared with the certificate, which covers the domain only).
+
+    Attributes:
+        fault, failures, description: the fault model and distribution, as in :class:`CampaignSummary`.
+        trials: random failure sets.
+        max_error: the largest output error measured there.
+        certificate_tight: the tight certificate over the domain, shown for scale.
+        status: always ``"outside-domain"``.
+    """
+
+    fault: dict[str, Any]
+    failures: list[int] | None
+    description: str
+    trials: int
+    max_error: float | None
+    certificate_tight: float | None
+    status: Literal["outside-domain"] = "outside-domain"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready measurement (the keys in the order of the fields)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class OutsideSummary:
+    """The given data points outside the domain.
+
+    Attributes:
+        n_points: how many points lie outside; ``n_given``: how many were given.
+        features_outside: how many features lie outside the domain at some point.
+        max_excess: the largest distance of a feature beyond the domain.
+        domain: the domain in words.
+        measured: one :class:`OutsideMeasurement` per fault model with finite capacity.
+    """
+
+    n_points: int
+    n_given: int
+    features_outside: int
+    max_excess: float | None
+    domain: str
+    measured: tuple[OutsideMeasurement, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "n_points": self.n_points,
+            "n_given": self.n_given,
+            "features_outside": self.features_outside,
+            "max_excess": self.max_excess,
+            "domain": self.domain,
+            "measured": [m.to_dict() for m in self.measured],
+        }
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything a report shows. :func:`render_html` is a pure rendering of it.
 
@@ -191,12 +318,12 @@ class ReportData:
         rows: one :class:`BoundRow` per fault model and failure distribution.
         verdict: a plain-language paragraph.
         violations: how many rows have a certificate below the measurement (should be 0).
-        tolerance: per fault model, ``{"paper": ..., "tight": ...}`` tolerance results, or None.
-        campaign: per fault model, a campaign summary with a histogram of errors, or None.
+        tolerance: per fault model, a :class:`ToleranceEntry`, or None.
+        campaign: per fault model, a :class:`CampaignSummary`, or None.
         notes: caveats collected from the bounds and the report itself.
         level: the verdict's colour, :func:`verdict_level`.
-        outside: the given data points outside the domain (count, how far, what failures did to
-            them), or None when every point lies inside or no data was given.
+        outside: the given data points outside the domain (:class:`OutsideSummary`: count, how far,
+            what failures did to them), or None when every point lies inside or no data was given.
     """
 
     title: str
@@ -206,11 +333,11 @@ class ReportData:
     rows: tuple[BoundRow, ...]
     verdict: str
     violations: int
-    tolerance: tuple[dict[str, Any], ...] | None = None
-    campaign: tuple[dict[str, Any], ...] | None = None
+    tolerance: tuple[ToleranceEntry, ...] | None = None
+    campaign: tuple[CampaignSummary, ...] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     level: Level = "informative"
-    outside: dict[str, Any] | None = None
+    outside: OutsideSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """One JSON-ready object (non-finite floats are None)."""
@@ -225,14 +352,12 @@ class ReportData:
                 "informative_ratio": INFORMATIVE_RATIO,
                 "violations": self.violations,
                 "rows": [r.to_dict() for r in self.rows],
-                "tolerance": None if self.tolerance is None else list(self.tolerance),
-                "campaign": None if self.campaign is None else list(self.campaign),
+                "tolerance": None if self.tolerance is None else [t.to_dict() for t in self.tolerance],
+                "campaign": None if self.campaign is None else [c.to_dict() for c in self.campaign],
                 "notes": list(self.notes),
-                "outside": self.outside,
+                "outside": None if self.outside is None else self.outside.to_dict(),
             }
         )
-
-
 
 
 def _finite(o: Any) -> Any:
@@ -251,7 +376,6 @@ def _fault_info(fault: Fault) -> dict[str, Any]:
     from faultbound.bounds.api import fault_dict
 
     return _finite(fault_dict(fault)) | {"label": fault_label(fault)}
-
 
 
 def _unbounded(fault: Fault) -> bool:
@@ -293,7 +417,6 @@ def _ratio(cert: dict[str, Any], worst: float) -> float | None:
     return float(v) / worst
 
 
-
 def _status(paper: dict[str, Any], tight: dict[str, Any], worst: float) -> Status:
     vals = [d.get("value") for d in (paper, tight)]
     if any(v is not None and worst > float(v) for v in vals):
@@ -301,7 +424,6 @@ def _status(paper: dict[str, Any], tight: dict[str, Any], worst: float) -> Statu
     if any(v is None for v in vals):
         return "unbounded"
     return "ok"
-
 
 
 def _validate(net: Network, spec: ReportSpec) -> list[tuple[Fault, tuple[tuple[int, ...], ...]]]:
@@ -389,7 +511,7 @@ def build_report(
             done += 1
             fl: list[int] | None = None if isinstance(fault, Precision) else list(f)
             say(f"[{done}/{total}] {fault_label(fault)} {list(f) if f else ''}: certificates and worst-case search")
-            certs = {m: bound(net, fl, fault, m).to_dict() for m in ("paper", "tight")}  # type: ignore[arg-type]
+            certs = {m: bound(net, fl, fault, m).to_dict() for m in METHODS}
             for c in certs.values():
                 notes.extend(c["notes"])
             if _unbounded(fault):  # Lemma 1: nothing to search, the error is unbounded
@@ -419,13 +541,13 @@ def build_report(
                     informative=informative(certs["tight"], worst, budget),
                 )
             )
-    tolerance = _tolerance(net, spec, say, notes) if spec.eps is not None else None
+    tolerance = _tolerance(net, spec, float(spec.eps), say, notes) if spec.eps is not None else None
     campaign = _campaigns(net, spec, plan, probes, rows, say) if spec.trials > 0 else None
     outside = None
     if outside_x is not None:
         outside = _outside(net, spec, plan, outside_x, n_given, rows, say)
     violations = sum(r.status == "VIOLATION" for r in rows)
-    violations += sum(c["status"] == "VIOLATION" for c in campaign or ())
+    violations += sum(c.status == "VIOLATION" for c in campaign or ())
     meta = {
         "faultbound_version": faultbound.__version__,
         "torch_version": torch.__version__,
@@ -464,7 +586,7 @@ def _outside(
     n_given: int,
     rows: Sequence[BoundRow],
     say: Progress,
-) -> dict[str, Any]:
+) -> OutsideSummary:
     """The given points outside the domain: how many, which features, how far, and the largest
     output error random failure sets cause at them (never compared with the certificates)."""
     import torch
@@ -488,29 +610,28 @@ def _outside(
         d = run_campaign(net, x, cs).to_dict()
         cert = bound(net, None if f is None else list(f), fault, "tight").to_dict()["value"]
         measured.append(
-            {
-                "fault": _fault_info(fault),
-                "failures": None if f is None else list(f),
-                "description": describe_failures(fault, f or ()),
-                "trials": d["trials"],
-                "max_error": d["max_error"],
-                "certificate_tight": cert,
-                "status": "outside-domain",
-            }
+            OutsideMeasurement(
+                fault=_fault_info(fault),
+                failures=None if f is None else list(f),
+                description=describe_failures(fault, f or ()),
+                trials=d["trials"],
+                max_error=_finite(d["max_error"]),
+                certificate_tight=_finite(cert),
+            )
         )
-    return _finite(
-        {
-            "n_points": int(x.shape[0]),
-            "n_given": n_given,
-            "features_outside": int((excess > 0).any(0).sum()),
-            "max_excess": float(excess.max()),
-            "domain": net.domain.describe(),
-            "measured": measured,
-        }
+    return OutsideSummary(
+        n_points=int(x.shape[0]),
+        n_given=n_given,
+        features_outside=int((excess > 0).any(0).sum()),
+        max_excess=_finite(float(excess.max())),
+        domain=net.domain.describe(),
+        measured=tuple(measured),
     )
 
 
-def _tolerance(net: Network, spec: ReportSpec, say: Progress, notes: list[str]) -> tuple[dict[str, Any], ...]:
+def _tolerance(
+    net: Network, spec: ReportSpec, eps: float, say: Progress, notes: list[str]
+) -> tuple[ToleranceEntry, ...]:
     from faultbound.bounds.tolerance import tolerate
 
     out = []
@@ -519,10 +640,10 @@ def _tolerance(net: Network, spec: ReportSpec, say: Progress, notes: list[str]) 
             notes.append("Tolerance counts failing units; it is not computed for precision faults.")
             continue
         say(f"tolerance search: {fault_label(fault)}")
-        res = {m: tolerate(net, float(spec.eps), spec.eps_prime, fault, m).to_dict() for m in ("paper", "tight")}  # type: ignore[arg-type]
+        res = {m: tolerate(net, eps, spec.eps_prime, fault, m).to_dict() for m in METHODS}
         for r in res.values():
             notes.extend(r["notes"])
-        out.append({"fault": _fault_info(fault), **res})
+        out.append(ToleranceEntry(fault=_fault_info(fault), paper=res["paper"], tight=res["tight"]))
     return tuple(out)
 
 
@@ -533,7 +654,7 @@ def _campaigns(
     probes: Any,
     rows: Sequence[BoundRow],
     say: Progress,
-) -> tuple[dict[str, Any], ...]:
+) -> tuple[CampaignSummary, ...]:
     from faultbound.bounds.api import bound
     from faultbound.measure import CampaignSpec, campaign_inputs, run_campaign
     from faultbound.measure.stats import histogram as campaign_histogram
@@ -561,30 +682,31 @@ def _campaigns(
         say(f"campaign {fault_label(fault)}: {spec.trials} failure sets on {int(x.shape[0])} inputs")
         res = run_campaign(net, x, cs, progress=tick)
         d = res.to_dict()
-        certs = {m: bound(net, None if f is None else list(f), fault, m).to_dict() for m in ("paper", "tight")}  # type: ignore[arg-type]
+        certs = {m: bound(net, None if f is None else list(f), fault, m).to_dict() for m in METHODS}
         worst = float(d["max_error"] or 0.0)
         out.append(
-            _finite(
-                {
-                    "fault": _fault_info(fault),
-                    "failures": None if f is None else list(f),
-                    "description": describe_failures(fault, f or ()),
-                    "inputs": source,
-                    "trials": d["trials"],
-                    "seed": d["seed"],
-                    "evaluations": d["evaluations"],
-                    "max_error": d["max_error"],
-                    "mean_error": d["mean_error"],
-                    "quantiles": d["quantiles"],
-                    "changed_rate": d.get("changed_rate"),
-                    "worst": d.get("worst"),
-                    "search_worst": search.get((fault_label(fault), tuple(f or ()))),
-                    "certificate_paper": certs["paper"]["value"],
-                    "certificate_tight": certs["tight"]["value"],
-                    "status": _status(certs["paper"], certs["tight"], worst),
-                    "histogram": campaign_histogram(res.state),
-                }
+            CampaignSummary(
+                **_finite(
+                    {
+                        "fault": _fault_info(fault),
+                        "failures": None if f is None else list(f),
+                        "description": describe_failures(fault, f or ()),
+                        "inputs": source,
+                        "trials": d["trials"],
+                        "seed": d["seed"],
+                        "evaluations": d["evaluations"],
+                        "max_error": d["max_error"],
+                        "mean_error": d["mean_error"],
+                        "quantiles": d["quantiles"],
+                        "changed_rate": d.get("changed_rate"),
+                        "worst": d.get("worst"),
+                        "search_worst": search.get((fault_label(fault), tuple(f or ()))),
+                        "certificate_paper": certs["paper"]["value"],
+                        "certificate_tight": certs["tight"]["value"],
+                        "status": _status(certs["paper"], certs["tight"], worst),
+                        "histogram": campaign_histogram(res.state),
+                    }
+                )
             )
         )
     return tuple(out)
-

@@ -190,4 +190,3 @@ def png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     return base64.b64encode(buf.getvalue()).decode("ascii")
-

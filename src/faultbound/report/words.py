@@ -35,7 +35,7 @@ from faultbound.faults import (
 )
 
 if TYPE_CHECKING:
-    from faultbound.report.build import BoundRow
+    from faultbound.report.build import BoundRow, OutsideSummary, ToleranceEntry
 
 __all__ = [
     "INFORMATIVE_RATIO",
@@ -134,7 +134,6 @@ def short_failures(failures: Sequence[int]) -> str:
     return shown + (f", … ({len(nz)} layers)" if len(nz) > 6 else "") + f" (of {len(f)})"
 
 
-
 def informative(tight: dict[str, Any], worst: float, budget: float | None) -> bool:
     """The rule of the module docstring: a finite tight certificate that is 0, at most
     :data:`INFORMATIVE_RATIO` times the worst case found, or within the budget."""
@@ -156,7 +155,6 @@ def verdict_level(rows: Sequence[BoundRow], violations: int) -> Level:
     return "informative" if finite and all(r.informative for r in finite) else "loose"
 
 
-
 def fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return "—"
@@ -167,12 +165,11 @@ def fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-
 def verdict(
     rows: Sequence[BoundRow],
-    tolerance: Sequence[dict[str, Any]] | None,
+    tolerance: Sequence[ToleranceEntry] | None,
     violations: int,
-    outside: dict[str, Any] | None = None,
+    outside: OutsideSummary | None = None,
 ) -> str:
     """One plain-language paragraph, of bounded length however many layers the network has."""
     parts: list[str] = []
@@ -224,15 +221,13 @@ def verdict(
     if n_unb and rows[0].status != "unbounded":
         parts.append(f"{n_unb} setting(s) have no finite certificate (unbounded Byzantine capacity, Lemma 1).")
     for t in (tolerance or ())[:1]:
-        tt, tp = t["tight"], t["paper"]
+        tt, tp = t.tight, t.paper
         ep = tt["eps_prime"]
         src = "given" if not ep["estimated"] else "estimated from below"
-        fault = t["fault"]
+        fault = t.fault
         into = "into" if fault["name"].startswith("synapse") else "in"
         cap = "" if "capacity" not in fault else f" (C = {fmt(fault['capacity'])})"
-        head = (
-            f"To keep the error within ε = {fmt(tt['eps'])} (ε' = {fmt(ep['value'])}, {src}), the tight certificate"
-        )
+        head = f"To keep the error within ε = {fmt(tt['eps'])} (ε' = {fmt(ep['value'])}, {src}), the tight certificate"
         per, per_p = list(tt["per_layer_max"]), list(tp["per_layer_max"])
         if len(per) <= 6:
             counts = [f"{n} {into} layer {l}" for l, n in enumerate(per, start=1)]
@@ -250,11 +245,11 @@ def verdict(
                 f"{min(per_p)} and {max(per_p)} (every layer in the tolerance table)."
             )
     if outside is not None:
-        worst_out = [m["max_error"] for m in outside["measured"] if m.get("max_error") is not None]
+        worst_out = [m.max_error for m in outside.measured if m.max_error is not None]
         err = "" if not worst_out else f"; random failures there moved the output by up to {fmt(max(worst_out))}"
         parts.append(
-            f"{outside['n_points']} of the {outside['n_given']} given data points lie outside the domain "
-            f"{outside['domain']}: the certificates do not cover them, so they are reported apart, never as "
+            f"{outside.n_points} of the {outside.n_given} given data points lie outside the domain "
+            f"{outside.domain}: the certificates do not cover them, so they are reported apart, never as "
             f"violations{err}."
         )
     return " ".join(parts)
