@@ -32,7 +32,9 @@ MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/f
 	src/faultbound/network/readers/onnx.py src/faultbound/network/readers/export.py \
 	src/faultbound/network/readers/files.py \
 	src/faultbound/measure/stats.py src/faultbound/measure/campaign.py src/faultbound/measure/distributed.py \
-	src/faultbound/cli/measure.py
+	src/faultbound/cli/measure.py \
+	src/faultbound/report/build.py src/faultbound/report/words.py src/faultbound/report/plots.py \
+	src/faultbound/report/render.py src/faultbound/cli/report.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
