@@ -34,7 +34,9 @@ MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/f
 	src/faultbound/measure/stats.py src/faultbound/measure/campaign.py src/faultbound/measure/distributed.py \
 	src/faultbound/cli/measure.py \
 	src/faultbound/apps/training/__init__.py src/faultbound/apps/training/fit.py \
-	src/faultbound/apps/training/regularisers.py src/faultbound/apps/training/experiment.py
+	src/faultbound/apps/training/regularisers.py src/faultbound/apps/training/experiment.py \
+	src/faultbound/report/build.py src/faultbound/report/words.py src/faultbound/report/plots.py \
+	src/faultbound/report/render.py src/faultbound/cli/report.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -16,7 +16,8 @@ from torch import nn
 
 import faultbound as fb
 from faultbound.measure import worst_case
-from faultbound.report.html import ReportSpec, build_report, default_failures, render_html
+from faultbound.report.build import ReportSpec, ToleranceEntry, build_report, default_failures
+from faultbound.report.render import render_html
 from tests.cli_run import run
 
 
@@ -182,7 +183,7 @@ def test_missing_model_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def _row(tight: float | None, worst: float, informative: bool, status: str = "ok") -> Any:
-    from faultbound.report.html import BoundRow
+    from faultbound.report.build import BoundRow
 
     cert = {"value": tight, "unbounded": tight is None}
     return BoundRow(
@@ -200,16 +201,16 @@ def _row(tight: float | None, worst: float, informative: bool, status: str = "ok
 
 
 def test_informative_rule_hand_worked() -> None:
-    from faultbound.report.html import INFORMATIVE_RATIO, _informative, verdict_level
+    from faultbound.report.words import INFORMATIVE_RATIO, informative, verdict_level
 
     assert INFORMATIVE_RATIO == 10.0
-    assert _informative({"value": 9.9}, 1.0, None)  # within 10x of the measurement
-    assert not _informative({"value": 10.1}, 1.0, None)
-    assert _informative({"value": 10.1}, 1.0, 11.0)  # far from the measurement but within the budget
-    assert not _informative({"value": 12.0}, 1.0, 11.0)
-    assert _informative({"value": 0.0}, 0.0, None)  # a zero certificate says everything
-    assert not _informative({"value": 1.0}, 0.0, None)  # nothing measured, no budget
-    assert not _informative({"value": None}, 1.0, 5.0)  # unbounded (Lemma 1)
+    assert informative({"value": 9.9}, 1.0, None)  # within 10x of the measurement
+    assert not informative({"value": 10.1}, 1.0, None)
+    assert informative({"value": 10.1}, 1.0, 11.0)  # far from the measurement but within the budget
+    assert not informative({"value": 12.0}, 1.0, 11.0)
+    assert informative({"value": 0.0}, 0.0, None)  # a zero certificate says everything
+    assert not informative({"value": 1.0}, 0.0, None)  # nothing measured, no budget
+    assert not informative({"value": None}, 1.0, 5.0)  # unbounded (Lemma 1)
     good, loose = _row(2.0, 1.0, True), _row(8.6e10, 1.0, False)
     assert verdict_level([good], 0) == "informative"
     assert verdict_level([good, loose], 0) == "loose"
@@ -256,14 +257,14 @@ def test_outside_domain_points_are_reported_apart_never_violations() -> None:
     far = torch.full((5, 2), 50.0, dtype=torch.float64)  # y = 100 per neuron there
     data = build_report(net, ReportSpec(failures=((1,),), trials=30, seed=1), inputs=torch.cat([inside, far]))
     cert = data.rows[0].tight["value"]
-    assert data.violations == 0 and data.rows[0].status == "ok" and data.campaign[0]["status"] == "ok"  # type: ignore[index]
+    assert data.violations == 0 and data.rows[0].status == "ok" and data.campaign[0].status == "ok"  # type: ignore[index]
     assert data.rows[0].worst <= cert
     out = data.outside
-    assert out is not None and out["n_points"] == 5 and out["n_given"] == 25 and out["features_outside"] == 2
-    assert out["max_excess"] == pytest.approx(49.0)
-    (m,) = out["measured"]
-    assert m["status"] == "outside-domain" and m["max_error"] == pytest.approx(100.0)  # one crash: 100 of 400
-    assert m["max_error"] > 10 * cert  # the old report flagged exactly this as a VIOLATION
+    assert out is not None and out.n_points == 5 and out.n_given == 25 and out.features_outside == 2
+    assert out.max_excess == pytest.approx(49.0)
+    (m,) = out.measured
+    assert m.status == "outside-domain" and m.max_error == pytest.approx(100.0)  # one crash: 100 of 400
+    assert m.max_error > 10 * cert  # the old report flagged exactly this as a VIOLATION
     assert "5 of the 25 given data points lie outside the domain" in data.verdict
     html = render_html(data, figures=False)
     assert "Data outside the domain" in html and "VIOLATION" not in html and "outside the domain</span>" in html
@@ -284,7 +285,8 @@ def _png_size(b64: str) -> tuple[int, int]:
 def test_forty_layer_network_stays_readable() -> None:
     import warnings
 
-    from faultbound.report.html import _verdict, plot_certificates
+    from faultbound.report.plots import plot_certificates
+    from faultbound.report.words import verdict
 
     L = 40
     torch.manual_seed(0)
@@ -306,24 +308,24 @@ def test_forty_layer_network_stays_readable() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig, _ = plot_certificates(rows)
-        from faultbound.report.html import _png
+        from faultbound.report.plots import png
 
-        w, h = _png_size(_png(fig))
+        w, h = _png_size(png(fig))
     assert h <= 110 * 30 and w == 880
     # the verdict summarises the tolerance of 40 layers instead of listing them
     per = [0] * 22 + [5] * 18
-    tol = {
-        "fault": {"name": "crash", "label": "crash"},
-        "tight": {"eps": 1.0, "eps_prime": {"value": 0.05, "estimated": False}, "per_layer_max": per},
-        "paper": {"per_layer_max": [0] * 38 + [1, 2]},
-    }
-    text = _verdict(list(data.rows), [tol], 0)
+    tol = ToleranceEntry(
+        fault={"name": "crash", "label": "crash"},
+        tight={"eps": 1.0, "eps_prime": {"value": 0.05, "estimated": False}, "per_layer_max": per},
+        paper={"per_layer_max": [0] * 38 + [1, 2]},
+    )
+    text = verdict(list(data.rows), [tol], 0)
     assert "between 0 and 5 neurons per layer; none in 22 of the 40 layers (1–22)" in text
     assert "layer 23" not in text and len(text) < 1200
 
 
 def test_campaign_histogram_has_its_own_scale() -> None:
-    from faultbound.report.html import plot_campaign
+    from faultbound.report.plots import plot_campaign
 
     camp = {
         "histogram": {"edges": [0.0, 0.5, 1.0], "counts": [10, 5]},

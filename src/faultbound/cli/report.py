@@ -1,7 +1,8 @@
 """``faultbound report``: a self-contained HTML report (and its data as JSON) for one model.
 
-A thin shell over :mod:`faultbound.report.html`: parse the options, validate them (including the
-output path) before any computation, show progress on stderr, write the file, print its path.
+A thin shell over :mod:`faultbound.report.build` and :mod:`faultbound.report.render`: parse the
+options, validate them (including the output path) before any computation, show progress on stderr,
+write the file, print its path.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def report_cmd(
     json: bool = typer.Option(False, "--json", help="Print the report's data as one JSON object on stdout."),
 ) -> None:
     """Self-contained HTML report: certificates (paper, tight) next to the worst case found, tolerance, campaign."""
-    from faultbound.report.html import ReportSpec, build_report, render_html
+    from faultbound.report.build import ReportSpec, build_report
+    from faultbound.report.render import render_html
 
     target = check_out_path(out if out is not None else Path("report.html")) if (out or not json) else None
     dists = None if failures is None else parse_distributions(failures)
@@ -146,7 +148,7 @@ def report_cmd(
         err_console.print(f"VIOLATION: {rep.violations} certificate(s) below a measurement (a bug).", style="red")
     if rep.outside is not None:
         err_console.print(
-            f"note: {rep.outside['n_points']} of the {rep.outside['n_given']} data points lie outside the domain; "
+            f"note: {rep.outside.n_points} of the {rep.outside.n_given} data points lie outside the domain; "
             "they are reported apart, not checked against the certificates.",
             markup=False,
             highlight=False,
