@@ -103,6 +103,17 @@ def test_inject_bad_input(model: Path, args: list[str], msg: str) -> None:
 def test_worst_bad_input(model: Path) -> None:
     code, _, err = run("worst", str(model), "--failures", "1,1,1")
     assert code == 2 and "one count per layer" in err
+    for args, msg in ((["--backend", "spark"], "backend"), (["--exhaustive-limit", "-1"], "exhaustive-limit"),
+                      (["--backend", "ray", "--workers", "0"], "workers")):
+        code, _, err = run("worst", str(model), "--failures", "1,1", *args)
+        assert code == 2 and msg in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_worst_exhaustive_limit_switches_to_beam(model: Path) -> None:
+    base = ["worst", str(model), "--failures", "1,1", "--probes", "4", "--json"]
+    assert json.loads(run(*base).stdout)["exhaustive"] is True
+    assert json.loads(run(*base, "--exhaustive-limit", "0").stdout)["exhaustive"] is False
 
 
 def _checkpoint_error(model: Path, ck: Path, msg: str) -> None:

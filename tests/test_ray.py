@@ -114,3 +114,39 @@ def test_cli_ray_prints_the_local_output(cluster: Cluster, tmp_path: Path) -> No
     assert remote.returncode == 0, remote.stderr
     assert remote.stdout == local.stdout
     assert time.time() - t0 < 120
+
+
+@pytest.mark.parametrize("limit", [10**9, 0], ids=["exhaustive", "beam"])
+def test_worst_case_on_ray_equals_in_process(cluster: Cluster, limit: int) -> None:
+    """The failure sets scored as Ray tasks (several shards of several batches): the same worst case,
+    failure set, input and values as in this process."""
+    from faultbound.measure import worst_case
+    from faultbound.measure.distributed import RayScorer
+
+    net = make_net([16, 12], ["relu", "tanh"], d_in=3, n_out=2, seed=5)
+    kw = {"n_probe": 8, "steps": 3, "batch": 64, "exhaustive_limit": limit, "seed": 4}
+    ref = worst_case(net, fb.Byzantine(0.8), [2, 1], **kw)
+    scorer = RayScorer(cluster.address, workers=2)
+    try:
+        got = worst_case(net, fb.Byzantine(0.8), [2, 1], scorer=scorer, **kw)
+    finally:
+        scorer.close()
+    assert scorer.tasks >= 2
+    assert got == ref
+    assert ref["exhaustive"] == (limit > 0)
+    if limit:
+        assert ref["sets_total"] == 120 * 12  # C(16, 2) x 12, i.e. 23 batches of 64 in 8 shards
+
+
+def test_cli_worst_ray_prints_the_local_output(cluster: Cluster, tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Linear(4, 24), nn.Tanh(), nn.Linear(24, 16), nn.Sigmoid(), nn.Linear(16, 2))
+    path = tmp_path / "w.pt2"
+    torch.export.save(torch.export.export(m, (torch.zeros(1, 4),)), str(path))
+    args = ["worst", str(path), "--fault", "byzantine", "--failures", "2,1", "--probes", "4", "--seed", "3", "--json"]
+    local = run(*args)
+    assert local.returncode == 0, local.stderr
+    assert '"exhaustive": true' in local.stdout  # 276 x 16 = 4416 sets: 3 batches of 2048
+    remote = run(*args, "--backend", "ray", "--address", cluster.address, "--workers", "2")
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout

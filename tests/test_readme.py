@@ -31,7 +31,7 @@ def test_readme_python_and_cli_examples_run(tmp_path: Path, capsys: pytest.Captu
         for line in lines:
             args = shlex.split(line)[1:]
             if "--backend" in args and args[args.index("--backend") + 1] == "ray":
-                continue  # starts a Ray cluster; tests/test_ray.py runs this form on a real one
+                continue  # starts a Ray cluster; tests/test_ray.py runs these forms (inject, worst) on a real one
             if args[0] == "demo":
                 args += ["--epochs", "30"]
             r = run(*args)

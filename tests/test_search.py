@@ -100,6 +100,31 @@ def test_beam_close_to_exhaustive() -> None:
     assert bm["evaluations"] < ex["evaluations"]
 
 
+@pytest.mark.parametrize("limit", [10**9, 0], ids=["exhaustive", "beam"])
+def test_result_does_not_depend_on_where_the_batches_are_scored(limit: int) -> None:
+    """The contract a distributed scorer relies on: scoring the batches one at a time, in reverse order,
+    each in a fresh call (as separate workers would), and concatenating gives the in-process result."""
+    from faultbound.measure.search import score_batches
+
+    net = make_net([9, 6], ["relu", "tanh"], d_in=3, n_out=2, seed=2)
+    calls: list[int] = []
+
+    def scattered(net_, fault_, sets, x, dtype, seeds, batch):  # type: ignore[no-untyped-def]
+        parts = {}
+        for i in reversed(range(len(seeds))):
+            parts[i] = score_batches(net_, fault_, sets[i * batch : (i + 1) * batch], x, dtype, seeds[i : i + 1], batch)
+        calls.append(len(seeds))
+        return (torch.cat([parts[i][0] for i in range(len(seeds))]),
+                torch.cat([parts[i][1] for i in range(len(seeds))]))
+
+    kw = {"n_probe": 6, "steps": 3, "batch": 7, "exhaustive_limit": limit}
+    ref = worst_case(net, fb.Byzantine(0.7), [2, 1], **kw)
+    got = worst_case(net, fb.Byzantine(0.7), [2, 1], scorer=scattered, **kw)
+    assert max(calls) > 1  # several batches were scored apart
+    assert got == ref
+    assert ref["exhaustive"] == (limit > 0)
+
+
 def test_bad_arguments() -> None:
     net = make_net([4], ["sigmoid"], d_in=2, n_out=1)
     with pytest.raises(InvalidArgumentError, match="one count per layer"):

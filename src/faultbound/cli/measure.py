@@ -401,6 +401,12 @@ def worst_cmd(
     probes: int = typer.Option(32, "--probes", min=0, help="Random probe inputs (domain corners are added)."),
     data: Path | None = typer.Option(None, "--data", help="Extra probe inputs (.npz/.npy/.csv)."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the search."),
+    exhaustive_limit: int = typer.Option(
+        200_000, "--exhaustive-limit", min=0, help="Enumerate every failure set when sets x probes is at most this."
+    ),
+    backend: str = typer.Option("local", "--backend", help="local (this process) or ray (scoring as Ray tasks)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: start a local one)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Ray: parallel scoring tasks."),
     domain: str | None = typer.Option(None, "--domain", help="Input box LO,HI for every feature (default 0,1)."),
     domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
@@ -418,13 +424,25 @@ def worst_cmd(
         raise InvalidArgumentError("Expected --failures f1,f2,... (one count per layer).")
     if data is not None and not data.exists():
         raise InvalidArgumentError(f"Data file not found: {data}")
+    if exhaustive_limit < 0:
+        raise InvalidArgumentError(f"Expected --exhaustive-limit >= 0, but got {exhaustive_limit}.")
+    if backend not in ("local", "ray"):
+        raise InvalidArgumentError(f"Expected --backend local or ray, but got {backend!r}.")
+    if workers < 1:
+        raise InvalidArgumentError(f"Expected --workers >= 1, but got {workers}.")
     net = load_model(model, domain, trust_pickle, input_shape)
     extra = campaign_inputs(net, data=data)[0] if data is not None else None
     widened = None
     if extra is not None:
         net, widened = fit_domain(net, extra, str(data), domain_from_data)
     fl = None if isinstance(f, Precision) or failures is None else parse_ints(failures)
-    r = worst_case(net, f, fl, inputs=extra, n_probe=probes, seed=seed)
+    if backend == "ray":
+        from faultbound.measure.distributed import worst_case_ray
+
+        r = worst_case_ray(net, f, fl, workers=workers, address=address, inputs=extra, n_probe=probes, seed=seed,
+                           exhaustive_limit=exhaustive_limit)
+    else:
+        r = worst_case(net, f, fl, inputs=extra, n_probe=probes, seed=seed, exhaustive_limit=exhaustive_limit)
     r["model"] = str(model)
     r["domain_from_data"] = widened
     if json:

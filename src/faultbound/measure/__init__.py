@@ -24,10 +24,12 @@ Public API (all typed; see each function's docstring for the math):
 * ``campaign_inputs(net, data=None, digits=False, samples=None, seed=0) -> (inputs, labels)``.
 * ``worst_case(net, fault, failures=None, *, inputs=None, n_probe=32, exhaustive_limit=200_000,
   beam=4, beam_probes=8, refine=4, rounds=1, candidates=64, max_evaluations=400_000, restarts=8,
-  steps=30, seed=0, dtype=torch.float64) -> dict`` -- the largest output error found (a lower bound on
-  the true worst case, never above a sound certificate): keys ``max_error``, ``exhaustive``,
-  ``failure_set`` ({layer: [units]}), ``input`` (flat list), ``values`` (Byzantine values used),
-  ``evaluations``, ``sets_total``, ``probe_max_error``, ``probes``, ``seed``, ``fault``, ``failures``.
+  steps=30, seed=0, dtype=torch.float64, batch=2048, scorer=None) -> dict`` -- the largest output
+  error found (a lower bound on the true worst case, never above a sound certificate): keys
+  ``max_error``, ``exhaustive``, ``failure_set`` ({layer: [units]}), ``input`` (flat list),
+  ``values`` (Byzantine values used), ``evaluations``, ``sets_total``, ``probe_max_error``,
+  ``probes``, ``seed``, ``fault``, ``failures``. ``distributed.worst_case_ray(net, fault, failures,
+  workers=2, address=None, **kwargs)`` scores the failure sets as Ray tasks, with the same result.
 
 ``CampaignSpec(fault, trials, failures=None, rate=None, seed=0, chunk=64, values="random",
 dtype="float32", input_batch=1024, quantiles=(0.5, 0.9, 0.99), exhaustive=False, threshold=None,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ from faultbound.measure.engine import (
 )
 from faultbound.network.core import Network
 
-__all__ = ["worst_case", "probe_inputs"]
+__all__ = ["worst_case", "probe_inputs", "score_batches"]
 
 
 def probe_inputs(net: Network, n: int, generator: torch.Generator, max_corners: int = 32) -> Tensor:
@@ -73,21 +74,47 @@ def _sets_tensor(sets: list[tuple[tuple[int, ...], ...]], n_layers: int) -> Faul
     return FaultSet(len(sets), tuple(sites))
 
 
-def _score_sets(
-    net: Network, fault: Fault, sets: list[tuple[tuple[int, ...], ...]], x: Tensor, dtype: torch.dtype,
-    g: torch.Generator, batch: int = 2048,
+SetTuple = tuple[tuple[int, ...], ...]
+"""A failure set: per layer, the sorted failing units."""
+
+Scorer = Callable[[Network, Fault, list[SetTuple], Tensor, torch.dtype, list[int], int], tuple[Tensor, Tensor]]
+"""``scorer(net, fault, sets, x, dtype, seeds, batch)``: what :func:`score_batches` returns, computed
+anywhere (in this process, or as Ray tasks: :class:`faultbound.measure.distributed.RayScorer`)."""
+
+
+def score_batches(
+    net: Network, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, seeds: list[int], batch: int
 ) -> tuple[Tensor, Tensor]:
-    """Error of each set (max over the inputs) and the index of the input reaching it."""
+    """Error of each set (max over the inputs ``x``) and the index of the input reaching it.
+
+    The sets are evaluated in batches, batch i being ``sets[i*batch : (i+1)*batch]`` with its
+    adversarial starting values drawn from a generator seeded ``seeds[i]``: a batch's scores depend on
+    that batch alone, so any split of the batches (shards, Ray tasks) concatenates to the same result.
+    """
+    if len(seeds) != math.ceil(len(sets) / batch):
+        raise InvalidArgumentError(f"Expected one seed per batch of {batch} sets, but got {len(seeds)}.")
     n_layers = layer_count(net, fault)
     cp = clean_pass(net, x, dtype)
-    best, arg = [], []
-    for i in range(0, len(sets), batch):
-        fs = _sets_tensor(sets[i : i + batch], n_layers)
-        e = inject(net, cp, fault, fs, values="adversarial", generator=g, dtype=dtype).errors
+    best, arg = [torch.empty(0, dtype=dtype)], [torch.empty(0, dtype=torch.long)]
+    for i, sd in enumerate(seeds):
+        fs = _sets_tensor(sets[i * batch : (i + 1) * batch], n_layers)
+        gb = torch.Generator().manual_seed(int(sd))
+        e = inject(net, cp, fault, fs, values="adversarial", generator=gb, dtype=dtype).errors
         m, a = e.max(1)
         best.append(m)
         arg.append(a)
     return torch.cat(best), torch.cat(arg)
+
+
+def _score_sets(
+    net: Network, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, g: torch.Generator,
+    batch: int = 2048, scorer: Scorer | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`score_batches` on ``sets``, with one seed per batch drawn from ``g`` (whatever the
+    scorer, ``g`` advances by exactly one draw of ``ceil(len(sets) / batch)`` numbers)."""
+    n_b = math.ceil(len(sets) / batch)
+    seeds = torch.randint(0, 2**62, (n_b,), generator=g).tolist() if n_b else []
+    return (scorer or score_batches)(net, fault, sets, x, dtype, seeds, batch)
 
 
 def _pgd(
@@ -158,7 +185,7 @@ def _all_sets(net: Network, fault: Fault, failures: tuple[int, ...]) -> list[tup
 
 def _beam(
     net: Network, fault: Fault, failures: tuple[int, ...], x: Tensor, beam: int, dtype: torch.dtype,
-    g: torch.Generator, allowed: list[list[int]] | None = None,
+    g: torch.Generator, allowed: list[list[int]] | None = None, batch: int = 2048, scorer: Scorer | None = None,
 ) -> tuple[list[tuple[tuple[int, ...], ...]], Tensor, Tensor, int]:
     """Beam search over failure sets, one failing unit (among ``allowed[l]``) at a time."""
     n_layers = len(failures)
@@ -178,7 +205,7 @@ def _beam(
                     new = tuple(tuple(sorted(s + (u,))) if j == i else s for j, s in enumerate(st))
                     cands[new] = None
         cl = list(cands)
-        sc, ar = _score_sets(net, fault, cl, x, dtype, g)
+        sc, ar = _score_sets(net, fault, cl, x, dtype, g, batch, scorer)
         evals += len(cl) * x.shape[0]
         top = torch.argsort(sc, descending=True, stable=True)[:beam]
         states = [cl[int(i)] for i in top]
@@ -248,6 +275,8 @@ def worst_case(
     steps: int = 30,
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
+    batch: int = 2048,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """Search failure sets, inputs in the domain and Byzantine values that maximise the output error.
 
@@ -272,6 +301,12 @@ def worst_case(
             the previous ascent found); exhaustive enumeration needs one.
         seed: seeds the probes, restarts and starting values.
         dtype: float64 by default.
+        batch: failure sets scored per batch; batch i draws its adversarial starting values from
+            its own generator (seeded from ``seed``), so the result does not depend on where a
+            batch is evaluated.
+        scorer: evaluates the batches (default :func:`score_batches`, in this process);
+            :func:`faultbound.measure.distributed.worst_case_ray` passes a Ray one. The result is the
+            same whatever the scorer.
 
     Returns:
         ``{"max_error", "exhaustive", "failure_set" ({layer: [units]}), "input", "values",
@@ -294,8 +329,8 @@ def worst_case(
         raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
     if isinstance(getattr(fault, "capacity", 0.0), float) and not math.isfinite(getattr(fault, "capacity", 0.0)):
         raise InvalidArgumentError("Unbounded capacity: the worst case is infinite (Lemma 1).")
-    if n_probe < 0 or beam < 1 or refine < 1 or restarts < 1 or steps < 0 or rounds < 1:
-        raise InvalidArgumentError("Expected n_probe, steps >= 0 and beam, refine, restarts, rounds >= 1.")
+    if n_probe < 0 or beam < 1 or refine < 1 or restarts < 1 or steps < 0 or rounds < 1 or batch < 1:
+        raise InvalidArgumentError("Expected n_probe, steps >= 0 and beam, refine, restarts, rounds, batch >= 1.")
     g = torch.Generator().manual_seed(int(seed))
     x = probe_inputs(net, n_probe, g)
     if inputs is not None:
@@ -332,14 +367,14 @@ def worst_case(
         exhaustive = total * x.shape[0] <= exhaustive_limit
         if exhaustive:
             sets = _all_sets(net, fault, f)
-            scores, args = _score_sets(net, fault, sets, x, dtype, g)
+            scores, args = _score_sets(net, fault, sets, x, dtype, g, batch, scorer)
             evals += len(sets) * x.shape[0]
             top = torch.argsort(scores, descending=True, stable=True)[:refine]
             sets = [sets[int(i)] for i in top]
             scores, args = scores[top], args[top]
         else:
             # score partial sets on the probes where some single failure (of the allowed layers) hurts most
-            singles = [
+            singles: list[SetTuple] = [
                 tuple((u,) if j == i else () for j in range(n_layers))
                 for i in range(n_layers)
                 if f[i] > 0
@@ -368,7 +403,7 @@ def worst_case(
                 pos += n_i
                 top_i = torch.argsort(sc_i, descending=True, stable=True)[: max(candidates, f[i])]
                 allowed.append(sorted(int(u) for u in top_i))
-            sets, scores, args, e = _beam(net, fault, f, x[keep], beam, dtype, g, allowed)
+            sets, scores, args, e = _beam(net, fault, f, x[keep], beam, dtype, g, allowed, batch, scorer)
             args = keep[args]
             evals += e
             sets, scores, args = sets[:refine], scores[:refine], args[:refine]
@@ -382,7 +417,7 @@ def worst_case(
             x = torch.cat([x, x_new])
             if f_tuple is None:  # pragma: no cover - rounds > 1 only for beam search
                 break
-            sets, scores, args, e = _beam(net, fault, f_tuple, x_new, beam, dtype, g, allowed)
+            sets, scores, args, e = _beam(net, fault, f_tuple, x_new, beam, dtype, g, allowed, batch, scorer)
             evals += e
             args = args + (x.shape[0] - x_new.shape[0])
             sets, scores, args = sets[:refine], scores[:refine], args[:refine]
