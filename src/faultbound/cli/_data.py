@@ -9,6 +9,7 @@ to the smallest box holding both the domain and the data, and every command says
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,3 +68,15 @@ def say_widened(note: dict[str, Any] | None, json: bool) -> None:
     """Print the widening note as text (JSON output carries it as ``domain_from_data`` instead)."""
     if note is not None and not json:
         console.print(note["text"], markup=False, highlight=False)
+
+
+def inputs_in_domain(net: Any, data: Path | None, from_data: bool) -> tuple[Any, Any, dict[str, Any] | None]:
+    """``(network, X, note)`` for an optional ``--data`` file of inputs: X is ``None`` without one;
+    otherwise the file's points are checked against (or widen) the domain as :func:`fit_domain` does."""
+    if data is None:
+        return net, None, None
+    from faultbound.data import load_arrays
+
+    X = load_arrays(str(data))[0]
+    net, note = fit_domain(net, X, str(data), from_data)
+    return net, X, note

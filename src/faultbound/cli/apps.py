@@ -23,7 +23,7 @@ from faultbound.cli._common import (
     parse_ints,
     print_json,
 )
-from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
+from faultbound.cli._data import DOMAIN_FROM_DATA, inputs_in_domain, say_widened
 from faultbound.errors import InvalidArgumentError
 
 EPS = typer.Option(None, "--eps", help="Accuracy to keep, epsilon.")
@@ -80,16 +80,11 @@ def precision(
     Prints the formats, the certified error and the error measured by running the quantized network.
     """
     from faultbound.apps.precision import measure_plan, plan_precision, probe_description, search_plan
-    from faultbound.data import load_arrays
 
     b, e, ep = _budget(eps, eps_prime, budget)
     if samples < 0:
         raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
-    net = load_model(model, domain, trust_pickle, input_shape)
-    X = load_arrays(str(data))[0] if data is not None else None
-    widened = None
-    if X is not None:
-        net, widened = fit_domain(net, X, str(data), domain_from_data)
+    net, X, widened = inputs_in_domain(load_model(model, domain, trust_pickle, input_shape), data, domain_from_data)
     plan = plan_precision(net, budget=b, weights=weights, method=method, max_frac_bits=max_frac_bits)  # type: ignore[arg-type]
     measured = measure_plan(net, plan, X, samples, seed)
     searched = search_plan(net, plan, X, seed)
@@ -156,7 +151,6 @@ def boost(
     per-sender: each layer's f_l latest neurons are dropped (value 0) for every receiver.
     """
     from faultbound.apps.boosting import DELAY_MODELS, LatencyModel, choose_failures, simulate_boost
-    from faultbound.data import load_arrays
 
     lat = LatencyModel.make(latency, parse_floats(params, "params") if params else None)
     if runs < 1 or error_runs < 0:
@@ -165,11 +159,7 @@ def boost(
         raise InvalidArgumentError(f"Expected --delays {' or '.join(DELAY_MODELS)}, but got {delays!r}.")
     if samples < 0:
         raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
-    net = load_model(model, domain, trust_pickle, input_shape)
-    X = load_arrays(str(data))[0] if data is not None else None
-    widened = None
-    if X is not None:
-        net, widened = fit_domain(net, X, str(data), domain_from_data)
+    net, X, widened = inputs_in_domain(load_model(model, domain, trust_pickle, input_shape), data, domain_from_data)
     notes: list[str] = []
     if failures is not None:
         if eps is not None or eps_prime is not None:
