@@ -1,4 +1,4 @@
-"""Fault models as small frozen values, kept apart from how deviations propagate.
+"""Fault models: what a failing unit sends, stated once, and read by every bound and the engine.
 
 =====================  ======================================  =====================================
 fault                  what the failing unit sends             deviation :math:`\\Delta` it causes
@@ -10,17 +10,28 @@ fault                  what the failing unit sends             deviation :math:`
 ``SynapseCrash()``     0 instead of :math:`w_{ji} y_i`          :math:`|w_{ji}|\\, Y_{l-1}`
 ``SynapseByzantine``   any value in [-C, C] instead of w y     :math:`C + |w_{ji}|\\, Y_{l-1}`
 ``Precision(λ)``       every output of layer l off by ≤ λ_l    :math:`\\lambda_l` at every neuron
+``BitFlip``            one bit of a value or weight flipped    (measured only)
 =====================  ======================================  =====================================
 
 :math:`Y_l` is the largest absolute value a neuron of layer l takes: :math:`\\max|\\varphi|` for a
 bounded activation, or the interval-propagation bound over the input domain (ERRATA 7).
+
+**One statement per model.** A neuron or synapse fault states what its failing unit sends as a
+:class:`Sent`: :math:`g\\,y + v` with :math:`y` the unit's fault-free value (its fault-free
+:math:`w_{ji} y_i` for a synapse), a gain :math:`g` and :math:`v \\in [v_{lo}, v_{hi}]` chosen by the
+adversary. The deviation bound, the interval of sent values (the MILP), the values the engine
+sends and the values a worst-case search may choose are all derived from it, so a new model of
+this shape is one class in this file. :attr:`Fault.site` says where a model strikes (a neuron, a
+synapse, a weight or a whole layer); the engine applies faults through a table keyed by it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -31,6 +42,8 @@ __all__ = [
     "Fault",
     "NeuronFault",
     "SynapseFault",
+    "Sent",
+    "Site",
     "Crash",
     "Byzantine",
     "ByzantineDeviation",
@@ -38,16 +51,15 @@ __all__ = [
     "SynapseCrash",
     "SynapseByzantine",
     "Precision",
+    "BitFlip",
     "parse_fault",
+    "fault_from_record",
     "FAULTS",
     "FAULT_NAMES",
 ]
 
-
-def _required(value: Tensor | None, fault: Fault) -> Tensor:
-    if value is None:
-        raise InvalidArgumentError(f"Fault {fault.name!r} needs the values its failing units send.")
-    return value
+#: Where a fault strikes: a neuron's output, a synapse, a weight, or every neuron of a layer.
+Site = Literal["neuron", "synapse", "weight", "layer"]
 
 
 def _check_capacity(c: float) -> None:
@@ -56,22 +68,135 @@ def _check_capacity(c: float) -> None:
 
 
 @dataclass(frozen=True)
+class Sent:
+    """What a failing unit sends: :math:`g\\,y + v`, :math:`v \\in [lo, hi]`, with y the unit's
+    fault-free value.
+
+    The deviation from the fault-free value is :math:`(g - 1)\\,y + v`, so
+
+    .. math::  |\\tilde y - y| \\le |g - 1|\\,Y + \\max(|lo|, |hi|)
+
+    whenever :math:`|y| \\le Y`.
+    """
+
+    gain: float
+    lo: float
+    hi: float
+
+    @property
+    def magnitude(self) -> float:
+        """:math:`\\max(|lo|, |hi|)`."""
+        return max(abs(self.lo), abs(self.hi))
+
+    @property
+    def chosen(self) -> bool:
+        """Does the adversary choose v (lo < hi)?"""
+        return self.lo < self.hi
+
+    def deviation(self, y_abs: Any) -> Any:
+        """:math:`|g-1|\\,Y + \\max(|lo|,|hi|)`, for a float or a tensor/array Y."""
+        g = abs(self.gain - 1.0)
+        if g == 0:
+            return self.magnitude
+        return (y_abs if g == 1 else g * y_abs) + self.magnitude
+
+    def range(self, y_lo: Any, y_hi: Any) -> tuple[Any, Any]:
+        """Interval of :math:`g\\,y + v` when :math:`y \\in [y_{lo}, y_{hi}]` (floats, arrays or tensors)."""
+        if self.gain == 0:
+            return self.lo, self.hi
+        a, b = self.gain * y_lo, self.gain * y_hi
+        if self.gain < 0:
+            a, b = b, a
+        return a + self.lo, b + self.hi
+
+    def value(self, clean: Tensor, v: Tensor | None) -> Tensor:
+        """:math:`g\\,y + v` for fault-free values ``clean`` and chosen ``v`` (broadcastable); ``v``
+        may be omitted when the model leaves no choice (lo = hi)."""
+        if v is None:
+            if self.chosen:
+                raise InvalidArgumentError("This fault model needs the values its failing units send.")
+            v = torch.full((), self.lo, dtype=clean.dtype)
+        if self.gain == 0:
+            return v.to(clean.dtype).expand_as(clean)
+        if self.gain == 1:
+            return clean + v
+        return self.gain * clean + v
+
+
+@dataclass(frozen=True)
 class Fault:
-    """Base class of the fault models."""
+    """Base class of the fault models.
+
+    Class attributes a model sets: :attr:`site`, :attr:`adjective` (words: "crashed") and
+    :attr:`notes` (attached to every bound of the model).
+    """
+
+    site: ClassVar[Site] = "neuron"
+    adjective: ClassVar[str] = "failing"
+    notes: ClassVar[tuple[str, ...]] = ()
 
     @property
     def name(self) -> str:
         raise NotImplementedError
+
+    @property
+    def counted(self) -> bool:
+        """Do failures come as counts of units per layer (False: every unit of a layer is off)?"""
+        return self.site != "layer"
+
+    @property
+    def chooses_values(self) -> bool:
+        """Does the adversary choose the values failing units send (Byzantine, precision)?"""
+        return False
+
+    def magnitudes(self, n_layers: int) -> list[float]:
+        """Per layer, the largest :math:`|v|` an adversary may choose (0 when it chooses nothing)."""
+        return [0.0] * n_layers
+
+    def label(self) -> str:
+        """A short human name: ``crash``, ``byzantine (C = 1)``, ``stuck-at 0.5``, ..."""
+        return self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"name": ..., <parameters>}`` (an infinite capacity as None)."""
+        d: dict[str, Any] = {"name": self.name}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else (None if v == math.inf else v)
+        return d
+
+    def to_record(self) -> dict[str, Any]:
+        """``{"class": ..., "fields": ...}``, read back by :func:`fault_from_record` (an infinite
+        capacity as the string ``"inf"``)."""
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            fields[f.name] = list(v) if isinstance(v, tuple) else ("inf" if v == math.inf else v)
+        return {"class": type(self).__name__, "fields": fields}
 
 
 @dataclass(frozen=True)
 class NeuronFault(Fault):
     """A fault of whole neurons; ``failures`` counts neurons per hidden layer 1..L."""
 
-    def deviation(self, y_abs: float) -> float:
-        """Largest :math:`|\\tilde y - y|` at a failing neuron whose nominal value is within
-        :math:`\\pm` ``y_abs``."""
+    site: ClassVar[Site] = "neuron"
+
+    @property
+    def sent(self) -> Sent:
+        """What a failing neuron sends (the model's one statement)."""
         raise NotImplementedError
+
+    @property
+    def chooses_values(self) -> bool:
+        return self.sent.chosen
+
+    def magnitudes(self, n_layers: int) -> list[float]:
+        return [self.sent.magnitude if self.sent.chosen else 0.0] * n_layers
+
+    def deviation(self, y_abs: Any) -> Any:
+        """Largest :math:`|\\tilde y - y|` at a failing neuron whose nominal value is within
+        :math:`\\pm` ``y_abs`` (a float or a tensor)."""
+        return self.sent.deviation(y_abs)
 
     def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
         """What failing units send: *the* statement of the fault model, which the measurement engine
@@ -80,34 +205,59 @@ class NeuronFault(Fault):
         Args:
             current: the units' values in the faulty network (upstream faults included).
             clean: their fault-free values.
-            value: the chosen values (Byzantine models: the value or offset u, broadcastable).
+            value: the chosen v (Byzantine models: the value or offset, broadcastable).
         """
-        raise NotImplementedError
+        return self.sent.value(clean, value).expand_as(current)
 
 
 @dataclass(frozen=True)
 class SynapseFault(Fault):
     """A fault of synapses; ``failures`` counts synapses into layers 1..L+1."""
 
-    def deviation(self, w_abs: float, y_abs: float) -> float:
+    site: ClassVar[Site] = "synapse"
+
+    @property
+    def sent(self) -> Sent:
+        """What a failing synapse transmits, with y its fault-free :math:`w_{ji} y_i`."""
+        raise NotImplementedError
+
+    @property
+    def chooses_values(self) -> bool:
+        return self.sent.chosen
+
+    def magnitudes(self, n_layers: int) -> list[float]:
+        return [self.sent.magnitude if self.sent.chosen else 0.0] * n_layers
+
+    def deviation(self, w_abs: Any, y_abs: Any) -> Any:
         """Largest change of the receiving sum when a synapse of weight ``w_abs`` carrying a value
         within :math:`\\pm` ``y_abs`` fails."""
-        raise NotImplementedError
+        return self.sent.deviation(w_abs * y_abs)
+
+    def transmits(self, wy: Tensor, value: Tensor | None) -> Tensor:
+        """What failing synapses transmit instead of their fault-free :math:`w_{ji} y_i` (``wy``)."""
+        return self.sent.value(wy, value).expand_as(wy)
+
+
+def _capacity_label(name: str, c: float) -> str:
+    return f"{name} (C = {'inf' if c == math.inf else f'{c:g}'})"
+
+
+_VALUE_NOTE = "Byzantine deviation = C + max|value| (docs/errata.md §2, §3)."
 
 
 @dataclass(frozen=True)
 class Crash(NeuronFault):
     """A crashed neuron sends 0 (Definition 2)."""
 
+    adjective: ClassVar[str] = "crashed"
+
     @property
     def name(self) -> str:
         return "crash"
 
-    def deviation(self, y_abs: float) -> float:
-        return y_abs
-
-    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
-        return torch.zeros_like(current)
+    @property
+    def sent(self) -> Sent:
+        return Sent(0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -118,6 +268,8 @@ class Byzantine(NeuronFault):
     """
 
     capacity: float = 1.0
+    adjective: ClassVar[str] = "Byzantine"
+    notes: ClassVar[tuple[str, ...]] = (_VALUE_NOTE,)
 
     def __post_init__(self) -> None:
         _check_capacity(self.capacity)
@@ -126,12 +278,12 @@ class Byzantine(NeuronFault):
     def name(self) -> str:
         return "byzantine"
 
-    def deviation(self, y_abs: float) -> float:
-        return self.capacity + y_abs
+    @property
+    def sent(self) -> Sent:
+        return Sent(0.0, -self.capacity, self.capacity)
 
-    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
-        """The chosen value v, :math:`|v| \\le C`."""
-        return _required(value, self).expand_as(current)
+    def label(self) -> str:
+        return _capacity_label(self.name, self.capacity)
 
 
 @dataclass(frozen=True)
@@ -146,6 +298,11 @@ class ByzantineDeviation(NeuronFault):
     """
 
     capacity: float = 1.0
+    adjective: ClassVar[str] = "Byzantine (deviation-bounded)"
+    notes: ClassVar[tuple[str, ...]] = (
+        "byzantine-deviation is the printed reading of Theorem 2 (C bounds the deviation); "
+        "for neurons that send values in [-C, C] use byzantine (docs/errata.md §2).",
+    )
 
     def __post_init__(self) -> None:
         _check_capacity(self.capacity)
@@ -154,12 +311,12 @@ class ByzantineDeviation(NeuronFault):
     def name(self) -> str:
         return "byzantine-deviation"
 
-    def deviation(self, y_abs: float) -> float:
-        return self.capacity
+    @property
+    def sent(self) -> Sent:
+        return Sent(1.0, -self.capacity, self.capacity)
 
-    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
-        """The *fault-free* value plus the chosen offset u, :math:`|u| \\le C`."""
-        return clean + _required(value, self)
+    def label(self) -> str:
+        return _capacity_label(self.name, self.capacity)
 
 
 @dataclass(frozen=True)
@@ -167,6 +324,7 @@ class StuckAt(NeuronFault):
     """A failing neuron sends the constant ``value`` (a stuck-at fault)."""
 
     value: float = 0.0
+    adjective: ClassVar[str] = "stuck-at"
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.value):
@@ -176,23 +334,27 @@ class StuckAt(NeuronFault):
     def name(self) -> str:
         return "stuck-at"
 
-    def deviation(self, y_abs: float) -> float:
-        return abs(self.value) + y_abs
+    @property
+    def sent(self) -> Sent:
+        return Sent(0.0, self.value, self.value)
 
-    def sends(self, current: Tensor, clean: Tensor, value: Tensor | None) -> Tensor:
-        return torch.full_like(current, self.value)
+    def label(self) -> str:
+        return f"stuck-at {self.value:g}"
 
 
 @dataclass(frozen=True)
 class SynapseCrash(SynapseFault):
     """A crashed synapse transmits 0 instead of :math:`w_{ji} y_i` (Lemma 2, ERRATA 3)."""
 
+    adjective: ClassVar[str] = "crashed"
+
     @property
     def name(self) -> str:
         return "synapse-crash"
 
-    def deviation(self, w_abs: float, y_abs: float) -> float:
-        return w_abs * y_abs
+    @property
+    def sent(self) -> Sent:
+        return Sent(0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -200,6 +362,8 @@ class SynapseByzantine(SynapseFault):
     """A Byzantine synapse transmits any value in [-C, C] instead of :math:`w_{ji} y_i`."""
 
     capacity: float = 1.0
+    adjective: ClassVar[str] = "Byzantine"
+    notes: ClassVar[tuple[str, ...]] = (_VALUE_NOTE,)
 
     def __post_init__(self) -> None:
         _check_capacity(self.capacity)
@@ -208,16 +372,22 @@ class SynapseByzantine(SynapseFault):
     def name(self) -> str:
         return "synapse-byzantine"
 
-    def deviation(self, w_abs: float, y_abs: float) -> float:
-        return self.capacity + w_abs * y_abs
+    @property
+    def sent(self) -> Sent:
+        return Sent(0.0, -self.capacity, self.capacity)
+
+    def label(self) -> str:
+        return _capacity_label(self.name, self.capacity)
 
 
 @dataclass(frozen=True)
 class Precision(Fault):
     """Reduced precision: every output of hidden layer l is off by at most ``errors[l-1]``
-    (Theorem 5, under the output-error reading of ERRATA 4)."""
+    (Theorem 5, under the output-error reading of ERRATA 4): it sends :math:`y' + u`,
+    :math:`|u| \\le \\lambda_l`, with y' its (upstream-perturbed) value."""
 
     errors: tuple[float, ...]
+    site: ClassVar[Site] = "layer"
 
     def __init__(self, errors: Sequence[float]) -> None:
         errs = tuple(float(e) for e in errors)
@@ -228,6 +398,79 @@ class Precision(Fault):
     @property
     def name(self) -> str:
         return "precision"
+
+    @property
+    def chooses_values(self) -> bool:
+        return True
+
+    def magnitudes(self, n_layers: int) -> list[float]:
+        return list(self.errors)
+
+    def label(self) -> str:
+        return "precision (" + ", ".join(f"λ{i}={e:g}" for i, e in enumerate(self.errors, 1)) + ")"
+
+
+BitFormat = Literal["float32", "int8"]
+
+_INT32_MASKS = torch.tensor([(1 << i) if i < 31 else -(1 << 31) for i in range(32)], dtype=torch.int32)
+
+
+@dataclass(frozen=True)
+class BitFlip(Fault):
+    """A single-event upset: one bit of a neuron's output (``target="neuron"``) or of a weight
+    (``target="weight"``) flips. Measured only: no bound covers it.
+
+    ``format="float32"`` flips a bit of the IEEE-754 float32 word (bits 0..31, 31 = sign);
+    ``format="int8"`` flips a bit of the two's-complement int8 fixed-point code
+    :math:`q = \\mathrm{round}(v / s)` with scale :math:`s = Y_l / 127` for neurons (:math:`Y_l` the
+    largest value over the domain) and :math:`s = w_m^{(l)} / 127` for weights; the unit then
+    changes by :math:`(q' - q) s`. ``bits`` restricts which bits may flip (default: all).
+    """
+
+    target: Literal["neuron", "weight"] = "neuron"
+    format: BitFormat = "float32"
+    bits: tuple[int, ...] | None = None
+    adjective: ClassVar[str] = "bit-flipped"
+
+    def __post_init__(self) -> None:
+        if self.target not in ("neuron", "weight"):
+            raise InvalidArgumentError(f"Expected bit-flip target 'neuron' or 'weight', but got {self.target!r}.")
+        if self.format not in ("float32", "int8"):
+            raise InvalidArgumentError(f"Expected bit-flip format 'float32' or 'int8', but got {self.format!r}.")
+        width = 32 if self.format == "float32" else 8
+        if self.bits is not None and (not self.bits or any(not 0 <= b < width for b in self.bits)):
+            raise InvalidArgumentError(f"Expected bits in 0..{width - 1} for {self.format}, but got {self.bits}.")
+
+    @property
+    def site(self) -> Site:  # type: ignore[override]  # a property here: it depends on `target`
+        return self.target
+
+    @property
+    def name(self) -> str:
+        return f"bitflip-{self.target}"
+
+    @property
+    def n_bits(self) -> int:
+        return 32 if self.format == "float32" else 8
+
+    def change(self, v: Tensor, bits: Tensor, scale: float) -> Tensor:
+        """:math:`v' - v` when bit ``bits`` of ``v`` flips (``scale``: the int8 step s)."""
+        if self.format == "float32":
+            w = v.to(torch.float32).contiguous()
+            flipped = (w.view(torch.int32) ^ _INT32_MASKS[bits]).view(torch.float32)
+            return (flipped.to(torch.float64) - w.to(torch.float64)).to(v.dtype)
+        q = torch.clamp(torch.round(v.to(torch.float64) / scale), -128, 127).to(torch.int64)
+        u = q & 0xFF
+        u2 = u ^ (1 << bits)
+        q2 = torch.where(u2 >= 128, u2 - 256, u2)
+        return ((q2 - q).to(torch.float64) * scale).to(v.dtype)
+
+    def flipped(self, v: Tensor, bits: Tensor, scale: float) -> Tensor:
+        """:math:`v'`: the float32 word with the bit flipped, or :math:`v + (q' - q)s` for int8."""
+        if self.format == "float32":
+            w = v.to(torch.float32).contiguous()
+            return (w.view(torch.int32) ^ _INT32_MASKS[bits]).view(torch.float32).to(v.dtype)
+        return v + self.change(v, bits, scale)
 
 
 #: The fault models by CLI name: each builds its frozen value from ``(capacity, value)``.
@@ -255,3 +498,25 @@ def parse_fault(name: str, capacity: float | None = None, value: float | None = 
     if make is None:
         raise InvalidArgumentError(f"Expected `fault` to be one of {', '.join(FAULT_NAMES)}, but got {name!r}.")
     return make(1.0 if capacity is None else float(capacity), 0.0 if value is None else float(value))
+
+
+def _classes() -> dict[str, type[Fault]]:
+    """Every concrete fault model of this module, by class name."""
+    out: dict[str, type[Fault]] = {}
+    for n in __all__:
+        obj = globals()[n]
+        if isinstance(obj, type) and issubclass(obj, Fault) and obj not in (Fault, NeuronFault, SynapseFault):
+            out[n] = obj
+    return out
+
+
+def fault_from_record(d: dict[str, Any]) -> Fault:
+    """The fault model a :meth:`Fault.to_record` record describes (only faultbound's own classes)."""
+    cls = _classes().get(str(d.get("class")))
+    if cls is None or not isinstance(d.get("fields"), dict):
+        raise InvalidArgumentError(f"Expected a faultbound fault model, but got {d.get('class')!r}.")
+    kw = {k: (math.inf if v == "inf" else tuple(v) if isinstance(v, list) else v) for k, v in d["fields"].items()}
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise InvalidArgumentError(f"Expected the fields of {cls.__name__}, but got {sorted(kw)}: {e}.") from None

@@ -26,7 +26,7 @@ from faultbound.faults import (
 )
 from faultbound.network.core import Network
 
-__all__ = ["BoundResult", "bound", "METHODS", "Method", "check_failures", "check_eps", "fault_dict"]
+__all__ = ["BoundResult", "bound", "METHODS", "Method", "check_failures", "check_eps"]
 
 Method = Literal["paper", "tight", "exact"]
 BoundFn = Callable[[Network, Sequence[int] | None, Fault], tuple[float, list[float]]]
@@ -51,16 +51,6 @@ def _methods() -> dict[str, BoundFn]:
 
 #: Registered bound methods, by name.
 METHODS: dict[str, BoundFn] = _methods()
-
-
-def fault_dict(fault: Fault) -> dict[str, Any]:
-    """A JSON-ready description of a fault model."""
-    d: dict[str, Any] = {"name": fault.name}
-    for key in ("capacity", "value", "errors"):
-        if hasattr(fault, key):
-            v = getattr(fault, key)
-            d[key] = list(v) if isinstance(v, tuple) else (None if v == math.inf else v)
-    return d
 
 
 @dataclass(frozen=True)
@@ -103,7 +93,7 @@ class BoundResult:
             "unbounded": self.unbounded,
             "method": self.method,
             "fault": self.fault.name,
-            "fault_params": fault_dict(self.fault),
+            "fault_params": self.fault.to_dict(),
             "failures": list(self.failures),
             "per_layer": [None if not math.isfinite(v) else v for v in self.per_layer],
             "notes": list(self.notes),

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from faultbound.bounds.api import check_failures, fault_dict
+from faultbound.bounds.api import check_failures
 from faultbound.bounds.tight import prepare, propagate
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
@@ -226,7 +226,7 @@ class CertifiedAccuracy:
             "n_certified": int(self.certified.sum()),
             "failures": list(self.failures),
             "fault": self.fault.name,
-            "fault_params": fault_dict(self.fault),
+            "fault_params": self.fault.to_dict(),
             "radius": self.radius,
             "bound_median": float(np.median(finite)) if finite.size else None,
             "bound_max": float(self.bounds.max()) if self.bounds.size and np.isfinite(self.bounds).all() else None,

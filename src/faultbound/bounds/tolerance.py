@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from faultbound.bounds.api import LEMMA1, METHODS, Method, check_eps, fault_dict
+from faultbound.bounds.api import LEMMA1, METHODS, Method, check_eps
 from faultbound.bounds.paper import layer_stats, paper_batch
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
@@ -118,7 +118,7 @@ class ToleranceResult:
             "budget": self.budget,
             "method": self.method,
             "fault": self.fault.name,
-            "fault_params": fault_dict(self.fault),
+            "fault_params": self.fault.to_dict(),
             "per_layer_max": list(self.per_layer_max),
             "uniform_fraction": self.uniform_fraction,
             "uniform_failures": list(self.uniform_failures),

@@ -28,7 +28,7 @@ from faultbound.cli._common import (
 from faultbound.cli._common import FAULT_HELP as COMMON_FAULT_HELP
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Fault, Precision
+from faultbound.faults import Fault, Precision, fault_from_record
 from faultbound.measure import (
     BitFlip,
     CampaignSpec,
@@ -39,7 +39,7 @@ from faultbound.measure import (
     shard_chunks,
     worst_case,
 )
-from faultbound.measure.campaign import fault_from_record, inputs_fingerprint, spec_from_dict
+from faultbound.measure.campaign import inputs_fingerprint, spec_from_dict
 
 FAULT_HELP = f"{COMMON_FAULT_HELP[:-1]}, bitflip-neuron, bitflip-weight."
 

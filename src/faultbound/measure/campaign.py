@@ -33,7 +33,6 @@ drawn per configuration and are not part of :math:`N`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
 import hashlib
 import json
@@ -52,7 +51,7 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Fault, Precision
+from faultbound.faults import Fault, Precision, fault_from_record
 from faultbound.measure.engine import (
     BitFlip,
     CleanPass,
@@ -89,7 +88,6 @@ __all__ = [
     "merge_campaign_states",
     "result_from_state",
     "spec_from_dict",
-    "fault_from_record",
     "inputs_fingerprint",
     "permuted_index",
 ]
@@ -200,11 +198,8 @@ class CampaignSpec:
                 raise InvalidArgumentError(f"Expected trials = the population ({n}) for an exhaustive campaign.")
 
     def to_dict(self) -> dict[str, Any]:
-        from faultbound.bounds.api import fault_dict
-
         return {
-            "fault": fault_dict(self.fault) | {"repr": repr(self.fault), "class": type(self.fault).__name__,
-                                               "fields": _fault_fields(self.fault)},
+            "fault": self.fault.to_dict() | {"repr": repr(self.fault)} | self.fault.to_record(),
             "trials": self.trials,
             "failures": None if self.failures is None else list(self.failures),
             "rate": self.rate,
@@ -220,36 +215,6 @@ class CampaignSpec:
             "confidence": self.confidence,
             "without_replacement": self.without_replacement,
         }
-
-
-def _fault_fields(fault: Fault) -> dict[str, Any]:
-    """The dataclass fields of a fault model, JSON-ready (infinite capacity as the string ``"inf"``)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(fault):
-        v = getattr(fault, f.name)
-        out[f.name] = list(v) if isinstance(v, tuple) else ("inf" if v == math.inf else v)
-    return out
-
-
-def fault_from_record(d: dict[str, Any]) -> Fault:
-    """The fault model a :meth:`CampaignSpec.to_dict` record describes (only faultbound's own classes)."""
-    import faultbound.faults as fm
-
-    classes: dict[str, type[Fault]] = {n: getattr(fm, n) for n in fm.__all__ if isinstance(getattr(fm, n), type)}
-    classes["BitFlip"] = BitFlip
-    cls = classes.get(str(d.get("class")))
-    if cls is None or not isinstance(d.get("fields"), dict):
-        raise InvalidArgumentError(f"Expected a faultbound fault model, but got {d.get('class')!r}.")
-    kw = {k: (math.inf if v == "inf" else tuple(v) if isinstance(v, list) else v) for k, v in d["fields"].items()}
-    if cls is Precision:
-        errs = kw.get("errors")
-        if not isinstance(errs, tuple):
-            raise InvalidArgumentError(f"Expected a list of precision errors, but got {errs!r}.")
-        return Precision(errs)
-    try:
-        return cls(**kw)
-    except TypeError as e:
-        raise InvalidArgumentError(f"Expected the fields of {cls.__name__}, but got {sorted(kw)}: {e}.") from None
 
 
 @dataclass(frozen=True)

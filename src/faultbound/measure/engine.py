@@ -52,6 +52,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import (
+    BitFlip,
     Byzantine,
     ByzantineDeviation,
     Fault,
@@ -83,46 +84,10 @@ __all__ = [
 ]
 
 ValueMode = Literal["fixed", "random", "adversarial"]
-BitFormat = Literal["float32", "int8"]
 
 #: Largest (T x B x N) state the engine holds at once; configurations are chunked to stay below.
 MAX_ELEMENTS = 1 << 24
 
-_INT32_MASKS = torch.tensor([(1 << i) if i < 31 else -(1 << 31) for i in range(32)], dtype=torch.int32)
-
-
-@dataclass(frozen=True)
-class BitFlip(Fault):
-    """A single-event upset: one bit of a neuron's output (``target="neuron"``) or of a weight
-    (``target="weight"``) flips.
-
-    ``format="float32"`` flips a bit of the IEEE-754 float32 word (bits 0..31, 31 = sign);
-    ``format="int8"`` flips a bit of the two's-complement int8 fixed-point code
-    :math:`q = \\mathrm{round}(v / s)` with scale :math:`s = Y_l / 127` for neurons (:math:`Y_l` the
-    largest value over the domain) and :math:`s = w_m^{(l)} / 127` for weights; the unit then
-    changes by :math:`(q' - q) s`. ``bits`` restricts which bits may flip (default: all).
-    """
-
-    target: Literal["neuron", "weight"] = "neuron"
-    format: BitFormat = "float32"
-    bits: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.target not in ("neuron", "weight"):
-            raise InvalidArgumentError(f"Expected bit-flip target 'neuron' or 'weight', but got {self.target!r}.")
-        if self.format not in ("float32", "int8"):
-            raise InvalidArgumentError(f"Expected bit-flip format 'float32' or 'int8', but got {self.format!r}.")
-        width = 32 if self.format == "float32" else 8
-        if self.bits is not None and (not self.bits or any(not 0 <= b < width for b in self.bits)):
-            raise InvalidArgumentError(f"Expected bits in 0..{width - 1} for {self.format}, but got {self.bits}.")
-
-    @property
-    def name(self) -> str:
-        return f"bitflip-{self.target}"
-
-    @property
-    def n_bits(self) -> int:
-        return 32 if self.format == "float32" else 8
 
 
 # ----------------------------------------------------------------------------------- fault sets
@@ -526,21 +491,6 @@ def _sparsify(prep: _Prep, l_next: int, y_new: Tensor, y: Tensor) -> _State:
     return _Sparse(idx, dy.gather(2, idx[:, None, :].expand(t, b, k)))
 
 
-# ----------------------------------------------------------------------------------- bit flips
-def _flip_float32(v: Tensor, bits: Tensor) -> Tensor:
-    w = v.to(torch.float32).contiguous()
-    return (w.view(torch.int32) ^ _INT32_MASKS[bits]).view(torch.float32).to(v.dtype)
-
-
-def _flip_int8(v: Tensor, bits: Tensor, scale: float) -> Tensor:
-    """Change of ``v`` when bit ``bits`` of its int8 code flips: :math:`(q' - q)\\,s`."""
-    q = torch.clamp(torch.round(v.to(torch.float64) / scale), -128, 127).to(torch.int64)
-    u = q & 0xFF
-    u2 = u ^ (1 << bits)
-    q2 = torch.where(u2 >= 128, u2 - 256, u2)
-    return ((q2 - q).to(torch.float64) * scale).to(v.dtype)
-
-
 def _neuron_scale(net: Network, l: int) -> float:
     y = net.value_bound_domain(l)
     return (y if y > 0 else 1.0) / 127.0
@@ -603,9 +553,7 @@ def _neuron_new(
     if isinstance(fault, BitFlip):
         assert bits is not None
         bb = bits[:, None, :].expand_as(cur)
-        if fault.format == "float32":
-            return _flip_float32(cur, bb)
-        return cur + _flip_int8(cur, bb, _neuron_scale(net, l))
+        return fault.flipped(cur, bb, _neuron_scale(net, l) if fault.format == "int8" else 1.0)
     raise InvalidArgumentError(f"Fault {fault.name!r} is not a neuron fault.")  # pragma: no cover
 
 
@@ -692,10 +640,9 @@ def _apply_weight_flips(
     p = sites.clamp(min=0)
     w = wflat[p]
     if fault.format == "float32":
-        dw = _flip_float32(w, bits).to(torch.float64) - w.to(torch.float32).to(torch.float64)
+        dw = fault.change(w.to(torch.float64), bits, 1.0)
     else:
-        scale = (float(op.weight.abs().max()) or 1.0) / 127.0
-        dw = _flip_int8(w, bits, scale)
+        dw = fault.change(w, bits, (float(op.weight.abs().max()) or 1.0) / 127.0)
     dw = torch.where(valid, dw, torch.zeros_like(dw)).to(prep.dtype)
     base = s if s is not None else s_clean.unsqueeze(0).expand(t, -1, -1).contiguous()
     b = y_prev.shape[0]

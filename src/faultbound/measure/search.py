@@ -424,7 +424,6 @@ def worst_case(
         found = []
         best, ev = _refine(net, fault, sets, scores, args, x, n_layers, restarts, steps, dtype, g, best, found)
         evals += ev
-    from faultbound.bounds.api import fault_dict
 
     best.update(
         probe_max_error=probe_best,
@@ -432,7 +431,7 @@ def worst_case(
         evaluations=int(evals),
         sets_total=int(total),
         seed=int(seed),
-        fault=fault_dict(fault),
+        fault=fault.to_dict(),
         failures=None if isinstance(fault, Precision) else list(failures or []),
         probes=int(x.shape[0]),
     )

@@ -53,7 +53,6 @@ from faultbound.report.words import (
     INFORMATIVE_RATIO,
     Level,
     describe_failures,
-    fault_label,
     informative,
     verdict,
     verdict_level,
@@ -373,9 +372,8 @@ def _finite(o: Any) -> Any:
 
 
 def _fault_info(fault: Fault) -> dict[str, Any]:
-    from faultbound.bounds.api import fault_dict
 
-    return _finite(fault_dict(fault)) | {"label": fault_label(fault)}
+    return _finite(fault.to_dict()) | {"label": fault.label()}
 
 
 def _unbounded(fault: Fault) -> bool:
@@ -510,7 +508,7 @@ def build_report(
         for f in dists:
             done += 1
             fl: list[int] | None = None if isinstance(fault, Precision) else list(f)
-            say(f"[{done}/{total}] {fault_label(fault)} {list(f) if f else ''}: certificates and worst-case search")
+            say(f"[{done}/{total}] {fault.label()} {list(f) if f else ''}: certificates and worst-case search")
             certs = {m: bound(net, fl, fault, m).to_dict() for m in METHODS}
             for c in certs.values():
                 notes.extend(c["notes"])
@@ -605,7 +603,7 @@ def _outside(
         f: tuple[int, ...] | None = None
         if not isinstance(fault, Precision):
             f = spec.campaign_failures or tuple(1 if cap >= 1 else 0 for cap in _limits(net, fault))
-        say(f"outside the domain {fault_label(fault)}: {trials} failure sets on {int(x.shape[0])} points")
+        say(f"outside the domain {fault.label()}: {trials} failure sets on {int(x.shape[0])} points")
         cs = CampaignSpec(fault, trials=trials, failures=f, seed=spec.seed, dtype="float64")
         d = run_campaign(net, x, cs).to_dict()
         cert = bound(net, None if f is None else list(f), fault, "tight").to_dict()["value"]
@@ -639,7 +637,7 @@ def _tolerance(
         if isinstance(fault, Precision):
             notes.append("Tolerance counts failing units; it is not computed for precision faults.")
             continue
-        say(f"tolerance search: {fault_label(fault)}")
+        say(f"tolerance search: {fault.label()}")
         res = {m: tolerate(net, eps, spec.eps_prime, fault, m).to_dict() for m in METHODS}
         for r in res.values():
             notes.extend(r["notes"])
@@ -676,10 +674,10 @@ def _campaigns(
             f = spec.campaign_failures or tuple(1 if cap >= 1 else 0 for cap in _limits(net, fault))
         cs = CampaignSpec(fault, trials=int(spec.trials), failures=f, seed=spec.seed, dtype="float64")
 
-        def tick(done: int, total: int, _label: str = fault_label(fault)) -> None:
+        def tick(done: int, total: int, _label: str = fault.label()) -> None:
             say(f"campaign {_label}: {done}/{total} failure sets")
 
-        say(f"campaign {fault_label(fault)}: {spec.trials} failure sets on {int(x.shape[0])} inputs")
+        say(f"campaign {fault.label()}: {spec.trials} failure sets on {int(x.shape[0])} inputs")
         res = run_campaign(net, x, cs, progress=tick)
         d = res.to_dict()
         certs = {m: bound(net, None if f is None else list(f), fault, m).to_dict() for m in METHODS}
@@ -700,7 +698,7 @@ def _campaigns(
                         "quantiles": d["quantiles"],
                         "changed_rate": d.get("changed_rate"),
                         "worst": d.get("worst"),
-                        "search_worst": search.get((fault_label(fault), tuple(f or ()))),
+                        "search_worst": search.get((fault.label(), tuple(f or ()))),
                         "certificate_paper": certs["paper"]["value"],
                         "certificate_tight": certs["tight"]["value"],
                         "status": _status(certs["paper"], certs["tight"], worst),

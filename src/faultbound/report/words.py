@@ -24,15 +24,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from faultbound.faults import (
-    Byzantine,
-    ByzantineDeviation,
-    Fault,
-    Precision,
-    StuckAt,
-    SynapseByzantine,
-    SynapseFault,
-)
+from faultbound.faults import FAULTS, Fault
 
 if TYPE_CHECKING:
     from faultbound.report.build import BoundRow, OutsideSummary, ToleranceEntry
@@ -41,7 +33,6 @@ __all__ = [
     "INFORMATIVE_RATIO",
     "Level",
     "describe_failures",
-    "fault_label",
     "fmt",
     "informative",
     "layer_list",
@@ -57,38 +48,20 @@ Level = Literal["informative", "loose", "violation"]
 INFORMATIVE_RATIO = 10.0
 
 
-def fault_label(fault: Fault) -> str:
-    """A short human name: ``crash``, ``Byzantine (C = 1)``, ``stuck-at 0.5``, ..."""
-    if isinstance(fault, Byzantine | SynapseByzantine | ByzantineDeviation):
-        c = "inf" if fault.capacity == math.inf else f"{fault.capacity:g}"
-        return f"{fault.name} (C = {c})"
-    if isinstance(fault, StuckAt):
-        return f"stuck-at {fault.value:g}"
-    if isinstance(fault, Precision):
-        return "precision (" + ", ".join(f"λ{i}={e:g}" for i, e in enumerate(fault.errors, 1)) + ")"
-    return fault.name
-
-
 def unit_words(fault: Fault | str, n: int) -> str:
-    name = fault if isinstance(fault, str) else fault.name
-    unit = "synapse" if name.startswith("synapse") else "neuron"
-    adj = {
-        "crash": "crashed",
-        "synapse-crash": "crashed",
-        "byzantine": "Byzantine",
-        "synapse-byzantine": "Byzantine",
-        "byzantine-deviation": "Byzantine (deviation-bounded)",
-        "stuck-at": "stuck-at",
-    }.get(name, "failing")
+    """``"2 crashed neurons"``; ``fault`` is a model or its CLI name (from a JSON record)."""
+    model = FAULTS[fault](1.0, 0.0) if isinstance(fault, str) and fault in FAULTS else fault
+    adj = model.adjective if isinstance(model, Fault) else "failing"
+    unit = "synapse" if isinstance(model, Fault) and model.site == "synapse" else "neuron"
     return f"{n} {adj} {unit}{'' if n == 1 else 's'}"
 
 
 def describe_failures(fault: Fault, failures: Sequence[int]) -> str:
     """The distribution in words: ``"1 crashed neuron in layer 1"``, ``"2 crashed neurons in layer 1
     and 1 in layer 2"``; synapses are counted into the layer that receives them."""
-    if isinstance(fault, Precision):
+    if not fault.counted:
         return "every hidden neuron off by its layer's precision error"
-    into = " into" if isinstance(fault, SynapseFault) else " in"
+    into = " into" if fault.site == "synapse" else " in"
     parts = [(l, n) for l, n in enumerate(failures, start=1) if n > 0]
     if not parts:
         return "no failure"
