@@ -176,14 +176,12 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class NeuronFault(Fault):
-    """A fault of whole neurons; ``failures`` counts neurons per hidden layer 1..L."""
-
-    site: ClassVar[Site] = "neuron"
+class _UnitFault(Fault):
+    """A fault of single units (neurons or synapses) stated by :attr:`sent`."""
 
     @property
     def sent(self) -> Sent:
-        """What a failing neuron sends (the model's one statement)."""
+        """What a failing unit sends (the model's one statement)."""
         raise NotImplementedError
 
     @property
@@ -192,6 +190,13 @@ class NeuronFault(Fault):
 
     def magnitudes(self, n_layers: int) -> list[float]:
         return [self.sent.magnitude if self.sent.chosen else 0.0] * n_layers
+
+
+@dataclass(frozen=True)
+class NeuronFault(_UnitFault):
+    """A fault of whole neurons; ``failures`` counts neurons per hidden layer 1..L."""
+
+    site: ClassVar[Site] = "neuron"
 
     def deviation(self, y_abs: Any) -> Any:
         """Largest :math:`|\\tilde y - y|` at a failing neuron whose nominal value is within
@@ -211,22 +216,11 @@ class NeuronFault(Fault):
 
 
 @dataclass(frozen=True)
-class SynapseFault(Fault):
-    """A fault of synapses; ``failures`` counts synapses into layers 1..L+1."""
+class SynapseFault(_UnitFault):
+    """A fault of synapses; ``failures`` counts synapses into layers 1..L+1. :attr:`sent` is what a
+    failing synapse transmits, with y its fault-free :math:`w_{ji} y_i`."""
 
     site: ClassVar[Site] = "synapse"
-
-    @property
-    def sent(self) -> Sent:
-        """What a failing synapse transmits, with y its fault-free :math:`w_{ji} y_i`."""
-        raise NotImplementedError
-
-    @property
-    def chooses_values(self) -> bool:
-        return self.sent.chosen
-
-    def magnitudes(self, n_layers: int) -> list[float]:
-        return [self.sent.magnitude if self.sent.chosen else 0.0] * n_layers
 
     def deviation(self, w_abs: Any, y_abs: Any) -> Any:
         """Largest change of the receiving sum when a synapse of weight ``w_abs`` carrying a value
@@ -505,7 +499,8 @@ def _classes() -> dict[str, type[Fault]]:
     out: dict[str, type[Fault]] = {}
     for n in __all__:
         obj = globals()[n]
-        if isinstance(obj, type) and issubclass(obj, Fault) and obj not in (Fault, NeuronFault, SynapseFault):
+        abstract = (Fault, _UnitFault, NeuronFault, SynapseFault)
+        if isinstance(obj, type) and issubclass(obj, Fault) and obj not in abstract:
             out[n] = obj
     return out
 
