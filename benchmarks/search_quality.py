@@ -65,18 +65,18 @@ def main() -> None:
         t1 = time.perf_counter()
         se = worst_case(n, fault, failures, exhaustive_limit=0, seed=args.seed, steps=30)
         t2 = time.perf_counter()
-        assert ex["exhaustive"] and not se["exhaustive"]
+        assert ex.exhaustive and not se.exhaustive
         row = {
             "case": name,
-            "failure_sets": ex["sets_total"],
-            "probes": ex["probes"],
-            "exhaustive_max_error": ex["max_error"],
-            "exhaustive_probe_only_max_error": ex.get("probe_max_error"),
-            "search_max_error": se["max_error"],
-            "ratio": se["max_error"] / ex["max_error"] if ex["max_error"] > 0 else None,
-            "exhaustive_evaluations": ex["evaluations"],
-            "search_evaluations": se["evaluations"],
-            "evaluation_fraction": se["evaluations"] / ex["evaluations"],
+            "failure_sets": ex.sets_total,
+            "probes": ex.probes,
+            "exhaustive_max_error": ex.max_error,
+            "exhaustive_probe_only_max_error": ex.probe_max_error,
+            "search_max_error": se.max_error,
+            "ratio": se.max_error / ex.max_error if ex.max_error > 0 else None,
+            "exhaustive_evaluations": ex.evaluations,
+            "search_evaluations": se.evaluations,
+            "evaluation_fraction": se.evaluations / ex.evaluations,
             "bound_paper": fb.bound(n, failures, fault).value,
             "seconds": {"exhaustive": t1 - t0, "search": t2 - t1},
         }

@@ -141,7 +141,7 @@ def run(epochs: int, threads: int, quick: bool, exact_limit: float = 0.0, exact_
                 w = worst_case(net, fault, f, inputs=x, seed=0)
                 tight = fb.bound(net, f, fault, method="tight").value
                 paper = fb.bound(net, f, fault, method="paper").value
-                worst = float(w["max_error"])
+                worst = float(w.max_error)
                 if worst > tight + 1e-9:
                     raise AssertionError(f"{name} {fault} {f}: measured {worst} > tight bound {tight}")
                 ex = _exact(net, f, fault, exact_limit)
@@ -161,7 +161,7 @@ def run(epochs: int, threads: int, quick: bool, exact_limit: float = 0.0, exact_
                         "fault": fault.name,
                         "failures": f,
                         "worst_found": worst,
-                        "worst_exhaustive_sets": bool(w["exhaustive"]),
+                        "worst_exhaustive_sets": bool(w.exhaustive),
                         "tight": tight,
                         "paper": paper,
                         "ratio_tight": tight / worst if worst > 0 else None,
@@ -289,7 +289,7 @@ def run_conv28(threads: int) -> dict[str, Any]:
         paper = fb.bound(net, f, fb.Crash(), method="paper").value
         simple = jacobian_range_bound(net, f)
         w = worst_case(net, fb.Crash(), f, seed=0)
-        worst = float(w["max_error"])
+        worst = float(w.max_error)
         if worst > tight + 1e-9:
             raise AssertionError(f"conv28 {f}: measured {worst} > tight bound {tight}")
         rows.append(

@@ -294,14 +294,14 @@ def test_per_synapse_drops_can_exceed_the_tight_crash_bound() -> None:
 
 
 def test_probe_description_says_which_corners() -> None:
-    from faultbound.apps.precision import probe_description, probe_inputs
+    from faultbound.apps.precision import probe_description, samples_corners_and_data
 
     small = random_network([3], ["sigmoid"], d_in=3)
     assert "all 8 domain corners" in probe_description(small, None, 10)
-    assert probe_inputs(small, None, 10).shape[0] == 10 + 8
+    assert samples_corners_and_data(small, None, 10).shape[0] == 10 + 8
     wide = random_network([3], ["sigmoid"], d_in=12)
     text = probe_description(wide, np.zeros((5, 12)), 10)
     assert "256 random domain corners" in text and "5 data points" in text
-    assert probe_inputs(wide, np.zeros((5, 12)), 10).shape[0] == 10 + 256 + 5
+    assert samples_corners_and_data(wide, np.zeros((5, 12)), 10).shape[0] == 10 + 256 + 5
     r = simulate_boost(wide, [1], LatencyModel.make("exponential"), runs=50, error_runs=5, n_inputs=10)
     assert "256 random domain corners" in r.to_dict()["inputs"]

@@ -18,7 +18,7 @@ from faultbound.apps.precision import (
     certify_plan,
     measure_plan,
     plan_precision,
-    probe_inputs,
+    samples_corners_and_data,
     search_plan,
     solve_bits,
     solve_monotone,
@@ -172,7 +172,7 @@ def test_plan_eps_and_errors() -> None:
 def test_quantized_forward_infinite_precision_is_exact() -> None:
     net = _net()
     fmts = [FixedPoint(True, 2, 52)] * net.L
-    x = probe_inputs(net, n_samples=64)
+    x = samples_corners_and_data(net, n_samples=64)
     assert torch.allclose(quantized_forward(net, x, fmts), net.forward(x), atol=1e-12)
     with pytest.raises(InvalidArgumentError):
         quantized_forward(net, x, fmts[:1])

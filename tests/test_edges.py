@@ -113,13 +113,15 @@ def test_widened_domain_is_the_box_of_data_and_domain(setup: dict[str, str]) -> 
 
 def test_precision_measures_the_data_it_was_given(setup: dict[str, str]) -> None:
     """Never clipped: the library refuses data outside the domain instead of moving it."""
-    from faultbound.apps.precision import probe_inputs
+    from faultbound.apps.precision import samples_corners_and_data
 
     net = fb.load(setup["m.pt2"])
     x_out = np.load(setup["out.npz"])["X"]
     with pytest.raises(InvalidArgumentError, match="2 of 8 points"):
-        probe_inputs(net, x_out, 4)
-    pts = probe_inputs(net.with_domain((x_out.min(0).clip(max=0), x_out.max(0).clip(min=1))), x_out, 4)
+        samples_corners_and_data(net, x_out, 4)
+    pts = samples_corners_and_data(
+        net.with_domain((x_out.min(0).clip(max=0), x_out.max(0).clip(min=1))), x_out, 4
+    )
     # the data rows are present unchanged (same values, not clipped)
     assert any(torch.allclose(p, torch.as_tensor(x_out[2])) for p in pts.reshape(-1, 3))
 

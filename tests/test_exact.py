@@ -243,7 +243,7 @@ def test_search_le_exact_le_tight_le_paper(case: tuple) -> None:
     assert replayed == pytest.approx(ex.lower, abs=1e-9)
     assert ex.value - ex.lower <= 1e-3  # the margin: 1e-5 of the (small) interval scale
     if not isinstance(fault, fb.Precision):
-        found = worst_case(net, fault, counts, restarts=2, steps=10)["max_error"]
+        found = worst_case(net, fault, counts, restarts=2, steps=10).max_error
         assert found <= ex.value + 1e-9
     assert ex.lower <= tight * (1 + 1e-9) + 1e-9, (ex.lower, tight)
     assert tight <= paper * (1 + 1e-9) + 1e-12

@@ -133,9 +133,9 @@ def test_worst_case_on_ray_equals_in_process(cluster: Cluster, limit: int) -> No
         scorer.close()
     assert scorer.tasks >= 2
     assert got == ref
-    assert ref["exhaustive"] == (limit > 0)
+    assert ref.exhaustive == (limit > 0)
     if limit:
-        assert ref["sets_total"] == 120 * 12  # C(16, 2) x 12, i.e. 23 batches of 64 in 8 shards
+        assert ref.sets_total == 120 * 12  # C(16, 2) x 12, i.e. 23 batches of 64 in 8 shards
 
 
 def test_cli_worst_ray_prints_the_local_output(cluster: Cluster, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ data (worst case found <= certificate), self-containment, the VIOLATION path, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -15,7 +16,7 @@ from markupsafe import escape
 from torch import nn
 
 import faultbound as fb
-from faultbound.measure import worst_case
+from faultbound.measure import WorstCase, worst_case
 from faultbound.report.build import ReportSpec, ToleranceEntry, build_report, default_failures
 from faultbound.report.render import render_html
 from tests.cli_run import run
@@ -75,11 +76,11 @@ def test_json_numbers_equal_library_calls(cli_report: tuple[dict[str, Any], str]
         for m in ("paper", "tight"):
             assert row[m]["value"] == pytest.approx(fb.bound(net, f, fb.Crash(), m).value, rel=1e-12)
         wc = worst_case(net, fb.Crash(), f, seed=3)
-        assert row["measured"]["max_error"] == pytest.approx(wc["max_error"], rel=1e-12)
-        assert row["ratio_tight"] == pytest.approx(row["tight"]["value"] / wc["max_error"], rel=1e-9)
+        assert row["measured"]["max_error"] == pytest.approx(wc.max_error, rel=1e-12)
+        assert row["ratio_tight"] == pytest.approx(row["tight"]["value"] / wc.max_error, rel=1e-9)
         # soundness of what the report shows
         assert 0 < row["measured"]["max_error"] <= min(row["tight"]["value"], row["paper"]["value"])
-        assert row["ratio_paper"] == pytest.approx(row["paper"]["value"] / wc["max_error"], rel=1e-9)
+        assert row["ratio_paper"] == pytest.approx(row["paper"]["value"] / wc.max_error, rel=1e-9)
         assert row["status"] == "ok"
     assert data["violations"] == 0
     tol = data["tolerance"][0]
@@ -142,8 +143,9 @@ def test_unbounded_byzantine_is_not_a_ratio(net: fb.Network) -> None:
 def test_certificate_below_measurement_is_a_red_violation(net: fb.Network, monkeypatch: pytest.MonkeyPatch) -> None:
     import faultbound.measure as measure
 
-    def fake_worst_case(net: Any, fault: Any, failures: Any, **kw: Any) -> dict[str, Any]:
-        return {"max_error": 1e6, "exhaustive": True, "failure_set": {}, "input": [], "evaluations": 1}
+    def fake_worst_case(net: Any, fault: Any, failures: Any, **kw: Any) -> WorstCase:
+        return WorstCase(max_error=1e6, failure_set={}, input=(), values=None, probe_max_error=None, exhaustive=True,
+                         evaluations=1, sets_total=1, seed=0, fault=fault, failures=None, probes=0)
 
     monkeypatch.setattr(measure, "worst_case", fake_worst_case)
     data = build_report(net, ReportSpec(failures=((1, 0),)))
@@ -225,10 +227,9 @@ def test_loose_certificate_is_not_green(net: fb.Network, monkeypatch: pytest.Mon
 
     real = measure.worst_case
 
-    def tiny(net: Any, fault: Any, failures: Any, **kw: Any) -> dict[str, Any]:
-        wc = dict(real(net, fault, failures, **kw))
-        wc["max_error"] = fb.bound(net, failures, fault, "tight").value * 1e-6
-        return wc
+    def tiny(net: Any, fault: Any, failures: Any, **kw: Any) -> WorstCase:
+        wc = real(net, fault, failures, **kw)
+        return dataclasses.replace(wc, max_error=fb.bound(net, failures, fault, "tight").value * 1e-6)
 
     monkeypatch.setattr(measure, "worst_case", tiny)
     data = build_report(net, ReportSpec(failures=((1, 0),)))

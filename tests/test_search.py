@@ -66,8 +66,8 @@ def test_search_never_exceeds_bound(data: st.DataObject) -> None:
     fault, failures = _fault_and_failures(data.draw, net)
     bound = min(fb.bound(net, failures, fault, method=m).value for m in METHODS)
     r = worst_case(net, fault, failures, n_probe=8, steps=6, restarts=3, refine=2, exhaustive_limit=5_000)
-    assert 0.0 <= r["max_error"] <= bound + TOL
-    x = torch.tensor(r["input"], dtype=torch.float64)
+    assert 0.0 <= r.max_error <= bound + TOL
+    x = torch.tensor(r.input, dtype=torch.float64)
     assert bool(((x >= net.domain.lo.reshape(-1)) & (x <= net.domain.hi.reshape(-1))).all())
 
 
@@ -75,29 +75,29 @@ def test_result_replays_and_beats_random_campaign() -> None:
     net = make_net([6, 5], ["sigmoid", "tanh"], d_in=4, n_out=3, seed=1)
     fault = fb.Byzantine(1.0)
     r = worst_case(net, fault, [1, 1], seed=3)
-    assert r["exhaustive"] and r["evaluations"] > 0
-    assert set(r) >= {"max_error", "exhaustive", "failure_set", "input", "evaluations", "values"}
+    assert r.exhaustive and r.evaluations > 0
+    assert set(r.to_dict()) >= {"max_error", "exhaustive", "failure_set", "input", "evaluations", "values"}
     # replay: the recorded set, input and values give the recorded error
-    sites = {int(k): v for k, v in r["failure_set"].items()}
+    sites = {int(k): list(v) for k, v in r.failure_set.items()}
     fs = eng.FaultSet.from_lists(2, sites)
-    if r["values"]:
+    if r.values:
         fs = eng.FaultSet(1, fs.sites, values=tuple(
-            None if s is None else torch.tensor([r["values"][str(i + 1)]]) for i, s in enumerate(fs.sites)))
-        e = inject(net, torch.tensor([r["input"]]), fault, fs, values="fixed", dtype=torch.float64).errors
-        assert float(e[0, 0]) == pytest.approx(r["max_error"], rel=1e-9)
+            None if s is None else torch.tensor([r.values[i + 1]]) for i, s in enumerate(fs.sites)))
+        e = inject(net, torch.tensor([r.input]), fault, fs, values="fixed", dtype=torch.float64).errors
+        assert float(e[0, 0]) == pytest.approx(r.max_error, rel=1e-9)
     # a random campaign of the same size never does better
     fs = sample_faults(net, fault, 64, failures=[1, 1])
     e = inject(net, net.domain.sample(64), fault, fs, dtype=torch.float64).errors
-    assert float(e.max()) <= r["max_error"] + TOL
+    assert float(e.max()) <= r.max_error + TOL
 
 
 def test_beam_close_to_exhaustive() -> None:
     net = make_net([8, 8], ["sigmoid", "sigmoid"], d_in=3, n_out=1, seed=4, scale=2.0)
     ex = worst_case(net, fb.Crash(), [2, 1], n_probe=16, steps=10)
     bm = worst_case(net, fb.Crash(), [2, 1], n_probe=16, steps=10, exhaustive_limit=0)
-    assert ex["exhaustive"] and not bm["exhaustive"]
-    assert bm["max_error"] >= 0.95 * ex["max_error"]
-    assert bm["evaluations"] < ex["evaluations"]
+    assert ex.exhaustive and not bm.exhaustive
+    assert bm.max_error >= 0.95 * ex.max_error
+    assert bm.evaluations < ex.evaluations
 
 
 @pytest.mark.parametrize("limit", [10**9, 0], ids=["exhaustive", "beam"])
@@ -122,7 +122,7 @@ def test_result_does_not_depend_on_where_the_batches_are_scored(limit: int) -> N
     got = worst_case(net, fb.Byzantine(0.7), [2, 1], scorer=scattered, **kw)
     assert max(calls) > 1  # several batches were scored apart
     assert got == ref
-    assert ref["exhaustive"] == (limit > 0)
+    assert ref.exhaustive == (limit > 0)
 
 
 def test_bad_arguments() -> None:
@@ -133,3 +133,63 @@ def test_bad_arguments() -> None:
         worst_case(net, BitFlip(), [1])
     with pytest.raises(InvalidArgumentError, match="Lemma 1"):
         worst_case(net, fb.Byzantine(float("inf")), [1])
+
+
+# --------------------------------------------------------------------------- typed result and settings
+WORST_CASE_KEYS = [
+    "max_error", "failure_set", "input", "values", "probe_max_error", "exhaustive", "evaluations", "sets_total",
+    "seed", "fault", "failures", "probes",
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "failures"),
+    [(fb.Byzantine(0.9), [1, 1]), (fb.Crash(), [2, 0]), (fb.Precision((0.1, 0.2)), None)],
+    ids=["byzantine", "crash", "precision"],
+)
+def test_worst_case_to_dict_keeps_the_json_shape(fault: Fault, failures: list[int] | None) -> None:
+    """The JSON the CLI and the report print: these keys in this order, string layer keys, lists."""
+    import json
+
+    net = make_net([4, 3], ["tanh", "sigmoid"], d_in=2, n_out=2, seed=7)
+    r = worst_case(net, fault, failures, n_probe=4, steps=3, restarts=2)
+    d = r.to_dict()
+    assert list(d) == WORST_CASE_KEYS
+    assert json.loads(json.dumps(d)) == d  # plain JSON types only
+    assert d["max_error"] == r.max_error and d["exhaustive"] is True and d["seed"] == 0
+    assert d["fault"] == fault.to_dict()
+    assert d["failures"] == failures
+    assert isinstance(d["input"], list) and len(d["input"]) == 2 and d["probes"] == r.probes >= 4 + 4
+    assert d["failure_set"] == {str(l): list(u) for l, u in r.failure_set.items()}
+    assert all(isinstance(k, str) and isinstance(v, list) for k, v in d["failure_set"].items())
+    if failures is None:
+        assert d["failure_set"] == {} and d["values"] is None and d["sets_total"] == 1
+    else:
+        assert [len(d["failure_set"].get(str(l), [])) for l in (1, 2)] == failures
+    if isinstance(fault, fb.Byzantine) and d["values"] is not None:
+        assert set(d["values"]) == set(d["failure_set"])
+        assert all(abs(v) <= 0.9 for vs in d["values"].values() for v in vs)
+    assert r.strategy == "exhaustive"
+
+
+def test_search_spec_and_keywords_are_one_path() -> None:
+    from faultbound.measure import SearchSpec
+
+    net = make_net([5, 4], ["relu", "tanh"], d_in=2, n_out=1, seed=3)
+    spec = SearchSpec(n_probe=4, steps=3, restarts=2, seed=5)
+    by_spec = worst_case(net, fb.Crash(), [1, 1], spec)
+    by_kw = worst_case(net, fb.Crash(), [1, 1], n_probe=4, steps=3, restarts=2, seed=5)
+    by_both = worst_case(net, fb.Crash(), [1, 1], SearchSpec(n_probe=4, steps=9, restarts=2), steps=3, seed=5)
+    assert by_spec == by_kw == by_both
+    # the strategy names say what the limit said
+    beam = worst_case(net, fb.Crash(), [1, 1], spec, strategy="beam")
+    assert beam == worst_case(net, fb.Crash(), [1, 1], spec, exhaustive_limit=0) and beam.strategy == "beam"
+    assert worst_case(net, fb.Crash(), [1, 1], spec, strategy="exhaustive", exhaustive_limit=0) == by_spec
+    with pytest.raises(InvalidArgumentError, match="beam, refine"):
+        SearchSpec(beam=0)
+    with pytest.raises(InvalidArgumentError, match="strategy"):
+        SearchSpec(strategy="greedy")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="but got stpes"):
+        worst_case(net, fb.Crash(), [1, 1], stpes=3)
+    with pytest.raises(InvalidArgumentError, match="beam, refine"):
+        worst_case(net, fb.Crash(), [1, 1], spec, refine=0)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from faultbound.apps.faulty import crash_errors, late_masks
-from faultbound.apps.precision import probe_description, probe_inputs
+from faultbound.apps.precision import probe_description, samples_corners_and_data
 from faultbound.bounds.api import METHODS, bound, check_failures
 from faultbound.bounds.paper import corollary2_waits
 from faultbound.bounds.tolerance import tolerate
@@ -464,7 +464,7 @@ def simulate_boost(
     s_full, s_boost = _stats(full), _stats(boost)
     speed = {key: (s_full[key] / s_boost[key] if s_boost[key] > 0 else math.inf) for key in s_full}
     measured_max = measured_median = 0.0
-    x = probe_inputs(net, X, n_inputs, seed)
+    x = samples_corners_and_data(net, X, n_inputs, seed)
     if k > 0 and sum(f) > 0:
         if delays == "per-sender":
             masks = late_masks([torch.as_tensor(d[:k]) for d in per_layer], f)

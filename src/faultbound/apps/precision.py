@@ -72,7 +72,7 @@ __all__ = [
     "solve_monotone",
     "certify_plan",
     "PlanMethod",
-    "probe_inputs",
+    "samples_corners_and_data",
     "probe_description",
     "ALL_CORNERS_MAX_D",
 ]
@@ -628,9 +628,11 @@ def solve_monotone(
     return best, True, int(round(best_cost)), evals
 
 
-def probe_inputs(net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048,
-                 seed: int = 0) -> torch.Tensor:
-    """Points of the domain to measure on: data, corners and uniform samples.
+def samples_corners_and_data(
+    net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048, seed: int = 0
+) -> torch.Tensor:
+    """Points of the domain to measure on: ``n_samples`` uniform samples, the domain corners (all up
+    to :data:`ALL_CORNERS_MAX_D` inputs, else 256 random ones) and the data ``X``.
 
     Data outside the domain is refused, never clipped: the plan is certified for the domain only, so
     a clipped point would measure a different input than the one passed (widen the domain first,
@@ -659,7 +661,7 @@ def probe_inputs(net: Network, X: torch.Tensor | np.ndarray | None = None, n_sam
 
 
 def probe_description(net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048) -> str:
-    """What :func:`probe_inputs` measures on, in words (how many samples, which corners, data)."""
+    """What :func:`samples_corners_and_data` measures on, in words (samples, which corners, data)."""
     d = net.domain.lo.numel()
     corners = f"all {2**d} domain corners" if d <= ALL_CORNERS_MAX_D else (
         f"256 random domain corners (of 2^{d}; all corners only up to {ALL_CORNERS_MAX_D} inputs)"
@@ -680,7 +682,7 @@ def measure_plan(
     The quantized network rounds every stored value exactly as the plan says; this is a measured
     (from below) worst case, to set beside ``plan.certified``.
     """
-    x = probe_inputs(net, X, n_samples, seed)
+    x = samples_corners_and_data(net, X, n_samples, seed)
     with torch.no_grad():
         ref = net.forward(x)
         q = quantized_forward(net, x, plan.act_formats, plan.weight_formats)
@@ -704,4 +706,4 @@ def search_plan(net: Network, plan: PrecisionPlan, X: torch.Tensor | np.ndarray 
         inputs = torch.minimum(torch.maximum(x, net.domain.lo.flatten()), net.domain.hi.flatten())
         inputs = inputs.reshape(-1, *net.input_shape)
     r = worst_case(net, Precision(plan.lambdas), inputs=inputs, seed=seed)
-    return float(r["max_error"]) + plan.output_weight_error
+    return float(r.max_error) + plan.output_weight_error

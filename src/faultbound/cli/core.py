@@ -159,8 +159,7 @@ def _measure(net: Any, fault: Fault, failures: list[int] | None, certificate: fl
         from faultbound.measure import worst_case
     except ImportError:
         raise InvalidArgumentError("--measure needs the measurement engine (faultbound.measure).") from None
-    res = worst_case(net, fault, failures)
-    d = res.to_dict() if hasattr(res, "to_dict") else dict(res)
+    d = worst_case(net, fault, failures).to_dict()
     worst = float(d["max_error"])
     d["certificate"] = certificate
     d["ratio"] = certificate / worst if worst > 0 else None

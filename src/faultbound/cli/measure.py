@@ -443,15 +443,16 @@ def worst_cmd(
                            exhaustive_limit=exhaustive_limit)
     else:
         r = worst_case(net, f, fl, inputs=extra, n_probe=probes, seed=seed, exhaustive_limit=exhaustive_limit)
-    r["model"] = str(model)
-    r["domain_from_data"] = widened
+    d = r.to_dict()
+    d["model"] = str(model)
+    d["domain_from_data"] = widened
     if json:
-        print_json(r)
+        print_json(d)
         return
     say_widened(widened, json)
-    how = "exhaustive over failure sets" if r["exhaustive"] else "beam search over failure sets"
+    how = "exhaustive over failure sets" if r.exhaustive else "beam search over failure sets"
     console.print(
-        f"worst case found: error {r['max_error']:.6g} ({how}, {r['evaluations']} evaluations, seed {seed})\n"
-        f"failing units {r.get('failure_set')}\ninput {[round(v, 4) for v in r['input'][:16]]}"
-        + (" ..." if len(r["input"]) > 16 else "")
+        f"worst case found: error {r.max_error:.6g} ({how}, {r.evaluations} evaluations, seed {seed})\n"
+        f"failing units {d['failure_set']}\ninput {[round(v, 4) for v in r.input[:16]]}"
+        + (" ..." if len(r.input) > 16 else "")
     )

@@ -22,14 +22,16 @@ Public API (all typed; see each function's docstring for the math):
   configurations; ``leveugle_trials(population, margin, confidence) -> int`` -- Leveugle et al.'s
   sample size with the finite-population correction.
 * ``campaign_inputs(net, data=None, digits=False, samples=None, seed=0) -> (inputs, labels)``.
-* ``worst_case(net, fault, failures=None, *, inputs=None, n_probe=32, exhaustive_limit=200_000,
+* ``worst_case(net, fault, failures=None, spec=None, *, inputs=None, scorer=None, **settings) ->
+  WorstCase`` -- the largest output error found (a lower bound on the true worst case, never above a
+  sound certificate). ``spec`` is a :class:`SearchSpec` (``n_probe=32, exhaustive_limit=200_000,
   beam=4, beam_probes=8, refine=4, rounds=1, candidates=64, max_evaluations=400_000, restarts=8,
-  steps=30, seed=0, dtype=torch.float64, batch=2048, scorer=None) -> dict`` -- the largest output
-  error found (a lower bound on the true worst case, never above a sound certificate): keys
-  ``max_error``, ``exhaustive``, ``failure_set`` ({layer: [units]}), ``input`` (flat list),
-  ``values`` (Byzantine values used), ``evaluations``, ``sets_total``, ``probe_max_error``,
-  ``probes``, ``seed``, ``fault``, ``failures``. ``distributed.worst_case_ray(net, fault, failures,
-  workers=2, address=None, **kwargs)`` scores the failure sets as Ray tasks, with the same result.
+  steps=30, seed=0, dtype=torch.float64, batch=2048, strategy="auto"``); keyword ``settings`` replace
+  its fields. ``WorstCase`` has ``max_error``, ``exhaustive``, ``failure_set`` ({layer: units}),
+  ``input``, ``values`` (Byzantine values used), ``evaluations``, ``sets_total``,
+  ``probe_max_error``, ``probes``, ``seed``, ``fault``, ``failures``; ``to_dict()`` is its JSON.
+  ``distributed.worst_case_ray(net, fault, failures, spec=None, workers=2, address=None, **settings)``
+  scores the failure sets as Ray tasks, with the same result.
 
 ``CampaignSpec(fault, trials, failures=None, rate=None, seed=0, chunk=64, values="random",
 dtype="float32", input_batch=1024, quantiles=(0.5, 0.9, 0.99), exhaustive=False, threshold=None,
@@ -63,7 +65,7 @@ from faultbound.measure.engine import (
     inject,
     sample_faults,
 )
-from faultbound.measure.search import probe_inputs, worst_case
+from faultbound.measure.search import SearchSpec, WorstCase, worst_case
 from faultbound.measure.stats import merge_states, summarize, wilson
 
 __all__ = [
@@ -90,5 +92,6 @@ __all__ = [
     "summarize",
     "wilson",
     "worst_case",
-    "probe_inputs",
+    "SearchSpec",
+    "WorstCase",
 ]

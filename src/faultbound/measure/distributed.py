@@ -47,7 +47,7 @@ from faultbound.measure.campaign import (
     result_from_state,
     run_campaign,
 )
-from faultbound.measure.search import SetTuple, score_batches, worst_case
+from faultbound.measure.search import SearchSpec, SetTuple, WorstCase, score_batches, worst_case
 from faultbound.measure.stats import empty_state, merge_states
 from faultbound.network.core import Network
 
@@ -272,17 +272,18 @@ def worst_case_ray(
     net: Network,
     fault: Fault,
     failures: list[int] | tuple[int, ...] | None = None,
+    spec: SearchSpec | None = None,
     *,
     workers: int = 2,
     address: str | None = None,
     max_retries: int = 3,
     **kwargs: Any,
-) -> dict[str, Any]:
+) -> WorstCase:
     """:func:`faultbound.measure.worst_case` with its scoring of failure sets (the exhaustive
-    enumeration, the beam's candidates) as Ray tasks (:class:`RayScorer`); the result is the
-    in-process one, key for key. ``kwargs`` are ``worst_case``'s."""
+    enumeration, the beam's candidates) as Ray tasks (:class:`RayScorer`); the result equals the
+    in-process one, field for field. ``spec`` and ``kwargs`` are ``worst_case``'s."""
     scorer = RayScorer(address, workers, max_retries)
     try:
-        return worst_case(net, fault, failures, scorer=scorer, **kwargs)
+        return worst_case(net, fault, failures, spec, scorer=scorer, **kwargs)
     finally:
         scorer.close()

@@ -23,10 +23,12 @@ a valid faulty network at a point of the domain, so it is a *lower bound* on the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
@@ -45,12 +47,20 @@ from faultbound.measure.engine import (
 )
 from faultbound.network.core import Network
 
-__all__ = ["worst_case", "probe_inputs", "score_batches"]
+__all__ = [
+    "worst_case",
+    "WorstCase",
+    "SearchSpec",
+    "SearchStrategy",
+    "search_spec",
+    "corners_and_uniform",
+    "score_batches",
+]
 
 
-def probe_inputs(net: Network, n: int, generator: torch.Generator, max_corners: int = 32) -> Tensor:
-    """Domain corners (all when :math:`2^d \\le` ``max_corners``, else random ones) and ``n`` uniform
-    points, float64 ``(m, *input_shape)``."""
+def corners_and_uniform(net: Network, n: int, generator: torch.Generator, max_corners: int = 32) -> Tensor:
+    """The search's probe inputs: domain corners (all when :math:`2^d \\le` ``max_corners``, else
+    ``max_corners`` random ones) then ``n`` uniform points, float64 ``(m, *input_shape)``."""
     lo, hi = net.domain.lo.reshape(-1), net.domain.hi.reshape(-1)
     d = lo.numel()
     if 2**d <= max_corners:
@@ -80,6 +90,140 @@ SetTuple = tuple[tuple[int, ...], ...]
 Scorer = Callable[[Network, Fault, list[SetTuple], Tensor, torch.dtype, list[int], int], tuple[Tensor, Tensor]]
 """``scorer(net, fault, sets, x, dtype, seeds, batch)``: what :func:`score_batches` returns, computed
 anywhere (in this process, or as Ray tasks: :class:`faultbound.measure.distributed.RayScorer`)."""
+
+SearchStrategy = Literal["auto", "exhaustive", "beam"]
+"""How failure sets are searched: ``"exhaustive"`` enumerates them all, ``"beam"`` runs the beam
+search, ``"auto"`` enumerates when (#sets x #probes) is at most ``exhaustive_limit``."""
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The settings of :func:`worst_case`, validated once at construction.
+
+    Attributes:
+        n_probe: uniform probe inputs (domain corners are always added, and ``inputs`` if given).
+        exhaustive_limit: with ``strategy="auto"``, enumerate every failure set when (#sets x #probes)
+            is at most this.
+        beam: partial failure sets kept by the beam search.
+        beam_probes: probe inputs the beam search scores candidates on (those where some single
+            failure hurts most).
+        refine: failure sets whose inputs are then optimised by projected gradient ascent.
+        rounds: beam search + ascent rounds (round r > 1 searches failure sets again at the inputs
+            the previous ascent found); exhaustive enumeration needs one.
+        candidates: the beam only adds units whose single failure ranks among the ``candidates``
+            worst of their layer.
+        max_evaluations: budget (configurations x inputs) of the single-failure ranking; fewer probe
+            inputs are used when a network has many units.
+        restarts, steps: restarts and steps of the gradient ascent.
+        seed: seeds the probes, restarts and starting values.
+        dtype: ``torch.float64`` by default.
+        batch: failure sets scored per batch; batch i draws its adversarial starting values from
+            its own generator (seeded from ``seed``), so the result does not depend on where a
+            batch is evaluated.
+        strategy: :data:`SearchStrategy` (``"auto"`` by default).
+    """
+
+    n_probe: int = 32
+    exhaustive_limit: int = 200_000
+    beam: int = 4
+    beam_probes: int = 8
+    refine: int = 4
+    rounds: int = 1
+    candidates: int = 64
+    max_evaluations: int = 400_000
+    restarts: int = 8
+    steps: int = 30
+    seed: int = 0
+    dtype: torch.dtype = torch.float64
+    batch: int = 2048
+    strategy: SearchStrategy = "auto"
+
+    def __post_init__(self) -> None:
+        if (self.n_probe < 0 or self.beam < 1 or self.refine < 1 or self.restarts < 1 or self.steps < 0
+                or self.rounds < 1 or self.batch < 1):
+            raise InvalidArgumentError("Expected n_probe, steps >= 0 and beam, refine, restarts, rounds, batch >= 1.")
+        if self.strategy not in get_args(SearchStrategy):
+            raise InvalidArgumentError(
+                f"Expected `strategy` to be one of {', '.join(get_args(SearchStrategy))}, but got {self.strategy!r}."
+            )
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise InvalidArgumentError(f"Expected a floating-point torch dtype, but got {self.dtype!r}.")
+
+
+def search_spec(spec: SearchSpec | None = None, **settings: Any) -> SearchSpec:
+    """``spec`` (default :class:`SearchSpec()`) with the keyword ``settings`` replacing its fields:
+    the one place where :func:`worst_case`'s keyword arguments become a spec (and are validated)."""
+    base = SearchSpec() if spec is None else spec
+    if not isinstance(base, SearchSpec):
+        raise InvalidArgumentError(f"Expected a SearchSpec, but got {type(base).__name__}.")
+    names = {f.name for f in dataclasses.fields(SearchSpec)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise InvalidArgumentError(
+            f"Expected worst-case settings among {', '.join(sorted(names))}, but got {', '.join(unknown)}."
+        )
+    return dataclasses.replace(base, **settings) if settings else base
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The largest output error :func:`worst_case` found, and where: a *lower bound* on the true
+    worst case (every value was evaluated on a valid faulty network at a point of the domain).
+
+    Attributes:
+        max_error: :math:`\\|F_{S,v}(x) - F(x)\\|_\\infty` at the failure set, input and values below.
+        failure_set: ``{layer l (from 1): failing units}``, layers without failures left out (empty
+            for precision faults, which have no sites).
+        input: the input ``x``, flattened.
+        values: ``{layer l: values sent by its failing units}`` when they were chosen by gradient
+            ascent (Byzantine models; empty for crashes), None when the worst came from scoring the
+            probes or for precision faults.
+        probe_max_error: the largest error on the probe inputs before the ascent over inputs.
+        exhaustive: every failure set was scored (else beam search); see :attr:`strategy`.
+        evaluations: configurations x inputs evaluated (gradient steps included).
+        sets_total: the number of failure sets there are.
+        seed: the seed of the search.
+        fault: the fault model.
+        failures: failing units per layer (None for precision faults).
+        probes: the probe inputs at the end of the search.
+    """
+
+    max_error: float
+    failure_set: dict[int, tuple[int, ...]]
+    input: tuple[float, ...]
+    values: dict[int, tuple[float, ...]] | None
+    probe_max_error: float | None
+    exhaustive: bool
+    evaluations: int
+    sets_total: int
+    seed: int
+    fault: Fault
+    failures: tuple[int, ...] | None
+    probes: int
+
+    @property
+    def strategy(self) -> Literal["exhaustive", "beam"]:
+        """The search that ran: ``"exhaustive"`` over failure sets, or ``"beam"``."""
+        return "exhaustive" if self.exhaustive else "beam"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"max_error", "failure_set" ({"l": [units]}), "input", "values" ({"l": [values]}
+        or None), "probe_max_error", "exhaustive", "evaluations", "sets_total", "seed", "fault"
+        (:meth:`Fault.to_dict`), "failures", "probes"}`` (what the CLI's ``worst --json`` prints)."""
+        return {
+            "max_error": self.max_error,
+            "failure_set": {str(l): list(u) for l, u in self.failure_set.items()},
+            "input": list(self.input),
+            "values": None if self.values is None else {str(l): list(v) for l, v in self.values.items()},
+            "probe_max_error": self.probe_max_error,
+            "exhaustive": self.exhaustive,
+            "evaluations": self.evaluations,
+            "sets_total": self.sets_total,
+            "seed": self.seed,
+            "fault": self.fault.to_dict(),
+            "failures": None if self.failures is None else list(self.failures),
+            "probes": self.probes,
+        }
 
 
 def score_batches(
@@ -213,6 +357,15 @@ def _beam(
     return states, scores, args, evals
 
 
+class _Best(NamedTuple):
+    """The largest error found so far, with its failure set, input and values."""
+
+    error: float
+    failure_set: dict[int, tuple[int, ...]]
+    input: tuple[float, ...]
+    values: dict[int, tuple[float, ...]] | None
+
+
 def _refine(
     net: Network,
     fault: Fault,
@@ -225,9 +378,9 @@ def _refine(
     steps: int,
     dtype: torch.dtype,
     g: torch.Generator,
-    best: dict[str, Any],
+    best: _Best | None,
     found: list[Tensor],
-) -> tuple[dict[str, Any], int]:
+) -> tuple[_Best | None, int]:
     """Gradient ascent over inputs for each of ``sets``; appends each set's best input to ``found``."""
     evals = 0
     lo, hi = net.domain.lo.reshape(-1), net.domain.hi.reshape(-1)
@@ -245,15 +398,15 @@ def _refine(
         found.append(xb.reshape(-1).to(torch.float64))
         cand = [(val, xb, vb), (float(sc), x[int(a)].to(dtype), None)]
         for v_err, v_x, v_vals in cand:
-            if v_err > best["max_error"]:
-                best = {
-                    "max_error": float(v_err),
-                    "failure_set": {str(i + 1): list(u) for i, u in enumerate(s) if u},
-                    "input": v_x.reshape(-1).double().tolist(),
-                    "values": None
+            if v_err > (-math.inf if best is None else best.error):
+                best = _Best(
+                    float(v_err),
+                    {i + 1: tuple(u) for i, u in enumerate(s) if u},
+                    tuple(v_x.reshape(-1).double().tolist()),
+                    None
                     if v_vals is None or isinstance(fault, Precision)
-                    else {str(i + 1): v.reshape(-1).tolist() for i, v in enumerate(v_vals) if v is not None},
-                }
+                    else {i + 1: tuple(v.reshape(-1).tolist()) for i, v in enumerate(v_vals) if v is not None},
+                )
     return best, evals
 
 
@@ -261,23 +414,12 @@ def worst_case(
     net: Network,
     fault: Fault,
     failures: list[int] | tuple[int, ...] | None = None,
+    spec: SearchSpec | None = None,
     *,
     inputs: Tensor | None = None,
-    n_probe: int = 32,
-    exhaustive_limit: int = 200_000,
-    beam: int = 4,
-    beam_probes: int = 8,
-    refine: int = 4,
-    rounds: int = 1,
-    candidates: int = 64,
-    max_evaluations: int = 400_000,
-    restarts: int = 8,
-    steps: int = 30,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float64,
-    batch: int = 2048,
     scorer: Scorer | None = None,
-) -> dict[str, Any]:
+    **settings: Any,
+) -> WorstCase:
     """Search failure sets, inputs in the domain and Byzantine values that maximise the output error.
 
     Args:
@@ -285,42 +427,26 @@ def worst_case(
         fault: ``Crash()``, ``StuckAt(v)``, ``Byzantine(C)``, ``ByzantineDeviation(C)``,
             ``SynapseCrash()``, ``SynapseByzantine(C)`` or ``Precision(lams)``.
         failures: failing units per layer (L for neurons, L+1 for synapses; ignored for precision).
-        inputs: extra probe inputs (e.g. a data set); domain corners and ``n_probe`` uniform points
-            are always added.
-        exhaustive_limit: enumerate every failure set when (#sets x #probes) is at most this.
-        beam: partial failure sets kept by the beam search.
-        beam_probes: probe inputs the beam search scores candidates on (those that random full
-            failure sets hurt most).
-        refine: failure sets whose inputs are then optimised by projected gradient ascent.
-        candidates: the beam only adds units whose single failure ranks among the ``candidates``
-            worst of their layer.
-        max_evaluations: budget (configurations x inputs) of the single-failure ranking; fewer probe
-            inputs are used when a network has many units.
-        restarts, steps: restarts and steps of that ascent.
-        rounds: beam search + ascent rounds (round r > 1 searches failure sets again at the inputs
-            the previous ascent found); exhaustive enumeration needs one.
-        seed: seeds the probes, restarts and starting values.
-        dtype: float64 by default.
-        batch: failure sets scored per batch; batch i draws its adversarial starting values from
-            its own generator (seeded from ``seed``), so the result does not depend on where a
-            batch is evaluated.
+        spec: the search's settings (:class:`SearchSpec`; default ``SearchSpec()``).
+        inputs: extra probe inputs (e.g. a data set); domain corners and ``spec.n_probe`` uniform
+            points are always added.
         scorer: evaluates the batches (default :func:`score_batches`, in this process);
             :func:`faultbound.measure.distributed.worst_case_ray` passes a Ray one. The result is the
             same whatever the scorer.
+        settings: fields of :class:`SearchSpec` replacing those of ``spec``
+            (``worst_case(net, fault, f, steps=5)`` is ``worst_case(net, fault, f, SearchSpec(steps=5))``).
 
     Returns:
-        ``{"max_error", "exhaustive", "failure_set" ({layer: [units]}), "input", "values",
-        "evaluations", "seed", "fault", "failures", "sets_total"}``. ``max_error`` is a lower bound on
-        the true worst case.
+        A :class:`WorstCase`; its ``max_error`` is a lower bound on the true worst case.
 
     Example:
         >>> import torch, faultbound as fb
-        >>> from faultbound.measure import worst_case
+        >>> from faultbound.measure import SearchSpec, worst_case
         >>> torch.manual_seed(0) and None
         >>> net = fb.Network.from_torch(torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Sigmoid(),
         ...                                                 torch.nn.Linear(4, 1)))
-        >>> r = worst_case(net, fb.Crash(), [1], steps=5)
-        >>> r["exhaustive"], r["max_error"] <= fb.bound(net, [1], fb.Crash()).value
+        >>> r = worst_case(net, fb.Crash(), [1], SearchSpec(steps=5))
+        >>> r.exhaustive, r.max_error <= fb.bound(net, [1], fb.Crash()).value
         (True, True)
     """
     if isinstance(fault, BitFlip):
@@ -329,10 +455,12 @@ def worst_case(
         raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
     if isinstance(getattr(fault, "capacity", 0.0), float) and not math.isfinite(getattr(fault, "capacity", 0.0)):
         raise InvalidArgumentError("Unbounded capacity: the worst case is infinite (Lemma 1).")
-    if n_probe < 0 or beam < 1 or refine < 1 or restarts < 1 or steps < 0 or rounds < 1 or batch < 1:
-        raise InvalidArgumentError("Expected n_probe, steps >= 0 and beam, refine, restarts, rounds, batch >= 1.")
+    sp = search_spec(spec, **settings)
+    n_probe, exhaustive_limit, beam, beam_probes = sp.n_probe, sp.exhaustive_limit, sp.beam, sp.beam_probes
+    refine, rounds, candidates, max_evaluations = sp.refine, sp.rounds, sp.candidates, sp.max_evaluations
+    restarts, steps, seed, dtype, batch = sp.restarts, sp.steps, sp.seed, sp.dtype, sp.batch
     g = torch.Generator().manual_seed(int(seed))
-    x = probe_inputs(net, n_probe, g)
+    x = corners_and_uniform(net, n_probe, g)
     if inputs is not None:
         xi = torch.as_tensor(inputs, dtype=torch.float64).reshape(-1, *net.input_shape)
         x = torch.cat([x, torch.minimum(torch.maximum(xi, net.domain.lo), net.domain.hi)])
@@ -364,7 +492,7 @@ def worst_case(
                 raise InvalidArgumentError(f"Expected 0 <= f_{l} <= {n_units(net, fault, l)}, but got {v}.")
         f_tuple = f
         total = _n_sets(net, fault, f)
-        exhaustive = total * x.shape[0] <= exhaustive_limit
+        exhaustive = sp.strategy == "exhaustive" or (sp.strategy == "auto" and total * x.shape[0] <= exhaustive_limit)
         if exhaustive:
             sets = _all_sets(net, fault, f)
             scores, args = _score_sets(net, fault, sets, x, dtype, g, batch, scorer)
@@ -407,7 +535,7 @@ def worst_case(
             args = keep[args]
             evals += e
             sets, scores, args = sets[:refine], scores[:refine], args[:refine]
-    best: dict[str, Any] = {"max_error": -math.inf}
+    best: _Best | None = None
     probe_best = float(scores.max()) if scores.numel() else None
     found: list[Tensor] = []
     for rnd_i in range(rounds if not exhaustive else 1):
@@ -425,14 +553,19 @@ def worst_case(
         best, ev = _refine(net, fault, sets, scores, args, x, n_layers, restarts, steps, dtype, g, best, found)
         evals += ev
 
-    best.update(
+    if best is None:  # pragma: no cover - every search refines at least one failure set
+        raise InvalidArgumentError("The search evaluated no failure set.")
+    return WorstCase(
+        max_error=best.error,
+        failure_set=best.failure_set,
+        input=best.input,
+        values=best.values,
         probe_max_error=probe_best,
         exhaustive=bool(exhaustive),
         evaluations=int(evals),
         sets_total=int(total),
         seed=int(seed),
-        fault=fault.to_dict(),
-        failures=None if isinstance(fault, Precision) else list(failures or []),
+        fault=fault,
+        failures=None if isinstance(fault, Precision) else f_tuple,
         probes=int(x.shape[0]),
     )
-    return best

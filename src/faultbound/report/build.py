@@ -147,7 +147,7 @@ class BoundRow:
         failures: :math:`(f_1, \\dots)` (empty for precision).
         description: the distribution in words ("1 crashed neuron in layer 1").
         paper, tight: :meth:`BoundResult.to_dict` of each certificate (``value`` None if unbounded).
-        measured: the :func:`~faultbound.measure.worst_case` dictionary.
+        measured: the :func:`~faultbound.measure.worst_case` result's ``to_dict()``.
         ratio_paper, ratio_tight: certificate / worst case (None when either is 0 or unbounded).
         status: ``"ok"``, ``"unbounded"`` (Lemma 1), or ``"VIOLATION"`` (a certificate below the
             measurement: a bug).
@@ -523,7 +523,7 @@ def build_report(
                 }
             else:
                 wc = worst_case(net, fault, fl, inputs=None if probes is None else probes[:256], seed=spec.seed)
-                measured = _finite(dict(wc))
+                measured = _finite(wc.to_dict())
             worst = float(measured["max_error"])
             rows.append(
                 BoundRow(

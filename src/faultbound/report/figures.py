@@ -133,7 +133,7 @@ def worst_crash_error(
     from faultbound.measure import worst_case
 
     r = worst_case(net, Crash(), list(failures), inputs=x, seed=seed)
-    return {"max": float(r["max_error"]), "mean": None, "method": "search", "sets": n_sets}
+    return {"max": float(r.max_error), "mean": None, "method": "search", "sets": n_sets}
 
 
 def figure3_data(Ks: Sequence[float] = FIG3_KS, config: Any = None, reference_K: float = 1.0) -> list[dict[str, Any]]:  # noqa: N803
