@@ -39,7 +39,6 @@ import json
 import math
 import os
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -64,11 +63,9 @@ from faultbound.measure.engine import (
     sample_faults,
 )
 from faultbound.measure.stats import (
-    HIST_EDGES,
-    REDUCTIONS,
+    CampaignState,
+    checkpoint_damaged,
     chunk_state,
-    empty_state,
-    merge_states,
     summarize,
     z_value,
 )
@@ -93,7 +90,6 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
-FORMAT = "faultbound-campaign-state/2"
 
 
 @dataclass(frozen=True)
@@ -226,7 +222,7 @@ class CampaignResult:
     n_inputs: int
     chunks_done: int
     resumed_from: int = 0
-    state: dict[str, Any] = field(default_factory=dict, repr=False)
+    state: CampaignState = field(default_factory=CampaignState, repr=False)
     population: int | None = None
     stopped_early: bool = False
     fingerprint_inputs: str = ""
@@ -420,48 +416,6 @@ def inputs_fingerprint(net: Network, inputs: Tensor, labels: Tensor | None = Non
 
 
 # ----------------------------------------------------------------------------------- state files
-_INT_KEYS = [k for k, how in REDUCTIONS.items() if how == "sum"]
-
-
-def _state_json(state: dict[str, Any]) -> dict[str, Any]:
-    d: dict[str, Any] = {k: int(state[k]) for k in _INT_KEYS}
-    d["error_sum_exact"] = hex(int(state["error_sum_exact"]))
-    d["error_max"] = repr(float(state["error_max"]))
-    d["worst"] = state["worst"]
-    return d
-
-
-def _digest(meta_json: str, arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256(meta_json.encode())
-    for k in sorted(arrays):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(arrays[k]).tobytes())
-    return h.hexdigest()
-
-
-def _save(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write ``state`` and ``meta`` atomically: a temporary sibling, fsync, ``os.replace``. The
-    temporary file is removed if anything fails."""
-    keys = np.array(list(state["sketch"].keys()), dtype=np.int64)
-    counts = np.array(list(state["sketch"].values()), dtype=np.int64)
-    arrays = {"sketch_keys": keys, "sketch_counts": counts, "histogram": np.asarray(state["histogram"], np.int64)}
-    meta_json = json.dumps({**meta, "format": FORMAT, "state": _state_json(state)})
-    payload = {"meta": np.array(meta_json), "digest": np.array(_digest(meta_json, arrays)), **arrays}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **payload)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        _discard(tmp)
-        raise InvalidArgumentError(f"Cannot write checkpoint {path}: {e.strerror or e}.") from None
-    except BaseException:
-        _discard(tmp)
-        raise
-
-
 def _discard(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink(missing_ok=True)
@@ -481,68 +435,23 @@ def _remove_stale_temporaries(path: Path) -> None:
             pass
 
 
-def _bad(path: Path | str, why: str) -> InvalidArgumentError:
-    return InvalidArgumentError(f"Checkpoint {path} is damaged or was edited ({why}); delete it to start again.")
+_bad = checkpoint_damaged
 
 
-def load_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a campaign state file (never unpickles: ``allow_pickle=False``, JSON) and check that it
-    is internally consistent; any damage or edit gives one :class:`InvalidArgumentError`.
+def load_state(path: str | Path) -> tuple[CampaignState, dict[str, Any]]:
+    """Read a campaign state file (:meth:`CampaignState.load`: never unpickles, checks the digest,
+    the format and every field) and check that it is consistent with the campaign it records; any
+    damage or edit gives one :class:`InvalidArgumentError`.
 
     Returns:
         ``(state, meta)``.
     """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            need = {"meta", "digest", "sketch_keys", "sketch_counts", "histogram"}
-            if files != need:
-                raise _bad(path, f"entries {sorted(files)}")
-            meta_json = str(z["meta"])
-            digest = str(z["digest"])
-            arrays = {k: np.asarray(z[k]) for k in ("sketch_keys", "sketch_counts", "histogram")}
-    except InvalidArgumentError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(e, EOFError) or (path.exists() and path.stat().st_size == 0):
-            msg = "the file is empty"
-        raise InvalidArgumentError(f"Cannot read checkpoint {path}: {msg}.") from None
-    for k, a in arrays.items():
-        if a.dtype != np.int64 or a.ndim != 1:
-            raise _bad(path, f"{k} is {a.dtype} with shape {a.shape}")
-    if _digest(meta_json, arrays) != digest:
-        raise _bad(path, "its digest does not match its contents")
-    try:
-        meta = json.loads(meta_json)
-        js = meta["state"]
-        st = empty_state()
-        for k in _INT_KEYS:
-            if not isinstance(js[k], int) and k != "error_sum_exact":
-                raise TypeError(k)
-        for k in _INT_KEYS:
-            st[k] = int(js[k], 16) if k == "error_sum_exact" else int(js[k])
-        st["error_max"] = float(js["error_max"])
-        st["worst"] = js["worst"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise _bad(path, f"unreadable field {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if meta.get("format") != FORMAT:
-        raise _bad(path, f"format {meta.get('format')!r}, expected {FORMAT!r}")
-    keys, counts, hist = arrays["sketch_keys"], arrays["sketch_counts"], arrays["histogram"]
-    if keys.shape != counts.shape or (keys.size > 1 and np.any(np.diff(keys) <= 0)):
-        raise _bad(path, "sketch keys and counts do not match")
-    if np.any(counts <= 0) or np.any(hist < 0) or any(st[k] < 0 for k in _INT_KEYS):
-        raise _bad(path, "negative counts")
-    if hist.shape != (len(HIST_EDGES) - 1,):
-        raise _bad(path, f"histogram of {hist.size} bins, expected {len(HIST_EDGES) - 1}")
-    st["sketch"] = {int(k): int(c) for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
-    st["histogram"] = hist.astype(np.int64)
+    st, meta = CampaignState.load(path)
     _check_state(path, st, meta)
     return st, meta
 
 
-def _check_state(path: Path | str, st: dict[str, Any], meta: dict[str, Any]) -> None:
+def _check_state(path: Path | str, st: CampaignState, meta: dict[str, Any]) -> None:
     """Consistency of a state with its meta: counts against configurations and inputs."""
     try:
         n_chunks, chunk, trials = int(meta["n_chunks"]), int(meta["spec"]["chunk"]), int(meta["spec"]["trials"])
@@ -556,21 +465,21 @@ def _check_state(path: Path | str, st: dict[str, Any], meta: dict[str, Any]) -> 
     if not 0 <= nxt <= len(own):
         raise _bad(path, f"next chunk {nxt} outside 0..{len(own)}")
     configs = sum(min(chunk, trials - c * chunk) for c in own[:nxt])
-    n = st["evaluations"]
-    if st["configurations"] != configs or n != configs * n_inputs:
-        raise _bad(path, f"{st['configurations']} configurations and {n} evaluations recorded, {configs} expected")
-    fin = n - st["nan_count"] - st["inf_count"]
-    if fin < 0 or sum(st["sketch"].values()) + st["sketch_zero"] != fin:
+    n = st.evaluations
+    if st.configurations != configs or n != configs * n_inputs:
+        raise _bad(path, f"{st.configurations} configurations and {n} evaluations recorded, {configs} expected")
+    fin = n - st.nan_count - st.inf_count
+    if fin < 0 or sum(st.sketch.values()) + st.sketch_zero != fin:
         raise _bad(path, "the quantile sketch does not count every evaluation")
-    if int(st["histogram"].sum()) != n - st["nan_count"]:
+    if int(st.histogram.sum()) != n - st.nan_count:
         raise _bad(path, "the histogram does not count every evaluation")
     for k, kk in (("changed", "changed_sq"), ("correct", "correct_sq"), ("failed", "failed_sq")):
-        s1, s2 = st[k], st[kk]
+        s1, s2 = getattr(st, k), getattr(st, kk)
         if s1 > n or s2 > s1 * n_inputs or (configs and s1 * s1 > s2 * configs):
             raise _bad(path, f"impossible {k} counts")
-    if st["labeled"] not in (0, n) or not (st["correct"] <= st["labeled"]):
+    if st.labeled not in (0, n) or not (st.correct <= st.labeled):
         raise _bad(path, "impossible label counts")
-    w = st["worst"]
+    w = st.worst
     if (w is None) != (n == 0) or (w is not None and not (isinstance(w, dict) and "error" in w)):
         raise _bad(path, "worst case missing")
     if w is not None:
@@ -581,7 +490,7 @@ def _check_state(path: Path | str, st: dict[str, Any], meta: dict[str, Any]) -> 
             ok = False
         if not ok:
             raise _bad(path, "worst case outside the campaign")
-    if st["error_sum_exact"] < 0 or (fin and math.isnan(st["error_max"])):
+    if st.error_sum_exact < 0 or (fin and math.isnan(st.error_max)):
         raise _bad(path, "impossible error sums")
 
 
@@ -669,7 +578,7 @@ def _failure(net: Network, spec: CampaignSpec) -> str | None:
     return "changed prediction" if net.n_outputs > 1 else None
 
 
-def _chunk(p: _Prepared, c: int) -> dict[str, Any]:
+def _chunk(p: _Prepared, c: int) -> CampaignState:
     """The state of chunk ``c``: inject its configurations on every input batch."""
     spec, net = p.spec, p.net
     fs = chunk_faults(net, spec, c)
@@ -709,9 +618,9 @@ def _chunk(p: _Prepared, c: int) -> dict[str, Any]:
     return chunk_state(errors, outputs, p.clean_out, p.labels, worst, spec.threshold)
 
 
-def _stop(state: dict[str, Any], spec: CampaignSpec, failure: str | None, pop: int | None = None) -> bool:
+def _stop(state: CampaignState, spec: CampaignSpec, failure: str | None, pop: int | None = None) -> bool:
     """Sequential stop: the failure-rate interval's half-width is at most the margin."""
-    if spec.margin is None or state["configurations"] < 2:
+    if spec.margin is None or state.configurations < 2:
         return False
     s = summarize(state, (), False, spec.confidence, failure, population=pop)
     return bool(s["margin_achieved"] <= spec.margin)
@@ -750,7 +659,7 @@ def _clean_accuracy(p: _Prepared) -> float | None:
 
 
 def result_from_state(
-    state: dict[str, Any], meta: dict[str, Any], spec: CampaignSpec, chunks_done: int, resumed_from: int = 0
+    state: CampaignState, meta: dict[str, Any], spec: CampaignSpec, chunks_done: int, resumed_from: int = 0
 ) -> CampaignResult:
     """The :class:`CampaignResult` of a (merged) state and the meta its file or run recorded."""
     pop = meta.get("population")
@@ -813,7 +722,7 @@ def run_campaign(
     own = shard_chunks(n_chunks, shard)
     failure = _failure(net, spec)
     fpc = population(net, spec.fault, failures=spec.failures) if spec.without_replacement else None
-    state = empty_state()
+    state = CampaignState()
     start = 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None:
@@ -830,7 +739,7 @@ def run_campaign(
                 )
             start = int(meta["next_chunk"])
         else:
-            _save(path, state, _meta(p, n_chunks, shard, 0, False, extra))  # fail now if the file cannot be written
+            state.save(path, _meta(p, n_chunks, shard, 0, False, extra))  # fail now if the file cannot be written
     resumed_from = own[start] if start < len(own) else n_chunks
     stopped = False
     last = time.monotonic()
@@ -839,17 +748,17 @@ def run_campaign(
         if _stop(state, spec, failure, fpc):
             stopped = True
             break
-        state = merge_states(state, _chunk(p, own[k]))
+        state = state.merge(_chunk(p, own[k]))
         done = k + 1
         if path is not None and (time.monotonic() - last >= checkpoint_seconds or done == len(own)):
-            _save(path, state, _meta(p, n_chunks, shard, done, False, extra))
+            state.save(path, _meta(p, n_chunks, shard, done, False, extra))
             last = time.monotonic()
         if progress is not None:
-            progress(min(spec.trials, state["configurations"]), spec.trials)
+            progress(min(spec.trials, state.configurations), spec.trials)
     else:
         stopped = _stop(state, spec, failure, fpc) and done < len(own)
     if path is not None:
-        _save(path, state, _meta(p, n_chunks, shard, done, stopped, extra))
+        state.save(path, _meta(p, n_chunks, shard, done, stopped, extra))
     meta = _meta(p, n_chunks, shard, done, stopped, extra)
     return result_from_state(state, meta, spec, done if shard == (0, 1) else n_chunks, resumed_from)
 
@@ -901,9 +810,9 @@ def merge_campaign_states(paths: Sequence[str | Path]) -> CampaignResult:
     missing = sorted(set(range(n)) - set(seen))
     if missing:
         raise InvalidArgumentError(f"Expected every shard of {n}, but shards {missing} are missing.")
-    state = empty_state()
+    state = CampaignState()
     for st, _meta_i in loaded:
-        state = merge_states(state, st)
+        state = state.merge(st)
     spec = spec_from_dict(first["spec"])
     meta = dict(first, shard=[0, 1], stopped=False)
     return result_from_state(state, meta, spec, int(first["n_chunks"]))

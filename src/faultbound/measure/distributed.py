@@ -48,7 +48,7 @@ from faultbound.measure.campaign import (
     run_campaign,
 )
 from faultbound.measure.search import SearchSpec, SetTuple, WorstCase, score_batches, worst_case
-from faultbound.measure.stats import empty_state, merge_states
+from faultbound.measure.stats import CampaignState
 from faultbound.network.core import Network
 
 __all__ = ["run_ray", "ray_environment", "ray_cluster", "run_tasks", "RayScorer", "worst_case_ray"]
@@ -64,7 +64,7 @@ def ray_environment() -> dict[str, str]:
 
 def _shard_state(
     net: Network, x: Tensor, labels: Tensor | None, spec: CampaignSpec, shard: tuple[int, int], counter: Any
-) -> dict[str, Any]:
+) -> CampaignState:
     """One shard, inside a Ray worker: its state (progress goes to ``counter``)."""
     torch.set_num_threads(1)
 
@@ -197,9 +197,9 @@ def run_ray(
             ray, _shard_state, [(net_ref, x_ref, y_ref, spec, (i, n_shards), counter) for i in range(n_shards)],
             workers=workers, max_retries=max_retries, poll=poll,
         )
-    state = empty_state()
+    state = CampaignState()
     for st in states:
-        state = merge_states(state, st)
+        state = state.merge(st)
     meta = _meta(p, n_chunks, (0, 1), n_chunks, False, extra)
     return result_from_state(state, meta, spec, n_chunks)
 

@@ -1,8 +1,11 @@
 """Campaign statistics as constant-size, mergeable state.
 
-A state is a plain ``dict[str, Any]`` whose size does not depend on the number of trials. Every key
-declares in :data:`REDUCTIONS` how two states merge (the way torchmetrics declares
-``dist_reduce_fx``):
+A state is a :class:`CampaignState`, whose size does not depend on the number of trials. Every field
+declares beside it how two states merge (``field(metadata={"merge": ...})``, the way torchmetrics
+declares ``add_state(..., dist_reduce_fx=...)``); :meth:`CampaignState.merge`,
+:meth:`CampaignState.save` and :meth:`CampaignState.load` are derived from these declarations, so a
+new field with a declared merge is merged, saved and loaded with no other code. The merges
+(:data:`MERGE_RULES`):
 
 * ``"sum"`` -- integer counts, and the exact sum of the errors (an integer, see :func:`exact_sum`);
 * ``"max"`` -- the largest non-NaN error;
@@ -44,18 +47,36 @@ T Bernoulli trials; the upper clip is B independent inputs per configuration. Th
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import decimal
+import hashlib
+import json
 import math
+import os
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import numpy as np
 from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 from torch import Tensor
 
+from faultbound.errors import InvalidArgumentError
+
 __all__ = [
+    "CampaignState",
+    "Merge",
+    "Codec",
+    "MERGE_RULES",
+    "FORMAT",
+    "state_field",
+    "checkpoint_damaged",
     "REDUCTIONS",
     "RELATIVE_ACCURACY",
     "HIST_EDGES",
@@ -96,48 +117,339 @@ _EXACT_SHIFT = 1127
 """Errors are summed exactly as integers in units of :math:`2^{-1127}` (every finite float64 is an
 integer multiple of :math:`2^{-1074}`; the extra 53 bits come from the mantissa scaling)."""
 
-REDUCTIONS: dict[str, str] = {
-    "evaluations": "sum",
-    "configurations": "sum",
-    "nan_count": "sum",
-    "inf_count": "sum",
-    "error_sum_exact": "sum",
-    "error_max": "max",
-    "sketch": "sum_by_key",
-    "sketch_zero": "sum",
-    "histogram": "sum_array",
-    "changed": "sum",
-    "changed_sq": "sum",
-    "correct": "sum",
-    "correct_sq": "sum",
-    "labeled": "sum",
-    "failed": "sum",
-    "failed_sq": "sum",
-    "worst": "argmax",
+FORMAT = "faultbound-campaign-state/2"
+"""The format of a state file (:meth:`CampaignState.save`); a file of another format is refused
+with a message naming both."""
+
+Merge = Literal["sum", "max", "sum_by_key", "sum_array", "argmax"]
+"""How a field of two states merges (module docstring)."""
+
+Codec = Literal["int", "hex", "float", "json", "sparse", "array"]
+"""How a field is stored in a state file: in the JSON ``meta["state"]`` as a non-negative integer
+(``"int"``), a hexadecimal string of one (``"hex"``, for integers beyond JSON's doubles), a float's
+``repr`` (``"float"``) or as it is (``"json"``); or as int64 arrays of the ``.npz``: ``NAME_keys`` and
+``NAME_counts`` for a ``{key: count}`` dict (``"sparse"``), ``NAME`` for a count array (``"array"``)."""
+
+DEFAULT_CODECS: dict[str, Codec] = {
+    "sum": "int", "max": "float", "sum_by_key": "sparse", "sum_array": "array", "argmax": "json",
 }
+"""The codec of a field that declares only its merge."""
 
 
-def empty_state() -> dict[str, Any]:
+def worst_key(payload: dict[str, Any] | None) -> tuple[float, float, int, int]:
+    """Total order of worst-case payloads: NaN errors first, then the larger error, then the smaller
+    configuration index, then the smaller input index (so every merge order picks the same one)."""
+    if payload is None:
+        return (-1.0, -math.inf, 0, 0)
+    e = float(payload["error"])
+    return (1.0 if math.isnan(e) else 0.0, -math.inf if math.isnan(e) else e,
+            -int(payload["configuration"]), -int(payload["input_index"]))
+
+
+def _merge_sum(a: Any, b: Any, _f: dataclasses.Field[Any]) -> Any:
+    return a + b
+
+
+def _merge_max(a: Any, b: Any, _f: dataclasses.Field[Any]) -> Any:
+    return max(a, b)
+
+
+def _merge_sum_by_key(a: Mapping[Any, int], b: Mapping[Any, int], _f: dataclasses.Field[Any]) -> dict[Any, int]:
+    d = dict(a)
+    for k, c in b.items():
+        d[k] = d.get(k, 0) + c
+    return dict(sorted(d.items()))
+
+
+def _merge_argmax(a: Any, b: Any, f: dataclasses.Field[Any]) -> Any:
+    order = f.metadata["order"]
+    return b if order(b) > order(a) else a
+
+
+MERGE_RULES: dict[str, Callable[[Any, Any, dataclasses.Field[Any]], Any]] = {
+    "sum": _merge_sum,
+    "max": _merge_max,
+    "sum_by_key": _merge_sum_by_key,
+    "sum_array": _merge_sum,
+    "argmax": _merge_argmax,
+}
+"""``rule(a, b, field) -> merged`` for each :data:`Merge` (``"argmax"`` reads the field's
+``metadata["order"]``, a key function)."""
+
+
+def state_field(
+    merge: Merge,
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    codec: Codec | None = None,
+    order: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A :class:`CampaignState` field with its merge declared beside it (``order``: the key of an
+    ``"argmax"``; ``codec``: how it is saved, by default :data:`DEFAULT_CODECS` of its merge)."""
+    meta: dict[str, Any] = {"merge": merge}
+    if codec is not None:
+        meta["codec"] = codec
+    if order is not None:
+        meta["order"] = order
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _empty_histogram() -> np.ndarray:
+    return np.zeros(len(HIST_EDGES) - 1, dtype=np.int64)
+
+
+def checkpoint_damaged(path: Path | str, why: str) -> InvalidArgumentError:
+    """The one error for a state file that is readable but inconsistent."""
+    return InvalidArgumentError(f"Checkpoint {path} is damaged or was edited ({why}); delete it to start again.")
+
+
+def _declared(cls: type) -> tuple[tuple[dataclasses.Field[Any], Merge, Codec], ...]:
+    """Every field of ``cls`` with its declared merge and codec (checked at every use: a few
+    microseconds, once per chunk)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        merge = f.metadata.get("merge")
+        if merge not in MERGE_RULES:
+            raise TypeError(f"{cls.__name__}.{f.name} declares merge {merge!r}, not one of {sorted(MERGE_RULES)}.")
+        codec = f.metadata.get("codec", DEFAULT_CODECS[merge])
+        if codec not in get_args(Codec):
+            raise TypeError(f"{cls.__name__}.{f.name} declares codec {codec!r}, not one of {get_args(Codec)}.")
+        if merge == "argmax" and not callable(f.metadata.get("order")):
+            raise TypeError(f"{cls.__name__}.{f.name} merges by argmax but declares no `order` key.")
+        out.append((f, merge, codec))
+    return tuple(out)
+
+
+def _digest(meta_json: str, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    for k in sorted(arrays):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return h.hexdigest()
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+_S = TypeVar("_S", bound="CampaignState")
+
+
+@dataclass(frozen=True, eq=False)
+class CampaignState:
+    """The constant-size, mergeable state of a campaign (module docstring).
+
+    Every field declares its merge (and optionally its codec) in its metadata; :meth:`merge`,
+    :meth:`save`, :meth:`load` and ``==`` read the declarations, so a subclass that adds a field
+    with ``field(default=..., metadata={"merge": "sum"})`` is merged, saved and loaded with no other
+    code (declare subclasses ``@dataclass(frozen=True, eq=False)`` to keep the array-aware ``==``).
+    ``CampaignState()`` is the neutral element of :meth:`merge`.
+
+    Attributes:
+        evaluations, configurations: counts (configurations x inputs, and configurations).
+        nan_count, inf_count: evaluations whose error is NaN, +inf.
+        error_sum_exact: the exact sum of the finite errors, in units of :math:`2^{-1127}`
+            (:func:`exact_sum`).
+        error_max: the largest non-NaN error (``-inf`` when none).
+        sketch: DDSketch bins ``{key: count}`` of the positive finite errors; ``sketch_zero`` counts
+            the rest of the finite ones.
+        histogram: counts in the bins of :data:`HIST_EDGES`.
+        changed, changed_sq, correct, correct_sq, failed, failed_sq: :math:`S_1`, :math:`S_2` of
+            the per-configuration hit counts (module docstring); ``labeled``: evaluations with a label.
+        worst: the worst configuration and input (``error``, ``configuration``, ``input_index``,
+            ...), or None.
+    """
+
+    format: ClassVar[str] = FORMAT
+
+    evaluations: int = state_field("sum", 0)
+    configurations: int = state_field("sum", 0)
+    nan_count: int = state_field("sum", 0)
+    inf_count: int = state_field("sum", 0)
+    error_sum_exact: int = state_field("sum", 0, codec="hex")
+    error_max: float = state_field("max", -math.inf)
+    sketch: dict[int, int] = state_field("sum_by_key", factory=dict)
+    sketch_zero: int = state_field("sum", 0)
+    histogram: np.ndarray = state_field("sum_array", factory=_empty_histogram)
+    changed: int = state_field("sum", 0)
+    changed_sq: int = state_field("sum", 0)
+    correct: int = state_field("sum", 0)
+    correct_sq: int = state_field("sum", 0)
+    labeled: int = state_field("sum", 0)
+    failed: int = state_field("sum", 0)
+    failed_sq: int = state_field("sum", 0)
+    worst: dict[str, Any] | None = state_field("argmax", None, order=worst_key)
+
+    def merge(self: _S, other: _S) -> _S:
+        """The state of both runs: every field merged as it declares (associative and commutative)."""
+        if type(other) is not type(self):
+            raise InvalidArgumentError(f"Expected two {type(self).__name__}s, but got a {type(other).__name__}.")
+        return type(self)(**{
+            f.name: MERGE_RULES[merge](getattr(self, f.name), getattr(other, f.name), f)
+            for f, merge, _codec in _declared(type(self))
+        })
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        for f, _merge, _codec in _declared(type(self)):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if not (np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b):
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]  # mutable payloads (dicts, arrays): not hashable
+
+    def _encode(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The JSON fields and the int64 arrays of a state file, by each field's codec."""
+        js: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for f, _merge, codec in _declared(type(self)):
+            v = getattr(self, f.name)
+            if codec == "int":
+                js[f.name] = int(v)
+            elif codec == "hex":
+                js[f.name] = hex(int(v))
+            elif codec == "float":
+                js[f.name] = repr(float(v))
+            elif codec == "json":
+                js[f.name] = v
+            elif codec == "sparse":
+                arrays[f.name + "_keys"] = np.array(list(v.keys()), dtype=np.int64)
+                arrays[f.name + "_counts"] = np.array(list(v.values()), dtype=np.int64)
+            else:
+                arrays[f.name] = np.asarray(v, np.int64)
+        return js, arrays
+
+    @classmethod
+    def _array_names(cls) -> set[str]:
+        names: set[str] = set()
+        for f, _merge, codec in _declared(cls):
+            if codec == "sparse":
+                names |= {f.name + "_keys", f.name + "_counts"}
+            elif codec == "array":
+                names.add(f.name)
+        return names
+
+    @classmethod
+    def _decode(cls: type[_S], path: Path, js: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> _S:
+        """The state a file's JSON fields and arrays hold, each field checked by its codec."""
+        kw: dict[str, Any] = {}
+        try:
+            for f, _merge, codec in _declared(cls):
+                if codec in ("int", "json", "float", "hex"):
+                    v = js[f.name]
+                if codec == "int":
+                    if not isinstance(v, int) or isinstance(v, bool):
+                        raise TypeError(f.name)
+                    kw[f.name] = int(v)
+                elif codec == "hex":
+                    kw[f.name] = int(v, 16)
+                elif codec == "float":
+                    kw[f.name] = float(v)
+                elif codec == "json":
+                    kw[f.name] = v
+        except (ValueError, KeyError, TypeError) as e:
+            raise checkpoint_damaged(
+                path, f"unreadable field {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
+        for f, _merge, codec in _declared(cls):
+            if codec == "sparse":
+                keys, counts = arrays[f.name + "_keys"], arrays[f.name + "_counts"]
+                if keys.shape != counts.shape or (keys.size > 1 and np.any(np.diff(keys) <= 0)):
+                    raise checkpoint_damaged(path, f"{f.name} keys and counts do not match")
+                if np.any(counts <= 0):
+                    raise checkpoint_damaged(path, "negative counts")
+                kw[f.name] = {int(k): int(c) for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
+            elif codec == "array":
+                a = arrays[f.name]
+                if np.any(a < 0):
+                    raise checkpoint_damaged(path, "negative counts")
+                want = np.shape(getattr(cls(), f.name))
+                if a.shape != want:
+                    raise checkpoint_damaged(path, f"{f.name} of {a.size} bins, expected {math.prod(want)}")
+                kw[f.name] = a.astype(np.int64)
+            elif codec in ("int", "hex") and kw[f.name] < 0:
+                raise checkpoint_damaged(path, "negative counts")
+        return cls(**kw)
+
+    def save(self, path: str | Path, meta: Mapping[str, Any]) -> None:
+        """Write the state and ``meta`` (JSON-ready) to ``path`` atomically: a temporary sibling
+        ``PATH.tmpPID``, fsync, ``os.replace``; the temporary file is removed if anything fails.
+
+        The file is an ``.npz`` (no pickles) holding ``meta`` (JSON: ``meta`` plus ``format`` and
+        ``state``, the JSON-coded fields), one int64 array per array-coded field, and ``digest``, the
+        SHA-256 of the JSON then of each array's name and bytes in name order.
+        """
+        path = Path(path)
+        js, arrays = self._encode()
+        meta_json = json.dumps({**meta, "format": self.format, "state": js})
+        payload = {"meta": np.array(meta_json), "digest": np.array(_digest(meta_json, arrays)), **arrays}
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **payload)  # type: ignore[arg-type]
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            _discard(tmp)
+            raise InvalidArgumentError(f"Cannot write checkpoint {path}: {e.strerror or e}.") from None
+        except BaseException:
+            _discard(tmp)
+            raise
+
+    @classmethod
+    def load(cls: type[_S], path: str | Path) -> tuple[_S, dict[str, Any]]:
+        """Read a file :meth:`save` wrote (never unpickles: ``allow_pickle=False``, JSON), checking
+        its entries, digest, format and every field's codec; any damage or edit gives one
+        :class:`InvalidArgumentError`. Returns ``(state, meta)``."""
+        path = Path(path)
+        names = cls._array_names()
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                files = set(z.files)
+                if files != {"meta", "digest"} | names:
+                    raise checkpoint_damaged(path, f"entries {sorted(files)}")
+                meta_json = str(z["meta"])
+                digest = str(z["digest"])
+                arrays = {k: np.asarray(z[k]) for k in sorted(names)}
+        except InvalidArgumentError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if isinstance(e, EOFError) or (path.exists() and path.stat().st_size == 0):
+                msg = "the file is empty"
+            raise InvalidArgumentError(f"Cannot read checkpoint {path}: {msg}.") from None
+        for k, a in arrays.items():
+            if a.dtype != np.int64 or a.ndim != 1:
+                raise checkpoint_damaged(path, f"{k} is {a.dtype} with shape {a.shape}")
+        if _digest(meta_json, arrays) != digest:
+            raise checkpoint_damaged(path, "its digest does not match its contents")
+        try:
+            meta = json.loads(meta_json)
+            js = meta["state"]
+            if not isinstance(js, dict):
+                raise TypeError("state")
+        except (ValueError, KeyError, TypeError) as e:
+            why = str(e).splitlines()[0] if str(e) else "state"
+            raise checkpoint_damaged(path, f"unreadable field {why}") from None
+        if meta.get("format") != cls.format:
+            raise checkpoint_damaged(path, f"format {meta.get('format')!r}, expected {cls.format!r}")
+        return cls._decode(path, js, arrays), meta
+
+
+REDUCTIONS: dict[str, str] = {f.name: f.metadata["merge"] for f in dataclasses.fields(CampaignState)}
+"""Each field of :class:`CampaignState` and its declared merge (read off the fields)."""
+
+
+def empty_state() -> CampaignState:
     """The neutral element of :func:`merge_states`."""
-    return {
-        "evaluations": 0,
-        "configurations": 0,
-        "nan_count": 0,
-        "inf_count": 0,
-        "error_sum_exact": 0,
-        "error_max": -math.inf,
-        "sketch": {},
-        "sketch_zero": 0,
-        "histogram": np.zeros(len(HIST_EDGES) - 1, dtype=np.int64),
-        "changed": 0,
-        "changed_sq": 0,
-        "correct": 0,
-        "correct_sq": 0,
-        "labeled": 0,
-        "failed": 0,
-        "failed_sq": 0,
-        "worst": None,
-    }
+    return CampaignState()
 
 
 def exact_sum(values: np.ndarray) -> int:
@@ -175,16 +487,6 @@ def sketch_keys(values: np.ndarray) -> np.ndarray:
     return (np.ceil(np.log(v) * _MULT) + _MAPPING._offset).astype(np.int64)
 
 
-def worst_key(payload: dict[str, Any] | None) -> tuple[float, float, int, int]:
-    """Total order of worst-case payloads: NaN errors first, then the larger error, then the smaller
-    configuration index, then the smaller input index (so every merge order picks the same one)."""
-    if payload is None:
-        return (-1.0, -math.inf, 0, 0)
-    e = float(payload["error"])
-    return (1.0 if math.isnan(e) else 0.0, -math.inf if math.isnan(e) else e,
-            -int(payload["configuration"]), -int(payload["input_index"]))
-
-
 def _hist_counts(values: np.ndarray, log_values: np.ndarray) -> np.ndarray:
     """Counts of positive finite ``values`` (with their natural logs) in the bins of
     :data:`HIST_EDGES` (``[e_i, e_{i+1})``). The bin is guessed from :math:`10 \\log_{10} v` and
@@ -210,14 +512,14 @@ def chunk_state(
     labels: Tensor | None,
     worst_payload: dict[str, Any] | None = None,
     threshold: float | None = None,
-) -> dict[str, Any]:
+) -> CampaignState:
     """State of one chunk: ``errors`` ``(T, B)``, faulty ``outputs`` ``(T, B, n_out)``, ``clean``
     outputs ``(B, n_out)``, integer ``labels`` ``(B,)`` or None. ``worst_payload`` describes the
     configuration/input of the largest error. An evaluation *fails* when its error exceeds
     ``threshold`` (or, without one, when a classifier's prediction changes)."""
     e = errors.detach().double().reshape(errors.shape[0], -1)
     flat = e.reshape(-1).numpy()
-    st = empty_state()
+    st: dict[str, Any] = {}  # the fields of the CampaignState; those left out keep their (empty) default
     st["evaluations"] = int(flat.size)
     st["configurations"] = int(e.shape[0])
     finite = np.isfinite(flat)
@@ -258,27 +560,12 @@ def chunk_state(
     elif outputs.shape[-1] > 1:
         st["failed"], st["failed_sq"] = st["changed"], st["changed_sq"]
     st["worst"] = worst_payload
-    return st
+    return CampaignState(**st)
 
 
-def merge_states(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Merge two states key by key, as :data:`REDUCTIONS` declares (associative and commutative)."""
-    out: dict[str, Any] = {}
-    for key, how in REDUCTIONS.items():
-        if how == "sum":
-            out[key] = a[key] + b[key]
-        elif how == "max":
-            out[key] = max(a[key], b[key])
-        elif how == "sum_by_key":
-            d = dict(a[key])
-            for k, c in b[key].items():
-                d[k] = d.get(k, 0) + c
-            out[key] = dict(sorted(d.items()))
-        elif how == "sum_array":
-            out[key] = a[key] + b[key]
-        else:
-            out[key] = b[key] if worst_key(b[key]) > worst_key(a[key]) else a[key]
-    return out
+def merge_states(a: CampaignState, b: CampaignState) -> CampaignState:
+    """``a.merge(b)``: every field merged as it declares (associative and commutative)."""
+    return a.merge(b)
 
 
 def z_value(confidence: float) -> float:
@@ -333,43 +620,43 @@ def cluster_interval(
     return wilson(p * n_eff, n_eff, z)
 
 
-def _quantile(state: dict[str, Any], q: float) -> float:
+def _quantile(state: CampaignState, q: float) -> float:
     """The DDSketch estimate of the order statistic of rank ``floor(q (n - 1))`` (NaN ranked above
     +inf above every finite error)."""
-    n = int(state["evaluations"])
-    n_fin = n - int(state["nan_count"]) - int(state["inf_count"])
+    n = int(state.evaluations)
+    n_fin = n - int(state.nan_count) - int(state.inf_count)
     rank = math.floor(q * (n - 1))
-    if rank >= n - int(state["nan_count"]):
+    if rank >= n - int(state.nan_count):
         return math.nan
     if rank >= n_fin:
         return math.inf
     sk = DDSketch(RELATIVE_ACCURACY)
-    if state["sketch_zero"]:
-        sk.add(0.0, float(state["sketch_zero"]))
-    for k, c in state["sketch"].items():
+    if state.sketch_zero:
+        sk.add(0.0, float(state.sketch_zero))
+    for k, c in state.sketch.items():
         sk.add(_MAPPING.value(int(k)), float(c))
     v = sk.get_quantile_value(min(1.0, rank / (n_fin - 1)) if n_fin > 1 else 0.0)
     assert v is not None  # the sketch is not empty and the quantile is in [0, 1]
     return float(v)
 
 
-def histogram(state: dict[str, Any]) -> dict[str, list[float]]:
+def histogram(state: CampaignState) -> dict[str, list[float]]:
     """The fixed-bin histogram, cut to the span of non-empty bins: ``{"edges", "counts"}`` (for a
     plot: the open top bin ``[1e6, inf]`` ends at the largest finite error, or at 1e7)."""
-    h = np.asarray(state["histogram"])
+    h = np.asarray(state.histogram)
     nz = np.flatnonzero(h)
     if nz.size == 0:
         return {"edges": [], "counts": []}
     lo, hi = int(nz[0]), int(nz[-1]) + 1
     edges = [float(v) for v in HIST_EDGES[lo : hi + 1]]
     if math.isinf(edges[-1]):
-        top = float(state["error_max"])
+        top = float(state.error_max)
         edges[-1] = top if math.isfinite(top) and top > edges[-2] else 10 * edges[-2]
     return {"edges": edges, "counts": [int(v) for v in h[lo:hi]]}
 
 
 def summarize(
-    state: dict[str, Any],
+    state: CampaignState,
     quantiles: tuple[float, ...] = (0.5, 0.9, 0.99),
     classifier: bool = False,
     confidence: float = 0.95,
@@ -385,18 +672,18 @@ def summarize(
     reported, with ``margin_achieved`` its half-width. ``population``: the configurations were
     distinct draws from this many (finite-population correction, :func:`cluster_interval`).
     """
-    n = int(state["evaluations"])
-    t = int(state["configurations"])
+    n = int(state.evaluations)
+    t = int(state.configurations)
     b = n // t if t else 0
     z = z_value(confidence)
-    nan, inf = int(state["nan_count"]), int(state["inf_count"])
+    nan, inf = int(state.nan_count), int(state.inf_count)
     if not n:
         mx = mean = None
     elif nan:
         mx = mean = math.nan
     else:
-        mx = float(state["error_max"])
-        mean = math.inf if inf else float(Fraction(int(state["error_sum_exact"]), n << _EXACT_SHIFT))
+        mx = float(state.error_max)
+        mean = math.inf if inf else float(Fraction(int(state.error_sum_exact), n << _EXACT_SHIFT))
     out: dict[str, Any] = {
         "evaluations": n,
         "configurations": t,
@@ -410,16 +697,16 @@ def summarize(
     }
     ci = f"ci{confidence * 100:g}"
     if classifier:
-        out["changed_rate"] = state["changed"] / n if n else None
-        out[f"changed_rate_{ci}"] = list(cluster_interval(state["changed"], state["changed_sq"], t, b, z, population))
-    if state["labeled"]:
-        out["accuracy"] = state["correct"] / state["labeled"]
-        out[f"accuracy_{ci}"] = list(cluster_interval(state["correct"], state["correct_sq"], t, b, z, population))
+        out["changed_rate"] = state.changed / n if n else None
+        out[f"changed_rate_{ci}"] = list(cluster_interval(state.changed, state.changed_sq, t, b, z, population))
+    if state.labeled:
+        out["accuracy"] = state.correct / state.labeled
+        out[f"accuracy_{ci}"] = list(cluster_interval(state.correct, state.correct_sq, t, b, z, population))
     if failure is not None:
-        lo, hi = cluster_interval(state["failed"], state["failed_sq"], t, b, z, population)
+        lo, hi = cluster_interval(state.failed, state.failed_sq, t, b, z, population)
         out["failure"] = failure
-        out["failure_rate"] = state["failed"] / n if n else None
+        out["failure_rate"] = state.failed / n if n else None
         out[f"failure_rate_{ci}"] = [lo, hi]
         out["margin_achieved"] = (hi - lo) / 2
-    out["worst"] = state["worst"]
+    out["worst"] = state.worst
     return out
