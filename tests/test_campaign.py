@@ -432,3 +432,24 @@ def test_finite_population_correction_by_hand() -> None:
     assert cluster_interval(20, 200, 4, 10, population=6) == pytest.approx(wilson(5.0, 10.0))
     assert cluster_interval(20, 200, 4, 10, population=4) == (0.5, 0.5)  # every configuration: exact
     assert cluster_interval(20, 200, 4, 10, population=10**30) == pytest.approx(cluster_interval(20, 200, 4, 10))
+
+
+def test_campaign_mode_names_how_configurations_are_drawn() -> None:
+    """``spec.mode`` is one of the CampaignMode names; an exhaustive chunk is the enumeration, a
+    chunk without replacement a permutation of it."""
+    from typing import get_args
+
+    from faultbound.measure import chunk_faults
+    from faultbound.measure.campaign import CampaignMode
+
+    net = _net()  # 6 units in layer 1: 6 sets with one failure there
+    base = CampaignSpec(fb.Crash(), trials=6, failures=(1, 0), chunk=6, seed=4)
+    ex = dataclasses.replace(base, exhaustive=True)
+    wr = dataclasses.replace(base, without_replacement=True)
+    assert (base.mode, ex.mode, wr.mode) == ("sampled", "exhaustive", "without-replacement")
+    assert {base.mode, ex.mode, wr.mode} == set(get_args(CampaignMode))
+    for spec in (ex, wr):
+        spec.check(net)
+    ex_sites, wr_sites = chunk_faults(net, ex, 0).sites[0], chunk_faults(net, wr, 0).sites[0]
+    assert ex_sites is not None and ex_sites[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert wr_sites is not None and sorted(wr_sites[:, 0].tolist()) == [0, 1, 2, 3, 4, 5]

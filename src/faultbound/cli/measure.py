@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -42,6 +42,9 @@ from faultbound.measure import (
 from faultbound.measure.campaign import inputs_fingerprint, spec_from_dict
 
 FAULT_HELP = f"{COMMON_FAULT_HELP[:-1]}, bitflip-neuron, bitflip-weight."
+
+Backend = Literal["local", "ray"]
+"""Where ``inject`` and ``worst`` evaluate: in this process, or as Ray tasks."""
 
 
 def _fault(name: str, capacity: float | None, value: float | None, errors: str | None, fmt: str) -> Fault:
@@ -225,7 +228,7 @@ def inject_cmd(
         raise InvalidArgumentError("Expected --shard I/N and --state FILE together.")
     if sh is not None and (resume is not None or until_margin):
         raise InvalidArgumentError("Expected no --resume or --until-margin with --shard (--state is resumable).")
-    if backend not in ("local", "ray"):
+    if backend not in get_args(Backend):
         raise InvalidArgumentError(f"Expected --backend local or ray, but got {backend!r}.")
     if backend == "ray" and (sh is not None or resume is not None or until_margin):
         raise InvalidArgumentError("Expected no --shard, --resume or --until-margin with --backend ray.")
@@ -426,7 +429,7 @@ def worst_cmd(
         raise InvalidArgumentError(f"Data file not found: {data}")
     if exhaustive_limit < 0:
         raise InvalidArgumentError(f"Expected --exhaustive-limit >= 0, but got {exhaustive_limit}.")
-    if backend not in ("local", "ray"):
+    if backend not in get_args(Backend):
         raise InvalidArgumentError(f"Expected --backend local or ray, but got {backend!r}.")
     if workers < 1:
         raise InvalidArgumentError(f"Expected --workers >= 1, but got {workers}.")

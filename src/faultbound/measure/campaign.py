@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -73,6 +73,8 @@ from faultbound.network.core import Network
 
 __all__ = [
     "CampaignSpec",
+    "CampaignMode",
+    "CampaignDtype",
     "CampaignResult",
     "run_campaign",
     "campaign_inputs",
@@ -90,6 +92,14 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
+
+CampaignMode = Literal["sampled", "exhaustive", "without-replacement"]
+"""How a campaign draws its configurations (:attr:`CampaignSpec.mode`): independently at random
+(``"sampled"``: exact failure counts or a Bernoulli rate), every one of the population
+(``"exhaustive"``), or ``trials`` distinct ones (``"without-replacement"``, :func:`permuted_index`)."""
+
+CampaignDtype = Literal["float32", "float64"]
+"""The floating-point type a campaign evaluates in."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,7 @@ class CampaignSpec:
     seed: int = 0
     chunk: int = 64
     values: ValueMode = "random"
-    dtype: Literal["float32", "float64"] = "float32"
+    dtype: CampaignDtype = "float32"
     input_batch: int = 1024
     quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)
     exhaustive: bool = False
@@ -143,10 +153,12 @@ class CampaignSpec:
             raise InvalidArgumentError(
                 f"Expected chunk and input_batch >= 1, but got {self.chunk}, {self.input_batch}."
             )
-        if self.dtype not in ("float32", "float64"):
+        if self.dtype not in get_args(CampaignDtype):
             raise InvalidArgumentError(f"Expected dtype float32 or float64, but got {self.dtype!r}.")
-        if self.values not in ("fixed", "random", "adversarial"):
-            raise InvalidArgumentError(f"Expected values among fixed, random, adversarial, but got {self.values!r}.")
+        if self.values not in get_args(ValueMode):
+            raise InvalidArgumentError(
+                f"Expected values among {', '.join(get_args(ValueMode))}, but got {self.values!r}."
+            )
         if not 0.0 < self.confidence < 1.0:
             raise InvalidArgumentError(f"Expected a confidence in (0, 1), but got {self.confidence}.")
         if self.margin is not None and not 0.0 < self.margin < 0.5:
@@ -192,6 +204,13 @@ class CampaignSpec:
             n = population(net, self.fault, failures=self.failures)
             if self.trials != n:
                 raise InvalidArgumentError(f"Expected trials = the population ({n}) for an exhaustive campaign.")
+
+    @property
+    def mode(self) -> CampaignMode:
+        """How the configurations are drawn (:data:`CampaignMode`)."""
+        if self.exhaustive:
+            return "exhaustive"
+        return "without-replacement" if self.without_replacement else "sampled"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -377,7 +396,7 @@ def chunk_faults(net: Network, spec: CampaignSpec, chunk: int) -> FaultSet:
     if not 0 <= chunk < n_chunks:
         raise InvalidArgumentError(f"Expected a chunk in 0..{n_chunks - 1}, but got {chunk}.")
     n = min(spec.chunk, spec.trials - chunk * spec.chunk)
-    if spec.exhaustive or spec.without_replacement:
+    if spec.mode != "sampled":
         return _enumerate_faults(net, spec, chunk * spec.chunk, n)
     g = torch.Generator().manual_seed(chunk_seed(spec.seed, chunk))
     failures = None if spec.failures is None else list(spec.failures)
