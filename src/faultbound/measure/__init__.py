@@ -15,6 +15,9 @@ Public API (all typed; see each function's docstring for the math):
 * ``run_campaign(..., shard=(i, n), checkpoint_seconds=1.0)`` runs chunks ``i, i+n, ...`` only;
   ``merge_campaign_states(paths) -> CampaignResult`` merges the shards' state files into exactly the
   unsharded result; ``load_state(path) -> (state, meta)`` reads and validates one (never unpickles).
+  The state is a :class:`~faultbound.measure.stats.CampaignState` whose fields declare how they merge;
+  ``state.merge(other)`` (or ``merge_states(a, b)``), ``state.save(path, meta)`` and
+  ``CampaignState.load(path)`` follow from those declarations.
 * ``faultbound.measure.distributed.run_ray(net, inputs, spec, *, labels=None, workers=2, address=None,
   progress=None) -> CampaignResult`` -- the shards as Ray tasks (needs the ``ray`` extra); the
   result equals ``run_campaign``'s, also when a worker dies and its shard is retried.
