@@ -454,9 +454,6 @@ def _remove_stale_temporaries(path: Path) -> None:
             pass
 
 
-_bad = checkpoint_damaged
-
-
 def load_state(path: str | Path) -> tuple[CampaignState, dict[str, Any]]:
     """Read a campaign state file (:meth:`CampaignState.load`: never unpickles, checks the digest,
     the format and every field) and check that it is consistent with the campaign it records; any
@@ -478,29 +475,32 @@ def _check_state(path: Path | str, st: CampaignState, meta: dict[str, Any]) -> N
         shard = (int(meta["shard"][0]), int(meta["shard"][1]))
         own = shard_chunks(n_chunks, shard)
     except (KeyError, TypeError, ValueError, IndexError, InvalidArgumentError) as e:
-        raise _bad(path, f"unreadable settings: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise checkpoint_damaged(path, f"unreadable settings: {why}") from None
     if n_chunks != math.ceil(trials / chunk) or n_inputs < 1:
-        raise _bad(path, "inconsistent chunk count")
+        raise checkpoint_damaged(path, "inconsistent chunk count")
     if not 0 <= nxt <= len(own):
-        raise _bad(path, f"next chunk {nxt} outside 0..{len(own)}")
+        raise checkpoint_damaged(path, f"next chunk {nxt} outside 0..{len(own)}")
     configs = sum(min(chunk, trials - c * chunk) for c in own[:nxt])
     n = st.evaluations
     if st.configurations != configs or n != configs * n_inputs:
-        raise _bad(path, f"{st.configurations} configurations and {n} evaluations recorded, {configs} expected")
+        raise checkpoint_damaged(
+            path, f"{st.configurations} configurations and {n} evaluations recorded, {configs} expected"
+        )
     fin = n - st.nan_count - st.inf_count
     if fin < 0 or sum(st.sketch.values()) + st.sketch_zero != fin:
-        raise _bad(path, "the quantile sketch does not count every evaluation")
+        raise checkpoint_damaged(path, "the quantile sketch does not count every evaluation")
     if int(st.histogram.sum()) != n - st.nan_count:
-        raise _bad(path, "the histogram does not count every evaluation")
+        raise checkpoint_damaged(path, "the histogram does not count every evaluation")
     for k, kk in (("changed", "changed_sq"), ("correct", "correct_sq"), ("failed", "failed_sq")):
         s1, s2 = getattr(st, k), getattr(st, kk)
         if s1 > n or s2 > s1 * n_inputs or (configs and s1 * s1 > s2 * configs):
-            raise _bad(path, f"impossible {k} counts")
+            raise checkpoint_damaged(path, f"impossible {k} counts")
     if st.labeled not in (0, n) or not (st.correct <= st.labeled):
-        raise _bad(path, "impossible label counts")
+        raise checkpoint_damaged(path, "impossible label counts")
     w = st.worst
     if (w is None) != (n == 0) or (w is not None and not (isinstance(w, dict) and "error" in w)):
-        raise _bad(path, "worst case missing")
+        raise checkpoint_damaged(path, "worst case missing")
     if w is not None:
         try:
             cfg = int(w["configuration"])
@@ -508,9 +508,9 @@ def _check_state(path: Path | str, st: CampaignState, meta: dict[str, Any]) -> N
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise _bad(path, "worst case outside the campaign")
+            raise checkpoint_damaged(path, "worst case outside the campaign")
     if st.error_sum_exact < 0 or (fin and math.isnan(st.error_max)):
-        raise _bad(path, "impossible error sums")
+        raise checkpoint_damaged(path, "impossible error sums")
 
 
 def campaign_inputs(

@@ -206,9 +206,13 @@ def checkpoint_damaged(path: Path | str, why: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"Checkpoint {path} is damaged or was edited ({why}); delete it to start again.")
 
 
+_DECLARED: dict[type, tuple[tuple[dataclasses.Field[Any], Merge, Codec], ...]] = {}
+
+
 def _declared(cls: type) -> tuple[tuple[dataclasses.Field[Any], Merge, Codec], ...]:
-    """Every field of ``cls`` with its declared merge and codec (checked at every use: a few
-    microseconds, once per chunk)."""
+    """Every field of ``cls`` with its declared merge and codec (checked once per class)."""
+    if cls in _DECLARED:
+        return _DECLARED[cls]
     out = []
     for f in dataclasses.fields(cls):
         merge = f.metadata.get("merge")
@@ -220,7 +224,8 @@ def _declared(cls: type) -> tuple[tuple[dataclasses.Field[Any], Merge, Codec], .
         if merge == "argmax" and not callable(f.metadata.get("order")):
             raise TypeError(f"{cls.__name__}.{f.name} merges by argmax but declares no `order` key.")
         out.append((f, merge, codec))
-    return tuple(out)
+    _DECLARED[cls] = tuple(out)
+    return _DECLARED[cls]
 
 
 def _digest(meta_json: str, arrays: dict[str, np.ndarray]) -> str:
