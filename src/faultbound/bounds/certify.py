@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from faultbound.bounds.api import check_failures
+from faultbound.bounds.api import check_bounded
 from faultbound.bounds.tight import prepare, propagate
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.failures import failure_counts
+from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
 
 __all__ = [
@@ -144,9 +145,8 @@ def certify_inputs(
         [0.1, 0.4]
     """
     fault = Crash() if fault is None else fault
-    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
-        raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
-    f = check_failures(net, failures, fault)
+    check_bounded(fault)
+    f = failure_counts(net, fault, failures, correct_neuron=True)
     if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius >= 0):
         raise InvalidArgumentError(f"Expected `radius` to be a finite number >= 0, but got {radius}.")
     if int(batch_size) < 1:
@@ -155,7 +155,7 @@ def certify_inputs(
     n = x.shape[0]
     with torch.no_grad():
         logits = net.forward(x).numpy()
-    if getattr(fault, "capacity", None) == math.inf and sum(f) > 0:
+    if fault.unbounded and sum(f) > 0:
         per = np.full((n, net.n_outputs), np.inf)
         return InputCertificates(np.full(n, np.inf), per, logits, float(radius), f, fault)
     if method not in ("tight", "exact"):
