@@ -177,7 +177,7 @@ def cases(draw: st.DrawFn, acts: tuple[str, ...]) -> tuple:
 
 
 @soundness
-@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(("relu", "leaky", "hardtanh")))
 def test_exact_tight_paper_cover_brute_force_piecewise_linear(case: tuple) -> None:
     net, layers, cls, counts, seed = case
@@ -197,7 +197,7 @@ def test_exact_tight_paper_cover_brute_force_piecewise_linear(case: tuple) -> No
 
 
 @soundness
-@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(("tanh", "sigmoid", "relu")))
 def test_tight_paper_cover_brute_force_smooth(case: tuple) -> None:
     net, layers, cls, counts, seed = case

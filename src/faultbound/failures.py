@@ -20,7 +20,15 @@ from faultbound.faults import Fault, Precision
 from faultbound.network.core import Layer, Network
 from faultbound.network.ops import Conv, Dense
 
-__all__ = ["FailureCounts", "failure_counts", "hidden_counts", "layer_count", "n_units", "weight_op_index"]
+__all__ = [
+    "FailureCounts",
+    "failure_counts",
+    "hidden_counts",
+    "layer_count",
+    "max_counts",
+    "n_units",
+    "weight_op_index",
+]
 
 
 class FailureCounts(tuple[int, ...]):
@@ -92,6 +100,13 @@ def failure_counts(
             )
         return FailureCounts(())
     return _counts(failures, fault.site, layer_count(net, fault), lambda l: n_units(net, fault, l), correct_neuron)
+
+
+def max_counts(net: Network, fault: Fault, *, correct_neuron: bool = False) -> tuple[int, ...]:
+    """The largest count per layer that :func:`failure_counts` accepts: every unit, or every neuron but
+    one with ``correct_neuron`` (a fault with counts only)."""
+    keep = 1 if correct_neuron and fault.site not in ("synapse", "weight") else 0
+    return tuple(n_units(net, fault, l) - keep for l in range(1, layer_count(net, fault) + 1))
 
 
 def hidden_counts(

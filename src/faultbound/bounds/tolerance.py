@@ -53,6 +53,7 @@ from faultbound.bounds.api import LEMMA1, METHODS, Method, bound, check_bounded,
 from faultbound.bounds.paper import layer_stats, paper_batch
 from faultbound.bounds.tight import prepare, tight_value
 from faultbound.errors import InvalidArgumentError
+from faultbound.failures import max_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
 
@@ -152,9 +153,7 @@ def tolerates(
 
 def _limits(net: Network, fault: Fault) -> list[int]:
     """Largest admissible count per layer: every synapse into it, or all neurons but one (Theorem 3)."""
-    if fault.site == "synapse":
-        return [lay.n_synapses for lay in net.layers]
-    return [w - 1 for w in net.widths]
+    return list(max_counts(net, fault, correct_neuron=True))
 
 
 def _evaluator(net: Network, fault: Fault, method: str) -> Callable[[np.ndarray], np.ndarray]:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.failures import failure_counts
+from faultbound.failures import failure_counts, max_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
 from faultbound.report.words import (
@@ -379,9 +379,7 @@ def _fault_info(fault: Fault) -> dict[str, Any]:
 
 def _limits(net: Network, fault: Fault) -> list[int]:
     """Largest admissible count per layer (f_l < N_l for neurons, <= synapses for synapses)."""
-    if fault.site == "synapse":
-        return [lay.n_synapses for lay in net.layers]
-    return [w - 1 for w in net.widths]
+    return list(max_counts(net, fault, correct_neuron=True))
 
 
 def default_failures(net: Network, fault: Fault) -> tuple[tuple[int, ...], ...]:
