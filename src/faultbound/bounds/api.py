@@ -69,7 +69,7 @@ class BoundResult:
     """
 
     value: float
-    method: str
+    method: Method
     fault: Fault
     failures: tuple[int, ...]
     per_layer: tuple[float, ...]

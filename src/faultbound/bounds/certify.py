@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
+
+#: The methods that certify single inputs (``"paper"`` reads only the whole domain).
+CertifyMethod = Literal["tight", "exact"]
 
 __all__ = [
     "InputCertificates",
@@ -117,7 +120,7 @@ def certify_inputs(
     radius: float = 0.0,
     batch_size: int = 512,
     monotone: bool = False,
-    method: str = "tight",
+    method: CertifyMethod = "tight",
     time_limit: float | None = None,
 ) -> InputCertificates:
     """Certify every input of ``X`` (``(n, *input_shape)`` or flat rows) at once.
@@ -242,7 +245,7 @@ def certified_accuracy(
     fault: Fault | None = None,
     radius: float = 0.0,
     batch_size: int = 512,
-    method: str = "tight",
+    method: CertifyMethod = "tight",
     time_limit: float | None = None,
 ) -> CertifiedAccuracy:
     """Fraction of inputs classified correctly *and* certified (see the module docstring).

@@ -101,7 +101,7 @@ class ToleranceResult:
     eps: float
     eps_prime: EpsPrime
     budget: float
-    method: str
+    method: Method
     fault: Fault
     per_layer_max: tuple[int, ...]
     uniform_fraction: float
@@ -156,7 +156,7 @@ def _limits(net: Network, fault: Fault) -> list[int]:
     return list(max_counts(net, fault, correct_neuron=True))
 
 
-def _evaluator(net: Network, fault: Fault, method: str) -> Callable[[np.ndarray], np.ndarray]:
+def _evaluator(net: Network, fault: Fault, method: Method) -> Callable[[np.ndarray], np.ndarray]:
     """Vectorised bound over an array of distributions ``(..., n_layers)``."""
     if method == "paper":
         stats = layer_stats(net, fault)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import typer
 from rich.table import Table
 
-from faultbound.bounds.certify import certified_accuracy
+from faultbound.bounds.certify import CertifyMethod, certified_accuracy
 from faultbound.cli._common import INPUT_SHAPE, app, console, load_model, make_fault, parse_ints, print_json
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
@@ -161,7 +161,7 @@ def certify_cmd(
     if time_limit is not None and method != "exact":
         raise InvalidArgumentError("Expected --time-limit only with --method exact.")
     res = certified_accuracy(
-        net, x, y, None if not f else list(f), flt, radius, method=method, time_limit=time_limit
+        net, x, y, None if not f else list(f), flt, radius, method=cast(CertifyMethod, method), time_limit=time_limit
     )
     out = res.to_dict()
     out["method"] = method
