@@ -37,7 +37,9 @@ MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/f
 	src/faultbound/apps/training/__init__.py src/faultbound/apps/training/fit.py \
 	src/faultbound/apps/training/regularisers.py src/faultbound/apps/training/experiment.py \
 	src/faultbound/report/build.py src/faultbound/report/words.py src/faultbound/report/plots.py \
-	src/faultbound/report/render.py src/faultbound/cli/report.py
+	src/faultbound/report/render.py src/faultbound/cli/report.py \
+	src/faultbound/bounds/tight.py src/faultbound/bounds/tolerance.py src/faultbound/bounds/certify.py \
+	src/faultbound/failures.py src/faultbound/cli/certify.py src/faultbound/apps/boosting.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

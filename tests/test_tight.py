@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 import faultbound as fb
 from faultbound.bounds import tight
-from faultbound.bounds.tight import box_intervals, prepare, propagate, tight_bound
+from faultbound.bounds.tight import prepare, propagate, refined_intervals, tight_bound
 from faultbound.faults import (
     Byzantine,
     ByzantineDeviation,
@@ -325,8 +325,8 @@ def test_monotone_in_every_count(data: st.DataObject, net: Network) -> None:
 def test_domain_intervals_contain_clean_values(net: Network, seed: int) -> None:
     """The refined (linear relaxation) intervals hold every clean pre-activation, inside IBP's."""
     lo, hi = net.domain.lo[None], net.domain.hi[None]
-    refined = box_intervals(net, lo, hi)
-    ibp = box_intervals(net, lo, hi, refine=False)
+    refined = refined_intervals(net, lo, hi)
+    ibp = refined_intervals(net, lo, hi, refine=False)
     x = points(net, 300, seed)
     y = x
     for l, layer in enumerate(net.layers, start=1):

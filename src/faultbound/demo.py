@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from faultbound.apps.training import fit, tuned_mlp
-from faultbound.bounds.api import METHODS, Method, bound
+from faultbound.bounds.api import Method, bound
 from faultbound.bounds.paper import theorem1_max_crashes
 from faultbound.bounds.tolerance import EpsPrime, ToleranceResult, estimate_eps_prime_fn, tolerate
 from faultbound.data import TARGETS, synthetic
@@ -80,7 +80,7 @@ def run_demo(
     :math:`\\epsilon` = :data:`DEMO_EPS`.
     """
     specs = [("wide-1", [256], 1.0, 0.03), ("deep-2", [16, 16], 1.0, 0.3)]
-    methods: list[Method] = [m for m in ("paper", "tight") if m in METHODS]
+    methods: list[Method] = ["paper", "tight"]
     out = []
     for name, widths, K, cap in specs:
         if progress:

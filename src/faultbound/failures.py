@@ -13,14 +13,22 @@ Bounds need a correct neuron in every layer (Theorem 3, :math:`f_l < N_l`), whic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, Precision
 from faultbound.network.core import Layer, Network
 from faultbound.network.ops import Conv, Dense
 
-__all__ = ["FailureCounts", "failure_counts", "layer_count", "n_units", "weight_op_index"]
+__all__ = [
+    "FailureCounts",
+    "failure_counts",
+    "hidden_counts",
+    "layer_count",
+    "max_counts",
+    "n_units",
+    "weight_op_index",
+]
 
 
 class FailureCounts(tuple[int, ...]):
@@ -91,6 +99,34 @@ def failure_counts(
                 f"Expected `errors` to have one value per hidden layer ({net.L}), but got {len(errors)}."
             )
         return FailureCounts(())
+    return _counts(failures, fault.site, layer_count(net, fault), lambda l: n_units(net, fault, l), correct_neuron)
+
+
+def max_counts(net: Network, fault: Fault, *, correct_neuron: bool = False) -> tuple[int, ...]:
+    """The largest count per layer that :func:`failure_counts` accepts: every unit, or every neuron but
+    one with ``correct_neuron`` (a fault with counts only)."""
+    keep = 1 if correct_neuron and fault.site not in ("synapse", "weight") else 0
+    return tuple(n_units(net, fault, l) - keep for l in range(1, layer_count(net, fault) + 1))
+
+
+def hidden_counts(
+    widths: Sequence[int], failures: Sequence[int] | None, *, correct_neuron: bool = False
+) -> FailureCounts:
+    """:func:`failure_counts` for a neuron fault given only the hidden widths :math:`N_1..N_L` (for
+    code that holds weights but no :class:`Network`: the training regularisers).
+
+    Example:
+        >>> hidden_counts([4, 3], [1, 2], correct_neuron=True)
+        (1, 2)
+    """
+    return _counts(failures, "neuron", len(widths), lambda l: int(widths[l - 1]), correct_neuron)
+
+
+def _counts(
+    failures: Sequence[int] | None, site: str, want: int, n_units_of: Callable[[int], int], correct_neuron: bool
+) -> FailureCounts:
+    """The one set of rules behind :func:`failure_counts` and :func:`hidden_counts`: ``want``
+    integers, :math:`0 \\le f_l \\le` ``n_units_of(l)`` (:math:`<` for neurons with ``correct_neuron``)."""
     if failures is None:
         raise InvalidArgumentError("Expected `failures`, one count per layer, but got None.")
     try:
@@ -99,20 +135,19 @@ def failure_counts(
             raise ValueError
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"Expected `failures` to be integers, but got {list(failures)!r}.") from None
-    synapse = fault.site in ("synapse", "weight")
-    want = layer_count(net, fault)
+    synapse = site in ("synapse", "weight")
     what = "layer 1..L+1 (synapses into each layer)" if synapse else "hidden layer"
     if len(f) != want:
         raise InvalidArgumentError(f"Expected `failures` to have one count per {what} ({want}), but got {len(f)}.")
     for l, v in enumerate(f, start=1):
         if v < 0:
             raise InvalidArgumentError(f"Expected failures >= 0, but got f_{l} = {v}.")
-        n = n_units(net, fault, l)
+        n = n_units_of(l)
         if correct_neuron and not synapse and v >= n:
             raise InvalidArgumentError(
                 f"Expected f_{l} < N_{l} = {n} (Theorem 3 needs a correct neuron in every layer), but got {v}."
             )
         if v > n:
-            unit = "the synapses into" if fault.site == "synapse" else "the weights of" if synapse else "the neurons of"
+            unit = "the synapses into" if site == "synapse" else "the weights of" if synapse else "the neurons of"
             raise InvalidArgumentError(f"Expected f_{l} <= {n} ({unit} layer {l}), but got {v}.")
     return FailureCounts(f)

@@ -153,6 +153,12 @@ class Fault:
         """Per layer, the largest :math:`|v|` an adversary may choose (0 when it chooses nothing)."""
         return [0.0] * n_layers
 
+    @property
+    def unbounded(self) -> bool:
+        """May a failing unit send values of unbounded magnitude (``capacity=inf``)? Then no
+        finite bound exists (Lemma 1)."""
+        return any(math.isinf(m) for m in self.magnitudes(1))
+
     def label(self) -> str:
         """A short human name: ``crash``, ``byzantine (C = 1)``, ``stuck-at 0.5``, ..."""
         return self.name

@@ -52,10 +52,11 @@ import torch
 
 from faultbound.apps.faulty import crash_errors, late_masks
 from faultbound.apps.precision import probe_description, samples_corners_and_data
-from faultbound.bounds.api import METHODS, bound, check_failures
+from faultbound.bounds.api import METHODS, bound
 from faultbound.bounds.paper import corollary2_waits
 from faultbound.bounds.tolerance import tolerate
 from faultbound.errors import InvalidArgumentError
+from faultbound.failures import failure_counts
 from faultbound.faults import Crash
 from faultbound.network.core import Network
 
@@ -337,7 +338,7 @@ class BoostResult:
 
 def _method(method: str) -> str:
     if method == "auto":
-        return "tight" if "tight" in METHODS else "paper"
+        return "tight"
     if method not in METHODS:
         raise InvalidArgumentError(f"Expected `method` among auto, {', '.join(METHODS)}, but got {method!r}.")
     return method
@@ -439,7 +440,7 @@ def simulate_boost(
         >>> r.speedup["median"] > 1 and r.within_bound
         True
     """
-    f = check_failures(net, failures, Crash())
+    f = failure_counts(net, Crash(), failures, correct_neuron=True)
     if not (isinstance(runs, int) and runs >= 1):
         raise InvalidArgumentError(f"Expected runs >= 1, but got {runs}.")
     if not (isinstance(error_runs, int) and error_runs >= 0):

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from faultbound.apps.quantize import FixedPoint, _fresh, _simple_weighted, fit_format, quantized_forward
-from faultbound.bounds.api import METHODS, bound, check_eps
+from faultbound.bounds.api import bound, check_eps
 from faultbound.bounds.paper import layer_stats
 from faultbound.errors import FaultboundError, InvalidArgumentError
 from faultbound.faults import Precision
@@ -308,8 +308,6 @@ def plan_precision(
         raise InvalidArgumentError(f"Expected max_frac_bits in 0..60, but got {max_frac_bits}.")
     if method not in ("auto", "paper", "tight"):
         raise InvalidArgumentError(f"Expected `method` auto, paper or tight, but got {method!r}.")
-    if method == "tight" and "tight" not in METHODS:
-        raise InvalidArgumentError("The tight bound is not available in this installation; use method='paper'.")
     net.require_bounded_values()
     L = net.L
     stats = layer_stats(net)
@@ -383,7 +381,7 @@ def plan_precision(
         _, _, lam, out_w = build(bv)
         return bound(net, fault=Precision(lam), method=m).value + out_w  # type: ignore[arg-type]
 
-    want_tight = method == "tight" or (method == "auto" and "tight" in METHODS)
+    want_tight = method in ("tight", "auto")
     used = "paper"
     if want_tight:
         try:

@@ -1,7 +1,10 @@
 """The one verb of the bounds family: :func:`bound`, and input validation shared by all bounds.
 
 Every method is a function ``(net, failures, fault) -> (value, per_layer)`` registered in
-:data:`METHODS`; :func:`bound` validates once and wraps the answer in a :class:`BoundResult`.
+:data:`METHODS` (``"exact"``, which takes a time limit, is dispatched beside them); :func:`bound`
+validates once (:func:`~faultbound.failures.failure_counts`) and wraps the answer in a
+:class:`BoundResult`. The methods read only what the fault model states (its ``sent``, ``site``,
+``notes``), so a new neuron or synapse model of that shape needs no code here.
 """
 
 from __future__ import annotations
@@ -9,26 +12,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+from faultbound.bounds.paper import check_eps, paper_bound
+from faultbound.bounds.tight import tight_bound
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import (
-    Byzantine,
-    ByzantineDeviation,
-    Crash,
-    Fault,
-    NeuronFault,
-    Precision,
-    SynapseByzantine,
-    SynapseFault,
-)
+from faultbound.failures import FailureCounts, failure_counts
+from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
 from faultbound.network.core import Network
 
-__all__ = ["BoundResult", "bound", "METHODS", "Method", "check_failures", "check_eps"]
+__all__ = ["BoundResult", "bound", "METHODS", "METHOD_NAMES", "Method", "check_bounded", "check_eps"]
 
+#: The bound methods, by name.
 Method = Literal["paper", "tight", "exact"]
+#: ``("paper", "tight", "exact")``.
+METHOD_NAMES: tuple[Method, ...] = get_args(Method)
 BoundFn = Callable[[Network, Sequence[int] | None, Fault], tuple[float, list[float]]]
 
 LEMMA1 = (
@@ -37,20 +37,17 @@ LEMMA1 = (
 )
 
 
-def _methods() -> dict[str, BoundFn]:
-    from faultbound.bounds.paper import paper_bound
-
-    out: dict[str, BoundFn] = {"paper": paper_bound}
-    try:
-        from faultbound.bounds.tight import tight_bound
-    except ImportError:  # pragma: no cover - tight is part of the package
-        return out
-    out["tight"] = tight_bound
-    return out
+#: The methods with the common signature ``(net, failures, fault) -> (value, per_layer)``, by name
+#: (every method but ``"exact"``).
+METHODS: dict[str, BoundFn] = {"paper": paper_bound, "tight": tight_bound}
 
 
-#: Registered bound methods, by name.
-METHODS: dict[str, BoundFn] = _methods()
+def check_bounded(fault: object) -> Fault:
+    """``fault`` if some bound covers it: a neuron or synapse model stated by its ``sent``, or
+    :class:`~faultbound.faults.Precision` (not a bit flip, which is measured only)."""
+    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
+        raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
+    return fault
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ class BoundResult:
     """
 
     value: float
-    method: str
+    method: Method
     fault: Fault
     failures: tuple[int, ...]
     per_layer: tuple[float, ...]
@@ -101,62 +98,6 @@ class BoundResult:
         if self.method == "exact":
             out.update(gap=self.gap, lower=self.lower, optimal=self.optimal, witness=self.witness)
         return out
-
-
-def check_failures(net: Network, failures: Sequence[int] | None, fault: Fault) -> tuple[int, ...]:
-    """Validate ``failures`` for ``fault``: L counts for neurons (0 <= f_l < N_l), L+1 for
-    synapses (0 <= f_l <= synapses into layer l)."""
-    if isinstance(fault, Precision):
-        if len(fault.errors) != net.L:
-            raise InvalidArgumentError(
-                f"Expected `errors` to have one value per hidden layer ({net.L}), but got "
-                f"{len(fault.errors)}."
-            )
-        return ()
-    if failures is None:
-        raise InvalidArgumentError("Expected `failures`, one count per layer, but got None.")
-    try:
-        f = tuple(int(v) for v in failures)
-        if any(float(a) != float(b) for a, b in zip(f, failures, strict=True)):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(
-            f"Expected `failures` to be integers, but got {list(failures)!r}."
-        ) from None
-    synapse = isinstance(fault, SynapseFault)
-    want = net.L + 1 if synapse else net.L
-    what = "layer 1..L+1 (synapses into each layer)" if synapse else "hidden layer"
-    if len(f) != want:
-        raise InvalidArgumentError(
-            f"Expected `failures` to have one count per {what} ({want}), but got {len(f)}."
-        )
-    for l, v in enumerate(f, start=1):
-        if v < 0:
-            raise InvalidArgumentError(f"Expected failures >= 0, but got f_{l} = {v}.")
-        if synapse:
-            cap = net.layers[l - 1].n_synapses
-            if v > cap:
-                raise InvalidArgumentError(
-                    f"Expected f_{l} <= {cap} (the synapses into layer {l}), but got {v}."
-                )
-        elif v >= net.layers[l - 1].width:
-            raise InvalidArgumentError(
-                f"Expected f_{l} < N_{l} = {net.layers[l - 1].width} (Theorem 3 needs a correct "
-                f"neuron in every layer), but got {v}."
-            )
-    return f
-
-
-def check_eps(eps: float, eps_prime: float) -> None:
-    """Validate :math:`0 \\le \\epsilon' \\le \\epsilon` (both finite)."""
-    for name, v in (("eps", eps), ("eps_prime", eps_prime)):
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise InvalidArgumentError(f"Expected `{name}` to be a finite number >= 0, but got {v}.")
-    if eps_prime > eps:
-        raise InvalidArgumentError(
-            f"Expected eps_prime <= eps (the network must approximate its target to better than "
-            f"eps), but got eps_prime = {eps_prime} > eps = {eps}."
-        )
 
 
 def bound(
@@ -192,37 +133,26 @@ def bound(
         0.5
     """
     fault = Crash() if fault is None else fault
-    if method not in METHODS and method != "exact":
-        raise InvalidArgumentError(
-            f"Expected `method` to be one of {', '.join([*METHODS, 'exact'])}, but got {method!r}."
-        )
+    if method not in METHOD_NAMES:
+        raise InvalidArgumentError(f"Expected `method` to be one of {', '.join(METHOD_NAMES)}, but got {method!r}.")
     if time_limit is not None and method != "exact":
         raise InvalidArgumentError("Expected `time_limit` only with method='exact'.")
-    f = check_failures(net, failures, fault)
-    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
-        raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
-    notes: list[str] = []
-    cap = getattr(fault, "capacity", None)
-    if cap == math.inf and sum(f) > 0:
+    check_bounded(fault)
+    f = failure_counts(net, fault, failures, correct_neuron=True)
+    if fault.unbounded and sum(f) > 0:
         per = tuple(math.inf if v > 0 else 0.0 for v in f)
         return BoundResult(math.inf, method, fault, f, per, True, (LEMMA1,))
     net.require_bounded_values()
     if method == "exact":
         return _exact(net, f, fault, time_limit)
     value, per_layer = METHODS[method](net, f if f else None, fault)
-    if isinstance(fault, ByzantineDeviation):
-        notes.append(
-            "byzantine-deviation is the printed reading of Theorem 2 (C bounds the deviation); "
-            "for neurons that send values in [-C, C] use byzantine (docs/errata.md §2)."
-        )
-    if isinstance(fault, (Byzantine, SynapseByzantine)):
-        notes.append("Byzantine deviation = C + max|value| (docs/errata.md §2, §3).")
+    notes = list(fault.notes)
     if not all(math.isfinite(v) for v in [value, *per_layer]) or np.isnan(value):
         raise InvalidArgumentError("The bound is not finite; check the domain and the weights.")
     return BoundResult(float(value), method, fault, f, tuple(float(v) for v in per_layer), False, tuple(notes))
 
 
-def _exact(net: Network, f: tuple[int, ...], fault: Fault, time_limit: float | None) -> BoundResult:
+def _exact(net: Network, f: FailureCounts, fault: Fault, time_limit: float | None) -> BoundResult:
     """``method="exact"`` wrapped as a :class:`BoundResult` (``per_layer`` is not computed: it would
     take one more MILP per layer)."""
     from faultbound.bounds.exact import exact_bound

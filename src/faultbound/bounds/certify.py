@@ -25,17 +25,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from faultbound.bounds.api import check_failures
+from faultbound.bounds.api import check_bounded
 from faultbound.bounds.tight import prepare, propagate
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.failures import failure_counts
+from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
+
+#: The methods that certify single inputs (``"paper"`` reads only the whole domain).
+CertifyMethod = Literal["tight", "exact"]
 
 __all__ = [
     "InputCertificates",
@@ -116,7 +120,7 @@ def certify_inputs(
     radius: float = 0.0,
     batch_size: int = 512,
     monotone: bool = False,
-    method: str = "tight",
+    method: CertifyMethod = "tight",
     time_limit: float | None = None,
 ) -> InputCertificates:
     """Certify every input of ``X`` (``(n, *input_shape)`` or flat rows) at once.
@@ -144,9 +148,8 @@ def certify_inputs(
         [0.1, 0.4]
     """
     fault = Crash() if fault is None else fault
-    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
-        raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
-    f = check_failures(net, failures, fault)
+    check_bounded(fault)
+    f = failure_counts(net, fault, failures, correct_neuron=True)
     if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius >= 0):
         raise InvalidArgumentError(f"Expected `radius` to be a finite number >= 0, but got {radius}.")
     if int(batch_size) < 1:
@@ -155,7 +158,7 @@ def certify_inputs(
     n = x.shape[0]
     with torch.no_grad():
         logits = net.forward(x).numpy()
-    if getattr(fault, "capacity", None) == math.inf and sum(f) > 0:
+    if fault.unbounded and sum(f) > 0:
         per = np.full((n, net.n_outputs), np.inf)
         return InputCertificates(np.full(n, np.inf), per, logits, float(radius), f, fault)
     if method not in ("tight", "exact"):
@@ -242,7 +245,7 @@ def certified_accuracy(
     fault: Fault | None = None,
     radius: float = 0.0,
     batch_size: int = 512,
-    method: str = "tight",
+    method: CertifyMethod = "tight",
     time_limit: float | None = None,
 ) -> CertifiedAccuracy:
     """Fraction of inputs classified correctly *and* certified (see the module docstring).

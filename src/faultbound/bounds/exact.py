@@ -17,7 +17,7 @@ integer linear program, solved with HiGHS (``highspy``).
 :math:`\\tilde s^{(l)} = A^{(l)} \\tilde y^{(l-1)} + b^{(l)}`, :math:`y^{(0)} = \\tilde y^{(0)} = x`.
 
 **Activations**, over a pre-activation interval :math:`[\\ell, u]` (clean: interval propagation,
-refined by linear relaxation, :func:`faultbound.bounds.tight.box_intervals`; faulty: the same
+refined by linear relaxation, :func:`faultbound.bounds.tight.refined_intervals`; faulty: the same
 propagation through the fault model's hulls, :func:`_faulty_intervals`). LeakyReLU with slope
 :math:`\\alpha \\ge 0` (ReLU: :math:`\\alpha = 0`) of :math:`t = s - c`: if :math:`\\ell \\ge c` then
 :math:`y = t`, if :math:`u \\le c` then :math:`y = \\alpha t`, else a phase binary :math:`\\delta` and
@@ -25,20 +25,24 @@ the exact split :math:`t = p + n`, :math:`0 \\le p \\le (u - c)\\delta`,
 :math:`(\\ell - c)(1 - \\delta) \\le n \\le 0`, :math:`y = p + \\alpha n`. Hardtanh on [a, b] is
 :math:`a + \\mathrm{relu}(s - a) - \\mathrm{relu}(s - b)` (two such splits).
 
-**Neuron faults** (hidden layers 1..L): a binary :math:`q_j` per unit with :math:`\\sum_j q_j = f_l`
-and :math:`\\tilde y_j = (1 - q_j) z_j + q_j v_j`; the product :math:`w = (1-q) z` with
-:math:`z \\in [z_\\ell, z_u]` is exact: :math:`z_\\ell(1-q) \\le w \\le z_u(1-q)`,
-:math:`z_\\ell q \\le z - w \\le z_u q`. What :math:`q v` is:
+**Neuron faults** (hidden layers 1..L), read off what the model states a failing unit sends,
+``fault.sent`` = :math:`g\\,y + v`, :math:`v \\in [v_{lo}, v_{hi}]`, y the unit's *fault-free* value
+(:class:`~faultbound.faults.Sent`): a binary :math:`q_j` per unit with :math:`\\sum_j q_j = f_l` and
 
-* crash: 0; stuck-at(v): :math:`v\\,q`;
-* Byzantine(C): a free :math:`b \\in [-Cq, Cq]` (the unit sends any value of [-C, C]);
-* Byzantine deviation(C): :math:`q\\,y_j + b`, :math:`b \\in [-Cq, Cq]`, with :math:`q\\,y_j` (the
-  *fault-free* value, :class:`~faultbound.faults.ByzantineDeviation`) linearised as above.
+.. math::  \\tilde y_j = (1 - q_j)\\, z_j + g\\, q_j y_j + q_j v_j .
 
-**Synapse faults** (layers 1..L+1): a binary :math:`r_{ji}` per non-zero synapse with
-:math:`\\sum r = g_l`; :math:`\\tilde s_j = \\sum_i A_{ji}(\\tilde y_i - m_{ji}) + b_j (+ \\sum_i b_{ji})`
-with :math:`m_{ji} = r_{ji}\\tilde y_i` (exact product), and for synapse Byzantine(C)
-:math:`b_{ji} \\in [-C r_{ji}, C r_{ji}]` the value sent instead.
+The products with a binary are exact: :math:`w = (1-q) z` with :math:`z \\in [z_\\ell, z_u]` is
+:math:`z_\\ell(1-q) \\le w \\le z_u(1-q)`, :math:`z_\\ell q \\le z - w \\le z_u q`, and
+:math:`q\\,y_j` (clean copy) likewise; :math:`q v` is :math:`v_{lo} q` when the model leaves no
+choice, else a free :math:`b \\in [v_{lo} q, v_{hi} q]`. So crash (g = 0, v = 0), stuck-at
+(g = 0, v fixed), Byzantine (g = 0, :math:`v \\in [-C, C]`), Byzantine deviation (g = 1,
+:math:`v \\in [-C, C]`) and any other model of that shape (a sign flip: g = -1) are one encoding.
+
+**Synapse faults** (layers 1..L+1), models with g = 0 (what a failing synapse sends does not depend
+on what it carries): a binary :math:`r_{ji}` per non-zero synapse with :math:`\\sum r = g_l`;
+:math:`\\tilde s_j = \\sum_i A_{ji}(\\tilde y_i - m_{ji}) + b_j + \\sum_i b_{ji}` with
+:math:`m_{ji} = r_{ji}\\tilde y_i` (exact product) and :math:`b_{ji}` = :math:`q v` above with
+:math:`r_{ji}` for q, the value sent instead.
 
 **Precision**(:math:`\\lambda`): :math:`\\tilde y_j = z_j + p_j`, :math:`|p_j| \\le \\lambda_l`, no binaries.
 
@@ -90,18 +94,7 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
-from faultbound.faults import (
-    Byzantine,
-    ByzantineDeviation,
-    Crash,
-    Fault,
-    NeuronFault,
-    Precision,
-    StuckAt,
-    SynapseByzantine,
-    SynapseCrash,
-    SynapseFault,
-)
+from faultbound.faults import Fault, NeuronFault, Precision, Sent, SynapseFault
 from faultbound.network.activations import Activation, Hardtanh, LeakyReLU, ReLU
 from faultbound.network.core import Network
 from faultbound.network.ops import Dense
@@ -225,6 +218,14 @@ class _Model:
             self.row([z, w, q], [1.0, -1.0, -zu], -math.inf, 0.0)
         return w
 
+    def chosen_value(self, q: int, sent: Sent) -> int:
+        """A variable b equal to ``q * v`` for binary q and a chosen :math:`v \\in [lo, hi]`:
+        :math:`lo\\, q \\le b \\le hi\\, q` (exact: b = 0 when q = 0, any of [lo, hi] when q = 1)."""
+        b = self.var(min(sent.lo, 0.0), max(sent.hi, 0.0))
+        self.row([b, q], [1.0, -sent.hi], -math.inf, 0.0)
+        self.row([b, q], [1.0, -sent.lo], 0.0, math.inf)
+        return b
+
     def leaky(self, s: int, c: float, lo: float, hi: float, alpha: float) -> int:
         """A variable equal to ``leaky_relu(s - c, alpha)`` for s in [lo, hi] (exact split)."""
         a, b = lo - c, hi - c
@@ -280,30 +281,27 @@ def _affine_box(A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) ->
 
 
 def _synapse_box(
-    A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, fault: SynapseFault
+    A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, sent: Sent
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Interval of :math:`\\tilde s` when any synapse may send 0 (crash) or [-C, C] (Byzantine)."""
+    """Interval of :math:`\\tilde s` when any synapse may send what it carries or what a failing one
+    sends (``sent``, gain 0: a value of [lo, hi])."""
     t1, t2 = A * lo[None, :], A * hi[None, :]
     tl, th = np.minimum(t1, t2), np.maximum(t1, t2)
-    v = float(getattr(fault, "capacity", 0.0))
     nz = A != 0
-    tl = np.where(nz, np.minimum(tl, -v), 0.0)
-    th = np.where(nz, np.maximum(th, v), 0.0)
+    tl = np.where(nz, np.minimum(tl, sent.lo), 0.0)
+    th = np.where(nz, np.maximum(th, sent.hi), 0.0)
     return _widen(tl.sum(1) + b, th.sum(1) + b)
 
 
 def _sent_hull(
     fault: Fault, zl: np.ndarray, zu: np.ndarray, yl: np.ndarray, yu: np.ndarray, l: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Interval of what a unit of hidden layer l may send (its own value or a fault's value)."""
-    if isinstance(fault, Crash):
-        return np.minimum(zl, 0.0), np.maximum(zu, 0.0)
-    if isinstance(fault, StuckAt):
-        return np.minimum(zl, fault.value), np.maximum(zu, fault.value)
-    if isinstance(fault, Byzantine):
-        return np.minimum(zl, -fault.capacity), np.maximum(zu, fault.capacity)
-    if isinstance(fault, ByzantineDeviation):
-        return np.minimum(zl, yl - fault.capacity), np.maximum(zu, yu + fault.capacity)
+    """Interval of what a unit of hidden layer l may send: its own value :math:`z \\in [z_l, z_u]`,
+    or what a failing one sends (``fault.sent.range`` of the clean value :math:`y \\in [y_l, y_u]`),
+    or, for precision, its own value :math:`\\pm \\lambda_l`."""
+    if isinstance(fault, NeuronFault):
+        a, b = fault.sent.range(yl, yu)
+        return np.minimum(zl, a), np.maximum(zu, b)
     if isinstance(fault, Precision):
         lam = fault.errors[l - 1]
         return zl - lam, zu + lam
@@ -322,7 +320,7 @@ def _deviation_bounds(
     out: list[np.ndarray | None] = []
     lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
     hi_t = torch.as_tensor(hi, dtype=torch.float64).reshape(1, *net.input_shape)
-    synapse = isinstance(fault, SynapseFault)
+    synapse = fault.site == "synapse"
     for m in range(1, net.L + 2):
         last = net.layers[m - 1]
         cut = Layer(m, last.ops, None, last.in_shape, last.out_shape, last.source)
@@ -369,13 +367,13 @@ def _build(
     at_most: bool,
     combined: bool = False,
 ) -> _Built:
-    from faultbound.bounds.tight import box_intervals
+    from faultbound.bounds.tight import refined_intervals
 
     m = _Model()
     L = net.L
     lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
     hi_t = torch.as_tensor(hi, dtype=torch.float64).reshape(1, *net.input_shape)
-    clean = box_intervals(net, lo_t, hi_t)
+    clean = refined_intervals(net, lo_t, hi_t)
     dev = _deviation_bounds(net, counts, fault, lo, hi)
     x = [m.var(a, b) for a, b in zip(lo, hi, strict=True)]
     y, yt = list(x), list(x)  # clean and faulty values sent by the previous layer
@@ -385,8 +383,8 @@ def _build(
     r: dict[int, list[tuple[int, int, int]]] = {}
     prec: dict[int, list[int]] = {}
     d: list[int] = []
-    synapse = isinstance(fault, SynapseFault)
-    cap = float(getattr(fault, "capacity", 0.0))
+    synapse = fault.site == "synapse"
+    sent = fault.sent if isinstance(fault, (NeuronFault, SynapseFault)) else None
     scale = 1.0
     for l in range(1, L + 2):
         layer = net.layers[l - 1]
@@ -403,7 +401,8 @@ def _build(
         # faulty pre-activations
         g = counts[l - 1] if synapse else 0
         if g > 0:
-            tsl, tsu = _synapse_box(A, bias, ytl, ytu, fault)  # type: ignore[arg-type]
+            assert sent is not None
+            tsl, tsu = _synapse_box(A, bias, ytl, ytu, sent)
         else:
             tsl, tsu = _affine_box(A, bias, ytl, ytu)
         t_dev = dev[l - 1]
@@ -425,13 +424,14 @@ def _build(
                     mw = m.product(rb, yt[i], float(ytl[i]), float(ytu[i]))
                     idx.append(mw)
                     val.append(float(A[j, i]))
-                    bv = -1
-                    if isinstance(fault, SynapseByzantine):
-                        bv = m.var(-cap, cap)
-                        m.row([bv, rb], [1.0, -cap], -math.inf, 0.0)
-                        m.row([bv, rb], [1.0, cap], 0.0, math.inf)
+                    assert sent is not None
+                    bv = m.chosen_value(rb, sent) if sent.chosen else -1
+                    if bv >= 0:
                         idx.append(bv)
                         val.append(-1.0)
+                    elif sent.lo != 0:
+                        idx.append(rb)
+                        val.append(-sent.lo)
                     syn.append((rb, j * n_in + int(i) if dense else order, bv))
                     order += 1
             else:
@@ -465,8 +465,8 @@ def _build(
             lip = max(1.0, float(getattr(act, "negative_slope", 0.0)))
             for j in range(len(z)):
                 m.row([z[j], y[j]], [1.0, -1.0], -lip * t_dev[j], lip * t_dev[j])
-        f = counts[l - 1] if isinstance(fault, NeuronFault) else 0
-        nl, nu = _sent_hull(fault, zl, zu, yl, yu, l) if (f > 0 or isinstance(fault, Precision)) else (zl, zu)
+        f = counts[l - 1] if fault.site == "neuron" else 0
+        nl, nu = _sent_hull(fault, zl, zu, yl, yu, l) if (f > 0 or fault.site == "layer") else (zl, zu)
         nl, nu = _widen(nl, nu)
         new = []
         if f > 0:
@@ -477,26 +477,25 @@ def _build(
             for j in range(len(z)):
                 w = m.product(qs[j], z[j], float(zl[j]), float(zu[j]), one_minus=True)
                 idx, val, rhs = [w], [1.0], 0.0
-                if isinstance(fault, StuckAt):
-                    idx.append(qs[j])
-                    val.append(fault.value)
-                if isinstance(fault, ByzantineDeviation):
+                assert sent is not None
+                if sent.gain != 0:  # g q y_j, y_j the clean value
                     c = m.product(qs[j], y[j], float(yl[j]), float(yu[j]))
                     idx.append(c)
-                    val.append(1.0)
-                if isinstance(fault, (Byzantine, ByzantineDeviation)):
-                    bv = m.var(-cap, cap)
-                    m.row([bv, qs[j]], [1.0, -cap], -math.inf, 0.0)
-                    m.row([bv, qs[j]], [1.0, cap], 0.0, math.inf)
+                    val.append(float(sent.gain))
+                if sent.chosen:  # q v, v in [lo, hi] chosen
+                    bv = m.chosen_value(qs[j], sent)
                     idx.append(bv)
                     val.append(1.0)
                     bl.append(bv)
+                elif sent.lo != 0:  # q v, v fixed
+                    idx.append(qs[j])
+                    val.append(float(sent.lo))
                 v = m.var(nl[j], nu[j])
                 m.eq([v, *idx], [1.0, *(-np.asarray(val))], rhs)
                 new.append(v)
             if bl:
                 bvals[l] = bl
-        elif isinstance(fault, Precision) and fault.errors[l - 1] > 0:
+        elif isinstance(fault, Precision) and fault.errors[l - 1] > 0:  # every unit of the layer
             lam = fault.errors[l - 1]
             ps = []
             for j in range(len(z)):
@@ -623,14 +622,12 @@ def _witness(
         units = [j for j, b in enumerate(qs) if sol[b] > 0.5]
         sites[str(l)] = units
         if l in built.bvals:
-            cap = float(getattr(fault, "capacity", 0.0))
-            values[str(l)] = [float(np.clip(sol[built.bvals[l][j]], -cap, cap)) for j in units]
+            values[str(l)] = [_clip(sol[built.bvals[l][j]], fault) for j in units]
     for l, syn in built.r.items():
         chosen = [(idx, bv) for b, idx, bv in syn if sol[b] > 0.5]
         sites[str(l)] = [idx for idx, _ in chosen]
-        if isinstance(fault, SynapseByzantine):
-            cap = float(getattr(fault, "capacity", 0.0))
-            values[str(l)] = [float(np.clip(sol[bv], -cap, cap)) for _, bv in chosen]
+        if fault.chooses_values:
+            values[str(l)] = [_clip(sol[bv], fault) for _, bv in chosen]
     precision = {
         str(l): [float(np.clip(sol[p], built.model.lb[p], built.model.ub[p])) for p in ps]
         for l, ps in built.prec.items()
@@ -648,13 +645,19 @@ def _witness(
     return out
 
 
+def _clip(v: float, fault: Fault) -> float:
+    """A chosen value clipped onto the model's [lo, hi] (the solver meets bounds up to a tolerance)."""
+    sent = fault.sent if isinstance(fault, (NeuronFault, SynapseFault)) else Sent(0.0, 0.0, 0.0)
+    return float(np.clip(v, sent.lo, sent.hi))
+
+
 def replay(net: Network, fault: Fault, witness: dict[str, Any], outputs: Sequence[int] | None = None) -> float:
     """:math:`\\max_{k} |F(x)_k - F_{S,v}(x)_k|` over ``outputs`` (default: all, the inf-norm) of a
     witness, evaluated by the measurement engine (float64)."""
     from faultbound.measure.engine import FaultSet, clean_pass, differentiable_outputs, layer_count
 
     x = torch.tensor(witness["input"], dtype=torch.float64).reshape(1, *net.input_shape)
-    n = 0 if isinstance(fault, Precision) else layer_count(net, fault)
+    n = layer_count(net, fault) if fault.counted else 0
     sites: list[Tensor | None] = [None] * n
     vals: list[Tensor | None] = [None] * max(n, net.L)
     for key, units in witness.get("failure_set", {}).items():
@@ -664,7 +667,7 @@ def replay(net: Network, fault: Fault, witness: dict[str, Any], outputs: Sequenc
             given = witness.get("values", {}).get(key)
             if given is not None:
                 vals[l - 1] = torch.tensor(given, dtype=torch.float64).reshape(1, 1, -1)
-    if isinstance(fault, Precision):
+    if not fault.counted:  # precision: an offset per neuron of every layer
         vals = [None] * net.L
         for key, ps in witness.get("precision", {}).items():
             vals[int(key) - 1] = torch.tensor(ps, dtype=torch.float64).reshape(1, 1, -1)
@@ -727,11 +730,14 @@ def exact_bound(
         import highspy  # noqa: F401
     except ImportError:  # pragma: no cover - highspy is installed with the `exact` extra
         raise InvalidArgumentError("method='exact' needs highspy: pip install 'faultbound[exact]'.") from None
-    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)) or not isinstance(
-        fault, (Crash, StuckAt, Byzantine, ByzantineDeviation, SynapseCrash, SynapseByzantine, Precision)
-    ):
+    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
         raise InvalidArgumentError(f"method='exact' has no encoding for fault {fault!r}.")
-    if getattr(fault, "capacity", 0.0) == math.inf:
+    if isinstance(fault, SynapseFault) and fault.sent.gain != 0:
+        raise UnsupportedModelError(
+            f"method='exact' encodes synapse faults whose failing synapse sends a value of its own "
+            f"(gain 0), but {fault.label()} sends {fault.sent.gain:g} times what the synapse carries."
+        )
+    if fault.unbounded:
         raise InvalidArgumentError("method='exact' needs a finite capacity (Lemma 1: unbounded).")
     if time_limit is not None and not (time_limit > 0):
         raise InvalidArgumentError(f"Expected `time_limit` > 0 seconds, but got {time_limit}.")
@@ -740,10 +746,9 @@ def exact_bound(
     hi_a = np.asarray(net.domain.hi if hi is None else hi, dtype=np.float64).reshape(-1)
     if lo_a.size != d or hi_a.size != d:
         raise InvalidArgumentError(f"Expected an input box of {d} features, but got {lo_a.size} and {hi_a.size}.")
-    synapse = isinstance(fault, SynapseFault)
     counts = [0] * (net.L + 1) if failures is None else [int(v) for v in failures]
     counts += [0] * (net.L + 1 - len(counts))
-    if not synapse and not isinstance(fault, Precision):
+    if fault.site == "neuron":
         counts = counts[: net.L] + [0]
     outs = list(range(net.n_outputs)) if outputs is None else [int(k) for k in outputs]
     if not outs or any(not 0 <= k < net.n_outputs for k in outs):

@@ -55,13 +55,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from faultbound.errors import InvalidArgumentError, UnboundedError
-from faultbound.faults import (
-    Crash,
-    Fault,
-    NeuronFault,
-    Precision,
-    SynapseFault,
-)
+from faultbound.failures import FailureCounts, failure_counts
+from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
 from faultbound.network.core import Network
 
 __all__ = [
@@ -69,10 +64,12 @@ __all__ = [
     "fep_as_printed",
     "paper_bound",
     "paper_batch",
+    "seeds",
     "theorem1_max_crashes",
     "corollary2_waits",
     "LayerStats",
     "layer_stats",
+    "check_eps",
 ]
 
 
@@ -112,6 +109,30 @@ def _mul(count: np.ndarray, value: np.ndarray | float) -> np.ndarray:
     return np.where(np.asarray(count) == 0, 0.0, out)
 
 
+def seeds(s: LayerStats, fault: Fault) -> np.ndarray:
+    """What one failing unit adds, per layer, read off the fault model: :math:`\\Delta_l` =
+    ``fault.deviation(Y_l)`` for neurons of layers 1..L, :math:`\\delta_l` =
+    ``fault.deviation(w_m^(l), Y_{l-1})`` for synapses into layers 1..L+1, :math:`\\lambda_l` for
+    precision (every neuron of layer l)."""
+    L = len(s.N) - 1
+    if isinstance(fault, NeuronFault):
+        return np.array([fault.deviation(float(s.Y[l])) for l in range(1, L + 1)])
+    if isinstance(fault, SynapseFault):
+        return np.array([fault.deviation(float(s.w[l]), float(s.Y[l])) for l in range(L + 1)])
+    if isinstance(fault, Precision):
+        return np.asarray(fault.errors, dtype=np.float64)
+    raise InvalidArgumentError(f"The paper method has no rule for fault {fault!r}.")
+
+
+def _recursion(s: LayerStats, fault: Fault, F: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The recursion of the fault's site (module docstring), linear in ``seed``."""
+    if fault.site == "neuron":
+        return _neuron_recursion(s, F, seed)
+    if fault.site == "synapse":
+        return _synapse_recursion(s, F, seed)
+    return _precision_recursion(s, seed, F.shape[:-1])
+
+
 def paper_batch(net: Network, failures: np.ndarray, fault: Fault, stats: LayerStats | None = None) -> np.ndarray:
     """The ``method="paper"`` bound for many failure distributions at once.
 
@@ -123,19 +144,7 @@ def paper_batch(net: Network, failures: np.ndarray, fault: Fault, stats: LayerSt
         float64 array of shape ``failures.shape[:-1]``.
     """
     s = stats or layer_stats(net, fault)
-    L = net.L
-    F = np.asarray(failures, dtype=np.int64)
-    if isinstance(fault, NeuronFault):
-        delta = np.array([fault.deviation(float(s.Y[l])) for l in range(1, L + 1)])
-        return _neuron_recursion(s, F, delta)
-    if isinstance(fault, SynapseFault):
-        Y_prev = s.Y  # Y[l-1] for layers 1..L+1 (Y has L+1 entries: 0..L)
-        delta = np.array([fault.deviation(float(s.w[l]), float(Y_prev[l])) for l in range(L + 1)])
-        return _synapse_recursion(s, F, delta)
-    if isinstance(fault, Precision):
-        lam = np.asarray(fault.errors, dtype=np.float64)
-        return _precision_recursion(s, lam, F.shape[:-1])
-    raise InvalidArgumentError(f"The paper method has no rule for fault {fault!r}.")
+    return _recursion(s, fault, np.asarray(failures, dtype=np.int64), seeds(s, fault))
 
 
 def _neuron_recursion(s: LayerStats, F: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -181,38 +190,20 @@ def _precision_recursion(s: LayerStats, lam: np.ndarray, shape: tuple[int, ...])
 
 
 def paper_bound(
-    net: Network, failures: Sequence[int] | None, fault: Fault
+    net: Network, failures: FailureCounts | Sequence[int] | None, fault: Fault
 ) -> tuple[float, list[float]]:
-    """``method="paper"``: the bound and each layer's contribution (see the module docstring)."""
+    """``method="paper"``: the bound and each layer's contribution (see the module docstring).
+
+    ``failures`` are trusted (validated by :func:`faultbound.bound`); ``None`` for precision."""
     s = layer_stats(net, fault)
-    L = net.L
-    if isinstance(fault, Precision):
-        lam = np.asarray(fault.errors, dtype=np.float64)
-        total = float(_precision_recursion(s, lam, ()))
-        parts = []
-        for l in range(L):
-            only = np.zeros_like(lam)
-            only[l] = lam[l]
-            parts.append(float(_precision_recursion(s, only, ())))
-        return total, parts
-    F = np.asarray(failures, dtype=np.int64)
-    if isinstance(fault, NeuronFault):
-        delta = np.array([fault.deviation(float(s.Y[l])) for l in range(1, L + 1)])
-        total = float(_neuron_recursion(s, F, delta))
-        parts = []
-        for l in range(L):
-            only = np.where(np.arange(L) == l, delta, 0.0)
-            parts.append(float(_neuron_recursion(s, F, only)))
-        return total, parts
-    if isinstance(fault, SynapseFault):
-        delta = np.array([fault.deviation(float(s.w[l]), float(s.Y[l])) for l in range(L + 1)])
-        total = float(_synapse_recursion(s, F, delta))
-        parts = []
-        for l in range(L + 1):
-            only = np.where(np.arange(L + 1) == l, delta, 0.0)
-            parts.append(float(_synapse_recursion(s, F, only)))
-        return total, parts
-    raise InvalidArgumentError(f"The paper method has no rule for fault {fault!r}.")
+    F = np.zeros(0, dtype=np.int64) if failures is None else np.asarray(failures, dtype=np.int64)
+    seed = seeds(s, fault)
+    total = float(_recursion(s, fault, F, seed))
+    parts = []
+    for l in range(len(seed)):
+        only = np.where(np.arange(len(seed)) == l, seed, 0.0)
+        parts.append(float(_recursion(s, fault, F, only)))
+    return total, parts
 
 
 def fep_as_printed(net: Network, failures: Sequence[int], capacity: float | None = None) -> float:
@@ -229,9 +220,7 @@ def fep_as_printed(net: Network, failures: Sequence[int], capacity: float | None
     Raises:
         UnboundedError: for an unbounded activation without ``capacity``.
     """
-    from faultbound.bounds.api import check_failures
-
-    f = check_failures(net, failures, Crash())
+    f = failure_counts(net, Crash(), failures, correct_neuron=True)
     if capacity is None:
         acts = [lay.activation for lay in net.hidden]
         if not all(a is not None and a.bounded for a in acts):
@@ -264,12 +253,22 @@ def printed_fep(
     return total
 
 
+def check_eps(eps: float, eps_prime: float) -> None:
+    """Validate :math:`0 \\le \\epsilon' \\le \\epsilon` (both finite), the premise of Theorems 1 and 3."""
+    for name, v in (("eps", eps), ("eps_prime", eps_prime)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise InvalidArgumentError(f"Expected `{name}` to be a finite number >= 0, but got {v}.")
+    if eps_prime > eps:
+        raise InvalidArgumentError(
+            f"Expected eps_prime <= eps (the network must approximate its target to better than "
+            f"eps), but got eps_prime = {eps_prime} > eps = {eps}."
+        )
+
+
 def theorem1_max_crashes(net: Network, eps: float, eps_prime: float) -> int:
     """Theorem 1: a single-layer network tolerates :math:`N_{fail} \\le (\\epsilon-\\epsilon')/(w_m C)`
     crashes, with :math:`C = \\max|y|` (1 for the sigmoid). Returns that largest count (at most N).
     """
-    from faultbound.bounds.api import check_eps
-
     check_eps(eps, eps_prime)
     if net.L != 1:
         raise InvalidArgumentError(
@@ -287,9 +286,7 @@ def corollary2_waits(net: Network, failures: Sequence[int]) -> list[int]:
     """Corollary 2: with a tolerated crash distribution (f_l), a neuron of layer l (l = 1..L+1)
     waits for only :math:`N_{l-1} - f_{l-1}` signals (its fan-in minus f_{l-1} for a convolution);
     layer 1 waits for every input, since inputs do not fail."""
-    from faultbound.bounds.api import check_failures
-
-    f = check_failures(net, failures, Crash())
+    f = failure_counts(net, Crash(), failures, correct_neuron=True)
     waits = []
     for idx, layer in enumerate(net.layers):
         f_prev = 0 if idx == 0 else f[idx - 1]

@@ -63,7 +63,8 @@ LeakyReLU, Hardtanh, ELU). The faulty-minus-clean output is :math:`\\sum_k M_k c
 units add (:math:`\\le \\Delta_i + e_i`). Signs cancel inside :math:`M_k`; the output bound is the
 smaller of the two, per output. Both are sound and non-decreasing in every count, so is the minimum.
 
-**Clean intervals.** Interval propagation over the box; for the whole domain (one box) of a
+**Clean intervals** (:func:`refined_intervals`). Interval propagation over the box
+(:meth:`Network.box_intervals`); for the whole domain (one box) of a
 network whose layers have small effective matrices, hidden layers 2..L are also bounded by
 back-substituting linear relaxations of the activations (triangle for ReLU/LeakyReLU, secant with
 exact offsets for sigmoid/tanh, the image's constant lines otherwise) down to the input box, and
@@ -126,9 +127,9 @@ from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten
 __all__ = [
     "LayerBox",
     "TightPlan",
-    "box_intervals",
     "prepare",
     "propagate",
+    "refined_intervals",
     "tight_bound",
     "tight_value",
 ]
@@ -145,21 +146,29 @@ _CHUNK = 1 << 22
 LayerBox = LayerIntervals
 
 
-def box_intervals(net: Network, lo: Tensor, hi: Tensor, refine: bool = True) -> list[LayerBox]:
-    """Interval propagation of a batch of boxes ``[lo, hi]`` (``(B, *input_shape)``, float64).
+def refined_intervals(net: Network, lo: Tensor, hi: Tensor, refine: bool = True) -> list[LayerBox]:
+    """The clean intervals tight reads: :meth:`Network.box_intervals` of the boxes ``[lo, hi]``
+    (``(B, *input_shape)``, float64), flattened to ``(B, N_l)``, with the input box prepended, and
+    with its linear-relaxation refinement.
 
-    Returns ``L + 2`` entries: index 0 is the input box itself, index l the layer l (same formula
-    as :meth:`Network.intervals`, with its outward slack). With ``refine`` and a single box of
-    non-zero width, the pre-activation bounds of hidden layers 2..L are intersected with linear
-    relaxation bounds (:func:`_linear_bounds`) when that is cheap (about :data:`_REFINE_FLOPS`).
+    Returns ``L + 2`` entries: index 0 is the input box itself, index l the layer l. With ``refine``
+    and a single box of non-zero width, the pre-activation bounds of hidden layers 2..L are
+    intersected with linear relaxation bounds (:func:`_linear_bounds`) before the activation's image
+    is taken, when that is cheap (about :data:`_REFINE_FLOPS`); otherwise (and with
+    ``refine=False``) the intervals are exactly :meth:`Network.box_intervals`'.
     """
     B = lo.shape[0]
     x_lo, x_hi = lo.reshape(B, -1), hi.reshape(B, -1)
     out = [LayerBox(x_lo, x_hi, x_lo, x_hi)]
     use_lin = refine and B == 1 and bool((hi > lo).any()) and _refine_cost(net) <= _REFINE_FLOPS
+    if not use_lin:
+        for iv in net.box_intervals(lo, hi):
+            out.append(LayerBox(*(v.reshape(B, -1) for v in (iv.s_lo, iv.s_hi, iv.y_lo, iv.y_hi))))
+        return out
     relax: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
     with torch.no_grad():
         for idx, layer in enumerate(net.layers):
+            # the step of Network.box_intervals, with the refinement between the affine map and the activation
             c, r = (lo + hi) / 2, (hi - lo) / 2
             sc = layer.pre(c)
             sr = layer.abs_linear(r)
@@ -169,17 +178,14 @@ def box_intervals(net: Network, lo: Tensor, hi: Tensor, refine: bool = True) -> 
             if act is None:
                 y_lo, y_hi = s_lo, s_hi
             else:
-                if use_lin and idx > 0:
+                if idx > 0:
                     l_lo, l_hi = _linear_bounds(net, idx, relax, x_lo[0], x_hi[0])
                     shape = s_lo.shape
                     s_lo = torch.maximum(s_lo.reshape(-1), l_lo).reshape(shape)
                     s_hi = torch.minimum(s_hi.reshape(-1), l_hi).reshape(shape)
                     s_hi = torch.maximum(s_hi, s_lo)
                 y_lo, y_hi = act.image(s_lo, s_hi)
-                if use_lin:
-                    relax.append(
-                        _relaxation(act, s_lo.reshape(-1), s_hi.reshape(-1), y_lo.reshape(-1), y_hi.reshape(-1))
-                    )
+                relax.append(_relaxation(act, s_lo.reshape(-1), s_hi.reshape(-1), y_lo.reshape(-1), y_hi.reshape(-1)))
             out.append(LayerBox(s_lo.reshape(B, -1), s_hi.reshape(B, -1), y_lo.reshape(B, -1), y_hi.reshape(B, -1)))
             lo, hi = y_lo, y_hi
     return out
@@ -679,7 +685,7 @@ def prepare(net: Network, fault: Fault, lo: Tensor | None = None, hi: Tensor | N
     (default: the network's domain, a batch of one)."""
     if lo is None or hi is None:
         lo, hi = net.domain.lo.unsqueeze(0), net.domain.hi.unsqueeze(0)
-    boxes = box_intervals(net, lo.to(torch.float64), hi.to(torch.float64))
+    boxes = refined_intervals(net, lo.to(torch.float64), hi.to(torch.float64))
     for l in range(1, net.L + 1):
         b = boxes[l]
         if not bool(torch.isfinite(b.y_lo).all() & torch.isfinite(b.y_hi).all()):
@@ -747,7 +753,8 @@ def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = 
     if isinstance(fault, SynapseFault):
         return _propagate_synapses(plan, counts, fault)
     B = plan.batch
-    lam = list(fault.errors) if isinstance(fault, Precision) else [0.0] * net.L
+    lam = list(fault.magnitudes(net.L)) if fault.site == "layer" else [0.0] * net.L
+    neuron = fault.site == "neuron"
     e = torch.zeros((B, net.layers[0].in_width), dtype=torch.float64)
     e_zero = True
     t = e
@@ -756,7 +763,7 @@ def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = 
     for idx, layer in enumerate(net.layers):
         rows = plan.rows[idx]
         t = torch.zeros((B, layer.width), dtype=torch.float64) if e_zero else rows.abs_mul(e)
-        if isinstance(fault, NeuronFault) and idx > 0 and counts[idx - 1] > 0:
+        if neuron and idx > 0 and counts[idx - 1] > 0:
             d = plan.delta[idx]
             assert d is not None
             # A failing unit's output is at most Delta_i from the clean value, whatever its
@@ -772,7 +779,7 @@ def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = 
             return t if lin is None else torch.minimum(t, lin)
         e = _deviation_after(layer.activation, plan.boxes[idx + 1], t)
         ts.append(t)
-        if isinstance(fault, NeuronFault) and counts[idx] > 0:
+        if neuron and counts[idx] > 0:
             d = plan.delta[idx + 1]
             assert d is not None
             # c_i = (failing value - clean) - (phi(s~_i) - phi(s_i)): at most Delta_i + e_i.
@@ -891,7 +898,7 @@ def _linear_deviation(
         c = cs[k]
         if c is not None:
             terms = mag * c[:, None, :]
-            if isinstance(plan.fault, Precision):
+            if plan.fault.site == "layer":  # every unit of the layer is off
                 out = out + terms.sum(-1)
             else:
                 out = out + _topk_sum(terms, min(counts[k], terms.shape[-1]))

@@ -49,10 +49,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from faultbound.bounds.api import LEMMA1, METHODS, Method, check_eps
+from faultbound.bounds.api import LEMMA1, METHODS, Method, bound, check_bounded, check_eps
 from faultbound.bounds.paper import layer_stats, paper_batch
+from faultbound.bounds.tight import prepare, tight_value
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.failures import max_counts
+from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
 
 __all__ = [
@@ -99,7 +101,7 @@ class ToleranceResult:
     eps: float
     eps_prime: EpsPrime
     budget: float
-    method: str
+    method: Method
     fault: Fault
     per_layer_max: tuple[int, ...]
     uniform_fraction: float
@@ -143,8 +145,6 @@ def tolerates(
     method: Method = "paper",
 ) -> bool:
     """Theorem 3: True when the bound for ``failures`` is at most :math:`\\epsilon-\\epsilon'`."""
-    from faultbound.bounds.api import bound
-
     ep = _as_eps_prime(eps_prime)
     check_eps(eps, ep.value)
     res = bound(net, failures, fault or Crash(), method)
@@ -152,13 +152,11 @@ def tolerates(
 
 
 def _limits(net: Network, fault: Fault) -> list[int]:
-    """Largest admissible count per layer."""
-    if isinstance(fault, SynapseFault):
-        return [lay.n_synapses for lay in net.layers]
-    return [w - 1 for w in net.widths]
+    """Largest admissible count per layer: every synapse into it, or all neurons but one (Theorem 3)."""
+    return list(max_counts(net, fault, correct_neuron=True))
 
 
-def _evaluator(net: Network, fault: Fault, method: str) -> Callable[[np.ndarray], np.ndarray]:
+def _evaluator(net: Network, fault: Fault, method: Method) -> Callable[[np.ndarray], np.ndarray]:
     """Vectorised bound over an array of distributions ``(..., n_layers)``."""
     if method == "paper":
         stats = layer_stats(net, fault)
@@ -209,8 +207,8 @@ def tolerate(
         eps_prime: the accuracy it has, :math:`\\epsilon'` (a number, or an :class:`EpsPrime`).
         max_enumerate: skip the exact enumeration above this many distributions (said in notes).
     """
-    fault = Crash() if fault is None else fault
-    if isinstance(fault, Precision):
+    fault = check_bounded(Crash() if fault is None else fault)
+    if not fault.counted:
         raise InvalidArgumentError(
             "Tolerance search counts failing units; for precision use faultbound.apps.precision."
         )
@@ -230,7 +228,7 @@ def tolerate(
             "estimate from below of the supremum, so the verdicts are estimates too (docs/errata.md §8)."
         )
     zero = tuple([0] * n)
-    if getattr(fault, "capacity", None) == math.inf:
+    if fault.unbounded:
         notes.append(LEMMA1)
         return ToleranceResult(eps, ep, budget, method, fault, zero, 0.0, zero, (zero,), 0, tuple(notes))
     net.require_bounded_values()
@@ -268,14 +266,14 @@ def tolerate(
     maximal: tuple[tuple[int, ...], ...] | None = None
     n_tolerated: int | None = None
     total = math.prod(lim + 1 for lim in limits)
-    if isinstance(fault, NeuronFault) and net.L <= 3 and total <= max_enumerate:
+    if fault.site == "neuron" and net.L <= 3 and total <= max_enumerate:
         grids = np.meshgrid(*[np.arange(lim + 1) for lim in limits], indexing="ij")
         F = np.stack(grids, -1)
         good_grid = ok(F)
         mask = maximal_elements(good_grid)
         maximal = tuple(tuple(int(v) for v in idx) for idx in np.argwhere(mask))
         n_tolerated = int(good_grid.sum())
-    elif isinstance(fault, NeuronFault):
+    elif fault.site == "neuron":
         notes.append(
             f"Maximal distributions not enumerated: {net.L} hidden layers and {total} "
             f"distributions (exact enumeration covers up to 3 layers and {max_enumerate})."
@@ -299,7 +297,8 @@ def tolerate(
 def _uniform_rows(net: Network, fault: Fault, limits: list[int]) -> tuple[list[float], list[tuple[int, ...]]]:
     """Candidate uniform fractions p (ascending) and their distributions floor(p N_l) (capped)."""
     n = len(limits)
-    sizes = limits if isinstance(fault, SynapseFault) else net.widths
+    synapse = fault.site == "synapse"
+    sizes = limits if synapse else net.widths
     cands = sorted({(k, sz) for sz in sizes for k in range(0, sz + 1)}, key=lambda t: t[0] / t[1])
     fracs: list[float] = []
     rows: list[tuple[int, ...]] = []
@@ -307,7 +306,7 @@ def _uniform_rows(net: Network, fault: Fault, limits: list[int]) -> tuple[list[f
     for k, sz in cands:
         p = k / sz
         row = tuple(min((k * m) // sz, lim) for m, lim in zip(sizes, limits, strict=True))
-        if p >= 1.0 and not isinstance(fault, SynapseFault):
+        if p >= 1.0 and not synapse:
             break
         if row in seen:
             continue
@@ -341,8 +340,6 @@ def _tolerate_monotone(
     max_staircase: int = MAX_STAIRCASE,
 ) -> ToleranceResult:
     """The tolerance search of ``method="tight"``: binary searches and a staircase walk."""
-    from faultbound.bounds.tight import prepare, tight_value
-
     plan = prepare(net, fault)
     n = len(limits)
     cache: dict[tuple[int, ...], bool] = {}
@@ -366,14 +363,17 @@ def _tolerate_monotone(
     def unit(l: int, v: int) -> tuple[int, ...]:
         return tuple(v if i == l else 0 for i in range(n))
 
-    per_layer = tuple(_last_true(limits[l] + 1, lambda v, l=l: ok(unit(l, v))) for l in range(n))
+    def along(l: int) -> Callable[[int], bool]:
+        return lambda v: ok(unit(l, v))
+
+    per_layer = tuple(_last_true(limits[l] + 1, along(l)) for l in range(n))
     fracs, rows = _uniform_rows(net, fault, limits)
     last = _last_true(len(rows), lambda i: ok(rows[i]))
     uniform_p, uniform_f = fracs[last], rows[last]
 
     maximal: tuple[tuple[int, ...], ...] | None = None
     n_tolerated: int | None = None
-    if isinstance(fault, NeuronFault):
+    if fault.site == "neuron":
         cost = math.prod(per_layer[l] + 1 for l in range(n - 2)) * (
             sum(per_layer[-2:]) + 2 + (int(math.log2(per_layer[-1] + 1)) + 1 if n >= 2 else 0)
         )
@@ -417,7 +417,10 @@ def _staircase(per_layer: Sequence[int], ok: Callable[[Sequence[int]], bool]) ->
         if not ok((*q, 0, 0)):
             continue
         # first column: binary search; then walk down as f_{n-1} grows.
-        b = _last_true(last_max + 1, lambda v, q=q: ok((*q, 0, v)))
+        def first_column(v: int, q: tuple[int, ...] = q) -> bool:
+            return ok((*q, 0, v))
+
+        b = _last_true(last_max + 1, first_column)
         for a in range(per_layer[-2] + 1):
             while b >= 0 and not ok((*q, a, b)):
                 b -= 1

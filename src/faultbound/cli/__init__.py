@@ -11,15 +11,12 @@ import sys
 
 from faultbound.cli._common import app, run_app
 
-# Importing a command module registers its commands on `app`.
+# Importing a command module registers its commands on `app`, in this order (the order of --help).
 from faultbound.cli import core  # noqa: E402,F401  isort: skip
-
-for _name in ("measure", "certify", "apps", "report"):
-    try:
-        __import__(f"faultbound.cli.{_name}")
-    except ModuleNotFoundError as _e:  # a command family not written yet
-        if _e.name != f"faultbound.cli.{_name}":
-            raise
+from faultbound.cli import measure  # noqa: E402,F401  isort: skip
+from faultbound.cli import certify  # noqa: E402,F401  isort: skip
+from faultbound.cli import apps  # noqa: E402,F401  isort: skip
+from faultbound.cli import report  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 

@@ -17,19 +17,19 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import typer
 from rich.table import Table
 
-from faultbound.bounds.api import check_failures
-from faultbound.bounds.certify import certified_accuracy
+from faultbound.bounds.certify import CertifyMethod, certified_accuracy
 from faultbound.cli._common import INPUT_SHAPE, app, console, load_model, make_fault, parse_ints, print_json
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import FAULT_NAMES, Fault, Precision
+from faultbound.failures import failure_counts
+from faultbound.faults import FAULT_NAMES, Fault
 from faultbound.network.core import Network
 
 __all__ = ["certify_cmd", "measured_accuracy"]
@@ -72,14 +72,14 @@ def measured_accuracy(
 
     g = torch.Generator().manual_seed(int(seed))
     y = torch.as_tensor(labels, dtype=torch.long)
-    if isinstance(fault, Precision):
+    if not fault.counted:  # precision: every neuron is off, no sets to enumerate
         random_sets = sample_faults(net, fault, samples, generator=g)
         every = None
     else:
         random_sets = sample_faults(net, fault, samples, failures=list(failures), generator=g)
         every = _all_sets(net, fault, failures, exhaustive_limit)
     worst_sets = random_sets if every is None else every
-    adversarial = hasattr(fault, "capacity") or isinstance(fault, Precision)
+    adversarial = fault.chooses_values
     correct_sum = 0.0
     for t0 in range(0, random_sets.n_configs, chunk):
         fs = random_sets.select(slice(t0, t0 + chunk))
@@ -141,13 +141,11 @@ def certify_cmd(
         raise InvalidArgumentError("Expected --samples >= 1 and --exhaustive-limit >= 0.")
     net = load_model(model, domain, trust_pickle, input_shape)
     flt = make_fault(fault, capacity, value, errors)
-    if isinstance(flt, Precision):
-        f: tuple[int, ...] = ()
-    else:
-        if failures is None:
-            raise InvalidArgumentError("Expected --failures f_1,...,f_L.")
-        f = check_failures(net, parse_ints(failures, "failures"), flt)
-    if getattr(flt, "capacity", None) == math.inf:
+    if flt.counted and failures is None:
+        raise InvalidArgumentError("Expected --failures f_1,...,f_L.")
+    # validated here, before the data are read (the library call below trusts nothing it is given)
+    f = failure_counts(net, flt, None if failures is None else parse_ints(failures, "failures"), correct_neuron=True)
+    if flt.unbounded:
         raise InvalidArgumentError("Unbounded capacity: nothing can be certified or measured (Lemma 1).")
     x, labels = campaign_inputs(net, data=data, digits=digits)
     net, widened = fit_domain(net, x, str(data) if data is not None else "the digits", domain_from_data)
@@ -163,7 +161,7 @@ def certify_cmd(
     if time_limit is not None and method != "exact":
         raise InvalidArgumentError("Expected --time-limit only with --method exact.")
     res = certified_accuracy(
-        net, x, y, None if not f else list(f), flt, radius, method=method, time_limit=time_limit
+        net, x, y, None if not f else list(f), flt, radius, method=cast(CertifyMethod, method), time_limit=time_limit
     )
     out = res.to_dict()
     out["method"] = method

@@ -27,13 +27,13 @@ from faultbound.cli._common import (
 )
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Fault, Precision, parse_fault
+from faultbound.faults import Fault, parse_fault
 
 
 def _methods(method: str, exact: bool = False) -> list[str]:
     """``both`` is paper + tight; ``exact`` (opt-in, slow) only where the command supports it."""
     if method == "both":
-        return [m for m in ("paper", "tight") if m in METHODS]
+        return ["paper", "tight"]
     if method == "exact" and exact:
         return [method]
     if method not in METHODS:
@@ -118,9 +118,9 @@ def bound_cmd(
     """Certified bound on the output error (inf-norm) for a failure distribution (Theorem 2)."""
     net = load_model(model, domain, trust_pickle, input_shape)
     flt = make_fault(fault, capacity, value, errors)
-    f = None if isinstance(flt, Precision) else parse_ints(failures or "", "failures")
-    if f is not None and failures is None:
+    if flt.counted and failures is None:
         raise InvalidArgumentError("Expected --failures f_1,...,f_L.")
+    f = parse_ints(failures, "failures") if flt.counted and failures is not None else None
     methods = _methods(method, exact=True)
     if time_limit is not None and methods != ["exact"]:
         raise InvalidArgumentError("Expected --time-limit only with --method exact.")
@@ -155,10 +155,8 @@ def bound_cmd(
 
 
 def _measure(net: Any, fault: Fault, failures: list[int] | None, certificate: float) -> dict[str, Any]:
-    try:
-        from faultbound.measure import worst_case
-    except ImportError:
-        raise InvalidArgumentError("--measure needs the measurement engine (faultbound.measure).") from None
+    from faultbound.measure import worst_case
+
     d = worst_case(net, fault, failures).to_dict()
     worst = float(d["max_error"])
     d["certificate"] = certificate

@@ -28,7 +28,7 @@ from faultbound.cli._common import (
 from faultbound.cli._common import FAULT_HELP as COMMON_FAULT_HELP
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Fault, Precision, fault_from_record
+from faultbound.faults import Fault, fault_from_record
 from faultbound.measure import (
     BitFlip,
     CampaignSpec,
@@ -183,7 +183,6 @@ def inject_cmd(
     """Run a fault-injection campaign: sampled (or all) fault configurations on every input."""
     import json as _json
 
-    from faultbound.faults import Crash, StuckAt, SynapseCrash
     from faultbound.measure import leveugle_trials, population
 
     rec: dict[str, Any] | None = None
@@ -221,7 +220,7 @@ def inject_cmd(
         raise InvalidArgumentError(f"Data file not found: {data}")
     if sum([data is not None, digits, samples is not None]) != 1:
         raise InvalidArgumentError("Expected exactly one of --data FILE, --digits or --samples N.")
-    if rec is None and not isinstance(f, Precision) and (failures is None) == (rate is None):
+    if rec is None and f.counted and (failures is None) == (rate is None):
         raise InvalidArgumentError("Expected exactly one of --failures f1,f2,... or --rate p.")
     sh = _shard(shard)
     if (sh is None) != (state is None):
@@ -248,8 +247,8 @@ def inject_cmd(
         sh = (int(rec["shard"][0]), int(rec["shard"][1]))
         spec = dataclasses.replace(spec, trials=int(rec["configurations_trials"]), margin=None)
     else:
-        fl = None if failures is None or isinstance(f, Precision) else tuple(parse_ints(failures))
-        rt = None if isinstance(f, Precision) else rate
+        fl = None if failures is None or not f.counted else tuple(parse_ints(failures))
+        rt = rate if f.counted else None
         pop = population(net, f, failures=fl, rate=rt)
         n_trials = 100 if trials is None else trials
         if margin is not None and not until_margin:
@@ -260,7 +259,7 @@ def inject_cmd(
             # the most a sequential run may need: no finite-population correction, since the
             # configurations are drawn independently (with replacement)
             n_trials = leveugle_trials(None, margin, confidence)  # type: ignore[arg-type]
-        deterministic = isinstance(f, (Crash, StuckAt, SynapseCrash, BitFlip)) or values == "fixed"
+        deterministic = not f.chooses_values or values == "fixed"
         fits = fl is not None and pop is not None and pop <= n_trials and deterministic and not until_margin
         if exhaustive:
             if fl is None or pop is None:
@@ -423,7 +422,7 @@ def worst_cmd(
         raise InvalidArgumentError("Expected a fault other than bit flips for `worst`; use `inject`.")
     if probes < 0:
         raise InvalidArgumentError(f"Expected --probes >= 0, but got {probes}.")
-    if not isinstance(f, Precision) and failures is None:
+    if f.counted and failures is None:
         raise InvalidArgumentError("Expected --failures f1,f2,... (one count per layer).")
     if data is not None and not data.exists():
         raise InvalidArgumentError(f"Data file not found: {data}")
@@ -438,7 +437,7 @@ def worst_cmd(
     widened = None
     if extra is not None:
         net, widened = fit_domain(net, extra, str(data), domain_from_data)
-    fl = None if isinstance(f, Precision) or failures is None else parse_ints(failures)
+    fl = None if not f.counted or failures is None else parse_ints(failures)
     if backend == "ray":
         from faultbound.measure.distributed import worst_case_ray
 

@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Crash, Fault, Precision, SynapseFault
+from faultbound.failures import failure_counts, max_counts
+from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
 from faultbound.report.words import (
     INFORMATIVE_RATIO,
@@ -376,23 +377,15 @@ def _fault_info(fault: Fault) -> dict[str, Any]:
     return _finite(fault.to_dict()) | {"label": fault.label()}
 
 
-def _unbounded(fault: Fault) -> bool:
-    """Unbounded transmission capacity (Lemma 1)."""
-    cap = getattr(fault, "capacity", None)
-    return isinstance(cap, float) and math.isinf(cap)
-
-
 def _limits(net: Network, fault: Fault) -> list[int]:
     """Largest admissible count per layer (f_l < N_l for neurons, <= synapses for synapses)."""
-    if isinstance(fault, SynapseFault):
-        return [lay.n_synapses for lay in net.layers]
-    return [w - 1 for w in net.widths]
+    return list(max_counts(net, fault, correct_neuron=True))
 
 
 def default_failures(net: Network, fault: Fault) -> tuple[tuple[int, ...], ...]:
     """For each layer l, :math:`f_l \\in \\{1, 2, 4\\}` capped by the layer's limit (other layers
     0), then all ones; duplicates and impossible distributions are dropped."""
-    if isinstance(fault, Precision):
+    if not fault.counted:  # precision
         return ((),)
     limits = _limits(net, fault)
     out: list[tuple[int, ...]] = []
@@ -426,7 +419,7 @@ def _status(paper: dict[str, Any], tight: dict[str, Any], worst: float) -> Statu
 
 def _validate(net: Network, spec: ReportSpec) -> list[tuple[Fault, tuple[tuple[int, ...], ...]]]:
     """Check every setting before any computation; returns the distributions per fault."""
-    from faultbound.bounds.api import check_eps, check_failures
+    from faultbound.bounds.api import check_eps
 
     if not spec.faults:
         raise InvalidArgumentError("Expected at least one fault model, but got none.")
@@ -443,7 +436,7 @@ def _validate(net: Network, spec: ReportSpec) -> list[tuple[Fault, tuple[tuple[i
         raise InvalidArgumentError("Expected at least one failure distribution, but got none.")
     plan = []
     for fault in spec.faults:
-        if isinstance(fault, Precision):
+        if not fault.counted:  # precision
             dists: tuple[tuple[int, ...], ...] = ((),)
         else:
             dists = spec.failures if spec.failures is not None else default_failures(net, fault)
@@ -451,9 +444,9 @@ def _validate(net: Network, spec: ReportSpec) -> list[tuple[Fault, tuple[tuple[i
             raise InvalidArgumentError(
                 f"The network has no room for {fault.name} failures (every layer has a single unit)."
             )
-        dists = tuple(check_failures(net, f, fault) for f in dists)
-        if spec.trials > 0 and spec.campaign_failures is not None and not isinstance(fault, Precision):
-            check_failures(net, spec.campaign_failures, fault)
+        dists = tuple(failure_counts(net, fault, f, correct_neuron=True) for f in dists)
+        if spec.trials > 0 and spec.campaign_failures is not None and fault.counted:
+            failure_counts(net, fault, spec.campaign_failures, correct_neuron=True)
         plan.append((fault, dists))
     return plan
 
@@ -507,12 +500,12 @@ def build_report(
     for fault, dists in plan:
         for f in dists:
             done += 1
-            fl: list[int] | None = None if isinstance(fault, Precision) else list(f)
+            fl: list[int] | None = list(f) if fault.counted else None
             say(f"[{done}/{total}] {fault.label()} {list(f) if f else ''}: certificates and worst-case search")
             certs = {m: bound(net, fl, fault, m).to_dict() for m in METHODS}
             for c in certs.values():
                 notes.extend(c["notes"])
-            if _unbounded(fault):  # Lemma 1: nothing to search, the error is unbounded
+            if fault.unbounded:  # Lemma 1: nothing to search, the error is unbounded
                 measured: dict[str, Any] = {
                     "max_error": math.inf if sum(f) > 0 else 0.0,
                     "exhaustive": True,
@@ -598,10 +591,10 @@ def _outside(
     measured = []
     trials = int(spec.trials) if spec.trials > 0 else OUTSIDE_TRIALS
     for fault, _dists in plan:
-        if _unbounded(fault):
+        if fault.unbounded:
             continue
         f: tuple[int, ...] | None = None
-        if not isinstance(fault, Precision):
+        if fault.counted:
             f = spec.campaign_failures or tuple(1 if cap >= 1 else 0 for cap in _limits(net, fault))
         say(f"outside the domain {fault.label()}: {trials} failure sets on {int(x.shape[0])} points")
         cs = CampaignSpec(fault, trials=trials, failures=f, seed=spec.seed, dtype="float64")
@@ -634,7 +627,7 @@ def _tolerance(
 
     out = []
     for fault in spec.faults:
-        if isinstance(fault, Precision):
+        if not fault.counted:
             notes.append("Tolerance counts failing units; it is not computed for precision faults.")
             continue
         say(f"tolerance search: {fault.label()}")
@@ -666,9 +659,9 @@ def _campaigns(
     search = {(r.fault["label"], r.failures): r.worst for r in rows}
     out = []
     for fault, _dists in plan:
-        if _unbounded(fault):
+        if fault.unbounded:
             continue  # Lemma 1: random values in [-inf, inf] mean nothing
-        precision = isinstance(fault, Precision)
+        precision = not fault.counted
         f: tuple[int, ...] | None = None
         if not precision:
             f = spec.campaign_failures or tuple(1 if cap >= 1 else 0 for cap in _limits(net, fault))

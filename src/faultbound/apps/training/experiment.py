@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from faultbound.apps.training.fit import fit, tuned_mlp
 from faultbound.apps.training.regularisers import fep_regulariser
 from faultbound.errors import InvalidArgumentError
+from faultbound.failures import FailureCounts, hidden_counts
 
 __all__ = ["TrainConfig", "TrainResult", "split_dataset", "train", "sweep", "export_model", "write_csv"]
 
@@ -75,19 +76,13 @@ class TrainConfig:
             raise InvalidArgumentError("Expected epochs >= 1, batch_size >= 1 and non-empty positive widths.")
         if not 0 < self.target <= 1:
             raise InvalidArgumentError(f"Expected target accuracy in (0, 1], but got {self.target}.")
-        if self.failures is not None:
-            if len(self.failures) != len(self.widths):
-                raise InvalidArgumentError(
-                    f"Expected one failure count per hidden layer ({len(self.widths)}), but got {len(self.failures)}."
-                )
-            for l, (f, n) in enumerate(zip(self.failures, self.widths, strict=True), start=1):
-                if not 0 <= f < n:
-                    raise InvalidArgumentError(f"Expected 0 <= f_{l} < N_{l} = {n}, but got {f}.")
+        self.crash_failures()
 
-    def crash_failures(self) -> tuple[int, ...]:
-        if self.failures is not None:
-            return tuple(self.failures)
-        return tuple(max(1, n // 10) if n > 1 else 0 for n in self.widths)
+    def crash_failures(self) -> FailureCounts:
+        """The fixed crash distribution: ``failures``, or 10% of each hidden layer (at least 1),
+        validated for the widths (:func:`~faultbound.failures.hidden_counts`)."""
+        f = self.failures if self.failures is not None else [max(1, n // 10) if n > 1 else 0 for n in self.widths]
+        return hidden_counts(self.widths, f, correct_neuron=True)
 
 
 @dataclass

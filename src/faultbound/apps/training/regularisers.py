@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from faultbound.errors import InvalidArgumentError
+from faultbound.failures import hidden_counts
 from faultbound.network.activations import Activation, activation_from_module
 
 __all__ = ["DenseConstants", "dense_constants", "fep_paper_torch", "fep_neuron_torch", "fep_regulariser"]
@@ -112,13 +113,9 @@ def _check_reg_args(weights: Sequence[Tensor], K: Sequence[float], failures: Seq
     L = len(weights) - 1
     if L < 1:
         raise InvalidArgumentError("Expected at least one hidden layer (two weight matrices).")
-    if len(K) != L or len(failures) != L:
-        raise InvalidArgumentError(
-            f"Expected one K and one failure count per hidden layer ({L}), but got {len(K)} and {len(failures)}."
-        )
-    for l, (w, f) in enumerate(zip(weights[:-1], failures, strict=True), start=1):
-        if not 0 <= int(f) < w.shape[0]:
-            raise InvalidArgumentError(f"Expected 0 <= f_{l} < N_{l} = {w.shape[0]}, but got {f}.")
+    if len(K) != L:
+        raise InvalidArgumentError(f"Expected one K per hidden layer ({L}), but got {len(K)}.")
+    hidden_counts([w.shape[0] for w in weights[:-1]], failures, correct_neuron=True)
     return L
 
 
