@@ -103,6 +103,7 @@ weights. The batch dimension B treats many input boxes at once (see
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -114,7 +115,7 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
 from faultbound.network.activations import Activation
 from faultbound.network.core import Layer, LayerIntervals, Network
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten
+from faultbound.network.ops import Conv
 
 __all__ = [
     "LayerBox",
@@ -197,8 +198,7 @@ def _refine_cost(net: Network) -> float:
 
 def _matrix(layer: Layer) -> tuple[Tensor, Tensor]:
     """:math:`A^{(l)}` and :math:`b^{(l)}` of an affine chain (``b = pre(0)``)."""
-    simple = layer._simple
-    A = simple.weight if isinstance(simple, Dense) else layer.effective_matrix()
+    A = layer.effective_matrix()  # the dense op's own weight when the chain is one
     b = layer.pre(torch.zeros((1, *layer.in_shape), dtype=torch.float64)).reshape(-1)
     return A, b
 
@@ -459,8 +459,9 @@ def _rows_for(layer: Layer) -> _Rows:
     small and no band is much smaller, the band of a conv/pool chain, a single convolution's
     ``unfold``, and only then the loose fallback."""
     simple = layer._simple  # the single weighted op, if the chain is that op plus flattens
-    if isinstance(simple, Dense):
-        return _Rows(layer, "matrix", simple.weight.abs())
+    dense = None if simple is None else simple.dense_weight
+    if dense is not None:
+        return _Rows(layer, "matrix", dense.abs())
     entries = layer.in_width * layer.width
     rf = _receptive_field(layer)
     band = None if rf is None else layer.width * rf[0] * math.prod(rf[1])
@@ -468,10 +469,8 @@ def _rows_for(layer: Layer) -> _Rows:
         A = layer.effective_matrix()
         return _Rows(layer, "matrix", A.abs(), A != 0)
     if band is not None and band <= _LOCAL_ENTRIES:
-        got = layer._cache.get("band")  # like the effective matrix: box-independent, built once
-        loc = got if isinstance(got, _Local) else _local_rows(layer)
+        loc = _band(layer)
         if loc is not None:
-            layer._cache["band"] = loc
             return _Rows(layer, "local", local=loc)
     if entries <= _MATRIX_ENTRIES:
         A = layer.effective_matrix()
@@ -494,27 +493,35 @@ def _receptive_field(
     if len(layer.in_shape) != 3:
         return None
     ops = list(layer.ops)
-    while ops and isinstance(ops[-1], Flatten):
+    while ops and ops[-1].reshape_only:
         ops.pop()
     S, P, R = [1, 1], [0, 0], [1, 1]
     shape: tuple[int, ...] = tuple(layer.in_shape)
     for op in ops:
-        if isinstance(op, Conv):
-            k: tuple[int, ...] = tuple(op.weight.shape[2:])
-            st, pd = op.stride, op.padding
-            shape = (int(op.weight.shape[0]),) + tuple((shape[1 + a] + 2 * pd[a] - k[a]) // st[a] + 1 for a in range(2))
-        elif isinstance(op, AvgPool):
-            k, st, pd = op.kernel, op.stride, op.padding
-            shape = (shape[0],) + tuple((shape[1 + a] + 2 * pd[a] - k[a]) // st[a] + 1 for a in range(2))
-        elif isinstance(op, ChannelAffine):
-            continue
-        else:
+        win = op.window(shape)  # the op's kernel, stride, padding and output shape
+        if win is None:
             return None
+        k, st, pd, shape = win
         for a in range(2):
             S[a], P[a], R[a] = st[a] * S[a], pd[a] * S[a] + P[a], (k[a] - 1) * S[a] + R[a]
     if math.prod(shape) != layer.width:
         return None
     return layer.in_shape[0], (R[0], R[1]), (S[0], S[1]), (P[0], P[1]), shape
+
+
+#: Bands already built, per layer: box-independent like the effective matrix, so built once. Kept
+#: here (weakly keyed, so a dropped Network frees its bands), not written into the Layer.
+_BANDS: weakref.WeakKeyDictionary[Layer, _Local] = weakref.WeakKeyDictionary()
+
+
+def _band(layer: Layer) -> _Local | None:
+    """:func:`_local_rows` of ``layer``, built once per layer."""
+    got = _BANDS.get(layer)
+    if got is None:
+        got = _local_rows(layer)
+        if got is not None:
+            _BANDS[layer] = got
+    return got
 
 
 def _local_rows(layer: Layer) -> _Local | None:
@@ -785,8 +792,7 @@ def _linear_deviation(
 
 
 def _signed_matrix(layer: Layer) -> Tensor:
-    simple = layer._simple
-    return simple.weight if isinstance(simple, Dense) else layer.effective_matrix()
+    return layer.effective_matrix()  # the dense op's own weight when the chain is one
 
 
 def _propagate_synapses(plan: TightPlan, counts: list[int], fault: SynapseFault) -> Tensor:

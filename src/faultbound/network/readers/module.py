@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
 from faultbound.network.activations import REGISTRY, Activation
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten, Op
+from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
 from faultbound.network.readers._common import Item, batch_norm, first_line, fold_batch_norms
 
 __all__ = ["RULES", "flatten_modules", "module_chain", "module_reference", "read_module"]
@@ -211,17 +211,19 @@ def _infer_input_shape(
             raise UnsupportedModelError(f"Expected a positive `input_shape`, but got {shape}.")
         return shape
     for name, it in items:
-        if isinstance(it, Dense):
-            return (int(it.weight.shape[1]),)
-        if isinstance(it, (Conv, Flatten, AvgPool, ChannelAffine)):
-            if domain is not None and not isinstance(domain, str):
-                lo = torch.as_tensor(domain[0]) if not isinstance(domain[0], (int, float)) else None
-                if lo is not None and lo.dim() > 1:
-                    return tuple(lo.shape)
-            raise UnsupportedModelError(
-                f"Expected `input_shape` for a model whose first layer is {name} "
-                "(for example input_shape=(1, 28, 28))."
-            )
+        if not isinstance(it, Op):
+            continue
+        implied = it.implied_input_shape
+        if implied is not None:
+            return implied
+        if domain is not None and not isinstance(domain, str):
+            lo = torch.as_tensor(domain[0]) if not isinstance(domain[0], (int, float)) else None
+            if lo is not None and lo.dim() > 1:
+                return tuple(lo.shape)
+        raise UnsupportedModelError(
+            f"Expected `input_shape` for a model whose first layer is {name} "
+            "(for example input_shape=(1, 28, 28))."
+        )
     raise UnsupportedModelError("Expected at least one Linear or Conv2d layer, but found none.")
 
 
