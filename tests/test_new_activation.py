@@ -231,3 +231,93 @@ def test_registry_names_each_builtin_once() -> None:
             assert key not in seen, (key, seen.get(key), cls.__name__)
             seen[key] = cls.__name__
     assert activations.piecewise_linear_names() == ["ReLU", "LeakyReLU", "Hardtanh"]
+
+
+# ------------------------------------------------------------------ the readers, with no reader edit
+@dataclass(frozen=True)
+class Hardswish(Activation):
+    """:math:`x \\cdot \\mathrm{relu6}(x + 3) / 6`: 0 below -3, x above 3, :math:`x(x+3)/6` between
+    (minimum -3/8 at -3/2); :math:`|\\varphi'| \\le 3/2` (reached at 3 from the left)."""
+
+    @property
+    def K(self) -> float:  # noqa: N802
+        return 1.5
+
+    @property
+    def lo(self) -> float:
+        return -0.375
+
+    @property
+    def hi(self) -> float:
+        return float("inf")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x * torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
+
+    def image(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        low = self(torch.clamp(torch.full_like(a, -1.5), min=a, max=b))
+        return low - 1e-12, torch.maximum(self(a), self(b)) + 1e-12
+
+    def slope(self, a: Tensor, b: Tensor) -> Tensor:
+        def d(x: Tensor) -> Tensor:
+            return torch.where(x < -3, 0.0, torch.where(x > 3, 1.0, (2 * x + 3) / 6)).abs()
+
+        top = torch.where((a <= 3) & (b >= 3), torch.full_like(a, 1.5), torch.zeros_like(a))
+        return torch.maximum(torch.maximum(d(a), d(b)), top) * (1 + 1e-12)
+
+    def torch_module(self) -> nn.Module:
+        return nn.Hardswish()
+
+    torch_modules = (nn.Hardswish,)
+    onnx_ops = ("HardSwish",)
+    aten_ops = ("hardswish",)
+
+
+def test_a_registered_activation_is_read_from_every_format(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    pytest.importorskip("onnx")
+    g = torch.Generator().manual_seed(7)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Hardswish(), nn.Linear(5, 2)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.rand(p.shape, generator=g) * 4 - 2)
+    x = torch.rand((2, 3), generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_path = str(tmp_path / "m.onnx")
+        torch.onnx.export(model, (x,), onnx_path, dynamo=False, do_constant_folding=False, opset_version=17)
+    torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "m.pt2"))
+    for path in ("m.onnx", "m.pt2"):  # refused before registration
+        with pytest.raises(fb.UnsupportedModelError):
+            fb.load(tmp_path / path, domain=(-3.0, 3.0))
+    register(Hardswish)
+    try:
+        nets = [
+            fb.Network.from_torch(model, domain=(-3.0, 3.0)),
+            fb.load(tmp_path / "m.onnx", domain=(-3.0, 3.0)),
+            fb.load(tmp_path / "m.pt2", domain=(-3.0, 3.0)),
+        ]
+        xs = torch.rand((32, 3), generator=g, dtype=torch.float64) * 6 - 3
+        with torch.no_grad():
+            ref = model.to(torch.float64)(xs)
+        for net in nets:
+            assert isinstance(net.hidden[0].activation, Hardswish)
+            torch.testing.assert_close(net.forward(xs), ref, rtol=1e-5, atol=1e-5)  # float32 files
+            worst = _brute_one_crash(model, xs)
+            assert fb.bound(net, [1], method="tight").value >= worst * (1 - 1e-6)
+    finally:
+        unregister(Hardswish)
+
+
+def _brute_one_crash(model: nn.Sequential, x: Tensor) -> float:
+    """Worst output move over single crashed hidden neurons (sends 0), on inputs ``x``."""
+    with torch.no_grad():
+        h = model[1](model[0](x))
+        clean = model[2](h)
+        worst = 0.0
+        for j in range(h.shape[1]):
+            hc = h.clone()
+            hc[:, j] = 0.0
+            worst = max(worst, float((model[2](hc) - clean).abs().max()))
+    return worst
