@@ -321,3 +321,19 @@ def _brute_one_crash(model: nn.Sequential, x: Tensor) -> float:
             hc[:, j] = 0.0
             worst = max(worst, float((model[2](hc) - clean).abs().max()))
     return worst
+
+
+def test_a_subclass_that_changes_phi_does_not_inherit_its_parents_rules() -> None:
+    @dataclass(frozen=True)
+    class ShiftedReLU(activations.ReLU):
+        def __call__(self, x: Tensor) -> Tensor:
+            return torch.relu(x - 1.0)
+
+    act = ShiftedReLU()
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    assert torch.equal(act.apply_(x.clone()), torch.relu(x - 1.0))  # not ReLU's in-place relu_
+    assert not act.piecewise_linear and act.deriv_range(x, x + 1) is None
+    l, u = torch.tensor([-2.0]), torch.tensor([2.0])
+    y_lo, y_hi = act.image(l, u)
+    assert [float(t) for t in act.relaxation(l, u, y_lo, y_hi)] == [0.0, float(y_lo), 0.0, float(y_hi)]
+    assert activations.ReLU().piecewise_linear  # the parent keeps its own

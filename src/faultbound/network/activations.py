@@ -117,6 +117,16 @@ class MilpModel(Protocol):
 class Activation:
     """Base class; subclasses are small frozen values (see the module docstring)."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that redefines :math:`\\varphi` (``__call__``) gets the safe defaults of every
+        rule it does not redefine itself, rather than its parent's, which hold for the parent's
+        function only (a ReLU subclass computing something else must not inherit ReLU's MILP)."""
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            for rule in ("apply_", "relaxation", "_deriv", "jump", "milp", "piecewise_linear"):
+                if rule not in cls.__dict__:
+                    setattr(cls, rule, Activation.__dict__[rule])
+
     @property
     def name(self) -> str:
         return type(self).__name__
