@@ -29,7 +29,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.network.core import Layer, Network
-from faultbound.network.ops import Conv, Dense, Flatten
+from faultbound.network.ops import Conv, Dense
 
 __all__ = ["FixedPoint", "fit_format", "quantize_layers", "quantized_forward"]
 
@@ -127,13 +127,14 @@ def fit_format(lo: float, hi: float, frac_bits: int, min_frac_bits: int | None =
 
 
 def _simple_weighted(layer: Layer) -> Dense | Conv:
-    weighted = [o for o in layer.ops if not isinstance(o, Flatten)]
-    if len(weighted) != 1 or not isinstance(weighted[0], (Dense, Conv)):
+    op = layer.weighted_op
+    if op is None:
         raise InvalidArgumentError(
             f"Weight quantization supports layers made of one dense or convolution op, but layer "
             f"{layer.index} is {layer.describe()}."
         )
-    return weighted[0]
+    assert isinstance(op, (Dense, Conv))  # the weighted ops; _fresh rebuilds their weight and bias
+    return op
 
 
 def _fresh(op: Dense | Conv, weight: Tensor, bias: Tensor) -> Dense | Conv:
@@ -152,7 +153,7 @@ def quantize_layers(net: Network, weight_formats: Sequence[FixedPoint]) -> list[
         op = _simple_weighted(layer)
         new = _fresh(op, fmt.quantize(op.weight), fmt.quantize(op.bias))
         ops = tuple(new if o is op else o for o in layer.ops)
-        out.append(dataclasses.replace(layer, ops=ops, _cache={}))
+        out.append(dataclasses.replace(layer, ops=ops))
     return out
 
 

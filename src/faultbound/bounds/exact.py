@@ -95,7 +95,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, NeuronFault, Precision, Sent, SynapseFault
-from faultbound.network.activations import Activation, Hardtanh, LeakyReLU, ReLU
+from faultbound.network.activations import Activation, piecewise_linear_names
 from faultbound.network.core import Network
 from faultbound.network.ops import Dense
 
@@ -146,11 +146,11 @@ def check_piecewise_linear(net: Network) -> None:
     """Raise :class:`UnsupportedModelError` naming the first operation that is not piecewise linear."""
     for layer in net.hidden:
         act = layer.activation
-        if not isinstance(act, (ReLU, LeakyReLU, Hardtanh)):
+        if act is None or not act.piecewise_linear:
             name = getattr(act, "name", type(act).__name__)
             raise UnsupportedModelError(
                 f"method='exact' needs piecewise-linear operations (Linear, Conv2d, AvgPool2d, Flatten, "
-                f"BatchNorm, ReLU, LeakyReLU, Hardtanh), but layer {layer.index} has {name}."
+                f"BatchNorm, {', '.join(piecewise_linear_names())}), but layer {layer.index} has {name}."
             )
 
 
@@ -248,17 +248,8 @@ class _Model:
         return y
 
     def activation(self, act: Activation, s: int, lo: float, hi: float) -> int:
-        if isinstance(act, ReLU):
-            return self.leaky(s, 0.0, lo, hi, 0.0)
-        if isinstance(act, LeakyReLU):
-            return self.leaky(s, 0.0, lo, hi, float(act.negative_slope))
-        assert isinstance(act, Hardtanh)
-        a, b = float(act.min_val), float(act.max_val)
-        p1 = self.leaky(s, a, lo, hi, 0.0)
-        p2 = self.leaky(s, b, lo, hi, 0.0)
-        y = self.var(a, b)
-        self.eq([y, p1, p2], [1.0, -1.0, 1.0], a)
-        return y
+        """A variable equal to ``act(s)``: the activation's own encoding (:meth:`Activation.milp`)."""
+        return act.milp(self, s, lo, hi)
 
 
 # --------------------------------------------------------------------------- intervals

@@ -104,6 +104,7 @@ weights. The batch dimension B treats many input boxes at once (see
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -113,16 +114,9 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
-from faultbound.network.activations import ELU as _ELU
 from faultbound.network.activations import Activation
-from faultbound.network.activations import Hardtanh as _Hardtanh
-from faultbound.network.activations import LeakyReLU as _LeakyReLU
-from faultbound.network.activations import ReLU as _ReLU
-from faultbound.network.activations import Sigmoid as _Sigmoid
-from faultbound.network.activations import Softplus as _Softplus
-from faultbound.network.activations import Tanh as _Tanh
 from faultbound.network.core import Layer, LayerIntervals, Network
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten
+from faultbound.network.ops import Conv
 
 __all__ = [
     "LayerBox",
@@ -185,7 +179,7 @@ def refined_intervals(net: Network, lo: Tensor, hi: Tensor, refine: bool = True)
                     s_hi = torch.minimum(s_hi.reshape(-1), l_hi).reshape(shape)
                     s_hi = torch.maximum(s_hi, s_lo)
                 y_lo, y_hi = act.image(s_lo, s_hi)
-                relax.append(_relaxation(act, s_lo.reshape(-1), s_hi.reshape(-1), y_lo.reshape(-1), y_hi.reshape(-1)))
+                relax.append(act.relaxation(s_lo.reshape(-1), s_hi.reshape(-1), y_lo.reshape(-1), y_hi.reshape(-1)))
             out.append(LayerBox(s_lo.reshape(B, -1), s_hi.reshape(B, -1), y_lo.reshape(B, -1), y_hi.reshape(B, -1)))
             lo, hi = y_lo, y_hi
     return out
@@ -210,67 +204,9 @@ def _refine_cost(net: Network) -> float:
 
 def _matrix(layer: Layer) -> tuple[Tensor, Tensor]:
     """:math:`A^{(l)}` and :math:`b^{(l)}` of an affine chain (``b = pre(0)``)."""
-    simple = layer._simple
-    A = simple.weight if isinstance(simple, Dense) else layer.effective_matrix()
+    A = layer.effective_matrix()  # the dense op's own weight when the chain is one
     b = layer.pre(torch.zeros((1, *layer.in_shape), dtype=torch.float64)).reshape(-1)
     return A, b
-
-
-def _relaxation(
-    act: Activation, l: Tensor, u: Tensor, y_lo: Tensor, y_hi: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Lines with :math:`a_{lo} s + b_{lo} \\le \\varphi(s) \\le a_{hi} s + b_{hi}` on :math:`[l, u]`.
-
-    ReLU / LeakyReLU (slope <= 1): the triangle relaxation; sigmoid and tanh: the secant slope
-    with the exact extreme offsets (the critical points of :math:`\\varphi(s) - a s` in closed form);
-    every other activation: the constant lines :math:`y_{lo}, y_{hi}` (its image), always valid.
-    Offsets are widened by a relative 1e-12 for rounding.
-    """
-    zero = torch.zeros_like(l)
-    if isinstance(act, (_ReLU, _LeakyReLU)):
-        alpha = 0.0 if isinstance(act, _ReLU) else float(act.negative_slope)
-        if alpha <= 1.0:
-            cross = (l < 0) & (u > 0)
-            width = torch.where(cross, u - l, torch.ones_like(l))
-            up_slope = torch.where(cross, (u - alpha * l) / width, torch.where(u <= 0, alpha + zero, 1.0 + zero))
-            up_icpt = torch.where(cross, u - up_slope * u, zero)
-            lo_slope = torch.where(cross, torch.where(u >= -l, 1.0 + zero, alpha + zero), up_slope)
-            m = 1e-12 * (l.abs() + u.abs()) + 1e-300
-            return lo_slope, zero - m, up_slope, up_icpt + m
-    if isinstance(act, (_Sigmoid, _Tanh)):
-        width = u - l
-        ok = width > 1e-9
-        fl, fu = act(l), act(u)
-        a = torch.where(ok, (fu - fl) / torch.where(ok, width, torch.ones_like(width)), zero)
-        cands = [l, u, *_critical_points(act, a, l, u)]
-        vals = torch.stack([act(x) - a * x for x in cands])
-        m = 1e-12 * (vals.abs().amax(0) + (a * l).abs() + (a * u).abs()) + 1e-15
-        b_lo, b_hi = vals.amin(0) - m, vals.amax(0) + m
-        # degenerate (near-point) intervals: constant lines
-        return (
-            torch.where(ok, a, zero),
-            torch.where(ok, b_lo, y_lo),
-            torch.where(ok, a, zero),
-            torch.where(ok, b_hi, y_hi),
-        )
-    return zero, y_lo, zero, y_hi
-
-
-def _critical_points(act: Activation, a: Tensor, l: Tensor, u: Tensor) -> list[Tensor]:
-    """Points of [l, u] where :math:`\\varphi'(s) = a` (clamped into [l, u]; the ends when none)."""
-    if isinstance(act, _Sigmoid):
-        c = 4.0 * act.k
-        disc = torch.clamp(1.0 - 4.0 * a / c, min=0.0, max=1.0)
-        root = torch.sqrt(disc)
-        pts = []
-        for sg in (1.0, -1.0):
-            p = torch.clamp((1.0 + sg * root) / 2, 1e-300, 1.0 - 1e-16)
-            pts.append(torch.log(p / (1.0 - p)) / c)
-    else:
-        t = torch.sqrt(torch.clamp(1.0 - a, min=0.0, max=1.0))
-        t = torch.clamp(t, max=1.0 - 1e-16)
-        pts = [torch.atanh(t), -torch.atanh(t)]
-    return [torch.minimum(torch.maximum(p, l), u) for p in pts]
 
 
 def _linear_bounds(
@@ -529,8 +465,9 @@ def _rows_for(layer: Layer) -> _Rows:
     small and no band is much smaller, the band of a conv/pool chain, a single convolution's
     ``unfold``, and only then the loose fallback."""
     simple = layer._simple  # the single weighted op, if the chain is that op plus flattens
-    if isinstance(simple, Dense):
-        return _Rows(layer, "matrix", simple.weight.abs())
+    dense = None if simple is None else simple.dense_weight
+    if dense is not None:
+        return _Rows(layer, "matrix", dense.abs())
     entries = layer.in_width * layer.width
     rf = _receptive_field(layer)
     band = None if rf is None else layer.width * rf[0] * math.prod(rf[1])
@@ -538,10 +475,8 @@ def _rows_for(layer: Layer) -> _Rows:
         A = layer.effective_matrix()
         return _Rows(layer, "matrix", A.abs(), A != 0)
     if band is not None and band <= _LOCAL_ENTRIES:
-        got = layer._cache.get("band")  # like the effective matrix: box-independent, built once
-        loc = got if isinstance(got, _Local) else _local_rows(layer)
+        loc = _band(layer)
         if loc is not None:
-            layer._cache["band"] = loc
             return _Rows(layer, "local", local=loc)
     if entries <= _MATRIX_ENTRIES:
         A = layer.effective_matrix()
@@ -564,27 +499,35 @@ def _receptive_field(
     if len(layer.in_shape) != 3:
         return None
     ops = list(layer.ops)
-    while ops and isinstance(ops[-1], Flatten):
+    while ops and ops[-1].reshape_only:
         ops.pop()
     S, P, R = [1, 1], [0, 0], [1, 1]
     shape: tuple[int, ...] = tuple(layer.in_shape)
     for op in ops:
-        if isinstance(op, Conv):
-            k: tuple[int, ...] = tuple(op.weight.shape[2:])
-            st, pd = op.stride, op.padding
-            shape = (int(op.weight.shape[0]),) + tuple((shape[1 + a] + 2 * pd[a] - k[a]) // st[a] + 1 for a in range(2))
-        elif isinstance(op, AvgPool):
-            k, st, pd = op.kernel, op.stride, op.padding
-            shape = (shape[0],) + tuple((shape[1 + a] + 2 * pd[a] - k[a]) // st[a] + 1 for a in range(2))
-        elif isinstance(op, ChannelAffine):
-            continue
-        else:
+        win = op.window(shape)  # the op's kernel, stride, padding and output shape
+        if win is None:
             return None
+        k, st, pd, shape = win
         for a in range(2):
             S[a], P[a], R[a] = st[a] * S[a], pd[a] * S[a] + P[a], (k[a] - 1) * S[a] + R[a]
     if math.prod(shape) != layer.width:
         return None
     return layer.in_shape[0], (R[0], R[1]), (S[0], S[1]), (P[0], P[1]), shape
+
+
+#: Bands already built, per layer: box-independent like the effective matrix, so built once. Kept
+#: here (weakly keyed, so a dropped Network frees its bands), not written into the Layer.
+_BANDS: weakref.WeakKeyDictionary[Layer, _Local] = weakref.WeakKeyDictionary()
+
+
+def _band(layer: Layer) -> _Local | None:
+    """:func:`_local_rows` of ``layer``, built once per layer."""
+    got = _BANDS.get(layer)
+    if got is None:
+        got = _local_rows(layer)
+        if got is not None:
+            _BANDS[layer] = got
+    return got
 
 
 def _local_rows(layer: Layer) -> _Local | None:
@@ -706,10 +649,8 @@ def _deviation_after(act: Activation, box: LayerBox, t: Tensor) -> Tensor:
     a, b = box.s_lo - t, box.s_hi + t
     k = torch.clamp(act.slope(a, b), max=act.K)
     lin = k * t
-    if isinstance(act, _Softplus):
-        # torch's softplus switches to the identity above threshold / beta and drops there by
-        # log1p(exp(-threshold)) / beta < 3e-9 / beta: not Lipschitz across that point.
-        jump = torch.where(b * act.beta > act.threshold, _full(1e-8 / act.beta, b), _full(0.0, b))
+    jump = act.jump(a, b)  # a discontinuity (torch's softplus switch)
+    if jump is not None:
         lin = lin + jump * (t > 0)
     Ylo, Yhi = act.image(a, b)
     cap = torch.maximum(Yhi - box.y_lo, box.y_hi - Ylo)
@@ -794,62 +735,6 @@ def propagate(plan: TightPlan, failures: Sequence[int] | None, monotone: bool = 
     return t  # pragma: no cover - the last layer is the output
 
 
-def _deriv_range(act: Activation, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor] | None:
-    """:math:`[\\min \\varphi', \\max \\varphi']` over [a, b] (signed), for the activations whose
-    derivative is known in closed form and that are continuous; ``None`` for the others."""
-    if isinstance(act, (_Sigmoid, _Tanh)):
-        if isinstance(act, _Sigmoid):
-            c = 4.0 * act.k
-
-            def d(x: Tensor) -> Tensor:
-                sg = torch.sigmoid(c * x)
-                return c * sg * (1.0 - sg)
-
-        else:
-
-            def d(x: Tensor) -> Tensor:
-                th = torch.tanh(x)
-                return 1.0 - th * th
-
-        dmax = d(torch.clamp(torch.zeros_like(a), min=a, max=b))
-        dmin = torch.minimum(d(a), d(b))
-    elif isinstance(act, _ReLU):
-        dmin = torch.where(a < 0, _full(0.0, a), _full(1.0, a))
-        dmax = torch.where(b > 0, _full(1.0, a), _full(0.0, a))
-    elif isinstance(act, _LeakyReLU):
-        al = float(act.negative_slope)
-        neg, pos = a < 0, b > 0
-        lo_al, hi_al = min(al, 1.0), max(al, 1.0)
-        dmin = torch.where(neg & pos, _full(lo_al, a), torch.where(neg, _full(al, a), _full(1.0, a)))
-        dmax = torch.where(neg & pos, _full(hi_al, a), torch.where(neg, _full(al, a), _full(1.0, a)))
-    elif isinstance(act, _Hardtanh):
-        inside = (b > act.min_val) & (a < act.max_val)
-        outside = (a < act.min_val) | (b > act.max_val)
-        dmin = torch.where(outside, _full(0.0, a), _full(1.0, a))
-        dmax = torch.where(inside, _full(1.0, a), _full(0.0, a))
-    elif isinstance(act, _ELU):
-        al = float(act.alpha)
-        neg, pos = a < 0, b > 0
-        inf = _full(math.inf, a)
-        one = _full(1.0, a)
-        dmin = torch.minimum(torch.where(neg, al * torch.exp(a), inf), torch.where(pos, one, inf))
-        dmax = torch.maximum(
-            torch.where(neg, al * torch.exp(torch.clamp(b, max=0.0)), -inf), torch.where(pos, one, -inf)
-        )
-        point = ~(neg | pos)
-        dmin = torch.where(point, _full(min(al, 1.0), a), dmin)
-        dmax = torch.where(point, _full(max(al, 1.0), a), dmax)
-    else:
-        return None
-    m = 1e-12 * (dmin.abs() + dmax.abs()) + 1e-300
-    return dmin - m, dmax + m
-
-
-def _full(v: float, like: Tensor) -> Tensor:
-    """A float64 constant shaped like ``like`` (never a float32 scalar tensor: 0.2 must stay 0.2)."""
-    return torch.full_like(like, v, dtype=torch.float64)
-
-
 def _linear_deviation(
     plan: TightPlan, counts: Sequence[int], ts: Sequence[Tensor], cs: Sequence[Tensor | None]
 ) -> Tensor | None:
@@ -883,7 +768,7 @@ def _linear_deviation(
     ranges = []
     for k, layer in enumerate(net.hidden):
         box = plan.boxes[k + 1]
-        rng = _deriv_range(layer.activation, box.s_lo - ts[k], box.s_hi + ts[k])  # type: ignore[arg-type]
+        rng = layer.activation.deriv_range(box.s_lo - ts[k], box.s_hi + ts[k])  # type: ignore[union-attr]
         if rng is None:
             return None
         ranges.append(rng)
@@ -914,8 +799,7 @@ def _linear_deviation(
 
 
 def _signed_matrix(layer: Layer) -> Tensor:
-    simple = layer._simple
-    return simple.weight if isinstance(simple, Dense) else layer.effective_matrix()
+    return layer.effective_matrix()  # the dense op's own weight when the chain is one
 
 
 def _propagate_synapses(plan: TightPlan, counts: list[int], fault: SynapseFault) -> Tensor:

@@ -62,7 +62,7 @@ from faultbound.faults import (
     SynapseCrash,
     SynapseFault,
 )
-from faultbound.network.activations import Activation, ReLU, Sigmoid, Tanh
+from faultbound.network.activations import Activation
 from faultbound.network.core import Layer, Network
 from faultbound.network.ops import Conv, Dense, Flatten
 
@@ -464,15 +464,8 @@ def _low_rank(s: Tensor, dval: Tensor, cols: Tensor, out: Tensor | None = None) 
 
 
 def _activate_(act: Activation, s: Tensor, in_place: bool) -> Tensor:
-    """The activation, in place on a workspace buffer for the common elementwise ones."""
-    if in_place:
-        if type(act) is Sigmoid:
-            return (s if act.k == 0.25 else s.mul_(4.0 * act.k)).sigmoid_()
-        if type(act) is Tanh:
-            return s.tanh_()
-        if type(act) is ReLU:
-            return s.relu_()
-    return act(s)
+    """The activation, in place on a workspace buffer where it has an in-place form (its ``apply_``)."""
+    return act.apply_(s) if in_place else act(s)
 
 
 def _sparsify(prep: _Prep, l_next: int, y_new: Tensor, y: Tensor) -> _State:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from faultbound.errors import InvalidArgumentError, ModelLoadError, UnboundedError, UnsupportedModelError
 from faultbound.network.activations import Activation
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten, Op
+from faultbound.network.ops import Op
 from faultbound.network.readers.module import module_chain, module_reference
 
 __all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against"]
@@ -127,7 +127,6 @@ class Layer:
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     source: str = ""
-    _cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
     def width(self) -> int:
@@ -140,7 +139,7 @@ class Layer:
 
     @property
     def kind(self) -> str:
-        return "conv" if any(isinstance(o, Conv) for o in self.ops) else "dense"
+        return "conv" if any(o.kind == "conv" for o in self.ops) else "dense"
 
     def pre(self, y_prev: Tensor) -> Tensor:
         """:math:`s^{(l)} = A^{(l)} y^{(l-1)} + b^{(l)}` on a batch ``(B, *in_shape)``."""
@@ -167,83 +166,69 @@ class Layer:
     @property
     def _simple(self) -> Op | None:
         """The single weighted op when the chain is that op plus flattens, else ``None``."""
-        weighted = [o for o in self.ops if not isinstance(o, Flatten)]
+        weighted = [o for o in self.ops if not o.reshape_only]
         if len(weighted) == 1 and weighted[0].weighted:
             return weighted[0]
         return None
 
+    @property
+    def weighted_op(self) -> Op | None:
+        """The single weighted op (dense or convolution) when the chain is that op plus flattens."""
+        return self._simple
+
     def effective_matrix(self) -> Tensor:
         """:math:`A^{(l)}` as a dense (N_l, N_{l-1}) float64 matrix (materialised once, cached)."""
-        got = self._cache.get("matrix")
-        if isinstance(got, Tensor):
-            return got
+        return self._effective_matrix
+
+    @cached_property
+    def _effective_matrix(self) -> Tensor:
         simple = self._simple
-        if isinstance(simple, Dense):
-            m = simple.weight
-        else:
-            n_in, n_out = self.in_width, self.width
-            if n_in * n_out > MAX_EFFECTIVE_ENTRIES:
-                raise InvalidArgumentError(
-                    f"Layer {self.index} ({self.source}) has an effective weight matrix of "
-                    f"{n_out} x {n_in} entries, above the limit of {MAX_EFFECTIVE_ENTRIES}."
-                )
-            cols = []
-            for start in range(0, n_in, 4096):
-                stop = min(n_in, start + 4096)
-                eye = torch.zeros((stop - start, n_in), dtype=torch.float64)
-                eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-                cols.append(self.linear(eye.reshape(-1, *self.in_shape)).reshape(stop - start, -1))
-            m = torch.cat(cols, 0).T.contiguous()
-        self._cache["matrix"] = m
-        return m
+        dense = None if simple is None else simple.dense_weight
+        if dense is not None:
+            return dense
+        n_in, n_out = self.in_width, self.width
+        if n_in * n_out > MAX_EFFECTIVE_ENTRIES:
+            raise InvalidArgumentError(
+                f"Layer {self.index} ({self.source}) has an effective weight matrix of "
+                f"{n_out} x {n_in} entries, above the limit of {MAX_EFFECTIVE_ENTRIES}."
+            )
+        cols = []
+        for start in range(0, n_in, 4096):
+            stop = min(n_in, start + 4096)
+            eye = torch.zeros((stop - start, n_in), dtype=torch.float64)
+            eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            cols.append(self.linear(eye.reshape(-1, *self.in_shape)).reshape(stop - start, -1))
+        return torch.cat(cols, 0).T.contiguous()
 
     @cached_property
     def w_max(self) -> float:
         """:math:`w_m^{(l)} = \\max_{j,i} |w_{ji}^{(l)}|` over the synapses into layer l."""
         simple = self._simple
-        if isinstance(simple, (Dense, Conv)):
-            return float(simple.weight.abs().max()) if simple.weight.numel() else 0.0
+        if simple is not None:
+            return simple.abs_max()
         return float(self.effective_matrix().abs().max())
 
     @cached_property
     def fan_in(self) -> int:
         """:math:`R(l)`: how many neurons of layer l-1 feed one neuron of layer l, at most."""
         simple = self._simple
-        if isinstance(simple, Dense):
-            return int(simple.weight.shape[1])
-        if isinstance(simple, Conv):
-            return min(simple.fan_in, self.in_width)
+        got = None if simple is None else simple.fan_in(self.in_width)
+        if got is not None:
+            return got
         return int((self.effective_matrix() != 0).sum(1).max())
 
     @cached_property
     def n_synapses(self) -> int:
-        """Number of synapses into layer l: the non-zero entries of :math:`A^{(l)}`.
-
-        For a plain convolution each (output, input) pair meets at most one kernel tap, so the count
-        is a convolution of an all-ones input with the kernel's non-zero pattern (no matrix is built).
-        """
+        """Number of synapses into layer l: the non-zero entries of :math:`A^{(l)}` (counted by the
+        single weighted op without a matrix where it can, :meth:`Op.n_synapses`)."""
         simple = self._simple
-        if isinstance(simple, Dense):
-            return int((simple.weight != 0).sum())
-        if isinstance(simple, Conv) and self.ops[0] is simple:
-            ones = torch.ones((1, *self.in_shape), dtype=torch.float64)
-            pattern = (simple.weight != 0).to(torch.float64)
-            counts = torch.nn.functional.conv2d(ones, pattern, None, simple.stride, simple.padding)
-            return int(round(float(counts.sum())))
+        got = None if simple is None else simple.n_synapses(self.in_shape, self.ops[0] is simple)
+        if got is not None:
+            return got
         return int((self.effective_matrix() != 0).sum())
 
     def describe(self) -> str:
-        parts = []
-        for o in self.ops:
-            if isinstance(o, Dense):
-                parts.append(f"Linear({o.weight.shape[1]}->{o.weight.shape[0]})")
-            elif isinstance(o, Conv):
-                co, ci, kh, kw = o.weight.shape
-                parts.append(f"Conv({ci}->{co}, {kh}x{kw}, s={o.stride[0]}, p={o.padding[0]})")
-            elif isinstance(o, AvgPool):
-                parts.append(f"AvgPool({o.kernel[0]})")
-            elif isinstance(o, ChannelAffine):
-                parts.append("BatchNorm")
+        parts = [d for d in (o.describe() for o in self.ops) if d is not None]
         return " + ".join(parts) or "identity"
 
 
@@ -266,6 +251,8 @@ class Network:
     layers: tuple[Layer, ...]
     domain: Box
     input_shape: tuple[int, ...]
+    # Written only by measure/engine.py (its prepared state), until the engine keeps that itself;
+    # the Network's own derived values are cached properties.
     _cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     # ----------------------------------------------------------------- construction
@@ -357,7 +344,7 @@ class Network:
                     f"{in_shape}: {str(e).splitlines()[0]}"
                 ) from None
             for op in gops:
-                for t in _op_tensors(op):
+                for t in op.tensors():
                     if not bool(torch.isfinite(t).all()):
                         raise UnsupportedModelError(
                             f"Layer {index} ({', '.join(gnames)}) has NaN or infinite weights."
@@ -404,8 +391,7 @@ class Network:
         n = 0
         for layer in self.layers:
             for op in layer.ops:
-                if isinstance(op, (Dense, Conv)):
-                    n += op.weight.numel() + op.bias.numel()
+                n += op.n_params
         return n
 
     @property
@@ -438,15 +424,14 @@ class Network:
     # ----------------------------------------------------------------- intervals
     def intervals(self) -> list[LayerIntervals]:
         """Interval propagation over the domain, for layers 1..L+1 (cached); see :meth:`box_intervals`."""
-        got = self._cache.get("intervals")
-        if isinstance(got, list):
-            return got
-        out = [
+        return self._domain_intervals
+
+    @cached_property
+    def _domain_intervals(self) -> list[LayerIntervals]:
+        return [
             LayerIntervals(iv.s_lo[0], iv.s_hi[0], iv.y_lo[0], iv.y_hi[0])
             for iv in self.box_intervals(self.domain.lo.unsqueeze(0), self.domain.hi.unsqueeze(0))
         ]
-        self._cache["intervals"] = out
-        return out
 
     def box_intervals(self, lo: Tensor, hi: Tensor) -> list[LayerIntervals]:
         """Interval propagation of a batch of input boxes ``[lo, hi]`` (``(B, *input_shape)``, float64).
@@ -507,7 +492,7 @@ class Network:
         mods: list[nn.Module] = []
         for layer in self.layers:
             for op in layer.ops:
-                mods.append(_op_module(op, dtype))
+                mods.append(op.to_module(dtype))
             if layer.activation is not None:
                 mods.append(layer.activation.torch_module())
         return nn.Sequential(*mods).to(dtype).eval()
@@ -542,14 +527,6 @@ class Network:
         }
 
 
-def _op_tensors(op: Op) -> list[Tensor]:
-    if isinstance(op, (Dense, Conv)):
-        return [op.weight, op.bias]
-    if isinstance(op, ChannelAffine):
-        return [op.scale, op.shift]
-    return []
-
-
 def _check_points(net: Network, n: int = 16, seed: int = 0) -> Tensor:
     """Where a reader compares a Network with its model: the domain's two extreme corners, its
     centre, and ``n`` uniform samples (from a generator of its own)."""
@@ -580,41 +557,3 @@ def check_against(net: Network, reference: Callable[[Tensor], Tensor], what: str
             f"The extracted network differs from {what} on probe inputs (max difference {err:.3g});"
             " refusing to analyse a network that does not compute what the model computes."
         )
-
-
-def _op_module(op: Op, dtype: torch.dtype) -> nn.Module:
-    if isinstance(op, Dense):
-        m = nn.Linear(op.weight.shape[1], op.weight.shape[0])
-        with torch.no_grad():
-            m.weight.copy_(op.weight)
-            m.bias.copy_(op.bias)
-        return m
-    if isinstance(op, Conv):
-        co, ci, kh, kw = op.weight.shape
-        c = nn.Conv2d(ci, co, (kh, kw), op.stride, op.padding)
-        with torch.no_grad():
-            c.weight.copy_(op.weight)
-            assert c.bias is not None
-            c.bias.copy_(op.bias)
-        return c
-    if isinstance(op, AvgPool):
-        return nn.AvgPool2d(op.kernel, op.stride, op.padding)
-    if isinstance(op, Flatten):
-        return nn.Flatten()
-    if isinstance(op, ChannelAffine):
-        return _ChannelAffineModule(op.scale, op.shift)
-    raise TypeError(type(op))  # pragma: no cover - every op type is handled above
-
-
-class _ChannelAffineModule(nn.Module):
-    scale: Tensor
-    shift: Tensor
-
-    def __init__(self, scale: Tensor, shift: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("scale", scale.clone())
-        self.register_buffer("shift", shift.clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x * self.scale.reshape(shape) + self.shift.reshape(shape)

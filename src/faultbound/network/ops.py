@@ -9,16 +9,26 @@ batch norms need no special case anywhere else. Each op knows
 * :meth:`abs_linear` -- :math:`|A|\\,e` for a non-negative ``e``: the linear part with every weight
   replaced by its absolute value. For a chain, applying the ops' ``abs_linear`` in turn gives an
   upper bound of :math:`|A_k \\cdots A_1|\\,e` (triangle inequality), which is all a sound bound
-  needs.
+  needs;
+
+and every other rule that depends on the kind of op, as methods of its class (so adding an op is
+one class here): :meth:`Op.window` (its receptive field on a ``(C, H, W)`` input, for the band rows
+of the tight bound), :meth:`Op.fan_in` and :meth:`Op.n_synapses` (the paper's R(l) and the synapse
+count without a matrix), :attr:`Op.dense_weight` (the matrix of a dense op), :meth:`Op.fold`
+(absorbing a following batch norm), :meth:`Op.add_bias` (a bias added after it in a graph),
+:attr:`Op.implied_input_shape`, :meth:`Op.tensors`, :attr:`Op.n_params`, :meth:`Op.describe` and
+:meth:`Op.to_module`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["Op", "Dense", "Conv", "AvgPool", "Flatten", "ChannelAffine"]
 
@@ -51,6 +61,75 @@ class Op:
         """True for ops with learned weights (dense, convolution)."""
         return False
 
+    #: ``"conv"`` when a layer holding this op is a convolutional layer (``Layer.kind``).
+    kind: ClassVar[str] = "dense"
+    #: True for a pure reshape (flatten): it neither mixes nor scales values.
+    reshape_only: ClassVar[bool] = False
+
+    @property
+    def dense_weight(self) -> Tensor | None:
+        """The (out, in) matrix of a dense op, else ``None``."""
+        return None
+
+    @property
+    def implied_input_shape(self) -> tuple[int, ...] | None:
+        """The input shape this op implies when it comes first (a dense op: ``(in,)``), else ``None``."""
+        return None
+
+    def abs_max(self) -> float:
+        """:math:`\\max |w|` over the op's weights (weighted ops only)."""
+        raise NotImplementedError
+
+    def fan_in(self, in_width: int) -> int | None:
+        """Inputs read by one output, at most, when this is the layer's only weighted op; ``None``
+        when it cannot tell without the matrix."""
+        return None
+
+    def n_synapses(self, in_shape: tuple[int, ...], first: bool) -> int | None:
+        """Non-zero entries of the op's matrix when it is the layer's only weighted op (``first``:
+        it reads the layer input directly); ``None`` when it cannot tell without the matrix."""
+        return None
+
+    def window(
+        self, shape: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], tuple[int, int], tuple[int, int], tuple[int, ...]] | None:
+        """On a ``(C, H, W)`` input: ``(kernel, stride, padding, out_shape)`` of an op whose output
+        (c, p) reads inputs :math:`[pS - P, pS - P + k)` per spatial axis (every channel for a
+        convolution); ``((1, 1), (1, 1), (0, 0), shape)`` for a per-channel op; ``None`` when the op
+        is not local."""
+        return None
+
+    def fold(self, scale: Tensor, shift: Tensor) -> Op | None:
+        """This op followed by :math:`x_c \\mapsto a_c x_c + t_c` on its output channels, as one op
+        (a folded batch norm), or ``None`` when it cannot absorb it."""
+        return None
+
+    def add_bias(self, bias: np.ndarray) -> Op | None:
+        """This op with a constant added to its output as a bias, or ``None`` when it has no bias of
+        that shape."""
+        return None
+
+    def tensors(self) -> list[Tensor]:
+        """The op's parameter tensors (checked for NaN and inf)."""
+        return []
+
+    @property
+    def n_params(self) -> int:
+        """Learned parameters (weights and biases of weighted ops)."""
+        return 0
+
+    def describe(self) -> str | None:
+        """A short label for layer descriptions, or ``None`` to leave the op out."""
+        return None
+
+    def to_module(self, dtype: torch.dtype) -> nn.Module:
+        """An equivalent ``torch.nn`` module."""
+        raise NotImplementedError
+
+
+def _out_hw(shape: tuple[int, ...], k: tuple[int, ...], st: tuple[int, int], pd: tuple[int, int]) -> tuple[int, ...]:
+    return tuple((shape[1 + a] + 2 * pd[a] - k[a]) // st[a] + 1 for a in range(2))
+
 
 @dataclass(frozen=True, eq=False)
 class Dense(Op):
@@ -78,6 +157,48 @@ class Dense(Op):
     def weighted(self) -> bool:
         return True
 
+    @property
+    def dense_weight(self) -> Tensor | None:
+        return self.weight
+
+    @property
+    def implied_input_shape(self) -> tuple[int, ...] | None:
+        return (int(self.weight.shape[1]),)
+
+    def abs_max(self) -> float:
+        return float(self.weight.abs().max()) if self.weight.numel() else 0.0
+
+    def fan_in(self, in_width: int) -> int | None:
+        return int(self.weight.shape[1])
+
+    def n_synapses(self, in_shape: tuple[int, ...], first: bool) -> int | None:
+        return int((self.weight != 0).sum())
+
+    def fold(self, scale: Tensor, shift: Tensor) -> Op | None:
+        return Dense(self.weight * scale[:, None], self.bias * scale + shift)
+
+    def add_bias(self, bias: np.ndarray) -> Op | None:
+        if bias.ndim > 2:
+            return None
+        b = torch.as_tensor(np.broadcast_to(bias.reshape(-1), self.bias.shape).copy())
+        return Dense(self.weight, self.bias + b)
+
+    def tensors(self) -> list[Tensor]:
+        return [self.weight, self.bias]
+
+    @property
+    def n_params(self) -> int:
+        return self.weight.numel() + self.bias.numel()
+
+    def describe(self) -> str | None:
+        return f"Linear({self.weight.shape[1]}->{self.weight.shape[0]})"
+
+    def to_module(self, dtype: torch.dtype) -> nn.Module:
+        m = nn.Linear(self.weight.shape[1], self.weight.shape[0])
+        with torch.no_grad():
+            m.weight.copy_(self.weight)
+            m.bias.copy_(self.bias)
+        return m
 
 @dataclass(frozen=True, eq=False)
 class Conv(Op):
@@ -110,13 +231,79 @@ class Conv(Op):
         return F.conv2d(e, w, None, self.stride, self.padding)
 
     @property
-    def fan_in(self) -> int:
+    def kernel_size(self) -> int:
+        """Inputs under one kernel: :math:`C_{in} k_h k_w`."""
         return int(self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3])
 
     @property
     def weighted(self) -> bool:
         return True
 
+    kind: ClassVar[str] = "conv"
+
+    def abs_max(self) -> float:
+        return float(self.weight.abs().max()) if self.weight.numel() else 0.0
+
+    def fan_in(self, in_width: int) -> int | None:
+        return min(self.kernel_size, in_width)
+
+    def n_synapses(self, in_shape: tuple[int, ...], first: bool) -> int | None:
+        """Each (output, input) pair meets at most one kernel tap, so the count is a convolution of
+        an all-ones input with the kernel's non-zero pattern (no matrix is built)."""
+        if not first:
+            return None
+        ones = torch.ones((1, *in_shape), dtype=torch.float64)
+        pattern = (self.weight != 0).to(torch.float64)
+        counts = F.conv2d(ones, pattern, None, self.stride, self.padding)
+        return int(round(float(counts.sum())))
+
+    def window(
+        self, shape: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], tuple[int, int], tuple[int, int], tuple[int, ...]] | None:
+        k: tuple[int, ...] = tuple(self.weight.shape[2:])
+        out = (int(self.weight.shape[0]),) + _out_hw(shape, k, self.stride, self.padding)
+        return k, self.stride, self.padding, out
+
+    def fold(self, scale: Tensor, shift: Tensor) -> Op | None:
+        return Conv(self.weight * scale[:, None, None, None], self.bias * scale + shift, self.stride, self.padding)
+
+    def add_bias(self, bias: np.ndarray) -> Op | None:
+        per = _per_channel(bias, self.bias.numel())
+        if per is None:
+            return None
+        return Conv(self.weight, self.bias + torch.as_tensor(per), self.stride, self.padding)
+
+    def tensors(self) -> list[Tensor]:
+        return [self.weight, self.bias]
+
+    @property
+    def n_params(self) -> int:
+        return self.weight.numel() + self.bias.numel()
+
+    def describe(self) -> str | None:
+        co, ci, kh, kw = self.weight.shape
+        return f"Conv({ci}->{co}, {kh}x{kw}, s={self.stride[0]}, p={self.padding[0]})"
+
+    def to_module(self, dtype: torch.dtype) -> nn.Module:
+        co, ci, kh, kw = self.weight.shape
+        c = nn.Conv2d(ci, co, (kh, kw), self.stride, self.padding)
+        with torch.no_grad():
+            c.weight.copy_(self.weight)
+            assert c.bias is not None
+            c.bias.copy_(self.bias)
+        return c
+
+
+def _per_channel(arr: np.ndarray, channels: int) -> np.ndarray | None:
+    """A constant added to a (B, C, H, W) tensor as one value per channel, or ``None``."""
+    if arr.size == 1:
+        return np.full(channels, float(arr.reshape(())))
+    dims = list(arr.shape)
+    while len(dims) > 3 and dims[0] == 1:
+        dims.pop(0)
+    if dims == [channels, 1, 1]:
+        return arr.reshape(-1).astype(np.float64)
+    return None
 
 @dataclass(frozen=True, eq=False)
 class AvgPool(Op):
@@ -135,6 +322,17 @@ class AvgPool(Op):
     def abs_linear(self, e: Tensor) -> Tensor:
         return self.forward(e)
 
+    def window(
+        self, shape: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], tuple[int, int], tuple[int, int], tuple[int, ...]] | None:
+        out = (shape[0],) + _out_hw(shape, self.kernel, self.stride, self.padding)
+        return self.kernel, self.stride, self.padding, out
+
+    def describe(self) -> str | None:
+        return f"AvgPool({self.kernel[0]})"
+
+    def to_module(self, dtype: torch.dtype) -> nn.Module:
+        return nn.AvgPool2d(self.kernel, self.stride, self.padding)
 
 @dataclass(frozen=True, eq=False)
 class Flatten(Op):
@@ -149,6 +347,10 @@ class Flatten(Op):
     def abs_linear(self, e: Tensor) -> Tensor:
         return self.forward(e)
 
+    reshape_only: ClassVar[bool] = True
+
+    def to_module(self, dtype: torch.dtype) -> nn.Module:
+        return nn.Flatten()
 
 @dataclass(frozen=True, eq=False)
 class ChannelAffine(Op):
@@ -168,3 +370,31 @@ class ChannelAffine(Op):
 
     def abs_linear(self, e: Tensor) -> Tensor:
         return e * self._view(self.scale.abs(), e)
+
+    def window(
+        self, shape: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], tuple[int, int], tuple[int, int], tuple[int, ...]] | None:
+        return (1, 1), (1, 1), (0, 0), shape
+
+    def tensors(self) -> list[Tensor]:
+        return [self.scale, self.shift]
+
+    def describe(self) -> str | None:
+        return "BatchNorm"
+
+    def to_module(self, dtype: torch.dtype) -> nn.Module:
+        return _ChannelAffineModule(self.scale, self.shift)
+
+
+class _ChannelAffineModule(nn.Module):
+    scale: Tensor
+    shift: Tensor
+
+    def __init__(self, scale: Tensor, shift: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.clone())
+        self.register_buffer("shift", shift.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.reshape(shape) + self.shift.reshape(shape)

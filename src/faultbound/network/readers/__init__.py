@@ -9,8 +9,12 @@
 * :mod:`.files` -- :func:`~faultbound.network.readers.files.load`, which picks the reader from the
   file extension.
 
-Each reader has a plain ``RULES`` dict (operator -> rule function); adding an operator to a reader
-is one entry there plus its rule, in that one file. Every reader ends in
+Each reader has a plain ``RULES`` dict (operator -> rule function) for its affine, identity and
+algebra nodes; adding such an operator to a reader is one entry there plus its rule, in that one
+file. Activations are not in the readers: each activation class of
+:mod:`faultbound.network.activations` names its ``torch_modules``, ``onnx_ops`` and ``aten_ops``
+and builds itself from them, and every reader looks a name up in that registry (after its
+``RULES``) when it meets it, so a registered activation is read everywhere. Every reader ends in
 :meth:`faultbound.network.core.Network.from_chain` and is checked against the model on probe
 inputs by :func:`faultbound.network.core.check_against`.
 

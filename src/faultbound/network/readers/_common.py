@@ -16,8 +16,9 @@ into the per-channel affine map
     t_c = \\beta_c - \\mu_c a_c,
 
 and :func:`fold_batch_norms` merges such a map into the dense or convolution op right before it
-(:math:`W \\to \\operatorname{diag}(a) W`, :math:`b \\to a \\odot b + t`), so that the layer
-keeps one weighted op. A batch norm not right after one stays its own op.
+(:math:`W \\to \\operatorname{diag}(a) W`, :math:`b \\to a \\odot b + t`, the op's own
+:meth:`~faultbound.network.ops.Op.fold`), so that the layer keeps one weighted op. A batch norm not
+right after one stays its own op.
 
 This module imports no reader and not :mod:`faultbound.network.core`.
 """
@@ -35,7 +36,7 @@ from torch import Tensor
 
 from faultbound.errors import UnsupportedModelError
 from faultbound.network.activations import GELU, Activation, Sigmoid, SiLU, Softplus
-from faultbound.network.ops import ChannelAffine, Conv, Dense, Op
+from faultbound.network.ops import ChannelAffine, Op
 
 __all__ = [
     "Act",
@@ -97,12 +98,8 @@ def fold_batch_norms(items: Sequence[Item]) -> list[Item]:
     out: list[Item] = []
     for name, it in items:
         prev = out[-1][1] if out else None
-        if isinstance(it, ChannelAffine) and isinstance(prev, (Dense, Conv)):
-            a, t = it.scale, it.shift
-            if isinstance(prev, Dense):
-                merged: Op = Dense(prev.weight * a[:, None], prev.bias * a + t)
-            else:
-                merged = Conv(prev.weight * a[:, None, None, None], prev.bias * a + t, prev.stride, prev.padding)
+        merged = prev.fold(it.scale, it.shift) if isinstance(it, ChannelAffine) and isinstance(prev, Op) else None
+        if merged is not None:
             out[-1] = (f"{out[-1][0]}, {name}", merged)
             continue
         out.append((name, it))
@@ -288,7 +285,7 @@ class ChainTracer:
         if not self.materialize(v, label):
             return self._new_head()
         self.items.append((label, op))
-        return self._new_head(biasable=isinstance(op, (Dense, Conv)))
+        return self._new_head(biasable=op.weighted)
 
     def _live(self, label: str, *vals: Value) -> bool:
         """True when no value is poisoned and every traced value belongs to the current layer."""
@@ -308,16 +305,10 @@ class ChainTracer:
             name, op = self.items[-1]
             arr = np.asarray(c, dtype=np.float64)
             try:
-                if isinstance(op, Dense) and arr.ndim <= 2:
-                    b = torch.as_tensor(np.broadcast_to(arr.reshape(-1), op.bias.shape).copy())
-                    self.items[-1] = (f"{name}, {label}", Dense(op.weight, op.bias + b))
+                biased = op.add_bias(arr) if isinstance(op, Op) else None
+                if biased is not None:
+                    self.items[-1] = (f"{name}, {label}", biased)
                     return v
-                if isinstance(op, Conv):
-                    per = _per_channel(arr, op.bias.numel())
-                    if per is not None:
-                        b = torch.as_tensor(per)
-                        self.items[-1] = (f"{name}, {label}", Conv(op.weight, op.bias + b, op.stride, op.padding))
-                        return v
             except ValueError:
                 pass
         return self.fail(label, f"adds a constant of shape {tuple(np.shape(c))} that is not a bias")
@@ -406,18 +397,6 @@ class ChainTracer:
                 f"Unsupported {self.what} ({len(self.problems)}): {'; '.join(self.problems)}. {_SUPPORTED_TEXT}"
             )
         return fold_batch_norms(self.items)
-
-
-def _per_channel(arr: np.ndarray, channels: int) -> np.ndarray | None:
-    """A constant added to a (B, C, H, W) tensor as one value per channel, or ``None``."""
-    if arr.size == 1:
-        return np.full(channels, float(arr.reshape(())))
-    dims = list(arr.shape)
-    while len(dims) > 3 and dims[0] == 1:
-        dims.pop(0)
-    if dims == [channels, 1, 1]:
-        return arr.reshape(-1).astype(np.float64)
-    return None
 
 
 def batched_reference(run: Callable[[Tensor], Tensor], batch: int | None) -> Callable[[Tensor], Tensor]:

@@ -15,7 +15,9 @@ graph signature and state dict. Supported aten ops (the keys of :data:`RULES`, a
   ``contiguous``, float ``_to_copy``;
 * algebra that forms a bias or an activation: ``add``, ``sub``, ``mul``, ``div`` (no rounding
   mode), ``gt``, ``where``, ``exp``, ``log1p``, ``erf``;
-* activations: ``sigmoid``, ``tanh``, ``relu``, ``relu6``, ``leaky_relu`` (slope >= 0),
+* activations: the ``aten_ops`` of every activation registered in
+  :mod:`faultbound.network.activations` (read when a call is looked up, after :data:`RULES`); built
+  in: ``sigmoid``, ``tanh``, ``relu``, ``relu6``, ``leaky_relu`` (slope >= 0),
   ``hardtanh``, ``softplus``, ``elu`` (not SELU/CELU scales), ``gelu`` (exact), ``silu``, and the
   tuned sigmoid ``sigmoid(mul(x, c))`` as ``Sigmoid(k=c/4)``; decomposed forms
   (``x * sigmoid(x)``, the erf form of GELU, torch's softplus with its threshold switch) are
@@ -47,7 +49,7 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
-from faultbound.network.activations import ELU, GELU, Activation, Hardtanh, LeakyReLU, ReLU, SiLU, Softplus, Tanh
+from faultbound.network.activations import Activation, aten_activation_ops
 from faultbound.network.core import Network, check_against
 from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
 from faultbound.network.readers._common import (
@@ -283,12 +285,12 @@ def _call(tracer: ChainTracer, node: Any, label: str, env: dict[Any, Any]) -> An
     if not hasattr(target, "_schema"):
         return tracer.fail(label)
     a = _bind(target, tuple(args), kwargs)
-    rule = RULES.get(name)
+    rule = RULES.get(name) or _registered(name)
     if rule is None and name.endswith("_") and not name.startswith("_"):
         # in-place variant (relu_, hardtanh_, leaky_relu_, silu_, elu_, dropout_, ...) of a supported
         # op, as nn.ReLU(inplace=True) exports: same value; a later use of the overwritten input is
         # an earlier layer's value, which the chain refuses, and the probe check compares the outputs.
-        rule = RULES.get(name[:-1])
+        rule = RULES.get(name[:-1]) or _registered(name[:-1])
     if rule is None:
         return tracer.fail(label)
     try:
@@ -444,23 +446,19 @@ def _act(make: Callable[[dict[str, Any]], Activation]) -> Callable[[ChainTracer,
     return rule
 
 
-def _leaky(a: dict[str, Any]) -> Activation:
-    s = float(a.get("negative_slope", 0.01))
-    if s < 0:
-        raise _Reject(f"negative_slope={s} (expected >= 0)")
-    return LeakyReLU(s)
+def _registered(name: str) -> Callable[[ChainTracer, str, dict[str, Any]], Value] | None:
+    """The rule of a registered activation whose ``aten_ops`` name ``name`` (read at lookup time)."""
+    cls = aten_activation_ops().get(name)
+    if cls is None:
+        return None
 
+    def make(a: dict[str, Any]) -> Activation:
+        try:
+            return cls.from_aten(name, a)
+        except UnsupportedModelError as e:
+            raise _Reject(str(e)) from None
 
-def _elu(a: dict[str, Any]) -> Activation:
-    if float(a.get("scale", 1)) != 1.0 or float(a.get("input_scale", 1)) != 1.0:
-        raise _Reject("scale or input_scale other than 1 (SELU/CELU)")
-    return ELU(float(a.get("alpha", 1.0)))
-
-
-def _gelu(a: dict[str, Any]) -> Activation:
-    if a.get("approximate", "none") != "none":
-        raise _Reject(f"approximate={a['approximate']!r}")
-    return GELU()
+    return _act(make)
 
 
 def _binary(kind: str) -> Callable[[ChainTracer, str, dict[str, Any]], Value]:
@@ -501,8 +499,9 @@ def _unary(name: str) -> Callable[[ChainTracer, str, dict[str, Any]], Value]:
 
 
 #: aten op name (the overload packet, any overload) -> rule ``(tracer, label, bound arguments) ->
-#: value``. An in-place variant ``name_`` uses the rule of ``name``. Adding an operator is one entry
-#: here (and its rule function beside it).
+#: value``, for the affine, identity and algebra ops. An in-place variant ``name_`` uses the rule of
+#: ``name``. Adding an operator is one entry here (and its rule function beside it); an activation
+#: is a class registered in :mod:`faultbound.network.activations` (its ``aten_ops``).
 RULES: dict[str, Callable[[ChainTracer, str, dict[str, Any]], Any]] = {
     "linear": _linear,
     "addmm": _addmm,
@@ -530,15 +529,6 @@ RULES: dict[str, Callable[[ChainTracer, str, dict[str, Any]], Any]] = {
     "erf": _unary("erf"),
     "exp": _unary("exp"),
     "log1p": lambda tr, label, a: tr.log1p(label, _data(a, "self")),
-    "tanh": _act(lambda a: Tanh()),
-    "relu": _act(lambda a: ReLU()),
-    "relu6": _act(lambda a: Hardtanh(0.0, 6.0)),
-    "leaky_relu": _act(_leaky),
-    "hardtanh": _act(lambda a: Hardtanh(float(a.get("min_val", -1.0)), float(a.get("max_val", 1.0)))),
-    "softplus": _act(lambda a: Softplus(float(a.get("beta", 1.0)), float(a.get("threshold", 20.0)))),
-    "elu": _act(_elu),
-    "gelu": _act(_gelu),
-    "silu": _act(lambda a: SiLU()),
     "mul": _binary("mul"),
     "div": _binary("div"),
     "add": _binary("add"),

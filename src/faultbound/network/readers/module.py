@@ -1,8 +1,8 @@
 """Reading a ``torch.nn.Sequential`` (in memory, or pickled in a ``.pt`` / ``.pth`` file).
 
 Nested ``nn.Sequential`` containers are flattened, and each leaf module is looked up by its exact
-type in :data:`RULES` (a subclass with other behaviour is never read as its parent). Supported
-modules (the keys of :data:`RULES`):
+type in :data:`RULES`, then among the registered activations (a subclass with other behaviour is
+never read as its parent). Supported modules (the keys of :data:`RULES`, and the activations):
 
 * affine: ``Linear``, ``Conv2d`` (groups 1, dilation 1, ``padding_mode='zeros'``, numeric
   padding), ``AvgPool2d`` (``ceil_mode=False``, ``count_include_pad=True``, no
@@ -10,7 +10,9 @@ modules (the keys of :data:`RULES`):
   ``BatchNorm2d`` with running statistics (eval mode; folded by
   :func:`~faultbound.network.readers._common.batch_norm`);
 * the identity: ``Identity``, ``Dropout``;
-* activations, from :data:`faultbound.network.activations.REGISTRY`: ``Sigmoid``,
+* activations: every module type in :data:`faultbound.network.activations.REGISTRY` (each
+  activation class's ``torch_modules``, built by its ``from_module``), read when the module is
+  looked up, so an activation registered later is read too. Built in: ``Sigmoid``,
   ``TunedSigmoid``, ``Tanh``, ``ReLU``, ``LeakyReLU`` (``negative_slope >= 0``), ``Hardtanh``,
   ``Softplus``, ``ELU``, ``GELU`` (``approximate='none'``), ``SiLU``.
 
@@ -40,7 +42,7 @@ from torch import Tensor, nn
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
 from faultbound.network.activations import REGISTRY, Activation
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense, Flatten, Op
+from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
 from faultbound.network.readers._common import Item, batch_norm, first_line, fold_batch_norms
 
 __all__ = ["RULES", "flatten_modules", "module_chain", "module_reference", "read_module"]
@@ -119,15 +121,9 @@ def _identity(m: nn.Module) -> None:
     return None
 
 
-def _activation(make: Callable[[nn.Module], Activation]) -> Rule:
-    def rule(m: nn.Module) -> Activation:
-        return make(m)
-
-    return rule
-
-
-#: Module type (exact) -> rule. Adding a layer type is one entry here; an activation module is
-#: added to :data:`faultbound.network.activations.REGISTRY` and so appears here too.
+#: Module type (exact) -> rule, for the affine and identity modules. Adding a layer type is one
+#: entry here; an activation is a class registered in :mod:`faultbound.network.activations`, whose
+#: ``torch_modules`` are found through :data:`~faultbound.network.activations.REGISTRY`.
 RULES: dict[type[nn.Module], Rule] = {
     nn.Linear: _linear,
     nn.Conv2d: _conv,
@@ -137,13 +133,20 @@ RULES: dict[type[nn.Module], Rule] = {
     nn.BatchNorm2d: _batchnorm,
     nn.Identity: _identity,
     nn.Dropout: _identity,
-    **{t: _activation(make) for t, make in REGISTRY.items()},
 }
 
-_SUPPORTED_TEXT = (
-    "Supported: Linear, Conv2d, Flatten, AvgPool2d, BatchNorm1d/2d, Dropout, Identity and the "
-    "activations Sigmoid, TunedSigmoid, Tanh, ReLU, LeakyReLU, Hardtanh, Softplus, ELU, GELU, SiLU."
-)
+
+def _rule(t: type[nn.Module]) -> Rule | None:
+    """The rule of module type ``t``: :data:`RULES`, then the registered activations."""
+    return RULES.get(t) or REGISTRY.get(t)
+
+
+def _supported_text() -> str:
+    acts = ", ".join(t.__name__ for t in REGISTRY)
+    return (
+        "Supported: Linear, Conv2d, Flatten, AvgPool2d, BatchNorm1d/2d, Dropout, Identity and the "
+        f"activations {acts}."
+    )
 
 
 def flatten_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -179,7 +182,7 @@ def module_chain(
     unsupported: list[str] = []
     items: list[Item] = []
     for name, m in leaves:
-        rule = RULES.get(type(m))
+        rule = _rule(type(m))
         if rule is None:
             unsupported.append(f"{name} ({type(m).__name__})")
             continue
@@ -192,7 +195,7 @@ def module_chain(
             items.append((name, made))
     if unsupported:
         raise UnsupportedModelError(
-            f"Unsupported layers ({len(unsupported)}): {'; '.join(unsupported)}. {_SUPPORTED_TEXT}"
+            f"Unsupported layers ({len(unsupported)}): {'; '.join(unsupported)}. {_supported_text()}"
         )
     return fold_batch_norms(items), _infer_input_shape(items, input_shape, domain)
 
@@ -208,17 +211,19 @@ def _infer_input_shape(
             raise UnsupportedModelError(f"Expected a positive `input_shape`, but got {shape}.")
         return shape
     for name, it in items:
-        if isinstance(it, Dense):
-            return (int(it.weight.shape[1]),)
-        if isinstance(it, (Conv, Flatten, AvgPool, ChannelAffine)):
-            if domain is not None and not isinstance(domain, str):
-                lo = torch.as_tensor(domain[0]) if not isinstance(domain[0], (int, float)) else None
-                if lo is not None and lo.dim() > 1:
-                    return tuple(lo.shape)
-            raise UnsupportedModelError(
-                f"Expected `input_shape` for a model whose first layer is {name} "
-                "(for example input_shape=(1, 28, 28))."
-            )
+        if not isinstance(it, Op):
+            continue
+        implied = it.implied_input_shape
+        if implied is not None:
+            return implied
+        if domain is not None and not isinstance(domain, str):
+            lo = torch.as_tensor(domain[0]) if not isinstance(domain[0], (int, float)) else None
+            if lo is not None and lo.dim() > 1:
+                return tuple(lo.shape)
+        raise UnsupportedModelError(
+            f"Expected `input_shape` for a model whose first layer is {name} "
+            "(for example input_shape=(1, 28, 28))."
+        )
     raise UnsupportedModelError("Expected at least one Linear or Conv2d layer, but found none.")
 
 

@@ -12,7 +12,9 @@ up by its op type in :data:`RULES`. Supported op types (the keys of :data:`RULES
 * the identity: ``Identity``, ``Dropout`` (not training), ``Cast`` to a float type, ``CastLike``;
 * algebra that forms a bias or an activation: ``Add`` / ``Sub`` of a constant, ``Mul`` / ``Div``
   by a scalar, ``Greater``, ``Where``, ``Exp``, ``Erf``;
-* activations: ``Sigmoid``, ``Tanh``, ``Relu``, ``LeakyRelu`` (``alpha >= 0``), ``Clip``
+* activations: the ``onnx_ops`` of every activation registered in
+  :mod:`faultbound.network.activations` (read when a node is looked up, after :data:`RULES`); built
+  in: ``Sigmoid``, ``Tanh``, ``Relu``, ``LeakyRelu`` (``alpha >= 0``), ``Clip``
   (hardtanh; bounds from inputs or attributes), ``Softplus`` (also ``softplus(b x) / b`` and
   torch's threshold switch ``Where(b x > t, x, ...)``), ``Elu``, ``Gelu`` (opset 20,
   ``approximate='none'``) and the ``x (1 + erf(x / sqrt 2)) / 2`` pattern of older opsets, SiLU as
@@ -46,7 +48,7 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
-from faultbound.network.activations import ELU, GELU, Activation, Hardtanh, LeakyReLU, ReLU, Tanh
+from faultbound.network.activations import Activation, onnx_activation_ops
 from faultbound.network.core import Network, check_against
 from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
 from faultbound.network.readers._common import (
@@ -227,8 +229,9 @@ Rule = Callable[[ChainTracer, str, dict[str, Any], list[Value | None]], list[Val
 
 
 def _convert(tracer: ChainTracer, node: Any, label: str, args: list[Value | None]) -> list[Value]:
-    """Map one node with at least one non-constant input through :data:`RULES`."""
-    rule = RULES.get(node.op_type)
+    """Map one node with at least one non-constant input through :data:`RULES`, then the
+    registered activations."""
+    rule = RULES.get(node.op_type) or _registered(node.op_type)
     if not args or args[0] is None:
         return [tracer.fail(label, "its first input is missing")]
     if rule is None:
@@ -433,49 +436,38 @@ def _act(make: Callable[[dict[str, Any], list[Value | None]], Activation | None]
     return rule
 
 
-def _alpha(at: dict[str, Any], default: float) -> float:
-    return clean_float(float(at.get("alpha", default)), np.float32)
+def _registered(op: str) -> Rule | None:
+    """The rule of a registered activation whose ``onnx_ops`` name ``op`` (read at lookup time).
 
-
-def _leaky(at: dict[str, Any], args: list[Value | None]) -> Activation:
-    a = _alpha(at, 0.01)
-    if a < 0:
-        raise _Reject(f"alpha={a} (expected >= 0)")
-    return LeakyReLU(a)
-
-
-def _clip(at: dict[str, Any], args: list[Value | None]) -> Activation | None:
-    lo: float | None = float(at["min"]) if "min" in at else None
-    hi: float | None = float(at["max"]) if "max" in at else None
-    for i in (1, 2):
-        if len(args) > i and args[i] is not None:
-            v = _scalar_arg(args[i])
-            if v is None:
-                raise _Reject("needs scalar constant bounds")
-            lo, hi = (v, hi) if i == 1 else (lo, v)
-    lo = None if lo is None or lo == -np.inf else clean_float(lo, np.float32)
-    hi = None if hi is None or hi == np.inf else clean_float(hi, np.float32)
-    if lo is None and hi is None:
+    The activation's ``from_onnx`` sees float attributes and scalar constant inputs as their
+    shortest float32 decimal (ONNX stores float attributes as float32), string attributes decoded.
+    """
+    cls = onnx_activation_ops().get(op)
+    if cls is None:
         return None
-    if hi is None and lo == 0.0:
-        return ReLU()
-    if lo is None or hi is None:
-        raise _Reject("one-sided bounds other than min=0")
-    return Hardtanh(lo, hi)
+
+    def make(at: dict[str, Any], args: list[Value | None]) -> Activation | None:
+        attrs = {
+            k: clean_float(v, np.float32) if isinstance(v, float) else _text(v) if isinstance(v, bytes) else v
+            for k, v in at.items()
+        }
+        inputs: list[float | None] = []
+        for arg in args[1:]:
+            v = None if arg is None else _scalar_arg(arg)
+            if arg is not None and v is None:
+                raise _Reject("needs scalar constant inputs")
+            inputs.append(None if v is None else clean_float(v, np.float32))
+        try:
+            return cls.from_onnx(op, attrs, inputs)
+        except UnsupportedModelError as e:
+            raise _Reject(str(e)) from None
+
+    return _act(make)
 
 
-def _elu(at: dict[str, Any], args: list[Value | None]) -> Activation:
-    return ELU(_alpha(at, 1.0))
-
-
-def _gelu(at: dict[str, Any], args: list[Value | None]) -> Activation:
-    if _text(at.get("approximate", "none")) != "none":
-        raise _Reject(f"approximate={_text(at['approximate'])!r}")
-    return GELU()
-
-
-#: ONNX op type -> rule; the module docstring lists what each accepts. Adding an operator is one
-#: entry here (and its rule function beside it).
+#: ONNX op type -> rule, for the affine, identity and algebra nodes; the module docstring lists what
+#: each accepts. Adding an operator is one entry here (and its rule function beside it); an
+#: activation is a class registered in :mod:`faultbound.network.activations` (its ``onnx_ops``).
 RULES: dict[str, Rule] = {
     "Identity": _identity,
     "Dropout": _identity,
@@ -498,12 +490,6 @@ RULES: dict[str, Rule] = {
     "Erf": _unary("erf"),
     "Softplus": _unary("softplus"),
     "Exp": _unary("exp"),
-    "Tanh": _act(lambda at, args: Tanh()),
-    "Relu": _act(lambda at, args: ReLU()),
-    "LeakyRelu": _act(_leaky),
-    "Clip": _act(_clip),
-    "Elu": _act(_elu),
-    "Gelu": _act(_gelu),
 }
 
 
