@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import faultbound as fb
-from faultbound.bounds.certify import certify_inputs
+from faultbound.bounds.certify import certify
 from faultbound.bounds.tight import prepare, propagate, tight_bound
 
 
@@ -97,7 +97,7 @@ def run(threads: int, repeats: int) -> dict[str, Any]:
                 "seconds_paper": t_paper,
             }
         x = torch.rand((64, *net.input_shape), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        t_cert, cert = _time(lambda x=x, f=f, net=net: certify_inputs(net, x, f, fb.Crash(), batch_size=16), 1)
+        t_cert, cert = _time(lambda x=x, f=f, net=net: certify(net, x, f, fb.Crash(), batch_size=16), 1)
         row["certify_64_inputs_crash"] = {
             "seconds": t_cert,
             "median_bound": float(torch.as_tensor(cert.bounds).median()),

@@ -34,7 +34,7 @@ from torch import nn
 
 import faultbound as fb
 from faultbound.apps.training import fit, mlp
-from faultbound.bounds.certify import certify_inputs
+from faultbound.bounds.certify import certify
 from faultbound.data import digits
 from faultbound.measure import FaultSet, inject, worst_case
 from faultbound.nn import TunedSigmoid
@@ -79,7 +79,7 @@ def _distributions(widths: list[int]) -> list[list[int]]:
 
 def _per_input_ratio(net: fb.Network, x: torch.Tensor, f: list[int]) -> float:
     """Median over inputs of b(x) / (largest error at x over every failure set of sizes f)."""
-    cert = certify_inputs(net, x, f, fb.Crash())
+    cert = certify(net, x, f, fb.Crash())
     per_layer = [list(itertools.combinations(range(w), k)) for w, k in zip(net.widths, f, strict=True)]
     rows = list(itertools.product(*per_layer))
     sites = tuple(

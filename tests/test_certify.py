@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import faultbound as fb
-from faultbound.bounds.certify import certified_accuracy, certified_mask, certify_inputs
+from faultbound.bounds.certify import certified_accuracy, certified_mask, certify
 from faultbound.bounds.tight import tight_bound
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Byzantine, Crash, Precision, SynapseByzantine, SynapseCrash
@@ -54,7 +54,7 @@ def test_per_input_certificate_sound(data: st.DataObject, net: fb.Network) -> No
         f = None
         fault = Precision([0.05] * net.L)
         measured = brute_precision(net, [0.05] * net.L, x, n_draws=20)
-    cert = certify_inputs(net, x, f, fault)
+    cert = certify(net, x, f, fault)
     bounds = torch.as_tensor(cert.bounds)
     bad = measured > bounds + 1e-9
     assert not bool(bad.any()), f"{kind} f={f}: measured {measured[bad]} > certified {bounds[bad]}"
@@ -62,9 +62,9 @@ def test_per_input_certificate_sound(data: st.DataObject, net: fb.Network) -> No
     glob = tight_bound(net, f, fault)[0]
     assert float(bounds.max()) <= glob * (1 + 1e-9) + 1e-12
     # batched equals one at a time
-    one = np.array([certify_inputs(net, x[i : i + 1], f, fault).bounds[0] for i in (0, len(x) // 2, len(x) - 1)])
+    one = np.array([certify(net, x[i : i + 1], f, fault).bounds[0] for i in (0, len(x) // 2, len(x) - 1)])
     assert one == pytest.approx(cert.bounds[[0, len(x) // 2, len(x) - 1]], rel=1e-12, abs=1e-15)
-    small = certify_inputs(net, x, f, fault, batch_size=3)
+    small = certify(net, x, f, fault, batch_size=3)
     assert small.bounds == pytest.approx(cert.bounds, rel=1e-12, abs=1e-15)
 
 
@@ -75,13 +75,13 @@ def test_box_certificate_sound_inside_the_box(data: st.DataObject, net: fb.Netwo
     r = data.draw(st.sampled_from([0.01, 0.1]))
     f = neuron_failures(data.draw, net, max_total=2)
     centre = points(net, 3, seed=6)[-4:]
-    cert = certify_inputs(net, centre, f, Crash(), radius=r)
+    cert = certify(net, centre, f, Crash(), radius=r)
     for i in range(centre.shape[0]):
         c = centre[i]
         inside = points(net, 10, seed=i, lo=c - r, hi=c + r)
         measured = brute_neurons(net, f, Crash(), inside)
         assert float(measured.max()) <= cert.bounds[i] + 1e-9
-    at_centre = certify_inputs(net, centre, f, Crash())
+    at_centre = certify(net, centre, f, Crash())
     assert np.all(at_centre.bounds <= cert.bounds * (1 + 1e-9) + 1e-15)
 
 
@@ -125,14 +125,14 @@ def test_certified_mask_by_hand() -> None:
 def test_certify_errors() -> None:
     net = _classifier()
     with pytest.raises(InvalidArgumentError):
-        certify_inputs(net, np.zeros((2, 5)), [1, 0])
+        certify(net, np.zeros((2, 5)), [1, 0])
     with pytest.raises(InvalidArgumentError):
-        certify_inputs(net, np.zeros((2, 3)), [1])
+        certify(net, np.zeros((2, 3)), [1])
     with pytest.raises(InvalidArgumentError):
-        certify_inputs(net, np.zeros((2, 3)), [1, 0], radius=-1.0)
+        certify(net, np.zeros((2, 3)), [1, 0], radius=-1.0)
     with pytest.raises(InvalidArgumentError):
         certified_accuracy(net, np.zeros((2, 3)), [0, 7], [1, 0])
-    inf = certify_inputs(net, np.zeros((2, 3)), [1, 0], Byzantine(float("inf")))
+    inf = certify(net, np.zeros((2, 3)), [1, 0], Byzantine(float("inf")))
     assert np.isinf(inf.bounds).all() and not inf.robust().any()
 
 

@@ -128,7 +128,7 @@ def test_per_input_exact_equals_every_set_enumerated(act: str, kind: str) -> Non
     for x in rng.uniform(-1, 1, size=(3, 2)):
         clean = forward(mod, x)
         brute = max(np.abs(forward(mod, x, s, stuck) - clean).max() for s in _sets([4, 3], counts))
-        cert = fb.bounds.certify_inputs(net, x[None], counts, fault, method="exact")
+        cert = fb.bounds.certify(net, x[None], counts, fault, method="exact")
         assert cert.bounds[0] >= brute - 1e-12
         assert cert.bounds[0] <= brute + REL * max(1.0, 10 * brute) + 1e-9, (cert.bounds[0], brute)
         per_out = [max(abs(forward(mod, x, s, stuck) - clean)[k] for s in _sets([4, 3], counts)) for k in range(2)]
@@ -146,7 +146,7 @@ def test_per_input_synapse_crash_equals_enumeration() -> None:
     for a in itertools.combinations(syn[0], counts[0]):
         for c in itertools.combinations(syn[2], counts[2]):
             brute = max(brute, float(np.abs(forward(mod, x, cut={1: a, 3: c}) - clean).max()))
-    cert = fb.bounds.certify_inputs(net, x[None], counts, fb.SynapseCrash(), method="exact")
+    cert = fb.bounds.certify(net, x[None], counts, fb.SynapseCrash(), method="exact")
     assert brute - 1e-12 <= cert.bounds[0] <= brute + 1e-4
 
 
@@ -203,7 +203,7 @@ def test_conv_network_per_input_crash() -> None:
         h = torch.relu(mod[0](x)).reshape(-1)
         clean = mod[4](h)
         brute = max(float((mod[4](h * (torch.arange(8) != j)) - clean).abs().max()) for j in range(8))
-    cert = fb.bounds.certify_inputs(net, x, [1], fb.Crash(), method="exact")
+    cert = fb.bounds.certify(net, x, [1], fb.Crash(), method="exact")
     assert brute - 1e-12 <= cert.bounds[0] <= brute + 1e-4
 
 

@@ -23,6 +23,7 @@ when it does not). An input is *certified* when it is classified correctly and t
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -44,28 +45,10 @@ CertifyMethod = Literal["tight", "exact"]
 __all__ = [
     "InputCertificates",
     "CertifiedAccuracy",
-    "certify_inputs",
+    "certify",
     "certified_mask",
     "certified_accuracy",
-    "as_inputs",
 ]
-
-
-def as_inputs(net: Network, X: np.ndarray | Tensor) -> Tensor:
-    """``X`` as a float64 batch ``(n, *input_shape)`` (flat rows are reshaped)."""
-    x = torch.as_tensor(np.asarray(X, dtype=np.float64))
-    d = math.prod(net.input_shape)
-    if x.dim() == 1 and x.numel() == d:
-        x = x[None]
-    if x.dim() >= 1 and x.numel() == x.shape[0] * d:
-        x = x.reshape(x.shape[0], *net.input_shape)
-    if x.dim() < 1 or tuple(x.shape[1:]) != net.input_shape:
-        raise InvalidArgumentError(
-            f"Expected inputs of shape (n, {', '.join(map(str, net.input_shape))}), but got {tuple(x.shape)}."
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise InvalidArgumentError("Expected finite inputs, but the data has NaN or inf.")
-    return x
 
 
 @dataclass(frozen=True)
@@ -112,7 +95,7 @@ def certified_mask(logits: np.ndarray, per_output: np.ndarray) -> np.ndarray:
         return np.asarray(low > high.max(1)) & np.isfinite(low)
 
 
-def certify_inputs(
+def certify(
     net: Network,
     X: np.ndarray | Tensor,
     failures: Sequence[int] | None = None,
@@ -143,7 +126,7 @@ def certify_inputs(
         >>> with torch.no_grad():
         ...     _ = lin1.weight.fill_(1.0), lin1.bias.zero_(), lin2.weight.fill_(0.5), lin2.bias.zero_()
         >>> net = fb.Network.from_torch(nn.Sequential(lin1, nn.ReLU(), lin2))
-        >>> cert = certify_inputs(net, [[0.2], [0.8]], [1])  # one crashed ReLU: 0.5 * x
+        >>> cert = certify(net, [[0.2], [0.8]], [1])  # one crashed ReLU: 0.5 * x
         >>> [round(float(b), 6) for b in cert.bounds]
         [0.1, 0.4]
     """
@@ -154,7 +137,7 @@ def certify_inputs(
         raise InvalidArgumentError(f"Expected `radius` to be a finite number >= 0, but got {radius}.")
     if int(batch_size) < 1:
         raise InvalidArgumentError(f"Expected `batch_size` >= 1, but got {batch_size}.")
-    x = as_inputs(net, X)
+    x = net.as_inputs(X)
     n = x.shape[0]
     with torch.no_grad():
         logits = net.forward(x).numpy()
@@ -258,7 +241,7 @@ def certified_accuracy(
             f"Expected a classifier with at least 2 outputs, but the network has {net.n_outputs}."
         )
     labels = np.asarray(y)
-    x = as_inputs(net, X)
+    x = net.as_inputs(X)
     if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
         raise InvalidArgumentError(f"Expected one label per input ({x.shape[0]}), but got shape {labels.shape}.")
     if labels.size and (
@@ -266,7 +249,7 @@ def certified_accuracy(
     ):
         raise InvalidArgumentError(f"Expected integer labels in 0..{net.n_outputs - 1}.")
     labels = labels.astype(np.int64)
-    cert = certify_inputs(net, x, failures, fault, radius, batch_size, method=method, time_limit=time_limit)
+    cert = certify(net, x, failures, fault, radius, batch_size, method=method, time_limit=time_limit)
     correct = cert.predictions == labels
     certified = correct & cert.robust()
     n = int(x.shape[0])
@@ -285,3 +268,15 @@ def certified_accuracy(
         float(radius),
         tuple(notes),
     )
+
+
+def certify_inputs(
+    net: Network,
+    X: np.ndarray | Tensor,
+    failures: Sequence[int] | None = None,
+    fault: Fault | None = None,
+    **kwargs: Any,
+) -> InputCertificates:
+    """Deprecated alias of :func:`certify`."""
+    warnings.warn("certify_inputs is deprecated; call certify.", DeprecationWarning, stacklevel=2)
+    return certify(net, X, failures, fault, **kwargs)

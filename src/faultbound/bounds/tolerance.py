@@ -516,17 +516,7 @@ def _targets(y: np.ndarray | torch.Tensor, n: int, n_out: int) -> torch.Tensor:
 
 def estimate_eps_prime(net: Network, X: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> EpsPrime:
     """:math:`\\max_i \\|F_{neu}(x_i) - y_i\\|_\\infty` over a data set: an estimate from below."""
-    x = torch.as_tensor(np.asarray(X, dtype=np.float64))
-    if x.dim() == 1 and len(net.input_shape) == 1 and net.input_shape[0] != 1:
-        x = x[None]
-    x = x.reshape(x.shape[0], *net.input_shape) if x.numel() == x.shape[0] * math.prod(net.input_shape) else x
-    if tuple(x.shape[1:]) != net.input_shape:
-        raise InvalidArgumentError(
-            f"Expected inputs of shape (n, {', '.join(map(str, net.input_shape))}), but got "
-            f"{tuple(x.shape)}."
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise InvalidArgumentError("Expected finite inputs, but the data has NaN or inf.")
+    x = net.as_inputs(X)
     t = _targets(y, x.shape[0], net.n_outputs)
     with torch.no_grad():
         err = (net.forward(x) - t).abs().amax()

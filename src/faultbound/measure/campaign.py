@@ -544,12 +544,9 @@ def campaign_inputs(
             raise InvalidArgumentError(f"Expected --samples >= 1, but got {samples}.")
         g = torch.Generator().manual_seed(int(seed))
         return net.domain.sample(int(samples), generator=g), None
-    d = math.prod(net.input_shape)
-    if x_np.ndim < 2 or x_np[0].size != d:
-        raise InvalidArgumentError(
-            f"Expected inputs with {d} features (input shape {tuple(net.input_shape)}), but got shape {x_np.shape}."
-        )
-    x = torch.as_tensor(x_np, dtype=torch.float64).reshape(-1, *net.input_shape)
+    if x_np.ndim < 2:
+        raise InvalidArgumentError(f"Expected rows of inputs in {source}, but got shape {x_np.shape}.")
+    x = net.as_inputs(x_np)
     labels = None
     if y is not None and len(y) != len(x):
         raise InvalidArgumentError(f"Expected one label per input in {source}, but got {len(y)} for {len(x)} inputs.")

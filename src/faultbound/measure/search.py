@@ -462,7 +462,7 @@ def worst_case(
     g = torch.Generator().manual_seed(int(seed))
     x = corners_and_uniform(net, n_probe, g)
     if inputs is not None:
-        xi = torch.as_tensor(inputs, dtype=torch.float64).reshape(-1, *net.input_shape)
+        xi = net.as_inputs(inputs)
         x = torch.cat([x, torch.minimum(torch.maximum(xi, net.domain.lo), net.domain.hi)])
     n_layers = layer_count(net, fault)
     evals = 0

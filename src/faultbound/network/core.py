@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
@@ -432,6 +433,29 @@ class Network:
             LayerIntervals(iv.s_lo[0], iv.s_hi[0], iv.y_lo[0], iv.y_hi[0])
             for iv in self.box_intervals(self.domain.lo.unsqueeze(0), self.domain.hi.unsqueeze(0))
         ]
+
+    def as_inputs(self, X: Any) -> Tensor:
+        """The one reading of user inputs: ``X`` (an array, tensor or nested list of
+        ``(n, *input_shape)`` or flat rows ``(n, d)``, or one flat input ``(d,)``) as a float64
+        batch ``(n, *input_shape)``; refused in one line when the shape does not fit or a value is
+        not finite."""
+        try:
+            x = torch.as_tensor(np.asarray(X.detach().cpu() if isinstance(X, Tensor) else X, dtype=np.float64))
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"Expected numeric inputs, but got {type(X).__name__}: {e}.") from None
+        d = math.prod(self.input_shape)
+        if x.dim() == 1 and x.numel() == d:
+            x = x[None]
+        if x.dim() >= 1 and x.numel() == x.shape[0] * d:
+            x = x.reshape(x.shape[0], *self.input_shape)
+        if x.dim() < 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise InvalidArgumentError(
+                f"Expected inputs of shape (n, {', '.join(map(str, self.input_shape))}) ({d} features each), "
+                f"but got {tuple(x.shape)}."
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise InvalidArgumentError("Expected finite inputs, but the data has NaN or inf.")
+        return x
 
     def box_intervals(self, lo: Tensor, hi: Tensor) -> list[LayerIntervals]:
         """Interval propagation of a batch of input boxes ``[lo, hi]`` (``(B, *input_shape)``, float64).

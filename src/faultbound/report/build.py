@@ -487,7 +487,7 @@ def build_report(
     probes = outside_x = None
     n_given = 0
     if inputs is not None:
-        given = torch.as_tensor(inputs, dtype=torch.float64).reshape(-1, *net.input_shape)
+        given = net.as_inputs(inputs)
         n_given = int(given.shape[0])
         inside = _inside(net, given)
         probes = given[inside] if bool(inside.any()) else None
