@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/tolerance_gain.py [--epochs 40] [--threads 1]
 
 Trains the sigmoid digits networks of ``benchmarks/tightness.py`` (same seed and recipe) and runs
-:func:`faultbound.compare_methods` (``tolerate`` with ``method="paper"`` and ``method="tight"``) for
+:func:`faultbound.bounds.compare_methods` (``tolerate`` with ``method="paper"`` and ``method="tight"``) for
 eps' = 0 and eps in {2, 5}. Prints one JSON object per (network, eps): per-layer maxima, uniform
 fraction, number of tolerated distributions, bounds evaluated and seconds, for both methods.
 """

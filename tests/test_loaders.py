@@ -318,7 +318,7 @@ def test_onnx_unsupported_nodes_are_all_named(tmp_path: Path) -> None:
         helper.make_node("Softmax", ["e"], ["y"], name="soft"),
     ]
     model = _model(nodes, {"k": rng.normal(size=(2, 1, 3, 3)), "w": rng.normal(size=(3, 8))}, [1, 1, 4, 4])
-    with pytest.raises(fb.UnsupportedModelError) as info:
+    with pytest.raises(fb.errors.UnsupportedModelError) as info:
         fb.load(_save(model, tmp_path / "m.onnx"))
     msg = str(info.value)
     assert "MaxPool 'pool'" in msg and "Softmax 'soft'" in msg
@@ -337,7 +337,7 @@ def test_onnx_unsupported_settings_are_named(tmp_path: Path) -> None:
     ]
     inits = {"k": rng.normal(size=(2, 1, 3, 3)), "k2": rng.normal(size=(1, 2, 1, 1)), "w": rng.normal(size=(1, 9))}
     model = _model(nodes, inits, [1, 2, 5, 5])
-    with pytest.raises(fb.UnsupportedModelError, match=r"Conv 'grouped' \(group=2\).*Conv 'asym' \(pads="):
+    with pytest.raises(fb.errors.UnsupportedModelError, match=r"Conv 'grouped' \(group=2\).*Conv 'asym' \(pads="):
         fb.load(_save(model, tmp_path / "m.onnx"))
 
 
@@ -352,7 +352,7 @@ def test_onnx_residual_graph_is_refused(tmp_path: Path) -> None:
         helper.make_node("Gemm", ["e", "w3"], ["y"], name="fc3", transB=1),
     ]
     inits = {"w1": rng.normal(size=(3, 3)), "w2": rng.normal(size=(3, 3)), "w3": rng.normal(size=(1, 3))}
-    with pytest.raises(fb.UnsupportedModelError, match="Add 'skip'"):
+    with pytest.raises(fb.errors.UnsupportedModelError, match="Add 'skip'"):
         fb.load(_save(_model(nodes, inits, [1, 3]), tmp_path / "m.onnx"))
 
 
@@ -365,14 +365,14 @@ def test_onnx_scalar_mul_not_before_sigmoid_is_refused(tmp_path: Path) -> None:
         helper.make_node("Gemm", ["e", "w2"], ["y"], name="fc2", transB=1),
     ]
     inits = {"w1": rng.normal(size=(3, 3)), "w2": rng.normal(size=(1, 3)), "c": np.array(3.0)}
-    with pytest.raises(fb.UnsupportedModelError, match="Tanh 't'"):
+    with pytest.raises(fb.errors.UnsupportedModelError, match="Tanh 't'"):
         fb.load(_save(_model(nodes, inits, [1, 3]), tmp_path / "m.onnx"))
 
 
 def test_pt2_unsupported_ops_are_all_named(tmp_path: Path) -> None:
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3), nn.Softmax(-1))
     save_pt2(m, (1, 6, 6), tmp_path / "m.pt2")
-    with pytest.raises(fb.UnsupportedModelError) as info:
+    with pytest.raises(fb.errors.UnsupportedModelError) as info:
         fb.load(tmp_path / "m.pt2")
     msg = str(info.value)
     assert "max_pool2d" in msg and "softmax" in msg
@@ -386,7 +386,7 @@ def test_onnx_probe_check_catches_a_wrong_extraction(tmp_path: Path, monkeypatch
     m, shape = mlp_tuned()
     save_onnx(m, shape, tmp_path / "m.onnx", "torchscript")
     monkeypatch.setitem(onnx_reader.RULES, "Tanh", onnx_reader._act(lambda at, args: ReLU()))
-    with pytest.raises(fb.ModelLoadError, match="differs from the ONNX model"):
+    with pytest.raises(fb.errors.ModelLoadError, match="differs from the ONNX model"):
         fb.load(tmp_path / "m.onnx")
 
 
@@ -396,7 +396,7 @@ def test_pt2_probe_check_catches_a_wrong_extraction(tmp_path: Path, monkeypatch:
     m, shape = mlp_tuned()
     save_pt2(m, shape, tmp_path / "m.pt2")
     monkeypatch.setitem(export_reader.RULES, "tanh", export_reader._act(lambda a: ReLU()))
-    with pytest.raises(fb.ModelLoadError, match="differs from the torch.export program"):
+    with pytest.raises(fb.errors.ModelLoadError, match="differs from the torch.export program"):
         fb.load(tmp_path / "m.pt2")
 
 
@@ -404,25 +404,25 @@ def test_check_against_refuses_a_different_reference() -> None:
     m, _ = mlp_tuned()
     net = fb.Network.from_torch(m)
     check_against(net, net.forward, "itself")  # no error when equal
-    with pytest.raises(fb.ModelLoadError, match="differs"):
+    with pytest.raises(fb.errors.ModelLoadError, match="differs"):
         check_against(net, lambda x: net.forward(x) + 1e-3, "a shifted copy")
 
 
 # ----------------------------------------------------------------------------- bad files
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(fb.ModelLoadError, match="does not exist"):
+    with pytest.raises(fb.errors.ModelLoadError, match="does not exist"):
         fb.load(tmp_path / "nope.onnx")
 
 
 def test_unknown_extension(tmp_path: Path) -> None:
     (tmp_path / "m.h5").write_bytes(b"x")
-    with pytest.raises(fb.ModelLoadError, match=r"\.onnx, \.pt2, \.pt, \.pth"):
+    with pytest.raises(fb.errors.ModelLoadError, match=r"\.onnx, \.pt2, \.pt, \.pth"):
         fb.load(tmp_path / "m.h5")
 
 
 def test_directory_is_refused(tmp_path: Path) -> None:
     (tmp_path / "d.onnx").mkdir()
-    with pytest.raises(fb.ModelLoadError, match="not a regular file"):
+    with pytest.raises(fb.errors.ModelLoadError, match="not a regular file"):
         fb.load(tmp_path / "d.onnx")
 
 
@@ -430,7 +430,7 @@ def test_directory_is_refused(tmp_path: Path) -> None:
 def test_corrupt_bytes(tmp_path: Path, ext: str) -> None:
     path = tmp_path / f"bad{ext}"
     path.write_bytes(b"\x00\x01garbage\xff" * 10)
-    with pytest.raises(fb.ModelLoadError) as info:
+    with pytest.raises(fb.errors.ModelLoadError) as info:
         fb.load(path)
     assert "\n" not in str(info.value)
     assert str(path) in str(info.value)
@@ -447,7 +447,7 @@ def test_truncated_file(tmp_path: Path, ext: str) -> None:
     data = full.read_bytes()
     cut = tmp_path / f"cut{ext}"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(fb.ModelLoadError) as info:
+    with pytest.raises(fb.errors.ModelLoadError) as info:
         fb.load(cut)
     assert "\n" not in str(info.value)
 
@@ -455,7 +455,7 @@ def test_truncated_file(tmp_path: Path, ext: str) -> None:
 def test_pickled_module_needs_trust(tmp_path: Path) -> None:
     m, _ = mlp_tuned()
     torch.save(m, tmp_path / "m.pth")
-    with pytest.raises(fb.ModelLoadError) as info:
+    with pytest.raises(fb.errors.ModelLoadError) as info:
         fb.load(tmp_path / "m.pth")
     assert "trust_pickle=True" in str(info.value) and "--trust-pickle" in str(info.value)
     assert fb.load(tmp_path / "m.pth", trust_pickle=True).widths == [5, 4]
@@ -464,7 +464,7 @@ def test_pickled_module_needs_trust(tmp_path: Path) -> None:
 def test_pickled_cnn_needs_a_shaped_domain(tmp_path: Path) -> None:
     m, shape = cnn()
     torch.save(m, tmp_path / "c.pt")
-    with pytest.raises(fb.ModelLoadError, match="input shape is unknown"):
+    with pytest.raises(fb.errors.ModelLoadError, match="input shape is unknown"):
         fb.load(tmp_path / "c.pt", trust_pickle=True)
     lo, hi = np.zeros(shape), np.ones(shape)
     assert_same_network(
@@ -476,13 +476,13 @@ def test_state_dict_is_refused_with_advice(tmp_path: Path) -> None:
     m, _ = mlp_tuned()
     torch.save(m.state_dict(), tmp_path / "w.pt")
     for trust in (False, True):
-        with pytest.raises(fb.ModelLoadError, match="state dict.*Network.from_torch"):
+        with pytest.raises(fb.errors.ModelLoadError, match="state dict.*Network.from_torch"):
             fb.load(tmp_path / "w.pt", trust_pickle=trust)
 
 
 def test_other_object_in_pt_is_refused(tmp_path: Path) -> None:
     torch.save([1, 2, 3], tmp_path / "l.pt")
-    with pytest.raises(fb.ModelLoadError, match="nn.Module, but it holds a list"):
+    with pytest.raises(fb.errors.ModelLoadError, match="nn.Module, but it holds a list"):
         fb.load(tmp_path / "l.pt")
 
 
@@ -497,6 +497,6 @@ def test_weights_only_load_never_runs_pickled_code(tmp_path: Path) -> None:
     buf = io.BytesIO()
     torch.save(Evil(), buf)
     (tmp_path / "evil.pt").write_bytes(buf.getvalue())
-    with pytest.raises(fb.ModelLoadError, match="trust_pickle"):
+    with pytest.raises(fb.errors.ModelLoadError, match="trust_pickle"):
         fb.load(tmp_path / "evil.pt")
     assert not marker.exists()

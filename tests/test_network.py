@@ -58,7 +58,7 @@ def test_conv_pool_batchnorm_fold_and_effective_matrix() -> None:
 
 def test_unsupported_layers_are_all_listed() -> None:
     m = nn.Sequential(nn.Linear(2, 3), nn.Softmax(dim=1), nn.Linear(3, 3), nn.ReLU6(), nn.MaxPool1d(1), nn.Linear(3, 1))
-    with pytest.raises(fb.UnsupportedModelError) as e:
+    with pytest.raises(fb.errors.UnsupportedModelError) as e:
         fb.Network.from_torch(m)
     msg = str(e.value)
     assert "Softmax" in msg and "ReLU6" in msg and "MaxPool1d" in msg and "(3)" in msg
@@ -76,7 +76,7 @@ def test_unsupported_layers_are_all_listed() -> None:
     ],
 )
 def test_clear_errors(model: nn.Module, needle: str) -> None:
-    with pytest.raises(fb.UnsupportedModelError, match=needle):
+    with pytest.raises(fb.errors.UnsupportedModelError, match=needle):
         fb.Network.from_torch(model)
 
 
@@ -85,16 +85,16 @@ def test_not_sequential_and_nan_and_domain_errors() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x
 
-    with pytest.raises(fb.UnsupportedModelError, match="Sequential"):
+    with pytest.raises(fb.errors.UnsupportedModelError, match="Sequential"):
         fb.Network.from_torch(Net())
     m = nn.Sequential(nn.Linear(2, 2), nn.Sigmoid(), nn.Linear(2, 1))
     with torch.no_grad():
         m[2].bias[0] = float("inf")
-    with pytest.raises(fb.UnsupportedModelError, match="NaN or infinite"):
+    with pytest.raises(fb.errors.UnsupportedModelError, match="NaN or infinite"):
         fb.Network.from_torch(m)
     ok = nn.Sequential(nn.Linear(2, 2), nn.Sigmoid(), nn.Linear(2, 1))
     for bad in ((1.0, 0.0), (0.0, float("nan")), ([0.0, 0.0, 0.0], 1.0), "ab"):
-        with pytest.raises(fb.InvalidArgumentError):
+        with pytest.raises(fb.errors.InvalidArgumentError):
             fb.Network.from_torch(ok, domain=bad)  # type: ignore[arg-type]
     net = fb.Network.from_torch(ok, domain=([0.0, -1.0], [1.0, 2.0]))
     assert net.domain.lo.tolist() == [0.0, -1.0] and net.domain.hi.tolist() == [1.0, 2.0]
@@ -102,7 +102,7 @@ def test_not_sequential_and_nan_and_domain_errors() -> None:
 
 def test_probe_check_refuses_a_different_model() -> None:
     net = fb.Network.from_torch(nn.Sequential(nn.Linear(2, 2), nn.Sigmoid(), nn.Linear(2, 1)))
-    with pytest.raises(fb.ModelLoadError, match="differs"):
+    with pytest.raises(fb.errors.ModelLoadError, match="differs"):
         check_against(net, lambda x: net.forward(x) + 1e-2, "the model")
     check_against(net, net.forward, "the model")  # itself: no error
 

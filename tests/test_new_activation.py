@@ -122,7 +122,7 @@ def _brute_crash(model: nn.Sequential, x: Tensor, widths: list[int], f: list[int
 
 
 def test_unknown_module_is_refused_until_registered() -> None:
-    with pytest.raises(fb.UnsupportedModelError, match="MySoftsign"):
+    with pytest.raises(fb.errors.UnsupportedModelError, match="MySoftsign"):
         fb.Network.from_torch(_model(0))
 
 
@@ -177,7 +177,7 @@ def test_engine_measures_crashes(softsign: type[Activation]) -> None:
 
 def test_exact_refuses_a_non_piecewise_linear_activation(softsign: type[Activation]) -> None:
     net = fb.Network.from_torch(_model(5), domain=(-1.0, 1.0))
-    with pytest.raises(fb.UnsupportedModelError, match="Softsign"):
+    with pytest.raises(fb.errors.UnsupportedModelError, match="Softsign"):
         fb.bound(net, [1, 0], Crash(), method="exact")
 
 
@@ -289,7 +289,7 @@ def test_a_registered_activation_is_read_from_every_format(tmp_path) -> None:  #
         torch.onnx.export(model, (x,), onnx_path, dynamo=False, do_constant_folding=False, opset_version=17)
     torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "m.pt2"))
     for path in ("m.onnx", "m.pt2"):  # refused before registration
-        with pytest.raises(fb.UnsupportedModelError):
+        with pytest.raises(fb.errors.UnsupportedModelError):
             fb.load(tmp_path / path, domain=(-3.0, 3.0))
     register(Hardswish)
     try:

@@ -135,16 +135,16 @@ def test_theorem1_tightness_saturating_sigmoids() -> None:
         assert b == pytest.approx(f * w)
         assert brute_force(net, [f], fb.Crash(), x) >= 0.99 * b
     # Theorem 1: N_fail <= (eps - eps') / w_m = (0.36 - 0.05) / 0.1 = 3.1, so 3
-    assert fb.theorem1_max_crashes(net, 0.36, 0.05) == 3
-    assert fb.theorem1_max_crashes(net, 10.0, 0.0) == n
-    with pytest.raises(fb.InvalidArgumentError):
-        fb.theorem1_max_crashes(random_network([2, 2], ["sigmoid"] * 2), 1.0, 0.1)
+    assert fb.bounds.theorem1_max_crashes(net, 0.36, 0.05) == 3
+    assert fb.bounds.theorem1_max_crashes(net, 10.0, 0.0) == n
+    with pytest.raises(fb.errors.InvalidArgumentError):
+        fb.bounds.theorem1_max_crashes(random_network([2, 2], ["sigmoid"] * 2), 1.0, 0.1)
 
 
 def test_corollary2_waits_hand_worked() -> None:
     net = errata5_network()  # inputs 2, N = (3, 3), output 1
     # layer 1 waits for every input (2); layer 2 for N_1 - f_1 = 3 - 1; output for N_2 - f_2 = 3 - 2
-    assert fb.corollary2_waits(net, [1, 2]) == [2, 2, 1]
+    assert fb.bounds.corollary2_waits(net, [1, 2]) == [2, 2, 1]
 
 
 def test_lemma1_unbounded_capacity() -> None:
@@ -160,7 +160,7 @@ def test_lemma1_unbounded_capacity() -> None:
 
 def test_unbounded_activation_needs_capacity_for_printed_fep() -> None:
     net = random_network([3], ["relu"])
-    with pytest.raises(fb.UnboundedError):
+    with pytest.raises(fb.errors.UnboundedError):
         fb.fep_as_printed(net, [1])
     assert fb.fep_as_printed(net, [1], capacity=2.0) == pytest.approx(2.0 * net.w_max[1])
     # bound() uses interval propagation over the domain (ERRATA 7): finite, and sound
@@ -190,15 +190,15 @@ def test_conv_uses_fan_in_not_width() -> None:
 def test_failures_validation() -> None:
     net = random_network([3, 2], ["sigmoid"] * 2)
     for bad in ([1], [1, 2], [-1, 0], [3, 0], [0.5, 0]):
-        with pytest.raises(fb.InvalidArgumentError):
+        with pytest.raises(fb.errors.InvalidArgumentError):
             fb.bound(net, bad)  # type: ignore[arg-type]
-    with pytest.raises(fb.InvalidArgumentError):
+    with pytest.raises(fb.errors.InvalidArgumentError):
         fb.bound(net, [1, 1], fb.SynapseCrash())  # needs L+1 entries
-    with pytest.raises(fb.InvalidArgumentError):
+    with pytest.raises(fb.errors.InvalidArgumentError):
         fb.bound(net, [1, 0], method="nope")  # type: ignore[arg-type]
-    with pytest.raises(fb.InvalidArgumentError):
+    with pytest.raises(fb.errors.InvalidArgumentError):
         fb.Byzantine(-1.0)
-    with pytest.raises(fb.InvalidArgumentError):
+    with pytest.raises(fb.errors.InvalidArgumentError):
         fb.bound(net, fault=fb.Precision([0.1]))
 
 

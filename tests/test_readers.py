@@ -130,7 +130,7 @@ def test_module_rules_match_exact_types_only() -> None:
     class MyReLU(nn.ReLU):
         pass
 
-    with pytest.raises(fb.UnsupportedModelError, match="MyReLU"):
+    with pytest.raises(fb.errors.UnsupportedModelError, match="MyReLU"):
         fb.Network.from_torch(nn.Sequential(nn.Linear(2, 2), MyReLU(), nn.Linear(2, 1)))
 
 

@@ -44,7 +44,7 @@ def test_tolerate_matches_enumeration_with_bound() -> None:
             single = [f[l] for f in ok if all(v == 0 for i, v in enumerate(f) if i != l)]
             assert res.per_layer_max[l] == max(single)
         assert fb.bound(net, list(res.uniform_failures)).value <= eps - ep
-        assert all(fb.tolerates(net, list(m), eps, ep) for m in res.maximal or ())
+        assert all(fb.bounds.tolerates(net, list(m), eps, ep) for m in res.maximal or ())
 
 
 def test_tolerate_non_monotone_printed_fep_errata5() -> None:
@@ -58,23 +58,23 @@ def test_tolerate_non_monotone_printed_fep_errata5() -> None:
     res = fb.tolerate(net, 5.5, 0.0)
     assert res.maximal == ((1, 2),)
     assert fb.bound(net, [1, 2]).value == pytest.approx(4.0)
-    assert fb.tolerates(net, [1, 1], 5.5, 0.0) and not fb.tolerates(net, [1, 0], 5.5, 0.0)
+    assert fb.bounds.tolerates(net, [1, 1], 5.5, 0.0) and not fb.bounds.tolerates(net, [1, 0], 5.5, 0.0)
 
 
 def test_tolerate_validation_and_eps_prime_estimate() -> None:
     net = random_network([3], ["sigmoid"], d_in=2)
     for eps, ep in ((-1.0, 0.0), (0.1, 0.2), (float("nan"), 0.0)):
-        with pytest.raises(fb.InvalidArgumentError):
+        with pytest.raises(fb.errors.InvalidArgumentError):
             fb.tolerate(net, eps, ep)
     X = np.random.default_rng(0).random((50, 2))
     y = np.zeros(50)
-    est = fb.estimate_eps_prime(net, X, y)
+    est = fb.bounds.estimate_eps_prime(net, X, y)
     with torch.no_grad():
         manual = float(net.forward(torch.as_tensor(X)).abs().max())
     assert est.estimated and est.value == pytest.approx(manual) and est.n_samples == 50
     res = fb.tolerate(net, manual + 1.0, est)
     assert "estimate" in res.notes[0]
-    with pytest.raises(fb.InvalidArgumentError):
-        fb.estimate_eps_prime(net, X, np.zeros((50, 3)))
-    target_est = fb.estimate_eps_prime_fn(net, lambda x: torch.zeros(x.shape[0]), n_samples=256)
+    with pytest.raises(fb.errors.InvalidArgumentError):
+        fb.bounds.estimate_eps_prime(net, X, np.zeros((50, 3)))
+    target_est = fb.bounds.estimate_eps_prime_fn(net, lambda x: torch.zeros(x.shape[0]), n_samples=256)
     assert target_est.estimated and target_est.value >= est.value - 0.5

@@ -1,7 +1,7 @@
 """Certified bounds: the paper's formulas, tighter propagation, and tolerance search."""
 
 from faultbound.bounds.api import METHODS, BoundResult, bound
-from faultbound.bounds.certify import CertifiedAccuracy, InputCertificates, certified_accuracy, certify_inputs
+from faultbound.bounds.certify import CertifiedAccuracy, InputCertificates, certified_accuracy, certify
 from faultbound.bounds.paper import corollary2_waits, fep, fep_as_printed, theorem1_max_crashes
 from faultbound.bounds.tolerance import (
     EpsPrime,
@@ -21,7 +21,7 @@ __all__ = [
     "InputCertificates",
     "MethodComparison",
     "certified_accuracy",
-    "certify_inputs",
+    "certify",
     "compare_methods",
     "EpsPrime",
     "ToleranceResult",
