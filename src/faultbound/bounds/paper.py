@@ -49,8 +49,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -147,21 +148,45 @@ def paper_batch(net: Network, failures: np.ndarray, fault: Fault, stats: LayerSt
     return _recursion(s, fault, np.asarray(failures, dtype=np.int64), seeds(s, fault))
 
 
-def _neuron_recursion(s: LayerStats, F: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    L = len(s.N) - 1
-    shape = F.shape[:-1]
-    f_prev = np.zeros(shape, dtype=np.int64)
-    d_fail = np.zeros(shape)
-    d_ok = np.zeros(shape)
+def neuron_recursion(
+    n_prev: Sequence[Any],
+    fan_in: Sequence[Any],
+    w: Sequence[Any],
+    K: Sequence[Any],  # noqa: N803
+    F: Sequence[Any],  # noqa: N803
+    delta: Sequence[Any],
+    mul: Callable[[Any, Any], Any],
+) -> Any:
+    """The neuron recursion of the module docstring, written once for numpy and torch:
+
+    .. math::
+
+        T_l = \\min(f_{l-1}, R_l)\\,\\Delta_{l-1} + \\min(N_{l-1} - f_{l-1}, R_l)\\,D_{l-1},\\quad
+        D_l = K_l\\, w_m^{(l)} T_l,\\quad \\mathrm{bound} = w_m^{(L+1)} T_{L+1}.
+
+    Per layer 1..L+1: ``n_prev`` (:math:`N_{l-1}`), ``fan_in`` (:math:`R_l`), ``w``
+    (:math:`w_m^{(l)}`, floats, arrays or differentiable tensors); per hidden layer 1..L: ``K``,
+    ``F`` (counts: ints or integer arrays of one batch shape) and ``delta`` (:math:`\\Delta_l`).
+    ``mul(count, value)`` multiplies with :math:`0 \\cdot \\infty = 0`.
+    """
+    L = len(w) - 1
+    f_prev: Any = 0
+    d_fail: Any = 0.0
+    d_ok: Any = 0.0
     for l in range(L + 1):  # layer index l+1
-        R = s.R[l]
-        T = _mul(np.minimum(f_prev, R), d_fail) + _mul(np.minimum(s.N_prev[l] - f_prev, R), d_ok)
+        R = fan_in[l]
+        T = mul(np.minimum(f_prev, R), d_fail) + mul(np.minimum(n_prev[l] - f_prev, R), d_ok)
         if l == L:
-            return s.w[l] * T
-        d_ok = s.K[l] * s.w[l] * T
-        f_prev = F[..., l]
-        d_fail = np.broadcast_to(np.asarray(delta[l]), shape)
+            return w[l] * T
+        d_ok = K[l] * w[l] * T
+        f_prev, d_fail = F[l], delta[l]
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _neuron_recursion(s: LayerStats, F: np.ndarray, delta: np.ndarray) -> np.ndarray:  # noqa: N803
+    cols = [F[..., l] for l in range(F.shape[-1])]
+    out = neuron_recursion(s.N_prev, s.R, s.w, s.K, cols, [float(d) for d in delta], _mul)
+    return np.broadcast_to(np.asarray(out, dtype=np.float64), F.shape[:-1]).copy()
 
 
 def _synapse_recursion(s: LayerStats, G: np.ndarray, delta: np.ndarray) -> np.ndarray:

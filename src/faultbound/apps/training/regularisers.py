@@ -17,8 +17,9 @@ is :math:`R_l = N_{l-1}`, so :math:`\\min(f_{l-1}, R_l) = f_{l-1}`:
 
 with :math:`w_m^{(l)} = \\max |W^{(l)}|` (exact; or, with ``smooth = t``, the upper bound
 :math:`t \\log \\sum e^{|w|/t} \\ge \\max |w|`, so the smoothed value is still a certified bound).
-It is the numpy recursion of :mod:`faultbound.bounds.paper` on the same numbers; the tests pin the
-two (and, with one activation, the printed Theorem 2) to each other on random networks.
+It *is* the recursion of :mod:`faultbound.bounds.paper` (:func:`~faultbound.bounds.paper.neuron_recursion`,
+written once for numpy and torch) on the same numbers; the tests pin the two (and, with one
+activation, the printed Theorem 2) to each other on random networks.
 
 **The per-neuron regulariser** (:func:`fep_neuron_torch`) propagates one deviation per neuron.
 Neuron j of layer l receives at most :math:`\\sum_i |w_{ji}| d_i` from correct neurons and, if f of
@@ -39,11 +40,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from faultbound.bounds.paper import neuron_recursion
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import hidden_counts
 from faultbound.network.activations import Activation, activation_from_module
@@ -149,18 +151,15 @@ def fep_paper_torch(
     For a dense network this equals ``faultbound.bound(net, failures, method="paper")`` (exact max).
     """
     L = _check_reg_args(weights, K, failures)
-    ys = _per_layer(Y, L)
-    d_ok = torch.zeros((), dtype=weights[0].dtype)
-    d_fail = 0.0
-    f_prev = 0
-    for l, w in enumerate(weights):
-        n_prev = w.shape[1]
-        T = f_prev * d_fail + (n_prev - f_prev) * d_ok
-        if l == L:
-            return _wmax(w, smooth) * T
-        d_ok = K[l] * _wmax(w, smooth) * T
-        f_prev, d_fail = int(failures[l]), ys[l]
-    raise AssertionError("unreachable")  # pragma: no cover
+    n_prev = [int(w.shape[1]) for w in weights]  # dense: the fan-in is the previous width
+    wm = [_wmax(w, smooth) for w in weights]
+    out = neuron_recursion(n_prev, n_prev, wm, list(K), [int(f) for f in failures], _per_layer(Y, L), _mul_counts)
+    return torch.as_tensor(out, dtype=weights[0].dtype)
+
+
+def _mul_counts(count: Any, value: Any) -> Any:
+    """``count * value`` for an integer count, 0 when the count is 0."""
+    return 0.0 if int(count) == 0 else float(count) * value
 
 
 def fep_neuron_torch(
