@@ -153,6 +153,12 @@ class Fault:
         """Per layer, the largest :math:`|v|` an adversary may choose (0 when it chooses nothing)."""
         return [0.0] * n_layers
 
+    @property
+    def flippable(self) -> tuple[int, ...]:
+        """The bits a failing unit may flip (bit-flip models, drawn per failing unit); ``()`` for
+        every other model."""
+        return ()
+
     def label(self) -> str:
         """A short human name: ``crash``, ``byzantine (C = 1)``, ``stuck-at 0.5``, ..."""
         return self.name
@@ -446,6 +452,16 @@ class BitFlip(Fault):
     @property
     def n_bits(self) -> int:
         return 32 if self.format == "float32" else 8
+
+    @property
+    def flippable(self) -> tuple[int, ...]:
+        return self.bits if self.bits is not None else tuple(range(self.n_bits))
+
+    def sends(self, current: Tensor, clean: Tensor, value: Tensor, scale: float = 1.0) -> Tensor:
+        """What a neuron with a flipped bit sends: its *current* value (upstream faults included; a
+        bit flip acts on what the neuron computes, so ``clean`` is unused) with bit ``value`` flipped
+        (:meth:`flipped`; ``scale``: the int8 step s)."""
+        return self.flipped(current, value, scale)
 
     def change(self, v: Tensor, bits: Tensor, scale: float) -> Tensor:
         """:math:`v' - v` when bit ``bits`` of ``v`` flips (``scale``: the int8 step s)."""
