@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -250,7 +251,7 @@ def inject(
         vals = _init_values(net, fault, fs, values, b, g, dtype)
         if values == "adversarial" and fault.chooses_values and any(v is not None for v in vals):
             out, vals = _adversarial(
-                lambda v, fs=fs, first=first: _propagate(prep, clean, fault, fs, v, first),
+                partial(_propagate, prep, clean, fault, fs, first=first),
                 clean.output,
                 _magnitudes(fault, len(vals)),
                 vals,

@@ -96,7 +96,8 @@ def _place_values(
         if not shapes:
             out.append(None)
             continue
-        k_full = fs.sites[i].shape[1] if i < len(fs.sites) and fs.sites[i] is not None else shapes[0].shape[2]
+        site = fs.sites[i] if i < len(fs.sites) else None
+        k_full = site.shape[1] if site is not None else shapes[0].shape[2]
         mid = max(p.shape[1] for p in shapes)
         full = torch.zeros((t_all, mid, k_full), dtype=shapes[0].dtype)
         for u, rows in zip(used, members, strict=True):
