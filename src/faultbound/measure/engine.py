@@ -75,7 +75,6 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------------- public
 @dataclass(frozen=True, eq=False)
 class Injection:
     """Result of :func:`inject`.
@@ -94,8 +93,7 @@ class Injection:
     values: tuple[Tensor | None, ...]
 
 
-
-
+# ----------------------------------------------------------------------------------- forward
 def _activate_(act: Activation, s: Tensor, in_place: bool) -> Tensor:
     """The activation, in place on a workspace buffer for the common elementwise ones."""
     if in_place:
@@ -106,7 +104,6 @@ def _activate_(act: Activation, s: Tensor, in_place: bool) -> Tensor:
         if type(act) is ReLU:
             return s.relu_()
     return act(s)
-
 
 
 def _propagate(
@@ -174,8 +171,6 @@ def _propagate(
         if rule.on_output is not None:
             state = rule.on_output(prep, fault, at_layer(fs, vals, l), state, clean.ys[l], t)
     return clean.ss[-1].unsqueeze(0).expand(t, -1, -1)  # no layer was faulty
-
-
 
 
 def _check(net: Network, fault: Fault, fs: FaultSet) -> None:
