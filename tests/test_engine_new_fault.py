@@ -147,3 +147,57 @@ def test_new_synapse_fault_measured_as_stated() -> None:
     for t in range(fs.n_configs):
         want = np_synapse_faults(model, xn, _configs(fs, t), -1.0)
         np.testing.assert_allclose(res.outputs[t].numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@dataclass(frozen=True)
+class StuckInRange(NeuronFault):
+    """A failing neuron sends any value in [lo, hi] that the adversary picks (an interval that is not
+    symmetric about 0)."""
+
+    lo: float = 0.5
+    hi: float = 2.0
+
+    @property
+    def name(self) -> str:
+        return "stuck-in-range"
+
+    @property
+    def sent(self) -> Sent:
+        return Sent(0.0, self.lo, self.hi)
+
+
+def np_neuron_values(
+    model: nn.Sequential, x: np.ndarray, sites: list[list[int]], values: list[np.ndarray]
+) -> np.ndarray:
+    """Outputs with neuron ``sites[l-1][n]`` of hidden layer l sending ``values[l-1][:, n]`` (per input)."""
+    ws = _weights(model)
+    y = x
+    for (w, b), act, failing, v in zip(ws[:-1], ACTS, sites, values, strict=True):
+        y = act(y @ w.T + b)
+        for n, j in enumerate(failing):
+            y[:, j] = v[:, n]
+    w, b = ws[-1]
+    return y @ w.T + b
+
+
+@pytest.mark.parametrize("mode", ["random", "adversarial", "fixed"])
+def test_new_valued_neuron_fault_sends_values_in_its_range(mode: str) -> None:
+    model = _model(4)
+    net = fb.Network.from_torch(model)
+    fault = StuckInRange(0.5, 2.0)
+    g = torch.Generator().manual_seed(2)
+    fs = sample_faults(net, fault, 9, failures=[2, 1], generator=g)
+    x = net.domain.sample(5, generator=g).to(torch.float64)
+    res = inject(net, x, fault, fs, values=mode, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for v, s in zip(res.values, fs.sites, strict=True):
+        assert v is not None and s is not None
+        used = v.expand(-1, x.shape[0], -1)[(s >= 0)[:, None, :].expand(-1, x.shape[0], -1)]
+        assert bool(((used >= 0.5) & (used <= 2.0)).all())
+        if mode == "fixed":
+            assert bool((used == 2.0).all())
+        if mode == "adversarial":
+            assert bool(((used == 0.5) | (used == 2.0)).all())
+    for t in range(fs.n_configs):
+        vals = [v[t].expand(x.shape[0], -1).numpy() for v in res.values if v is not None]
+        want = np_neuron_values(model, x.numpy(), _configs(fs, t), vals)
+        np.testing.assert_allclose(res.outputs[t].numpy(), want, rtol=1e-12, atol=1e-12)

@@ -153,6 +153,11 @@ class Fault:
         """Per layer, the largest :math:`|v|` an adversary may choose (0 when it chooses nothing)."""
         return [0.0] * n_layers
 
+    def value_ranges(self, n_layers: int) -> list[tuple[float, float]]:
+        """Per layer, the interval ``(lo, hi)`` of the values an adversary may choose: symmetric,
+        :math:`\\pm` :meth:`magnitudes`, unless the model states otherwise."""
+        return [(-m, m) for m in self.magnitudes(n_layers)]
+
     @property
     def flippable(self) -> tuple[int, ...]:
         """The bits a failing unit may flip (bit-flip models, drawn per failing unit); ``()`` for
@@ -196,6 +201,10 @@ class _UnitFault(Fault):
 
     def magnitudes(self, n_layers: int) -> list[float]:
         return [self.sent.magnitude if self.sent.chosen else 0.0] * n_layers
+
+    def value_ranges(self, n_layers: int) -> list[tuple[float, float]]:
+        """``[sent.lo, sent.hi]`` in every layer (``(0, 0)`` when nothing is chosen)."""
+        return [(self.sent.lo, self.sent.hi) if self.sent.chosen else (0.0, 0.0)] * n_layers
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ from faultbound.measure.state import (
     clean_pass,
     prepare,
 )
-from faultbound.measure.values import ValueMode, _adversarial, _init_values, _magnitudes, _place_values
+from faultbound.measure.values import ValueMode, _adversarial, _init_values, _place_values, _ranges
 from faultbound.network.activations import Activation, ReLU, Sigmoid, Tanh
 from faultbound.network.core import Network
 
@@ -248,7 +248,7 @@ def inject(
             out, vals = _adversarial(
                 partial(_propagate, prep, clean, fault, fs, first=first),
                 clean.output,
-                _magnitudes(fault, len(vals)),
+                _ranges(fault, len(vals)),
                 vals,
                 adversarial_steps,
             )

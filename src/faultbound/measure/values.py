@@ -1,15 +1,15 @@
 """The values an adversary chooses: Byzantine values and precision offsets.
 
 A fault model that chooses values (:attr:`~faultbound.faults.Fault.chooses_values`) lets each failing
-unit send a value :math:`v` with :math:`|v| \\le m_l`, :math:`m_l` = ``fault.magnitudes(L)[l]`` (C for
-Byzantine neurons and synapses, :math:`\\lambda_l` for precision, where every neuron of layer l is
-off). Values are
+unit of layer l send a value :math:`v \\in [lo_l, hi_l]` = ``fault.value_ranges(L)[l]`` (:math:`\\pm C`
+for Byzantine neurons and synapses, :math:`\\pm\\lambda_l` for precision, where every neuron of layer l
+is off); write :math:`c_l = (lo_l + hi_l)/2` and :math:`r_l = (hi_l - lo_l)/2`. Values are
 
-* ``"fixed"``: given per configuration (:attr:`FaultSet.values <faultbound.measure.faultset.FaultSet>`),
-  default :math:`+m_l`;
-* ``"random"``: uniform in :math:`[-m_l, m_l]`, per configuration for failing units, per
+* ``"fixed"``: given per configuration (:attr:`FaultSet.values <faultbound.measure.faultset.FaultSet>`,
+  clipped to the interval), default :math:`hi_l`;
+* ``"random"``: uniform in :math:`[lo_l, hi_l]`, per configuration for failing units, per
   configuration x input x neuron for a whole layer;
-* ``"adversarial"``: :math:`\\pm m_l` by the sign of the downstream gradient of the largest output
+* ``"adversarial"``: :math:`c_l \\pm r_l` by the sign of the downstream gradient of the largest output
   deviation, refined for a few sign-ascent steps (:func:`_adversarial`); the best step is kept per
   (configuration, input).
 """
@@ -34,12 +34,19 @@ __all__ = ["ValueMode"]
 ValueMode = Literal["fixed", "random", "adversarial"]
 
 
-def _magnitudes(fault: Fault, n_layers: int) -> list[float]:
-    """``fault.magnitudes(n_layers)``, which must be finite to be measured."""
-    mags = fault.magnitudes(n_layers)
-    if not all(math.isfinite(m) for m in mags):
+def _ranges(fault: Fault, n_layers: int) -> list[tuple[float, float]]:
+    """``fault.value_ranges(n_layers)``, which must be finite to be measured."""
+    ranges = fault.value_ranges(n_layers)
+    if not all(math.isfinite(lo) and math.isfinite(hi) for lo, hi in ranges):
         raise InvalidArgumentError("Expected a finite capacity to measure Byzantine faults (Lemma 1: unbounded).")
-    return mags
+    return ranges
+
+
+def _between(unit: Tensor, lo: float, hi: float) -> Tensor:
+    """:math:`c + u\\,r` for ``unit`` u in [-1, 1] (c the centre, r the radius of [lo, hi]); exactly
+    :math:`u\\,hi` when the interval is symmetric."""
+    centre, radius = (lo + hi) / 2, (hi - lo) / 2
+    return unit * radius if centre == 0 else unit * radius + centre
 
 
 def _init_values(
@@ -52,35 +59,35 @@ def _init_values(
     if not fault.chooses_values:
         return [None] * len(fs.sites)
     if not fault.counted:
-        for l, lam in enumerate(_magnitudes(fault, net.L), start=1):
-            if lam == 0:
+        for l, (lo, hi) in enumerate(_ranges(fault, net.L), start=1):
+            if lo == hi == 0:
                 out.append(None)
                 continue
             shape = (t, b, net.layers[l - 1].width)
             if mode == "random":
-                out.append(((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * lam).to(dtype))
+                out.append(_between(torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1, lo, hi).to(dtype))
             elif mode == "fixed":
-                out.append(torch.full(shape, lam, dtype=dtype))
+                out.append(torch.full(shape, hi, dtype=dtype))
             else:
                 sign = torch.randint(0, 2, shape, generator=g).to(dtype) * 2 - 1
-                out.append(sign * lam)
+                out.append(_between(sign, lo, hi))
         return out
-    mags = _magnitudes(fault, len(fs.sites))
+    ranges = _ranges(fault, len(fs.sites))
     for i, s in enumerate(fs.sites):
         if s is None:
             out.append(None)
             continue
-        c = mags[i]
+        lo, hi = ranges[i]
         k = s.shape[1]
         if mode == "fixed":
             given = fs.values[i] if i < len(fs.values) else None
-            v = given.to(dtype).clamp(-c, c) if given is not None else torch.full((t, k), c, dtype=dtype)
+            v = given.to(dtype).clamp(lo, hi) if given is not None else torch.full((t, k), hi, dtype=dtype)
             out.append(v[:, None, :])
         elif mode == "random":
-            out.append(((torch.rand((t, 1, k), generator=g, dtype=torch.float64) * 2 - 1) * c).to(dtype))
+            out.append(_between(torch.rand((t, 1, k), generator=g, dtype=torch.float64) * 2 - 1, lo, hi).to(dtype))
         else:
             sign = torch.randint(0, 2, (t, b, k), generator=g).to(dtype) * 2 - 1
-            out.append(sign * c)
+            out.append(_between(sign, lo, hi))
     return out
 
 
@@ -113,15 +120,17 @@ def _place_values(
 def _adversarial(
     forward: Callable[[list[Tensor | None]], Tensor],
     clean_output: Tensor,
-    mags: list[float],
+    ranges: list[tuple[float, float]],
     vals: list[Tensor | None],
     steps: int,
 ) -> tuple[Tensor, list[Tensor | None]]:
-    """Sign ascent on the values: :math:`v \\leftarrow m\\,\\mathrm{sign}(\\partial \\sigma (F'_o - F_o) / \\partial v)`
-    with o the most deviated output and :math:`\\sigma` its sign; the best step per (t, b) is kept.
+    """Sign ascent on the values:
+    :math:`v \\leftarrow c + r\\,\\mathrm{sign}(\\partial \\sigma (F'_o - F_o) / \\partial v)` with o the
+    most deviated output, :math:`\\sigma` its sign, c and r the centre and radius of the layer's
+    interval of values; the best step per (t, b) is kept.
 
-    ``forward`` maps the values to the faulty outputs ``(T, B, n_out)`` (differentiably), ``mags``
-    holds each layer's magnitude m.
+    ``forward`` maps the values to the faulty outputs ``(T, B, n_out)`` (differentiably), ``ranges``
+    holds each layer's interval ``(lo, hi)``.
     """
     best_err: Tensor | None = None
     best_out: Tensor | None = None
@@ -156,13 +165,13 @@ def _adversarial(
             grads = torch.autograd.grad(obj, live, allow_unused=True)
         gi = iter(grads)
         nxt: list[Tensor | None] = []
-        for v, m in zip(cur, mags, strict=True):
+        for v, (lo, hi) in zip(cur, ranges, strict=True):
             if v is None:
                 nxt.append(None)
                 continue
             gr = next(gi)
             v = v.detach()
-            nxt.append(v if gr is None else torch.where(gr != 0, torch.sign(gr) * m, v))
+            nxt.append(v if gr is None else torch.where(gr != 0, _between(torch.sign(gr), lo, hi), v))
         cur = nxt
     assert best_out is not None
     return best_out, best_vals
