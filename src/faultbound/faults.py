@@ -153,17 +153,6 @@ class Fault:
         """Per layer, the largest :math:`|v|` an adversary may choose (0 when it chooses nothing)."""
         return [0.0] * n_layers
 
-    def value_ranges(self, n_layers: int) -> list[tuple[float, float]]:
-        """Per layer, the interval ``(lo, hi)`` of the values an adversary may choose: symmetric,
-        :math:`\\pm` :meth:`magnitudes`, unless the model states otherwise."""
-        return [(-m, m) for m in self.magnitudes(n_layers)]
-
-    @property
-    def flippable(self) -> tuple[int, ...]:
-        """The bits a failing unit may flip (bit-flip models, drawn per failing unit); ``()`` for
-        every other model."""
-        return ()
-
     def label(self) -> str:
         """A short human name: ``crash``, ``byzantine (C = 1)``, ``stuck-at 0.5``, ..."""
         return self.name
@@ -184,6 +173,17 @@ class Fault:
             v = getattr(self, f.name)
             fields[f.name] = list(v) if isinstance(v, tuple) else ("inf" if v == math.inf else v)
         return {"class": type(self).__name__, "fields": fields}
+
+    def value_ranges(self, n_layers: int) -> list[tuple[float, float]]:
+        """Per layer, the interval ``(lo, hi)`` of the values an adversary may choose: symmetric,
+        :math:`\\pm` :meth:`magnitudes`, unless the model states otherwise."""
+        return [(-m, m) for m in self.magnitudes(n_layers)]
+
+    @property
+    def flippable(self) -> tuple[int, ...]:
+        """The bits a failing unit may flip (bit-flip models, drawn per failing unit); ``()`` for
+        every other model."""
+        return ()
 
 
 @dataclass(frozen=True)
