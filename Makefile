@@ -33,6 +33,8 @@ MYPY_FILES := src/faultbound/network/core.py src/faultbound/network/ops.py src/f
 	src/faultbound/network/readers/files.py \
 	src/faultbound/measure/stats.py src/faultbound/measure/campaign.py src/faultbound/measure/distributed.py \
 	src/faultbound/measure/search.py \
+	src/faultbound/measure/engine.py src/faultbound/measure/faultset.py src/faultbound/measure/state.py \
+	src/faultbound/measure/rules.py src/faultbound/measure/values.py \
 	src/faultbound/cli/measure.py \
 	src/faultbound/apps/training/__init__.py src/faultbound/apps/training/fit.py \
 	src/faultbound/apps/training/regularisers.py src/faultbound/apps/training/experiment.py \

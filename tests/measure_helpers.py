@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 import faultbound as fb
 from faultbound.faults import (
+    BitFlip,
     Byzantine,
     ByzantineDeviation,
     Crash,
@@ -20,7 +21,7 @@ from faultbound.faults import (
     SynapseByzantine,
     SynapseCrash,
 )
-from faultbound.measure.engine import BitFlip, FaultSet
+from faultbound.measure.faultset import FaultSet
 from faultbound.network.core import Layer, Network
 from faultbound.network.ops import Conv, Dense, Flatten
 

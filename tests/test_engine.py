@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import faultbound as fb
 from faultbound.errors import InvalidArgumentError
+from faultbound.failures import layer_count, n_units
 from faultbound.measure import BitFlip, FaultSet, clean_pass, inject, sample_faults
 from faultbound.measure import engine as eng
 from tests.hyp import examples, soundness
@@ -51,8 +52,8 @@ FAULTS = {
 
 
 def _counts(net: fb.Network, fault: fb.faults.Fault) -> list[int]:
-    n = eng.layer_count(net, fault)
-    return [min(2, eng.n_units(net, fault, l)) if l % 2 else 1 for l in range(1, n + 1)]
+    n = layer_count(net, fault)
+    return [min(2, n_units(net, fault, l)) if l % 2 else 1 for l in range(1, n + 1)]
 
 
 @pytest.mark.parametrize("net_name", list(NETS))
@@ -65,7 +66,7 @@ def test_engine_equals_naive(net_name: str, fault_name: str, how: str) -> None:
     if how == "counts":
         fs = sample_faults(net, fault, 7, failures=_counts(net, fault), generator=g)
     else:
-        rate = 0.03 if eng.layer_count(net, fault) > net.L else 0.15  # synapses/weights are many
+        rate = 0.03 if layer_count(net, fault) > net.L else 0.15  # synapses/weights are many
         fs = sample_faults(net, fault, 7, rate=rate, generator=g)
     x = net.domain.sample(5, generator=g)
     valued = fault_name in ("byzantine", "syn-byz", "byz-dev")
@@ -161,7 +162,7 @@ def test_clean_pass_reuse_and_no_faults() -> None:
 
 def test_bad_arguments() -> None:
     net = NETS["dense2"]()
-    with pytest.raises(InvalidArgumentError, match="one count per layer"):
+    with pytest.raises(InvalidArgumentError, match="one count per hidden layer"):
         sample_faults(net, fb.Crash(), 3, failures=[1])
     with pytest.raises(InvalidArgumentError, match="rate"):
         sample_faults(net, fb.Crash(), 3, rate=1.5)

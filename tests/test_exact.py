@@ -21,8 +21,10 @@ from torch import nn
 
 import faultbound as fb
 from faultbound.errors import UnsupportedModelError
+from faultbound.failures import layer_count
 from faultbound.measure import FaultSet, worst_case
-from faultbound.measure.engine import clean_pass, differentiable_outputs, layer_count
+from faultbound.measure.engine import differentiable_outputs
+from faultbound.measure.state import clean_pass
 from tests.cli_run import run
 from tests.hyp import examples, soundness
 

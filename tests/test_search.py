@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 import faultbound as fb
 from faultbound.bounds.api import METHODS
 from faultbound.errors import InvalidArgumentError
+from faultbound.failures import layer_count, n_units
 from faultbound.faults import Fault
-from faultbound.measure import BitFlip, inject, sample_faults, worst_case
-from faultbound.measure import engine as eng
+from faultbound.measure import BitFlip, FaultSet, inject, sample_faults, worst_case
 from tests.hyp import examples, soundness
 from tests.measure_helpers import make_net
 
@@ -38,8 +38,8 @@ def _fault_and_failures(draw: st.DrawFn, net: fb.Network) -> tuple[Fault, list[i
         return fb.Precision([draw(st.sampled_from([0.0, 0.01, 0.1])) for _ in range(net.L)]), None
     fault = fb.faults.parse_fault(kind, capacity=draw(st.sampled_from([0.5, 1.0, 3.0])), value=draw(
         st.sampled_from([-2.0, 0.5, 1.0])))
-    n = eng.layer_count(net, fault)
-    failures = [draw(st.integers(0, min(2, eng.n_units(net, fault, l) - 1))) for l in range(1, n + 1)]
+    n = layer_count(net, fault)
+    failures = [draw(st.integers(0, min(2, n_units(net, fault, l) - 1))) for l in range(1, n + 1)]
     return fault, failures
 
 
@@ -79,9 +79,9 @@ def test_result_replays_and_beats_random_campaign() -> None:
     assert set(r.to_dict()) >= {"max_error", "exhaustive", "failure_set", "input", "evaluations", "values"}
     # replay: the recorded set, input and values give the recorded error
     sites = {int(k): list(v) for k, v in r.failure_set.items()}
-    fs = eng.FaultSet.from_lists(2, sites)
+    fs = FaultSet.from_lists(2, sites)
     if r.values:
-        fs = eng.FaultSet(1, fs.sites, values=tuple(
+        fs = FaultSet(1, fs.sites, values=tuple(
             None if s is None else torch.tensor([r.values[i + 1]]) for i, s in enumerate(fs.sites)))
         e = inject(net, torch.tensor([r.input]), fault, fs, values="fixed", dtype=torch.float64).errors
         assert float(e[0, 0]) == pytest.approx(r.max_error, rel=1e-9)

@@ -180,6 +180,17 @@ class Fault:
             fields[f.name] = list(v) if isinstance(v, tuple) else ("inf" if v == math.inf else v)
         return {"class": type(self).__name__, "fields": fields}
 
+    def value_ranges(self, n_layers: int) -> list[tuple[float, float]]:
+        """Per layer, the interval ``(lo, hi)`` of the values an adversary may choose: symmetric,
+        :math:`\\pm` :meth:`magnitudes`, unless the model states otherwise."""
+        return [(-m, m) for m in self.magnitudes(n_layers)]
+
+    @property
+    def flippable(self) -> tuple[int, ...]:
+        """The bits a failing unit may flip (bit-flip models, drawn per failing unit); ``()`` for
+        every other model."""
+        return ()
+
 
 @dataclass(frozen=True)
 class _UnitFault(Fault):
@@ -196,6 +207,10 @@ class _UnitFault(Fault):
 
     def magnitudes(self, n_layers: int) -> list[float]:
         return [self.sent.magnitude if self.sent.chosen else 0.0] * n_layers
+
+    def value_ranges(self, n_layers: int) -> list[tuple[float, float]]:
+        """``[sent.lo, sent.hi]`` in every layer (``(0, 0)`` when nothing is chosen)."""
+        return [(self.sent.lo, self.sent.hi) if self.sent.chosen else (0.0, 0.0)] * n_layers
 
 
 @dataclass(frozen=True)
@@ -452,6 +467,16 @@ class BitFlip(Fault):
     @property
     def n_bits(self) -> int:
         return 32 if self.format == "float32" else 8
+
+    @property
+    def flippable(self) -> tuple[int, ...]:
+        return self.bits if self.bits is not None else tuple(range(self.n_bits))
+
+    def sends(self, current: Tensor, clean: Tensor, value: Tensor, scale: float = 1.0) -> Tensor:
+        """What a neuron with a flipped bit sends: its *current* value (upstream faults included; a
+        bit flip acts on what the neuron computes, so ``clean`` is unused) with bit ``value`` flipped
+        (:meth:`flipped`; ``scale``: the int8 step s)."""
+        return self.flipped(current, value, scale)
 
     def change(self, v: Tensor, bits: Tensor, scale: float) -> Tensor:
         """:math:`v' - v` when bit ``bits`` of ``v`` flips (``scale``: the int8 step s)."""

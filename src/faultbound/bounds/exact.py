@@ -645,7 +645,10 @@ def _clip(v: float, fault: Fault) -> float:
 def replay(net: Network, fault: Fault, witness: dict[str, Any], outputs: Sequence[int] | None = None) -> float:
     """:math:`\\max_{k} |F(x)_k - F_{S,v}(x)_k|` over ``outputs`` (default: all, the inf-norm) of a
     witness, evaluated by the measurement engine (float64)."""
-    from faultbound.measure.engine import FaultSet, clean_pass, differentiable_outputs, layer_count
+    from faultbound.failures import layer_count
+    from faultbound.measure.engine import differentiable_outputs
+    from faultbound.measure.faultset import FaultSet
+    from faultbound.measure.state import clean_pass
 
     x = torch.tensor(witness["input"], dtype=torch.float64).reshape(1, *net.input_shape)
     n = layer_count(net, fault) if fault.counted else 0

@@ -37,8 +37,8 @@ __all__ = ["certify_cmd", "measured_accuracy"]
 
 def _all_sets(net: Network, fault: Fault, failures: tuple[int, ...], limit: int) -> Any:
     """Every failure set of the given sizes as one FaultSet, or ``None`` above ``limit`` sets."""
+    from faultbound.failures import n_units
     from faultbound.measure import FaultSet
-    from faultbound.measure.engine import n_units
 
     sizes = [n_units(net, fault, l + 1) for l in range(len(failures))]
     total = math.prod(math.comb(n, f) for n, f in zip(sizes, failures, strict=True))

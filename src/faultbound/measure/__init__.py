@@ -45,6 +45,7 @@ draws from ``chunk_seed(seed, c)``, so a resumed campaign equals an uninterrupte
 Fault models: those of :mod:`faultbound.faults` plus :class:`BitFlip` (single-event upsets).
 """
 
+from faultbound.faults import BitFlip
 from faultbound.measure.campaign import (
     CampaignResult,
     CampaignSpec,
@@ -58,17 +59,10 @@ from faultbound.measure.campaign import (
     run_campaign,
     shard_chunks,
 )
-from faultbound.measure.engine import (
-    BitFlip,
-    CleanPass,
-    FaultSet,
-    Injection,
-    clean_pass,
-    faulty_forward,
-    inject,
-    sample_faults,
-)
+from faultbound.measure.engine import Injection, faulty_forward, inject
+from faultbound.measure.faultset import FaultSet, sample_faults
 from faultbound.measure.search import SearchSpec, WorstCase, worst_case
+from faultbound.measure.state import CleanPass, clean_pass
 from faultbound.measure.stats import merge_states, summarize, wilson
 
 __all__ = [

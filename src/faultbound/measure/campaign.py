@@ -50,18 +50,11 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Fault, Precision, fault_from_record
-from faultbound.measure.engine import (
-    BitFlip,
-    CleanPass,
-    FaultSet,
-    ValueMode,
-    clean_pass,
-    inject,
-    layer_count,
-    n_units,
-    sample_faults,
-)
+from faultbound.failures import layer_count, n_units
+from faultbound.faults import BitFlip, Fault, Precision, fault_from_record
+from faultbound.measure.engine import inject
+from faultbound.measure.faultset import FaultSet, sample_faults
+from faultbound.measure.state import CleanPass, clean_pass
 from faultbound.measure.stats import (
     CampaignState,
     checkpoint_damaged,
@@ -69,6 +62,7 @@ from faultbound.measure.stats import (
     summarize,
     z_value,
 )
+from faultbound.measure.values import ValueMode
 from faultbound.network.core import Network
 
 __all__ = [

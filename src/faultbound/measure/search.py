@@ -34,17 +34,11 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
-from faultbound.measure.engine import (
-    BitFlip,
-    FaultSet,
-    clean_pass,
-    differentiable_outputs,
-    initial_values,
-    inject,
-    layer_count,
-    n_units,
-)
+from faultbound.failures import layer_count, n_units
+from faultbound.faults import BitFlip, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.measure.engine import differentiable_outputs, initial_values, inject
+from faultbound.measure.faultset import FaultSet
+from faultbound.measure.state import clean_pass
 from faultbound.network.core import Network
 
 __all__ = [
