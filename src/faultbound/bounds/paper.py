@@ -185,7 +185,7 @@ def neuron_recursion(
 
 def _neuron_recursion(s: LayerStats, F: np.ndarray, delta: np.ndarray) -> np.ndarray:  # noqa: N803
     cols = [F[..., l] for l in range(F.shape[-1])]
-    out = neuron_recursion(s.N_prev, s.R, s.w, s.K, cols, [float(d) for d in delta], _mul)
+    out = neuron_recursion(list(s.N_prev), list(s.R), list(s.w), list(s.K), cols, [float(d) for d in delta], _mul)
     return np.broadcast_to(np.asarray(out, dtype=np.float64), F.shape[:-1]).copy()
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -252,9 +252,8 @@ class Network:
     layers: tuple[Layer, ...]
     domain: Box
     input_shape: tuple[int, ...]
-    # Written only by measure/engine.py (its prepared state), until the engine keeps that itself;
-    # the Network's own derived values are cached properties.
-    _cache: dict[str, object] = field(default_factory=dict, repr=False)
+    # Nothing outside this class writes into a Network: its derived values are its own cached
+    # properties, and the engine's and tight's prepared data are kept by them (weakly keyed).
 
     # ----------------------------------------------------------------- construction
     @staticmethod
