@@ -75,7 +75,7 @@ def test_worst_json(model: Path) -> None:
     [
         (["--samples", "4", "--rate", "1.5", "--trials", "3"], "rate"),
         (["--samples", "4", "--failures", "1,1", "--trials", "-1"], "trials"),
-        (["--samples", "4", "--failures", "1", "--trials", "3"], "one count per layer"),
+        (["--samples", "4", "--failures", "1", "--trials", "3"], "one count per hidden layer"),
         (["--data", "/nonexistent.npz", "--failures", "1,1"], "not found"),
         (["--samples", "0", "--failures", "1,1"], "samples"),
         (["--failures", "1,1"], "exactly one of --data"),
@@ -102,7 +102,7 @@ def test_inject_bad_input(model: Path, args: list[str], msg: str) -> None:
 
 def test_worst_bad_input(model: Path) -> None:
     code, _, err = run("worst", str(model), "--failures", "1,1,1")
-    assert code == 2 and "one count per layer" in err
+    assert code == 2 and "one count per hidden layer" in err
     for args, msg in ((["--backend", "spark"], "backend"), (["--exhaustive-limit", "-1"], "exhaustive-limit"),
                       (["--backend", "ray", "--workers", "0"], "workers")):
         code, _, err = run("worst", str(model), "--failures", "1,1", *args)

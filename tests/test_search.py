@@ -127,7 +127,7 @@ def test_result_does_not_depend_on_where_the_batches_are_scored(limit: int) -> N
 
 def test_bad_arguments() -> None:
     net = make_net([4], ["sigmoid"], d_in=2, n_out=1)
-    with pytest.raises(InvalidArgumentError, match="one count per layer"):
+    with pytest.raises(InvalidArgumentError, match="one count per hidden layer"):
         worst_case(net, fb.Crash(), [1, 1])
     with pytest.raises(InvalidArgumentError, match="bit flips"):
         worst_case(net, BitFlip(), [1])

@@ -418,7 +418,7 @@ def worst_cmd(
     """Search failure sets, inputs and Byzantine values for the largest output error (a lower bound
     on the true worst case)."""
     f = _fault(fault, capacity, value, errors, "float32")
-    if isinstance(f, BitFlip):
+    if f.flippable:
         raise InvalidArgumentError("Expected a fault other than bit flips for `worst`; use `inject`.")
     if probes < 0:
         raise InvalidArgumentError(f"Expected --probes >= 0, but got {probes}.")

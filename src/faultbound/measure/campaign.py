@@ -50,8 +50,8 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.failures import layer_count, n_units
-from faultbound.faults import BitFlip, Fault, Precision, fault_from_record
+from faultbound.failures import failure_counts, layer_count, n_units
+from faultbound.faults import Fault, Precision, fault_from_record
 from faultbound.measure.engine import inject
 from faultbound.measure.faultset import FaultSet, sample_faults
 from faultbound.measure.state import CleanPass, clean_pass
@@ -166,11 +166,8 @@ class CampaignSpec:
             )
         if any(not 0.0 <= q <= 1.0 for q in self.quantiles):
             raise InvalidArgumentError(f"Expected quantiles in [0, 1], but got {self.quantiles}.")
-        if isinstance(self.fault, Precision):
-            if len(self.fault.errors) != net.L:
-                raise InvalidArgumentError(
-                    f"Expected precision errors for each hidden layer ({net.L}), but got {len(self.fault.errors)}."
-                )
+        if not self.fault.counted:
+            failure_counts(net, self.fault, None)  # the errors: one per hidden layer
             if self.exhaustive:
                 raise InvalidArgumentError("Expected sampled (not exhaustive) precision campaigns: they have no sites.")
             return
@@ -265,20 +262,12 @@ def population(
 ) -> int | None:
     """The exact number of fault configurations the campaign draws from (module docstring); None
     for precision faults (no sites: every neuron is off by a random amount)."""
-    if isinstance(fault, Precision):
+    if not fault.counted:
         return None
-    bits = 1
-    if isinstance(fault, BitFlip):
-        bits = len(fault.bits) if fault.bits is not None else fault.n_bits
+    bits = len(fault.flippable) or 1  # a failing unit's choices: 1, or the bits it may flip
     sizes = [n_units(net, fault, l) for l in range(1, layer_count(net, fault) + 1)]
     if failures is not None:
-        if len(failures) != len(sizes):
-            raise InvalidArgumentError(
-                f"Expected `failures` to have one count per layer ({len(sizes)}), but got {len(failures)}."
-            )
-        for l, (n, f) in enumerate(zip(sizes, failures, strict=True), start=1):
-            if not 0 <= int(f) <= n:
-                raise InvalidArgumentError(f"Expected 0 <= f_{l} <= {n}, but got {f}.")
+        failures = failure_counts(net, fault, failures)
         return math.prod(math.comb(n, int(f)) * bits ** int(f) for n, f in zip(sizes, failures, strict=True))
     return math.prod((1 + bits) ** n for n in sizes)
 
@@ -349,9 +338,7 @@ def _enumerate_faults(net: Network, spec: CampaignSpec, start: int, count: int) 
     assert spec.failures is not None
     fault = spec.fault
     n_layers = layer_count(net, fault)
-    choices = list(range(1))
-    if isinstance(fault, BitFlip):
-        choices = list(fault.bits) if fault.bits is not None else list(range(fault.n_bits))
+    choices = list(fault.flippable) or [0]
     nb = len(choices)
     sizes = [n_units(net, fault, l) for l in range(1, n_layers + 1)]
     radix = [math.comb(n, f) * nb**f for n, f in zip(sizes, spec.failures, strict=True)]
@@ -376,7 +363,7 @@ def _enumerate_faults(net: Network, spec: CampaignSpec, start: int, count: int) 
     st = tuple(
         torch.tensor(sites[l], dtype=torch.long) if spec.failures[l] else None for l in range(n_layers)
     )
-    if isinstance(fault, BitFlip):
+    if fault.flippable:
         bt = tuple(torch.tensor(bits[l], dtype=torch.long) if spec.failures[l] else None for l in range(n_layers))
         return FaultSet(count, st, bt)
     return FaultSet(count, st)

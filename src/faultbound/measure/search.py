@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.failures import layer_count, n_units
-from faultbound.faults import BitFlip, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.failures import failure_counts, layer_count, n_units
+from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
 from faultbound.measure.engine import differentiable_outputs, initial_values, inject
 from faultbound.measure.faultset import FaultSet
 from faultbound.measure.state import clean_pass
@@ -265,7 +265,7 @@ def _pgd(
     x = starts.to(dtype).clone()
     r = x.shape[0]
     vals = initial_values(net, fault, fs, "adversarial", r, g, dtype)
-    mags = list(fault.errors) if isinstance(fault, Precision) else [float(getattr(fault, "capacity", 0.0))] * len(vals)
+    ranges = fault.value_ranges(len(vals))  # the values the model lets the adversary choose, per layer
     best_e, best_x, best_v = -math.inf, x[0].clone(), [None if v is None else v[:, :1].clone() for v in vals]
     evals = 0
     width = (hi - lo).clamp(min=0)
@@ -299,12 +299,12 @@ def _pgd(
             x = torch.minimum(torch.maximum(x + eta * width * torch.sign(gx.detach()), lo), hi)
         gi = iter(grads[1:])
         nv: list[Tensor | None] = []
-        for v, m in zip(vals, mags, strict=True):
+        for v, (v_lo, v_hi) in zip(vals, ranges, strict=True):
             if v is None:
                 nv.append(None)
                 continue
-            gv = next(gi)
-            nv.append(v if gv is None else torch.where(gv != 0, torch.sign(gv) * m, v).detach())
+            gv = next(gi)  # the ends of the range, by the sign of the gradient
+            nv.append(v if gv is None else torch.where(gv > 0, v_hi, torch.where(gv < 0, v_lo, v)).detach())
         vals = nv
     return best_e, best_x, best_v, evals
 
@@ -398,7 +398,7 @@ def _refine(
                     {i + 1: tuple(u) for i, u in enumerate(s) if u},
                     tuple(v_x.reshape(-1).double().tolist()),
                     None
-                    if v_vals is None or isinstance(fault, Precision)
+                    if v_vals is None or not fault.counted
                     else {i + 1: tuple(v.reshape(-1).tolist()) for i, v in enumerate(v_vals) if v is not None},
                 )
     return best, evals
@@ -443,7 +443,7 @@ def worst_case(
         >>> r.exhaustive, r.max_error <= fb.bound(net, [1], fb.Crash()).value
         (True, True)
     """
-    if isinstance(fault, BitFlip):
+    if fault.flippable:
         raise InvalidArgumentError("Worst-case search does not cover bit flips; run a campaign instead.")
     if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
         raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
@@ -462,11 +462,8 @@ def worst_case(
     evals = 0
     f_tuple: tuple[int, ...] | None = None
     allowed: list[list[int]] | None = None
-    if isinstance(fault, Precision):
-        if len(fault.errors) != net.L:
-            raise InvalidArgumentError(
-                f"Expected precision errors for each hidden layer ({net.L}), but got {len(fault.errors)}."
-            )
+    counts = failure_counts(net, fault, failures)  # the one validation; () for precision
+    if not fault.counted:
         fs0 = FaultSet(1, (None,) * n_layers)
         sets: list[tuple[tuple[int, ...], ...]] = [tuple(() for _ in range(n_layers))]
         exhaustive, total = True, 1
@@ -474,16 +471,7 @@ def worst_case(
         evals += x.shape[0]
         scores, args = e0.max().reshape(1), e0.argmax().reshape(1)
     else:
-        if failures is None:
-            raise InvalidArgumentError("Expected `failures`, one count per layer, but got None.")
-        f = tuple(int(v) for v in failures)
-        if len(f) != n_layers:
-            raise InvalidArgumentError(
-                f"Expected `failures` to have one count per layer ({n_layers}), but got {len(f)}."
-            )
-        for l, v in enumerate(f, start=1):
-            if not 0 <= v <= n_units(net, fault, l):
-                raise InvalidArgumentError(f"Expected 0 <= f_{l} <= {n_units(net, fault, l)}, but got {v}.")
+        f = tuple(counts)
         f_tuple = f
         total = _n_sets(net, fault, f)
         exhaustive = sp.strategy == "exhaustive" or (sp.strategy == "auto" and total * x.shape[0] <= exhaustive_limit)
@@ -560,6 +548,6 @@ def worst_case(
         sets_total=int(total),
         seed=int(seed),
         fault=fault,
-        failures=None if isinstance(fault, Precision) else f_tuple,
+        failures=None if not fault.counted else f_tuple,
         probes=int(x.shape[0]),
     )
