@@ -101,7 +101,7 @@ def test_bad_specs() -> None:
         run_campaign(net, x, CampaignSpec(fb.Crash(), trials=-1, failures=(1, 0)))
     with pytest.raises(InvalidArgumentError, match="rate"):
         run_campaign(net, x, CampaignSpec(fb.Crash(), trials=1, rate=2.0))
-    with pytest.raises(InvalidArgumentError, match="one count per layer"):
+    with pytest.raises(InvalidArgumentError, match="one count per hidden layer"):
         run_campaign(net, x, CampaignSpec(fb.Crash(), trials=1, failures=(1,)))
     with pytest.raises(InvalidArgumentError, match="exactly one"):
         run_campaign(net, x, CampaignSpec(fb.Crash(), trials=1))

@@ -176,12 +176,7 @@ class CampaignSpec:
         if self.rate is not None and not (0.0 <= self.rate <= 1.0):
             raise InvalidArgumentError(f"Expected `rate` in [0, 1], but got {self.rate}.")
         if self.failures is not None:
-            want = layer_count(net, self.fault)
-            if len(self.failures) != want:
-                raise InvalidArgumentError(
-                    f"Expected `failures` to have one count per layer ({want}), but got {len(self.failures)}."
-                )
-            sample_faults(net, self.fault, 0, failures=list(self.failures))  # validates the counts
+            failure_counts(net, self.fault, self.failures)
         if self.without_replacement:
             n = population(net, self.fault, failures=self.failures) if self.failures is not None else None
             if n is None or self.exhaustive or n > 2**62 or self.trials > n:
