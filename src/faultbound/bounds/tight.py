@@ -638,7 +638,7 @@ def prepare(net: Network, fault: Fault, lo: Tensor | None = None, hi: Tensor | N
     for l in range(1, net.L + 1):
         if isinstance(fault, NeuronFault):
             ya = boxes[l].y_abs
-            delta.append(_as_tensor_like(fault.deviation(ya), ya))  # type: ignore[arg-type]
+            delta.append(_as_tensor_like(fault.deviation(ya), ya))
         else:
             delta.append(None)
     return TightPlan(net, fault, boxes, rows, delta)
@@ -664,7 +664,7 @@ def _synapse_terms(fault: SynapseFault) -> TermFn:
     """:math:`\\delta_{ji} - |w_{ji}| e_i` for the synapse (j, i)."""
 
     def fn(w: Tensor, y: Tensor, e: Tensor) -> Tensor:
-        return _as_tensor_like(fault.deviation(w, y), w * y) - w * e  # type: ignore[arg-type]
+        return _as_tensor_like(fault.deviation(w, y), w * y) - w * e
 
     return fn
 
@@ -673,7 +673,7 @@ def _synapse_delta(fault: SynapseFault) -> TermFn:
     """:math:`\\delta_{ji}` alone."""
 
     def fn(w: Tensor, y: Tensor) -> Tensor:
-        return _as_tensor_like(fault.deviation(w, y), w * y)  # type: ignore[arg-type]
+        return _as_tensor_like(fault.deviation(w, y), w * y)
 
     return fn
 
