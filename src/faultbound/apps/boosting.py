@@ -45,14 +45,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 
 from faultbound.apps.faulty import crash_errors, late_masks
 from faultbound.apps.precision import probe_description, samples_corners_and_data
-from faultbound.bounds.api import METHODS, bound
+from faultbound.bounds.api import METHODS, Method, bound
 from faultbound.bounds.paper import corollary2_waits
 from faultbound.bounds.tolerance import tolerate
 from faultbound.errors import InvalidArgumentError
@@ -336,12 +336,12 @@ class BoostResult:
         }
 
 
-def _method(method: str) -> str:
+def _method(method: str) -> Method:
     if method == "auto":
         return "tight"
     if method not in METHODS:
         raise InvalidArgumentError(f"Expected `method` among auto, {', '.join(METHODS)}, but got {method!r}.")
-    return method
+    return cast(Method, method)  # a key of METHODS
 
 
 def choose_failures(
@@ -365,7 +365,7 @@ def choose_failures(
     if delays not in DELAY_MODELS:
         raise InvalidArgumentError(f"Expected delays among {', '.join(DELAY_MODELS)}, but got {delays!r}.")
     m = _method(method)
-    tol = tolerate(net, eps, eps_prime, Crash(), method=m)  # type: ignore[arg-type]
+    tol = tolerate(net, eps, eps_prime, Crash(), method=m)
     L = net.L
     cands: list[tuple[int, ...]] = [tuple(tol.uniform_failures)]
     for l, v in enumerate(tol.per_layer_max):
@@ -450,7 +450,8 @@ def simulate_boost(
     m = _method(method)
     rng = np.random.default_rng(seed)
     k = min(error_runs, runs)
-    crash = float(bound(net, f, Crash(), method=m).value)  # type: ignore[arg-type]
+    crash = float(bound(net, f, Crash(), method=m).value)
+    used: str  # the method, or "per-receiver"
     if delays == "per-sender":
         per_layer = [latency.sample(rng, (runs, n)) for n in net.widths]
         full, boost = latencies(per_layer, f)

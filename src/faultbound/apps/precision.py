@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from faultbound.apps.quantize import FixedPoint, _fresh, _simple_weighted, fit_format, quantized_forward
-from faultbound.bounds.api import bound, check_eps
+from faultbound.bounds.api import Method, bound, check_eps
 from faultbound.bounds.paper import layer_stats
 from faultbound.errors import FaultboundError, InvalidArgumentError
 from faultbound.faults import Precision
@@ -377,12 +377,12 @@ def plan_precision(
         """The plan's formats, per-layer errors and output-weight share, per neuron in one forward pass."""
         return _build(net, bv, weights, w_mags, stats, inter)
 
-    def certify(bv: Sequence[int], m: str) -> float:
+    def certify(bv: Sequence[int], m: Method) -> float:
         _, _, lam, out_w = build(bv)
-        return bound(net, fault=Precision(lam), method=m).value + out_w  # type: ignore[arg-type]
+        return bound(net, fault=Precision(lam), method=m).value + out_w
 
     want_tight = method in ("tight", "auto")
-    used = "paper"
+    used: Method = "paper"
     if want_tight:
         try:
             certify(bits, "tight")
@@ -499,7 +499,7 @@ def _build(
 
 
 def certify_plan(
-    net: Network, bits: Sequence[int], weights: bool = False, method: str = "paper"
+    net: Network, bits: Sequence[int], weights: bool = False, method: Method = "paper"
 ) -> float:
     """The certified output error of the plan with fractional bits ``bits``.
 
@@ -517,7 +517,7 @@ def certify_plan(
             op = _simple_weighted(layer)
             w_mags.append(float(max(op.weight.abs().max(), op.bias.abs().max() if op.bias.numel() else 0.0)))
     _, _, lam, out_w = _build(net, bits, weights, w_mags, layer_stats(net), net.intervals())
-    return bound(net, fault=Precision(lam), method=method).value + out_w  # type: ignore[arg-type]
+    return bound(net, fault=Precision(lam), method=method).value + out_w
 
 
 def solve_monotone(

@@ -139,7 +139,7 @@ def _simple_weighted(layer: Layer) -> Dense | Conv:
 
 def _fresh(op: Dense | Conv, weight: Tensor, bias: Tensor) -> Dense | Conv:
     caches: dict[str, Any] = {f.name: {} for f in dataclasses.fields(op) if f.name.startswith("_")}
-    return dataclasses.replace(op, weight=weight, bias=bias, **caches)  # type: ignore[arg-type]
+    return dataclasses.replace(op, weight=weight, bias=bias, **caches)
 
 
 def quantize_layers(net: Network, weight_formats: Sequence[FixedPoint]) -> list[Layer]:

@@ -50,8 +50,9 @@ on what it carries): a binary :math:`r_{ji}` per non-zero synapse with :math:`\\
 after layer m's affine map, bounds :math:`|\\tilde s^{(m)}_j - s^{(m)}_j| \\le t_j`. This is valid for
 every input and set, so the MILP gets :math:`\\tilde s_j \\in [\\ell_j - t_j, u_j + t_j]` and the
 linking rows :math:`|\\tilde s_j - s_j| \\le t_j`, :math:`|z_j - y_j| \\le K t_j` (K the activation's
-Lipschitz constant), which tie the two copies together in the LP relaxation. Not for Byzantine
-deviation, whose tight rule is being corrected (issue 8 §1): there the intervals alone are used.
+Lipschitz constant), which tie the two copies together in the LP relaxation. The cuts are used
+for every fault model alike: :func:`faultbound.bounds.tight.propagate` reads only what the model
+states (the failing neurons' deviation :math:`\\Delta_i`, the synapse terms, the precision errors).
 
 **Objective.** :math:`d_k = \\tilde s_k - s_k` at the outputs. By default one MILP per
 (output k, sign σ) maximises :math:`\\sigma d_k`, in decreasing order of the interval bound of
@@ -303,8 +304,8 @@ def _deviation_bounds(
     net: Network, counts: Sequence[int], fault: Fault, lo: np.ndarray, hi: np.ndarray
 ) -> list[np.ndarray | None]:
     """:math:`|\\tilde s^{(m)} - s^{(m)}| \\le t^{(m)}` for m = 1..L+1 from ``method="tight"`` in its
-    monotone (at-most-f) form, run on the network cut after layer m's affine map; ``None`` where not
-    used."""
+    monotone (at-most-f) form, run on the network cut after layer m's affine map, for every fault
+    model (no entry is ``None`` today)."""
     from faultbound.bounds.tight import prepare, propagate
     from faultbound.network.core import Layer
 

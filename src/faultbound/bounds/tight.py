@@ -327,17 +327,17 @@ class _Rows:
         """
         lead = M.shape[:-1]
         M2 = M.reshape(-1, M.shape[-1])
+        loc = self.local  # set exactly when kind == "local"
         if self.kind == "matrix":
             A = self.abs_matrix if absolute else _signed_matrix(self.layer)
             assert A is not None
             out = M2 @ A
         elif (
             self.kind == "local"
+            and loc is not None
             and self.layer._simple is None  # one conv: autograd below is exact, and faster
-            and M2.shape[0] * self.local.values.numel() <= _VJP_ENTRIES  # type: ignore[union-attr]
+            and M2.shape[0] * loc.values.numel() <= _VJP_ENTRIES
         ):
-            assert self.local is not None
-            loc = self.local
             W = loc.values.abs() if absolute else loc.values
             n_in = self.layer.in_width
             out = torch.zeros((M2.shape[0], n_in), dtype=torch.float64)
@@ -638,7 +638,7 @@ def prepare(net: Network, fault: Fault, lo: Tensor | None = None, hi: Tensor | N
     for l in range(1, net.L + 1):
         if isinstance(fault, NeuronFault):
             ya = boxes[l].y_abs
-            delta.append(_as_tensor_like(fault.deviation(ya), ya))  # type: ignore[arg-type]
+            delta.append(_as_tensor_like(fault.deviation(ya), ya))
         else:
             delta.append(None)
     return TightPlan(net, fault, boxes, rows, delta)
@@ -664,7 +664,7 @@ def _synapse_terms(fault: SynapseFault) -> TermFn:
     """:math:`\\delta_{ji} - |w_{ji}| e_i` for the synapse (j, i)."""
 
     def fn(w: Tensor, y: Tensor, e: Tensor) -> Tensor:
-        return _as_tensor_like(fault.deviation(w, y), w * y) - w * e  # type: ignore[arg-type]
+        return _as_tensor_like(fault.deviation(w, y), w * y) - w * e
 
     return fn
 
@@ -673,7 +673,7 @@ def _synapse_delta(fault: SynapseFault) -> TermFn:
     """:math:`\\delta_{ji}` alone."""
 
     def fn(w: Tensor, y: Tensor) -> Tensor:
-        return _as_tensor_like(fault.deviation(w, y), w * y)  # type: ignore[arg-type]
+        return _as_tensor_like(fault.deviation(w, y), w * y)
 
     return fn
 
@@ -768,7 +768,9 @@ def _linear_deviation(
     ranges = []
     for k, layer in enumerate(net.hidden):
         box = plan.boxes[k + 1]
-        rng = layer.activation.deriv_range(box.s_lo - ts[k], box.s_hi + ts[k])  # type: ignore[union-attr]
+        act = layer.activation
+        assert act is not None  # a hidden layer
+        rng = act.deriv_range(box.s_lo - ts[k], box.s_hi + ts[k])
         if rng is None:
             return None
         ranges.append(rng)

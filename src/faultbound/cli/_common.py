@@ -65,10 +65,10 @@ def run_app() -> int:
     except typer.Exit as e:
         return int(getattr(e, "exit_code", 0) or 0)
     except _usage_error_types() as e:
-        if type(e).__name__ == "NoArgsIsHelpError":  # `faultbound` alone: show the help
-            console.print(e.format_message(), markup=False, highlight=False)  # type: ignore[attr-defined]
-            return 0
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `faultbound` alone: show the help
+            console.print(msg, markup=False, highlight=False)
+            return 0
         err_console.print(f"error: {msg}", markup=False, highlight=False, soft_wrap=True)
         return 2
     return int(result) if isinstance(result, int) else 0

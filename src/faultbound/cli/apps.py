@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as jsonlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.table import Table
@@ -79,13 +79,14 @@ def precision(
 
     Prints the formats, the certified error and the error measured by running the quantized network.
     """
-    from faultbound.apps.precision import measure_plan, plan_precision, probe_description, search_plan
+    from faultbound.apps.precision import PlanMethod, measure_plan, plan_precision, probe_description, search_plan
 
     b, e, ep = _budget(eps, eps_prime, budget)
     if samples < 0:
         raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
     net, X, widened = inputs_in_domain(load_model(model, domain, trust_pickle, input_shape), data, domain_from_data)
-    plan = plan_precision(net, budget=b, weights=weights, method=method, max_frac_bits=max_frac_bits)  # type: ignore[arg-type]
+    m = cast(PlanMethod, method)  # plan_precision checks it
+    plan = plan_precision(net, budget=b, weights=weights, method=m, max_frac_bits=max_frac_bits)
     measured = measure_plan(net, plan, X, samples, seed)
     searched = search_plan(net, plan, X, seed)
     out = {"model": str(model), "eps": e, "eps_prime": ep, **plan.to_dict(), "measured": measured,

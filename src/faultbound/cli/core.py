@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.table import Table
 
-from faultbound.bounds.api import METHODS, BoundResult, bound
+from faultbound.bounds.api import METHODS, BoundResult, Method, bound
 from faultbound.bounds.tolerance import EpsPrime, MethodComparison, ToleranceResult, estimate_eps_prime, tolerate
 from faultbound.cli._common import (
     DOMAIN,
@@ -30,16 +30,16 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, parse_fault
 
 
-def _methods(method: str, exact: bool = False) -> list[str]:
+def _methods(method: str, exact: bool = False) -> list[Method]:
     """``both`` is paper + tight; ``exact`` (opt-in, slow) only where the command supports it."""
     if method == "both":
         return ["paper", "tight"]
     if method == "exact" and exact:
-        return [method]
+        return ["exact"]
     if method not in METHODS:
         names = [*METHODS, *(["exact"] if exact else []), "both"]
         raise InvalidArgumentError(f"Expected --method to be one of {', '.join(names)}, but got {method!r}.")
-    return [method]
+    return [cast(Method, method)]  # a key of METHODS
 
 
 def _network_table(net: Any, title: str) -> Table:
@@ -125,7 +125,7 @@ def bound_cmd(
     if time_limit is not None and methods != ["exact"]:
         raise InvalidArgumentError("Expected --time-limit only with --method exact.")
     results = [
-        bound(net, f, flt, m, time_limit=time_limit) if m == "exact" else bound(net, f, flt, m)  # type: ignore[arg-type]
+        bound(net, f, flt, m, time_limit=time_limit) if m == "exact" else bound(net, f, flt, m)
         for m in methods
     ]
     best = min(results, key=lambda r: r.value)
@@ -232,9 +232,10 @@ def tolerate_cmd(
         net, widened = fit_domain(net, X, str(data), domain_from_data)
         ep: EpsPrime | float = estimate_eps_prime(net, X, y)
     else:
-        ep = float(eps_prime)  # type: ignore[arg-type]
+        assert eps_prime is not None  # exactly one of --eps-prime and --data, checked above
+        ep = float(eps_prime)
     flt = parse_fault(fault, capacity, value)
-    results = [tolerate(net, eps, ep, flt, m) for m in _methods(method)]  # type: ignore[arg-type]
+    results = [tolerate(net, eps, ep, flt, m) for m in _methods(method)]
     if json:
         out = results[-1].to_dict()
         out["domain_from_data"] = widened

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -28,7 +28,7 @@ from faultbound.cli._common import (
 from faultbound.cli._common import FAULT_HELP as COMMON_FAULT_HELP
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import Fault, fault_from_record
+from faultbound.faults import BitFormat, Fault, fault_from_record
 from faultbound.measure import (
     BitFlip,
     CampaignSpec,
@@ -40,6 +40,7 @@ from faultbound.measure import (
     worst_case,
 )
 from faultbound.measure.campaign import inputs_fingerprint, spec_from_dict
+from faultbound.measure.values import ValueMode
 
 FAULT_HELP = f"{COMMON_FAULT_HELP[:-1]}, bitflip-neuron, bitflip-weight."
 
@@ -52,7 +53,8 @@ def _fault(name: str, capacity: float | None, value: float | None, errors: str |
     if name in ("bitflip-neuron", "bitflip-weight"):
         if fmt not in ("float32", "int8"):
             raise InvalidArgumentError(f"Expected --format float32 or int8, but got {fmt!r}.")
-        return BitFlip("neuron" if name == "bitflip-neuron" else "weight", fmt)  # type: ignore[arg-type]
+        target: Literal["neuron", "weight"] = "neuron" if name == "bitflip-neuron" else "weight"
+        return BitFlip(target, cast(BitFormat, fmt))  # one of BitFormat's, checked above
     return make_fault(name, capacity, value, errors)
 
 
@@ -258,7 +260,8 @@ def inject_cmd(
         elif until_margin and trials is None:
             # the most a sequential run may need: no finite-population correction, since the
             # configurations are drawn independently (with replacement)
-            n_trials = leveugle_trials(None, margin, confidence)  # type: ignore[arg-type]
+            assert margin is not None  # --until-margin needs --margin, checked above
+            n_trials = leveugle_trials(None, margin, confidence)
         deterministic = not f.chooses_values or values == "fixed"
         fits = fl is not None and pop is not None and pop <= n_trials and deterministic and not until_margin
         if exhaustive:
@@ -279,13 +282,13 @@ def inject_cmd(
             rate=rt,
             seed=seed,
             chunk=batch,
-            values=values,  # type: ignore[arg-type]
+            values=cast(ValueMode, values),  # spec.check checks it
             dtype="float64" if float64 else "float32",
             exhaustive=exhaustive,
             threshold=threshold,
             margin=margin if until_margin else None,
             confidence=confidence,
-            without_replacement=distinct and n_trials <= pop,  # type: ignore[operator]
+            without_replacement=distinct and pop is not None and n_trials <= pop,  # distinct implies pop
         )
     spec.check(net)
     total = spec.trials

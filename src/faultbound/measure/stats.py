@@ -397,7 +397,7 @@ class CampaignState:
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         try:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **payload)  # type: ignore[arg-type]
+                np.savez(fh, **payload)  # type: ignore[arg-type]  # mypy also matches **payload against the stub's `allow_pickle: bool`
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

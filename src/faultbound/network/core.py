@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -44,12 +44,12 @@ class Box:
     hi: Tensor
 
     @staticmethod
-    def make(
-        domain: tuple[float | Sequence[float] | Tensor | np.ndarray, float | Sequence[float] | Tensor | np.ndarray]
-        | None,
-        shape: tuple[int, ...],
-    ) -> Box:
-        """Build a box of ``shape`` from ``(lo, hi)`` scalars or arrays; ``None`` means [0, 1]^d."""
+    def make(domain: tuple[object, object] | None, shape: tuple[int, ...]) -> Box:
+        """Build a box of ``shape`` from ``(lo, hi)`` scalars or arrays; ``None`` means [0, 1]^d.
+
+        Any ``domain`` is accepted and checked here (a pair of numbers or arrays, else
+        :class:`~faultbound.errors.InvalidArgumentError`): this is where user domains are validated.
+        """
         if domain is None:
             domain = (0.0, 1.0)
         try:
@@ -357,11 +357,11 @@ class Network:
             if act is not None and x.dim() > 2 and x.dim() != 4:
                 raise UnsupportedModelError(f"Unexpected activation shape {tuple(x.shape)}.")
             layers.append(Layer(index, tuple(gops), act, in_shape, tuple(x.shape[1:]), ", ".join(gnames)))
-        return Network(tuple(layers), Box.make(domain, input_shape), input_shape)  # type: ignore[arg-type]
+        return Network(tuple(layers), Box.make(domain, input_shape), input_shape)
 
     def with_domain(self, domain: tuple[object, object] | None) -> Network:
         """The same network over another input domain."""
-        return Network(self.layers, Box.make(domain, self.input_shape), self.input_shape)  # type: ignore[arg-type]
+        return Network(self.layers, Box.make(domain, self.input_shape), self.input_shape)
 
     # ----------------------------------------------------------------- shape
     @property
@@ -402,7 +402,7 @@ class Network:
     @property
     def K(self) -> list[float]:  # noqa: N802
         """Lipschitz constant of each hidden layer's activation."""
-        return [layer.activation.K for layer in self.hidden]  # type: ignore[union-attr]
+        return [cast(Activation, layer.activation).K for layer in self.hidden]  # hidden layers have one
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
@@ -504,8 +504,10 @@ class Network:
         """Raise :class:`UnboundedError` if some hidden value has no finite bound."""
         for l in range(1, self.L + 1):
             if not math.isfinite(self.value_bound(l)):
+                act = self.layers[l - 1].activation
+                assert act is not None  # a hidden layer
                 raise UnboundedError(
-                    f"Layer {l} ({self.layers[l - 1].activation.name}) is unbounded over the "  # type: ignore[union-attr]
+                    f"Layer {l} ({act.name}) is unbounded over the "
                     "domain; give a bounded input domain."
                 )
 

@@ -321,7 +321,7 @@ def _data(a: dict[str, Any], key: str) -> Value:
     v = a[key]
     if isinstance(v, Tensor):
         raise _Reject(f"expected the layer input as `{key}`")
-    return v  # type: ignore[no-any-return]
+    return v
 
 
 def _affine(tracer: ChainTracer, label: str, v: Value, op: Op) -> Value:
