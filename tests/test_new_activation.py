@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import faultbound as fb
 from faultbound.faults import Crash
-from faultbound.measure.engine import FaultSet, inject
+from faultbound.measure import FaultSet, inject
 from faultbound.network import activations
 from faultbound.network.activations import Activation, register, unregister
 
