@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 import faultbound as fb
-from faultbound.measure import BitFlip, clean_pass, inject, sample_faults
+from faultbound.faults import BitFlip
+from faultbound.measure import clean_pass, inject, sample_faults
 
 
 def main() -> None:

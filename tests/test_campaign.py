@@ -25,8 +25,8 @@ from faultbound.measure import (
     chunk_faults,
     inject,
     run_campaign,
-    wilson,
 )
+from faultbound.measure.stats import wilson
 from tests.measure_helpers import make_net
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,7 +324,7 @@ def test_population_and_exhaustive_enumeration_by_brute_force() -> None:
     net = _net()  # 6 and 5 hidden neurons
     assert population(net, fb.Crash(), failures=(2, 1)) == 15 * 5
     assert population(net, fb.Crash(), rate=0.1) == 2**11
-    bf = fb.measure.BitFlip("neuron", "int8", bits=(0, 7))
+    bf = fb.BitFlip("neuron", "int8", bits=(0, 7))
     assert population(net, bf, failures=(1, 2)) == 6 * 2 * 10 * 4
     spec = CampaignSpec(bf, trials=480, failures=(1, 2), chunk=7, exhaustive=True)
     seen = []

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 import faultbound as fb
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import layer_count, n_units
-from faultbound.measure import BitFlip, FaultSet, clean_pass, inject, sample_faults
+from faultbound.faults import BitFlip
+from faultbound.measure import FaultSet, clean_pass, inject, sample_faults
 from faultbound.measure import engine as eng
 from tests.hyp import examples, soundness
 from tests.measure_helpers import make_net, naive

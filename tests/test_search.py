@@ -12,8 +12,8 @@ import faultbound as fb
 from faultbound.bounds.api import METHODS
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import layer_count, n_units
-from faultbound.faults import Fault
-from faultbound.measure import BitFlip, FaultSet, inject, sample_faults, worst_case
+from faultbound.faults import BitFlip, Fault
+from faultbound.measure import FaultSet, inject, sample_faults, worst_case
 from tests.hyp import examples, soundness
 from tests.measure_helpers import make_net
 

@@ -28,18 +28,16 @@ from faultbound.cli._common import (
 from faultbound.cli._common import FAULT_HELP as COMMON_FAULT_HELP
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.errors import InvalidArgumentError
-from faultbound.faults import BitFormat, Fault, fault_from_record
+from faultbound.faults import BitFlip, BitFormat, Fault, fault_from_record
 from faultbound.measure import (
-    BitFlip,
     CampaignSpec,
     campaign_inputs,
     load_state,
     merge_campaign_states,
     run_campaign,
-    shard_chunks,
     worst_case,
 )
-from faultbound.measure.campaign import inputs_fingerprint, spec_from_dict
+from faultbound.measure.campaign import inputs_fingerprint, shard_chunks, spec_from_dict
 from faultbound.measure.values import ValueMode
 
 FAULT_HELP = f"{COMMON_FAULT_HELP[:-1]}, bitflip-neuron, bitflip-weight."

@@ -16,7 +16,7 @@ Public API (all typed; see each function's docstring for the math):
   ``merge_campaign_states(paths) -> CampaignResult`` merges the shards' state files into exactly the
   unsharded result; ``load_state(path) -> (state, meta)`` reads and validates one (never unpickles).
   The state is a :class:`~faultbound.measure.stats.CampaignState` whose fields declare how they merge;
-  ``state.merge(other)`` (or ``merge_states(a, b)``), ``state.save(path, meta)`` and
+  ``state.merge(other)``, ``state.save(path, meta)`` and
   ``CampaignState.load(path)`` follow from those declarations.
 * ``faultbound.measure.distributed.run_ray(net, inputs, spec, *, labels=None, workers=2, address=None,
   progress=None) -> CampaignResult`` -- the shards as Ray tasks (needs the ``ray`` extra); the
@@ -39,34 +39,30 @@ Public API (all typed; see each function's docstring for the math):
 ``CampaignSpec(fault, trials, failures=None, rate=None, seed=0, chunk=64, values="random",
 dtype="float32", input_batch=1024, quantiles=(0.5, 0.9, 0.99), exhaustive=False, threshold=None,
 margin=None, confidence=0.95)`` holds a campaign's settings; chunk c
-draws from ``chunk_seed(seed, c)``, so a resumed campaign equals an uninterrupted one, and
+draws from ``campaign.chunk_seed(seed, c)``, so a resumed campaign equals an uninterrupted one, and
 ``chunk_faults(net, spec, c)`` regenerates that chunk's configurations (replay of any configuration).
 
-Fault models: those of :mod:`faultbound.faults` plus :class:`BitFlip` (single-event upsets).
+Fault models: those of :mod:`faultbound.faults`, :class:`~faultbound.faults.BitFlip` (single-event
+upsets) included; the summary statistics are in :mod:`faultbound.measure.stats`.
 """
 
-from faultbound.faults import BitFlip
 from faultbound.measure.campaign import (
     CampaignResult,
     CampaignSpec,
     campaign_inputs,
     chunk_faults,
-    chunk_seed,
     leveugle_trials,
     load_state,
     merge_campaign_states,
     population,
     run_campaign,
-    shard_chunks,
 )
 from faultbound.measure.engine import Injection, faulty_forward, inject
 from faultbound.measure.faultset import FaultSet, sample_faults
 from faultbound.measure.search import SearchSpec, WorstCase, worst_case
 from faultbound.measure.state import CleanPass, clean_pass
-from faultbound.measure.stats import merge_states, summarize, wilson
 
 __all__ = [
-    "BitFlip",
     "CampaignResult",
     "CampaignSpec",
     "CleanPass",
@@ -74,20 +70,15 @@ __all__ = [
     "Injection",
     "campaign_inputs",
     "chunk_faults",
-    "chunk_seed",
     "clean_pass",
     "faulty_forward",
     "inject",
     "leveugle_trials",
     "load_state",
     "merge_campaign_states",
-    "merge_states",
     "population",
-    "shard_chunks",
     "run_campaign",
     "sample_faults",
-    "summarize",
-    "wilson",
     "worst_case",
     "SearchSpec",
     "WorstCase",
