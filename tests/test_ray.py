@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,11 +108,9 @@ def test_cli_ray_prints_the_local_output(cluster: Cluster, tmp_path: Path) -> No
     args = ["inject", str(path), "--samples", "20", "--fault", "byzantine", "--failures", "2,2", "--trials", "500",
             "--batch", "25", "--seed", "8", "--json"]
     local = run(*args)
-    t0 = time.time()
     remote = run(*args, "--backend", "ray", "--address", cluster.address, "--workers", "2")
     assert remote.returncode == 0, remote.stderr
     assert remote.stdout == local.stdout
-    assert time.time() - t0 < 120
 
 
 @pytest.mark.parametrize("limit", [10**9, 0], ids=["exhaustive", "beam"])
