@@ -25,9 +25,7 @@ from faultbound.measure.stats import (
     CampaignState,
     chunk_state,
     cluster_interval,
-    empty_state,
     exact_sum,
-    merge_states,
     summarize,
     wilson,
 )
@@ -72,14 +70,14 @@ def test_merge_is_order_independent(rows: list[list[float]], rnd: random.Random)
     e = np.array(rows, dtype=np.float64)
     chunks = [_state(e[i : i + 2], i) for i in range(0, len(e), 2)]
     whole = _state(e)
-    seq = empty_state()
+    seq = CampaignState()
     for c in chunks:
-        seq = merge_states(seq, c)
+        seq = seq.merge(c)
     shuffled = chunks[:]
     rnd.shuffle(shuffled)
     tree = shuffled[0]
     for c in shuffled[1:]:
-        tree = merge_states(c, tree) if rnd.random() < 0.5 else merge_states(tree, c)
+        tree = c.merge(tree) if rnd.random() < 0.5 else tree.merge(c)
     _same(seq, whole)
     _same(tree, whole)
     s = summarize(whole)

@@ -443,11 +443,11 @@ def worst_case(
         >>> r.exhaustive, r.max_error <= fb.bound(net, [1], fb.Crash()).value
         (True, True)
     """
-    if fault.flippable:
+    if isinstance(fault, Fault) and fault.flippable:
         raise InvalidArgumentError("Worst-case search does not cover bit flips; run a campaign instead.")
     if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
         raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
-    if isinstance(getattr(fault, "capacity", 0.0), float) and not math.isfinite(getattr(fault, "capacity", 0.0)):
+    if fault.unbounded:
         raise InvalidArgumentError("Unbounded capacity: the worst case is infinite (Lemma 1).")
     sp = search_spec(spec, **settings)
     n_probe, exhaustive_limit, beam, beam_probes = sp.n_probe, sp.exhaustive_limit, sp.beam, sp.beam_probes

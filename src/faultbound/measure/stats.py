@@ -77,13 +77,10 @@ __all__ = [
     "FORMAT",
     "state_field",
     "checkpoint_damaged",
-    "REDUCTIONS",
     "RELATIVE_ACCURACY",
     "HIST_EDGES",
     "INTERVAL_METHOD",
-    "empty_state",
     "chunk_state",
-    "merge_states",
     "summarize",
     "wilson",
     "cluster_interval",
@@ -448,15 +445,6 @@ class CampaignState:
         return cls._decode(path, js, arrays), meta
 
 
-REDUCTIONS: dict[str, str] = {f.name: f.metadata["merge"] for f in dataclasses.fields(CampaignState)}
-"""Each field of :class:`CampaignState` and its declared merge (read off the fields)."""
-
-
-def empty_state() -> CampaignState:
-    """The neutral element of :func:`merge_states`."""
-    return CampaignState()
-
-
 def exact_sum(values: np.ndarray) -> int:
     """:math:`\\sum_i v_i \\cdot 2^{1127}` exactly, as a Python integer, for finite float64 ``values``.
 
@@ -566,11 +554,6 @@ def chunk_state(
         st["failed"], st["failed_sq"] = st["changed"], st["changed_sq"]
     st["worst"] = worst_payload
     return CampaignState(**st)
-
-
-def merge_states(a: CampaignState, b: CampaignState) -> CampaignState:
-    """``a.merge(b)``: every field merged as it declares (associative and commutative)."""
-    return a.merge(b)
 
 
 def z_value(confidence: float) -> float:
