@@ -18,7 +18,12 @@ from collections.abc import Callable, Sequence
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, Precision
 from faultbound.network.core import Layer, Network
+from faultbound.network.gops import Affine
+from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Conv, Dense
+
+#: A network the counts address: the paper's layers, or a graph's fault sites.
+AnyNetwork = Network | GraphNetwork
 
 __all__ = [
     "FailureCounts",
@@ -27,6 +32,7 @@ __all__ = [
     "layer_count",
     "max_counts",
     "n_units",
+    "AnyNetwork",
     "weight_op_index",
 ]
 
@@ -38,9 +44,12 @@ class FailureCounts(tuple[int, ...]):
     __slots__ = ()
 
 
-def layer_count(net: Network, fault: Fault) -> int:
+def layer_count(net: AnyNetwork, fault: Fault) -> int:
     """How many layers carry failure counts: L for neuron faults, L+1 for synapse and weight faults
-    (every layer has its synapses), L for precision errors."""
+    (every layer has its synapses), L for precision errors. On a graph: one count per fault site,
+    or per weighted node for synapse and weight faults."""
+    if isinstance(net, GraphNetwork):
+        return len(net.weighted_nodes) if fault.site in ("synapse", "weight") else net.L
     return net.L + 1 if fault.site in ("synapse", "weight") else net.L
 
 
@@ -50,9 +59,22 @@ def weight_op_index(layer: Layer) -> int | None:
     return idx[0] if len(idx) == 1 else None
 
 
-def n_units(net: Network, fault: Fault, l: int) -> int:
+def n_units(net: AnyNetwork, fault: Fault, l: int) -> int:
     """Number of units of layer ``l`` (1-based) that ``fault`` can hit: neurons, synapses into the
-    layer, or entries of its weight tensor."""
+    layer, or entries of its weight tensor (on a graph: site l, or weighted node l)."""
+    if isinstance(net, GraphNetwork):
+        if fault.site in ("synapse", "weight"):
+            node = net.nodes[net.weighted_nodes[l - 1]]
+            assert isinstance(node.op, Affine)
+            op = node.op.op
+            assert isinstance(op, (Dense, Conv))
+            if fault.site == "weight":
+                return int(op.weight.numel())
+            got = op.n_synapses(net.nodes[node.inputs[0]].shape, True)
+            if got is None:  # a dense op on tokens: one weight matrix per token
+                got = int((op.weight != 0).sum()) * (net.nodes[node.inputs[0]].width // int(op.weight.shape[1]))
+            return got
+        return net.widths[l - 1]
     layer = net.layers[l - 1]
     if fault.site == "synapse":
         return layer.n_synapses
@@ -70,7 +92,7 @@ def n_units(net: Network, fault: Fault, l: int) -> int:
 
 
 def failure_counts(
-    net: Network, fault: Fault, failures: Sequence[int] | None, *, correct_neuron: bool = False
+    net: AnyNetwork, fault: Fault, failures: Sequence[int] | None, *, correct_neuron: bool = False
 ) -> FailureCounts:
     """Validate ``failures`` for ``fault`` on ``net`` (see the module docstring).
 
@@ -95,14 +117,22 @@ def failure_counts(
     if not fault.counted:
         errors = fault.errors if isinstance(fault, Precision) else ()
         if len(errors) != net.L:
+            per = "fault site" if isinstance(net, GraphNetwork) else "hidden layer"
             raise InvalidArgumentError(
-                f"Expected `errors` to have one value per hidden layer ({net.L}), but got {len(errors)}."
+                f"Expected `errors` to have one value per {per} ({net.L}), but got {len(errors)}."
             )
         return FailureCounts(())
-    return _counts(failures, fault.site, layer_count(net, fault), lambda l: n_units(net, fault, l), correct_neuron)
+    return _counts(
+        failures,
+        fault.site,
+        layer_count(net, fault),
+        lambda l: n_units(net, fault, l),
+        correct_neuron,
+        graph=isinstance(net, GraphNetwork),
+    )
 
 
-def max_counts(net: Network, fault: Fault, *, correct_neuron: bool = False) -> tuple[int, ...]:
+def max_counts(net: AnyNetwork, fault: Fault, *, correct_neuron: bool = False) -> tuple[int, ...]:
     """The largest count per layer that :func:`failure_counts` accepts: every unit, or every neuron but
     one with ``correct_neuron`` (a fault with counts only)."""
     keep = 1 if correct_neuron and fault.site not in ("synapse", "weight") else 0
@@ -123,7 +153,12 @@ def hidden_counts(
 
 
 def _counts(
-    failures: Sequence[int] | None, site: str, want: int, n_units_of: Callable[[int], int], correct_neuron: bool
+    failures: Sequence[int] | None,
+    site: str,
+    want: int,
+    n_units_of: Callable[[int], int],
+    correct_neuron: bool,
+    graph: bool = False,
 ) -> FailureCounts:
     """The one set of rules behind :func:`failure_counts` and :func:`hidden_counts`: ``want``
     integers, :math:`0 \\le f_l \\le` ``n_units_of(l)`` (:math:`<` for neurons with ``correct_neuron``)."""
@@ -136,7 +171,10 @@ def _counts(
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"Expected `failures` to be integers, but got {list(failures)!r}.") from None
     synapse = site in ("synapse", "weight")
-    what = "layer 1..L+1 (synapses into each layer)" if synapse else "hidden layer"
+    if graph:
+        what = "weighted node (dense or convolution)" if synapse else "fault site"
+    else:
+        what = "layer 1..L+1 (synapses into each layer)" if synapse else "hidden layer"
     if len(f) != want:
         raise InvalidArgumentError(f"Expected `failures` to have one count per {what} ({want}), but got {len(f)}.")
     for l, v in enumerate(f, start=1):
@@ -145,9 +183,11 @@ def _counts(
         n = n_units_of(l)
         if correct_neuron and not synapse and v >= n:
             raise InvalidArgumentError(
-                f"Expected f_{l} < N_{l} = {n} (Theorem 3 needs a correct neuron in every layer), but got {v}."
+                f"Expected f_{l} < N_{l} = {n} (Theorem 3 needs a correct neuron in every "
+                f"{'fault site' if graph else 'layer'}), but got {v}."
             )
         if v > n:
             unit = "the synapses into" if site == "synapse" else "the weights of" if synapse else "the neurons of"
-            raise InvalidArgumentError(f"Expected f_{l} <= {n} ({unit} layer {l}), but got {v}.")
+            where = ("weighted node" if synapse else "site") if graph else "layer"
+            raise InvalidArgumentError(f"Expected f_{l} <= {n} ({unit} {where} {l}), but got {v}.")
     return FailureCounts(f)

@@ -30,7 +30,7 @@ from faultbound.network.activations import Activation
 from faultbound.network.ops import Op
 from faultbound.network.readers.module import module_chain, module_reference
 
-__all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against"]
+__all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against", "read_inputs"]
 
 #: Largest effective weight matrix (entries) that is materialised for w_m / fan-in / synapses.
 MAX_EFFECTIVE_ENTRIES = 50_000_000
@@ -434,27 +434,8 @@ class Network:
         ]
 
     def as_inputs(self, X: Any) -> Tensor:
-        """The one reading of user inputs: ``X`` (an array, tensor or nested list of
-        ``(n, *input_shape)`` or flat rows ``(n, d)``, or one flat input ``(d,)``) as a float64
-        batch ``(n, *input_shape)``; refused in one line when the shape does not fit or a value is
-        not finite."""
-        try:
-            x = torch.as_tensor(np.asarray(X.detach().cpu() if isinstance(X, Tensor) else X, dtype=np.float64))
-        except (TypeError, ValueError) as e:
-            raise InvalidArgumentError(f"Expected numeric inputs, but got {type(X).__name__}: {e}.") from None
-        d = math.prod(self.input_shape)
-        if x.dim() == 1 and x.numel() == d:
-            x = x[None]
-        if x.dim() >= 1 and x.numel() == x.shape[0] * d:
-            x = x.reshape(x.shape[0], *self.input_shape)
-        if x.dim() < 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise InvalidArgumentError(
-                f"Expected inputs of shape (n, {', '.join(map(str, self.input_shape))}) ({d} features each), "
-                f"but got {tuple(x.shape)}."
-            )
-        if not bool(torch.isfinite(x).all()):
-            raise InvalidArgumentError("Expected finite inputs, but the data has NaN or inf.")
-        return x
+        """The one reading of user inputs (:func:`read_inputs`)."""
+        return read_inputs(X, self.input_shape)
 
     def box_intervals(self, lo: Tensor, hi: Tensor) -> list[LayerIntervals]:
         """Interval propagation of a batch of input boxes ``[lo, hi]`` (``(B, *input_shape)``, float64).
@@ -552,7 +533,7 @@ class Network:
         }
 
 
-def _check_points(net: Network, n: int = 16, seed: int = 0) -> Tensor:
+def _check_points(net: Any, n: int = 16, seed: int = 0) -> Tensor:
     """Where a reader compares a Network with its model: the domain's two extreme corners, its
     centre, and ``n`` uniform samples (from a generator of its own)."""
     g = torch.Generator().manual_seed(seed)
@@ -560,7 +541,7 @@ def _check_points(net: Network, n: int = 16, seed: int = 0) -> Tensor:
     return torch.cat([d.lo[None], d.hi[None], d.center[None], d.sample(n, g)], 0)
 
 
-def check_against(net: Network, reference: Callable[[Tensor], Tensor], what: str) -> None:
+def check_against(net: Any, reference: Callable[[Tensor], Tensor], what: str) -> None:
     """Fail with :class:`ModelLoadError` unless ``net`` equals ``reference`` on check points.
 
     Equal means :math:`\\max |F(x) - G(x)| \\le 10^{-4} \\max(1, \\max |G(x)|)` over the
@@ -582,3 +563,27 @@ def check_against(net: Network, reference: Callable[[Tensor], Tensor], what: str
             f"The extracted network differs from {what} on probe inputs (max difference {err:.3g});"
             " refusing to analyse a network that does not compute what the model computes."
         )
+
+
+def read_inputs(X: Any, input_shape: tuple[int, ...]) -> Tensor:
+    """The one reading of user inputs: ``X`` (an array, tensor or nested list of
+    ``(n, *input_shape)`` or flat rows ``(n, d)``, or one flat input ``(d,)``) as a float64
+    batch ``(n, *input_shape)``; refused in one line when the shape does not fit or a value is
+    not finite."""
+    try:
+        x = torch.as_tensor(np.asarray(X.detach().cpu() if isinstance(X, Tensor) else X, dtype=np.float64))
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"Expected numeric inputs, but got {type(X).__name__}: {e}.") from None
+    d = math.prod(input_shape)
+    if x.dim() == 1 and x.numel() == d:
+        x = x[None]
+    if x.dim() >= 1 and x.numel() == x.shape[0] * d:
+        x = x.reshape(x.shape[0], *input_shape)
+    if x.dim() < 1 or tuple(x.shape[1:]) != input_shape:
+        raise InvalidArgumentError(
+            f"Expected inputs of shape (n, {', '.join(map(str, input_shape))}) ({d} features each), "
+            f"but got {tuple(x.shape)}."
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise InvalidArgumentError("Expected finite inputs, but the data has NaN or inf.")
+    return x

@@ -1,0 +1,749 @@
+"""Operators of a graph network (:class:`~faultbound.network.graph.GraphNetwork`).
+
+A graph network is a DAG of nodes; each node applies one operator to the outputs of earlier nodes.
+Every value carries a leading batch axis ``(B, *shape)``; operator arguments that name an axis
+count that batch axis (``dim=1`` is the channel axis of an image), as torch does.
+
+Each operator is one class that owns its rules:
+
+* :meth:`GOp.forward` -- what it computes, in the inputs' dtype;
+* :meth:`GOp.interval` -- a sound box of its output given boxes of its inputs: for every input
+  :math:`x_k \\in [\\underline x_k, \\overline x_k]` the output lies in the returned box
+  (interval propagation over the input domain, and over "clean or faulty" boxes in the bounds);
+* :meth:`GOp.deviation` -- given boxes that hold both the clean and the faulty inputs, and
+  :class:`Dev` bounds of how far each faulty input is from the clean one, a :class:`Dev` bound of
+  how far the faulty output is from the clean output (the ``tight`` bound over graphs);
+* :attr:`GOp.piecewise_linear`, :attr:`GOp.weighted`, :meth:`GOp.describe`, :meth:`GOp.tensors`.
+
+The affine operations of the layered :class:`~faultbound.network.Network` (dense, convolution,
+average pooling, per-channel affine, flatten; :mod:`faultbound.network.ops`) are reused as they are
+through :class:`Affine`, and its activations through :class:`Act`.
+
+**Deviation bounds** (:class:`Dev`). The faulty-minus-clean difference :math:`\\delta` of a node is
+bounded as :math:`\\delta = \\delta^0 + \\sum_k \\delta^k` with :math:`|\\delta^0| \\le e` on every
+unit and each :math:`\\delta^k` non-zero on at most :math:`f_k` units, where
+:math:`|\\delta^k| \\le d_k` ("sparse parts", what f failing units of a site add). Keeping the
+parts sparse is what lets a linear operator take the :math:`f` largest terms of each row, as the
+layered ``tight`` bound does, instead of charging every unit with a failure.
+
+Soundness notes for the new operators (all rules are per unit and hold for every failure set):
+
+* residual add :math:`a + b`: :math:`|\\delta| \\le |\\delta_a| + |\\delta_b|` (parts kept);
+* concat: the parts of each input, zero on the others;
+* elementwise product :math:`ab`: :math:`\\tilde a\\tilde b - ab = \\delta_a \\tilde b + a \\delta_b`, so
+  :math:`|\\delta| \\le |\\delta_a| B + A |\\delta_b|` with :math:`A, B` the largest magnitudes over the
+  boxes (which hold both networks' values);
+* max pooling: :math:`|\\max \\tilde x - \\max x| \\le \\max_{i \\in \\text{window}} |\\delta_i|`;
+* layer/group norm and softmax: the mean value theorem with the Jacobian bounded over the box
+  that holds both networks' inputs (see :class:`Norm` and :class:`Softmax`);
+* matmul :math:`AB`: :math:`|\\delta(AB)| \\le |\\delta_A| |B| + |A| |\\delta_B|` with magnitudes
+  from the boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+from faultbound.network.activations import Activation
+from faultbound.network.ops import Conv, Dense, Op
+
+__all__ = [
+    "Dev",
+    "GOp",
+    "Input",
+    "Const",
+    "Affine",
+    "Act",
+    "Add",
+    "Mul",
+    "ConstAffine",
+    "MatMul",
+    "Concat",
+    "Rearrange",
+    "MaxPool",
+    "Mean",
+    "Norm",
+    "Softmax",
+]
+
+Box2 = tuple[Tensor, Tensor]
+_SLACK = 1e-12
+
+
+def _widen(lo: Tensor, hi: Tensor) -> Box2:
+    """Widen a computed box outward by a relative 1e-12 (rounding of the interval arithmetic)."""
+    s = _SLACK * (lo.abs() + hi.abs()) + 1e-300
+    return lo - s, hi + s
+
+
+@dataclass
+class Dev:
+    """A deviation bound (see the module docstring): dense ``e`` plus sparse ``parts`` ``(f, d)``.
+
+    All tensors have the node's shape with a leading batch axis (or broadcast to it).
+    """
+
+    e: Tensor
+    parts: list[tuple[int, Tensor]] = field(default_factory=list)
+
+    def total(self) -> Tensor:
+        """A per-unit bound of :math:`|\\delta|`: :math:`e + \\sum_k d_k`."""
+        t = self.e
+        for _, d in self.parts:
+            t = t + d
+        return t
+
+    def dense(self) -> Dev:
+        """The same bound with the parts folded into ``e`` (always sound, looser)."""
+        return Dev(self.total(), [])
+
+    def map(self, fn: object) -> Dev:
+        """Apply a linear map with non-negative 0/1 structure (reshape, permute, slice) to every
+        tensor; sparse counts are kept (such a map never spreads one unit over several)."""
+        f = fn  # type: ignore[assignment]
+        return Dev(f(self.e), [(k, f(d)) for k, d in self.parts])  # type: ignore[operator]
+
+    def scale(self, a: Tensor) -> Dev:
+        """Multiply every tensor by a non-negative per-unit factor ``a``."""
+        return Dev(self.e * a, [(k, d * a) for k, d in self.parts])
+
+    @staticmethod
+    def zero(like: Tensor) -> Dev:
+        return Dev(torch.zeros_like(like), [])
+
+
+def _topk_rows(terms: Tensor, k: int) -> Tensor:
+    """Sum of the ``k`` largest entries along the last axis (all of them when fewer)."""
+    n = terms.shape[-1]
+    if k >= n:
+        return terms.sum(-1)
+    if k == 1:
+        return terms.amax(-1)
+    return terms.topk(k, dim=-1).values.sum(-1)
+
+
+@dataclass(frozen=True, eq=False)
+class GOp:
+    """Base class of graph operators (see the module docstring)."""
+
+    #: Number of inputs; -1 for any number.
+    arity: ClassVar[int] = 1
+    #: True when the operator is piecewise linear in its inputs (the ``exact`` bound encodes it).
+    piecewise_linear: ClassVar[bool] = True
+    #: True for an activation: its output is a fault site by default.
+    default_site: ClassVar[bool] = False
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def interval(self, *boxes: Box2) -> Box2:
+        raise NotImplementedError
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        """A :class:`Dev` of the output, given input boxes that hold both the clean and the faulty
+        inputs and the inputs' deviation bounds."""
+        raise NotImplementedError
+
+    @property
+    def weighted(self) -> bool:
+        """True for operators with learned weights (synapse faults apply there)."""
+        return False
+
+    def tensors(self) -> list[Tensor]:
+        return []
+
+    @property
+    def n_params(self) -> int:
+        return 0
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True, eq=False)
+class Input(GOp):
+    """The network input (node 0)."""
+
+    arity: ClassVar[int] = 0
+
+    def describe(self) -> str:
+        return "input"
+
+
+@dataclass(frozen=True, eq=False)
+class Const(GOp):
+    """A constant tensor (a class token, a position embedding), stored with a leading axis of 1 and
+    expanded to the batch."""
+
+    value: Tensor
+    arity: ClassVar[int] = 0
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return self.value
+
+    def make(self, batch: int, dtype: torch.dtype) -> Tensor:
+        v = self.value.to(dtype)
+        return v.expand(batch, *v.shape[1:])
+
+    def tensors(self) -> list[Tensor]:
+        return [self.value]
+
+    @property
+    def n_params(self) -> int:
+        return self.value.numel()
+
+    def describe(self) -> str:
+        return f"const{tuple(self.value.shape[1:])}"
+
+
+@dataclass(frozen=True, eq=False)
+class Affine(GOp):
+    """One affine op of :mod:`faultbound.network.ops` (dense on the last axis, convolution, average
+    pooling, per-channel affine, flatten). Interval: centre :math:`Ac + b`, radius :math:`|A|r`.
+    Deviation: :math:`|A|e + \\sum_k \\operatorname{top}_{f_k}` of each row's :math:`|A_{ji}| d_{k,i}`
+    (the layered ``tight`` rule), with a cheaper sound form for convolutions:
+    :math:`\\min(f \\max_i |A_{ji}| d_i, \\sum_i |A_{ji}| d_i)`."""
+
+    op: Op
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return self.op.forward(xs[0])
+
+    def interval(self, *boxes: Box2) -> Box2:
+        lo, hi = boxes[0]
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        sc = self.op.forward(c)
+        sr = self.op.abs_linear(r)
+        return _widen(sc - sr, sc + sr)
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        dev = devs[0]
+        if self.op.reshape_only:
+            return dev.map(self.op.forward)
+        e = self.op.abs_linear(dev.e)
+        for k, d in dev.parts:
+            e = e + self.top_terms(d, k)
+        return Dev(e)
+
+    def top_terms(self, d: Tensor, k: int) -> Tensor:
+        """Per output unit, a bound of the sum of the ``k`` largest :math:`|A_{ji}| d_i`."""
+        op = self.op
+        total = op.abs_linear(d)
+        if isinstance(op, Dense):
+            w = op.weight.abs().to(d.dtype)
+            lead = d.shape[:-1]
+            flat = d.reshape(-1, d.shape[-1])
+            out = []
+            for start in range(0, flat.shape[0], 64):
+                terms = flat[start : start + 64, None, :] * w[None]
+                out.append(_topk_rows(terms, k))
+            return torch.cat(out, 0).reshape(*lead, w.shape[0])
+        if isinstance(op, Conv):
+            w = op.weight.abs().to(d.dtype)
+            co = w.shape[0]
+            cols = F.unfold(d, w.shape[2:], padding=op.padding, stride=op.stride)  # (B, Ci*kh*kw, P)
+            wf = w.reshape(co, -1)
+            oh, ow = total.shape[2], total.shape[3]
+            best = torch.empty((d.shape[0], co, cols.shape[-1]), dtype=d.dtype)
+            for c0 in range(0, co, 16):
+                terms = wf[None, c0 : c0 + 16, :, None] * cols[:, None]  # (B, c, K, P)
+                best[:, c0 : c0 + 16] = terms.amax(2)
+            capped = torch.minimum(total, k * best.reshape(d.shape[0], co, oh, ow))
+            return capped
+        return total  # pooling and per-channel ops: every input counted (sound)
+
+    @property
+    def weighted(self) -> bool:
+        return self.op.weighted
+
+    def tensors(self) -> list[Tensor]:
+        return self.op.tensors()
+
+    @property
+    def n_params(self) -> int:
+        return self.op.n_params
+
+    def describe(self) -> str:
+        return self.op.describe() or type(self.op).__name__
+
+
+@dataclass(frozen=True, eq=False)
+class Act(GOp):
+    """An activation (elementwise). Its output is a fault site.
+
+    Deviation: with :math:`t` the input's total deviation bound and :math:`[\\underline s - t,
+    \\overline s + t]` holding both networks' inputs, :math:`K_j` = the largest slope there
+    (``activation.slope``), each part is scaled by :math:`K_j` and capped by the activation's
+    width over that box (:math:`\\min(a+b, c) \\le \\min(a, c) + \\min(b, c)`)."""
+
+    act: Activation
+    default_site: ClassVar[bool] = True
+
+    @property
+    def piecewise_linear(self) -> bool:  # type: ignore[override]
+        return bool(self.act.piecewise_linear)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return self.act(xs[0])
+
+    def interval(self, *boxes: Box2) -> Box2:
+        return self.act.image(*boxes[0])
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        (lo, hi), dev = boxes[0], devs[0]
+        k = self.act.slope(lo, hi)
+        ylo, yhi = self.act.image(lo, hi)
+        cap = yhi - ylo
+        jump = self.act.jump(lo, hi)
+        out = dev.scale(k)
+        if jump is not None:
+            out = Dev(out.e + jump, out.parts)
+        return Dev(torch.minimum(out.e, cap), [(f, torch.minimum(d, cap)) for f, d in out.parts])
+
+    def describe(self) -> str:
+        return self.act.name
+
+
+@dataclass(frozen=True, eq=False)
+class Add(GOp):
+    """:math:`\\sum_k \\sigma_k x_k` with signs :math:`\\sigma_k = \\pm 1` (a residual sum, or a
+    difference); broadcasting as torch."""
+
+    signs: tuple[int, ...] = (1, 1)
+    arity: ClassVar[int] = -1
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        out = xs[0] if self.signs[0] > 0 else -xs[0]
+        for s, x in zip(self.signs[1:], xs[1:], strict=True):
+            out = out + x if s > 0 else out - x
+        return out
+
+    def interval(self, *boxes: Box2) -> Box2:
+        lo = torch.zeros(())
+        hi = torch.zeros(())
+        for s, (a, b) in zip(self.signs, boxes, strict=True):
+            lo, hi = (lo + a, hi + b) if s > 0 else (lo - b, hi - a)
+        return _widen(lo, hi)
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        shape = self.interval(*boxes)[0].shape
+        e = torch.zeros(shape, dtype=devs[0].e.dtype)
+        parts: list[tuple[int, Tensor]] = []
+        for dv in devs:
+            e = e + dv.e
+            parts += [(k, d.expand(shape)) for k, d in dv.parts]
+        return Dev(e, parts)
+
+    def describe(self) -> str:
+        return "add" if all(s > 0 for s in self.signs) else "sub"
+
+
+def _mag(box: Box2) -> Tensor:
+    return torch.maximum(box[0].abs(), box[1].abs())
+
+
+@dataclass(frozen=True, eq=False)
+class Mul(GOp):
+    """Elementwise product of two variable tensors (gating)."""
+
+    arity: ClassVar[int] = 2
+    piecewise_linear: ClassVar[bool] = False
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return xs[0] * xs[1]
+
+    def interval(self, *boxes: Box2) -> Box2:
+        (a0, a1), (b0, b1) = boxes
+        c = torch.stack(torch.broadcast_tensors(a0 * b0, a0 * b1, a1 * b0, a1 * b1))
+        return _widen(c.amin(0), c.amax(0))
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        # a~b~ - ab = (a~ - a) b~ + a (b~ - b); both b~ and a lie in the boxes
+        ta, tb = devs[0].total(), devs[1].total()
+        return Dev(ta * _mag(boxes[1]) + _mag(boxes[0]) * tb)
+
+    def describe(self) -> str:
+        return "mul"
+
+
+@dataclass(frozen=True, eq=False)
+class ConstAffine(GOp):
+    """Elementwise :math:`x \\cdot a + c` with constant ``a`` and ``c`` (broadcast; either may be
+    ``None``): a scaling in attention, a bias left alone, an unfolded batch norm anywhere."""
+
+    scale: Tensor | None = None
+    shift: Tensor | None = None
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        x = xs[0]
+        if self.scale is not None:
+            x = x * self.scale.to(x.dtype)
+        if self.shift is not None:
+            x = x + self.shift.to(x.dtype)
+        return x
+
+    def interval(self, *boxes: Box2) -> Box2:
+        lo, hi = boxes[0]
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        if self.scale is not None:
+            r = r * self.scale.abs()
+        c = self.forward(c)
+        return _widen(c - r, c + r)
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        if self.scale is None:
+            return devs[0]
+        shape = self.interval(*boxes)[0].shape
+        out = devs[0].scale(self.scale.abs().to(devs[0].e.dtype))
+        return Dev(out.e.expand(shape), [(k, d.expand(shape)) for k, d in out.parts])
+
+    def tensors(self) -> list[Tensor]:
+        return [t for t in (self.scale, self.shift) if t is not None]
+
+    def describe(self) -> str:
+        if self.scale is not None and self.scale.numel() == 1:
+            return f"x*{float(self.scale):.4g}" + ("" if self.shift is None else "+c")
+        return "affine" if self.scale is not None else "bias"
+
+
+@dataclass(frozen=True, eq=False)
+class MatMul(GOp):
+    """``torch.matmul`` of two variable tensors (attention scores :math:`QK^T`, and :math:`PV`).
+
+    Interval: :math:`A_cB_c \\pm (|A_c|B_r + A_r|B_c| + A_rB_r)`. Deviation:
+    :math:`|\\delta_A||B| + |A||\\delta_B|` with magnitudes from the boxes."""
+
+    arity: ClassVar[int] = 2
+    piecewise_linear: ClassVar[bool] = False
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return torch.matmul(xs[0], xs[1])
+
+    def interval(self, *boxes: Box2) -> Box2:
+        (a0, a1), (b0, b1) = boxes
+        ac, ar = (a0 + a1) / 2, (a1 - a0) / 2
+        bc, br = (b0 + b1) / 2, (b1 - b0) / 2
+        c = ac @ bc
+        r = ac.abs() @ br + ar @ bc.abs() + ar @ br
+        return _widen(c - r, c + r)
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        # A~B~ - AB = (A~ - A) B~ + A (B~ - B); both B~ and A lie in the boxes
+        ta, tb = devs[0].total(), devs[1].total()
+        return Dev(ta @ _mag(boxes[1]) + _mag(boxes[0]) @ tb)
+
+    def describe(self) -> str:
+        return "matmul"
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(GOp):
+    """Concatenation along ``dim`` (channels of an image, tokens of a sequence)."""
+
+    dim: int = 1
+    arity: ClassVar[int] = -1
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return torch.cat(xs, self.dim)
+
+    def interval(self, *boxes: Box2) -> Box2:
+        return torch.cat([b[0] for b in boxes], self.dim), torch.cat([b[1] for b in boxes], self.dim)
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        e = torch.cat([dv.e.expand(b[0].shape) for dv, b in zip(devs, boxes, strict=True)], self.dim)
+        parts: list[tuple[int, Tensor]] = []
+        for i, dv in enumerate(devs):
+            for k, d in dv.parts:
+                pieces = [
+                    d.expand(b[0].shape) if j == i else torch.zeros_like(b[0], dtype=d.dtype)
+                    for j, b in enumerate(boxes)
+                ]
+                parts.append((k, torch.cat(pieces, self.dim)))
+        return Dev(e, parts)
+
+    def describe(self) -> str:
+        return f"concat(dim={self.dim})"
+
+
+@dataclass(frozen=True, eq=False)
+class Rearrange(GOp):
+    """A pure rearrangement of units (no value changes): ``view`` to a per-sample ``shape``,
+    ``permute`` of the axes (the batch axis stays first), ``slice`` (``dim, start, stop, step``)
+    or ``select`` (``dim, index``: a class token). The same map applies to values, intervals and
+    deviation bounds, and never spreads one unit over several."""
+
+    kind: str
+    args: tuple[int, ...]
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        x = xs[0]
+        if self.kind == "view":
+            return x.reshape(x.shape[0], *self.args)
+        if self.kind == "permute":
+            return x.permute(*self.args)
+        if self.kind == "slice":
+            dim, start, stop, step = self.args
+            return x[(slice(None),) * dim + (slice(start, stop, step),)]
+        if self.kind == "select":
+            dim, index = self.args
+            return x.select(dim, index)
+        raise ValueError(self.kind)
+
+    def interval(self, *boxes: Box2) -> Box2:
+        return self.forward(boxes[0][0]), self.forward(boxes[0][1])
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        shape = boxes[0][0].shape
+        dv = devs[0]
+        return Dev(self.forward(dv.e.expand(shape)), [(k, self.forward(d.expand(shape))) for k, d in dv.parts])
+
+    def describe(self) -> str:
+        return f"{self.kind}{self.args}"
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPool(GOp):
+    """2-D max pooling (dilation 1, floor mode; padding counts as :math:`-\\infty`).
+
+    Interval: monotone, so the pool of the bounds. Deviation: each output moves by at most the
+    largest input deviation of its window; a sparse part of f units touches at most
+    :math:`f \\lceil k/s \\rceil^2` outputs (windows overlapping one input)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] = (0, 0)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return F.max_pool2d(xs[0], self.kernel, self.stride, self.padding)
+
+    def interval(self, *boxes: Box2) -> Box2:
+        return self.forward(boxes[0][0]), self.forward(boxes[0][1])
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        shape = boxes[0][0].shape
+        dv = devs[0]
+        spread = math.prod(math.ceil(k / s) for k, s in zip(self.kernel, self.stride, strict=True))
+        return Dev(
+            self._pool(dv.e.expand(shape)),
+            [(k * spread, self._pool(d.expand(shape))) for k, d in dv.parts],
+        )
+
+    def _pool(self, t: Tensor) -> Tensor:
+        # deviations are >= 0: zero padding is the same as -inf padding for the max
+        return F.max_pool2d(F.pad(t, (self.padding[1],) * 2 + (self.padding[0],) * 2), self.kernel, self.stride)
+
+    def describe(self) -> str:
+        return f"MaxPool({self.kernel[0]})"
+
+
+@dataclass(frozen=True, eq=False)
+class Mean(GOp):
+    """Mean over axes ``dims`` (global average pooling, mean over tokens); linear and
+    non-negative, so interval and dense deviation are the means of the bounds, and a part of f units
+    adds at most :math:`\\min(f \\max d, \\sum d) / n`."""
+
+    dims: tuple[int, ...]
+    keepdim: bool = False
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return xs[0].mean(self.dims, keepdim=self.keepdim)
+
+    def interval(self, *boxes: Box2) -> Box2:
+        return _widen(self.forward(boxes[0][0]), self.forward(boxes[0][1]))
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        shape = boxes[0][0].shape
+        dv = devs[0]
+        n = math.prod(shape[d] for d in self.dims)
+        e = self.forward(dv.e.expand(shape))
+        for k, d in dv.parts:
+            d = d.expand(shape)
+            top = torch.minimum(k * d.amax(self.dims, keepdim=self.keepdim), d.sum(self.dims, keepdim=self.keepdim))
+            e = e + top / n
+        return Dev(e)
+
+    def describe(self) -> str:
+        return f"mean{self.dims}"
+
+
+def _var_min(lo: Tensor, hi: Tensor) -> Tensor:
+    """:math:`\\min_{x \\in [lo, hi]} \\operatorname{var}(x)` over the last axis, exactly:
+    :math:`\\operatorname{var}(x) = \\min_m \\frac1n \\sum_i (x_i - m)^2`, so the minimum over the
+    box is :math:`\\min_m g(m)`, :math:`g(m) = \\frac1n\\sum_i \\operatorname{dist}(m, [lo_i, hi_i])^2`,
+    convex; its derivative is piecewise linear and increasing between the sorted breakpoints, so the
+    minimiser is found on the segment where it changes sign."""
+    n = lo.shape[-1]
+    pts = torch.cat([lo, hi], -1).sort(-1).values  # (..., 2n)
+
+    def g(m: Tensor) -> Tensor:  # m (..., p)
+        below = (lo[..., None, :] - m[..., :, None]).clamp(min=0)
+        above = (m[..., :, None] - hi[..., None, :]).clamp(min=0)
+        return (below.square() + above.square()).sum(-1) / n
+
+    def dg(m: Tensor) -> Tensor:
+        below = (lo[..., None, :] - m[..., :, None]).clamp(min=0)
+        above = (m[..., :, None] - hi[..., None, :]).clamp(min=0)
+        return (above - below).sum(-1)
+
+    d = dg(pts)  # increasing along the last axis
+    # first breakpoint where the derivative is >= 0
+    idx = (d < 0).sum(-1, keepdim=True).clamp(max=2 * n - 1)
+    right = pts.gather(-1, idx)
+    left = pts.gather(-1, (idx - 1).clamp(min=0))
+    dr, dl = d.gather(-1, idx), d.gather(-1, (idx - 1).clamp(min=0))
+    denom = dr - dl
+    frac = torch.where(denom > 0, (-dl) / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(dl))
+    m = torch.where(idx > 0, left + frac.clamp(0, 1) * (right - left), right)
+    cand = torch.cat([m, right, left], -1)
+    return g(cand).amin(-1).clamp(min=0)
+
+
+def _var_max(lo: Tensor, hi: Tensor) -> Tensor:
+    """An upper bound of :math:`\\operatorname{var}(x)` over the box: for any fixed c,
+    :math:`\\operatorname{var}(x) \\le \\frac1n\\sum_i (x_i - c)^2 \\le \\frac1n\\sum_i
+    \\max((lo_i - c)^2, (hi_i - c)^2)`; c = the mean of the centres."""
+    c = ((lo + hi) / 2).mean(-1, keepdim=True)
+    return torch.maximum((lo - c).square(), (hi - c).square()).mean(-1)
+
+
+@dataclass(frozen=True, eq=False)
+class Norm(GOp):
+    """Layer norm over the last ``len(shape)`` axes, or group norm with ``groups`` groups over the
+    channel axis (and space): :math:`z = (x - \\mu)/\\sqrt{\\sigma^2 + \\epsilon}`, then the
+    elementwise affine ``weight``, ``bias`` (batch statistics are not used: eval mode).
+
+    Interval of :math:`z_j`: :math:`x_j - \\mu = \\frac{n-1}{n}x_j - \\frac1n\\sum_{i\\ne j}x_i` is
+    bounded exactly; :math:`\\sigma^2` lies in :math:`[\\min\\operatorname{var}, \\max\\operatorname{var}]`
+    (:func:`_var_min`, :func:`_var_max`); also :math:`|z_j| \\le \\sqrt{n-1}`.
+
+    Deviation, by the mean value theorem on the segment between the clean and the faulty input
+    (inside the box), with :math:`J = \\frac1s(I - \\frac1n\\mathbf 1\\mathbf 1^T - \\frac1n zz^T)`:
+    :math:`|\\delta z_j| \\le \\frac1{s_{min}}(t_j + \\bar t + Z_j \\|t\\|_2 / \\sqrt n)` because
+    :math:`\\|z\\|_2 \\le \\sqrt n`; :math:`s_{min} = \\sqrt{\\min\\operatorname{var} + \\epsilon}`, and
+    capped by the width of the output interval."""
+
+    shape: tuple[int, ...] | None
+    groups: int
+    eps: float
+    weight: Tensor | None
+    bias: Tensor | None
+    piecewise_linear: ClassVar[bool] = False
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        x = xs[0]
+        w = None if self.weight is None else self.weight.to(x.dtype)
+        b = None if self.bias is None else self.bias.to(x.dtype)
+        if self.shape is not None:
+            return F.layer_norm(x, self.shape, w, b, self.eps)
+        return F.group_norm(x, self.groups, w, b, self.eps)
+
+    def _grouped(self, t: Tensor) -> Tensor:
+        if self.shape is not None:
+            n = math.prod(self.shape)
+            return t.reshape(*t.shape[: t.dim() - len(self.shape)], n)
+        return t.reshape(t.shape[0], self.groups, -1)
+
+    def _affine_view(self, t: Tensor | None, x: Tensor) -> Tensor | None:
+        if t is None:
+            return None
+        if self.shape is not None:
+            return t.to(x.dtype)
+        return t.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 2))
+
+    def _z_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per unit, the box of :math:`z` over the input box, and :math:`s_{min}` (grouped shapes)."""
+        gl, gh = self._grouped(lo), self._grouped(hi)
+        n = gl.shape[-1]
+        sl, sh = gl.sum(-1, keepdim=True), gh.sum(-1, keepdim=True)
+        a = (n - 1) / n * gl - (sh - gh) / n  # lower bound of x_j - mu
+        b = (n - 1) / n * gh - (sl - gl) / n
+        smin = (_var_min(gl, gh) + self.eps).sqrt()[..., None]
+        smax = (_var_max(gl, gh) + self.eps).sqrt()[..., None]
+        zlo = torch.where(a >= 0, a / smax, a / smin)
+        zhi = torch.where(b <= 0, b / smax, b / smin)
+        cap = math.sqrt(max(n - 1, 0))
+        return zlo.clamp(min=-cap), zhi.clamp(max=cap), smin
+
+    def interval(self, *boxes: Box2) -> Box2:
+        lo, hi = boxes[0]
+        zlo, zhi, _ = self._z_box(lo, hi)
+        zlo, zhi = zlo.reshape(lo.shape), zhi.reshape(lo.shape)
+        w = self._affine_view(self.weight, lo)
+        b = self._affine_view(self.bias, lo)
+        if w is not None:
+            c, r = (zlo + zhi) / 2 * w, (zhi - zlo) / 2 * w.abs()
+            zlo, zhi = c - r, c + r
+        if b is not None:
+            zlo, zhi = zlo + b, zhi + b
+        return _widen(zlo, zhi)
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        lo, hi = boxes[0]
+        zlo, zhi, smin = self._z_box(lo, hi)
+        t = self._grouped(devs[0].total().expand(lo.shape))
+        n = t.shape[-1]
+        zmag = torch.maximum(zlo.abs(), zhi.abs())
+        dz = (t + t.mean(-1, keepdim=True) + zmag * t.norm(dim=-1, keepdim=True) / math.sqrt(n)) / smin
+        dz = torch.minimum(dz, zhi - zlo).reshape(lo.shape) * (1 + 1e-9)
+        w = self._affine_view(self.weight, lo)
+        if w is not None:
+            dz = dz * w.abs()
+        return Dev(dz)
+
+    def tensors(self) -> list[Tensor]:
+        return [t for t in (self.weight, self.bias) if t is not None]
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.numel() for t in self.tensors())
+
+    def describe(self) -> str:
+        return f"LayerNorm{self.shape}" if self.shape is not None else f"GroupNorm({self.groups})"
+
+
+@dataclass(frozen=True, eq=False)
+class Softmax(GOp):
+    """Softmax along ``dim``: :math:`p_j = e^{x_j} / \\sum_i e^{x_i}`.
+
+    Interval (exact per coordinate): :math:`p_j = 1/(1 + \\sum_{i \\ne j} e^{x_i - x_j})` is
+    decreasing in every :math:`x_i` and increasing in :math:`x_j`. Deviation (mean value theorem,
+    :math:`J = \\operatorname{diag}(p) - pp^T`): :math:`|\\delta p_j| = p_j |\\sum_i p_i
+    (\\delta x_j - \\delta x_i)| \\le \\overline p_j (t_j + \\max_i t_i)`, capped by the output
+    interval's width."""
+
+    dim: int = -1
+    piecewise_linear: ClassVar[bool] = False
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return torch.softmax(xs[0], self.dim)
+
+    def interval(self, *boxes: Box2) -> Box2:
+        lo, hi = boxes[0]
+        d = self.dim
+        # sum over i != j of exp(x_i - x_j), at the bounds, stably
+        m_hi = hi.amax(d, keepdim=True)
+        m_lo = lo.amax(d, keepdim=True)
+        s_hi = torch.exp(hi - m_hi).sum(d, keepdim=True)  # sum_i e^{hi_i - m}
+        s_lo = torch.exp(lo - m_lo).sum(d, keepdim=True)
+        # lower p_j: 1 / (1 + sum_{i!=j} e^{hi_i - lo_j})
+        others_hi = (s_hi - torch.exp(hi - m_hi)).clamp(min=0)
+        p_lo = 1 / (1 + others_hi * torch.exp(m_hi - lo))
+        others_lo = (s_lo - torch.exp(lo - m_lo)).clamp(min=0)
+        p_hi = 1 / (1 + others_lo * torch.exp(m_lo - hi))
+        return _widen(p_lo.clamp(0, 1), p_hi.clamp(0, 1))
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+        plo, phi = self.interval(*boxes)
+        t = devs[0].total().expand(plo.shape)
+        dp = phi * (t + t.amax(self.dim, keepdim=True))
+        return Dev(torch.minimum(dp, phi - plo) * (1 + 1e-9))
+
+    def describe(self) -> str:
+        return f"softmax(dim={self.dim})"

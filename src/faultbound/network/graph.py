@@ -1,0 +1,364 @@
+"""Graph networks: a DAG of operators (residual sums, concatenation, pooling, normalisation,
+attention), as ``torch.export`` and ONNX give it.
+
+The paper's layered network (:class:`~faultbound.network.Network`) is the special case of a chain;
+every reader returns a :class:`~faultbound.network.Network` when the model is a chain, so all its
+bounds apply, and a :class:`GraphNetwork` otherwise. :meth:`GraphNetwork.from_network` views a
+layered network as a graph (the same function, node for node).
+
+Node 0 is the input; node i applies ``nodes[i].op`` (:mod:`faultbound.network.gops`) to the
+outputs of ``nodes[i].inputs`` (all earlier: the node list is in topological order); the last node
+is the output, flattened to ``(B, n_outputs)``.
+
+**Fault sites.** A fault site is a node whose output units can fail, as the neurons of a hidden
+layer of the paper: every activation node, plus the nodes named by the user
+(:meth:`GraphNetwork.with_sites`: the output of a residual block, an attention output). Failure
+counts :math:`f_1, \\dots, f_S` address the sites in topological order (the paper's
+:math:`f_1..f_L` for a chain). Synapse faults strike the weighted operators (dense and
+convolution nodes), in topological order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from faultbound.errors import InvalidArgumentError, UnboundedError, UnsupportedModelError
+from faultbound.network.activations import Activation
+from faultbound.network.core import Box, Network, read_inputs
+from faultbound.network.gops import Act, Affine, Box2, Const, GOp, Input
+
+__all__ = ["Node", "Site", "GraphNetwork"]
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One node: ``op`` applied to the outputs of the nodes ``inputs``; ``shape`` is the per-sample
+    output shape and ``name`` where it comes from in the model."""
+
+    name: str
+    op: GOp
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A fault site: position ``index`` (1-based, topological) and the node it is."""
+
+    index: int
+    node: int
+    name: str
+    width: int
+    fan_in: int | None
+    activation: Activation | None
+
+
+@dataclass(frozen=True, eq=False)
+class GraphNetwork:
+    """A feed-forward network as a DAG of operators (see the module docstring).
+
+    Build one with :meth:`build`, a reader (:func:`faultbound.load`), or :meth:`from_network`.
+    """
+
+    nodes: tuple[Node, ...]
+    domain: Box
+    input_shape: tuple[int, ...]
+    site_nodes: tuple[int, ...]
+
+    # ----------------------------------------------------------------- construction
+    @staticmethod
+    def build(
+        nodes: Sequence[tuple[str, GOp, Sequence[int]]],
+        input_shape: tuple[int, ...],
+        domain: tuple[object, object] | None,
+        sites: Sequence[str] | None = None,
+    ) -> GraphNetwork:
+        """Check a node list and compute its shapes.
+
+        ``nodes[0]`` must be the :class:`~faultbound.network.gops.Input`; every node reads earlier
+        nodes only; nodes that the output does not read are dropped. ``sites`` names extra fault
+        sites besides the activations.
+
+        Raises:
+            UnsupportedModelError: a node that reads a later node, the wrong number of inputs,
+                shapes that do not fit (naming the node), NaN or infinite weights, no activation.
+        """
+        if not nodes or not isinstance(nodes[0][1], Input):
+            raise UnsupportedModelError("Expected the graph to start with its input node.")
+        # keep only what the output reads
+        live = {len(nodes) - 1}
+        for i in range(len(nodes) - 1, -1, -1):
+            if i in live:
+                live.update(int(j) for j in nodes[i][2])
+        keep = [i for i in range(len(nodes)) if i in live]
+        remap = {old: new for new, old in enumerate(keep)}
+        built: list[Node] = []
+        x0 = torch.zeros((1, *input_shape), dtype=torch.float64)
+        vals: list[Tensor] = []
+        for old in keep:
+            name, op, inputs = nodes[old]
+            ins = tuple(int(j) for j in inputs)
+            if any(j >= old or j < 0 for j in ins):
+                raise UnsupportedModelError(f"Node {name} reads a node that comes after it; expected a DAG.")
+            if op.arity >= 0 and len(ins) != op.arity:
+                raise UnsupportedModelError(f"Node {name} ({op.describe()}) expects {op.arity} inputs, got {len(ins)}.")
+            for t in op.tensors():
+                if not bool(torch.isfinite(t).all()):
+                    raise UnsupportedModelError(f"Node {name} ({op.describe()}) has NaN or infinite weights.")
+            new_ins = tuple(remap[j] for j in ins)
+            try:
+                if isinstance(op, Input):
+                    v = x0
+                elif isinstance(op, Const):
+                    v = op.make(1, torch.float64)
+                else:
+                    v = op.forward(*(vals[j] for j in new_ins))
+            except (RuntimeError, ValueError, IndexError) as e:
+                shapes = ", ".join(str(tuple(vals[j].shape[1:])) for j in new_ins)
+                raise UnsupportedModelError(
+                    f"Shapes do not fit at node {name} ({op.describe()}) with inputs of shape {shapes}: "
+                    f"{str(e).splitlines()[0]}"
+                ) from None
+            if v.dim() < 1 or v.shape[0] != 1:
+                raise UnsupportedModelError(f"Node {name} ({op.describe()}) does not keep the batch axis first.")
+            vals.append(v)
+            built.append(Node(name, op, new_ins, tuple(v.shape[1:])))
+        if built[-1].width == 0:
+            raise UnsupportedModelError("The graph's output has no units.")
+        net = GraphNetwork(tuple(built), Box.make(domain, input_shape), tuple(input_shape), ())
+        return net.with_sites(sites or ())
+
+    @staticmethod
+    def from_network(net: Network) -> GraphNetwork:
+        """The layered network as a graph: one node per op and per activation, in order."""
+        nodes: list[tuple[str, GOp, Sequence[int]]] = [("x", Input(), ())]
+        for layer in net.layers:
+            for k, op in enumerate(layer.ops):
+                nodes.append((f"layer{layer.index}.op{k}", Affine(op), (len(nodes) - 1,)))
+            if layer.activation is not None:
+                nodes.append((f"layer{layer.index}.act", Act(layer.activation), (len(nodes) - 1,)))
+        return GraphNetwork.build(nodes, net.input_shape, (net.domain.lo, net.domain.hi))
+
+    def with_sites(self, names: Sequence[str]) -> GraphNetwork:
+        """The same graph with fault sites = every activation plus the nodes ``names``.
+
+        Raises:
+            InvalidArgumentError: a name that is no node of the graph (the message lists some).
+        """
+        by_name = {n.name: i for i, n in enumerate(self.nodes)}
+        extra = set()
+        for name in names:
+            if name not in by_name:
+                known = ", ".join(n.name for n in self.nodes[1:][:12])
+                raise InvalidArgumentError(
+                    f"Expected --sites to name nodes of the graph, but {name!r} is none (nodes: {known}, ...; "
+                    "`faultbound inspect` lists them)."
+                )
+            if by_name[name] == 0:
+                raise InvalidArgumentError("The input cannot be a fault site: inputs never fail.")
+            extra.add(by_name[name])
+        sites = tuple(i for i, n in enumerate(self.nodes) if n.op.default_site or i in extra)
+        if not sites:
+            raise UnsupportedModelError(
+                "Expected at least one fault site (an activation, or a node named with --sites), "
+                "but the graph has none."
+            )
+        return GraphNetwork(self.nodes, self.domain, self.input_shape, sites)
+
+    def with_domain(self, domain: tuple[object, object] | None) -> GraphNetwork:
+        """The same graph over another input domain."""
+        return GraphNetwork(self.nodes, Box.make(domain, self.input_shape), self.input_shape, self.site_nodes)
+
+    # ----------------------------------------------------------------- shape
+    @property
+    def output(self) -> Node:
+        return self.nodes[-1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.output.width
+
+    @property
+    def n_params(self) -> int:
+        return sum(n.op.n_params for n in self.nodes)
+
+    @cached_property
+    def sites(self) -> tuple[Site, ...]:
+        """The fault sites in topological order, with width, fan-in and activation."""
+        out = []
+        for k, i in enumerate(self.site_nodes, start=1):
+            node = self.nodes[i]
+            act = node.op.act if isinstance(node.op, Act) else None
+            out.append(Site(k, i, node.name, node.width, self._fan_in(i), act))
+        return tuple(out)
+
+    @property
+    def L(self) -> int:  # noqa: N802 - the paper's notation
+        """Number of fault sites (the hidden layers of a chain)."""
+        return len(self.site_nodes)
+
+    @property
+    def widths(self) -> list[int]:
+        """:math:`[N_1, \\dots, N_S]`: units per fault site."""
+        return [s.width for s in self.sites]
+
+    @cached_property
+    def weighted_nodes(self) -> tuple[int, ...]:
+        """Dense and convolution nodes in topological order: where synapse faults strike."""
+        return tuple(i for i, n in enumerate(self.nodes) if n.op.weighted)
+
+    def _fan_in(self, i: int) -> int | None:
+        """Inputs of the nearest weighted operator upstream through elementwise ops (+1 per other
+        summand of a residual sum); ``None`` when there is none."""
+        seen = 0
+        stack = [i]
+        best: int | None = None
+        while stack:
+            j = stack.pop()
+            node = self.nodes[j]
+            op = node.op
+            if isinstance(op, Affine) and op.weighted:
+                fi = op.op.fan_in(math.prod(self.nodes[node.inputs[0]].shape))
+                best = (best or 0) + (fi or 0)
+                continue
+            if j == 0 or (j != i and j in self.site_nodes):
+                best = (best or 0) + 1
+                continue
+            seen += 1
+            if seen > 64:
+                break
+            stack.extend(node.inputs)
+        return best
+
+    def consumers(self) -> list[list[int]]:
+        """For each node, the nodes that read it."""
+        out: list[list[int]] = [[] for _ in self.nodes]
+        for i, n in enumerate(self.nodes):
+            for j in n.inputs:
+                out[j].append(i)
+        return out
+
+    def downstream(self, starts: Sequence[int]) -> list[bool]:
+        """Which nodes depend on any of the nodes ``starts`` (those included)."""
+        hit = [False] * len(self.nodes)
+        for s in starts:
+            hit[s] = True
+        for i, n in enumerate(self.nodes):
+            if not hit[i] and any(hit[j] for j in n.inputs):
+                hit[i] = True
+        return hit
+
+    # ----------------------------------------------------------------- forward
+    def values(self, x: Tensor) -> list[Tensor]:
+        """Every node's output for a batch ``(B, *input_shape)``, in ``x``'s dtype."""
+        vals: list[Tensor] = []
+        for node in self.nodes:
+            op = node.op
+            if isinstance(op, Input):
+                vals.append(x)
+            elif isinstance(op, Const):
+                vals.append(op.make(x.shape[0], x.dtype))
+            else:
+                vals.append(op.forward(*(vals[j] for j in node.inputs)))
+        return vals
+
+    def forward(self, x: Tensor) -> Tensor:
+        """:math:`F(x)` for a batch, shape ``(B, n_outputs)``."""
+        y = self.values(x)[-1]
+        return y.reshape(y.shape[0], -1)
+
+    __call__ = forward
+
+    def as_inputs(self, X: Any) -> Tensor:
+        """User inputs as a float64 batch ``(n, *input_shape)`` (:func:`~faultbound.network.core.read_inputs`)."""
+        return read_inputs(X, self.input_shape)
+
+    # ----------------------------------------------------------------- intervals
+    def box_intervals(self, lo: Tensor, hi: Tensor) -> list[Box2]:
+        """Interval propagation of a batch of input boxes through every node (each operator's
+        :meth:`~faultbound.network.gops.GOp.interval`); a list aligned with :attr:`nodes`."""
+        boxes: list[Box2] = []
+        with torch.no_grad():
+            for node in self.nodes:
+                op = node.op
+                if isinstance(op, Input):
+                    boxes.append((lo, hi))
+                elif isinstance(op, Const):
+                    v = op.make(lo.shape[0], torch.float64)
+                    boxes.append((v, v))
+                else:
+                    boxes.append(op.interval(*(boxes[j] for j in node.inputs)))
+        return boxes
+
+    @cached_property
+    def _domain_boxes(self) -> list[Box2]:
+        return self.box_intervals(self.domain.lo.unsqueeze(0), self.domain.hi.unsqueeze(0))
+
+    def intervals(self) -> list[Box2]:
+        """:meth:`box_intervals` over the domain (a batch of one), cached."""
+        return self._domain_boxes
+
+    def value_bound(self, l: int) -> float:
+        """:math:`Y_l = \\max_j \\sup_x |y_j|` at fault site l (1-based) over the domain; l = 0: the inputs."""
+        if l == 0:
+            return float(torch.maximum(self.domain.lo.abs(), self.domain.hi.abs()).max())
+        lo, hi = self.intervals()[self.site_nodes[l - 1]]
+        return float(torch.maximum(lo.abs(), hi.abs()).max())
+
+    def require_bounded_values(self) -> None:
+        """Raise :class:`UnboundedError` if some node has no finite bound over the domain."""
+        for node, (lo, hi) in zip(self.nodes, self.intervals(), strict=True):
+            if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
+                raise UnboundedError(f"Node {node.name} ({node.op.describe()}) is unbounded over the domain.")
+
+    # ----------------------------------------------------------------- description
+    def summary(self) -> dict[str, object]:
+        """A JSON-ready description: the fault sites (in the order failures address them) and the
+        nodes."""
+        sites = []
+        for s in self.sites:
+            act = s.activation
+            sites.append(
+                {
+                    "site": s.index,
+                    "node": s.name,
+                    "width": s.width,
+                    "shape": list(self.nodes[s.node].shape),
+                    "fan_in": s.fan_in,
+                    "activation": None if act is None else act.name,
+                    "K": None if act is None else act.K,
+                    "range": None if act is None else [act.lo, act.hi],
+                    "Y": self.value_bound(s.index),
+                }
+            )
+        nodes = [
+            {
+                "node": n.name,
+                "op": n.op.describe(),
+                "inputs": [self.nodes[j].name for j in n.inputs],
+                "shape": list(n.shape),
+            }
+            for n in self.nodes
+        ]
+        return {
+            "graph": True,
+            "input_shape": list(self.input_shape),
+            "domain": self.domain.describe(),
+            "sites": sites,
+            "n_sites": self.L,
+            "widths": self.widths,
+            "n_outputs": self.n_outputs,
+            "n_params": self.n_params,
+            "nodes": nodes,
+        }
