@@ -33,6 +33,7 @@ from faultbound.errors import InvalidArgumentError, UnboundedError, UnsupportedM
 from faultbound.network.activations import Activation
 from faultbound.network.core import Box, Network, read_inputs
 from faultbound.network.gops import Act, Affine, Box2, Const, GOp, Input
+from faultbound.network.ops import ChannelAffine, Conv, Dense
 
 __all__ = ["Node", "Site", "GraphNetwork"]
 
@@ -50,6 +51,48 @@ class Node:
     @property
     def width(self) -> int:
         return math.prod(self.shape)
+
+
+def _fold_batch_norms(nodes: Sequence[Node], named: set[str]) -> list[tuple[str, GOp, Sequence[int]]] | None:
+    """Batch norms (per-channel affine nodes) folded into the dense or convolution node before them
+    when nothing else reads that node (and it is not a named site): :meth:`Op.fold`. ``None`` when
+    there is nothing to fold; a batch norm elsewhere stays a per-channel affine node."""
+    readers: list[int] = [0] * len(nodes)
+    for n in nodes:
+        for j in n.inputs:
+            readers[j] += 1
+    fold_into: dict[int, int] = {}
+    for i, n in enumerate(nodes):
+        op = n.op
+        if not (isinstance(op, Affine) and isinstance(op.op, ChannelAffine)):
+            continue
+        j = n.inputs[0]
+        prev = nodes[j].op
+        if not (isinstance(prev, Affine) and isinstance(prev.op, (Conv, Dense))) or readers[j] != 1:
+            continue
+        if nodes[j].name in named or (isinstance(prev.op, Dense) and len(nodes[j].shape) != 1):
+            continue  # a dense op on tokens: the norm's channel axis is not its output axis
+        fold_into[j] = i
+    if not fold_into:
+        return None
+    out: list[tuple[str, GOp, Sequence[int]]] = []
+    new_index: dict[int, int] = {}
+    skip = set(fold_into)
+    for i, n in enumerate(nodes):
+        if i in skip:
+            continue
+        op = n.op
+        inputs = n.inputs
+        if i in fold_into.values():
+            j = n.inputs[0]
+            prev = nodes[j].op
+            assert isinstance(prev, Affine) and isinstance(op, Affine) and isinstance(op.op, ChannelAffine)
+            folded = prev.op.fold(op.op.scale, op.op.shift)
+            assert folded is not None
+            op, inputs = Affine(folded), nodes[j].inputs
+        new_index[i] = len(out)
+        out.append((n.name, op, tuple(new_index[k] for k in inputs)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,8 +130,9 @@ class GraphNetwork:
         """Check a node list and compute its shapes.
 
         ``nodes[0]`` must be the :class:`~faultbound.network.gops.Input`; every node reads earlier
-        nodes only; nodes that the output does not read are dropped. ``sites`` names extra fault
-        sites besides the activations.
+        nodes only; nodes that the output does not read are dropped; a batch norm right after a
+        dense or convolution node that nothing else reads is folded into it. ``sites`` names extra
+        fault sites besides the activations.
 
         Raises:
             UnsupportedModelError: a node that reads a later node, the wrong number of inputs,
@@ -136,6 +180,9 @@ class GraphNetwork:
             built.append(Node(name, op, new_ins, tuple(v.shape[1:])))
         if built[-1].width == 0:
             raise UnsupportedModelError("The graph's output has no units.")
+        folded = _fold_batch_norms(built, set(sites or ()))
+        if folded is not None:
+            return GraphNetwork.build(folded, input_shape, domain, sites)
         net = GraphNetwork(tuple(built), Box.make(domain, input_shape), tuple(input_shape), ())
         return net.with_sites(sites or ())
 
