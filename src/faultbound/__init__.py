@@ -29,7 +29,7 @@ from faultbound.faults import (
     SynapseByzantine,
     SynapseCrash,
 )
-from faultbound.network import Network
+from faultbound.network import GraphNetwork, Network
 from faultbound.network.readers.files import load
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "ByzantineDeviation",
     "Crash",
     "FaultboundError",
+    "GraphNetwork",
     "Network",
     "Precision",
     "StuckAt",

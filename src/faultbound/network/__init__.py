@@ -2,5 +2,6 @@
 
 from faultbound.network.activations import REGISTRY, Activation
 from faultbound.network.core import Box, Layer, Network
+from faultbound.network.graph import GraphNetwork
 
-__all__ = ["Activation", "Box", "Layer", "Network", "REGISTRY"]
+__all__ = ["Activation", "Box", "GraphNetwork", "Layer", "Network", "REGISTRY"]

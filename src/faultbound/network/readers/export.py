@@ -66,7 +66,7 @@ from faultbound.network.readers._common import (
 )
 from faultbound.network.readers.pt2_guard import quiet_torch_logging, read_checked_archive
 
-__all__ = ["RULES", "load_exported", "network_from_exported"]
+__all__ = ["RULES", "load_exported", "network_from_exported", "read_exported"]
 
 
 def load_exported(path: Path, domain: Any = None) -> Network:
@@ -76,16 +76,21 @@ def load_exported(path: Path, domain: Any = None) -> Network:
     (nothing in it can run code when torch reads it), and torch reads those checked bytes with its
     logging kept off stderr.
     """
+    return network_from_exported(read_exported(path), domain)
+
+
+def read_exported(path: Path) -> Any:
+    """The ``ExportedProgram`` in ``path``, read by torch from bytes that
+    :func:`~faultbound.network.readers.pt2_guard.read_checked_archive` has checked."""
     with quiet_torch_logging():
         data = read_checked_archive(path)
     try:
         with quiet_torch_logging():
-            ep = torch.export.load(io.BytesIO(data))
+            return torch.export.load(io.BytesIO(data))
     except Exception as e:
         raise ModelLoadError(
             f"Cannot read {str(path)!r} as a torch.export program: {type(e).__name__}: {first_line(e)}"
         ) from None
-    return network_from_exported(ep, domain)
 
 
 class _Shape:

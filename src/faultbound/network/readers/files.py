@@ -17,31 +17,64 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from faultbound.errors import FaultboundError, ModelLoadError
+import torch
+
+from faultbound.errors import FaultboundError, InvalidArgumentError, ModelLoadError, UnsupportedModelError
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 from faultbound.network.readers._common import first_line
-from faultbound.network.readers.export import load_exported
+from faultbound.network.readers.export import load_exported, read_exported
+from faultbound.network.readers.graph_export import graph_from_exported, graph_from_module
 from faultbound.network.readers.module import read_module
 from faultbound.network.readers.onnx import load_onnx
 
-__all__ = ["EXTENSIONS", "load"]
+__all__ = ["EXTENSIONS", "from_module", "load"]
 
 
-def _load_pickled(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> Network:
+AnyNetwork = Network | GraphNetwork
+
+
+def _load_pickled(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
     module = read_module(path, domain, trust_pickle, input_shape)
-    return Network.from_torch(module, domain=domain, input_shape=input_shape)
+    return from_module(module, domain=domain, input_shape=input_shape)
 
 
-def _load_onnx(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> Network:
+def _load_onnx(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
     return load_onnx(path, domain)
 
 
-def _load_pt2(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> Network:
-    return load_exported(path, domain)
+def _load_pt2(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
+    try:
+        return load_exported(path, domain)
+    except UnsupportedModelError:
+        pass  # not a chain (or an operator only the graph reader knows): read it as a graph
+    return graph_from_exported(read_exported(path), domain)
+
+
+def from_module(
+    module: torch.nn.Module,
+    domain: Any = None,
+    input_shape: tuple[int, ...] | None = None,
+    sites: list[str] | None = None,
+) -> AnyNetwork:
+    """The Network of an ``nn.Module``: the layered :class:`Network` when it is a chain the paper's
+    form covers (``Network.from_torch``), else the :class:`GraphNetwork` of its ``torch.export``
+    program (residual blocks, max pooling, normalisation, attention; needs ``input_shape``)."""
+    if not sites:
+        try:
+            return Network.from_torch(module, domain=domain, input_shape=input_shape)
+        except UnsupportedModelError as chain_error:
+            if input_shape is None:
+                raise UnsupportedModelError(
+                    f"{first_line(chain_error)} To read it as a graph, give `input_shape` (the shape of one input)."
+                ) from None
+    if input_shape is None:
+        raise InvalidArgumentError("Expected `input_shape` (the shape of one input) to read a module as a graph.")
+    return graph_from_module(module, tuple(input_shape), domain, sites)
 
 
 #: File extension -> (what the file holds, its reader).
-READERS: dict[str, tuple[str, Callable[[Path, Any, bool, tuple[int, ...] | None], Network]]] = {
+READERS: dict[str, tuple[str, Callable[[Path, Any, bool, tuple[int, ...] | None], AnyNetwork]]] = {
     ".onnx": ("ONNX model", _load_onnx),
     ".pt2": ("torch.export program", _load_pt2),
     ".pt": ("torch.save file", _load_pickled),
@@ -53,9 +86,14 @@ EXTENSIONS: dict[str, str] = {ext: what for ext, (what, _) in READERS.items()}
 
 
 def load(
-    path: str | Path, domain: Any = None, trust_pickle: bool = False, input_shape: tuple[int, ...] | None = None
-) -> Network:
-    """Load a model file as a :class:`~faultbound.network.core.Network`, checked on probe inputs.
+    path: str | Path | torch.nn.Module,
+    domain: Any = None,
+    trust_pickle: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+    sites: list[str] | None = None,
+) -> AnyNetwork:
+    """Load a model file (or an ``nn.Module``) as a :class:`~faultbound.network.core.Network` when it
+    is a chain, else as a :class:`~faultbound.network.graph.GraphNetwork`, checked on probe inputs.
 
     Args:
         path: a ``.onnx`` file, a ``.pt2`` file written by ``torch.export.save``, or a ``.pt`` /
@@ -64,8 +102,10 @@ def load(
             :math:`[0, 1]^d` as in the paper.
         trust_pickle: allow unpickling a full module from a ``.pt`` / ``.pth`` file. Unpickling
             runs arbitrary code; only pass ``True`` for files from a trusted source.
-        input_shape: the shape of one input (without the batch), for a pickled module whose first
-            layer is not ``Linear`` (a CNN); ``.onnx`` and ``.pt2`` files record it themselves.
+        input_shape: the shape of one input (without the batch), for a module (or pickled module)
+            that is not a chain of ``Linear`` layers; ``.onnx`` and ``.pt2`` files record it themselves.
+        sites: extra fault sites (graph node names) besides the activations; the model is then read
+            as a GraphNetwork.
 
     Returns:
         The extracted Network; its forward pass equals the model's on probe inputs.
@@ -86,7 +126,16 @@ def load(
         ...     fb.load(f"{d}/m.pt2").widths
         [3]
     """
-    p = Path(path)
+    if isinstance(path, torch.nn.Module):
+        return from_module(path, domain=domain, input_shape=input_shape, sites=sites)
+    net = _load_file(Path(path), domain, trust_pickle, input_shape)
+    if sites:
+        g = GraphNetwork.from_network(net) if isinstance(net, Network) else net
+        return g.with_sites(sites)
+    return net
+
+
+def _load_file(p: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
     ext = p.suffix.lower()
     if ext not in READERS:
         raise ModelLoadError(f"Expected a model file ending in {', '.join(EXTENSIONS)}, but got {str(p)!r}.")
