@@ -136,7 +136,7 @@ class GraphNetwork:
 
         Raises:
             UnsupportedModelError: a node that reads a later node, the wrong number of inputs,
-                shapes that do not fit (naming the node), NaN or infinite weights, no activation.
+                shapes that do not fit (naming the node), NaN or infinite weights, a node of width 0, no activation.
         """
         if not nodes or not isinstance(nodes[0][1], Input):
             raise UnsupportedModelError("Expected the graph to start with its input node.")
@@ -176,6 +176,10 @@ class GraphNetwork:
                 ) from None
             if v.dim() < 1 or v.shape[0] != 1:
                 raise UnsupportedModelError(f"Node {name} ({op.describe()}) does not keep the batch axis first.")
+            if v.numel() == 0:
+                raise UnsupportedModelError(
+                    f"Node {name} ({op.describe()}) has no units (width 0, output shape {tuple(v.shape[1:])})."
+                )
             vals.append(v)
             built.append(Node(name, op, new_ins, tuple(v.shape[1:])))
         if built[-1].width == 0:

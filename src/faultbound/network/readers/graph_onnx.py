@@ -75,7 +75,12 @@ from faultbound.network.readers.graph_export import _binary as _aten_binary
 from faultbound.network.readers.graph_export import _conv as _aten_conv
 from faultbound.network.readers.onnx import _FLOAT_TYPES, _attrs, _import_onnx, _input_shape, _reference, _text
 
-__all__ = ["RULES", "graph_from_onnx", "load_graph_onnx"]
+__all__ = ["RULES", "ReferenceRunError", "graph_from_onnx", "load_graph_onnx"]
+
+
+class ReferenceRunError(ModelLoadError):
+    """The reference evaluator cannot run the model on an example input (a malformed model, or an
+    operator it lacks): the graph reader then knows no shapes."""
 
 
 class _Poison:
@@ -117,8 +122,8 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
 
     Raises:
         UnsupportedModelError: naming every unsupported node, its op type and what it reads.
-        ModelLoadError: the reference evaluator cannot run the model, or the GraphNetwork differs
-            from it on probe inputs.
+        ReferenceRunError: the reference evaluator cannot run the model.
+        ModelLoadError: the GraphNetwork differs from the model on probe inputs.
     """
     onnx = _import_onnx()
     from onnx import numpy_helper
@@ -142,7 +147,7 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
     try:
         seen = ReferenceEvaluator(model).run(None, {inp.name: example}, intermediate=True)
     except Exception as e:
-        raise ModelLoadError(
+        raise ReferenceRunError(
             f"The ONNX reference evaluator cannot run the model: {type(e).__name__}: {first_line(e)}"
         ) from None
     assert isinstance(seen, dict)
@@ -158,8 +163,13 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
         label = f"{node.op_type} {(node.name or (node.output[0] if node.output else '?'))!r}"
         args = [values.get(n, _Poison()) if n else None for n in node.input]
         variables = [a for a in args if isinstance(a, _V)]
-        after = next((producer[n] for n, a in zip(node.input, args, strict=False) if isinstance(a, _V)), "")
+        after = next(
+            (producer.get(n, repr(n)) for n, a in zip(node.input, args, strict=False) if isinstance(a, (_V, _Poison))),
+            "",
+        )
         if any(isinstance(a, _Poison) for a in args) and node.op_type != "Shape":
+            if node.op_type not in rules and _registered(node.op_type) is None:
+                problems.append(f"{label} after {after}")  # unknown whatever it reads: named too
             outs: list[Any] = [_Poison()] * len(node.output)
         elif (
             not variables
