@@ -343,3 +343,15 @@ def test_onnx_unsupported_op_named_with_its_place_and_consumers_not_blamed(tmp_p
         fb.load(tmp_path / "m.onnx")
     msg = str(info.value)
     assert msg == "Unsupported ONNX nodes (1): Sin 'weird' after Relu 'act'."
+
+
+@pytest.mark.slow
+def test_resnet18_cifar_loads_from_onnx(tmp_path: Path) -> None:
+    """The CIFAR ResNet-18 from .onnx (once; about 20 s of CPU): its 17 ReLU sites, widths counted
+    by hand from the architecture, and its forward pass."""
+    m = models.resnet18_cifar()
+    net = fb.load(save_onnx(m, (3, 32, 32), tmp_path / "r18.onnx"))
+    assert isinstance(net, fb.GraphNetwork)
+    stages = [64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8, 512 * 4 * 4]
+    assert [s.width for s in net.sites] == [stages[0]] + [w for w in stages for _ in range(4)]
+    check_forward(net, m, (3, 32, 32))
