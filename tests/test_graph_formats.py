@@ -178,6 +178,27 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 #: puts the sequence first): the graph reader must refuse them and say to export with a batch of one.
 MOVES_BATCH = {"vit_multihead_attention"}
 
+#: an op type each model's ONNX export must hold (so the pattern under test is really there)
+ONNX_OPS = {
+    "residual_dropout_identity": "Add",
+    "concat_channels": "Concat",
+    "gating": "Mul",
+    "lenet_maxpool": "MaxPool",
+    "adaptive_avgpool": "AveragePool",
+    "batchnorm_after_add_and_conv": "BatchNormalization",
+    "layernorm": "LayerNormalization",
+    "groupnorm": "InstanceNormalization",
+    "reshape_permute_slice_select": "Gather",
+    "softmax": "Softmax",
+    "matmul": "MatMul",
+    "vit_multihead_attention": "Softmax",
+    "vit_written_attention": "Softmax",
+    "small_resnet": "GlobalAveragePool",
+}
+
+#: also exported without constant folding: the batch norm after the conv stays an ONNX node
+UNFOLDED = {"batchnorm_after_add_and_conv"}
+
 #: models that some format writes as a plain chain (read as the layered Network, compared as a graph)
 CHAIN_IN_SOME_FORMAT = {"adaptive_avgpool"}
 
@@ -194,14 +215,17 @@ def save_pt2(m: nn.Module, shape: tuple[int, ...], path: Path, batch: int) -> Pa
     return path
 
 
-def save_onnx(m: nn.Module, shape: tuple[int, ...], path: Path, dynamo: bool = False) -> Path:
-    x = torch.rand(1, *shape)
+def save_onnx(
+    m: nn.Module, shape: tuple[int, ...], path: Path, dynamo: bool = False, batch: int = 1, fold: bool = True
+) -> Path:
+    """torch's ONNX export: the TorchScript exporter (fast, offline), or the dynamo one."""
+    x = torch.rand(batch, *shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
             torch.onnx.export(m, (x,), str(path), dynamo=True, optimize=False, verbose=False)
         else:
-            torch.onnx.export(m, (x,), str(path), dynamo=False)
+            torch.onnx.export(m, (x,), str(path), dynamo=False, do_constant_folding=fold)
     return path
 
 
@@ -223,17 +247,26 @@ def crash_bound(net: fb.GraphNetwork) -> float:
 @pytest.mark.parametrize("name", list(CASES))
 def test_same_graph_network_from_module_pt2_and_onnx(tmp_path: Path, name: str) -> None:
     m, shape = build(name)
+    onnx_path = save_onnx(m, shape, tmp_path / "m.onnx")
+    assert ONNX_OPS[name] in {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
     nets = {
         "module": fb.load(m, input_shape=shape),
         "pt2 batch 1": fb.load(save_pt2(m, shape, tmp_path / "b1.pt2", 1)),
-        "onnx": fb.load(save_onnx(m, shape, tmp_path / "m.onnx")),
+        "onnx": fb.load(onnx_path),
     }
-    p2 = save_pt2(m, shape, tmp_path / "b2.pt2", 2)
-    if name in MOVES_BATCH:
-        with pytest.raises(fb.errors.UnsupportedModelError, match="example batch of one"):
-            fb.load(p2)
-    else:
-        nets["pt2 batch 2"] = fb.load(p2)
+    for fmt, path in (
+        ("pt2 batch 2", save_pt2(m, shape, tmp_path / "b2.pt2", 2)),
+        ("onnx batch 2", save_onnx(m, shape, tmp_path / "b2.onnx", batch=2)),
+    ):
+        if name in MOVES_BATCH:
+            with pytest.raises(fb.errors.UnsupportedModelError, match="example batch of one"):
+                fb.load(path)
+        else:
+            nets[fmt] = fb.load(path)
+    if name in UNFOLDED:
+        path = save_onnx(m, shape, tmp_path / "unfolded.onnx", fold=False)
+        assert [n.op_type for n in onnx.load(str(path)).graph.node].count("BatchNormalization") == 2
+        nets["onnx unfolded"] = fb.load(path)
     ref = nets["module"]
     ref_bound = crash_bound(ref)
     assert ref_bound > 0 and math.isfinite(ref_bound)
@@ -355,3 +388,40 @@ def test_resnet18_cifar_loads_from_onnx(tmp_path: Path) -> None:
     stages = [64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8, 512 * 4 * 4]
     assert [s.width for s in net.sites] == [stages[0]] + [w for w in stages for _ in range(4)]
     check_forward(net, m, (3, 32, 32))
+
+
+def test_onnx_dropout_identity_nodes_in_a_residual_graph(tmp_path: Path) -> None:
+    """Dropout (inference) and Identity nodes, as other exporters write them, are identities."""
+    from onnx.reference import ReferenceEvaluator
+
+    rng = torch.Generator().manual_seed(5)
+    w1, w2 = torch.randn(4, 4, generator=rng), torch.randn(2, 4, generator=rng)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1"], ["a"], name="fc1", transB=1),
+        helper.make_node("Relu", ["a"], ["b"], name="act"),
+        helper.make_node("Dropout", ["b", "ratio"], ["c", "mask"], name="drop"),
+        helper.make_node("Identity", ["c"], ["d"], name="ident"),
+        helper.make_node("Add", ["d", "x"], ["e"], name="skip"),
+        helper.make_node("Tanh", ["e"], ["f"], name="t"),
+        helper.make_node("Gemm", ["f", "w2"], ["y"], name="fc2", transB=1),
+    ]
+    inits = [
+        numpy_helper.from_array(w1.numpy(), "w1"),
+        numpy_helper.from_array(w2.numpy(), "w2"),
+        numpy_helper.from_array(torch.tensor(0.5).numpy(), "ratio"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    net = fb.load(tmp_path / "m.onnx")
+    assert isinstance(net, fb.GraphNetwork) and net.widths == [4, 4]
+    x = net.domain.sample(8, torch.Generator().manual_seed(0))
+    run = ReferenceEvaluator(model)
+    want = torch.cat([torch.as_tensor(run.run(None, {"x": x[i : i + 1].float().numpy()})[0]) for i in range(8)])
+    torch.testing.assert_close(net.forward(x), want.double(), rtol=1e-5, atol=1e-6)
