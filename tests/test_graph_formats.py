@@ -425,3 +425,126 @@ def test_onnx_dropout_identity_nodes_in_a_residual_graph(tmp_path: Path) -> None
     run = ReferenceEvaluator(model)
     want = torch.cat([torch.as_tensor(run.run(None, {"x": x[i : i + 1].float().numpy()})[0]) for i in range(8)])
     torch.testing.assert_close(net.forward(x), want.double(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------- hand-built ONNX operators
+def _c(name: str, a: object, dtype: object = None) -> object:
+    import numpy as np
+
+    return numpy_helper.from_array(np.asarray(a, dtype=dtype or np.float32), name)
+
+
+def _i64(name: str, a: object) -> object:
+    import numpy as np
+
+    return _c(name, a, np.int64)
+
+
+#: one snippet per operator setting: nodes reading "h" (relu of the (1, 4, 4, 4) input) and writing
+#: "y"; initializers; opset.
+SNIPPETS: dict[str, tuple[list[object], list[object], int]] = {
+    "reshape_zero_minus_one": ([helper.make_node("Reshape", ["h", "s"], ["y"])], [_i64("s", [0, -1, 8])], 17),
+    "squeeze_unsqueeze": (
+        [helper.make_node("Unsqueeze", ["h", "ax"], ["u"]), helper.make_node("Squeeze", ["u", "ax"], ["y"])],
+        [_i64("ax", [2])],
+        17,
+    ),
+    "slice_two_axes_step_2": (
+        [helper.make_node("Slice", ["h", "st", "en", "ax", "sp"], ["y"])],
+        [_i64("st", [1, -3]), _i64("en", [4, 2**62]), _i64("ax", [2, 3]), _i64("sp", [1, 2])],
+        17,
+    ),
+    "gather_scalar_index": (
+        [helper.make_node("Gather", ["h", "i"], ["y"], axis=2)],
+        [_i64("i", -1)],
+        17,
+    ),
+    "group_norm_opset18": (
+        [helper.make_node("GroupNormalization", ["h", "g", "b"], ["y"], num_groups=2, epsilon=1e-3)],
+        [_c("g", [0.5, 2.0]), _c("b", [0.1, -0.3])],
+        18,
+    ),
+    "group_norm_opset21": (
+        [helper.make_node("GroupNormalization", ["h", "g", "b"], ["y"], num_groups=2)],
+        [_c("g", [0.5, 2.0, 1.0, 1.5]), _c("b", [0.1, -0.3, 0.0, 0.2])],
+        21,
+    ),
+    "instance_norm": (
+        [helper.make_node("InstanceNormalization", ["h", "g", "b"], ["y"])],
+        [_c("g", [0.5, 2.0, 1.0, 1.5]), _c("b", [0.1, -0.3, 0.0, 0.2])],
+        17,
+    ),
+    "reduce_mean_axes_input": (
+        [helper.make_node("ReduceMean", ["h", "ax"], ["y"], keepdims=0)],
+        [_i64("ax", [2, 3])],
+        18,
+    ),
+    "reduce_mean_axes_attribute": ([helper.make_node("ReduceMean", ["h"], ["y"], axes=[1])], [], 17),
+    "average_pool_padded": (
+        [helper.make_node("AveragePool", ["h"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)],
+        [],
+        17,
+    ),
+    "average_pool_strided": (
+        [helper.make_node("AveragePool", ["h"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+        [],
+        17,
+    ),
+    "global_average_pool": ([helper.make_node("GlobalAveragePool", ["h"], ["y"])], [], 17),
+    "max_pool_padded": (
+        [helper.make_node("MaxPool", ["h"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])],
+        [],
+        17,
+    ),
+    "sub_div_constants": (
+        [helper.make_node("Sub", ["c", "h"], ["a"]), helper.make_node("Div", ["a", "d"], ["y"])],
+        [_c("c", 0.5), _c("d", [[[2.0]], [[4.0]], [[-1.0]], [[0.5]]])],
+        17,
+    ),
+    "sigmoid_softplus_product": (
+        [
+            helper.make_node("Sigmoid", ["h"], ["s"]),
+            helper.make_node("Softplus", ["h"], ["p"]),
+            helper.make_node("Mul", ["s", "p"], ["y"]),
+        ],
+        [],
+        17,
+    ),
+    "expand_same_shape": ([helper.make_node("Expand", ["h", "s"], ["y"])], [_i64("s", [1, 4, 4, 4])], 17),
+    "matmul_constant_3d": ([helper.make_node("MatMul", ["h", "w"], ["y"])], [_c("w", [[[1.0, -2.0, 0.5]] * 4])], 17),
+    "transpose_softmax": (
+        [helper.make_node("Transpose", ["h"], ["t"], perm=[0, 2, 3, 1]), helper.make_node("Softmax", ["t"], ["y"])],
+        [],
+        13,
+    ),
+    "concat_with_constant": (
+        [helper.make_node("Concat", ["h", "k"], ["y"], axis=1)],
+        [_c("k", [[[[0.25] * 4] * 4]])],
+        17,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SNIPPETS))
+def test_onnx_operator_read_as_graph(name: str) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    from faultbound.network.readers.graph_onnx import graph_from_onnx
+
+    nodes, inits, opset = SNIPPETS[name]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "k0"], ["a0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a0"], ["h"])]
+        + nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [_c("k0", torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(9)).numpy())] + inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    net = graph_from_onnx(model, check=False)
+    x = torch.rand(6, 2, 4, 4, generator=torch.Generator().manual_seed(1)).double()
+    run = ReferenceEvaluator(model)
+    want = torch.cat(
+        [torch.as_tensor(run.run(None, {"x": x[i : i + 1].float().numpy()})[0]).reshape(1, -1) for i in range(6)]
+    )
+    torch.testing.assert_close(net.forward(x), want.double(), rtol=1e-5, atol=1e-6)
