@@ -19,7 +19,7 @@ Supported op types (the keys of :data:`RULES`, then every activation registered 
   VALID), ``Gemm`` (``transA=0``), ``MatMul`` (variable x constant matrix: a dense node; variable x
   variable: :class:`~faultbound.network.gops.MatMul`), ``BatchNormalization`` (inference),
   ``LayerNormalization``, ``InstanceNormalization`` (a group norm with one group per channel),
-  ``GroupNormalization`` (opset 21: per-channel scale and bias);
+  ``GroupNormalization`` (opset 18: a scale and bias per group; opset 21: per channel);
 * ``Add`` / ``Sub`` / ``Mul`` / ``Div`` (with a constant: an affine node; between variables:
   ``Add`` / ``Mul``), ``Sigmoid``, ``Softplus``, ``Softmax`` (opset 13+, or the last axis);
 * ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``, ``ReduceMean``;
@@ -29,7 +29,12 @@ Supported op types (the keys of :data:`RULES`, then every activation registered 
   steps), ``Gather`` with a constant scalar index (a select);
 * identities: ``Identity``, ``Dropout`` (inference), ``Cast`` to a float type, ``CastLike``.
 
-Anything else is refused: every unsupported node (its consumers are not blamed) is named in one
+Not read (named as unsupported): the ``Erf`` form of GELU that opsets before 20 write (torch 2.13
+writes a ``Gelu`` node), ``Where`` / ``Equal`` / ``Pow`` / ``Sqrt`` on values computed from the
+input, ``Gather`` with a list of indices, negative ``Slice`` steps (``torch.flip``).
+
+Anything else is refused: every unsupported node (its consumers are only blamed when their op type
+is unknown too) is named in one
 :class:`~faultbound.errors.UnsupportedModelError` line with its op type, its name and the node
 whose value it reads (``after ...``). The GraphNetwork is checked against the reference evaluator
 on probe inputs (:func:`~faultbound.network.core.check_against`). The file is read with the
