@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import faultbound as fb
 from faultbound import models
 from faultbound.bounds.graph_tight import graph_tight_bound
 from faultbound.faults import Crash
+from tests.hyp import examples, soundness
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -548,3 +551,55 @@ def test_onnx_operator_read_as_graph(name: str) -> None:
         [torch.as_tensor(run.run(None, {"x": x[i : i + 1].float().numpy()})[0]).reshape(1, -1) for i in range(6)]
     )
     torch.testing.assert_close(net.forward(x), want.double(), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------- soundness
+class _Res(nn.Module):
+    """out(act2(fc2(act1(fc1 x)) + x)): the crash mask multiplies act1's output."""
+
+    def __init__(self, d: int, h: int, act: str) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(d, h), nn.Linear(h, d), nn.Linear(d, 2)
+        make = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}[act]
+        self.act1, self.act2 = make(), make()
+        self.mask: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.act1(self.fc1(x))
+        if self.mask is not None:
+            h = h * self.mask
+        return self.out(self.act2(self.fc2(h) + x))
+
+
+@soundness
+@given(seed=st.integers(0, 10_000), act=st.sampled_from(["tanh", "relu", "sigmoid"]), f=st.integers(1, 2))
+@settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_onnx_graph_crash_bound_holds_by_brute_force(seed: int, act: str, f: int) -> None:
+    """Soundness through the ONNX graph reader: every crash of f units at the first site, on random
+    inputs of the domain, moves the output by at most the tight bound of the graph read from .onnx."""
+    import io
+    import itertools
+
+    from faultbound.network.readers.graph_onnx import graph_from_onnx
+
+    torch.manual_seed(seed)
+    d, h = 3, 4
+    m = _Res(d, h, act).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.rand(1, d),), buf, dynamo=False)
+    net = graph_from_onnx(onnx.load_from_string(buf.getvalue()))
+    assert [s.width for s in net.sites] == [h, d]
+    bound = graph_tight_bound(net, [f, 0], Crash())[0]
+    x = torch.rand(256, d, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        clean = m(x)
+        worst = 0.0
+        for units in itertools.combinations(range(h), f):
+            mask = torch.ones(h)
+            mask[list(units)] = 0.0
+            m.mask = mask
+            worst = max(worst, float((m(x) - clean).abs().max()))
+        m.mask = None
+    assert worst <= bound * (1 + 1e-6) + 1e-6
