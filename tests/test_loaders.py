@@ -312,18 +312,37 @@ def test_onnx_unsupported_nodes_are_all_named(tmp_path: Path) -> None:
     nodes = [
         helper.make_node("Conv", ["x", "k"], ["a"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a"], ["b"], name="relu"),
+        helper.make_node("LpPool", ["b"], ["c"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["c"], ["d"], name="flat"),
+        helper.make_node("Gemm", ["d", "w"], ["e"], name="fc", transB=1),
+        helper.make_node("Hardmax", ["e"], ["y"], name="soft"),
+    ]
+    model = _model(nodes, {"k": rng.normal(size=(2, 1, 3, 3)), "w": rng.normal(size=(3, 8))}, [1, 1, 4, 4])
+    with pytest.raises(fb.errors.UnsupportedModelError) as info:
+        fb.load(_save(model, tmp_path / "m.onnx"))
+    msg = str(info.value)
+    # (MaxPool and Softmax were refused here before the graph reader read them: issue 10)
+    assert "LpPool 'pool'" in msg and "Hardmax 'soft'" in msg
+    assert "(2)" in msg  # exactly those two; the Flatten after the LpPool is not blamed
+    assert "'flat'" not in msg and "\n" not in msg
+
+
+def test_onnx_with_max_pool_and_softmax_loads_as_a_graph(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("Conv", ["x", "k"], ["a"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["b"], name="relu"),
         helper.make_node("MaxPool", ["b"], ["c"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Flatten", ["c"], ["d"], name="flat"),
         helper.make_node("Gemm", ["d", "w"], ["e"], name="fc", transB=1),
         helper.make_node("Softmax", ["e"], ["y"], name="soft"),
     ]
     model = _model(nodes, {"k": rng.normal(size=(2, 1, 3, 3)), "w": rng.normal(size=(3, 8))}, [1, 1, 4, 4])
-    with pytest.raises(fb.errors.UnsupportedModelError) as info:
-        fb.load(_save(model, tmp_path / "m.onnx"))
-    msg = str(info.value)
-    assert "MaxPool 'pool'" in msg and "Softmax 'soft'" in msg
-    assert "(2)" in msg  # exactly those two; the Flatten after the MaxPool is not blamed
-    assert "'flat'" not in msg
+    net = fb.load(_save(model, tmp_path / "m.onnx"))
+    assert isinstance(net, fb.GraphNetwork) and net.widths == [32]
+    x = net.domain.sample(10, torch.Generator().manual_seed(0))
+    want = ReferenceEvaluator(model).run(None, {"x": x.numpy().astype(np.float32)})[0]
+    np.testing.assert_allclose(net.forward(x).numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_onnx_unsupported_settings_are_named(tmp_path: Path) -> None:
@@ -341,7 +360,8 @@ def test_onnx_unsupported_settings_are_named(tmp_path: Path) -> None:
         fb.load(_save(model, tmp_path / "m.onnx"))
 
 
-def test_onnx_residual_graph_is_refused(tmp_path: Path) -> None:
+def test_onnx_residual_graph_loads_as_a_graph(tmp_path: Path) -> None:
+    # refused by the chain reader; read by the graph reader since issue 10
     rng = np.random.default_rng(4)
     nodes = [
         helper.make_node("Gemm", ["x", "w1"], ["a"], name="fc1", transB=1),
@@ -352,11 +372,18 @@ def test_onnx_residual_graph_is_refused(tmp_path: Path) -> None:
         helper.make_node("Gemm", ["e", "w3"], ["y"], name="fc3", transB=1),
     ]
     inits = {"w1": rng.normal(size=(3, 3)), "w2": rng.normal(size=(3, 3)), "w3": rng.normal(size=(1, 3))}
+    model = _model(nodes, inits, [1, 3])
     with pytest.raises(fb.errors.UnsupportedModelError, match="Add 'skip'"):
-        fb.load(_save(_model(nodes, inits, [1, 3]), tmp_path / "m.onnx"))
+        fb.network.readers.onnx.network_from_onnx(model)  # the chain reader alone
+    net = fb.load(_save(model, tmp_path / "m.onnx"))
+    assert isinstance(net, fb.GraphNetwork) and net.widths == [3, 3]
+    x = net.domain.sample(10, torch.Generator().manual_seed(0))
+    want = ReferenceEvaluator(model).run(None, {"x": x.numpy().astype(np.float32)})[0]
+    np.testing.assert_allclose(net.forward(x).numpy(), want, rtol=1e-5, atol=1e-6)
 
 
-def test_onnx_scalar_mul_not_before_sigmoid_is_refused(tmp_path: Path) -> None:
+def test_onnx_scalar_mul_not_before_sigmoid_is_a_graph_node(tmp_path: Path) -> None:
+    # the chain reader refuses it; the graph reader scales the layer's output (issue 10)
     rng = np.random.default_rng(5)
     nodes = [
         helper.make_node("Gemm", ["x", "w1"], ["a"], name="fc1", transB=1),
@@ -365,8 +392,14 @@ def test_onnx_scalar_mul_not_before_sigmoid_is_refused(tmp_path: Path) -> None:
         helper.make_node("Gemm", ["e", "w2"], ["y"], name="fc2", transB=1),
     ]
     inits = {"w1": rng.normal(size=(3, 3)), "w2": rng.normal(size=(1, 3)), "c": np.array(3.0)}
+    model = _model(nodes, inits, [1, 3])
     with pytest.raises(fb.errors.UnsupportedModelError, match="Tanh 't'"):
-        fb.load(_save(_model(nodes, inits, [1, 3]), tmp_path / "m.onnx"))
+        fb.network.readers.onnx.network_from_onnx(model)  # the chain reader alone
+    net = fb.load(_save(model, tmp_path / "m.onnx"))
+    assert isinstance(net, fb.GraphNetwork) and net.widths == [3]
+    x = net.domain.sample(10, torch.Generator().manual_seed(0))
+    want = ReferenceEvaluator(model).run(None, {"x": x.numpy().astype(np.float32)})[0]
+    np.testing.assert_allclose(net.forward(x).numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_pt2_with_max_pool_and_softmax_loads_as_a_graph(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ class GraphNetwork:
 
         Raises:
             UnsupportedModelError: a node that reads a later node, the wrong number of inputs,
-                shapes that do not fit (naming the node), NaN or infinite weights, no activation.
+                shapes that do not fit (naming the node), NaN or infinite weights, a node of width 0, no activation.
         """
         if not nodes or not isinstance(nodes[0][1], Input):
             raise UnsupportedModelError("Expected the graph to start with its input node.")

@@ -1,6 +1,7 @@
 """Loading a model file into a Network: the reader is picked by the file extension.
 
-* ``.onnx`` -- :func:`faultbound.network.readers.onnx.load_onnx` (needs the ``onnx`` package);
+* ``.onnx`` -- :func:`faultbound.network.readers.onnx.load_onnx` (needs the ``onnx`` package), and
+  :func:`faultbound.network.readers.graph_onnx.load_graph_onnx` when the model is not a chain;
 * ``.pt2`` -- a ``torch.export`` program, :func:`faultbound.network.readers.export.load_exported`;
   no user code is unpickled;
 * ``.pt`` / ``.pth`` -- :func:`faultbound.network.readers.module.read_module`:
@@ -25,6 +26,7 @@ from faultbound.network.graph import GraphNetwork
 from faultbound.network.readers._common import first_line
 from faultbound.network.readers.export import load_exported, read_exported
 from faultbound.network.readers.graph_export import graph_from_exported, graph_from_module
+from faultbound.network.readers.graph_onnx import ReferenceRunError, load_graph_onnx
 from faultbound.network.readers.module import read_module
 from faultbound.network.readers.onnx import load_onnx
 
@@ -40,7 +42,14 @@ def _load_pickled(path: Path, domain: Any, trust_pickle: bool, input_shape: tupl
 
 
 def _load_onnx(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
-    return load_onnx(path, domain)
+    try:
+        return load_onnx(path, domain)
+    except UnsupportedModelError as e:
+        chain_error = e  # not a chain (or an operator only the graph reader knows): read it as a graph
+    try:
+        return load_graph_onnx(path, domain)
+    except ReferenceRunError as e:  # no shapes to read a graph with: the chain reader's findings stand
+        raise UnsupportedModelError(f"{first_line(chain_error)} Read as a graph: {first_line(e)}") from None
 
 
 def _load_pt2(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:

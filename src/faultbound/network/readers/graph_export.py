@@ -23,7 +23,7 @@ constant: :class:`~faultbound.network.gops.ConstAffine`; between variables: ``Ad
 ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``, ``mean``, ``cat``, ``softmax``,
 ``scaled_dot_product_attention`` (no mask, no dropout: written as matmul, softmax, matmul), the
 shape operations above, the identities (``dropout`` in eval, ``clone``, ``contiguous``, ``alias``,
-``detach``, float ``_to_copy``), and the ``aten_ops`` of every registered activation. Nodes whose
+``detach``, float ``_to_copy``), and the ``aten_ops`` of every registered activation and ``sigmoid``. Nodes whose
 inputs are all constants are evaluated once (only aten/prims operators are ever called). Anything
 else is refused in one line naming the operator and the node.
 """
@@ -478,6 +478,13 @@ def _identity(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -
     return x
 
 
+def _sigmoid(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
+    """``sigmoid``: the logistic activation (``Sigmoid(k=1/4)``); the chain reader reads it through
+    its algebra (tuned sigmoids), so it is not among the registered ``aten_ops``."""
+    x = a["self"]
+    return _V(b.add(name, Act(Sigmoid()), x.idx), x.squeezed, out)
+
+
 def _dropout_tuple(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> tuple[Any, ...]:
     if a.get("train", False) is True:
         raise _Refuse("dropout in training mode")
@@ -528,6 +535,7 @@ GRAPH_RULES: dict[str, Rule] = {
     "concat": _cat,
     "softmax": _softmax,
     "_softmax": _softmax,
+    "sigmoid": _sigmoid,
     "scaled_dot_product_attention": _sdpa,
     "view": _shape_op,
     "reshape": _shape_op,
@@ -566,14 +574,7 @@ def _module_name(node: Any) -> str:
     return str(node.name)
 
 
-def _sigmoid(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
-    x = a["self"]
-    return _V(b.add(name, Act(Sigmoid()), x.idx), x.squeezed, out)
-
-
 def _activation_rule(name: str) -> Rule | None:
-    if name == "sigmoid":  # the layered reader knows it through its tuned-sigmoid pattern
-        return _sigmoid
     cls = aten_activation_ops().get(name)
     if cls is None:
         return None

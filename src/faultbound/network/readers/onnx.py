@@ -236,6 +236,8 @@ def _convert(tracer: ChainTracer, node: Any, label: str, args: list[Value | None
         return [tracer.fail(label, "its first input is missing")]
     if rule is None:
         return [tracer.fail(label)]
+    if any(isinstance(a, _Shape) for a in args[: 1 if node.op_type == "Reshape" else None]):
+        return [tracer.fail(label, "computes with the input's shape")]  # (graph reader: folded per sample)
     try:
         return rule(tracer, label, _attrs(node), args)
     except _Reject as r:
