@@ -119,6 +119,15 @@ class Dev:
         return Dev(torch.zeros_like(like), [])
 
 
+def _broadcast_dev(dev: Dev, in_shape: Sequence[int], out_shape: Sequence[int]) -> Dev:
+    """``dev`` of an input of per-sample shape ``in_shape[1:]`` seen in an output of shape
+    ``out_shape`` it broadcasts to: the dense part is expanded; a unit is copied to
+    :math:`r = |out| / |in|` units at most, so a sparse part of f units becomes one of
+    :math:`f r` units (a broadcast unit is no longer one unit)."""
+    r = max(1, math.prod(out_shape[1:]) // max(1, math.prod(in_shape[1:])))
+    return Dev(dev.e.expand(out_shape), [(k * r, d.expand(out_shape)) for k, d in dev.parts])
+
+
 def _topk_rows(terms: Tensor, k: int) -> Tensor:
     """Sum of the ``k`` largest entries along the last axis (all of them when fewer)."""
     n = terms.shape[-1]
@@ -336,9 +345,10 @@ class Add(GOp):
         shape = self.interval(*boxes)[0].shape
         e = torch.zeros(shape, dtype=devs[0].e.dtype)
         parts: list[tuple[int, Tensor]] = []
-        for dv in devs:
-            e = e + dv.e
-            parts += [(k, d.expand(shape)) for k, d in dv.parts]
+        for dv, box in zip(devs, boxes, strict=True):
+            wide = _broadcast_dev(dv, box[0].shape, shape)
+            e = e + wide.e
+            parts += wide.parts
         return Dev(e, parts)
 
     def describe(self) -> str:
@@ -365,9 +375,13 @@ class Mul(GOp):
         return _widen(c.amin(0), c.amax(0))
 
     def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
-        # a~b~ - ab = (a~ - a) b~ + a (b~ - b); both b~ and a lie in the boxes
-        ta, tb = devs[0].total(), devs[1].total()
-        return Dev(ta * _mag(boxes[1]) + _mag(boxes[0]) * tb)
+        # a~b~ - ab = (a~ - a) b~ + a (b~ - b); both b~ and a lie in the boxes. Each sparse part
+        # of a (of b) times the magnitude of b (of a) stays on the same units (broadcast: r copies).
+        shape = self.interval(*boxes)[0].shape
+        ma, mb = _mag(boxes[0]), _mag(boxes[1])
+        da = _broadcast_dev(devs[0], boxes[0][0].shape, shape).scale(mb.expand(shape))
+        db = _broadcast_dev(devs[1], boxes[1][0].shape, shape).scale(ma.expand(shape))
+        return Dev(da.e + db.e, da.parts + db.parts)
 
     def describe(self) -> str:
         return "mul"
@@ -399,10 +413,11 @@ class ConstAffine(GOp):
 
     def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
         if self.scale is None:
-            return devs[0]
+            shape = self.interval(*boxes)[0].shape
+            return _broadcast_dev(devs[0], boxes[0][0].shape, shape)
         shape = self.interval(*boxes)[0].shape
-        out = devs[0].scale(self.scale.abs().to(devs[0].e.dtype))
-        return Dev(out.e.expand(shape), [(k, d.expand(shape)) for k, d in out.parts])
+        wide = _broadcast_dev(devs[0], boxes[0][0].shape, shape)
+        return wide.scale(self.scale.abs().to(devs[0].e.dtype).expand(shape))
 
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.scale, self.shift) if t is not None]
@@ -512,9 +527,19 @@ class Rearrange(GOp):
 class MaxPool(GOp):
     """2-D max pooling (dilation 1, floor mode; padding counts as :math:`-\\infty`).
 
-    Interval: monotone, so the pool of the bounds. Deviation: each output moves by at most the
-    largest input deviation of its window; a sparse part of f units touches at most
-    :math:`f \\lceil k/s \\rceil^2` outputs (windows overlapping one input)."""
+    Interval: monotone, so the pool of the bounds.
+
+    Deviation. Let :math:`m = \\max_i x_i` and :math:`\\tilde m = \\max_i \\tilde x_i` over one window,
+    reached at :math:`i^*` and :math:`\\tilde\\imath`. Then :math:`\\tilde m - m \\le \\tilde x_{\\tilde\\imath} -
+    x_{\\tilde\\imath}` and :math:`m - \\tilde m \\le x_{i^*} - \\tilde x_{i^*}`, so :math:`|\\tilde m - m|
+    \\le \\max(|\\delta_{i^*}|, |\\delta_{\\tilde\\imath}|)`. With boxes :math:`[l_i, u_i]` that hold both
+    the clean and the faulty inputs, a unit can be the largest of either only when
+    :math:`u_i \\ge \\max_j l_j` (a *candidate*): the largest deviation of the window's candidates
+    bounds the output's. Both maxima also lie in :math:`[\\max_j l_j, \\max_j u_j]`, which caps it.
+    A sparse part of f units touches at most :math:`f \\lceil k_h/s_h \\rceil \\lceil k_w/s_w \\rceil`
+    outputs (the windows overlapping one input); each part is capped separately
+    (:math:`\\min(a + b, c) \\le \\min(a, c) + \\min(b, c)`).
+    """
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
@@ -526,18 +551,33 @@ class MaxPool(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return self.forward(boxes[0][0]), self.forward(boxes[0][1])
 
+    def _cols(self, t: Tensor, fill: float) -> Tensor:
+        """``(B, C, kh*kw, P)``: each window's entries, padding filled with ``fill``."""
+        b, c, h, w = t.shape
+        ph, pw = self.padding
+        padded = F.pad(t.reshape(b * c, 1, h, w), (pw, pw, ph, ph), value=fill)
+        cols = F.unfold(padded, self.kernel, stride=self.stride)  # (B*C, kh*kw, P)
+        return cols.reshape(b, c, cols.shape[1], cols.shape[2])
+
     def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
-        shape = boxes[0][0].shape
+        lo, hi = boxes[0]
+        shape = lo.shape
         dv = devs[0]
         spread = math.prod(math.ceil(k / s) for k, s in zip(self.kernel, self.stride, strict=True))
-        return Dev(
-            self._pool(dv.e.expand(shape)),
-            [(k * spread, self._pool(d.expand(shape))) for k, d in dv.parts],
+        lo_c, hi_c = self._cols(lo, -math.inf), self._cols(hi, -math.inf)
+        floor = lo_c.amax(2, keepdim=True)  # max_j l_j per window
+        cand = hi_c >= floor
+        cap = (hi_c.amax(2) - floor[:, :, 0]).clamp(min=0)
+        out_shape = (shape[0], shape[1]) + tuple(
+            (n + 2 * p - k) // s + 1 for n, p, k, s in zip(shape[2:], self.padding, self.kernel, self.stride, strict=True)
         )
 
-    def _pool(self, t: Tensor) -> Tensor:
-        # deviations are >= 0: zero padding is the same as -inf padding for the max
-        return F.max_pool2d(F.pad(t, (self.padding[1],) * 2 + (self.padding[0],) * 2), self.kernel, self.stride)
+        def pool(t: Tensor) -> Tensor:
+            cols = self._cols(t.expand(shape), 0.0)  # deviations are >= 0: zero padding is harmless
+            best = torch.where(cand, cols, torch.zeros_like(cols)).amax(2)
+            return torch.minimum(best, cap).reshape(out_shape)
+
+        return Dev(pool(dv.e), [(k * spread, pool(d)) for k, d in dv.parts])
 
     def describe(self) -> str:
         return f"MaxPool({self.kernel[0]})"
@@ -708,12 +748,30 @@ class Norm(GOp):
         return f"LayerNorm{self.shape}" if self.shape is not None else f"GroupNorm({self.groups})"
 
 
+def _lse_others(v: Tensor, d: int) -> Tensor:
+    """:math:`\\log \\sum_{i \\ne j} e^{v_i}` for every j along axis ``d``, without cancellation:
+    for j other than the first largest entry the sum keeps the largest term (so it is at least
+    :math:`e^{\\max v}` and the subtraction loses nothing relative), for the largest entry it is
+    recomputed with that entry masked (:math:`-\\infty` when it is the only one)."""
+    m = v.amax(d, keepdim=True)
+    e = torch.exp(v - m)
+    s = e.sum(d, keepdim=True)
+    rest = torch.log((s - e).clamp(min=1e-300)) + m
+    idx = v.argmax(d, keepdim=True)
+    masked = v.scatter(d, idx, -math.inf)
+    top = torch.logsumexp(masked, d, keepdim=True).expand_as(v)
+    is_top = torch.zeros_like(v, dtype=torch.bool).scatter(d, idx, True)
+    return torch.where(is_top, top, rest)
+
+
 @dataclass(frozen=True, eq=False)
 class Softmax(GOp):
     """Softmax along ``dim``: :math:`p_j = e^{x_j} / \\sum_i e^{x_i}`.
 
-    Interval (exact per coordinate): :math:`p_j = 1/(1 + \\sum_{i \\ne j} e^{x_i - x_j})` is
-    decreasing in every :math:`x_i` and increasing in :math:`x_j`. Deviation (mean value theorem,
+    Interval (exact per coordinate): :math:`p_j = 1/(1 + \\sum_{i \\ne j} e^{x_i - x_j}) =
+    \\operatorname{sigmoid}(x_j - \\log\\sum_{i \\ne j} e^{x_i})` is decreasing in every :math:`x_i` and
+    increasing in :math:`x_j`; computed in log space (:func:`_lse_others`), so that a probability
+    far below 1 is never rounded up to 1. Deviation (mean value theorem,
     :math:`J = \\operatorname{diag}(p) - pp^T`): :math:`|\\delta p_j| = p_j |\\sum_i p_i
     (\\delta x_j - \\delta x_i)| \\le \\overline p_j (t_j + \\max_i t_i)`, capped by the output
     interval's width."""
@@ -726,17 +784,9 @@ class Softmax(GOp):
 
     def interval(self, *boxes: Box2) -> Box2:
         lo, hi = boxes[0]
-        d = self.dim
-        # sum over i != j of exp(x_i - x_j), at the bounds, stably
-        m_hi = hi.amax(d, keepdim=True)
-        m_lo = lo.amax(d, keepdim=True)
-        s_hi = torch.exp(hi - m_hi).sum(d, keepdim=True)  # sum_i e^{hi_i - m}
-        s_lo = torch.exp(lo - m_lo).sum(d, keepdim=True)
-        # lower p_j: 1 / (1 + sum_{i!=j} e^{hi_i - lo_j})
-        others_hi = (s_hi - torch.exp(hi - m_hi)).clamp(min=0)
-        p_lo = 1 / (1 + others_hi * torch.exp(m_hi - lo))
-        others_lo = (s_lo - torch.exp(lo - m_lo)).clamp(min=0)
-        p_hi = 1 / (1 + others_lo * torch.exp(m_lo - hi))
+        # p_j = sigmoid(x_j - LSE_{i != j} x_i): the lower end at (lo_j, hi_i), the upper at (hi_j, lo_i)
+        p_lo = torch.sigmoid(lo - _lse_others(hi, self.dim))
+        p_hi = torch.sigmoid(hi - _lse_others(lo, self.dim))
         return _widen(p_lo.clamp(0, 1), p_hi.clamp(0, 1))
 
     def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
