@@ -246,7 +246,8 @@ def test_softmax_by_hand() -> None:
     p_hi = 1 / (1 + math.exp(-0.1))  # first unit at its largest: e^0.1 / (e^0.1 + 1)
     p_lo = 1 / (1 + math.exp(0.1))
     assert float(got[0, 0]) <= p_hi - p_lo + 1e-9  # capped by the output interval's width
-    assert float(got[0, 1]) == pytest.approx(min(p_hi * 0.1, p_hi - p_lo), rel=1e-6)
+    # unit 1: p_hi_1 (0 + min(max t, sum_i p_hi_i t_i)) = p_hi (p_hi 0.1), p_hi_1 = p_hi by symmetry
+    assert float(got[0, 1]) == pytest.approx(min(p_hi * p_hi * 0.1, p_hi - p_lo), rel=1e-6)
 
 
 def test_layernorm_interval_by_hand() -> None:

@@ -128,6 +128,17 @@ def _broadcast_dev(dev: Dev, in_shape: Sequence[int], out_shape: Sequence[int]) 
     return Dev(dev.e.expand(out_shape), [(k * r, d.expand(out_shape)) for k, d in dev.parts])
 
 
+def _capped(e: Tensor, parts: Sequence[tuple[int, Tensor]], cap: Tensor) -> Dev:
+    """A deviation bound :math:`e + \\sum_k d_k` that is also at most ``cap`` on every unit, as
+    :math:`e' = \\min(e, c)` and parts :math:`d'_k = \\min(d_k, (c - e)^+)`: a unit's deviation is
+    clipped to :math:`\\pm e'` (dense), and the rest, at most :math:`\\min(\\sum_k d_k, c - e)
+    \\le \\sum_k \\min(d_k, (c - e)^+)`, is shared among the parts active there (so supports only
+    shrink). This is never looser than capping every piece by c, nor than the dense
+    :math:`\\min(e + \\sum d, c)` where e already reaches c."""
+    room = (cap - e).clamp(min=0)
+    return Dev(torch.minimum(e, cap), [(k, torch.minimum(d, room)) for k, d in parts])
+
+
 def _topk_rows(terms: Tensor, k: int) -> Tensor:
     """Sum of the ``k`` largest entries along the last axis (all of them when fewer)."""
     n = terms.shape[-1]
@@ -289,8 +300,8 @@ class Act(GOp):
 
     Deviation: with :math:`t` the input's total deviation bound and :math:`[\\underline s - t,
     \\overline s + t]` holding both networks' inputs, :math:`K_j` = the largest slope there
-    (``activation.slope``), each part is scaled by :math:`K_j` and capped by the activation's
-    width over that box (:math:`\\min(a+b, c) \\le \\min(a, c) + \\min(b, c)`)."""
+    (``activation.slope``), each part is scaled by :math:`K_j`, and the whole is capped by the
+    activation's width over that box (:func:`_capped`)."""
 
     act: Activation
     default_site: ClassVar[bool] = True
@@ -314,7 +325,7 @@ class Act(GOp):
         out = dev.scale(k)
         if jump is not None:
             out = Dev(out.e + jump, out.parts)
-        return Dev(torch.minimum(out.e, cap), [(f, torch.minimum(d, cap)) for f, d in out.parts])
+        return _capped(out.e.expand(cap.shape), [(f, d.expand(cap.shape)) for f, d in out.parts], cap)
 
     def describe(self) -> str:
         return self.act.name
@@ -537,8 +548,7 @@ class MaxPool(GOp):
     :math:`u_i \\ge \\max_j l_j` (a *candidate*): the largest deviation of the window's candidates
     bounds the output's. Both maxima also lie in :math:`[\\max_j l_j, \\max_j u_j]`, which caps it.
     A sparse part of f units touches at most :math:`f \\lceil k_h/s_h \\rceil \\lceil k_w/s_w \\rceil`
-    outputs (the windows overlapping one input); each part is capped separately
-    (:math:`\\min(a + b, c) \\le \\min(a, c) + \\min(b, c)`).
+    outputs (the windows overlapping one input); the cap is applied by :func:`_capped`.
     """
 
     kernel: tuple[int, int]
@@ -574,10 +584,9 @@ class MaxPool(GOp):
 
         def pool(t: Tensor) -> Tensor:
             cols = self._cols(t.expand(shape), 0.0)  # deviations are >= 0: zero padding is harmless
-            best = torch.where(cand, cols, torch.zeros_like(cols)).amax(2)
-            return torch.minimum(best, cap).reshape(out_shape)
+            return torch.where(cand, cols, torch.zeros_like(cols)).amax(2).reshape(out_shape)
 
-        return Dev(pool(dv.e), [(k * spread, pool(d)) for k, d in dv.parts])
+        return _capped(pool(dv.e), [(k * spread, pool(d)) for k, d in dv.parts], cap.reshape(out_shape))
 
     def describe(self) -> str:
         return f"MaxPool({self.kernel[0]})"
@@ -663,11 +672,22 @@ class Norm(GOp):
     bounded exactly; :math:`\\sigma^2` lies in :math:`[\\min\\operatorname{var}, \\max\\operatorname{var}]`
     (:func:`_var_min`, :func:`_var_max`); also :math:`|z_j| \\le \\sqrt{n-1}`.
 
-    Deviation, by the mean value theorem on the segment between the clean and the faulty input
-    (inside the box), with :math:`J = \\frac1s(I - \\frac1n\\mathbf 1\\mathbf 1^T - \\frac1n zz^T)`:
-    :math:`|\\delta z_j| \\le \\frac1{s_{min}}(t_j + \\bar t + Z_j \\|t\\|_2 / \\sqrt n)` because
-    :math:`\\|z\\|_2 \\le \\sqrt n`; :math:`s_{min} = \\sqrt{\\min\\operatorname{var} + \\epsilon}`, and
-    capped by the width of the output interval."""
+    Deviation. With :math:`x_c = x - \\mu` (centred), :math:`s = \\sqrt{\\sigma^2 + \\epsilon}` and the
+    faulty network's :math:`\\tilde x_c, \\tilde s, \\tilde z`:
+
+    .. math::  \\tilde z - z = \\frac{\\tilde x_c - x_c}{s} + \\tilde z\\,\\frac{s - \\tilde s}{s},
+        \\qquad |s - \\tilde s| \\le |\\sigma - \\tilde\\sigma| \\le \\frac{\\|\\delta\\|_2}{\\sqrt n}
+
+    (:math:`\\sigma = \\|x_c\\|_2/\\sqrt n`, centring is a projection), so
+    :math:`|\\delta z_j| \\le \\frac1{s_{min}}(|\\delta_j| + |\\overline{\\delta}| + \\tilde Z_j
+    \\|\\delta\\|_2/\\sqrt n)` with :math:`s_{min} = \\sqrt{\\min\\operatorname{var} + \\epsilon}` over the
+    box of the *clean* inputs (the given box narrowed back by the input deviation: a fault that can
+    flatten the faulty group does not shrink it) and :math:`\\tilde Z_j` the largest :math:`|z_j|` over
+    the given box (which holds the faulty inputs). With :math:`\\delta = \\delta^0 + \\sum_k \\delta^k` (dense e, parts of :math:`f_k` units up
+    to :math:`d_k`): :math:`n|\\overline\\delta| \\le \\sum e + \\sum_k \\operatorname{top}_{f_k} d_k` and
+    :math:`\\|\\delta\\|_2 \\le \\|e\\|_2 + \\sum_k (\\operatorname{top}_{f_k} d_k^2)^{1/2}`; the term
+    :math:`|\\delta_j|/s_{min}` keeps the parts (same units), the rest is dense. Each piece is capped by
+    the width of the output interval (:func:`_capped`)."""
 
     shape: tuple[int, ...] | None
     groups: int
@@ -726,16 +746,34 @@ class Norm(GOp):
 
     def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
         lo, hi = boxes[0]
-        zlo, zhi, smin = self._z_box(lo, hi)
-        t = self._grouped(devs[0].total().expand(lo.shape))
-        n = t.shape[-1]
+        zlo, zhi, _ = self._z_box(lo, hi)
+        dv = devs[0]
+        # the clean inputs' box: the given one holds both networks' inputs, [l - t, u + t]
+        t = dv.total().expand(lo.shape)
+        clo = lo + t
+        chi = torch.maximum(hi - t, clo)
+        smin = (_var_min(self._grouped(clo), self._grouped(chi)) + self.eps).sqrt()[..., None]
+        e = self._grouped(dv.e.expand(lo.shape))
+        parts = [(k, self._grouped(d.expand(lo.shape))) for k, d in dv.parts]
+        n = e.shape[-1]
+        # |mean(delta)| and ||delta||_2 from the sparse structure: a part of k units adds at most
+        # the sum (the root of the sum of squares) of its k largest entries
+        mean = e.sum(-1, keepdim=True)
+        norm2 = e.norm(dim=-1, keepdim=True)
+        for k, d in parts:
+            mean = mean + _topk_rows(d, k)[..., None]
+            norm2 = norm2 + _topk_rows(d.square(), k)[..., None].sqrt()
         zmag = torch.maximum(zlo.abs(), zhi.abs())
-        dz = (t + t.mean(-1, keepdim=True) + zmag * t.norm(dim=-1, keepdim=True) / math.sqrt(n)) / smin
-        dz = torch.minimum(dz, zhi - zlo).reshape(lo.shape) * (1 + 1e-9)
+        common = (mean / n + zmag * norm2 / math.sqrt(n)) / smin
+        # |delta_j| / s stays on the units of each part; the rest is dense; capped by the width
+        capped = _capped(e / smin + common, [(k, d / smin) for k, d in parts], zhi - zlo)
         w = self._affine_view(self.weight, lo)
-        if w is not None:
-            dz = dz * w.abs()
-        return Dev(dz)
+
+        def out(t: Tensor) -> Tensor:
+            t = t.reshape(lo.shape) * (1 + 1e-9)
+            return t if w is None else t * w.abs()
+
+        return Dev(out(capped.e), [(k, out(d)) for k, d in capped.parts])
 
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.weight, self.bias) if t is not None]
@@ -772,9 +810,11 @@ class Softmax(GOp):
     \\operatorname{sigmoid}(x_j - \\log\\sum_{i \\ne j} e^{x_i})` is decreasing in every :math:`x_i` and
     increasing in :math:`x_j`; computed in log space (:func:`_lse_others`), so that a probability
     far below 1 is never rounded up to 1. Deviation (mean value theorem,
-    :math:`J = \\operatorname{diag}(p) - pp^T`): :math:`|\\delta p_j| = p_j |\\sum_i p_i
-    (\\delta x_j - \\delta x_i)| \\le \\overline p_j (t_j + \\max_i t_i)`, capped by the output
-    interval's width."""
+    :math:`J = \\operatorname{diag}(p) - pp^T`): :math:`|\\delta p_j| = p_j |\\delta x_j - \\sum_i p_i
+    \\delta x_i| \\le \\overline p_j (|\\delta x_j| + S)` with :math:`S = \\min(\\max_i |\\delta x_i|,
+    \\sum_i \\overline p_i |\\delta x_i|)` (as :math:`\\sum_i p_i = 1`), bounded from the dense part and the
+    f largest entries of each sparse part; :math:`\\overline p_j |\\delta x_j|` keeps the parts. The
+    whole is capped by the output interval's width (:func:`_capped`)."""
 
     dim: int = -1
     piecewise_linear: ClassVar[bool] = False
@@ -791,9 +831,20 @@ class Softmax(GOp):
 
     def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
         plo, phi = self.interval(*boxes)
-        t = devs[0].total().expand(plo.shape)
-        dp = phi * (t + t.amax(self.dim, keepdim=True))
-        return Dev(torch.minimum(dp, phi - plo) * (1 + 1e-9))
+        dv = devs[0]
+        d = self.dim
+        e = dv.e.expand(plo.shape)
+        parts = [(k, p.expand(plo.shape)) for k, p in dv.parts]
+        # |sum_i p_i delta_i| <= max_i |delta_i| (sum p = 1), and <= sum_i p_hi_i |delta_i|
+        by_max = e.amax(d, keepdim=True)
+        by_sum = (phi * e).sum(d, keepdim=True)
+        for k, p in parts:
+            by_max = by_max + p.amax(d, keepdim=True)
+            by_sum = by_sum + _topk_rows((phi * p).movedim(d, -1), k).unsqueeze(-1).movedim(-1, d)
+        common = torch.minimum(by_max, by_sum)
+        # p_j |delta_j| stays on the units of each part; p_j |sum_i p_i delta_i| is dense
+        out = _capped(phi * (e + common), [(k, phi * p) for k, p in parts], phi - plo)
+        return Dev(out.e * (1 + 1e-9), [(k, p * (1 + 1e-9)) for k, p in out.parts])
 
     def describe(self) -> str:
         return f"softmax(dim={self.dim})"
