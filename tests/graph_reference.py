@@ -98,8 +98,9 @@ class Builder:
         s = self.scale if scale is None else scale
         return ((torch.rand(shape, generator=self.g, dtype=torch.float64) * 2 - 1) * s).to(torch.float64)
 
-    def add(self, name: str, op: gops.GOp, inputs: Sequence[int], ref: Ref, site: bool = False,
-            weighted: bool = False) -> int:
+    def add(
+        self, name: str, op: gops.GOp, inputs: Sequence[int], ref: Ref, site: bool = False, weighted: bool = False
+    ) -> int:
         self.nodes.append(RNode(name, op, tuple(inputs), ref, site, weighted))
         return len(self.nodes) - 1
 
@@ -122,14 +123,18 @@ class Builder:
 
     def avgpool(self, x: int, k: int, s: int, p: int) -> int:
         return self.add(
-            f"avg{len(self.nodes)}", gops.Affine(AvgPool((k, k), (s, s), (p, p))), [x],
+            f"avg{len(self.nodes)}",
+            gops.Affine(AvgPool((k, k), (s, s), (p, p))),
+            [x],
             lambda t: F.avg_pool2d(t, k, s, p, count_include_pad=True),
         )
 
     def chaffine(self, x: int, c: int) -> int:
         a, t0 = self.rand(c), self.rand(c, scale=0.3)
         return self.add(
-            f"bn{len(self.nodes)}", gops.Affine(ChannelAffine(a, t0)), [x],
+            f"bn{len(self.nodes)}",
+            gops.Affine(ChannelAffine(a, t0)),
+            [x],
             lambda t: t * a.view(1, -1, *([1] * (t.dim() - 2))) + t0.view(1, -1, *([1] * (t.dim() - 2))),
         )
 
@@ -151,8 +156,13 @@ def residual(seed: int, acts: Sequence[str], depth: int = 2, sign: int = 1, name
     for k in range(depth):
         inner = b.act(b.dense(x, h, h), acts[(k + 1) % len(acts)])
         signs = (1, sign)
-        s = b.add(f"add{k}", gops.Add(signs), [x, inner],
-                  (lambda u, v: u + v) if sign > 0 else (lambda u, v: u - v), site=named and k == 0)
+        s = b.add(
+            f"add{k}",
+            gops.Add(signs),
+            [x, inner],
+            (lambda u, v: u + v) if sign > 0 else (lambda u, v: u - v),
+            site=named and k == 0,
+        )
         x = b.act(s, acts[(k + 2) % len(acts)]) if k == depth - 1 else s
     b.dense(x, h, 2)
     return b.build(-1.0, 1.0)
@@ -207,8 +217,7 @@ def layernorm_mlp(seed: int, acts: Sequence[str], affine: bool = True, named: bo
     y = b.act(b.dense(0, 2, 4), acts[0])
     w = b.rand(4) if affine else None
     bb = b.rand(4, scale=0.3) if affine else None
-    ln = b.add("ln", gops.Norm((4,), 1, 1e-5, w, bb), [y], lambda t: F.layer_norm(t, (4,), w, bb, 1e-5),
-               site=named)
+    ln = b.add("ln", gops.Norm((4,), 1, 1e-5, w, bb), [y], lambda t: F.layer_norm(t, (4,), w, bb, 1e-5), site=named)
     z = b.act(b.dense(ln, 4, 3), acts[1 % len(acts)])
     b.dense(z, 3, 2)
     return b.build(-1.0, 1.0)
@@ -302,7 +311,9 @@ def _value_draws(n_cfg: int, width: int, c: float, g: torch.Generator) -> list[T
     ]
 
 
-def failure_sets(sizes: Sequence[int], counts: Sequence[int], cap: int, g: torch.Generator) -> list[list[tuple[int, ...]]]:
+def failure_sets(
+    sizes: Sequence[int], counts: Sequence[int], cap: int, g: torch.Generator
+) -> list[list[tuple[int, ...]]]:
     """Every failure set (one combination per site), or ``cap`` random ones when there are more."""
     per = [list(itertools.combinations(range(n), f)) for n, f in zip(sizes, counts, strict=True)]
     total = math.prod(len(p) for p in per)
@@ -314,8 +325,9 @@ def failure_sets(sizes: Sequence[int], counts: Sequence[int], cap: int, g: torch
     return out
 
 
-def brute_force(tg: RGraph, fault: FaultSpec, counts: Sequence[int], x: Tensor, *, cap: int = 600,
-                seed: int = 0) -> Tensor:
+def brute_force(
+    tg: RGraph, fault: FaultSpec, counts: Sequence[int], x: Tensor, *, cap: int = 600, seed: int = 0
+) -> Tensor:
     """Per input and output, the largest :math:`|F_{fail}(x) - F(x)|` over the failure sets
     (every one when at most ``cap``) and adversary values tried. ``x``: ``(n, *input_shape)``;
     returns ``(n, n_outputs)``."""
@@ -357,8 +369,10 @@ def brute_force(tg: RGraph, fault: FaultSpec, counts: Sequence[int], x: Tensor, 
             flat = out.reshape(n, -1).clone()
             f = counts[k]
             if f > 0:
-                vdraw = _value_draws(n_sets, f, fault.c, g) if choose else [torch.zeros((n_sets, f), dtype=torch.float64)]
-                v = torch.cat(vdraw, 0) if fault.kind == "syn-byzantine" else torch.zeros((n_cfg, f), dtype=torch.float64)
+                if fault.kind == "syn-byzantine":
+                    v = torch.cat(_value_draws(n_sets, f, fault.c, g), 0)  # (n_cfg, f)
+                else:
+                    v = torch.zeros((n_cfg, f), dtype=torch.float64)
                 idx = torch.tensor([list(s[k]) for s in sets] * draws)  # (n_cfg, f) synapse numbers
                 jj, ii = pairs[idx, 0], pairs[idx, 1]  # (n_cfg, f)
                 jj_n = jj.repeat_interleave(n_x, 0)

@@ -89,15 +89,19 @@ def test_certify_on_graph_never_below_brute_force(
 ) -> None:
     tg = TEMPLATES[template](seed, acts)
     net = tg.build()
-    fault = {"crash": fb.Crash(), "byzantine": fb.Byzantine(1.0), "byzdev": fb.ByzantineDeviation(0.5),
-             "stuck": fb.StuckAt(0.5)}[kind]
+    fault = {
+        "crash": fb.Crash(),
+        "byzantine": fb.Byzantine(1.0),
+        "byzdev": fb.ByzantineDeviation(0.5),
+        "stuck": fb.StuckAt(0.5),
+    }[kind]
     spec = FaultSpec(kind, 0.5 if kind in ("byzdev", "stuck") else 1.0)
     f = [1] * len(tg.site_ids)
     x = corners_and_points(tg, 6, seed)
     cert = certify(net, x, f, fault, radius=radius, batch_size=5)
     # at x itself, and at points of the box around x when radius > 0
-    pts = [x] if radius == 0 else [x, (x + radius * (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(seed),
-                                                                     dtype=torch.float64) - 1))]
+    shift = 2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1
+    pts = [x] if radius == 0 else [x, x + radius * shift]
     for p in pts:
         measured = brute_force(tg, spec, f, p, cap=300, seed=seed).numpy()
         assert (measured <= cert.per_output * (1 + 1e-9) + 1e-12).all()
@@ -137,8 +141,9 @@ def test_certify_exact_refused_on_graph() -> None:
 
 
 # ----------------------------------------------------------------------------- tolerance
-@pytest.mark.parametrize("template,fault", [("residual", fb.Crash()), ("cnn_maxpool", fb.Byzantine(0.5)),
-                                            ("attention", fb.SynapseCrash())])
+@pytest.mark.parametrize(
+    "template,fault", [("residual", fb.Crash()), ("cnn_maxpool", fb.Byzantine(0.5)), ("attention", fb.SynapseCrash())]
+)
 def test_tolerate_on_graph_rechecked_by_bound(template: str, fault: fb.Fault) -> None:
     tg, net = _graph(template, 3)
     zero = [0] * (len(net.weighted_nodes) if fault.site == "synapse" else net.L)

@@ -54,10 +54,14 @@ def cases(g: torch.Generator) -> dict[str, Case]:
         "conv_pad_stride": Case(
             gops.Affine(Conv(cw, cb, (2, 2), (1, 1))), [(2, 4, 4)], lambda x: F.conv2d(x, cw, cb, stride=2, padding=1)
         ),
-        "avgpool": Case(gops.Affine(AvgPool((2, 2), (1, 1), (1, 1))), [(1, 3, 3)],
-                        lambda x: F.avg_pool2d(x, 2, 1, 1, count_include_pad=True)),
-        "chaffine": Case(gops.Affine(ChannelAffine(sc, sh)), [(2, 2, 2)],
-                         lambda x: x * sc.view(1, 2, 1, 1) + sh.view(1, 2, 1, 1)),
+        "avgpool": Case(
+            gops.Affine(AvgPool((2, 2), (1, 1), (1, 1))),
+            [(1, 3, 3)],
+            lambda x: F.avg_pool2d(x, 2, 1, 1, count_include_pad=True),
+        ),
+        "chaffine": Case(
+            gops.Affine(ChannelAffine(sc, sh)), [(2, 2, 2)], lambda x: x * sc.view(1, 2, 1, 1) + sh.view(1, 2, 1, 1)
+        ),
         "flatten": Case(gops.Affine(Flatten()), [(2, 2, 2)], lambda x: x.reshape(x.shape[0], -1)),
         "add": Case(gops.Add((1, 1)), [(5,), (5,)], lambda a, c: a + c),
         "sub": Case(gops.Add((1, -1)), [(5,), (5,)], lambda a, c: a - c),
@@ -66,8 +70,9 @@ def cases(g: torch.Generator) -> dict[str, Case]:
         "add_broadcast_first": Case(gops.Add((1, -1)), [(1, 2), (3, 2)], lambda a, c: a - c),
         "mul": Case(gops.Mul(), [(4,), (4,)], lambda a, c: a * c),
         "mul_broadcast": Case(gops.Mul(), [(3, 2), (1, 2)], lambda a, c: a * c),
-        "const_affine": Case(gops.ConstAffine(ca_s.reshape(3), ca_t.reshape(3)), [(3,)],
-                             lambda x: x * ca_s.reshape(3) + ca_t.reshape(3)),
+        "const_affine": Case(
+            gops.ConstAffine(ca_s.reshape(3), ca_t.reshape(3)), [(3,)], lambda x: x * ca_s.reshape(3) + ca_t.reshape(3)
+        ),
         "const_affine_broadcast": Case(gops.ConstAffine(ca_s, None), [(1, 2)], lambda x: x * ca_s),
         "const_shift_only": Case(gops.ConstAffine(None, ca_t.reshape(3)), [(3,)], lambda x: x + ca_t.reshape(3)),
         "matmul": Case(gops.MatMul(), [(3, 2), (2, 3)], lambda a, c: a @ c),
@@ -78,26 +83,35 @@ def cases(g: torch.Generator) -> dict[str, Case]:
         "slice": Case(gops.Rearrange("slice", (1, 1, 4, 2)), [(5, 2)], lambda x: x[:, 1:4:2]),
         "select": Case(gops.Rearrange("select", (2, 1)), [(2, 3)], lambda x: x[:, :, 1]),
         "maxpool2": Case(gops.MaxPool((2, 2), (2, 2)), [(1, 4, 4)], lambda x: F.max_pool2d(x, 2, 2)),
-        "maxpool_overlap": Case(gops.MaxPool((3, 3), (1, 1), (1, 1)), [(2, 3, 3)],
-                                lambda x: F.max_pool2d(x, 3, 1, 1)),
-        "maxpool_pad_stride": Case(gops.MaxPool((2, 2), (2, 2), (1, 1)), [(1, 3, 3)],
-                                   lambda x: F.max_pool2d(x, 2, 2, 1)),
+        "maxpool_overlap": Case(gops.MaxPool((3, 3), (1, 1), (1, 1)), [(2, 3, 3)], lambda x: F.max_pool2d(x, 3, 1, 1)),
+        "maxpool_pad_stride": Case(
+            gops.MaxPool((2, 2), (2, 2), (1, 1)), [(1, 3, 3)], lambda x: F.max_pool2d(x, 2, 2, 1)
+        ),
         "mean_space": Case(gops.Mean((2, 3)), [(2, 3, 3)], lambda x: x.mean((2, 3))),
         "mean_tokens_keep": Case(gops.Mean((1,), True), [(4, 2)], lambda x: x.mean(1, keepdim=True)),
         "layernorm": Case(gops.Norm((4,), 1, 1e-5, None, None), [(4,)], lambda x: F.layer_norm(x, (4,), eps=1e-5)),
-        "layernorm_affine_tokens": Case(gops.Norm((4,), 1, 1e-5, ln_w, ln_b), [(2, 4)],
-                                        lambda x: F.layer_norm(x, (4,), ln_w, ln_b, 1e-5)),
-        "layernorm_2d": Case(gops.Norm((2, 2), 1, 1e-3, None, None), [(2, 2)],
-                             lambda x: F.layer_norm(x, (2, 2), eps=1e-3)),
-        "groupnorm": Case(gops.Norm(None, 2, 1e-5, None, None), [(4, 2, 1)],
-                          lambda x: F.group_norm(x, 2, eps=1e-5)),
-        "groupnorm_affine": Case(gops.Norm(None, 1, 1e-5, gn_w, gn_b), [(4, 1, 2)],
-                                 lambda x: F.group_norm(x, 1, gn_w, gn_b, 1e-5)),
+        "layernorm_affine_tokens": Case(
+            gops.Norm((4,), 1, 1e-5, ln_w, ln_b), [(2, 4)], lambda x: F.layer_norm(x, (4,), ln_w, ln_b, 1e-5)
+        ),
+        "layernorm_2d": Case(
+            gops.Norm((2, 2), 1, 1e-3, None, None), [(2, 2)], lambda x: F.layer_norm(x, (2, 2), eps=1e-3)
+        ),
+        "groupnorm": Case(gops.Norm(None, 2, 1e-5, None, None), [(4, 2, 1)], lambda x: F.group_norm(x, 2, eps=1e-5)),
+        "groupnorm_affine": Case(
+            gops.Norm(None, 1, 1e-5, gn_w, gn_b), [(4, 1, 2)], lambda x: F.group_norm(x, 1, gn_w, gn_b, 1e-5)
+        ),
         "softmax": Case(gops.Softmax(-1), [(4,)], lambda x: torch.softmax(x, -1)),
         "softmax_dim1": Case(gops.Softmax(1), [(3, 2)], lambda x: torch.softmax(x, 1)),
     }
-    for name, mod in [("sigmoid", nn.Sigmoid()), ("tanh", nn.Tanh()), ("relu", nn.ReLU()), ("gelu", nn.GELU()),
-                      ("silu", nn.SiLU()), ("elu", nn.ELU()), ("softplus", nn.Softplus())]:
+    for name, mod in [
+        ("sigmoid", nn.Sigmoid()),
+        ("tanh", nn.Tanh()),
+        ("relu", nn.ReLU()),
+        ("gelu", nn.GELU()),
+        ("silu", nn.SiLU()),
+        ("elu", nn.ELU()),
+        ("softplus", nn.Softplus()),
+    ]:
         a = activation_from_module(mod)
         assert a is not None
         out["act_" + name] = Case(gops.Act(a), [(4,)], mod)
@@ -287,8 +301,12 @@ def test_mul_and_matmul_by_hand() -> None:
     got = gops.Mul().deviation([box_a, box_b], [a, b]).total()
     assert got.tolist()[0] == [pytest.approx(0.1 * 0.5), pytest.approx(3.0 * 0.2)]
     # (1x2) @ (2x1): |dA| |B| + |A| |dB| = 0.1*0.5 + 3*0.2
-    ma = gops.MatMul().deviation(
-        [(box_a[0][:, None, :], box_a[1][:, None, :]), (box_b[0][:, :, None], box_b[1][:, :, None])],
-        [Dev(a.e[:, None, :]), Dev(b.e[:, :, None])],
-    ).total()
+    ma = (
+        gops.MatMul()
+        .deviation(
+            [(box_a[0][:, None, :], box_a[1][:, None, :]), (box_b[0][:, :, None], box_b[1][:, :, None])],
+            [Dev(a.e[:, None, :]), Dev(b.e[:, :, None])],
+        )
+        .total()
+    )
     assert float(ma) == pytest.approx(0.1 * 0.5 + 3.0 * 0.2)

@@ -82,11 +82,13 @@ def draw_case(data: st.DataObject, template: str) -> tuple[RGraph, FaultSpec, li
     if kind == "precision":
         counts: list[int] = []
     elif spec.synapse:
-        counts = data.draw(st.lists(st.integers(0, 1), min_size=len(tg.weighted_ids),
-                                    max_size=len(tg.weighted_ids)), label="counts")
+        counts = data.draw(
+            st.lists(st.integers(0, 1), min_size=len(tg.weighted_ids), max_size=len(tg.weighted_ids)), label="counts"
+        )
     else:
-        counts = data.draw(st.lists(st.integers(0, 2), min_size=len(tg.site_ids), max_size=len(tg.site_ids)),
-                           label="counts")
+        counts = data.draw(
+            st.lists(st.integers(0, 2), min_size=len(tg.site_ids), max_size=len(tg.site_ids)), label="counts"
+        )
     return tg, spec, counts, seed
 
 

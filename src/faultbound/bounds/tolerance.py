@@ -306,7 +306,9 @@ def tolerate(
     )
 
 
-def _uniform_rows(net: Network | GraphNetwork, fault: Fault, limits: list[int]) -> tuple[list[float], list[tuple[int, ...]]]:
+def _uniform_rows(
+    net: Network | GraphNetwork, fault: Fault, limits: list[int]
+) -> tuple[list[float], list[tuple[int, ...]]]:
     """Candidate uniform fractions p (ascending) and their distributions floor(p N_l) (capped)."""
     n = len(limits)
     synapse = fault.site == "synapse"

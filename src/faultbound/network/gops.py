@@ -444,7 +444,9 @@ class MatMul(GOp):
     """``torch.matmul`` of two variable tensors (attention scores :math:`QK^T`, and :math:`PV`).
 
     Interval: :math:`A_cB_c \\pm (|A_c|B_r + A_r|B_c| + A_rB_r)`. Deviation:
-    :math:`|\\delta_A||B| + |A||\\delta_B|` with magnitudes from the boxes."""
+    :math:`|\\delta_A||B| + |A||\\delta_B|` with magnitudes from the boxes; a sparse part of f units of
+    A stays sparse (f rows, so at most f N units of the product), one of B too (f columns, f T
+    units)."""
 
     arity: ClassVar[int] = 2
     piecewise_linear: ClassVar[bool] = False
@@ -462,8 +464,19 @@ class MatMul(GOp):
 
     def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
         # A~B~ - AB = (A~ - A) B~ + A (B~ - B); both B~ and A lie in the boxes
-        ta, tb = devs[0].total(), devs[1].total()
-        return Dev(ta @ _mag(boxes[1]) + _mag(boxes[0]) @ tb)
+        (a_lo, _), (b_lo, _) = boxes
+        ma, mb = _mag(boxes[0]), _mag(boxes[1])
+        da, db = devs
+        ea, eb = da.e.expand(a_lo.shape), db.e.expand(b_lo.shape)
+        out = ea @ mb + ma @ eb
+        # a unit of A moves one row of the product (N units), a unit of B one column (T units);
+        # batch dimensions broadcast by matmul copy it r times more
+        rows, cols = out.shape[-2], out.shape[-1]
+        r_a = max(1, math.prod(out.shape[1:-2]) // max(1, math.prod(a_lo.shape[1:-2])))
+        r_b = max(1, math.prod(out.shape[1:-2]) // max(1, math.prod(b_lo.shape[1:-2])))
+        parts = [(k * cols * r_a, (d.expand(a_lo.shape) @ mb).expand(out.shape)) for k, d in da.parts]
+        parts += [(k * rows * r_b, (ma @ d.expand(b_lo.shape)).expand(out.shape)) for k, d in db.parts]
+        return Dev(out, parts)
 
     def describe(self) -> str:
         return "matmul"
@@ -579,7 +592,8 @@ class MaxPool(GOp):
         cand = hi_c >= floor
         cap = (hi_c.amax(2) - floor[:, :, 0]).clamp(min=0)
         out_shape = (shape[0], shape[1]) + tuple(
-            (n + 2 * p - k) // s + 1 for n, p, k, s in zip(shape[2:], self.padding, self.kernel, self.stride, strict=True)
+            (n + 2 * p - k) // s + 1
+            for n, p, k, s in zip(shape[2:], self.padding, self.kernel, self.stride, strict=True)
         )
 
         def pool(t: Tensor) -> Tensor:
@@ -683,7 +697,8 @@ class Norm(GOp):
     \\|\\delta\\|_2/\\sqrt n)` with :math:`s_{min} = \\sqrt{\\min\\operatorname{var} + \\epsilon}` over the
     box of the *clean* inputs (the given box narrowed back by the input deviation: a fault that can
     flatten the faulty group does not shrink it) and :math:`\\tilde Z_j` the largest :math:`|z_j|` over
-    the given box (which holds the faulty inputs). With :math:`\\delta = \\delta^0 + \\sum_k \\delta^k` (dense e, parts of :math:`f_k` units up
+    the given box (which holds the faulty inputs). With
+    :math:`\\delta = \\delta^0 + \\sum_k \\delta^k` (dense e, parts of :math:`f_k` units up
     to :math:`d_k`): :math:`n|\\overline\\delta| \\le \\sum e + \\sum_k \\operatorname{top}_{f_k} d_k` and
     :math:`\\|\\delta\\|_2 \\le \\|e\\|_2 + \\sum_k (\\operatorname{top}_{f_k} d_k^2)^{1/2}`; the term
     :math:`|\\delta_j|/s_{min}` keeps the parts (same units), the rest is dense. Each piece is capped by
