@@ -310,3 +310,20 @@ def test_mul_and_matmul_by_hand() -> None:
         .total()
     )
     assert float(ma) == pytest.approx(0.1 * 0.5 + 3.0 * 0.2)
+
+
+def test_broadcast_part_counts() -> None:
+    """Found by the sampled test above: an input of shape (1, 2) broadcast over 3 tokens copies each
+    unit 3 times, so its part of 1 unit is a part of 3 units of the sum (it was kept at 1)."""
+    z = torch.zeros((1, 3, 2), dtype=D)
+    small = (torch.zeros((1, 1, 2), dtype=D), torch.ones((1, 1, 2), dtype=D))
+    part = torch.tensor([[[0.5, 0.25]]], dtype=D)
+    out = gops.Add((1, 1)).deviation([(z, z + 1), small], [Dev(torch.zeros_like(z)), Dev(part * 0, [(1, part)])])
+    assert [k for k, _ in out.parts] == [3]
+    # a non-negative dense layer over the 6 units: all three copies of unit 0 move together
+    flat = gops.Affine(Flatten()).deviation([], [out])
+    lin = gops.Affine(Dense(torch.ones((1, 6), dtype=D), torch.zeros(1, dtype=D)))
+    got = float(lin.deviation([(z.reshape(1, -1), z.reshape(1, -1) + 2)], [flat]).total())
+    assert got == pytest.approx(1.5)  # 3 copies x 0.5
+    scaled = gops.ConstAffine(torch.full((3, 1), 2.0, dtype=D), None).deviation([small], [Dev(part * 0, [(1, part)])])
+    assert [k for k, _ in scaled.parts] == [3]
