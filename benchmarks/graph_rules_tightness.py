@@ -45,7 +45,7 @@ class PlainMaxPool(gops.MaxPool):
     """The max-pooling deviation rule before candidates and the cap: the largest deviation of the
     window (for the comparison only)."""
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         import torch.nn.functional as F  # noqa: N812
 
         shape = boxes[0][0].shape

@@ -9,7 +9,8 @@ per-unit bound plus sparse parts (what f failing units add). Node by node in top
 2. the operator's own rule (:meth:`~faultbound.network.gops.GOp.deviation`) gives the node's
    deviation from its inputs' (residual sums add, max pooling passes the largest input deviation
    of a window, norms and softmax by their local Lipschitz bounds, linear operators take the
-   :math:`f` largest terms of each row for a part of :math:`f` units);
+   :math:`f` largest terms of each row for a part of :math:`f` units); it also receives the clean
+   boxes (a norm divides by the smallest std of its clean inputs);
 3. at a fault site with :math:`f` failing units, a failing unit j sends a value at most
    :math:`\\Delta_j` = ``fault.deviation(Y_j)`` from its clean value (:math:`Y_j` = its largest
    clean magnitude over the box), so a part :math:`(f, (\\Delta - e)^+)` is added, with e the
@@ -89,7 +90,7 @@ def graph_propagate(
             for j, dj in zip(node.inputs, in_devs, strict=True):
                 t = dj.total()
                 wide.append((boxes[j][0] - t, boxes[j][1] + t))
-            dev = op.deviation(wide, in_devs)
+            dev = op.deviation(wide, in_devs, [boxes[j] for j in node.inputs])
             dev = Dev(dev.e.expand(lo_i.shape) * (1 + _SAFETY), [(k, p * (1 + _SAFETY)) for k, p in dev.parts])
         if isinstance(fault, SynapseFault) and i in weighted_pos and counts is not None:
             g = int(counts[weighted_pos[i]])

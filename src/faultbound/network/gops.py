@@ -166,9 +166,10 @@ class GOp:
     def interval(self, *boxes: Box2) -> Box2:
         raise NotImplementedError
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         """A :class:`Dev` of the output, given input boxes that hold both the clean and the faulty
-        inputs and the inputs' deviation bounds."""
+        inputs and the inputs' deviation bounds; ``clean``, when given, holds boxes of the clean
+        inputs alone (each inside the corresponding box of ``boxes``), which a rule may use too."""
         raise NotImplementedError
 
     @property
@@ -243,7 +244,7 @@ class Affine(GOp):
         sr = self.op.abs_linear(r)
         return _widen(sc - sr, sc + sr)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         dev = devs[0]
         if self.op.reshape_only:
             return dev.map(self.op.forward)
@@ -316,7 +317,7 @@ class Act(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return self.act.image(*boxes[0])
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         (lo, hi), dev = boxes[0], devs[0]
         k = self.act.slope(lo, hi)
         ylo, yhi = self.act.image(lo, hi)
@@ -352,7 +353,7 @@ class Add(GOp):
             lo, hi = (lo + a, hi + b) if s > 0 else (lo - b, hi - a)
         return _widen(lo, hi)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         shape = self.interval(*boxes)[0].shape
         e = torch.zeros(shape, dtype=devs[0].e.dtype)
         parts: list[tuple[int, Tensor]] = []
@@ -385,7 +386,7 @@ class Mul(GOp):
         c = torch.stack(torch.broadcast_tensors(a0 * b0, a0 * b1, a1 * b0, a1 * b1))
         return _widen(c.amin(0), c.amax(0))
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         # a~b~ - ab = (a~ - a) b~ + a (b~ - b); both b~ and a lie in the boxes. Each sparse part
         # of a (of b) times the magnitude of b (of a) stays on the same units (broadcast: r copies).
         shape = self.interval(*boxes)[0].shape
@@ -422,7 +423,7 @@ class ConstAffine(GOp):
         c = self.forward(c)
         return _widen(c - r, c + r)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         if self.scale is None:
             shape = self.interval(*boxes)[0].shape
             return _broadcast_dev(devs[0], boxes[0][0].shape, shape)
@@ -462,7 +463,7 @@ class MatMul(GOp):
         r = ac.abs() @ br + ar @ bc.abs() + ar @ br
         return _widen(c - r, c + r)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         # A~B~ - AB = (A~ - A) B~ + A (B~ - B); both B~ and A lie in the boxes
         (a_lo, _), (b_lo, _) = boxes
         ma, mb = _mag(boxes[0]), _mag(boxes[1])
@@ -495,7 +496,7 @@ class Concat(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return torch.cat([b[0] for b in boxes], self.dim), torch.cat([b[1] for b in boxes], self.dim)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         e = torch.cat([dv.e.expand(b[0].shape) for dv, b in zip(devs, boxes, strict=True)], self.dim)
         parts: list[tuple[int, Tensor]] = []
         for i, dv in enumerate(devs):
@@ -538,7 +539,7 @@ class Rearrange(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return self.forward(boxes[0][0]), self.forward(boxes[0][1])
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         shape = boxes[0][0].shape
         dv = devs[0]
         return Dev(self.forward(dv.e.expand(shape)), [(k, self.forward(d.expand(shape))) for k, d in dv.parts])
@@ -582,7 +583,7 @@ class MaxPool(GOp):
         cols = F.unfold(padded, self.kernel, stride=self.stride)  # (B*C, kh*kw, P)
         return cols.reshape(b, c, cols.shape[1], cols.shape[2])
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         lo, hi = boxes[0]
         shape = lo.shape
         dv = devs[0]
@@ -621,7 +622,7 @@ class Mean(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return _widen(self.forward(boxes[0][0]), self.forward(boxes[0][1]))
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         shape = boxes[0][0].shape
         dv = devs[0]
         n = math.prod(shape[d] for d in self.dims)
@@ -695,8 +696,8 @@ class Norm(GOp):
     (:math:`\\sigma = \\|x_c\\|_2/\\sqrt n`, centring is a projection), so
     :math:`|\\delta z_j| \\le \\frac1{s_{min}}(|\\delta_j| + |\\overline{\\delta}| + \\tilde Z_j
     \\|\\delta\\|_2/\\sqrt n)` with :math:`s_{min} = \\sqrt{\\min\\operatorname{var} + \\epsilon}` over the
-    box of the *clean* inputs (the given box narrowed back by the input deviation: a fault that can
-    flatten the faulty group does not shrink it) and :math:`\\tilde Z_j` the largest :math:`|z_j|` over
+    box of the *clean* inputs (``clean``, when given: a fault that can flatten the faulty group does
+    not shrink it; else over the box that holds both) and :math:`\\tilde Z_j` the largest :math:`|z_j|` over
     the given box (which holds the faulty inputs). With
     :math:`\\delta = \\delta^0 + \\sum_k \\delta^k` (dense e, parts of :math:`f_k` units up
     to :math:`d_k`): :math:`n|\\overline\\delta| \\le \\sum e + \\sum_k \\operatorname{top}_{f_k} d_k` and
@@ -759,14 +760,12 @@ class Norm(GOp):
             zlo, zhi = zlo + b, zhi + b
         return _widen(zlo, zhi)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         lo, hi = boxes[0]
         zlo, zhi, _ = self._z_box(lo, hi)
         dv = devs[0]
-        # the clean inputs' box: the given one holds both networks' inputs, [l - t, u + t]
-        t = dv.total().expand(lo.shape)
-        clo = lo + t
-        chi = torch.maximum(hi - t, clo)
+        # the smallest std of the clean inputs (over the wider box when their own is not given)
+        clo, chi = (lo, hi) if clean is None else clean[0]
         smin = (_var_min(self._grouped(clo), self._grouped(chi)) + self.eps).sqrt()[..., None]
         e = self._grouped(dv.e.expand(lo.shape))
         parts = [(k, self._grouped(d.expand(lo.shape))) for k, d in dv.parts]
@@ -844,7 +843,7 @@ class Softmax(GOp):
         p_hi = torch.sigmoid(hi - _lse_others(lo, self.dim))
         return _widen(p_lo.clamp(0, 1), p_hi.clamp(0, 1))
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         plo, phi = self.interval(*boxes)
         dv = devs[0]
         d = self.dim
