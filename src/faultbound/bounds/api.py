@@ -16,14 +16,26 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from faultbound.bounds.graph_tight import graph_tight_bound
 from faultbound.bounds.paper import check_eps, paper_bound
 from faultbound.bounds.tight import tight_bound
-from faultbound.errors import InvalidArgumentError
+from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.failures import FailureCounts, failure_counts
 from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
-__all__ = ["BoundResult", "bound", "METHODS", "METHOD_NAMES", "Method", "check_bounded", "check_eps"]
+__all__ = [
+    "BoundResult",
+    "bound",
+    "METHODS",
+    "METHOD_NAMES",
+    "Method",
+    "check_bounded",
+    "check_eps",
+    "check_graph_method",
+    "GRAPH_PAPER",
+]
 
 #: The bound methods, by name.
 Method = Literal["paper", "tight", "exact"]
@@ -40,6 +52,22 @@ LEMMA1 = (
 #: The methods with the common signature ``(net, failures, fault) -> (value, per_layer)``, by name
 #: (every method but ``"exact"``).
 METHODS: dict[str, BoundFn] = {"paper": paper_bound, "tight": tight_bound}
+
+
+#: The one-line refusal of the paper's formulas on a graph network.
+GRAPH_PAPER = (
+    "The paper bound (Theorem 2) is defined for layered networks and this model is a graph "
+    "(residual sums, pooling, norms or attention): use method='tight'."
+)
+
+
+def check_graph_method(net: object, method: str) -> None:
+    """Raise :class:`~faultbound.errors.UnsupportedModelError` (:data:`GRAPH_PAPER`) for
+    ``method="paper"`` on a :class:`~faultbound.network.graph.GraphNetwork`: Theorem 2 is a
+    recursion over layers (widths :math:`N_l`, largest weights :math:`w_m^{(l)}`), which a graph
+    with residual sums, pooling, norms and attention does not have (docs/graphs.md)."""
+    if isinstance(net, GraphNetwork) and method == "paper":
+        raise UnsupportedModelError(GRAPH_PAPER)
 
 
 def check_bounded(fault: object) -> Fault:
@@ -101,7 +129,7 @@ class BoundResult:
 
 
 def bound(
-    net: Network,
+    net: Network | GraphNetwork,
     failures: Sequence[int] | None = None,
     fault: Fault | None = None,
     method: Method = "paper",
@@ -118,7 +146,10 @@ def bound(
         method: ``"paper"`` (the paper's derivation, made sound; see
             :mod:`faultbound.bounds.paper`), ``"tight"`` (per-neuron propagation) or ``"exact"``
             (the exact worst case by MILP, piecewise-linear networks only, opt-in because it can be
-            slow; see :mod:`faultbound.bounds.exact`).
+            slow; see :mod:`faultbound.bounds.exact`). On a
+            :class:`~faultbound.network.graph.GraphNetwork`: ``"tight"`` propagates over the graph
+            (:mod:`faultbound.bounds.graph_tight`; ``per_layer`` is then per fault site),
+            ``"exact"`` solves the graph's MILP, and ``"paper"`` is refused (:data:`GRAPH_PAPER`).
         time_limit: seconds for ``"exact"``; when the solver stops there, ``value`` is its dual
             bound (sound) and ``lower`` the best witness, with ``gap`` between them.
 
@@ -138,6 +169,7 @@ def bound(
     if time_limit is not None and method != "exact":
         raise InvalidArgumentError("Expected `time_limit` only with method='exact'.")
     check_bounded(fault)
+    check_graph_method(net, method)
     f = failure_counts(net, fault, failures, correct_neuron=True)
     if fault.unbounded and sum(f) > 0:
         per = tuple(math.inf if v > 0 else 0.0 for v in f)
@@ -145,19 +177,28 @@ def bound(
     net.require_bounded_values()
     if method == "exact":
         return _exact(net, f, fault, time_limit)
-    value, per_layer = METHODS[method](net, f if f else None, fault)
+    if isinstance(net, GraphNetwork):
+        value, per_layer = graph_tight_bound(net, f if f else None, fault)
+    else:
+        value, per_layer = METHODS[method](net, f if f else None, fault)
     notes = list(fault.notes)
     if not all(math.isfinite(v) for v in [value, *per_layer]) or np.isnan(value):
         raise InvalidArgumentError("The bound is not finite; check the domain and the weights.")
     return BoundResult(float(value), method, fault, f, tuple(float(v) for v in per_layer), False, tuple(notes))
 
 
-def _exact(net: Network, f: FailureCounts, fault: Fault, time_limit: float | None) -> BoundResult:
+def _exact(net: Network | GraphNetwork, f: FailureCounts, fault: Fault, time_limit: float | None) -> BoundResult:
     """``method="exact"`` wrapped as a :class:`BoundResult` (``per_layer`` is not computed: it would
-    take one more MILP per layer)."""
-    from faultbound.bounds.exact import exact_bound
+    take one more MILP per layer). A graph network goes to
+    :func:`faultbound.bounds.graph_exact.graph_exact_bound` (same result shape)."""
+    if isinstance(net, GraphNetwork):
+        from faultbound.bounds.graph_exact import graph_exact_bound
 
-    r = exact_bound(net, f if f else None, fault, time_limit=time_limit)
+        r = graph_exact_bound(net, f if f else None, fault, time_limit=time_limit)
+    else:
+        from faultbound.bounds.exact import exact_bound
+
+        r = exact_bound(net, f if f else None, fault, time_limit=time_limit)
     notes = [
         "exact: per-layer contributions are not computed (one MILP per layer).",
     ]

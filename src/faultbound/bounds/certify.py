@@ -14,6 +14,11 @@ and :math:`b(x) = \\max_k t_k(x)`. Many inputs are treated at once: the batch of
 batch dimension of the propagation (chunked by ``batch_size``). No input domain is needed: the box
 itself bounds every value, also for unbounded activations.
 
+**Graph networks** (:class:`~faultbound.network.graph.GraphNetwork`): the same with
+:func:`faultbound.bounds.graph_tight.graph_propagate` over the boxes :math:`[x - r, x + r]`, batched
+the same way; it bounds every failure set of *at most* the given counts per site (``monotone`` is
+implied). ``method="exact"`` is for layered networks only.
+
 **Classifiers.** With clean logits z and predicted class :math:`c = \\arg\\max_k z_k`, the faulty
 network still predicts c at x when :math:`z_c - t_c > z_k + t_k` for every :math:`k \\ne c`. This
 holds whenever the margin :math:`z_c - \\max_{k\\ne c} z_k` exceeds :math:`2\\,b(x)` (and sometimes
@@ -33,11 +38,13 @@ import torch
 from torch import Tensor
 
 from faultbound.bounds.api import check_bounded
+from faultbound.bounds.graph_tight import graph_propagate
 from faultbound.bounds.tight import prepare, propagate
-from faultbound.errors import InvalidArgumentError
+from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.failures import failure_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 #: The methods that certify single inputs (``"paper"`` reads only the whole domain).
 CertifyMethod = Literal["tight", "exact"]
@@ -96,7 +103,7 @@ def certified_mask(logits: np.ndarray, per_output: np.ndarray) -> np.ndarray:
 
 
 def certify(
-    net: Network,
+    net: Network | GraphNetwork,
     X: np.ndarray | Tensor,
     failures: Sequence[int] | None = None,
     fault: Fault | None = None,
@@ -146,12 +153,21 @@ def certify(
         return InputCertificates(np.full(n, np.inf), per, logits, float(radius), f, fault)
     if method not in ("tight", "exact"):
         raise InvalidArgumentError(f"Expected `method` to be tight or exact, but got {method!r}.")
+    if isinstance(net, GraphNetwork) and method != "tight":
+        raise UnsupportedModelError(
+            "Per-input exact certificates are defined for layered networks and this model is a graph: "
+            "use method='tight'."
+        )
     if method == "exact":
+        assert isinstance(net, Network)
         per_output = _exact_per_output(net, x, f, fault, float(radius), monotone, time_limit)
         return InputCertificates(per_output.max(1) if n else np.zeros(0), per_output, logits, float(radius), f, fault)
     outs = []
     for start in range(0, n, int(batch_size)):
         xb = x[start : start + int(batch_size)]
+        if isinstance(net, GraphNetwork):
+            outs.append(graph_propagate(net, fault, list(f) if f else None, xb - radius, xb + radius))
+            continue
         plan = prepare(net, fault, xb - radius, xb + radius)
         outs.append(propagate(plan, list(f) if f else None, monotone))
     per_output = torch.cat(outs).numpy() if outs else np.zeros((0, net.n_outputs))
@@ -221,7 +237,7 @@ class CertifiedAccuracy:
 
 
 def certified_accuracy(
-    net: Network,
+    net: Network | GraphNetwork,
     X: np.ndarray | Tensor,
     y: np.ndarray | Tensor | Sequence[int],
     failures: Sequence[int] | None = None,

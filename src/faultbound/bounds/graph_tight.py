@@ -9,12 +9,17 @@ per-unit bound plus sparse parts (what f failing units add). Node by node in top
 2. the operator's own rule (:meth:`~faultbound.network.gops.GOp.deviation`) gives the node's
    deviation from its inputs' (residual sums add, max pooling passes the largest input deviation
    of a window, norms and softmax by their local Lipschitz bounds, linear operators take the
-   :math:`f` largest terms of each row for a part of :math:`f` units);
+   :math:`f` largest terms of each row for a part of :math:`f` units); it also receives the clean
+   boxes (a norm divides by the smallest std of its clean inputs);
 3. at a fault site with :math:`f` failing units, a failing unit j sends a value at most
    :math:`\\Delta_j` = ``fault.deviation(Y_j)`` from its clean value (:math:`Y_j` = its largest
-   clean magnitude over the box), so a part :math:`(f, (\\Delta - t)^+)` is added: a correct unit
-   is covered by the propagated bound, a failing one by :math:`t_j + (\\Delta_j - t_j)^+ \\ge
-   \\Delta_j`;
+   clean magnitude over the box), so a part :math:`(f, (\\Delta - e)^+)` is added, with e the
+   *dense* part of the propagated bound: a correct unit is covered by the propagated bound; a
+   failing unit's deviation :math:`\\delta_j` is written :math:`\\operatorname{clip}(\\delta_j, \\pm e_j)`
+   (dense) plus the rest, at most :math:`(\\Delta_j - e_j)^+` (the new part), and the sparse parts
+   are set to 0 there (their supports only shrink). Subtracting the *total* propagated bound
+   instead would be unsound: a sparse part of count 1 may be spent on another unit by the next
+   linear layer (pinned in ``tests/test_graph_soundness.py``);
 4. a weighted node with :math:`g` failing synapses: a failing synapse (j, i) moves its term
    :math:`w_{ji} y_i` by at most :math:`\\delta_{ji}` = ``fault.deviation(|w_ji|, |y_i|)`` from the
    clean one; at most g rows change, each by at most the sum of its g largest
@@ -52,10 +57,11 @@ def _synapse_part(op: Affine, fault: SynapseFault, box: Box2, g: int) -> Tensor:
     inner = op.op
     assert isinstance(inner, (Dense, Conv))
     y = torch.maximum(box[0].abs(), box[1].abs())
-    # delta(w, y) = |gain - 1| |w| |y| + c for the Sent models; read both numbers off the model
-    c = float(_tensor(fault.deviation(torch.zeros(()), torch.zeros(())), torch.zeros(())))
-    slope = float(_tensor(fault.deviation(torch.ones(()), torch.ones(())), torch.zeros(()))) - c
-    terms = op.top_terms(y, g) * slope
+    # delta(w, y) = |gain - 1| |w| |y| + max(|lo|, |hi|): both numbers read off the model's statement
+    # exactly (not by evaluating delta at float32 points: 1.05 - 0.05 rounds below 1 there)
+    sent = fault.sent
+    slope, c = abs(sent.gain - 1.0), sent.magnitude
+    terms = op.top_terms(y, g) * slope if slope else torch.zeros_like(op.top_terms(y, g))
     return terms + g * c
 
 
@@ -84,7 +90,7 @@ def graph_propagate(
             for j, dj in zip(node.inputs, in_devs, strict=True):
                 t = dj.total()
                 wide.append((boxes[j][0] - t, boxes[j][1] + t))
-            dev = op.deviation(wide, in_devs)
+            dev = op.deviation(wide, in_devs, [boxes[j] for j in node.inputs])
             dev = Dev(dev.e.expand(lo_i.shape) * (1 + _SAFETY), [(k, p * (1 + _SAFETY)) for k, p in dev.parts])
         if isinstance(fault, SynapseFault) and i in weighted_pos and counts is not None:
             g = int(counts[weighted_pos[i]])
@@ -99,7 +105,7 @@ def graph_propagate(
             if isinstance(fault, NeuronFault) and counts is not None and counts[k] > 0:
                 y_abs = torch.maximum(lo_i.abs(), hi_i.abs())
                 delta = _tensor(fault.deviation(y_abs), y_abs)
-                extra = (delta - dev.total()).clamp_min(0.0) * (1 + _SAFETY)
+                extra = (delta - dev.e).clamp_min(0.0) * (1 + _SAFETY)
                 dev = Dev(dev.e, dev.parts + [(int(counts[k]), extra)])
             if lam[k] > 0:
                 dev = Dev(dev.e + lam[k], dev.parts)

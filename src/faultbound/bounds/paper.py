@@ -55,10 +55,11 @@ from typing import Any
 
 import numpy as np
 
-from faultbound.errors import InvalidArgumentError, UnboundedError
+from faultbound.errors import InvalidArgumentError, UnboundedError, UnsupportedModelError
 from faultbound.failures import FailureCounts, failure_counts
 from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = [
     "fep",
@@ -231,7 +232,7 @@ def paper_bound(
     return total, parts
 
 
-def fep_as_printed(net: Network, failures: Sequence[int], capacity: float | None = None) -> float:
+def fep_as_printed(net: Network | GraphNetwork, failures: Sequence[int], capacity: float | None = None) -> float:
     """Theorem 2 exactly as printed (see the module docstring). Not a sound bound for Byzantine
     neurons that send values in [-C, C] (ERRATA 2): :func:`faultbound.bound` is.
 
@@ -244,7 +245,13 @@ def fep_as_printed(net: Network, failures: Sequence[int], capacity: float | None
 
     Raises:
         UnboundedError: for an unbounded activation without ``capacity``.
+        UnsupportedModelError: for a graph network (the formula is a recursion over layers).
     """
+    if isinstance(net, GraphNetwork):
+        raise UnsupportedModelError(
+            "Theorem 2 as printed is defined for layered networks and this model is a graph: "
+            "use bound(net, failures, method='tight')."
+        )
     f = failure_counts(net, Crash(), failures, correct_neuron=True)
     if capacity is None:
         acts = [lay.activation for lay in net.hidden]

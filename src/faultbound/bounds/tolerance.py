@@ -32,6 +32,14 @@ search needs far fewer evaluations:
   iff :math:`h(p + e_i) < h(p)` for every axis i (monotonicity makes the neighbours enough). The
   number of tolerated distributions is :math:`\\sum_p (h(p) + 1)`.
 
+**Graph networks** (:class:`~faultbound.network.graph.GraphNetwork`) have one count per fault
+site (per weighted node for synapse faults) and only ``method="tight"``
+(:func:`faultbound.bounds.graph_tight.graph_propagate` over the domain; ``"paper"`` is refused in
+one line, :data:`~faultbound.bounds.api.GRAPH_PAPER`). The graph bound covers every failure set of
+*at most* the given counts (each sparse part of f units covers every set of at most f), so a
+reported distribution certifies every distribution below it; every reported count is one whose own
+bound was evaluated to be within the budget, and the same monotone search applies.
+
 :func:`compare_methods` runs both methods and reports how much larger the tight certificates are.
 
 :math:`\\epsilon'` is given, or estimated from data or a target function -- an estimate from below of
@@ -49,13 +57,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from faultbound.bounds.api import LEMMA1, METHODS, Method, bound, check_bounded, check_eps
+from faultbound.bounds.api import LEMMA1, METHODS, Method, bound, check_bounded, check_eps, check_graph_method
+from faultbound.bounds.graph_tight import graph_propagate
 from faultbound.bounds.paper import layer_stats, paper_batch
 from faultbound.bounds.tight import prepare, tight_value
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import max_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = [
     "EpsPrime",
@@ -137,7 +147,7 @@ def _as_eps_prime(eps_prime: float | EpsPrime) -> EpsPrime:
 
 
 def tolerates(
-    net: Network,
+    net: Network | GraphNetwork,
     failures: Sequence[int],
     eps: float,
     eps_prime: float | EpsPrime,
@@ -151,7 +161,7 @@ def tolerates(
     return (not res.unbounded) and res.value <= eps - ep.value
 
 
-def _limits(net: Network, fault: Fault) -> list[int]:
+def _limits(net: Network | GraphNetwork, fault: Fault) -> list[int]:
     """Largest admissible count per layer: every synapse into it, or all neurons but one (Theorem 3)."""
     return list(max_counts(net, fault, correct_neuron=True))
 
@@ -193,7 +203,7 @@ def maximal_elements(ok: np.ndarray) -> np.ndarray:
 
 
 def tolerate(
-    net: Network,
+    net: Network | GraphNetwork,
     eps: float,
     eps_prime: float | EpsPrime,
     fault: Fault | None = None,
@@ -216,6 +226,7 @@ def tolerate(
         raise InvalidArgumentError(
             f"Expected `method` to be one of {', '.join(METHODS)}, but got {method!r}."
         )
+    check_graph_method(net, method)
     ep = _as_eps_prime(eps_prime)
     check_eps(eps, ep.value)
     budget = eps - ep.value
@@ -234,6 +245,7 @@ def tolerate(
     net.require_bounded_values()
     if method == "tight":
         return _tolerate_monotone(net, eps, ep, budget, fault, limits, notes)
+    assert isinstance(net, Network)
     evaluate = _evaluator(net, fault, method)
     evaluated = 0
 
@@ -294,7 +306,9 @@ def tolerate(
     )
 
 
-def _uniform_rows(net: Network, fault: Fault, limits: list[int]) -> tuple[list[float], list[tuple[int, ...]]]:
+def _uniform_rows(
+    net: Network | GraphNetwork, fault: Fault, limits: list[int]
+) -> tuple[list[float], list[tuple[int, ...]]]:
     """Candidate uniform fractions p (ascending) and their distributions floor(p N_l) (capped)."""
     n = len(limits)
     synapse = fault.site == "synapse"
@@ -330,7 +344,7 @@ def _last_true(n: int, ok: Callable[[int], bool]) -> int:
 
 
 def _tolerate_monotone(
-    net: Network,
+    net: Network | GraphNetwork,
     eps: float,
     ep: EpsPrime,
     budget: float,
@@ -340,7 +354,7 @@ def _tolerate_monotone(
     max_staircase: int = MAX_STAIRCASE,
 ) -> ToleranceResult:
     """The tolerance search of ``method="tight"``: binary searches and a staircase walk."""
-    plan = prepare(net, fault)
+    value = _graph_value(net, fault) if isinstance(net, GraphNetwork) else _layered_value(net, fault)
     n = len(limits)
     cache: dict[tuple[int, ...], bool] = {}
 
@@ -348,7 +362,7 @@ def _tolerate_monotone(
         key = tuple(int(v) for v in f)
         got = cache.get(key)
         if got is None:
-            got = cache[key] = tight_value(plan, list(key), monotone=True) <= budget
+            got = cache[key] = value(list(key)) <= budget
         return got
 
     zero = tuple([0] * n)
@@ -399,6 +413,18 @@ def _tolerate_monotone(
         tuple(notes),
         n_tolerated,
     )
+
+
+def _layered_value(net: Network, fault: Fault) -> Callable[[list[int]], float]:
+    """The monotone tight bound of a layered network as a function of the counts (prepared once)."""
+    plan = prepare(net, fault)
+    return lambda f: tight_value(plan, f, monotone=True)
+
+
+def _graph_value(net: GraphNetwork, fault: Fault) -> Callable[[list[int]], float]:
+    """The graph tight bound over the domain as a function of the counts per site."""
+    lo, hi = net.domain.lo.unsqueeze(0), net.domain.hi.unsqueeze(0)
+    return lambda f: float(graph_propagate(net, fault, f, lo, hi).amax())
 
 
 def _staircase(per_layer: Sequence[int], ok: Callable[[Sequence[int]], bool]) -> np.ndarray:
@@ -490,7 +516,7 @@ class MethodComparison:
 
 
 def compare_methods(
-    net: Network,
+    net: Network | GraphNetwork,
     eps: float,
     eps_prime: float | EpsPrime,
     fault: Fault | None = None,

@@ -119,6 +119,26 @@ class Dev:
         return Dev(torch.zeros_like(like), [])
 
 
+def _broadcast_dev(dev: Dev, in_shape: Sequence[int], out_shape: Sequence[int]) -> Dev:
+    """``dev`` of an input of per-sample shape ``in_shape[1:]`` seen in an output of shape
+    ``out_shape`` it broadcasts to: the dense part is expanded; a unit is copied to
+    :math:`r = |out| / |in|` units at most, so a sparse part of f units becomes one of
+    :math:`f r` units (a broadcast unit is no longer one unit)."""
+    r = max(1, math.prod(out_shape[1:]) // max(1, math.prod(in_shape[1:])))
+    return Dev(dev.e.expand(out_shape), [(k * r, d.expand(out_shape)) for k, d in dev.parts])
+
+
+def _capped(e: Tensor, parts: Sequence[tuple[int, Tensor]], cap: Tensor) -> Dev:
+    """A deviation bound :math:`e + \\sum_k d_k` that is also at most ``cap`` on every unit, as
+    :math:`e' = \\min(e, c)` and parts :math:`d'_k = \\min(d_k, (c - e)^+)`: a unit's deviation is
+    clipped to :math:`\\pm e'` (dense), and the rest, at most :math:`\\min(\\sum_k d_k, c - e)
+    \\le \\sum_k \\min(d_k, (c - e)^+)`, is shared among the parts active there (so supports only
+    shrink). This is never looser than capping every piece by c, nor than the dense
+    :math:`\\min(e + \\sum d, c)` where e already reaches c."""
+    room = (cap - e).clamp(min=0)
+    return Dev(torch.minimum(e, cap), [(k, torch.minimum(d, room)) for k, d in parts])
+
+
 def _topk_rows(terms: Tensor, k: int) -> Tensor:
     """Sum of the ``k`` largest entries along the last axis (all of them when fewer)."""
     n = terms.shape[-1]
@@ -146,9 +166,10 @@ class GOp:
     def interval(self, *boxes: Box2) -> Box2:
         raise NotImplementedError
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         """A :class:`Dev` of the output, given input boxes that hold both the clean and the faulty
-        inputs and the inputs' deviation bounds."""
+        inputs and the inputs' deviation bounds; ``clean``, when given, holds boxes of the clean
+        inputs alone (each inside the corresponding box of ``boxes``), which a rule may use too."""
         raise NotImplementedError
 
     @property
@@ -223,7 +244,7 @@ class Affine(GOp):
         sr = self.op.abs_linear(r)
         return _widen(sc - sr, sc + sr)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         dev = devs[0]
         if self.op.reshape_only:
             return dev.map(self.op.forward)
@@ -280,8 +301,8 @@ class Act(GOp):
 
     Deviation: with :math:`t` the input's total deviation bound and :math:`[\\underline s - t,
     \\overline s + t]` holding both networks' inputs, :math:`K_j` = the largest slope there
-    (``activation.slope``), each part is scaled by :math:`K_j` and capped by the activation's
-    width over that box (:math:`\\min(a+b, c) \\le \\min(a, c) + \\min(b, c)`)."""
+    (``activation.slope``), each part is scaled by :math:`K_j`, and the whole is capped by the
+    activation's width over that box (:func:`_capped`)."""
 
     act: Activation
     default_site: ClassVar[bool] = True
@@ -296,7 +317,7 @@ class Act(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return self.act.image(*boxes[0])
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         (lo, hi), dev = boxes[0], devs[0]
         k = self.act.slope(lo, hi)
         ylo, yhi = self.act.image(lo, hi)
@@ -305,7 +326,7 @@ class Act(GOp):
         out = dev.scale(k)
         if jump is not None:
             out = Dev(out.e + jump, out.parts)
-        return Dev(torch.minimum(out.e, cap), [(f, torch.minimum(d, cap)) for f, d in out.parts])
+        return _capped(out.e.expand(cap.shape), [(f, d.expand(cap.shape)) for f, d in out.parts], cap)
 
     def describe(self) -> str:
         return self.act.name
@@ -332,13 +353,14 @@ class Add(GOp):
             lo, hi = (lo + a, hi + b) if s > 0 else (lo - b, hi - a)
         return _widen(lo, hi)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         shape = self.interval(*boxes)[0].shape
         e = torch.zeros(shape, dtype=devs[0].e.dtype)
         parts: list[tuple[int, Tensor]] = []
-        for dv in devs:
-            e = e + dv.e
-            parts += [(k, d.expand(shape)) for k, d in dv.parts]
+        for dv, box in zip(devs, boxes, strict=True):
+            wide = _broadcast_dev(dv, box[0].shape, shape)
+            e = e + wide.e
+            parts += wide.parts
         return Dev(e, parts)
 
     def describe(self) -> str:
@@ -364,10 +386,14 @@ class Mul(GOp):
         c = torch.stack(torch.broadcast_tensors(a0 * b0, a0 * b1, a1 * b0, a1 * b1))
         return _widen(c.amin(0), c.amax(0))
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
-        # a~b~ - ab = (a~ - a) b~ + a (b~ - b); both b~ and a lie in the boxes
-        ta, tb = devs[0].total(), devs[1].total()
-        return Dev(ta * _mag(boxes[1]) + _mag(boxes[0]) * tb)
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
+        # a~b~ - ab = (a~ - a) b~ + a (b~ - b); both b~ and a lie in the boxes. Each sparse part
+        # of a (of b) times the magnitude of b (of a) stays on the same units (broadcast: r copies).
+        shape = self.interval(*boxes)[0].shape
+        ma, mb = _mag(boxes[0]), _mag(boxes[1])
+        da = _broadcast_dev(devs[0], boxes[0][0].shape, shape).scale(mb.expand(shape))
+        db = _broadcast_dev(devs[1], boxes[1][0].shape, shape).scale(ma.expand(shape))
+        return Dev(da.e + db.e, da.parts + db.parts)
 
     def describe(self) -> str:
         return "mul"
@@ -397,12 +423,13 @@ class ConstAffine(GOp):
         c = self.forward(c)
         return _widen(c - r, c + r)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         if self.scale is None:
-            return devs[0]
+            shape = self.interval(*boxes)[0].shape
+            return _broadcast_dev(devs[0], boxes[0][0].shape, shape)
         shape = self.interval(*boxes)[0].shape
-        out = devs[0].scale(self.scale.abs().to(devs[0].e.dtype))
-        return Dev(out.e.expand(shape), [(k, d.expand(shape)) for k, d in out.parts])
+        wide = _broadcast_dev(devs[0], boxes[0][0].shape, shape)
+        return wide.scale(self.scale.abs().to(devs[0].e.dtype).expand(shape))
 
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.scale, self.shift) if t is not None]
@@ -418,7 +445,9 @@ class MatMul(GOp):
     """``torch.matmul`` of two variable tensors (attention scores :math:`QK^T`, and :math:`PV`).
 
     Interval: :math:`A_cB_c \\pm (|A_c|B_r + A_r|B_c| + A_rB_r)`. Deviation:
-    :math:`|\\delta_A||B| + |A||\\delta_B|` with magnitudes from the boxes."""
+    :math:`|\\delta_A||B| + |A||\\delta_B|` with magnitudes from the boxes; a sparse part of f units of
+    A stays sparse (f rows, so at most f N units of the product), one of B too (f columns, f T
+    units)."""
 
     arity: ClassVar[int] = 2
     piecewise_linear: ClassVar[bool] = False
@@ -434,10 +463,21 @@ class MatMul(GOp):
         r = ac.abs() @ br + ar @ bc.abs() + ar @ br
         return _widen(c - r, c + r)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         # A~B~ - AB = (A~ - A) B~ + A (B~ - B); both B~ and A lie in the boxes
-        ta, tb = devs[0].total(), devs[1].total()
-        return Dev(ta @ _mag(boxes[1]) + _mag(boxes[0]) @ tb)
+        (a_lo, _), (b_lo, _) = boxes
+        ma, mb = _mag(boxes[0]), _mag(boxes[1])
+        da, db = devs
+        ea, eb = da.e.expand(a_lo.shape), db.e.expand(b_lo.shape)
+        out = ea @ mb + ma @ eb
+        # a unit of A moves one row of the product (N units), a unit of B one column (T units);
+        # batch dimensions broadcast by matmul copy it r times more
+        rows, cols = out.shape[-2], out.shape[-1]
+        r_a = max(1, math.prod(out.shape[1:-2]) // max(1, math.prod(a_lo.shape[1:-2])))
+        r_b = max(1, math.prod(out.shape[1:-2]) // max(1, math.prod(b_lo.shape[1:-2])))
+        parts = [(k * cols * r_a, (d.expand(a_lo.shape) @ mb).expand(out.shape)) for k, d in da.parts]
+        parts += [(k * rows * r_b, (ma @ d.expand(b_lo.shape)).expand(out.shape)) for k, d in db.parts]
+        return Dev(out, parts)
 
     def describe(self) -> str:
         return "matmul"
@@ -456,7 +496,7 @@ class Concat(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return torch.cat([b[0] for b in boxes], self.dim), torch.cat([b[1] for b in boxes], self.dim)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         e = torch.cat([dv.e.expand(b[0].shape) for dv, b in zip(devs, boxes, strict=True)], self.dim)
         parts: list[tuple[int, Tensor]] = []
         for i, dv in enumerate(devs):
@@ -499,7 +539,7 @@ class Rearrange(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return self.forward(boxes[0][0]), self.forward(boxes[0][1])
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         shape = boxes[0][0].shape
         dv = devs[0]
         return Dev(self.forward(dv.e.expand(shape)), [(k, self.forward(d.expand(shape))) for k, d in dv.parts])
@@ -512,9 +552,18 @@ class Rearrange(GOp):
 class MaxPool(GOp):
     """2-D max pooling (dilation 1, floor mode; padding counts as :math:`-\\infty`).
 
-    Interval: monotone, so the pool of the bounds. Deviation: each output moves by at most the
-    largest input deviation of its window; a sparse part of f units touches at most
-    :math:`f \\lceil k/s \\rceil^2` outputs (windows overlapping one input)."""
+    Interval: monotone, so the pool of the bounds.
+
+    Deviation. Let :math:`m = \\max_i x_i` and :math:`\\tilde m = \\max_i \\tilde x_i` over one window,
+    reached at :math:`i^*` and :math:`\\tilde\\imath`. Then :math:`\\tilde m - m \\le \\tilde x_{\\tilde\\imath} -
+    x_{\\tilde\\imath}` and :math:`m - \\tilde m \\le x_{i^*} - \\tilde x_{i^*}`, so :math:`|\\tilde m - m|
+    \\le \\max(|\\delta_{i^*}|, |\\delta_{\\tilde\\imath}|)`. With boxes :math:`[l_i, u_i]` that hold both
+    the clean and the faulty inputs, a unit can be the largest of either only when
+    :math:`u_i \\ge \\max_j l_j` (a *candidate*): the largest deviation of the window's candidates
+    bounds the output's. Both maxima also lie in :math:`[\\max_j l_j, \\max_j u_j]`, which caps it.
+    A sparse part of f units touches at most :math:`f \\lceil k_h/s_h \\rceil \\lceil k_w/s_w \\rceil`
+    outputs (the windows overlapping one input); the cap is applied by :func:`_capped`.
+    """
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
@@ -526,18 +575,33 @@ class MaxPool(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return self.forward(boxes[0][0]), self.forward(boxes[0][1])
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
-        shape = boxes[0][0].shape
+    def _cols(self, t: Tensor, fill: float) -> Tensor:
+        """``(B, C, kh*kw, P)``: each window's entries, padding filled with ``fill``."""
+        b, c, h, w = t.shape
+        ph, pw = self.padding
+        padded = F.pad(t.reshape(b * c, 1, h, w), (pw, pw, ph, ph), value=fill)
+        cols = F.unfold(padded, self.kernel, stride=self.stride)  # (B*C, kh*kw, P)
+        return cols.reshape(b, c, cols.shape[1], cols.shape[2])
+
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
+        lo, hi = boxes[0]
+        shape = lo.shape
         dv = devs[0]
         spread = math.prod(math.ceil(k / s) for k, s in zip(self.kernel, self.stride, strict=True))
-        return Dev(
-            self._pool(dv.e.expand(shape)),
-            [(k * spread, self._pool(d.expand(shape))) for k, d in dv.parts],
+        lo_c, hi_c = self._cols(lo, -math.inf), self._cols(hi, -math.inf)
+        floor = lo_c.amax(2, keepdim=True)  # max_j l_j per window
+        cand = hi_c >= floor
+        cap = (hi_c.amax(2) - floor[:, :, 0]).clamp(min=0)
+        out_shape = (shape[0], shape[1]) + tuple(
+            (n + 2 * p - k) // s + 1
+            for n, p, k, s in zip(shape[2:], self.padding, self.kernel, self.stride, strict=True)
         )
 
-    def _pool(self, t: Tensor) -> Tensor:
-        # deviations are >= 0: zero padding is the same as -inf padding for the max
-        return F.max_pool2d(F.pad(t, (self.padding[1],) * 2 + (self.padding[0],) * 2), self.kernel, self.stride)
+        def pool(t: Tensor) -> Tensor:
+            cols = self._cols(t.expand(shape), 0.0)  # deviations are >= 0: zero padding is harmless
+            return torch.where(cand, cols, torch.zeros_like(cols)).amax(2).reshape(out_shape)
+
+        return _capped(pool(dv.e), [(k * spread, pool(d)) for k, d in dv.parts], cap.reshape(out_shape))
 
     def describe(self) -> str:
         return f"MaxPool({self.kernel[0]})"
@@ -558,7 +622,7 @@ class Mean(GOp):
     def interval(self, *boxes: Box2) -> Box2:
         return _widen(self.forward(boxes[0][0]), self.forward(boxes[0][1]))
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         shape = boxes[0][0].shape
         dv = devs[0]
         n = math.prod(shape[d] for d in self.dims)
@@ -623,11 +687,23 @@ class Norm(GOp):
     bounded exactly; :math:`\\sigma^2` lies in :math:`[\\min\\operatorname{var}, \\max\\operatorname{var}]`
     (:func:`_var_min`, :func:`_var_max`); also :math:`|z_j| \\le \\sqrt{n-1}`.
 
-    Deviation, by the mean value theorem on the segment between the clean and the faulty input
-    (inside the box), with :math:`J = \\frac1s(I - \\frac1n\\mathbf 1\\mathbf 1^T - \\frac1n zz^T)`:
-    :math:`|\\delta z_j| \\le \\frac1{s_{min}}(t_j + \\bar t + Z_j \\|t\\|_2 / \\sqrt n)` because
-    :math:`\\|z\\|_2 \\le \\sqrt n`; :math:`s_{min} = \\sqrt{\\min\\operatorname{var} + \\epsilon}`, and
-    capped by the width of the output interval."""
+    Deviation. With :math:`x_c = x - \\mu` (centred), :math:`s = \\sqrt{\\sigma^2 + \\epsilon}` and the
+    faulty network's :math:`\\tilde x_c, \\tilde s, \\tilde z`:
+
+    .. math::  \\tilde z - z = \\frac{\\tilde x_c - x_c}{s} + \\tilde z\\,\\frac{s - \\tilde s}{s},
+        \\qquad |s - \\tilde s| \\le |\\sigma - \\tilde\\sigma| \\le \\frac{\\|\\delta\\|_2}{\\sqrt n}
+
+    (:math:`\\sigma = \\|x_c\\|_2/\\sqrt n`, centring is a projection), so
+    :math:`|\\delta z_j| \\le \\frac1{s_{min}}(|\\delta_j| + |\\overline{\\delta}| + \\tilde Z_j
+    \\|\\delta\\|_2/\\sqrt n)` with :math:`s_{min} = \\sqrt{\\min\\operatorname{var} + \\epsilon}` over the
+    box of the *clean* inputs (``clean``, when given: a fault that can flatten the faulty group does
+    not shrink it; else over the box that holds both) and :math:`\\tilde Z_j` the largest :math:`|z_j|` over
+    the given box (which holds the faulty inputs). With
+    :math:`\\delta = \\delta^0 + \\sum_k \\delta^k` (dense e, parts of :math:`f_k` units up
+    to :math:`d_k`): :math:`n|\\overline\\delta| \\le \\sum e + \\sum_k \\operatorname{top}_{f_k} d_k` and
+    :math:`\\|\\delta\\|_2 \\le \\|e\\|_2 + \\sum_k (\\operatorname{top}_{f_k} d_k^2)^{1/2}`; the term
+    :math:`|\\delta_j|/s_{min}` keeps the parts (same units), the rest is dense. Each piece is capped by
+    the width of the output interval (:func:`_capped`)."""
 
     shape: tuple[int, ...] | None
     groups: int
@@ -684,18 +760,34 @@ class Norm(GOp):
             zlo, zhi = zlo + b, zhi + b
         return _widen(zlo, zhi)
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         lo, hi = boxes[0]
-        zlo, zhi, smin = self._z_box(lo, hi)
-        t = self._grouped(devs[0].total().expand(lo.shape))
-        n = t.shape[-1]
+        zlo, zhi, _ = self._z_box(lo, hi)
+        dv = devs[0]
+        # the smallest std of the clean inputs (over the wider box when their own is not given)
+        clo, chi = (lo, hi) if clean is None else clean[0]
+        smin = (_var_min(self._grouped(clo), self._grouped(chi)) + self.eps).sqrt()[..., None]
+        e = self._grouped(dv.e.expand(lo.shape))
+        parts = [(k, self._grouped(d.expand(lo.shape))) for k, d in dv.parts]
+        n = e.shape[-1]
+        # |mean(delta)| and ||delta||_2 from the sparse structure: a part of k units adds at most
+        # the sum (the root of the sum of squares) of its k largest entries
+        mean = e.sum(-1, keepdim=True)
+        norm2 = e.norm(dim=-1, keepdim=True)
+        for k, d in parts:
+            mean = mean + _topk_rows(d, k)[..., None]
+            norm2 = norm2 + _topk_rows(d.square(), k)[..., None].sqrt()
         zmag = torch.maximum(zlo.abs(), zhi.abs())
-        dz = (t + t.mean(-1, keepdim=True) + zmag * t.norm(dim=-1, keepdim=True) / math.sqrt(n)) / smin
-        dz = torch.minimum(dz, zhi - zlo).reshape(lo.shape) * (1 + 1e-9)
+        common = (mean / n + zmag * norm2 / math.sqrt(n)) / smin
+        # |delta_j| / s stays on the units of each part; the rest is dense; capped by the width
+        capped = _capped(e / smin + common, [(k, d / smin) for k, d in parts], zhi - zlo)
         w = self._affine_view(self.weight, lo)
-        if w is not None:
-            dz = dz * w.abs()
-        return Dev(dz)
+
+        def out(t: Tensor) -> Tensor:
+            t = t.reshape(lo.shape) * (1 + 1e-9)
+            return t if w is None else t * w.abs()
+
+        return Dev(out(capped.e), [(k, out(d)) for k, d in capped.parts])
 
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.weight, self.bias) if t is not None]
@@ -708,15 +800,35 @@ class Norm(GOp):
         return f"LayerNorm{self.shape}" if self.shape is not None else f"GroupNorm({self.groups})"
 
 
+def _lse_others(v: Tensor, d: int) -> Tensor:
+    """:math:`\\log \\sum_{i \\ne j} e^{v_i}` for every j along axis ``d``, without cancellation:
+    for j other than the first largest entry the sum keeps the largest term (so it is at least
+    :math:`e^{\\max v}` and the subtraction loses nothing relative), for the largest entry it is
+    recomputed with that entry masked (:math:`-\\infty` when it is the only one)."""
+    m = v.amax(d, keepdim=True)
+    e = torch.exp(v - m)
+    s = e.sum(d, keepdim=True)
+    rest = torch.log((s - e).clamp(min=1e-300)) + m
+    idx = v.argmax(d, keepdim=True)
+    masked = v.scatter(d, idx, -math.inf)
+    top = torch.logsumexp(masked, d, keepdim=True).expand_as(v)
+    is_top = torch.zeros_like(v, dtype=torch.bool).scatter(d, idx, True)
+    return torch.where(is_top, top, rest)
+
+
 @dataclass(frozen=True, eq=False)
 class Softmax(GOp):
     """Softmax along ``dim``: :math:`p_j = e^{x_j} / \\sum_i e^{x_i}`.
 
-    Interval (exact per coordinate): :math:`p_j = 1/(1 + \\sum_{i \\ne j} e^{x_i - x_j})` is
-    decreasing in every :math:`x_i` and increasing in :math:`x_j`. Deviation (mean value theorem,
-    :math:`J = \\operatorname{diag}(p) - pp^T`): :math:`|\\delta p_j| = p_j |\\sum_i p_i
-    (\\delta x_j - \\delta x_i)| \\le \\overline p_j (t_j + \\max_i t_i)`, capped by the output
-    interval's width."""
+    Interval (exact per coordinate): :math:`p_j = 1/(1 + \\sum_{i \\ne j} e^{x_i - x_j}) =
+    \\operatorname{sigmoid}(x_j - \\log\\sum_{i \\ne j} e^{x_i})` is decreasing in every :math:`x_i` and
+    increasing in :math:`x_j`; computed in log space (:func:`_lse_others`), so that a probability
+    far below 1 is never rounded up to 1. Deviation (mean value theorem,
+    :math:`J = \\operatorname{diag}(p) - pp^T`): :math:`|\\delta p_j| = p_j |\\delta x_j - \\sum_i p_i
+    \\delta x_i| \\le \\overline p_j (|\\delta x_j| + S)` with :math:`S = \\min(\\max_i |\\delta x_i|,
+    \\sum_i \\overline p_i |\\delta x_i|)` (as :math:`\\sum_i p_i = 1`), bounded from the dense part and the
+    f largest entries of each sparse part; :math:`\\overline p_j |\\delta x_j|` keeps the parts. The
+    whole is capped by the output interval's width (:func:`_capped`)."""
 
     dim: int = -1
     piecewise_linear: ClassVar[bool] = False
@@ -726,24 +838,27 @@ class Softmax(GOp):
 
     def interval(self, *boxes: Box2) -> Box2:
         lo, hi = boxes[0]
-        d = self.dim
-        # sum over i != j of exp(x_i - x_j), at the bounds, stably
-        m_hi = hi.amax(d, keepdim=True)
-        m_lo = lo.amax(d, keepdim=True)
-        s_hi = torch.exp(hi - m_hi).sum(d, keepdim=True)  # sum_i e^{hi_i - m}
-        s_lo = torch.exp(lo - m_lo).sum(d, keepdim=True)
-        # lower p_j: 1 / (1 + sum_{i!=j} e^{hi_i - lo_j})
-        others_hi = (s_hi - torch.exp(hi - m_hi)).clamp(min=0)
-        p_lo = 1 / (1 + others_hi * torch.exp(m_hi - lo))
-        others_lo = (s_lo - torch.exp(lo - m_lo)).clamp(min=0)
-        p_hi = 1 / (1 + others_lo * torch.exp(m_lo - hi))
+        # p_j = sigmoid(x_j - LSE_{i != j} x_i): the lower end at (lo_j, hi_i), the upper at (hi_j, lo_i)
+        p_lo = torch.sigmoid(lo - _lse_others(hi, self.dim))
+        p_hi = torch.sigmoid(hi - _lse_others(lo, self.dim))
         return _widen(p_lo.clamp(0, 1), p_hi.clamp(0, 1))
 
-    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev]) -> Dev:
+    def deviation(self, boxes: Sequence[Box2], devs: Sequence[Dev], clean: Sequence[Box2] | None = None) -> Dev:
         plo, phi = self.interval(*boxes)
-        t = devs[0].total().expand(plo.shape)
-        dp = phi * (t + t.amax(self.dim, keepdim=True))
-        return Dev(torch.minimum(dp, phi - plo) * (1 + 1e-9))
+        dv = devs[0]
+        d = self.dim
+        e = dv.e.expand(plo.shape)
+        parts = [(k, p.expand(plo.shape)) for k, p in dv.parts]
+        # |sum_i p_i delta_i| <= max_i |delta_i| (sum p = 1), and <= sum_i p_hi_i |delta_i|
+        by_max = e.amax(d, keepdim=True)
+        by_sum = (phi * e).sum(d, keepdim=True)
+        for k, p in parts:
+            by_max = by_max + p.amax(d, keepdim=True)
+            by_sum = by_sum + _topk_rows((phi * p).movedim(d, -1), k).unsqueeze(-1).movedim(-1, d)
+        common = torch.minimum(by_max, by_sum)
+        # p_j |delta_j| stays on the units of each part; p_j |sum_i p_i delta_i| is dense
+        out = _capped(phi * (e + common), [(k, phi * p) for k, p in parts], phi - plo)
+        return Dev(out.e * (1 + 1e-9), [(k, p * (1 + 1e-9)) for k, p in out.parts])
 
     def describe(self) -> str:
         return f"softmax(dim={self.dim})"
