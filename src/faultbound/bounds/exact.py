@@ -190,8 +190,15 @@ class _Model:
         return self.var(0.0, 1.0, True)
 
     def row(self, idx: Sequence[int], val: Sequence[float], lo: float, hi: float) -> None:
-        self.r_idx.append(np.asarray(idx, dtype=np.int32))
-        self.r_val.append(np.asarray(val, dtype=np.float64))
+        """``lo <= sum val[k] x[idx[k]] <= hi``; a variable named twice (a graph that reads one node
+        twice) gets the sum of its coefficients."""
+        i = np.asarray(idx, dtype=np.int32)
+        v = np.asarray(val, dtype=np.float64)
+        if len(set(i.tolist())) != len(i):
+            i, inv = np.unique(i, return_inverse=True)
+            v = np.bincount(inv, weights=v, minlength=len(i))
+        self.r_idx.append(i)
+        self.r_val.append(v)
         self.r_lo.append(float(lo))
         self.r_hi.append(float(hi))
 
