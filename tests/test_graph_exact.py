@@ -165,8 +165,12 @@ def _ref2(p: dict[str, Tensor], x: Tensor, sends: Sends) -> Tensor:
 # ----------------------------------------------------------------------------- brute force
 
 
-def _with_faults(ref: Callable[[Tensor, Sends], Tensor], x: Tensor, units: dict[int, list[int]],
-                 send: Callable[[Tensor, Tensor, int, int], Tensor]) -> Tensor:
+def _with_faults(
+    ref: Callable[[Tensor, Sends], Tensor],
+    x: Tensor,
+    units: dict[int, list[int]],
+    send: Callable[[Tensor, Tensor, int, int], Tensor],
+) -> Tensor:
     """The faulty output: failing unit j of site k sends ``send(computed, clean, k, n)`` (n: its
     position among the site's failing units)."""
     clean: dict[int, Tensor] = {}
@@ -186,8 +190,13 @@ def _with_faults(ref: Callable[[Tensor, Sends], Tensor], x: Tensor, units: dict[
     return ref(x, faulty)
 
 
-def _brute(ref: Callable[[Tensor, Sends], Tensor], xs: Tensor, widths: list[int], counts: list[int],
-           send: Callable[[Tensor, Tensor, int, int], Tensor]) -> float:
+def _brute(
+    ref: Callable[[Tensor, Sends], Tensor],
+    xs: Tensor,
+    widths: list[int],
+    counts: list[int],
+    send: Callable[[Tensor, Tensor, int, int], Tensor],
+) -> float:
     """max over every failure set of exactly the given sizes and every input of ``xs`` of the
     inf-norm output error."""
     base = ref(xs, None)
