@@ -25,21 +25,8 @@ from faultbound.bounds.exact import exact_bound
 from faultbound.bounds.graph_exact import graph_exact_bound
 from faultbound.bounds.graph_tight import graph_tight_bound
 from faultbound.errors import UnsupportedModelError
+from faultbound.network import gops as G
 from faultbound.network.activations import Hardtanh, LeakyReLU, ReLU, Tanh
-from faultbound.network.gops import (
-    Act,
-    Add,
-    Affine,
-    Concat,
-    Const,
-    ConstAffine,
-    Input,
-    MaxPool,
-    Mean,
-    Mul,
-    Rearrange,
-    Softmax,
-)
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Dense
 from tests.hyp import examples, soundness
@@ -75,19 +62,19 @@ def _graph1(seed: int) -> tuple[GraphNetwork, dict[str, Tensor]]:
         "b3": _rand(g, 1, scale=0.5),
     }
     nodes = [
-        ("x", Input(), ()),
-        ("fc1", Affine(Dense(p["W1"], p["b1"])), (0,)),
-        ("relu1", Act(ReLU()), (1,)),
-        ("img", Rearrange("view", (1, 2, 3)), (2,)),
-        ("pool", MaxPool((2, 2), (1, 1)), (3,)),
-        ("flat", Rearrange("view", (W2,)), (4,)),
-        ("fc2", Affine(Dense(p["W2"], p["b2"])), (5,)),
-        ("act2", Act(LeakyReLU(0.1)), (6,)),
-        ("res", Add((1, 1)), (7, 5)),
-        ("head", Rearrange("slice", (1, 0, 3, 1)), (2,)),
-        ("avg", Mean((1,), True), (7,)),
-        ("cat", Concat(1), (8, 9, 10)),
-        ("out", Affine(Dense(p["W3"], p["b3"])), (11,)),
+        ("x", G.Input(), ()),
+        ("fc1", G.Affine(Dense(p["W1"], p["b1"])), (0,)),
+        ("relu1", G.Act(ReLU()), (1,)),
+        ("img", G.Rearrange("view", (1, 2, 3)), (2,)),
+        ("pool", G.MaxPool((2, 2), (1, 1)), (3,)),
+        ("flat", G.Rearrange("view", (W2,)), (4,)),
+        ("fc2", G.Affine(Dense(p["W2"], p["b2"])), (5,)),
+        ("act2", G.Act(LeakyReLU(0.1)), (6,)),
+        ("res", G.Add((1, 1)), (7, 5)),
+        ("head", G.Rearrange("slice", (1, 0, 3, 1)), (2,)),
+        ("avg", G.Mean((1,), True), (7,)),
+        ("cat", G.Concat(1), (8, 9, 10)),
+        ("out", G.Affine(Dense(p["W3"], p["b3"])), (11,)),
     ]
     return GraphNetwork.build(nodes, (2,), (-1.0, 1.0)), p
 
@@ -132,21 +119,21 @@ def _graph2(seed: int) -> tuple[GraphNetwork, dict[str, Tensor]]:
         "Ws": _rand(g, 1, 1),
     }
     nodes = [
-        ("x", Input(), ()),
-        ("fc1", Affine(Dense(p["W1"], p["b1"])), (0,)),
-        ("ht", Act(Hardtanh(-0.5, 0.5)), (1,)),
-        ("img", Rearrange("view", (1, 2, 2)), (2,)),
-        ("pool", MaxPool((2, 2), (1, 1), (1, 1)), (3,)),
-        ("flat", Rearrange("view", (9,)), (4,)),
-        ("aff", ConstAffine(p["a"], p["c"]), (5,)),
-        ("k", Const(p["k"]), ()),
-        ("sub", Add((1, -1)), (6, 7)),
-        ("relu2", Act(ReLU()), (8,)),
-        ("rows", Rearrange("view", (3, 3)), (9,)),
-        ("row1", Rearrange("select", (1, 1)), (10,)),
-        ("fc2", Affine(Dense(p["W2"], p["b2"])), (11,)),
-        ("skip", Affine(Dense(p["Ws"], torch.zeros(1, dtype=torch.float64))), (0,)),
-        ("out", Add((1, 1)), (12, 13)),
+        ("x", G.Input(), ()),
+        ("fc1", G.Affine(Dense(p["W1"], p["b1"])), (0,)),
+        ("ht", G.Act(Hardtanh(-0.5, 0.5)), (1,)),
+        ("img", G.Rearrange("view", (1, 2, 2)), (2,)),
+        ("pool", G.MaxPool((2, 2), (1, 1), (1, 1)), (3,)),
+        ("flat", G.Rearrange("view", (9,)), (4,)),
+        ("aff", G.ConstAffine(p["a"], p["c"]), (5,)),
+        ("k", G.Const(p["k"]), ()),
+        ("sub", G.Add((1, -1)), (6, 7)),
+        ("relu2", G.Act(ReLU()), (8,)),
+        ("rows", G.Rearrange("view", (3, 3)), (9,)),
+        ("row1", G.Rearrange("select", (1, 1)), (10,)),
+        ("fc2", G.Affine(Dense(p["W2"], p["b2"])), (11,)),
+        ("skip", G.Affine(Dense(p["Ws"], torch.zeros(1, dtype=torch.float64))), (0,)),
+        ("out", G.Add((1, 1)), (12, 13)),
     ]
     return GraphNetwork.build(nodes, (1,), (-1.0, 1.0)), p
 
@@ -401,11 +388,11 @@ def test_refuses_operators_that_are_not_piecewise_linear() -> None:
     """Mul, softmax and a smooth activation are refused in one line that names each node and says
     to use method='tight'."""
     nodes = [
-        ("x", Input(), ()),
-        ("fc", Affine(Dense(torch.ones(3, 2, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))), (0,)),
-        ("th", Act(Tanh()), (1,)),
-        ("gate", Mul(), (1, 2)),
-        ("sm", Softmax(1), (3,)),
+        ("x", G.Input(), ()),
+        ("fc", G.Affine(Dense(torch.ones(3, 2, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))), (0,)),
+        ("th", G.Act(Tanh()), (1,)),
+        ("gate", G.Mul(), (1, 2)),
+        ("sm", G.Softmax(1), (3,)),
     ]
     net = GraphNetwork.build(nodes, (2,), (0.0, 1.0))
     with pytest.raises(UnsupportedModelError) as e:
@@ -435,3 +422,33 @@ def test_at_most_is_at_least_exactly() -> None:
     at_most = graph_exact_bound(net, [2, 1], fb.StuckAt(0.3), at_most=True)
     assert at_most.value >= exactly.lower - TOL
     assert at_most.lower >= exactly.lower - TOL
+
+
+def test_a_node_read_twice() -> None:
+    """A node read twice (concat of a site with itself, then a sum of a node with itself): the
+    repeated variables merge in one row; exact = the fine grid's maximum up to its resolution."""
+    g = torch.Generator().manual_seed(4)
+    W1, b1, W2 = _rand(g, 3, 1, scale=2.0), _rand(g, 3, scale=0.5), _rand(g, 1, 6)
+    nodes = [
+        ("x", G.Input(), ()),
+        ("fc1", G.Affine(Dense(W1, b1)), (0,)),
+        ("relu", G.Act(ReLU()), (1,)),
+        ("twice", G.Concat(1), (2, 2)),
+        ("fc2", G.Affine(Dense(W2, torch.zeros(1, dtype=torch.float64))), (3,)),
+        ("double", G.Add((1, 1)), (4, 4)),
+    ]
+    net = GraphNetwork.build(nodes, (1,), (-1.0, 1.0))
+
+    def ref(x: Tensor, sends: Sends) -> Tensor:
+        h = torch.relu(F.linear(x, W1, b1))
+        if sends is not None:
+            h = sends(1, h, None)
+        y = F.linear(torch.cat([h, h], 1), W2)
+        return y + y
+
+    r = graph_exact_bound(net, [1], fb.Crash())
+    assert r.optimal
+    n = 2001
+    brute = _brute(ref, _grid(n, 1), [3], [1], _fixed_send(fb.Crash()))
+    lip = 2 * float(W2.abs().sum() * W1.abs().max())
+    assert brute - TOL <= r.value and r.dual_bound <= brute + lip * 2.0 / (n - 1) + TOL

@@ -195,8 +195,8 @@ class _Model:
         i = np.asarray(idx, dtype=np.int32)
         v = np.asarray(val, dtype=np.float64)
         if len(set(i.tolist())) != len(i):
-            i, inv = np.unique(i, return_inverse=True)
-            v = np.bincount(inv, weights=v, minlength=len(i))
+            uniq, inv = np.unique(i, return_inverse=True)
+            i, v = uniq.astype(np.int32), np.bincount(inv, weights=v, minlength=len(uniq)).astype(np.float64)
         self.r_idx.append(i)
         self.r_val.append(v)
         self.r_lo.append(float(lo))
@@ -807,6 +807,79 @@ def _outputs(n_outputs: int, outputs: Sequence[int] | None) -> list[int]:
     return outs
 
 
+def exact_bound(
+    net: Network | GraphNetwork,
+    failures: Sequence[int] | None,
+    fault: Fault,
+    *,
+    time_limit: float | None = None,
+    lo: np.ndarray | Tensor | None = None,
+    hi: np.ndarray | Tensor | None = None,
+    outputs: Sequence[int] | None = None,
+    at_most: bool = False,
+    combined: bool = False,
+) -> ExactResult:
+    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain);
+    on a :class:`~faultbound.network.graph.GraphNetwork` the graph MILP of
+    :mod:`faultbound.bounds.graph_exact` (counts per fault site or weighted node).
+
+    Args:
+        failures: f_1..f_L (neuron faults), g_1..g_{L+1} (synapse faults), ``None`` for precision;
+            validated by the caller (:func:`faultbound.bound`).
+        time_limit: seconds for HiGHS; when it stops early ``value`` is its dual bound (+ margin).
+        lo, hi: the input box (flat or input-shaped); ``lo == hi`` is one input.
+        outputs: the outputs k to maximise :math:`|d_k|` over (default: all).
+        at_most: sets of at most (instead of exactly) the given sizes.
+        combined: one MILP over every (output, sign) instead of one MILP per pair (in decreasing
+            order of their interval bounds, skipping those that cannot beat the witness found;
+            with a time limit each gets an equal share of the time left).
+
+    Returns:
+        An :class:`ExactResult`; ``witness`` has ``input`` (flat), ``failure_set`` ({layer: [unit or
+        synapse index as the engine numbers them]}), ``values`` ({layer: [value sent (Byzantine),
+        u (deviation)]}), ``precision`` ({layer: [offset per neuron]}), ``output``, ``sign``,
+        ``milp_value`` and ``replayed`` (the engine's float64 error).
+
+    Raises:
+        UnsupportedModelError: a hidden activation (a graph node) is not piecewise linear.
+        InvalidArgumentError: a fault model without an exact encoding (bit flips).
+
+    Example:
+        >>> import torch, faultbound as fb
+        >>> from torch import nn
+        >>> lin1, lin2 = nn.Linear(1, 2), nn.Linear(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = lin1.weight.fill_(1.0), lin1.bias.zero_(), lin2.weight.fill_(0.5), lin2.bias.zero_()
+        >>> net = fb.Network.from_torch(nn.Sequential(lin1, nn.ReLU(), lin2))
+        >>> r = exact_bound(net, [1], fb.Crash())  # one crashed ReLU: 0.5 * x, worst at x = 1
+        >>> r.optimal, round(r.lower, 6), [round(v, 6) for v in r.witness["input"]]
+        (True, 0.5, [1.0])
+    """
+    if isinstance(net, GraphNetwork):
+        from faultbound.bounds.graph_exact import build_graph, check_graph_piecewise_linear, graph_replay
+
+        check_graph_piecewise_linear(net)
+    else:
+        check_piecewise_linear(net)
+    _check_exact(fault, time_limit)
+    lo_a, hi_a = _input_box(net, lo, hi)
+    outs = _outputs(net.n_outputs, outputs)
+    which = None if outputs is None else outs
+    t0 = time.perf_counter()
+    if isinstance(net, GraphNetwork):
+        graph = net
+        sizes = None if isinstance(fault, Precision) or failures is None else [int(v) for v in failures]
+        built = build_graph(graph, sizes, fault, lo_a, hi_a, outs, at_most, combined)
+        return _search(built, fault, time_limit, t0, lambda w: graph_replay(graph, fault, w, which))
+    counts = [0] * (net.L + 1) if failures is None else [int(v) for v in failures]
+    counts += [0] * (net.L + 1 - len(counts))
+    if fault.site == "neuron":
+        counts = counts[: net.L] + [0]
+    built = _build(net, counts, fault, lo_a, hi_a, outs, at_most, combined)
+    layered = net
+    return _search(built, fault, time_limit, t0, lambda w: replay(layered, fault, w, which))
+
+
 def _search(
     built: _Built,
     fault: Fault,
@@ -878,62 +951,3 @@ def _search(
         float(dual),
         float(margin),
     )
-
-
-def exact_bound(
-    net: Network,
-    failures: Sequence[int] | None,
-    fault: Fault,
-    *,
-    time_limit: float | None = None,
-    lo: np.ndarray | Tensor | None = None,
-    hi: np.ndarray | Tensor | None = None,
-    outputs: Sequence[int] | None = None,
-    at_most: bool = False,
-    combined: bool = False,
-) -> ExactResult:
-    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain).
-
-    Args:
-        failures: f_1..f_L (neuron faults), g_1..g_{L+1} (synapse faults), ``None`` for precision;
-            validated by the caller (:func:`faultbound.bound`).
-        time_limit: seconds for HiGHS; when it stops early ``value`` is its dual bound (+ margin).
-        lo, hi: the input box (flat or input-shaped); ``lo == hi`` is one input.
-        outputs: the outputs k to maximise :math:`|d_k|` over (default: all).
-        at_most: sets of at most (instead of exactly) the given sizes.
-        combined: one MILP over every (output, sign) instead of one MILP per pair (in decreasing
-            order of their interval bounds, skipping those that cannot beat the witness found;
-            with a time limit each gets an equal share of the time left).
-
-    Returns:
-        An :class:`ExactResult`; ``witness`` has ``input`` (flat), ``failure_set`` ({layer: [unit or
-        synapse index as the engine numbers them]}), ``values`` ({layer: [value sent (Byzantine),
-        u (deviation)]}), ``precision`` ({layer: [offset per neuron]}), ``output``, ``sign``,
-        ``milp_value`` and ``replayed`` (the engine's float64 error).
-
-    Raises:
-        UnsupportedModelError: a hidden activation is not piecewise linear.
-        InvalidArgumentError: a fault model without an exact encoding (bit flips).
-
-    Example:
-        >>> import torch, faultbound as fb
-        >>> from torch import nn
-        >>> lin1, lin2 = nn.Linear(1, 2), nn.Linear(2, 1)
-        >>> with torch.no_grad():
-        ...     _ = lin1.weight.fill_(1.0), lin1.bias.zero_(), lin2.weight.fill_(0.5), lin2.bias.zero_()
-        >>> net = fb.Network.from_torch(nn.Sequential(lin1, nn.ReLU(), lin2))
-        >>> r = exact_bound(net, [1], fb.Crash())  # one crashed ReLU: 0.5 * x, worst at x = 1
-        >>> r.optimal, round(r.lower, 6), [round(v, 6) for v in r.witness["input"]]
-        (True, 0.5, [1.0])
-    """
-    check_piecewise_linear(net)
-    _check_exact(fault, time_limit)
-    lo_a, hi_a = _input_box(net, lo, hi)
-    counts = [0] * (net.L + 1) if failures is None else [int(v) for v in failures]
-    counts += [0] * (net.L + 1 - len(counts))
-    if fault.site == "neuron":
-        counts = counts[: net.L] + [0]
-    outs = _outputs(net.n_outputs, outputs)
-    t0 = time.perf_counter()
-    built = _build(net, counts, fault, lo_a, hi_a, outs, at_most, combined)
-    return _search(built, fault, time_limit, t0, lambda w: replay(net, fault, w, None if outputs is None else outs))

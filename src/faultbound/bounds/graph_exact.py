@@ -62,7 +62,6 @@ tie the copies together in the LP relaxation). All intervals are widened outward
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,18 +73,15 @@ from torch import Tensor
 from faultbound.bounds.exact import (
     ExactResult,
     _Built,
-    _check_exact,
     _deviation_vars,
     _faulty_rows,
-    _input_box,
     _Model,
     _objective,
-    _outputs,
-    _search,
     _sent_hull,
     _sent_units,
     _synapse_box,
     _widen,
+    exact_bound,
 )
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
@@ -280,7 +276,7 @@ def _interval(op: GOp, m: _Model, ins: list[np.ndarray]) -> tuple[np.ndarray, np
 # --------------------------------------------------------------------------- build
 
 
-def _build_graph(
+def build_graph(
     net: GraphNetwork,
     counts: Sequence[int] | None,
     fault: Fault,
@@ -454,16 +450,7 @@ def graph_replay(
 
 
 def graph_exact_bound(
-    net: GraphNetwork,
-    failures: Sequence[int] | None,
-    fault: Fault,
-    *,
-    time_limit: float | None = None,
-    lo: np.ndarray | Tensor | None = None,
-    hi: np.ndarray | Tensor | None = None,
-    outputs: Sequence[int] | None = None,
-    at_most: bool = False,
-    combined: bool = False,
+    net: GraphNetwork, failures: Sequence[int] | None, fault: Fault, *, time_limit: float | None = None, **options: Any
 ) -> ExactResult:
     """The exact worst output deviation of a piecewise-linear graph network over the box
     ``[lo, hi]`` (default: its domain): :func:`~faultbound.bounds.exact.exact_bound` on a graph.
@@ -471,8 +458,9 @@ def graph_exact_bound(
     Args:
         failures: one count per fault site (neuron faults), per weighted node (synapse faults), or
             ``None`` (precision); validated by the caller (:func:`faultbound.failures.failure_counts`).
-        time_limit, lo, hi, outputs, at_most, combined: as for
-            :func:`~faultbound.bounds.exact.exact_bound`.
+        time_limit: seconds for HiGHS, as for :func:`~faultbound.bounds.exact.exact_bound`.
+        options: ``lo``, ``hi``, ``outputs``, ``at_most``, ``combined``, as for
+            :func:`~faultbound.bounds.exact.exact_bound` (which this is, on a graph).
 
     Returns:
         An :class:`~faultbound.bounds.exact.ExactResult`; the witness's ``failure_set``,
@@ -495,13 +483,4 @@ def graph_exact_bound(
         >>> r.optimal, round(r.lower, 6)
         (True, 1.0)
     """
-    check_graph_piecewise_linear(net)
-    _check_exact(fault, time_limit)
-    lo_a, hi_a = _input_box(net, lo, hi)
-    counts = None if isinstance(fault, Precision) or failures is None else [int(v) for v in failures]
-    outs = _outputs(net.n_outputs, outputs)
-    t0 = time.perf_counter()
-    built = _build_graph(net, counts, fault, lo_a, hi_a, outs, at_most, combined)
-    return _search(
-        built, fault, time_limit, t0, lambda w: graph_replay(net, fault, w, None if outputs is None else outs)
-    )
+    return exact_bound(net, failures, fault, time_limit=time_limit, **options)
