@@ -182,10 +182,13 @@ def _maxpool(m: _Model, op: MaxPool, ids: np.ndarray, lo: np.ndarray, hi: np.nda
     cols = unfolded.reshape(c, kh * kw, -1).round().to(torch.int64).numpy() - 1
     out = []
     flo, fhi = lo.reshape(-1), hi.reshape(-1)
+    lb, ub = _bounds(m, ids)
+    where = {int(v): n for n, v in enumerate(ids.reshape(-1).tolist())}
     for ci in range(c):
         for p in range(cols.shape[2]):
             cand = [int(v) for v in cols[ci, :, p] if v >= 0]
-            cl, cu = _bounds(m, np.asarray(cand))
+            at = [where[v] for v in cand]
+            cl, cu = lb.reshape(-1)[at], ub.reshape(-1)[at]
             best = float(cl.max())
             keep = [(v, a, b) for v, a, b in zip(cand, cl, cu, strict=True) if b >= best]
             if len(keep) == 1:
