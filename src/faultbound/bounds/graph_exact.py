@@ -358,6 +358,8 @@ def build_graph(
             )
             r[weighted_pos[i] + 1] = syn
             z_ids, made = np.asarray(st, dtype=np.int64).reshape(shape), False
+        elif not any(hit[j] for j in node.inputs):  # a fault site fed by clean values: z = y
+            z_ids, made = c_ids, False
         else:
             fl, fu = _interval(op, m, ins_f)
             fl, fu = np.maximum(fl, cl - t), np.minimum(fu, cu + t)
