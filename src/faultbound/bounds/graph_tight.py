@@ -43,7 +43,7 @@ from faultbound.network.gops import Affine, Box2, Const, Dev, Input
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Conv, Dense
 
-__all__ = ["graph_propagate", "graph_tight_bound"]
+__all__ = ["graph_propagate", "graph_deviations", "graph_tight_bound"]
 
 _SAFETY = 1e-9
 
@@ -71,6 +71,16 @@ def graph_propagate(
     """Per-output deviation bounds ``(B, n_outputs)`` over the input boxes ``[lo, hi]``
     (``(B, *input_shape)``) for the failure counts (one per site; per weighted node for synapse
     faults; ``None`` for precision). See the module docstring."""
+    out = graph_deviations(net, fault, counts, lo, hi)[-1].total()
+    return out.reshape(out.shape[0], -1)
+
+
+def graph_deviations(
+    net: GraphNetwork, fault: Fault, counts: Sequence[int] | None, lo: Tensor, hi: Tensor
+) -> list[Dev]:
+    """The :class:`~faultbound.network.gops.Dev` bound of every node (aligned with ``net.nodes``)
+    behind :func:`graph_propagate`: :math:`|\\tilde y_v - y_v| \\le` ``Dev.total()`` for every input
+    of the boxes and every failure set of at most the given sizes."""
     boxes = net.box_intervals(lo.to(torch.float64), hi.to(torch.float64))
     site_pos = {node: k for k, node in enumerate(net.site_nodes)}
     weighted_pos = {node: k for k, node in enumerate(net.weighted_nodes)}
@@ -118,8 +128,7 @@ def graph_propagate(
             else:
                 keep.append((f, part))
         devs.append(Dev(e, keep))
-    out = devs[-1].total()
-    return out.reshape(out.shape[0], -1)
+    return devs
 
 
 def graph_tight_bound(
