@@ -819,9 +819,8 @@ def exact_bound(
     at_most: bool = False,
     combined: bool = False,
 ) -> ExactResult:
-    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain);
-    on a :class:`~faultbound.network.graph.GraphNetwork` the graph MILP of
-    :mod:`faultbound.bounds.graph_exact` (counts per fault site or weighted node).
+    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain)
+    of a layered network (graph networks: :func:`faultbound.bounds.graph_exact.graph_exact_bound`).
 
     Args:
         failures: f_1..f_L (neuron faults), g_1..g_{L+1} (synapse faults), ``None`` for precision;
@@ -856,21 +855,16 @@ def exact_bound(
         (True, 0.5, [1.0])
     """
     if isinstance(net, GraphNetwork):
-        from faultbound.bounds.graph_exact import build_graph, check_graph_piecewise_linear, graph_replay
-
-        check_graph_piecewise_linear(net)
-    else:
-        check_piecewise_linear(net)
+        raise InvalidArgumentError(
+            "exact_bound reads layered networks; use faultbound.bounds.graph_exact.graph_exact_bound "
+            "(or faultbound.bound, which picks it) on a graph network."
+        )
+    check_piecewise_linear(net)
     _check_exact(fault, time_limit)
     lo_a, hi_a = _input_box(net, lo, hi)
     outs = _outputs(net.n_outputs, outputs)
     which = None if outputs is None else outs
     t0 = time.perf_counter()
-    if isinstance(net, GraphNetwork):
-        graph = net
-        sizes = None if isinstance(fault, Precision) or failures is None else [int(v) for v in failures]
-        built = build_graph(graph, sizes, fault, lo_a, hi_a, outs, at_most, combined)
-        return _search(built, fault, time_limit, t0, lambda w: graph_replay(graph, fault, w, which))
     counts = [0] * (net.L + 1) if failures is None else [int(v) for v in failures]
     counts += [0] * (net.L + 1 - len(counts))
     if fault.site == "neuron":

@@ -62,6 +62,7 @@ tie the copies together in the LP relaxation). All intervals are widened outward
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,15 +74,18 @@ from torch import Tensor
 from faultbound.bounds.exact import (
     ExactResult,
     _Built,
+    _check_exact,
     _deviation_vars,
     _faulty_rows,
+    _input_box,
     _Model,
     _objective,
+    _outputs,
+    _search,
     _sent_hull,
     _sent_units,
     _synapse_box,
     _widen,
-    exact_bound,
 )
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
@@ -488,4 +492,15 @@ def graph_exact_bound(
         >>> r.optimal, round(r.lower, 6)
         (True, 1.0)
     """
-    return exact_bound(net, failures, fault, time_limit=time_limit, **options)
+    check_graph_piecewise_linear(net)
+    _check_exact(fault, time_limit)
+    lo_a, hi_a = _input_box(net, options.get("lo"), options.get("hi"))
+    outputs = options.get("outputs")
+    outs = _outputs(net.n_outputs, outputs)
+    which = None if outputs is None else outs
+    t0 = time.perf_counter()
+    sizes = None if isinstance(fault, Precision) or failures is None else [int(v) for v in failures]
+    built = build_graph(
+        net, sizes, fault, lo_a, hi_a, outs, bool(options.get("at_most", False)), bool(options.get("combined", False))
+    )
+    return _search(built, fault, time_limit, t0, lambda w: graph_replay(net, fault, w, which))
