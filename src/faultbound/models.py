@@ -23,6 +23,7 @@ each fault site, and the modules run in eval mode once built.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -324,7 +325,7 @@ def trained_digits_model(kind: DigitsKind, seed: int = 0) -> tuple[nn.Module, fl
     """The small ResNet (``"resnet"``), ViT (``"vit"``, input 1x16x16) or max-pool LeNet
     (``"lenet"``) built from ``seed`` and trained on the digits with :data:`DIGITS_RECIPES`; returns
     the module in eval mode and its test accuracy (:func:`train_digits`)."""
-    builders = {"resnet": small_resnet, "vit": small_vit, "lenet": lenet_maxpool}
+    builders: dict[str, Callable[..., nn.Module]] = {"resnet": small_resnet, "vit": small_vit, "lenet": lenet_maxpool}
     if kind not in builders:
         raise ValueError(f"Expected kind to be one of {', '.join(builders)}, but got {kind!r}.")
     return train_digits(builders[kind](seed=seed), kind, seed=seed)

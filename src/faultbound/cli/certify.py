@@ -29,13 +29,14 @@ from faultbound.cli._common import INPUT_SHAPE, app, console, load_model, make_f
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.cli._sites import FAILURES_HELP, SITES, parse_failures
 from faultbound.errors import InvalidArgumentError
-from faultbound.failures import AnyNetwork, failure_counts
+from faultbound.failures import failure_counts
 from faultbound.faults import FAULT_NAMES, Fault
+from faultbound.network.core import Network
 
 __all__ = ["certify_cmd", "measured_accuracy"]
 
 
-def _all_sets(net: AnyNetwork, fault: Fault, failures: tuple[int, ...], limit: int) -> Any:
+def _all_sets(net: Network, fault: Fault, failures: tuple[int, ...], limit: int) -> Any:
     """Every failure set of the given sizes as one FaultSet, or ``None`` above ``limit`` sets."""
     from faultbound.failures import n_units
     from faultbound.measure import FaultSet
@@ -53,7 +54,7 @@ def _all_sets(net: AnyNetwork, fault: Fault, failures: tuple[int, ...], limit: i
 
 
 def measured_accuracy(
-    net: AnyNetwork,
+    net: Network,
     x: torch.Tensor,
     labels: np.ndarray,
     fault: Fault,

@@ -236,8 +236,9 @@ def bound_cmd(
     methods = _methods(method, exact=True)
     if time_limit is not None and methods != ["exact"]:
         raise InvalidArgumentError("Expected --time-limit only with --method exact.")
+    skipped: list[str] = []
     if methods == ["exact"]:
-        results, skipped = [bound(net, f, flt, "exact", time_limit=time_limit)], []
+        results = [bound(net, f, flt, "exact", time_limit=time_limit)]
     else:
         results, skipped = _graph_bounds(net, f, flt, methods, method)
     best = min(results, key=lambda r: r.value)

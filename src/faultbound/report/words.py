@@ -163,8 +163,8 @@ def verdict(
     else:
         ratio = "" if first.ratio_tight is None else f" (ratio {fmt(first.ratio_tight, 3)})"
         subject = "with" if isinstance(first.fault.get("errors"), list) else "under any"
-        paper = first.paper
-        paper_says = "" if paper.get("undefined") else f"; the paper's bound gives {fmt(paper.get('value'))}"
+        pcert = first.paper
+        paper_says = "" if pcert.get("undefined") else f"; the paper's bound gives {fmt(pcert.get('value'))}"
         parts.append(
             f"{subject.capitalize()} {first.description}{label}, the output moves by at most "
             f"{fmt(tight)} (tight certificate{paper_says}); "
