@@ -170,7 +170,7 @@ def _site_bound_table(results: list[BoundResult], names: list[str], title: str) 
     return t
 
 
-def _graph_bounds(
+def _bounds(
     net: Any, f: list[int] | None, flt: Fault, methods: list[Method], method: str
 ) -> tuple[list[BoundResult], list[str]]:
     """:func:`bound` for each method; on a graph with ``--method both``, a paper bound that the
@@ -240,7 +240,7 @@ def bound_cmd(
     if methods == ["exact"]:
         results = [bound(net, f, flt, "exact", time_limit=time_limit)]
     else:
-        results, skipped = _graph_bounds(net, f, flt, methods, method)
+        results, skipped = _bounds(net, f, flt, methods, method)
     best = min(results, key=lambda r: r.value)
     out: dict[str, Any] = best.to_dict()
     out["results"] = [r.to_dict() for r in results]
