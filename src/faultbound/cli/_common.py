@@ -28,7 +28,10 @@ DOMAIN = typer.Option(None, "--domain", help="Input box LO,HI for every feature 
 TRUST = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module (runs its code).")
 JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 INPUT_SHAPE = typer.Option(
-    None, "--input-shape", help="Shape of one input, e.g. 1,28,28, for a pickled module that starts with a convolution."
+    None,
+    "--input-shape",
+    help="Shape of one input, e.g. 1,28,28: needed for a .pt/.pth pickled module that is not a chain of Linear "
+    "layers (a convolution, a residual block, attention); .onnx and .pt2 files record it.",
 )
 FAULT_HELP = f"Fault model: {', '.join(FAULT_NAMES)}, precision."
 
@@ -129,12 +132,24 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def load_model(
-    path: Path, domain: str | None = None, trust_pickle: bool = False, input_shape: str | None = None
+    path: Path,
+    domain: str | None = None,
+    trust_pickle: bool = False,
+    input_shape: str | None = None,
+    sites: str | None = None,
 ) -> Any:
-    """Load a model file into a Network (errors are library errors)."""
+    """Load a model file into a Network, or a GraphNetwork when it is not a chain or ``sites``
+    (``--sites NAME,...``) names extra fault sites (errors are library errors)."""
+    from faultbound.cli._sites import parse_sites
     from faultbound.network.readers.files import load
 
-    return load(path, domain=parse_domain(domain), trust_pickle=trust_pickle, input_shape=parse_shape(input_shape))
+    return load(
+        path,
+        domain=parse_domain(domain),
+        trust_pickle=trust_pickle,
+        input_shape=parse_shape(input_shape),
+        sites=parse_sites(sites),
+    )
 
 
 def _clean(o: Any) -> Any:

@@ -25,8 +25,9 @@ import typer
 from rich.table import Table
 
 from faultbound.bounds.certify import CertifyMethod, certified_accuracy
-from faultbound.cli._common import INPUT_SHAPE, app, console, load_model, make_fault, parse_ints, print_json
+from faultbound.cli._common import INPUT_SHAPE, app, console, load_model, make_fault, print_json
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
+from faultbound.cli._sites import FAILURES_HELP, SITES, parse_failures
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts
 from faultbound.faults import FAULT_NAMES, Fault
@@ -108,7 +109,7 @@ def certify_cmd(
     model: Path = typer.Argument(..., help="Model file (.onnx, .pt2, or a pickled module with --trust-pickle)."),
     data: Path | None = typer.Option(None, "--data", help="Labelled inputs: .npz with arrays X and y."),
     digits: bool = typer.Option(False, "--digits", help="Use scikit-learn's bundled digits."),
-    failures: str | None = typer.Option(None, "--failures", help="f_1,...,f_L (L+1 entries for synapse faults)."),
+    failures: str | None = typer.Option(None, "--failures", help=FAILURES_HELP),
     fault: str = typer.Option("crash", "--fault", help=f"Fault model: {', '.join(FAULT_NAMES)}, precision."),
     capacity: float | None = typer.Option(None, "--capacity", help="C for Byzantine faults (default 1)."),
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
@@ -130,6 +131,7 @@ def certify_cmd(
     domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
     input_shape: str | None = INPUT_SHAPE,
+    sites: str | None = SITES,
     json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Certified accuracy under failures, beside clean and measured (random, worst-case) accuracy."""
@@ -139,12 +141,12 @@ def certify_cmd(
         raise InvalidArgumentError("Expected exactly one of --data FILE.npz or --digits.")
     if samples < 1 or exhaustive_limit < 0:
         raise InvalidArgumentError("Expected --samples >= 1 and --exhaustive-limit >= 0.")
-    net = load_model(model, domain, trust_pickle, input_shape)
+    net = load_model(model, domain, trust_pickle, input_shape, sites)
     flt = make_fault(fault, capacity, value, errors)
     if flt.counted and failures is None:
         raise InvalidArgumentError("Expected --failures f_1,...,f_L.")
     # validated here, before the data are read (the library call below trusts nothing it is given)
-    f = failure_counts(net, flt, None if failures is None else parse_ints(failures, "failures"), correct_neuron=True)
+    f = failure_counts(net, flt, None if failures is None else parse_failures(failures, net, flt), correct_neuron=True)
     if flt.unbounded:
         raise InvalidArgumentError("Unbounded capacity: nothing can be certified or measured (Lemma 1).")
     x, labels = campaign_inputs(net, data=data, digits=digits)

@@ -22,11 +22,11 @@ from faultbound.cli._common import (
     err_console,
     load_model,
     make_fault,
-    parse_ints,
     print_json,
 )
 from faultbound.cli._common import FAULT_HELP as COMMON_FAULT_HELP
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
+from faultbound.cli._sites import FAILURES_HELP, SITES, parse_failures
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import BitFlip, BitFormat, Fault, fault_from_record
 from faultbound.measure import (
@@ -142,8 +142,10 @@ def inject_cmd(
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
     fmt: str = typer.Option("float32", "--format", help="Bit-flip number format: float32 or int8."),
-    failures: str | None = typer.Option(None, "--failures", help="Failing units per layer f_1,...,f_L."),
-    rate: float | None = typer.Option(None, "--rate", help="Each unit fails independently with probability p."),
+    failures: str | None = typer.Option(None, "--failures", help=FAILURES_HELP),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Each unit (of every layer, or of every fault site of a graph) fails with probability p."
+    ),
     trials: int | None = typer.Option(
         None, "--trials", min=0, help="Number of fault configurations (default 100; with --until-margin: the most)."
     ),
@@ -178,6 +180,7 @@ def inject_cmd(
     domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = TRUST,
     input_shape: str | None = INPUT_SHAPE,
+    sites: str | None = SITES,
     json: bool = JSON,
 ) -> None:
     """Run a fault-injection campaign: sampled (or all) fault configurations on every input."""
@@ -233,7 +236,7 @@ def inject_cmd(
         raise InvalidArgumentError("Expected no --shard, --resume or --until-margin with --backend ray.")
     if workers < 1:
         raise InvalidArgumentError(f"Expected --workers >= 1, but got {workers}.")
-    net = load_model(model, domain, trust_pickle, input_shape)
+    net = load_model(model, domain, trust_pickle, input_shape, sites)
     x, labels = campaign_inputs(net, data=data, digits=digits, samples=samples, seed=seed)
     widened = None
     if samples is None:
@@ -247,7 +250,7 @@ def inject_cmd(
         sh = (int(rec["shard"][0]), int(rec["shard"][1]))
         spec = dataclasses.replace(spec, trials=int(rec["configurations_trials"]), margin=None)
     else:
-        fl = None if failures is None or not f.counted else tuple(parse_ints(failures))
+        fl = None if failures is None or not f.counted else tuple(parse_failures(failures, net, f))
         rt = rate if f.counted else None
         pop = population(net, f, failures=fl, rate=rt)
         n_trials = 100 if trials is None else trials
@@ -400,7 +403,7 @@ def worst_cmd(
     capacity: float | None = typer.Option(None, "--capacity", help="C for Byzantine faults (default 1)."),
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
-    failures: str | None = typer.Option(None, "--failures", help="Failing units per layer f_1,...,f_L."),
+    failures: str | None = typer.Option(None, "--failures", help=FAILURES_HELP),
     probes: int = typer.Option(32, "--probes", min=0, help="Random probe inputs (domain corners are added)."),
     data: Path | None = typer.Option(None, "--data", help="Extra probe inputs (.npz/.npy/.csv)."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the search."),
@@ -414,6 +417,7 @@ def worst_cmd(
     domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a full torch module."),
     input_shape: str | None = INPUT_SHAPE,
+    sites: str | None = SITES,
     json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Search failure sets, inputs and Byzantine values for the largest output error (a lower bound
@@ -433,12 +437,12 @@ def worst_cmd(
         raise InvalidArgumentError(f"Expected --backend local or ray, but got {backend!r}.")
     if workers < 1:
         raise InvalidArgumentError(f"Expected --workers >= 1, but got {workers}.")
-    net = load_model(model, domain, trust_pickle, input_shape)
+    net = load_model(model, domain, trust_pickle, input_shape, sites)
     extra = campaign_inputs(net, data=data)[0] if data is not None else None
     widened = None
     if extra is not None:
         net, widened = fit_domain(net, extra, str(data), domain_from_data)
-    fl = None if not f.counted or failures is None else parse_ints(failures)
+    fl = None if not f.counted or failures is None else parse_failures(failures, net, f)
     if backend == "ray":
         from faultbound.measure.distributed import worst_case_ray
 

@@ -29,18 +29,22 @@ from faultbound.cli._common import (
     print_json,
 )
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
+from faultbound.cli._sites import SITES, parse_failures
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault
 
 
-def parse_distributions(text: str) -> tuple[tuple[int, ...], ...]:
-    """Parse ``--failures "1,0;0,1;1,1"``: distributions separated by ``;``."""
+def parse_distributions(
+    text: str, net: object = None, fault: Fault | None = None
+) -> tuple[tuple[int, ...], ...]:
+    """Parse ``--failures "1,0;0,1;1,1"``: distributions separated by ``;``; with the network and a
+    fault model each may also be ``all=K`` or ``NAME=K,...`` (:func:`faultbound.cli._sites.parse_failures`)."""
     parts = [p for p in text.split(";") if p.strip() != ""]
     if not parts:
         raise InvalidArgumentError(f"Expected --failures like '1,0;0,1;1,1', but got {text!r}.")
     out = []
     for p in parts:
-        f = parse_ints(p, "failures")
+        f = parse_ints(p, "failures") if net is None or fault is None else parse_failures(p, net, fault)
         if not f:
             raise InvalidArgumentError(f"Expected --failures like '1,0;0,1;1,1', but got {text!r}.")
         out.append(tuple(f))
@@ -64,7 +68,10 @@ def report_cmd(
     model: Path = MODEL,
     out: Path | None = typer.Option(None, "--out", help="HTML file to write (default report.html; none with --json)."),
     failures: str | None = typer.Option(
-        None, "--failures", help="Distributions 'f_1,...,f_L;...' (default: 1, 2, 4 per layer, then all ones)."
+        None,
+        "--failures",
+        help="Distributions 'f_1,...,f_L;...' (default: 1, 2, 4 per layer or fault site, then all ones); each may "
+        "also be all=K or NAME=K,... (sites by node name or number, 0 elsewhere), as for `bound`.",
     ),
     fault: list[str] = typer.Option(["crash"], "--fault", help=FAULT_HELP + " Repeat for several."),
     capacity: float | None = typer.Option(None, "--capacity", help="C for Byzantine faults (default 1; inf allowed)."),
@@ -77,7 +84,7 @@ def report_cmd(
     ),
     trials: int = typer.Option(0, "--trials", min=0, help="Random failure sets of a campaign (0: no campaign)."),
     campaign_failures: str | None = typer.Option(
-        None, "--campaign-failures", help="The campaign's distribution f_1,...,f_L (default all ones)."
+        None, "--campaign-failures", help="The campaign's distribution f_1,...,f_L, all=K or NAME=K (default all ones)."
     ),
     samples: int = typer.Option(256, "--samples", help="Campaign inputs drawn from the domain (without --data)."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the worst-case search and the campaign."),
@@ -86,6 +93,7 @@ def report_cmd(
     domain_from_data: bool = DOMAIN_FROM_DATA,
     trust_pickle: bool = TRUST,
     input_shape: str | None = INPUT_SHAPE,
+    sites: str | None = SITES,
     json: bool = typer.Option(False, "--json", help="Print the report's data as one JSON object on stdout."),
 ) -> None:
     """Self-contained HTML report: certificates (paper, tight) next to the worst case found, tolerance, campaign."""
@@ -93,12 +101,18 @@ def report_cmd(
     from faultbound.report.render import render_html
 
     target = check_out_path(out if out is not None else Path("report.html")) if (out or not json) else None
-    dists = None if failures is None else parse_distributions(failures)
-    camp = None if campaign_failures is None else tuple(parse_ints(campaign_failures, "campaign-failures"))
+    if failures is not None and "=" not in failures:
+        parse_distributions(failures)  # plain counts are checked before the model loads
     faults: tuple[Fault, ...] = tuple(make_fault(name, capacity, value, errors) for name in fault)
     if eps_prime is not None and eps is None:
         raise InvalidArgumentError("Expected --eps with --eps-prime.")
-    net = load_model(model, domain, trust_pickle, input_shape)
+    net = load_model(model, domain, trust_pickle, input_shape, sites)
+    dists = None if failures is None else parse_distributions(failures, net, faults[0])
+    camp = (
+        None
+        if campaign_failures is None
+        else tuple(parse_failures(campaign_failures, net, faults[0], "campaign-failures"))
+    )
     inputs = None
     widened = None
     ep: object = eps_prime

@@ -50,6 +50,7 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts, max_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 from faultbound.report.words import (
     INFORMATIVE_RATIO,
     Level,
@@ -408,8 +409,31 @@ def _ratio(cert: dict[str, Any], worst: float) -> float | None:
     return float(v) / worst
 
 
+#: What the report says once when the network is a graph: the paper's bound is not computed there.
+GRAPH_NOTE = (
+    "This network is a graph (residual sums, pooling, norms or attention): the paper's bound (Theorem 2) is "
+    "defined for layered networks, so only the tight certificate is computed; the paper columns show —."
+)
+
+
+def _undefined(method: str) -> dict[str, Any]:
+    """The entry of a method that is not defined for this network (the paper's, on a graph)."""
+    return {"value": None, "unbounded": False, "method": method, "undefined": True, "notes": []}
+
+
+def _certificates(net: Any, fl: list[int] | None, fault: Fault) -> dict[str, dict[str, Any]]:
+    """:func:`bound` for each of :data:`METHODS` as dictionaries; on a graph network the paper's
+    entry is :func:`_undefined` (the paper bound is defined for layered networks only)."""
+    from faultbound.bounds.api import bound
+
+    return {
+        m: _undefined(m) if m == "paper" and isinstance(net, GraphNetwork) else bound(net, fl, fault, m).to_dict()
+        for m in METHODS
+    }
+
+
 def _status(paper: dict[str, Any], tight: dict[str, Any], worst: float) -> Status:
-    vals = [d.get("value") for d in (paper, tight)]
+    vals = [d.get("value") for d in (paper, tight) if not d.get("undefined")]
     if any(v is not None and worst > float(v) for v in vals):
         return "VIOLATION"
     if any(v is None for v in vals):
@@ -478,7 +502,6 @@ def build_report(
     import torch
 
     import faultbound
-    from faultbound.bounds.api import bound
     from faultbound.measure import worst_case
 
     spec = spec or ReportSpec()
@@ -494,7 +517,7 @@ def build_report(
         outside_x = given[~inside] if not bool(inside.all()) else None
     budget = None if spec.eps is None else float(spec.eps) - float(getattr(spec.eps_prime, "value", spec.eps_prime))
     rows: list[BoundRow] = []
-    notes: list[str] = []
+    notes: list[str] = [GRAPH_NOTE] if isinstance(net, GraphNetwork) else []
     total = sum(len(d) for _, d in plan)
     done = 0
     for fault, dists in plan:
@@ -502,7 +525,7 @@ def build_report(
             done += 1
             fl: list[int] | None = list(f) if fault.counted else None
             say(f"[{done}/{total}] {fault.label()} {list(f) if f else ''}: certificates and worst-case search")
-            certs = {m: bound(net, fl, fault, m).to_dict() for m in METHODS}
+            certs = _certificates(net, fl, fault)
             for c in certs.values():
                 notes.extend(c["notes"])
             if fault.unbounded:  # Lemma 1: nothing to search, the error is unbounded
@@ -631,7 +654,11 @@ def _tolerance(
             notes.append("Tolerance counts failing units; it is not computed for precision faults.")
             continue
         say(f"tolerance search: {fault.label()}")
-        res = {m: tolerate(net, eps, spec.eps_prime, fault, m).to_dict() for m in METHODS}
+        res = {
+            m: _undefined(m) if m == "paper" and isinstance(net, GraphNetwork)
+            else tolerate(net, eps, spec.eps_prime, fault, m).to_dict()
+            for m in METHODS
+        }
         for r in res.values():
             notes.extend(r["notes"])
         out.append(ToleranceEntry(fault=_fault_info(fault), paper=res["paper"], tight=res["tight"]))
@@ -646,7 +673,6 @@ def _campaigns(
     rows: Sequence[BoundRow],
     say: Progress,
 ) -> tuple[CampaignSummary, ...]:
-    from faultbound.bounds.api import bound
     from faultbound.measure import CampaignSpec, campaign_inputs, run_campaign
     from faultbound.measure.stats import histogram as campaign_histogram
 
@@ -673,7 +699,7 @@ def _campaigns(
         say(f"campaign {fault.label()}: {spec.trials} failure sets on {int(x.shape[0])} inputs")
         res = run_campaign(net, x, cs, progress=tick)
         d = res.to_dict()
-        certs = {m: bound(net, None if f is None else list(f), fault, m).to_dict() for m in METHODS}
+        certs = _certificates(net, None if f is None else list(f), fault)
         worst = float(d["max_error"] or 0.0)
         out.append(
             CampaignSummary(

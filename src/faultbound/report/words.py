@@ -163,9 +163,11 @@ def verdict(
     else:
         ratio = "" if first.ratio_tight is None else f" (ratio {fmt(first.ratio_tight, 3)})"
         subject = "with" if isinstance(first.fault.get("errors"), list) else "under any"
+        pcert = first.paper
+        paper_says = "" if pcert.get("undefined") else f"; the paper's bound gives {fmt(pcert.get('value'))}"
         parts.append(
             f"{subject.capitalize()} {first.description}{label}, the output moves by at most "
-            f"{fmt(tight)} (tight certificate; the paper's bound gives {fmt(first.paper.get('value'))}); "
+            f"{fmt(tight)} (tight certificate{paper_says}); "
             f"the worst case found is {fmt(first.worst)}{ratio}."
         )
     ok = [r for r in rows if r.status == "ok"]
@@ -201,13 +203,20 @@ def verdict(
         into = "into" if fault["name"].startswith("synapse") else "in"
         cap = "" if "capacity" not in fault else f" (C = {fmt(fault['capacity'])})"
         head = f"To keep the error within ε = {fmt(tt['eps'])} (ε' = {fmt(ep['value'])}, {src}), the tight certificate"
-        per, per_p = list(tt["per_layer_max"]), list(tp["per_layer_max"])
+        per = list(tt["per_layer_max"])
+        per_p = None if tp.get("undefined") else list(tp["per_layer_max"])
         if len(per) <= 6:
             counts = [f"{n} {into} layer {l}" for l, n in enumerate(per, start=1)]
             counts[0] = f"{unit_words(fault['name'], per[0])} {into} layer 1"
-            paper = ", ".join(str(n) for n in per_p)
+            paper = "" if per_p is None else f" (the paper's bound: {', '.join(str(n) for n in per_p)})"
+            parts.append(f"{head} allows up to {', or '.join(counts)}{cap}, one layer at a time{paper}.")
+        elif per_p is None:
+            zero = [l for l, n in enumerate(per, start=1) if n == 0]
+            none = "" if not zero else f"; none in {len(zero)} of the {len(per)} layers ({layer_list(zero)})"
             parts.append(
-                f"{head} allows up to {', or '.join(counts)}{cap}, one layer at a time (the paper's bound: {paper})."
+                f"{head} allows, one layer at a time, between {min(per)} and {max(per)} "
+                f"{'synapses' if into == 'into' else 'neurons'} per layer{cap}{none} (every layer in the tolerance "
+                "table)."
             )
         else:
             zero = [l for l, n in enumerate(per, start=1) if n == 0]

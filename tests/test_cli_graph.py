@@ -1,0 +1,250 @@
+"""The CLI on graph networks, for what the graph core on main already serves: ``inspect`` (sites in
+topological order, ``--nodes``, ``--json``), ``--sites``, the named forms of ``--failures``, and the
+one-line errors. The commands that need the graph bounds and engine are in
+``tests/test_cli_graph_after_merge.py``.
+
+The expected sites, widths and fan-ins are worked out by hand from the architecture of
+:func:`faultbound.models.small_resnet` (a 1x8x8 input; a 3x3 stem of 8 channels; a basic block of 8
+channels; a basic block of 16 channels with stride 2 and a 1x1 shortcut; average pooling; a linear
+classifier).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from faultbound.cli._sites import parse_failures
+from faultbound.errors import InvalidArgumentError
+from faultbound.faults import Crash, SynapseCrash
+from faultbound.models import small_resnet
+from tests.cli_run import run
+
+#: (node, N, fan-in) of each fault site of small_resnet, in topological order. A 3x3 conv on c
+#: channels has fan-in 9c; a ReLU after a residual sum adds one input per other summand.
+SITES = [
+    ("relu", 8 * 8 * 8, 9 * 1),
+    ("layers.0.0.relu1", 8 * 8 * 8, 9 * 8),
+    ("layers.0.0.relu2", 8 * 8 * 8, 9 * 8 + 1),
+    ("layers.1.0.relu1", 16 * 4 * 4, 9 * 8),
+    ("layers.1.0.relu2", 16 * 4 * 4, 9 * 16 + 8),
+]
+
+
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("graph") / "small_resnet.pt2"
+    torch.export.save(torch.export.export(small_resnet(), (torch.rand(1, 1, 8, 8),)), str(p))
+    return p
+
+
+def _one_line_error(r: object, needle: str) -> None:
+    code, out, err = r  # type: ignore[misc]
+    assert code == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+    assert needle.lower() in lines[0].lower(), lines[0]
+
+
+def test_inspect_lists_sites_in_topological_order(resnet_file: Path) -> None:
+    code, out, err = run("inspect", str(resnet_file))
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(rows) == len(SITES)
+    for k, (row, (name, width, fan_in)) in enumerate(zip(rows, SITES, strict=True), start=1):
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert cells[:4] == [str(k), name, str(width), str(fan_in)], cells
+        assert cells[4] == "ReLU" and cells[5] == "1"
+    assert "S = 5 fault sites" in out
+
+
+def test_inspect_json_has_sites_and_nodes(resnet_file: Path) -> None:
+    code, out, err = run("inspect", str(resnet_file), "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["graph"] is True and d["input_shape"] == [1, 8, 8] and d["n_outputs"] == 10
+    assert [(s["node"], s["width"], s["fan_in"]) for s in d["sites"]] == SITES
+    assert d["widths"] == [w for _, w, _ in SITES]
+    # every batch norm is folded into its convolution: the graph keeps one bias per channel instead
+    # of a scale and a shift, so the count is the module's minus one vector per norm (6 norms)
+    module_params = sum(p.numel() for p in small_resnet().parameters())
+    assert d["n_params"] == module_params - (8 + 8 + 8 + 16 + 16 + 16)
+    names = [n["node"] for n in d["nodes"]]
+    assert names[0] == "x" and names[-1] == "fc"
+    for s in d["sites"]:
+        assert s["node"] in names and s["Y"] > 0 and s["range"][0] == 0
+
+
+def test_inspect_nodes_lists_every_node_with_its_inputs(resnet_file: Path) -> None:
+    d = json.loads(run("inspect", str(resnet_file), "--json").stdout)
+    code, out, err = run("inspect", str(resnet_file), "--nodes")
+    assert code == 0, err
+    table = out.split("nodes in topological order", 1)[1]
+    for n in d["nodes"]:
+        assert n["node"] in table
+    # the two residual sums read two nodes each
+    adds = [n for n in d["nodes"] if n["op"] == "add"]
+    assert len(adds) == 2 and all(len(n["inputs"]) == 2 for n in adds)
+    assert "relu" in adds[0]["inputs"]  # the first block's identity shortcut
+
+
+def test_sites_option_adds_named_nodes_in_order(resnet_file: Path) -> None:
+    code, out, err = run("inspect", str(resnet_file), "--sites", "layers.0.0,layers.1.0", "--json")
+    assert code == 0, err
+    names = [s["node"] for s in json.loads(out)["sites"]]
+    assert names == ["relu", "layers.0.0.relu1", "layers.0.0", "layers.0.0.relu2",
+                     "layers.1.0.relu1", "layers.1.0", "layers.1.0.relu2"]
+    code, out, err = run("inspect", str(resnet_file), "--sites", "layers.0.0")
+    assert code == 0 and "(named)" in out
+
+
+def test_sites_option_on_a_chain_reads_it_as_a_graph(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    p = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(m, (torch.rand(1, 3),)), str(p))
+    d = json.loads(run("inspect", str(p), "--json").stdout)
+    assert "layers" in d and "sites" not in d  # a chain stays the layered Network
+    nodes = json.loads(run("inspect", str(p), "--json", "--sites", "layer1.op0").stdout)
+    assert [s["width"] for s in nodes["sites"]] == [4, 4]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--sites", "nope"], "'nope' is none"),
+        (["--sites", ","], "--sites"),
+        (["--sites", "x"], "inputs never fail"),
+    ],
+)
+def test_bad_sites_are_one_line(resnet_file: Path, args: list[str], needle: str) -> None:
+    _one_line_error(run("inspect", str(resnet_file), *args), needle)
+
+
+def test_nodes_on_a_chain_is_one_line(tmp_path: Path) -> None:
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    p = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(m, (torch.rand(1, 3),)), str(p))
+    _one_line_error(run("inspect", str(p), "--nodes"), "only for a graph")
+
+
+class _Unsupported(nn.Module):
+    """A residual block followed by a cumulative sum, which no reader supports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc(x)) + x
+        return self.out(torch.cumsum(h, dim=-1))
+
+
+@pytest.fixture(scope="module")
+def unsupported_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("unsupported") / "cumsum.pt2"
+    torch.export.save(torch.export.export(_Unsupported(), (torch.rand(1, 4),)), str(p))
+    return p
+
+
+@pytest.mark.parametrize("command", ["inspect", "bound", "inject", "worst", "certify", "tolerate", "report"])
+def test_unsupported_operator_is_one_line_exit_2(unsupported_file: Path, tmp_path: Path, command: str) -> None:
+    p = unsupported_file
+    extra = {
+        "inspect": [],
+        "bound": ["--failures", "1"],
+        "inject": ["--samples", "4", "--failures", "1"],
+        "worst": ["--failures", "1"],
+        "certify": ["--digits", "--failures", "1"],
+        "tolerate": ["--eps", "1", "--eps-prime", "0.1"],
+        "report": ["--out", str(tmp_path / "r.html")],
+    }[command]
+    _one_line_error(run(command, str(p), *extra), "cumsum")
+
+
+def test_pickled_module_needs_input_shape(tmp_path: Path) -> None:
+    p = tmp_path / "resnet.pt"
+    torch.save(small_resnet(), str(p))
+    _one_line_error(run("inspect", str(p), "--trust-pickle"), "input_shape")
+    code, out, err = run("inspect", str(p), "--trust-pickle", "--input-shape", "1,8,8", "--json")
+    assert code == 0, err
+    assert [s["node"] for s in json.loads(out)["sites"]] == [n for n, _, _ in SITES]
+
+
+def test_help_texts_document_sites_failures_and_input_shape() -> None:
+    for command in ("inspect", "bound", "tolerate", "inject", "worst", "certify", "report"):
+        code, out, _ = run(command, "--help")
+        flat = " ".join(out.split())
+        assert code == 0
+        assert "--sites" in flat and "--input-shape" in flat, command
+        assert ".pt/.pth" in flat, command  # --input-shape: needed for pickled modules
+    for command in ("bound", "inject", "worst", "certify"):
+        flat = " ".join(run(command, "--help").stdout.split())
+        assert "all=K" in flat and "NAME=K" in flat, command
+
+
+# ---------------------------------------------------------------------------- --failures forms
+@pytest.fixture(scope="module")
+def resnet_graph(resnet_file: Path) -> object:
+    from faultbound import load
+
+    return load(resnet_file)
+
+
+def test_failures_plain_counts_are_unchanged(resnet_graph: object) -> None:
+    assert parse_failures("1,0,2,0,0", resnet_graph, Crash()) == [1, 0, 2, 0, 0]
+
+
+def test_failures_all_and_named(resnet_graph: object) -> None:
+    assert parse_failures("all=1", resnet_graph, Crash()) == [1, 1, 1, 1, 1]
+    assert parse_failures("layers.1.0.relu1=2", resnet_graph, Crash()) == [0, 0, 0, 2, 0]
+    assert parse_failures("all=1,relu=0,5=3", resnet_graph, Crash()) == [0, 1, 1, 1, 3]
+    # synapse faults address the weighted nodes: 5 convolutions, 1 shortcut, 1 dense layer
+    assert parse_failures("all=1", resnet_graph, SynapseCrash()) == [1] * 7
+    assert parse_failures("fc=2", resnet_graph, SynapseCrash()) == [0] * 6 + [2]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("relu=1,2", "not both"),
+        ("nope=1", "'nope' is none"),
+        ("relu=x", "integer count"),
+        ("relu=-1", "non-negative"),
+        ("9=1", "1..5"),
+    ],
+)
+def test_failures_bad_forms(resnet_graph: object, text: str, needle: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=None) as e:
+        parse_failures(text, resnet_graph, Crash())
+    assert needle in str(e.value)
+
+
+def test_failures_named_forms_on_a_layered_network() -> None:
+    import faultbound as fb
+
+    net = fb.Network.from_torch(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1)))
+    assert parse_failures("all=1", net, Crash()) == [1, 1]
+    assert parse_failures("2=1", net, Crash()) == [0, 1]
+    assert parse_failures("all=1", net, SynapseCrash()) == [1, 1, 1]
+    with pytest.raises(InvalidArgumentError, match="numbered 1..2"):
+        parse_failures("relu=1", net, Crash())
+
+
+def test_bound_cli_reads_named_failures_like_counts(tmp_path: Path) -> None:
+    """On a chain (served on main) the named form gives exactly the plain form's answer."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1))
+    p = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(m, (torch.rand(1, 3),)), str(p))
+    a = json.loads(run("bound", str(p), "--failures", "0,1", "--json").stdout)
+    b = json.loads(run("bound", str(p), "--failures", "2=1", "--json").stdout)
+    c = json.loads(run("bound", str(p), "--failures", "all=1", "--json").stdout)
+    assert a["value"] == b["value"] and a["failures"] == b["failures"] == [0, 1]
+    assert c["failures"] == [1, 1] and c["value"] > a["value"]
