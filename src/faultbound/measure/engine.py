@@ -44,6 +44,12 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts, layer_count
 from faultbound.faults import Fault
 from faultbound.measure.faultset import FaultSet, first_faulty_layer, first_per_config
+from faultbound.measure.graph_engine import (
+    GraphClean,
+    graph_differentiable_outputs,
+    graph_initial_values,
+    graph_inject,
+)
 from faultbound.measure.rules import RULES, at_layer
 from faultbound.measure.state import (
     MAX_ELEMENTS,
@@ -65,6 +71,7 @@ from faultbound.measure.state import (
 from faultbound.measure.values import ValueMode, _adversarial, _init_values, _place_values, _ranges
 from faultbound.network.activations import Activation
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = [
     "Injection",
@@ -181,8 +188,8 @@ def _check(net: Network, fault: Fault, fs: FaultSet) -> None:
 
 
 def inject(
-    net: Network,
-    x: Tensor | CleanPass,
+    net: Network | GraphNetwork,
+    x: Tensor | CleanPass | GraphClean,
     fault: Fault,
     faults: FaultSet,
     *,
@@ -213,7 +220,19 @@ def inject(
         >>> fs = sample_faults(net, fb.Crash(), 5, failures=[1])
         >>> inject(net, torch.rand(3, 2), fb.Crash(), fs).errors.shape
         torch.Size([5, 3])
+
+    On a :class:`~faultbound.network.graph.GraphNetwork` the fault set addresses its fault sites
+    (or weighted nodes) in topological order and the graph engine runs
+    (:mod:`faultbound.measure.graph_engine`).
     """
+    if isinstance(net, GraphNetwork):
+        if isinstance(x, CleanPass):
+            raise InvalidArgumentError("Expected the clean pass of a graph (graph_clean_pass), not a layered one.")
+        return graph_inject(
+            net, x, fault, faults, values=values, generator=generator, dtype=dtype, adversarial_steps=adversarial_steps
+        )
+    if isinstance(x, GraphClean):
+        raise InvalidArgumentError("Expected the clean pass of a layered network, but got a graph's.")
     _check(net, fault, faults)
     if values not in ("fixed", "random", "adversarial"):
         raise InvalidArgumentError(f"Expected `values` among fixed, random, adversarial, but got {values!r}.")
@@ -261,12 +280,20 @@ def inject(
 
 
 def differentiable_outputs(
-    net: Network, clean: CleanPass, fault: Fault, faults: FaultSet, values: list[Tensor | None]
+    net: Network | GraphNetwork,
+    clean: CleanPass | GraphClean,
+    fault: Fault,
+    faults: FaultSet,
+    values: list[Tensor | None],
 ) -> Tensor:
     """Faulty outputs ``(T, B, n_out)`` with the autograd graph kept, so that gradients flow to the
     inputs (build ``clean`` with ``clean_pass(..., grad=True)``) and to ``values`` (Byzantine values
     ``(T, 1|B, k)`` or precision offsets ``(T, B, N_l)`` per layer). All T configurations are done in
     one piece (no chunking): keep T x B small."""
+    if isinstance(net, GraphNetwork):
+        assert isinstance(clean, GraphClean)
+        return graph_differentiable_outputs(net, clean, fault, faults, values)
+    assert isinstance(clean, CleanPass)
     _check(net, fault, faults)
     prep = prepare(net, clean.ys[0].dtype)
     with torch.enable_grad():
@@ -274,16 +301,23 @@ def differentiable_outputs(
 
 
 def initial_values(
-    net: Network, fault: Fault, faults: FaultSet, mode: ValueMode, batch: int, generator: torch.Generator,
+    net: Network | GraphNetwork,
+    fault: Fault,
+    faults: FaultSet,
+    mode: ValueMode,
+    batch: int,
+    generator: torch.Generator,
     dtype: torch.dtype,
 ) -> list[Tensor | None]:
     """Starting Byzantine / precision values for :func:`differentiable_outputs` (see
     :mod:`faultbound.measure.values`)."""
+    if isinstance(net, GraphNetwork):
+        return graph_initial_values(net, fault, faults, mode, batch, generator, dtype)
     return _init_values(net, fault, faults, mode, batch, generator, dtype)
 
 
 def faulty_forward(
-    net: Network,
+    net: Network | GraphNetwork,
     x: Tensor,
     fault: Fault,
     faults: FaultSet,

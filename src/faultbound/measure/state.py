@@ -38,6 +38,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.network.core import Layer, Network
+from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Conv, Dense, Flatten
 
 __all__ = ["CleanPass", "clean_pass", "Prepared", "prepare", "MAX_ELEMENTS"]
@@ -63,9 +64,17 @@ class CleanPass:
         return self.ys[-1]
 
 
-def clean_pass(net: Network, x: Tensor, dtype: torch.dtype = torch.float32, grad: bool = False) -> CleanPass:
+def clean_pass(
+    net: Network | GraphNetwork, x: Tensor, dtype: torch.dtype = torch.float32, grad: bool = False
+) -> CleanPass:
     """Run the clean network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in ``dtype``
-    (``grad=True`` keeps the graph, for gradients with respect to ``x``)."""
+    (``grad=True`` keeps the graph, for gradients with respect to ``x``). On a
+    :class:`~faultbound.network.graph.GraphNetwork`: every node's value
+    (:func:`~faultbound.measure.graph_engine.graph_clean_pass`)."""
+    if not isinstance(net, Network):
+        from faultbound.measure.graph_engine import graph_clean_pass
+
+        return graph_clean_pass(net, x, dtype, grad)  # type: ignore[return-value]
     x = torch.as_tensor(x)
     b = x.shape[0]
     if tuple(x.shape[1:]) != tuple(net.input_shape):
