@@ -82,7 +82,8 @@ __all__ = [
 @dataclass(frozen=True, eq=False)
 class GraphClean:
     """The clean pass of one input batch over a graph: ``vals[i]`` ``(B, *shape_i)`` for every node.
-    ``padded`` caches zero / -inf padded copies of image nodes for the receptive-field update."""
+    ``padded`` caches zero / -inf padded, channels-last copies ``(B, H', W', C)`` of image nodes for
+    the receptive-field update."""
 
     vals: tuple[Tensor, ...]
     padded: dict[tuple[int, int, int, float], Tensor] = field(default_factory=dict)
@@ -107,7 +108,7 @@ class GraphClean:
         got = self.padded.get(key)
         if got is None:
             v = self.vals[j]
-            got = F.pad(v, (pw, pw, ph, ph), value=fill) if ph or pw else v
+            got = (F.pad(v, (pw, pw, ph, ph), value=fill) if ph or pw else v).permute(0, 2, 3, 1).contiguous()
             if not torch.is_grad_enabled():
                 self.padded[key] = got
         return got
@@ -246,33 +247,40 @@ def _dense(ctx: _Ctx, j: int, s: _GState) -> Tensor:
 
 def _overlay(canvas: Tensor, win: _Win, r0: Tensor | int, c0: Tensor | int) -> Tensor:
     """Write ``win`` into ``canvas`` ``(P, C, H, W)`` whose (0, 0) is the map's ``(r0, c0)``;
-    window units outside the canvas are skipped."""
-    p, c, hh, ww = canvas.shape
+    window units outside the canvas are skipped. In place (the caller owns ``canvas``) unless
+    autograd is on."""
+    hh, ww = canvas.shape[2], canvas.shape[3]
     h, w = win.val.shape[2], win.val.shape[3]
     rr = win.off[:, 0:1] - (r0 if isinstance(r0, int) else r0[:, None]) + torch.arange(h)[None, :]  # (P, h)
     cc = win.off[:, 1:2] - (c0 if isinstance(c0, int) else c0[:, None]) + torch.arange(w)[None, :]
     ok = ((rr >= 0) & (rr < hh))[:, :, None] & ((cc >= 0) & (cc < ww))[:, None, :]
-    tgt = torch.where(ok, rr[:, :, None] * ww + cc[:, None, :], hh * ww).reshape(p, 1, h * w).expand(p, c, h * w)
-    flat = torch.cat([canvas.reshape(p, c, hh * ww), canvas.new_zeros((p, c, 1))], 2)
-    flat = flat.scatter(2, tgt, win.val.reshape(p, c, h * w))
-    return flat[:, :, : hh * ww].reshape(p, c, hh, ww)
+    pi, a, b = ok.nonzero(as_tuple=True)
+    idx = (pi, rr[pi, a], cc[pi, b])
+    src = win.val.permute(0, 2, 3, 1)[pi, a, b]  # (n, C): one pixel's channels per row
+    view = canvas.permute(0, 2, 3, 1)
+    if torch.is_grad_enabled():
+        return view.index_put(idx, src).permute(0, 3, 1, 2)
+    view.index_put_(idx, src)
+    return canvas
 
 
-def _read(ctx: _Ctx, j: int, s: _GState, r0: Tensor, c0: Tensor, h: int, w: int, pad: tuple[int, int],
-          fill: float) -> Tensor:
+def _read(
+    ctx: _Ctx, j: int, s: _GState, r0: Tensor, c0: Tensor, h: int, w: int, pad: tuple[int, int], fill: float
+) -> Tensor:
     """Node j's values ``(P, C, h, w)`` at rows ``r0 + [0, h)``, columns ``c0 + [0, w)`` of the map
-    (``fill`` outside it, at most ``pad`` rows / columns away)."""
+    (``fill`` outside it, at most ``pad`` rows / columns away); channels-last in memory (gathered
+    from a channels-last copy of the clean pass, one pixel's channels at a time)."""
     ph, pw = pad
-    src = ctx.clean.pad(j, ph, pw, fill)
+    src = ctx.clean.pad(j, ph, pw, fill)  # (B, H + 2ph, W + 2pw, C)
     rows = (r0[:, None] + ph + torch.arange(h)[None, :])[:, :, None]
     cols = (c0[:, None] + pw + torch.arange(w)[None, :])[:, None, :]
     if isinstance(ctx.net.nodes[j].op, Const):
         bidx = torch.zeros_like(ctx.b)[:, None, None]
     else:
         bidx = ctx.b[:, None, None]
-    patch = src[bidx, :, rows, cols].permute(0, 3, 1, 2)
+    patch = src[bidx, rows, cols].permute(0, 3, 1, 2)
     if isinstance(s, _Win):
-        patch = _overlay(patch.contiguous(), s, r0, c0)
+        patch = _overlay(patch, s, r0, c0)
     return patch
 
 
