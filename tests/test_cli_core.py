@@ -148,7 +148,7 @@ BAD = [
 def bad_files(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> dict[str, str]:
     d = tmp_path_factory.mktemp("bad")
     (d / "corrupt.onnx").write_bytes(b"\x00\x01 not a model")
-    unsupported = nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=1), nn.Linear(2, 1)).eval()
+    unsupported = nn.Sequential(nn.Linear(2, 2), nn.Hardshrink(), nn.Linear(2, 1)).eval()
     torch.export.save(torch.export.export(unsupported, (torch.rand(1, 2),)), str(d / "unsupported.pt2"))
     nan = nn.Sequential(nn.Linear(2, 2), nn.Sigmoid(), nn.Linear(2, 1)).eval()
     with torch.no_grad():

@@ -176,6 +176,11 @@ class GraphNetwork:
                 ) from None
             if v.dim() < 1 or v.shape[0] != 1:
                 raise UnsupportedModelError(f"Node {name} ({op.describe()}) does not keep the batch axis first.")
+            if v[0].numel() == 0:
+                raise UnsupportedModelError(
+                    f"Node {name} ({op.describe()}) has 0 neurons (width 0, output shape {tuple(v.shape[1:])}): "
+                    "a node without units computes nothing and has no fraction to fail."
+                )
             vals.append(v)
             built.append(Node(name, op, new_ins, tuple(v.shape[1:])))
         if built[-1].width == 0:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
-from faultbound.network.activations import aten_activation_ops
+from faultbound.network.activations import Sigmoid, aten_activation_ops
 from faultbound.network.core import check_against
 from faultbound.network.gops import (
     Act,
@@ -566,7 +566,14 @@ def _module_name(node: Any) -> str:
     return str(node.name)
 
 
+def _sigmoid(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
+    x = a["self"]
+    return _V(b.add(name, Act(Sigmoid()), x.idx), x.squeezed, out)
+
+
 def _activation_rule(name: str) -> Rule | None:
+    if name == "sigmoid":  # the layered reader knows it through its tuned-sigmoid pattern
+        return _sigmoid
     cls = aten_activation_ops().get(name)
     if cls is None:
         return None
