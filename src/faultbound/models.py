@@ -88,6 +88,7 @@ def resnet18_cifar(n_classes: int = 10, seed: int = 0) -> ResNet:
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
             c = mod.num_features
+            assert mod.running_mean is not None and mod.running_var is not None  # tracked by default
             mod.running_mean.copy_(0.1 * torch.randn(c, generator=g))
             mod.running_var.copy_(0.5 + torch.rand(c, generator=g))
     return m.eval()
