@@ -29,6 +29,11 @@ a neuron's output or of a weight, in float32 or int8 fixed point.
 
 **Values** of Byzantine and precision faults are ``"fixed"``, ``"random"`` or ``"adversarial"``
 (:mod:`faultbound.measure.values`).
+
+**Graphs.** On a :class:`~faultbound.network.graph.GraphNetwork` (residual sums, pooling, norms,
+attention) :func:`inject`, :func:`differentiable_outputs` and :func:`initial_values` hand over to
+:mod:`faultbound.measure.graph_engine`, with the same fault semantics; the layered path above is
+unchanged.
 """
 
 from __future__ import annotations
