@@ -3,8 +3,12 @@
 T = 200 configurations, each crashing one hidden neuron (activation output set to 0) chosen uniformly
 among all hidden neurons, on B = 64 inputs, for
 
-* an MLP 784-256-256-10 with sigmoid, and
-* a CNN 1x28x28 -> conv 8 -> conv 16 (3x3, padding 1, ReLU) -> linear 10.
+* an MLP 784-256-256-10 with sigmoid,
+* a CNN 1x28x28 -> conv 8 -> conv 16 (3x3, padding 1, ReLU) -> linear 10, and
+* the CIFAR ResNet-18 of :func:`faultbound.models.resnet18_cifar` (3x32x32, 17 ReLU modules; read
+  into a :class:`~faultbound.network.graph.GraphNetwork` by ``faultbound.load(module)``, batch norms
+  folded), with B = 32 (``--resnet-batch``): every graph fault site is one ReLU module, named as the
+  module, and a crash targets that module's output in PyTorchFI.
 
 PyTorchFI hooks modules of the chosen types and needs ``layer.weight``, so every activation is wrapped
 in a module with a dummy weight; ``declare_neuron_fi`` (which resets its layer counter and deep-copies
@@ -12,7 +16,7 @@ the model) is called before every forward, as its documentation prescribes. Both
 are compared, and the throughput (configurations x inputs) / s is reported next to clean inference
 (inputs / s). Prints one JSON object per model.
 
-Run: ``.venv/bin/python benchmarks/vs_pytorchfi.py [--threads 1] [--repeats 3]``
+Run: ``.venv/bin/python benchmarks/vs_pytorchfi.py [--threads 1] [--repeats 3] [--only resnet18]``
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from torch import nn
 
 import faultbound as fb
 from faultbound.measure import FaultSet, clean_pass, inject
+from faultbound.models import resnet18_cifar
+from faultbound.network.graph import GraphNetwork
 
 
 class FIAct(nn.Module):
@@ -136,17 +142,126 @@ def run(name: str, model: nn.Sequential, shape: tuple[int, ...], t: int, b: int,
     }
 
 
+def wrap_relus(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose every ``nn.ReLU`` module is an :class:`FIAct` (same name)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for mod in list(out.modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(mod, child_name, FIAct(child))
+    return out.eval()
+
+
+def execution_order(model: nn.Module, x: torch.Tensor, kind: type[nn.Module]) -> list[str]:
+    """Names of the modules of type ``kind`` in the order their forward runs (PyTorchFI's layer
+    numbers: its hooks count calls in that order)."""
+    names: list[str] = []
+    handles = [
+        m.register_forward_hook(lambda mod, i, o, n=n: names.append(n))
+        for n, m in model.named_modules()
+        if isinstance(m, kind)
+    ]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return names
+
+
+def run_resnet18(t: int, b: int, repeats: int) -> dict:
+    from pytorchfi.core import fault_injection
+
+    model = resnet18_cifar()
+    shape = (3, 32, 32)
+    net = fb.load(model, input_shape=shape)
+    assert isinstance(net, GraphNetwork)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((b, *shape), generator=g)
+    widths = net.widths
+    flat = torch.randint(0, sum(widths), (t,), generator=g)  # uniform among all site neurons
+    starts = torch.tensor([0] + widths).cumsum(0)
+    site_of = torch.searchsorted(starts[1:], flat, right=True)
+    unit = flat - starts[site_of]
+    fs = FaultSet(t, tuple(torch.where(site_of == i, unit, -1)[:, None] for i in range(len(widths))))
+
+    out_fb = inject(net, x, fb.Crash(), fs).outputs
+    fb_s = best_time(lambda: inject(net, x, fb.Crash(), fs), repeats)
+    cp = clean_pass(net, x)
+    fb_reuse_s = best_time(lambda: inject(net, cp, fb.Crash(), fs), repeats)
+
+    wrapped = wrap_relus(model)
+    order = execution_order(wrapped, x, FIAct)
+    site_names = [s.name for s in net.sites]
+    missing = [n for n in site_names if n not in order]
+    if missing or len(order) != len(site_names):
+        raise SystemExit(f"graph sites {site_names} do not map onto the ReLU modules {order}")
+    layer_num = [order.index(n) for n in site_names]  # graph site -> PyTorchFI layer
+    pfi = fault_injection(wrapped, b, input_shape=list(shape), layer_types=[FIAct], use_cuda=False)
+    out_pfi = torch.empty_like(out_fb)
+    site_shapes = [net.nodes[s.node].shape for s in net.sites]
+
+    def pfi_campaign() -> None:
+        with torch.no_grad():
+            for i in range(t):
+                s, j = int(site_of[i]), int(unit[i])
+                c, h, w = (int(v) for v in torch.unravel_index(torch.tensor(j), site_shapes[s]))
+                corrupted = pfi.declare_neuron_fi(
+                    batch=list(range(b)), layer_num=[layer_num[s]] * b, dim1=[c] * b, dim2=[h] * b, dim3=[w] * b,
+                    value=[0.0] * b,
+                )
+                out_pfi[i] = corrupted(x)
+
+    pfi_s = best_time(pfi_campaign, 1)
+    with torch.no_grad():
+        clean_s = best_time(lambda: [model(x) for _ in range(3)], repeats) / 3
+    diff = float((out_fb - out_pfi).abs().max())
+    errors = (out_fb - net.forward(x).unsqueeze(0)).abs().amax(-1)
+    return {
+        "model": "resnet18-cifar (graph, 17 ReLU sites)",
+        "configurations": t,
+        "inputs": b,
+        "faultbound_per_s": t * b / fb_s,
+        "faultbound_reuse_clean_per_s": t * b / fb_reuse_s,
+        "pytorchfi_per_s": t * b / pfi_s,
+        "clean_per_s": b / clean_s,
+        "speedup_vs_pytorchfi": pfi_s / fb_s,
+        "campaign_vs_clean": (t * b / fb_s) / (b / clean_s),
+        "outputs_match": diff <= 1e-4,
+        "max_output_difference": diff,
+        "mean_crash_error": float(errors.mean()),
+        "changed_pairs": float((errors > 0).double().mean()),
+        "seconds": {
+            "faultbound_inject": fb_s,
+            "faultbound_inject_clean_reused": fb_reuse_s,
+            "pytorchfi": pfi_s,
+            "clean_forward_batch": clean_s,
+            "clean_forward_all": clean_s * t,
+        },
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus (CPU only), torch {torch.__version__}",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--configs", type=int, default=200)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--resnet-batch", type=int, default=32)
+    ap.add_argument("--only", choices=["small", "resnet18"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.INFO)
-    for name, model, shape in models():
-        print(json.dumps(run(name, model, shape, args.configs, args.batch, args.repeats)), flush=True)
+    if args.only != "resnet18":
+        for name, model, shape in models():
+            print(json.dumps(run(name, model, shape, args.configs, args.batch, args.repeats)), flush=True)
+    if args.only != "small":
+        print(json.dumps(run_resnet18(args.configs, args.resnet_batch, args.repeats)), flush=True)
 
 
 if __name__ == "__main__":

@@ -70,9 +70,10 @@ def n_units(net: AnyNetwork, fault: Fault, l: int) -> int:
             assert isinstance(op, (Dense, Conv))
             if fault.site == "weight":
                 return int(op.weight.numel())
+            if isinstance(op, Dense):  # on the last axis: one copy of the matrix per token
+                return int((op.weight != 0).sum()) * (net.nodes[node.inputs[0]].width // int(op.weight.shape[1]))
             got = op.n_synapses(net.nodes[node.inputs[0]].shape, True)
-            if got is None:  # a dense op on tokens: one weight matrix per token
-                got = int((op.weight != 0).sum()) * (net.nodes[node.inputs[0]].width // int(op.weight.shape[1]))
+            assert got is not None  # a convolution counts its (output, input) pairs
             return got
         return net.widths[l - 1]
     layer = net.layers[l - 1]

@@ -140,7 +140,6 @@ def load_model(
 ) -> Any:
     """Load a model file into a Network, or a GraphNetwork when it is not a chain or ``sites``
     (``--sites NAME,...``) names extra fault sites (errors are library errors)."""
-    from faultbound.cli._sites import parse_sites
     from faultbound.network.readers.files import load
 
     return load(
@@ -165,3 +164,13 @@ def _clean(o: Any) -> Any:
 def print_json(obj: dict[str, Any]) -> None:
     """Print one JSON object (non-finite floats become null) on stdout."""
     sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
+
+
+def parse_sites(text: str | None) -> list[str] | None:
+    """``--sites a,b`` as a list of node names (``None`` when not given)."""
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip() != ""]
+    if not names:
+        raise InvalidArgumentError(f"Expected --sites as comma-separated node names, but got {text!r}.")
+    return names

@@ -20,7 +20,7 @@ from typing import Any
 
 import typer
 
-from faultbound.cli._common import parse_ints
+from faultbound.cli._common import parse_ints, parse_sites
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault
 from faultbound.network.graph import GraphNetwork
@@ -39,16 +39,6 @@ FAILURES_HELP = (
     "layers, or one per weighted node of a graph, for synapse faults); or all=K for K at every site; or "
     "NAME=K,... for K at the named sites (node name or 1-based site number) and 0 elsewhere, e.g. all=1,fc=0."
 )
-
-
-def parse_sites(text: str | None) -> list[str] | None:
-    """``--sites a,b`` as a list of node names (``None`` when not given)."""
-    if text is None:
-        return None
-    names = [s.strip() for s in text.split(",") if s.strip() != ""]
-    if not names:
-        raise InvalidArgumentError(f"Expected --sites as comma-separated node names, but got {text!r}.")
-    return names
 
 
 def site_names(net: Any, fault: Fault) -> list[str]:

@@ -57,10 +57,10 @@ from faultbound.measure.campaign import (
     population,
     run_campaign,
 )
-from faultbound.measure.engine import Injection, faulty_forward, inject
+from faultbound.measure.engine import Injection, clean_pass, faulty_forward, inject
 from faultbound.measure.faultset import FaultSet, sample_faults
 from faultbound.measure.search import SearchSpec, WorstCase, worst_case
-from faultbound.measure.state import CleanPass, clean_pass
+from faultbound.measure.state import CleanPass
 
 __all__ = [
     "CampaignResult",

@@ -50,11 +50,11 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.failures import failure_counts, layer_count, n_units
+from faultbound.failures import AnyNetwork, failure_counts, layer_count, n_units
 from faultbound.faults import Fault, Precision, fault_from_record
-from faultbound.measure.engine import inject
+from faultbound.measure.engine import clean_pass, inject
 from faultbound.measure.faultset import FaultSet, sample_faults
-from faultbound.measure.state import CleanPass, clean_pass
+from faultbound.measure.state import CleanPass
 from faultbound.measure.stats import (
     CampaignState,
     checkpoint_damaged,
@@ -63,7 +63,7 @@ from faultbound.measure.stats import (
     z_value,
 )
 from faultbound.measure.values import ValueMode
-from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = [
     "CampaignSpec",
@@ -137,7 +137,7 @@ class CampaignSpec:
     confidence: float = 0.95
     without_replacement: bool = False
 
-    def check(self, net: Network) -> None:
+    def check(self, net: AnyNetwork) -> None:
         """Validate everything up front (fail at construction, never at chunk 10,000)."""
         if not isinstance(self.trials, int) or self.trials < 0:
             raise InvalidArgumentError(f"Expected `trials` >= 0, but got {self.trials}.")
@@ -253,7 +253,7 @@ class CampaignResult:
 
 
 def population(
-    net: Network, fault: Fault, failures: Sequence[int] | None = None, rate: float | None = None
+    net: AnyNetwork, fault: Fault, failures: Sequence[int] | None = None, rate: float | None = None
 ) -> int | None:
     """The exact number of fault configurations the campaign draws from (module docstring); None
     for precision faults (no sites: every neuron is off by a random amount)."""
@@ -325,7 +325,7 @@ def permuted_index(j: int, n: int, key: int) -> int:
             return x
 
 
-def _enumerate_faults(net: Network, spec: CampaignSpec, start: int, count: int) -> FaultSet:
+def _enumerate_faults(net: AnyNetwork, spec: CampaignSpec, start: int, count: int) -> FaultSet:
     """Configurations ``start .. start + count - 1`` of the full enumeration (or, without
     replacement, of its keyed permutation :func:`permuted_index`): a mixed-radix index
     over layers (layer 1 most significant), each layer's failure sets in lexicographic order, then
@@ -364,7 +364,7 @@ def _enumerate_faults(net: Network, spec: CampaignSpec, start: int, count: int) 
     return FaultSet(count, st)
 
 
-def chunk_faults(net: Network, spec: CampaignSpec, chunk: int) -> FaultSet:
+def chunk_faults(net: AnyNetwork, spec: CampaignSpec, chunk: int) -> FaultSet:
     """The fault configurations of chunk ``chunk`` (configurations ``chunk * spec.chunk`` onwards),
     regenerated from ``(spec.seed, chunk)`` alone (or enumerated): this is how any configuration of
     a campaign replays."""
@@ -388,24 +388,32 @@ def shard_chunks(n_chunks: int, shard: tuple[int, int] = (0, 1)) -> range:
     return range(i, n_chunks, n)
 
 
-def _fingerprint(net: Network, x: Tensor, labels: Tensor | None, spec: CampaignSpec | None) -> str:
+def _fingerprint(net: AnyNetwork, x: Tensor, labels: Tensor | None, spec: CampaignSpec | None) -> str:
     """SHA-256 of the spec (if given), the network's parameters, the inputs and the labels."""
     h = hashlib.sha256()
     if spec is not None:
         h.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
-    for layer in net.layers:
-        for op in layer.ops:
-            for name in ("weight", "bias", "scale", "shift"):
-                t = getattr(op, name, None)
-                if isinstance(t, Tensor):
-                    h.update(t.detach().double().contiguous().numpy().tobytes())
+    if isinstance(net, GraphNetwork):
+        # a graph: its structure (names, operators, inputs) and every operator's tensors
+        for node in net.nodes:
+            h.update(f"{node.name}|{node.op.describe()}|{node.inputs}|{node.shape};".encode())
+            for tensor in node.op.tensors():
+                h.update(tensor.detach().double().contiguous().numpy().tobytes())
+        h.update(repr(net.site_nodes).encode())
+    else:
+        for layer in net.layers:
+            for op in layer.ops:
+                for name in ("weight", "bias", "scale", "shift"):
+                    t = getattr(op, name, None)
+                    if isinstance(t, Tensor):
+                        h.update(t.detach().double().contiguous().numpy().tobytes())
     h.update(x.detach().double().contiguous().numpy().tobytes())
     if labels is not None:
         h.update(labels.detach().long().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
-def inputs_fingerprint(net: Network, inputs: Tensor, labels: Tensor | None = None) -> str:
+def inputs_fingerprint(net: AnyNetwork, inputs: Tensor, labels: Tensor | None = None) -> str:
     """SHA-256 of the network's parameters, the inputs and the labels (what a manifest must match)."""
     return _fingerprint(net, torch.as_tensor(inputs), labels, None)
 
@@ -490,7 +498,7 @@ def _check_state(path: Path | str, st: CampaignState, meta: dict[str, Any]) -> N
 
 
 def campaign_inputs(
-    net: Network,
+    net: AnyNetwork,
     data: str | Path | None = None,
     digits: bool = False,
     samples: int | None = None,
@@ -537,7 +545,7 @@ def campaign_inputs(
 class _Prepared:
     """Everything a chunk needs, computed once per process: the clean passes and their outputs."""
 
-    net: Network
+    net: AnyNetwork
     x: Tensor
     labels: Tensor | None
     spec: CampaignSpec
@@ -548,7 +556,7 @@ class _Prepared:
     fingerprint_inputs: str
 
 
-def _prepare(net: Network, inputs: Tensor, spec: CampaignSpec, labels: Tensor | None) -> _Prepared:
+def _prepare(net: AnyNetwork, inputs: Tensor, spec: CampaignSpec, labels: Tensor | None) -> _Prepared:
     spec.check(net)
     x = torch.as_tensor(inputs)
     if x.ndim == 0 or x.shape[0] == 0:
@@ -564,7 +572,7 @@ def _prepare(net: Network, inputs: Tensor, spec: CampaignSpec, labels: Tensor | 
     )
 
 
-def _failure(net: Network, spec: CampaignSpec) -> str | None:
+def _failure(net: AnyNetwork, spec: CampaignSpec) -> str | None:
     if spec.threshold is not None:
         return f"error > {spec.threshold:g}"
     return "changed prediction" if net.n_outputs > 1 else None
@@ -639,7 +647,7 @@ def _meta(
     }
 
 
-def _pop_str(net: Network, spec: CampaignSpec) -> str | None:
+def _pop_str(net: AnyNetwork, spec: CampaignSpec) -> str | None:
     n = population(net, spec.fault, failures=spec.failures, rate=spec.rate)
     return None if n is None else str(n)
 
@@ -669,7 +677,7 @@ def result_from_state(
 
 
 def run_campaign(
-    net: Network,
+    net: AnyNetwork,
     inputs: Tensor,
     spec: CampaignSpec,
     *,

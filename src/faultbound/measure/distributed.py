@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
+from faultbound.failures import AnyNetwork
 from faultbound.faults import Fault
 from faultbound.measure.campaign import (
     CampaignResult,
@@ -208,7 +209,7 @@ def run_ray(
 
 # ------------------------------------------------------------------------- worst-case search
 def _score_shard(
-    net: Network, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, seeds: list[int], batch: int
+    net: AnyNetwork, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, seeds: list[int], batch: int
 ) -> tuple[Tensor, Tensor]:
     """Consecutive scoring batches of :func:`faultbound.measure.worst_case`, inside a Ray worker."""
     torch.set_num_threads(1)
@@ -235,11 +236,11 @@ class RayScorer:
         self.address, self.workers, self.max_retries, self.on_poll = address, workers, max_retries, on_poll
         self._cm: Any = None
         self._ray: Any = None
-        self._net: tuple[Network, Any] | None = None
+        self._net: tuple[AnyNetwork, Any] | None = None
         self.tasks = 0
 
     def __call__(
-        self, net: Network, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, seeds: list[int],
+        self, net: AnyNetwork, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, seeds: list[int],
         batch: int,
     ) -> tuple[Tensor, Tensor]:
         if not seeds:

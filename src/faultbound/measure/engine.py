@@ -29,12 +29,16 @@ a neuron's output or of a weight, in float32 or int8 fixed point.
 
 **Values** of Byzantine and precision faults are ``"fixed"``, ``"random"`` or ``"adversarial"``
 (:mod:`faultbound.measure.values`).
+
+**Graphs.** On a :class:`~faultbound.network.graph.GraphNetwork` (residual sums, pooling, norms,
+attention) :func:`inject`, :func:`differentiable_outputs` and :func:`initial_values` hand over to
+:mod:`faultbound.measure.graph_engine`, with the same fault semantics; the layered path above is
+unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -44,6 +48,14 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts, layer_count
 from faultbound.faults import Fault
 from faultbound.measure.faultset import FaultSet, first_faulty_layer, first_per_config
+from faultbound.measure.graph_engine import (
+    GraphClean,
+    graph_clean_pass,
+    graph_differentiable_outputs,
+    graph_initial_values,
+    graph_inject,
+)
+from faultbound.measure.injection import Injection
 from faultbound.measure.rules import RULES, at_layer
 from faultbound.measure.state import (
     MAX_ELEMENTS,
@@ -59,12 +71,13 @@ from faultbound.measure.state import (
     _State,
     _support,
     _workspace,
-    clean_pass,
     prepare,
 )
+from faultbound.measure.state import clean_pass as layered_clean_pass
 from faultbound.measure.values import ValueMode, _adversarial, _init_values, _place_values, _ranges
 from faultbound.network.activations import Activation
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = [
     "Injection",
@@ -75,22 +88,17 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, eq=False)
-class Injection:
-    """Result of :func:`inject`.
-
-    Attributes:
-        outputs: faulty outputs ``(T, B, n_out)``.
-        clean: clean outputs ``(B, n_out)``.
-        errors: :math:`e_{t,b} = \\|F'_t(x_b) - F(x_b)\\|_\\infty`, ``(T, B)`` (NaN counted as inf).
-        values: the Byzantine / precision values used, per layer (``None`` where none), so that a
-            run can be replayed with ``values="fixed"``.
-    """
-
-    outputs: Tensor
-    clean: Tensor
-    errors: Tensor
-    values: tuple[Tensor | None, ...]
+def clean_pass(
+    net: Network | GraphNetwork, x: Tensor, dtype: torch.dtype = torch.float32, grad: bool = False
+) -> CleanPass:
+    """Run the clean network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in ``dtype``
+    (``grad=True`` keeps the graph, for gradients with respect to ``x``): the layered
+    :func:`~faultbound.measure.state.clean_pass`, or on a
+    :class:`~faultbound.network.graph.GraphNetwork` every node's value
+    (:func:`~faultbound.measure.graph_engine.graph_clean_pass`)."""
+    if isinstance(net, GraphNetwork):
+        return graph_clean_pass(net, x, dtype, grad)  # type: ignore[return-value]
+    return layered_clean_pass(net, x, dtype, grad)
 
 
 # ----------------------------------------------------------------------------------- forward
@@ -181,8 +189,8 @@ def _check(net: Network, fault: Fault, fs: FaultSet) -> None:
 
 
 def inject(
-    net: Network,
-    x: Tensor | CleanPass,
+    net: Network | GraphNetwork,
+    x: Tensor | CleanPass | GraphClean,
     fault: Fault,
     faults: FaultSet,
     *,
@@ -213,7 +221,19 @@ def inject(
         >>> fs = sample_faults(net, fb.Crash(), 5, failures=[1])
         >>> inject(net, torch.rand(3, 2), fb.Crash(), fs).errors.shape
         torch.Size([5, 3])
+
+    On a :class:`~faultbound.network.graph.GraphNetwork` the fault set addresses its fault sites
+    (or weighted nodes) in topological order and the graph engine runs
+    (:mod:`faultbound.measure.graph_engine`).
     """
+    if isinstance(net, GraphNetwork):
+        if isinstance(x, CleanPass):
+            raise InvalidArgumentError("Expected the clean pass of a graph (graph_clean_pass), not a layered one.")
+        return graph_inject(
+            net, x, fault, faults, values=values, generator=generator, dtype=dtype, adversarial_steps=adversarial_steps
+        )
+    if isinstance(x, GraphClean):
+        raise InvalidArgumentError("Expected the clean pass of a layered network, but got a graph's.")
     _check(net, fault, faults)
     if values not in ("fixed", "random", "adversarial"):
         raise InvalidArgumentError(f"Expected `values` among fixed, random, adversarial, but got {values!r}.")
@@ -261,12 +281,20 @@ def inject(
 
 
 def differentiable_outputs(
-    net: Network, clean: CleanPass, fault: Fault, faults: FaultSet, values: list[Tensor | None]
+    net: Network | GraphNetwork,
+    clean: CleanPass | GraphClean,
+    fault: Fault,
+    faults: FaultSet,
+    values: list[Tensor | None],
 ) -> Tensor:
     """Faulty outputs ``(T, B, n_out)`` with the autograd graph kept, so that gradients flow to the
     inputs (build ``clean`` with ``clean_pass(..., grad=True)``) and to ``values`` (Byzantine values
     ``(T, 1|B, k)`` or precision offsets ``(T, B, N_l)`` per layer). All T configurations are done in
     one piece (no chunking): keep T x B small."""
+    if isinstance(net, GraphNetwork):
+        assert isinstance(clean, GraphClean)
+        return graph_differentiable_outputs(net, clean, fault, faults, values)
+    assert isinstance(clean, CleanPass)
     _check(net, fault, faults)
     prep = prepare(net, clean.ys[0].dtype)
     with torch.enable_grad():
@@ -274,16 +302,23 @@ def differentiable_outputs(
 
 
 def initial_values(
-    net: Network, fault: Fault, faults: FaultSet, mode: ValueMode, batch: int, generator: torch.Generator,
+    net: Network | GraphNetwork,
+    fault: Fault,
+    faults: FaultSet,
+    mode: ValueMode,
+    batch: int,
+    generator: torch.Generator,
     dtype: torch.dtype,
 ) -> list[Tensor | None]:
     """Starting Byzantine / precision values for :func:`differentiable_outputs` (see
     :mod:`faultbound.measure.values`)."""
+    if isinstance(net, GraphNetwork):
+        return graph_initial_values(net, fault, faults, mode, batch, generator, dtype)
     return _init_values(net, fault, faults, mode, batch, generator, dtype)
 
 
 def faulty_forward(
-    net: Network,
+    net: Network | GraphNetwork,
     x: Tensor,
     fault: Fault,
     faults: FaultSet,

@@ -17,9 +17,8 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.failures import failure_counts, layer_count, n_units
+from faultbound.failures import AnyNetwork, failure_counts, layer_count, n_units
 from faultbound.faults import Fault
-from faultbound.network.core import Network
 
 __all__ = ["FaultSet", "sample_faults", "first_faulty_layer", "first_per_config"]
 
@@ -104,7 +103,7 @@ def _choose(n: int, k: int, t: int, g: torch.Generator) -> Tensor:
 
 
 def sample_faults(
-    net: Network,
+    net: AnyNetwork,
     fault: Fault,
     n_configs: int,
     failures: list[int] | tuple[int, ...] | None = None,

@@ -34,12 +34,10 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
-from faultbound.failures import failure_counts, layer_count, n_units
+from faultbound.failures import AnyNetwork, failure_counts, layer_count, n_units
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
-from faultbound.measure.engine import differentiable_outputs, initial_values, inject
+from faultbound.measure.engine import clean_pass, differentiable_outputs, initial_values, inject
 from faultbound.measure.faultset import FaultSet
-from faultbound.measure.state import clean_pass
-from faultbound.network.core import Network
 
 __all__ = [
     "worst_case",
@@ -52,7 +50,7 @@ __all__ = [
 ]
 
 
-def corners_and_uniform(net: Network, n: int, generator: torch.Generator, max_corners: int = 32) -> Tensor:
+def corners_and_uniform(net: AnyNetwork, n: int, generator: torch.Generator, max_corners: int = 32) -> Tensor:
     """The search's probe inputs: domain corners (all when :math:`2^d \\le` ``max_corners``, else
     ``max_corners`` random ones) then ``n`` uniform points, float64 ``(m, *input_shape)``."""
     lo, hi = net.domain.lo.reshape(-1), net.domain.hi.reshape(-1)
@@ -81,7 +79,7 @@ def _sets_tensor(sets: list[tuple[tuple[int, ...], ...]], n_layers: int) -> Faul
 SetTuple = tuple[tuple[int, ...], ...]
 """A failure set: per layer, the sorted failing units."""
 
-Scorer = Callable[[Network, Fault, list[SetTuple], Tensor, torch.dtype, list[int], int], tuple[Tensor, Tensor]]
+Scorer = Callable[[AnyNetwork, Fault, list[SetTuple], Tensor, torch.dtype, list[int], int], tuple[Tensor, Tensor]]
 """``scorer(net, fault, sets, x, dtype, seeds, batch)``: what :func:`score_batches` returns, computed
 anywhere (in this process, or as Ray tasks: :class:`faultbound.measure.distributed.RayScorer`)."""
 
@@ -221,7 +219,7 @@ class WorstCase:
 
 
 def score_batches(
-    net: Network, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, seeds: list[int], batch: int
+    net: AnyNetwork, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, seeds: list[int], batch: int
 ) -> tuple[Tensor, Tensor]:
     """Error of each set (max over the inputs ``x``) and the index of the input reaching it.
 
@@ -245,7 +243,7 @@ def score_batches(
 
 
 def _score_sets(
-    net: Network, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, g: torch.Generator,
+    net: AnyNetwork, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, g: torch.Generator,
     batch: int = 2048, scorer: Scorer | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`score_batches` on ``sets``, with one seed per batch drawn from ``g`` (whatever the
@@ -256,7 +254,7 @@ def _score_sets(
 
 
 def _pgd(
-    net: Network, fault: Fault, fs: FaultSet, starts: Tensor, steps: int, dtype: torch.dtype, g: torch.Generator
+    net: AnyNetwork, fault: Fault, fs: FaultSet, starts: Tensor, steps: int, dtype: torch.dtype, g: torch.Generator
 ) -> tuple[float, Tensor, list[Tensor | None], int]:
     """Projected sign-gradient ascent over inputs (and values) for one failure set; returns the best
     error, its input, its values and the number of evaluations."""
@@ -309,20 +307,20 @@ def _pgd(
     return best_e, best_x, best_v, evals
 
 
-def _n_sets(net: Network, fault: Fault, failures: tuple[int, ...]) -> int:
+def _n_sets(net: AnyNetwork, fault: Fault, failures: tuple[int, ...]) -> int:
     n = 1
     for l, f in enumerate(failures, start=1):
         n *= math.comb(n_units(net, fault, l), f)
     return n
 
 
-def _all_sets(net: Network, fault: Fault, failures: tuple[int, ...]) -> list[tuple[tuple[int, ...], ...]]:
+def _all_sets(net: AnyNetwork, fault: Fault, failures: tuple[int, ...]) -> list[tuple[tuple[int, ...], ...]]:
     per = [list(itertools.combinations(range(n_units(net, fault, l)), f)) for l, f in enumerate(failures, start=1)]
     return list(itertools.product(*per))
 
 
 def _beam(
-    net: Network, fault: Fault, failures: tuple[int, ...], x: Tensor, beam: int, dtype: torch.dtype,
+    net: AnyNetwork, fault: Fault, failures: tuple[int, ...], x: Tensor, beam: int, dtype: torch.dtype,
     g: torch.Generator, allowed: list[list[int]] | None = None, batch: int = 2048, scorer: Scorer | None = None,
 ) -> tuple[list[tuple[tuple[int, ...], ...]], Tensor, Tensor, int]:
     """Beam search over failure sets, one failing unit (among ``allowed[l]``) at a time."""
@@ -361,7 +359,7 @@ class _Best(NamedTuple):
 
 
 def _refine(
-    net: Network,
+    net: AnyNetwork,
     fault: Fault,
     sets: list[tuple[tuple[int, ...], ...]],
     scores: Tensor,
@@ -405,7 +403,7 @@ def _refine(
 
 
 def worst_case(
-    net: Network,
+    net: AnyNetwork,
     fault: Fault,
     failures: list[int] | tuple[int, ...] | None = None,
     spec: SearchSpec | None = None,

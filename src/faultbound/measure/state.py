@@ -64,8 +64,9 @@ class CleanPass:
 
 
 def clean_pass(net: Network, x: Tensor, dtype: torch.dtype = torch.float32, grad: bool = False) -> CleanPass:
-    """Run the clean network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in ``dtype``
-    (``grad=True`` keeps the graph, for gradients with respect to ``x``)."""
+    """Run the clean layered network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in
+    ``dtype`` (``grad=True`` keeps the graph, for gradients with respect to ``x``); graph networks:
+    :func:`faultbound.measure.engine.clean_pass`."""
     x = torch.as_tensor(x)
     b = x.shape[0]
     if tuple(x.shape[1:]) != tuple(net.input_shape):
