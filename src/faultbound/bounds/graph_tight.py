@@ -33,17 +33,18 @@ in every count, so the bound covers every failure set of *at most* the given siz
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
-from faultbound.network.gops import Affine, Box2, Const, Dev, Input
+from faultbound.network.gops import Affine, Box2, Const, Dev, IMat, Input, _topk_rows
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Conv, Dense
 
-__all__ = ["graph_propagate", "graph_tight_bound"]
+__all__ = ["GraphPass", "graph_backsub", "graph_forward", "graph_propagate", "graph_tight_bound"]
 
 _SAFETY = 1e-9
 
@@ -65,20 +66,37 @@ def _synapse_part(op: Affine, fault: SynapseFault, box: Box2, g: int) -> Tensor:
     return terms + g * c
 
 
-def graph_propagate(
+@dataclass
+class GraphPass:
+    """What the forward propagation leaves for the linear bound: per node the clean box, the
+    :class:`Dev` (after the node's own failures) and, at a fault site, a per-unit bound of what a
+    failing unit adds beyond the propagation, with the number of such units (``None`` elsewhere).
+    """
+
+    boxes: list[Box2]
+    devs: list[Dev]
+    adds: list[tuple[int, Tensor] | None]
+
+
+def graph_forward(
     net: GraphNetwork, fault: Fault, counts: Sequence[int] | None, lo: Tensor, hi: Tensor
-) -> Tensor:
-    """Per-output deviation bounds ``(B, n_outputs)`` over the input boxes ``[lo, hi]``
-    (``(B, *input_shape)``) for the failure counts (one per site; per weighted node for synapse
-    faults; ``None`` for precision). See the module docstring."""
+) -> GraphPass:
+    """The node-by-node propagation of the module docstring, keeping every node's box and
+    :class:`Dev`. At a site with f failing units (neuron faults) a failing unit j adds
+    :math:`c_j` = its value minus the propagated one, :math:`|c_j| \\le \\Delta_j + t_j` with
+    :math:`t_j` the propagated bound there (its sent value is :math:`\\Delta_j` from the clean
+    value, which is :math:`t_j` from the propagated one); precision adds :math:`\\lambda_l` on
+    every unit."""
     boxes = net.box_intervals(lo.to(torch.float64), hi.to(torch.float64))
     site_pos = {node: k for k, node in enumerate(net.site_nodes)}
     weighted_pos = {node: k for k, node in enumerate(net.weighted_nodes)}
     lam = list(fault.magnitudes(net.L)) if fault.site == "layer" else [0.0] * net.L
     devs: list[Dev] = []
+    adds: list[tuple[int, Tensor] | None] = []
     for i, node in enumerate(net.nodes):
         op = node.op
         lo_i, hi_i = boxes[i]
+        adds.append(None)
         if isinstance(op, (Input, Const)):
             devs.append(Dev(torch.zeros_like(lo_i)))
             continue
@@ -105,9 +123,11 @@ def graph_propagate(
             if isinstance(fault, NeuronFault) and counts is not None and counts[k] > 0:
                 y_abs = torch.maximum(lo_i.abs(), hi_i.abs())
                 delta = _tensor(fault.deviation(y_abs), y_abs)
+                adds[i] = (int(counts[k]), (delta + dev.total().expand(y_abs.shape)) * (1 + _SAFETY))
                 extra = (delta - dev.e).clamp_min(0.0) * (1 + _SAFETY)
                 dev = Dev(dev.e, dev.parts + [(int(counts[k]), extra)])
             if lam[k] > 0:
+                adds[i] = (lo_i[0].numel(), torch.full_like(lo_i, lam[k]))
                 dev = Dev(dev.e + lam[k], dev.parts)
         # drop parts that cover every unit anyway: fold them into the dense bound
         keep: list[tuple[int, Tensor]] = []
@@ -118,8 +138,107 @@ def graph_propagate(
             else:
                 keep.append((f, part))
         devs.append(Dev(e, keep))
-    out = devs[-1].total()
-    return out.reshape(out.shape[0], -1)
+    return GraphPass(boxes, devs, adds)
+
+
+def _rows(t: Tensor, shape: Sequence[int], n: int) -> Tensor:
+    """A per-input tensor broadcast to ``shape`` ``(B, ...)``, repeated for ``n`` rows each and
+    flattened: ``(B * n, units)``."""
+    return t.expand(tuple(shape)).repeat_interleave(n, 0).reshape(shape[0] * n, -1)
+
+
+def graph_backsub(net: GraphNetwork, gp: GraphPass) -> Tensor | None:
+    """A second bound on the output deviation, by interval back-substitution (``(B, n_outputs)``,
+    or ``None`` when no failure is linearised: synapse faults, or no site fails).
+
+    Every node's deviation is written :math:`\\delta_v = \\sum_{u \\to v} J_{vu}\\,\\delta_u + c_v`,
+    with :math:`J_{vu}` the operator's secant Jacobian between the clean and the faulty inputs (both
+    in the widened boxes :math:`[\\underline y - t, \\overline y + t]` of the forward pass) and
+    :math:`c_v` what failing units add at a site (zero on correct units, at most
+    :math:`\\Delta_j + t_j` on a failing one; :math:`\\lambda` everywhere for precision). Unrolled
+    from the output, :math:`\\delta_{out} = \\sum_v M_v c_v` with :math:`M_v = \\sum_{paths}
+    \\prod J`; each operator bounds its :math:`J` over the boxes (:meth:`GOp.secant_back`, interval
+    matrices in centre/radius form), so :math:`M_v` lies in the computed interval matrix and
+
+    .. math:: |\\delta_{out,o}| \\le \\sum_{\\text{sites } v} \\operatorname{top}_{f_v}
+        (|M_v|_{oj}\\, c_{v,j})_j + \\sum_{v \\text{ without rule}} \\Big(\\sum_j |M_v|_{oj} e_{v,j}
+        + \\sum_k \\operatorname{top}_{f_k}(|M_v|_{oj} d_{k,j})_j\\Big).
+
+    A node whose operator has no linear rule (norms, softmax, discontinuous activations) stops the
+    substitution: its deviation is taken as a free term bounded by its forward :class:`Dev`
+    (which already includes every failure upstream of it), and nothing is substituted behind it.
+    Signs cancel inside :math:`M_v` (a residual sum of a path and its negation, a convolution's
+    positive and negative weights), which the forward rule cannot see. Nodes whose deviation is
+    zero everywhere are skipped."""
+    if not any(a is not None for a in gp.adds):
+        return None
+    boxes, devs = gp.boxes, gp.devs
+    last = len(net.nodes) - 1
+    b = boxes[last][0].shape[0]
+    n = boxes[last][0][0].numel()
+    live = [bool((d.total() > 0).any()) for d in devs]
+    eye = torch.eye(n, dtype=torch.float64).repeat(b, 1).reshape((b * n,) + tuple(boxes[last][0].shape[1:]))
+    ms: dict[int, IMat] = {last: (eye, torch.zeros_like(eye))}
+    bound = torch.zeros(b * n, dtype=torch.float64)
+    for i in range(last, -1, -1):
+        m = ms.pop(i, None)
+        node = net.nodes[i]
+        if m is None or not live[i] or isinstance(node.op, (Input, Const)):
+            continue
+        shape = boxes[i][0].shape
+        mag = (m[0].abs() + m[1]).reshape(b * n, -1)
+        ins = [j for j in node.inputs if live[j]]
+        back = None
+        if ins:
+            wide = []
+            for j in node.inputs:
+                t = devs[j].total()
+                wide.append((boxes[j][0] - t, boxes[j][1] + t))
+            back = node.op.secant_back(wide, m, n)
+        if ins and back is None:
+            # no linear rule: the node's whole deviation, from its forward Dev
+            dv = devs[i]
+            bound = bound + (mag * _rows(dv.e, shape, n)).sum(-1)
+            for k, d in dv.parts:
+                bound = bound + _topk_rows(mag * _rows(d, shape, n), k)
+            continue
+        add = gp.adds[i]
+        if add is not None:
+            bound = bound + _topk_rows(mag * _rows(add[1], shape, n), add[0])
+        if back is None:
+            continue
+        for j, mj in zip(node.inputs, back, strict=True):
+            if mj is None or not live[j]:
+                continue
+            if j in ms:
+                ms[j] = (ms[j][0] + mj[0], ms[j][1] + mj[1])
+            else:
+                ms[j] = mj
+    return (bound * (1 + _SAFETY)).reshape(b, n)
+
+
+def graph_propagate(
+    net: GraphNetwork,
+    fault: Fault,
+    counts: Sequence[int] | None,
+    lo: Tensor,
+    hi: Tensor,
+    *,
+    linear: bool = True,
+) -> Tensor:
+    """Per-output deviation bounds ``(B, n_outputs)`` over the input boxes ``[lo, hi]``
+    (``(B, *input_shape)``) for the failure counts (one per site; per weighted node for synapse
+    faults; ``None`` for precision). See the module docstring. With ``linear`` (the default), the
+    per-output minimum with the back-substitution bound :func:`graph_backsub` (both are sound, so
+    is the minimum; both are non-decreasing in every count, so is the minimum)."""
+    gp = graph_forward(net, fault, counts, lo, hi)
+    out = gp.devs[-1].total()
+    out = out.reshape(out.shape[0], -1)
+    if linear:
+        lin = graph_backsub(net, gp)
+        if lin is not None:
+            out = torch.minimum(out, lin)
+    return out
 
 
 def graph_tight_bound(
