@@ -165,7 +165,7 @@ def _vjp(fn: object, in_shape: Sequence[int], v: Tensor) -> Tensor:
 
 def _imul(m: IMat, lo: Tensor, hi: Tensor) -> IMat:
     """Entrywise product of the interval matrix ``m`` with the interval ``[lo, hi]`` (broadcast),
-    midpoint-radius arithmetic: :math:`c' = c\,a_c`, :math:`r' = |c|a_r + r|a_c| + r a_r`
+    midpoint-radius arithmetic: :math:`c' = c\\,a_c`, :math:`r' = |c|a_r + r|a_c| + r a_r`
     (every product of members lies within it)."""
     c, r = m
     ac, ar = (lo + hi) / 2, (hi - lo) / 2
@@ -219,7 +219,7 @@ class GOp:
         ``(B * n, *out_shape)`` of secant derivatives of the ``n`` outputs with respect to this
         operator's output. Returns, per input, an interval matrix ``(B * n, *in_shape)`` that holds
         :math:`m J` for every secant Jacobian :math:`J` of the operator between two points of the
-        boxes (:math:`\tilde y - y = J(\tilde x - x)`), ``None`` for an input that needs none,
+        boxes (:math:`\\tilde y - y = J(\\tilde x - x)`), ``None`` for an input that needs none,
         or ``None`` altogether when the operator has no such rule (the bound then keeps this
         node's forward deviation instead)."""
         return None
@@ -387,11 +387,13 @@ class Act(GOp):
         return _capped(out.e.expand(cap.shape), [(f, d.expand(cap.shape)) for f, d in out.parts], cap)
 
     def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
-        """The secant slope :math:`(\varphi(\tilde s) - \varphi(s))/(\tilde s - s)` lies in
-        :math:`[\min\varphi', \max\varphi']` over the box (``Activation.deriv_range``), or in
-        :math:`[-K, K]` with K the largest slope there; no rule for a discontinuous activation."""
+        """The secant slope :math:`(\\varphi(\\tilde s) - \\varphi(s))/(\\tilde s - s)` lies in
+        :math:`[\\min\\varphi', \\max\\varphi']` over the box (``Activation.deriv_range``), or in
+        :math:`[-K, K]` with K the largest slope there; no rule where a jump of a discontinuous
+        activation lies in the box."""
         lo, hi = boxes[0]
-        if self.act.jump(lo, hi) is not None:
+        jump = self.act.jump(lo, hi)
+        if jump is not None and bool((jump > 0).any()):
             return None
         rng = self.act.deriv_range(lo, hi)
         if rng is None:
@@ -435,7 +437,7 @@ class Add(GOp):
         return Dev(e, parts)
 
     def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
-        """Exact: :math:`\sigma_k m`, summed over the copies of a broadcast input."""
+        """Exact: :math:`\\sigma_k m`, summed over the copies of a broadcast input."""
         c, r = m
         return [
             _unbroadcast((c if s > 0 else -c, r), (c.shape[0],) + tuple(b[0].shape[1:]))
@@ -475,8 +477,8 @@ class Mul(GOp):
         return Dev(da.e + db.e, da.parts + db.parts)
 
     def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
-        """:math:`\tilde a\tilde b - ab = \delta_a \tilde b + a\,\delta_b`: the coefficient of
-        :math:`\delta_a` is :math:`\tilde b` (in b's box), that of :math:`\delta_b` is a (in a's)."""
+        """:math:`\\tilde a\\tilde b - ab = \\delta_a \\tilde b + a\\,\\delta_b`: the coefficient of
+        :math:`\\delta_a` is :math:`\\tilde b` (in b's box), that of :math:`\\delta_b` is a (in a's)."""
         (a0, a1), (b0, b1) = boxes
         rows = m[0].shape[0]
         ma = _unbroadcast(_imul(m, _rep(b0, n), _rep(b1, n)), (rows,) + tuple(a0.shape[1:]))
@@ -576,9 +578,9 @@ class MatMul(GOp):
         return Dev(out, parts)
 
     def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
-        """:math:`\tilde A\tilde B - AB = \delta_A \tilde B + A\,\delta_B`: the coefficients of
-        :math:`\delta_A` are :math:`m \tilde B^T`, those of :math:`\delta_B` are :math:`A^T m`, with
-        :math:`\tilde B` and A in the boxes (interval matrix products, midpoint-radius)."""
+        """:math:`\\tilde A\\tilde B - AB = \\delta_A \\tilde B + A\\,\\delta_B`: the coefficients of
+        :math:`\\delta_A` are :math:`m \\tilde B^T`, those of :math:`\\delta_B` are :math:`A^T m`, with
+        :math:`\\tilde B` and A in the boxes (interval matrix products, midpoint-radius)."""
         (a0, a1), (b0, b1) = boxes
         c, r = m
         rows = c.shape[0]
@@ -729,12 +731,12 @@ class MaxPool(GOp):
         return _capped(pool(dv.e), [(k * spread, pool(d)) for k, d in dv.parts], cap.reshape(out_shape))
 
     def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
-        """Secant of a window's max: with :math:`i^*`, :math:`\tilde\imath` the clean and faulty
-        argmax, :math:`\delta_{i^*} \le \tilde m - m \le \delta_{\tilde\imath}`, so
-        :math:`\tilde m - m = \theta\delta_{i^*} + (1 - \theta)\delta_{\tilde\imath}` with
-        :math:`\theta \in [0, 1]`: the coefficient of input i is in [0, 1] when it is a candidate
-        (:math:`u_i \ge \max_j l_j`), 0 otherwise, and exactly 1 when it is the window's only
-        candidate (then :math:`i^* = \tilde\imath = i`). The windows' terms are summed back onto
+        """Secant of a window's max: with :math:`i^*`, :math:`\\tilde\\imath` the clean and faulty
+        argmax, :math:`\\delta_{i^*} \\le \\tilde m - m \\le \\delta_{\\tilde\\imath}`, so
+        :math:`\\tilde m - m = \\theta\\delta_{i^*} + (1 - \\theta)\\delta_{\\tilde\\imath}` with
+        :math:`\\theta \\in [0, 1]`: the coefficient of input i is in [0, 1] when it is a candidate
+        (:math:`u_i \\ge \\max_j l_j`), 0 otherwise, and exactly 1 when it is the window's only
+        candidate (then :math:`i^* = \\tilde\\imath = i`). The windows' terms are summed back onto
         the inputs (``fold``)."""
         lo, hi = boxes[0]
         b, ch, h, w = lo.shape
