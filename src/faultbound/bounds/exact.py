@@ -86,7 +86,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,7 @@ from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, NeuronFault, Precision, Sent, SynapseFault
 from faultbound.network.activations import Activation, piecewise_linear_names
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Dense
 
 __all__ = ["ExactResult", "exact_bound", "check_piecewise_linear", "replay", "REL_MARGIN"]
@@ -189,8 +190,15 @@ class _Model:
         return self.var(0.0, 1.0, True)
 
     def row(self, idx: Sequence[int], val: Sequence[float], lo: float, hi: float) -> None:
-        self.r_idx.append(np.asarray(idx, dtype=np.int32))
-        self.r_val.append(np.asarray(val, dtype=np.float64))
+        """``lo <= sum val[k] x[idx[k]] <= hi``; a variable named twice (a graph that reads one node
+        twice) gets the sum of its coefficients."""
+        i = np.asarray(idx, dtype=np.int32)
+        v = np.asarray(val, dtype=np.float64)
+        if len(set(i.tolist())) != len(i):
+            uniq, inv = np.unique(i, return_inverse=True)
+            i, v = uniq.astype(np.int32), np.bincount(inv, weights=v, minlength=len(uniq)).astype(np.float64)
+        self.r_idx.append(i)
+        self.r_val.append(v)
         self.r_lo.append(float(lo))
         self.r_hi.append(float(hi))
 
@@ -335,6 +343,181 @@ def _deviation_bounds(
 # --------------------------------------------------------------------------- build + solve
 
 
+def _faulty_rows(
+    m: _Model,
+    A: np.ndarray,
+    bias: np.ndarray,
+    yt: Sequence[int],
+    ytl: np.ndarray,
+    ytu: np.ndarray,
+    tsl: np.ndarray,
+    tsu: np.ndarray,
+    g: int,
+    sent: Sent | None,
+    dense: bool,
+    at_most: bool,
+    s: Sequence[int],
+    t_dev: np.ndarray | None,
+) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """The faulty copy of an affine map: :math:`\\tilde s = A \\tilde y + b` in ``[tsl, tsu]`` (``yt``:
+    the variables of :math:`\\tilde y` in ``[ytl, ytu]``), with ``g`` > 0 failing synapses among the
+    non-zero :math:`A_{ji}` (module docstring; ``sent`` the synapse fault's statement), and the
+    linking rows :math:`|\\tilde s_j - s_j| \\le t_j` to the clean copy ``s`` when ``t_dev`` is given.
+
+    Returns:
+        The :math:`\\tilde s` variables and, per failing-synapse binary, ``(binary, engine index,
+        value variable or -1)``; the engine numbers synapses ``j * n_in + i`` for a ``dense`` map,
+        else in row-major order of the non-zero entries.
+    """
+    st = []
+    syn: list[tuple[int, int, int]] = []
+    n_in = A.shape[1]
+    order = 0
+    for j in range(A.shape[0]):
+        nz = np.nonzero(A[j])[0]
+        v = m.var(tsl[j], tsu[j])
+        idx, val = [v, *[yt[int(i)] for i in nz]], [1.0, *(-A[j, nz])]
+        if g > 0:
+            for i in nz:
+                rb = m.binary()
+                mw = m.product(rb, yt[int(i)], float(ytl[i]), float(ytu[i]))
+                idx.append(mw)
+                val.append(float(A[j, i]))
+                assert sent is not None
+                bv = m.chosen_value(rb, sent) if sent.chosen else -1
+                if bv >= 0:
+                    idx.append(bv)
+                    val.append(-1.0)
+                elif sent.lo != 0:
+                    idx.append(rb)
+                    val.append(-sent.lo)
+                syn.append((rb, j * n_in + int(i) if dense else order, bv))
+                order += 1
+        else:
+            order += len(nz)
+        m.eq(idx, val, bias[j])
+        st.append(v)
+        if t_dev is not None:  # link the copies: |s~_j - s_j| <= t_j (a valid cut)
+            m.row([v, s[j]], [1.0, -1.0], -t_dev[j], t_dev[j])
+    if g > 0:
+        rbs = [b for b, _, _ in syn]
+        m.row(rbs, [1.0] * len(rbs), -math.inf if at_most else g, g)
+    return st, syn
+
+
+def _sent_units(
+    m: _Model,
+    fault: Fault,
+    z: Sequence[int],
+    zl: np.ndarray,
+    zu: np.ndarray,
+    y: Sequence[int],
+    yl: np.ndarray,
+    yu: np.ndarray,
+    nl: np.ndarray,
+    nu: np.ndarray,
+    f: int,
+    lam: float,
+    at_most: bool,
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """What the units of a fault site send (module docstring, *Neuron faults* and *Precision*):
+    ``z`` their values in the faulty network (in ``[zl, zu]``), ``y`` their clean values (in
+    ``[yl, yu]``), ``[nl, nu]`` the interval of what they send; ``f`` > 0 failing units (exactly, or
+    at most with ``at_most``), or a precision error ``lam`` > 0 on every unit, or neither (``z``).
+
+    Returns:
+        ``(sent, q, b, p)``: the variables of what the units send, the failure binaries, the chosen
+        value variables (Byzantine kinds) and the precision offsets (empty lists where none).
+    """
+    new: list[int] = []
+    qs: list[int] = []
+    bl: list[int] = []
+    ps: list[int] = []
+    if f > 0:
+        sent = fault.sent if isinstance(fault, NeuronFault) else None
+        qs = [m.binary() for _ in z]
+        m.row(qs, [1.0] * len(qs), -math.inf if at_most else f, f)
+        for j in range(len(z)):
+            w = m.product(qs[j], z[j], float(zl[j]), float(zu[j]), one_minus=True)
+            idx, val, rhs = [w], [1.0], 0.0
+            assert sent is not None
+            if sent.gain != 0:  # g q y_j, y_j the clean value
+                c = m.product(qs[j], y[j], float(yl[j]), float(yu[j]))
+                idx.append(c)
+                val.append(float(sent.gain))
+            if sent.chosen:  # q v, v in [lo, hi] chosen
+                bv = m.chosen_value(qs[j], sent)
+                idx.append(bv)
+                val.append(1.0)
+                bl.append(bv)
+            elif sent.lo != 0:  # q v, v fixed
+                idx.append(qs[j])
+                val.append(float(sent.lo))
+            v = m.var(nl[j], nu[j])
+            m.eq([v, *idx], [1.0, *(-np.asarray(val))], rhs)
+            new.append(v)
+    elif lam > 0:  # precision: every unit of the site
+        for j in range(len(z)):
+            p = m.var(-lam, lam)
+            v = m.var(nl[j], nu[j])
+            m.eq([v, z[j], p], [1.0, -1.0, -1.0], 0.0)
+            ps.append(p)
+            new.append(v)
+    else:
+        new = list(z)
+    return new, qs, bl, ps
+
+
+def _deviation_vars(
+    m: _Model,
+    st: Sequence[int],
+    s: Sequence[int],
+    tsl: np.ndarray,
+    tsu: np.ndarray,
+    sl: np.ndarray,
+    su: np.ndarray,
+    t_dev: np.ndarray | None,
+) -> list[int]:
+    """The output deviations :math:`d_k = \\tilde s_k - s_k` (faulty ``st`` in ``[tsl, tsu]``, clean
+    ``s`` in ``[sl, su]``), within :math:`\\pm t_k` when ``t_dev`` is given."""
+    d = []
+    for k_out in range(len(st)):
+        d_lo, d_hi = tsl[k_out] - su[k_out], tsu[k_out] - sl[k_out]
+        if t_dev is not None:
+            d_lo, d_hi = max(d_lo, -t_dev[k_out]), min(d_hi, t_dev[k_out])
+        dv = m.var(d_lo, max(d_hi, d_lo))
+        m.eq([dv, st[k_out], s[k_out]], [1.0, -1.0, 1.0], 0.0)
+        d.append(dv)
+    return d
+
+
+def _objective(
+    m: _Model, d: Sequence[int], outputs: Sequence[int], combined: bool
+) -> tuple[list[tuple[int, float]], int | None, float]:
+    """The (output, sign) pairs to maximise :math:`\\sigma d_k` over, the combined objective t
+    (``combined``, else ``None``) and the problem's scale (module docstring, *Objective*)."""
+    dl = np.array([m.lb[v] for v in d])
+    du = np.array([m.ub[v] for v in d])
+    pairs = [(k, sg) for k in outputs for sg in (1.0, -1.0)]
+    worst = [max(du[k], 0.0) if sg > 0 else max(-dl[k], 0.0) for k, sg in pairs]
+    dmax = max(worst) if worst else 0.0
+    scale = max(1.0, dmax)
+    objective: int | None = None
+    if combined and len(pairs) > 1:
+        t = m.var(0.0, dmax)
+        betas = []
+        for (k, sg), _ in zip(pairs, worst, strict=True):
+            beta = m.binary()
+            lowest = -du[k] if sg < 0 else dl[k]  # smallest value of sg * d_k
+            big = dmax - lowest
+            # t <= sg d_k + big (1 - beta)
+            m.row([t, d[k], beta], [1.0, -sg, float(big)], -math.inf, float(big))
+            betas.append(beta)
+        m.eq(betas, [1.0] * len(betas), 1.0)
+        objective = t
+    return pairs, objective, scale
+
+
 @dataclass
 class _Built:
     model: _Model
@@ -401,49 +584,12 @@ def _build(
         if t_dev is not None:  # the faulty pre-activation is within t of the clean interval
             tsl, tsu = np.maximum(tsl, sl - t_dev), np.minimum(tsu, su + t_dev)
             tsu = np.maximum(tsu, tsl)
-        st = []
-        syn: list[tuple[int, int, int]] = []
         dense = isinstance(layer._simple, Dense)
-        n_in = A.shape[1]
-        order = 0
-        for j in range(A.shape[0]):
-            nz = np.nonzero(A[j])[0]
-            v = m.var(tsl[j], tsu[j])
-            idx, val = [v, *[yt[i] for i in nz]], [1.0, *(-A[j, nz])]
-            if g > 0:
-                for i in nz:
-                    rb = m.binary()
-                    mw = m.product(rb, yt[i], float(ytl[i]), float(ytu[i]))
-                    idx.append(mw)
-                    val.append(float(A[j, i]))
-                    assert sent is not None
-                    bv = m.chosen_value(rb, sent) if sent.chosen else -1
-                    if bv >= 0:
-                        idx.append(bv)
-                        val.append(-1.0)
-                    elif sent.lo != 0:
-                        idx.append(rb)
-                        val.append(-sent.lo)
-                    syn.append((rb, j * n_in + int(i) if dense else order, bv))
-                    order += 1
-            else:
-                order += len(nz)
-            m.eq(idx, val, bias[j])
-            st.append(v)
-            if t_dev is not None:  # link the copies: |s~_j - s_j| <= t_j (a valid cut)
-                m.row([v, s[j]], [1.0, -1.0], -t_dev[j], t_dev[j])
+        st, syn = _faulty_rows(m, A, bias, yt, ytl, ytu, tsl, tsu, g, sent, dense, at_most, s, t_dev)
         if g > 0:
             r[l] = syn
-            rbs = [b for b, _, _ in syn]
-            m.row(rbs, [1.0] * len(rbs), -math.inf if at_most else g, g)
         if layer.activation is None:
-            for k_out in range(A.shape[0]):
-                d_lo, d_hi = tsl[k_out] - su[k_out], tsu[k_out] - sl[k_out]
-                if t_dev is not None:
-                    d_lo, d_hi = max(d_lo, -t_dev[k_out]), min(d_hi, t_dev[k_out])
-                dv = m.var(d_lo, max(d_hi, d_lo))
-                m.eq([dv, st[k_out], s[k_out]], [1.0, -1.0, 1.0], 0.0)
-                d.append(dv)
+            d = _deviation_vars(m, st, s, tsl, tsu, sl, su, t_dev)
             break
         act = layer.activation
         yl, yu = _widen(box.y_lo[0].numpy(), box.y_hi[0].numpy())
@@ -460,65 +606,16 @@ def _build(
         f = counts[l - 1] if fault.site == "neuron" else 0
         nl, nu = _sent_hull(fault, zl, zu, yl, yu, l) if (f > 0 or fault.site == "layer") else (zl, zu)
         nl, nu = _widen(nl, nu)
-        new = []
-        if f > 0:
-            qs = [m.binary() for _ in z]
-            m.row(qs, [1.0] * len(qs), -math.inf if at_most else f, f)
+        lam = fault.errors[l - 1] if isinstance(fault, Precision) else 0.0
+        new, qs, bl, ps = _sent_units(m, fault, z, zl, zu, y, yl, yu, nl, nu, f, lam, at_most)
+        if qs:
             q[l] = qs
-            bl: list[int] = []
-            for j in range(len(z)):
-                w = m.product(qs[j], z[j], float(zl[j]), float(zu[j]), one_minus=True)
-                idx, val, rhs = [w], [1.0], 0.0
-                assert sent is not None
-                if sent.gain != 0:  # g q y_j, y_j the clean value
-                    c = m.product(qs[j], y[j], float(yl[j]), float(yu[j]))
-                    idx.append(c)
-                    val.append(float(sent.gain))
-                if sent.chosen:  # q v, v in [lo, hi] chosen
-                    bv = m.chosen_value(qs[j], sent)
-                    idx.append(bv)
-                    val.append(1.0)
-                    bl.append(bv)
-                elif sent.lo != 0:  # q v, v fixed
-                    idx.append(qs[j])
-                    val.append(float(sent.lo))
-                v = m.var(nl[j], nu[j])
-                m.eq([v, *idx], [1.0, *(-np.asarray(val))], rhs)
-                new.append(v)
-            if bl:
-                bvals[l] = bl
-        elif isinstance(fault, Precision) and fault.errors[l - 1] > 0:  # every unit of the layer
-            lam = fault.errors[l - 1]
-            ps = []
-            for j in range(len(z)):
-                p = m.var(-lam, lam)
-                v = m.var(nl[j], nu[j])
-                m.eq([v, z[j], p], [1.0, -1.0, -1.0], 0.0)
-                ps.append(p)
-                new.append(v)
+        if bl:
+            bvals[l] = bl
+        if ps:
             prec[l] = ps
-        else:
-            new = z
         yt, ytl, ytu = new, nl, nu
-    dl = np.array([m.lb[v] for v in d])
-    du = np.array([m.ub[v] for v in d])
-    pairs = [(k, sg) for k in outputs for sg in (1.0, -1.0)]
-    worst = [max(du[k], 0.0) if sg > 0 else max(-dl[k], 0.0) for k, sg in pairs]
-    dmax = max(worst) if worst else 0.0
-    scale = max(1.0, dmax)
-    objective: int | None = None
-    if combined and len(pairs) > 1:
-        t = m.var(0.0, dmax)
-        betas = []
-        for (k, sg), _ in zip(pairs, worst, strict=True):
-            beta = m.binary()
-            lowest = -du[k] if sg < 0 else dl[k]  # smallest value of sg * d_k
-            big = dmax - lowest
-            # t <= sg d_k + big (1 - beta)
-            m.row([t, d[k], beta], [1.0, -sg, float(big)], -math.inf, float(big))
-            betas.append(beta)
-        m.eq(betas, [1.0] * len(betas), 1.0)
-        objective = t
+    pairs, objective, scale = _objective(m, d, outputs, combined)
     return _Built(m, x, q, bvals, r, prec, d, pairs, objective, scale)
 
 
@@ -602,9 +699,7 @@ def _solve(
     return status, optimal, primal, dual, sol, int(info.mip_node_count) if m.n_binaries else 0
 
 
-def _witness(
-    net: Network, fault: Fault, built: _Built, sol: np.ndarray, pair: tuple[int, float] | None = None
-) -> dict[str, Any]:
+def _witness(fault: Fault, built: _Built, sol: np.ndarray, pair: tuple[int, float] | None = None) -> dict[str, Any]:
     """Failure set, input and values of a MILP solution (engine numbering, layers from 1)."""
     # the solver meets bounds up to its feasibility tolerance: clip onto the exact sets
     x = [float(min(max(sol[i], built.model.lb[i]), built.model.ub[i])) for i in built.x]
@@ -674,8 +769,46 @@ def replay(net: Network, fault: Fault, witness: dict[str, Any], outputs: Sequenc
         return float(dev.max() if outputs is None else dev[list(outputs)].max())
 
 
+def _check_exact(fault: Fault, time_limit: float | None) -> None:
+    """Refuse what has no exact encoding: no highspy, a fault model other than the neuron, synapse
+    (gain 0) and precision models, an unbounded capacity, a time limit <= 0."""
+    try:
+        import highspy  # noqa: F401
+    except ImportError:  # pragma: no cover - highspy is installed with the `exact` extra
+        raise InvalidArgumentError("method='exact' needs highspy: pip install 'faultbound[exact]'.") from None
+    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
+        raise InvalidArgumentError(f"method='exact' has no encoding for fault {fault!r}.")
+    if isinstance(fault, SynapseFault) and fault.sent.gain != 0:
+        raise UnsupportedModelError(
+            f"method='exact' encodes synapse faults whose failing synapse sends a value of its own "
+            f"(gain 0), but {fault.label()} sends {fault.sent.gain:g} times what the synapse carries."
+        )
+    if fault.unbounded:
+        raise InvalidArgumentError("method='exact' needs a finite capacity (Lemma 1: unbounded).")
+    if time_limit is not None and not (time_limit > 0):
+        raise InvalidArgumentError(f"Expected `time_limit` > 0 seconds, but got {time_limit}.")
+
+
+def _input_box(net: Network | GraphNetwork, lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The input box as flat float64 arrays (default: the network's domain)."""
+    d = math.prod(net.input_shape)
+    lo_a = np.asarray(net.domain.lo if lo is None else lo, dtype=np.float64).reshape(-1)
+    hi_a = np.asarray(net.domain.hi if hi is None else hi, dtype=np.float64).reshape(-1)
+    if lo_a.size != d or hi_a.size != d:
+        raise InvalidArgumentError(f"Expected an input box of {d} features, but got {lo_a.size} and {hi_a.size}.")
+    return lo_a, hi_a
+
+
+def _outputs(n_outputs: int, outputs: Sequence[int] | None) -> list[int]:
+    """The outputs to maximise over (default: all), checked."""
+    outs = list(range(n_outputs)) if outputs is None else [int(k) for k in outputs]
+    if not outs or any(not 0 <= k < n_outputs for k in outs):
+        raise InvalidArgumentError(f"Expected outputs in 0..{n_outputs - 1}, but got {outputs}.")
+    return outs
+
+
 def exact_bound(
-    net: Network,
+    net: Network | GraphNetwork,
     failures: Sequence[int] | None,
     fault: Fault,
     *,
@@ -686,7 +819,9 @@ def exact_bound(
     at_most: bool = False,
     combined: bool = False,
 ) -> ExactResult:
-    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain).
+    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain);
+    on a :class:`~faultbound.network.graph.GraphNetwork` the graph MILP of
+    :mod:`faultbound.bounds.graph_exact` (counts per fault site or weighted node).
 
     Args:
         failures: f_1..f_L (neuron faults), g_1..g_{L+1} (synapse faults), ``None`` for precision;
@@ -706,7 +841,7 @@ def exact_bound(
         ``milp_value`` and ``replayed`` (the engine's float64 error).
 
     Raises:
-        UnsupportedModelError: a hidden activation is not piecewise linear.
+        UnsupportedModelError: a hidden activation (a graph node) is not piecewise linear.
         InvalidArgumentError: a fault model without an exact encoding (bit flips).
 
     Example:
@@ -720,36 +855,40 @@ def exact_bound(
         >>> r.optimal, round(r.lower, 6), [round(v, 6) for v in r.witness["input"]]
         (True, 0.5, [1.0])
     """
-    check_piecewise_linear(net)
-    try:
-        import highspy  # noqa: F401
-    except ImportError:  # pragma: no cover - highspy is installed with the `exact` extra
-        raise InvalidArgumentError("method='exact' needs highspy: pip install 'faultbound[exact]'.") from None
-    if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
-        raise InvalidArgumentError(f"method='exact' has no encoding for fault {fault!r}.")
-    if isinstance(fault, SynapseFault) and fault.sent.gain != 0:
-        raise UnsupportedModelError(
-            f"method='exact' encodes synapse faults whose failing synapse sends a value of its own "
-            f"(gain 0), but {fault.label()} sends {fault.sent.gain:g} times what the synapse carries."
-        )
-    if fault.unbounded:
-        raise InvalidArgumentError("method='exact' needs a finite capacity (Lemma 1: unbounded).")
-    if time_limit is not None and not (time_limit > 0):
-        raise InvalidArgumentError(f"Expected `time_limit` > 0 seconds, but got {time_limit}.")
-    d = math.prod(net.input_shape)
-    lo_a = np.asarray(net.domain.lo if lo is None else lo, dtype=np.float64).reshape(-1)
-    hi_a = np.asarray(net.domain.hi if hi is None else hi, dtype=np.float64).reshape(-1)
-    if lo_a.size != d or hi_a.size != d:
-        raise InvalidArgumentError(f"Expected an input box of {d} features, but got {lo_a.size} and {hi_a.size}.")
+    if isinstance(net, GraphNetwork):
+        from faultbound.bounds.graph_exact import build_graph, check_graph_piecewise_linear, graph_replay
+
+        check_graph_piecewise_linear(net)
+    else:
+        check_piecewise_linear(net)
+    _check_exact(fault, time_limit)
+    lo_a, hi_a = _input_box(net, lo, hi)
+    outs = _outputs(net.n_outputs, outputs)
+    which = None if outputs is None else outs
+    t0 = time.perf_counter()
+    if isinstance(net, GraphNetwork):
+        graph = net
+        sizes = None if isinstance(fault, Precision) or failures is None else [int(v) for v in failures]
+        built = build_graph(graph, sizes, fault, lo_a, hi_a, outs, at_most, combined)
+        return _search(built, fault, time_limit, t0, lambda w: graph_replay(graph, fault, w, which))
     counts = [0] * (net.L + 1) if failures is None else [int(v) for v in failures]
     counts += [0] * (net.L + 1 - len(counts))
     if fault.site == "neuron":
         counts = counts[: net.L] + [0]
-    outs = list(range(net.n_outputs)) if outputs is None else [int(k) for k in outputs]
-    if not outs or any(not 0 <= k < net.n_outputs for k in outs):
-        raise InvalidArgumentError(f"Expected outputs in 0..{net.n_outputs - 1}, but got {outputs}.")
-    t0 = time.perf_counter()
     built = _build(net, counts, fault, lo_a, hi_a, outs, at_most, combined)
+    layered = net
+    return _search(built, fault, time_limit, t0, lambda w: replay(layered, fault, w, which))
+
+
+def _search(
+    built: _Built,
+    fault: Fault,
+    time_limit: float | None,
+    t0: float,
+    replayed: Callable[[dict[str, Any]], float],
+) -> ExactResult:
+    """Solve a built MILP (one per (output, sign) pair unless combined; :func:`exact_bound`) and
+    return the certificate; ``replayed(witness)`` is the error a witness really reaches."""
     m = built.model
     # interval bound of each (output, sign): sound, and the pruning rule below
     cap = {p: (m.ub[built.d[p[0]]] if p[1] > 0 else -m.lb[built.d[p[0]]]) for p in built.pairs}
@@ -787,8 +926,8 @@ def exact_bound(
             else:
                 status = st
             if sol is not None:
-                w = _witness(net, fault, built, sol, pair)
-                got = replay(net, fault, w, None if outputs is None else outs)
+                w = _witness(fault, built, sol, pair)
+                got = replayed(w)
                 if witness is None or got > lower:
                     witness, lower = w, got
     upper = max(duals.values()) if duals else 0.0

@@ -44,7 +44,14 @@ from faultbound.network.gops import Affine, Box2, Const, Dev, IMat, Input, _topk
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Conv, Dense
 
-__all__ = ["GraphPass", "graph_backsub", "graph_forward", "graph_propagate", "graph_tight_bound"]
+__all__ = [
+    "GraphPass",
+    "graph_backsub",
+    "graph_deviations",
+    "graph_forward",
+    "graph_propagate",
+    "graph_tight_bound",
+]
 
 _SAFETY = 1e-9
 
@@ -139,6 +146,15 @@ def graph_forward(
                 keep.append((f, part))
         devs.append(Dev(e, keep))
     return GraphPass(boxes, devs, adds)
+
+
+def graph_deviations(
+    net: GraphNetwork, fault: Fault, counts: Sequence[int] | None, lo: Tensor, hi: Tensor
+) -> list[Dev]:
+    """The :class:`~faultbound.network.gops.Dev` bound of every node (aligned with ``net.nodes``)
+    behind :func:`graph_propagate`'s forward rule: :math:`|\\tilde y_v - y_v| \\le` ``Dev.total()`` for
+    every input of the boxes and every failure set of at most the given sizes."""
+    return graph_forward(net, fault, counts, lo, hi).devs
 
 
 def _rows(t: Tensor, shape: Sequence[int], n: int) -> Tensor:
