@@ -40,7 +40,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
-from faultbound.network.gops import Affine, Box2, Const, Dev, IMat, Input, _topk_rows
+from faultbound.network.gops import Affine, Box2, Const, Dev, IMat, Input, _capped, _topk_rows
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Conv, Dense
 
@@ -86,14 +86,27 @@ class GraphPass:
 
 
 def graph_forward(
-    net: GraphNetwork, fault: Fault, counts: Sequence[int] | None, lo: Tensor, hi: Tensor
+    net: GraphNetwork,
+    fault: Fault,
+    counts: Sequence[int] | None,
+    lo: Tensor,
+    hi: Tensor,
+    *,
+    refine_rows: int = 0,
 ) -> GraphPass:
     """The node-by-node propagation of the module docstring, keeping every node's box and
     :class:`Dev`. At a site with f failing units (neuron faults) a failing unit j adds
     :math:`c_j` = its value minus the propagated one, :math:`|c_j| \\le \\Delta_j + t_j` with
     :math:`t_j` the propagated bound there (its sent value is :math:`\\Delta_j` from the clean
     value, which is :math:`t_j` from the propagated one); precision adds :math:`\\lambda_l` on
-    every unit."""
+    every unit.
+
+    With ``refine_rows`` > 0 (neuron faults and precision), the deviation of every node that has
+    failures upstream and at most ``refine_rows`` units over the batch (``B * width``) is also
+    bounded by back-substitution down to the sites before it (:func:`graph_backsub` with that node
+    as the output), and its :class:`Dev` is capped by that bound (``_capped``: still sound, the
+    parts kept); the widened boxes of the nodes after it shrink, and with them every slope range
+    of the back-substitution. ``0`` is the forward rule alone."""
     boxes = net.box_intervals(lo.to(torch.float64), hi.to(torch.float64))
     site_pos = {node: k for k, node in enumerate(net.site_nodes)}
     weighted_pos = {node: k for k, node in enumerate(net.weighted_nodes)}
@@ -117,6 +130,10 @@ def graph_forward(
                 wide.append((boxes[j][0] - t, boxes[j][1] + t))
             dev = op.deviation(wide, in_devs, [boxes[j] for j in node.inputs])
             dev = Dev(dev.e.expand(lo_i.shape) * (1 + _SAFETY), [(k, p * (1 + _SAFETY)) for k, p in dev.parts])
+            if refine_rows and lo_i.numel() <= refine_rows and any(a is not None for a in adds):
+                lin = _backsub(net, boxes, devs, adds, i)
+                if lin is not None:
+                    dev = _capped(dev.e, dev.parts, lin.reshape(lo_i.shape))
         if isinstance(fault, SynapseFault) and i in weighted_pos and counts is not None:
             g = int(counts[weighted_pos[i]])
             if g > 0:
@@ -163,6 +180,16 @@ def _rows(t: Tensor, shape: Sequence[int], n: int) -> Tensor:
     return t.expand(tuple(shape)).repeat_interleave(n, 0).reshape(shape[0] * n, -1)
 
 
+def _dev_cost(mag: Tensor, dev: Dev, shape: Sequence[int], n: int) -> Tensor:
+    """Per row of ``mag`` ``(B * n, units)`` (magnitudes of an interval matrix), a bound of
+    :math:`\\sum_j |M|_{oj} |\\delta_j|` over every :math:`\\delta` that the :class:`Dev` allows:
+    :math:`\\sum_j |M|_{oj} e_j + \\sum_k \\operatorname{top}_{f_k}(|M|_{oj} d_{k,j})_j`."""
+    out = (mag * _rows(dev.e, shape, n)).sum(-1)
+    for k, d in dev.parts:
+        out = out + _topk_rows(mag * _rows(d, shape, n), k)
+    return out
+
+
 def graph_backsub(net: GraphNetwork, gp: GraphPass) -> Tensor | None:
     """A second bound on the output deviation, by interval back-substitution (``(B, n_outputs)``,
     or ``None`` when no failure is linearised: synapse faults, or no site fails).
@@ -188,15 +215,26 @@ def graph_backsub(net: GraphNetwork, gp: GraphPass) -> Tensor | None:
     zero everywhere are skipped."""
     if not any(a is not None for a in gp.adds):
         return None
-    boxes, devs = gp.boxes, gp.devs
-    last = len(net.nodes) - 1
-    b = boxes[last][0].shape[0]
-    n = boxes[last][0][0].numel()
-    live = [bool((d.total() > 0).any()) for d in devs]
-    eye = torch.eye(n, dtype=torch.float64).repeat(b, 1).reshape((b * n,) + tuple(boxes[last][0].shape[1:]))
-    ms: dict[int, IMat] = {last: (eye, torch.zeros_like(eye))}
+    return _backsub(net, gp.boxes, gp.devs, gp.adds, len(net.nodes) - 1)
+
+
+def _backsub(
+    net: GraphNetwork,
+    boxes: Sequence[Box2],
+    devs: Sequence[Dev],
+    adds: Sequence[tuple[int, Tensor] | None],
+    target: int,
+) -> Tensor | None:
+    """:func:`graph_backsub` for the deviation of node ``target`` (``(B, width)``), from the
+    :class:`Dev` of the nodes before it (``devs`` may stop at ``target``: the node itself is then
+    taken as live and without failures of its own). ``None`` when its operator has no rule."""
+    b = boxes[target][0].shape[0]
+    n = boxes[target][0][0].numel()
+    live = [bool((d.total() > 0).any()) for d in devs[:target]] + [True]
+    eye = torch.eye(n, dtype=torch.float64).repeat(b, 1).reshape((b * n,) + tuple(boxes[target][0].shape[1:]))
+    ms: dict[int, IMat] = {target: (eye, torch.zeros_like(eye))}
     bound = torch.zeros(b * n, dtype=torch.float64)
-    for i in range(last, -1, -1):
+    for i in range(target, -1, -1):
         m = ms.pop(i, None)
         node = net.nodes[i]
         if m is None or not live[i] or isinstance(node.op, (Input, Const)):
@@ -212,13 +250,31 @@ def graph_backsub(net: GraphNetwork, gp: GraphPass) -> Tensor | None:
                 wide.append((boxes[j][0] - t, boxes[j][1] + t))
             back = node.op.secant_back(wide, m, n)
         if ins and back is None:
+            if i >= len(devs):
+                return None
             # no linear rule: the node's whole deviation, from its forward Dev
-            dv = devs[i]
-            bound = bound + (mag * _rows(dv.e, shape, n)).sum(-1)
-            for k, d in dv.parts:
-                bound = bound + _topk_rows(mag * _rows(d, shape, n), k)
+            bound = bound + _dev_cost(mag, devs[i], shape, n)
             continue
-        add = gp.adds[i]
+        keep = None
+        if back is not None and not node.op.secant_exact and i < len(devs):
+            # an interval Jacobian (norm, softmax, products): per row, stop here (this node's
+            # forward Dev) when that costs no more than stopping at its inputs would
+            stop = _dev_cost(mag, devs[i], shape, n)
+            through = torch.zeros_like(stop)
+            for j, mj in zip(node.inputs, back, strict=True):
+                if mj is not None and live[j]:
+                    mj_mag = (mj[0].abs() + mj[1]).reshape(b * n, -1)
+                    through = through + _dev_cost(mj_mag, devs[j], boxes[j][0].shape, n)
+            halt = stop <= through
+            if bool(halt.any()):
+                bound = bound + torch.where(halt, stop, torch.zeros_like(stop))
+                keep = (~halt).to(stop.dtype)
+                mag = mag * keep[:, None]
+                back = [
+                    None if mj is None else tuple(t * keep.reshape((-1,) + (1,) * (t.dim() - 1)) for t in mj)  # type: ignore[misc]
+                    for mj in back
+                ]
+        add = adds[i] if i < len(devs) else None
         if add is not None:
             bound = bound + _topk_rows(mag * _rows(add[1], shape, n), add[0])
         if back is None:
@@ -241,13 +297,14 @@ def graph_propagate(
     hi: Tensor,
     *,
     linear: bool = True,
+    refine_rows: int = 0,
 ) -> Tensor:
     """Per-output deviation bounds ``(B, n_outputs)`` over the input boxes ``[lo, hi]``
     (``(B, *input_shape)``) for the failure counts (one per site; per weighted node for synapse
     faults; ``None`` for precision). See the module docstring. With ``linear`` (the default), the
     per-output minimum with the back-substitution bound :func:`graph_backsub` (both are sound, so
     is the minimum; both are non-decreasing in every count, so is the minimum)."""
-    gp = graph_forward(net, fault, counts, lo, hi)
+    gp = graph_forward(net, fault, counts, lo, hi, refine_rows=refine_rows if linear else 0)
     out = gp.devs[-1].total()
     out = out.reshape(out.shape[0], -1)
     if linear:

@@ -198,6 +198,9 @@ class GOp:
     piecewise_linear: ClassVar[bool] = True
     #: True for an activation: its output is a fault site by default.
     default_site: ClassVar[bool] = False
+    #: False when :meth:`secant_back` bounds the Jacobian over a box (products, norms, softmax):
+    #: the back-substitution may then stop at the node instead (see ``graph_tight._backsub``).
+    secant_exact: ClassVar[bool] = True
 
     def forward(self, *xs: Tensor) -> Tensor:
         raise NotImplementedError
@@ -457,6 +460,7 @@ class Mul(GOp):
     """Elementwise product of two variable tensors (gating)."""
 
     arity: ClassVar[int] = 2
+    secant_exact: ClassVar[bool] = False
     piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -548,6 +552,7 @@ class MatMul(GOp):
     units)."""
 
     arity: ClassVar[int] = 2
+    secant_exact: ClassVar[bool] = False
     piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -871,6 +876,7 @@ class Norm(GOp):
     eps: float
     weight: Tensor | None
     bias: Tensor | None
+    secant_exact: ClassVar[bool] = False
     piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -950,6 +956,37 @@ class Norm(GOp):
 
         return Dev(out(capped.e), [(k, out(d)) for k, d in capped.parts])
 
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Interval Jacobian over the box. By the mean value theorem, for each output j,
+        :math:`\\tilde z_j - z_j = \\nabla z_j(\\xi_j) \\cdot (\\tilde x - x)` at a point
+        :math:`\\xi_j` of the segment (inside the box), and
+        :math:`\\partial z_j / \\partial x_i = \\frac1s(\\delta_{ij} - \\frac1n - \\frac{z_j z_i}n)`
+        (centring is a projection; :math:`\\partial s/\\partial x_i = x_{c,i}/(ns)`). With
+        :math:`1/s \\in [1/s_{max}, 1/s_{min}]` and :math:`z_j, z_i` in their boxes (all taken
+        independently per row, which only widens), :math:`(mJ)_i = a_i - \\frac1n\\sum_j a_j
+        - \\frac1n \\sum_j a_j z_j\\, z_i` with :math:`a_j = m_j w_j / s`: three interval terms,
+        O(n) per group (midpoint-radius; the sum over j of products with the same interval
+        :math:`z_i` takes :math:`\\sum_j |c_j|` for the radius)."""
+        lo, hi = boxes[0]
+        zlo, zhi, smin = self._z_box(lo, hi)
+        smax = (_var_max(self._grouped(lo), self._grouped(hi)) + self.eps).sqrt()[..., None]
+        c, r = m
+        w = self._affine_view(self.weight, lo)
+        if w is not None:
+            c, r = c * w, r * w.abs()
+        c, r = self._grouped(c), self._grouped(r)
+        k = c.shape[-1]
+        ac, ar = _imul((c, r), _rep(1.0 / smax, n), _rep(1.0 / smin, n))
+        zl, zh = _rep(zlo, n), _rep(zhi, n)
+        bc, br = _imul((ac, ar), zl, zh)
+        zc, zr = (zl + zh) / 2, (zh - zl) / 2
+        t3c = bc.sum(-1, keepdim=True) * zc
+        t3r = zr * bc.abs().sum(-1, keepdim=True) + (zc.abs() + zr) * br.sum(-1, keepdim=True)
+        oc = ac - ac.sum(-1, keepdim=True) / k - t3c / k
+        orr = ar + ar.sum(-1, keepdim=True) / k + t3r / k
+        shape = (m[0].shape[0],) + tuple(lo.shape[1:])
+        return [(oc.reshape(shape), orr.reshape(shape) * (1 + 1e-9))]
+
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.weight, self.bias) if t is not None]
 
@@ -992,6 +1029,7 @@ class Softmax(GOp):
     whole is capped by the output interval's width (:func:`_capped`)."""
 
     dim: int = -1
+    secant_exact: ClassVar[bool] = False
     piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -1020,6 +1058,20 @@ class Softmax(GOp):
         # p_j |delta_j| stays on the units of each part; p_j |sum_i p_i delta_i| is dense
         out = _capped(phi * (e + common), [(k, phi * p) for k, p in parts], phi - plo)
         return Dev(out.e * (1 + 1e-9), [(k, p * (1 + 1e-9)) for k, p in out.parts])
+
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Interval Jacobian over the box (mean value theorem per output j, as for :class:`Norm`):
+        :math:`\\partial p_j/\\partial x_i = p_j(\\delta_{ij} - p_i)`, so :math:`(mJ)_i = a_i -
+        \\sum_j a_j\\, p_i` with :math:`a_j = m_j p_j`, p in the output box (taken independently per
+        row)."""
+        plo, phi = self.interval(*boxes)
+        d = self.dim
+        pl, ph = _rep(plo, n), _rep(phi, n)
+        ac, ar = _imul(m, pl, ph)
+        pc, pr = (pl + ph) / 2, (ph - pl) / 2
+        t2c = ac.sum(d, keepdim=True) * pc
+        t2r = pr * ac.abs().sum(d, keepdim=True) + (pc.abs() + pr) * ar.sum(d, keepdim=True)
+        return [(ac - t2c, (ar + t2r) * (1 + 1e-9))]
 
     def describe(self) -> str:
         return f"softmax(dim={self.dim})"
