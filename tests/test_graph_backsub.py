@@ -23,9 +23,9 @@ from torch import nn
 from faultbound.bounds.graph_tight import graph_backsub, graph_forward, graph_propagate
 from faultbound.faults import Crash
 from faultbound.network import gops
+from faultbound.network.activations import activation_from_module
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Dense
-from faultbound.network.activations import activation_from_module
 from tests.graph_reference import ACTS, TEMPLATES, FaultSpec, brute_force, corners_and_points
 from tests.hyp import examples, soundness
 from tests.test_graph_rules import NAMES, _boxes, _points, _r, cases
@@ -79,7 +79,9 @@ def draw_neuron_case(data: st.DataObject, template: str) -> tuple[object, FaultS
     kind = data.draw(st.sampled_from(NEURON_KINDS), label="fault")
     c = data.draw(st.sampled_from([-1.5, 0.5, 2.0] if kind == "stuck" else [0.05, 0.5, 2.0]), label="c")
     n = len(tg.site_ids)
-    counts = [] if kind == "precision" else data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n), label="counts")
+    counts = (
+        [] if kind == "precision" else data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n), label="counts")
+    )
     return tg, FaultSpec(kind, c), counts, seed
 
 

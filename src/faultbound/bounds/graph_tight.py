@@ -28,6 +28,17 @@ per-unit bound plus sparse parts (what f failing units add). Node by node in top
 
 The output bound is the largest total deviation of an output unit. Every rule is non-decreasing
 in every count, so the bound covers every failure set of *at most* the given sizes.
+
+**Second bound: back-substitution** (:func:`graph_backsub`, neuron faults and precision; synapse
+faults keep the forward rule alone). Faulty minus clean output is :math:`\\sum_v M_v c_v`, with
+:math:`c_v` what the failing units of site v add and :math:`M_v` the product of the operators'
+secant Jacobians along every path from v to the output, each bounded over the widened boxes of step
+1 (:meth:`~faultbound.network.gops.GOp.secant_back`: exact for the linear operators, the slope range
+for activations, a convex combination for max pooling, interval Jacobians for products, norms and
+softmax). Signs cancel inside :math:`M_v` (a residual sum, a convolution's mixed weights, a
+difference), which the forward rule cannot see. :func:`graph_propagate` returns the per-output
+minimum of the two: both are sound, and each covers every failure set of at most the given sizes
+(a part, or the top-f terms of a row, covers at most f units), so the minimum does too.
 """
 
 from __future__ import annotations
@@ -192,7 +203,8 @@ def _dev_cost(mag: Tensor, dev: Dev, shape: Sequence[int], n: int) -> Tensor:
 
 def graph_backsub(net: GraphNetwork, gp: GraphPass) -> Tensor | None:
     """A second bound on the output deviation, by interval back-substitution (``(B, n_outputs)``,
-    or ``None`` when no failure is linearised: synapse faults, or no site fails).
+    or ``None`` when no failure is linearised: synapse faults (not covered: the forward rule
+    alone), or no site fails).
 
     Every node's deviation is written :math:`\\delta_v = \\sum_{u \\to v} J_{vu}\\,\\delta_u + c_v`,
     with :math:`J_{vu}` the operator's secant Jacobian between the clean and the faulty inputs (both
@@ -207,12 +219,16 @@ def graph_backsub(net: GraphNetwork, gp: GraphPass) -> Tensor | None:
         (|M_v|_{oj}\\, c_{v,j})_j + \\sum_{v \\text{ without rule}} \\Big(\\sum_j |M_v|_{oj} e_{v,j}
         + \\sum_k \\operatorname{top}_{f_k}(|M_v|_{oj} d_{k,j})_j\\Big).
 
-    A node whose operator has no linear rule (norms, softmax, discontinuous activations) stops the
+    A node whose operator has no linear rule (an activation whose jump lies in the box) stops the
     substitution: its deviation is taken as a free term bounded by its forward :class:`Dev`
     (which already includes every failure upstream of it), and nothing is substituted behind it.
-    Signs cancel inside :math:`M_v` (a residual sum of a path and its negation, a convolution's
-    positive and negative weights), which the forward rule cannot see. Nodes whose deviation is
-    zero everywhere are skipped."""
+    The same choice is made per output row at a node whose rule bounds a Jacobian over a box
+    (``secant_exact = False``: products, norms, softmax, whose coefficients grow with the widened
+    boxes): the row stops there when the node's forward :class:`Dev` costs no more than its inputs'
+    would (both are sound; the row's substitution then ends at this node). Signs cancel inside
+    :math:`M_v` (a residual sum of a path and its negation, a convolution's positive and negative
+    weights), which the forward rule cannot see. Nodes whose deviation is zero everywhere are
+    skipped."""
     if not any(a is not None for a in gp.adds):
         return None
     return _backsub(net, gp.boxes, gp.devs, gp.adds, len(net.nodes) - 1)
