@@ -56,6 +56,7 @@ from faultbound.network.ops import Conv, Dense, Op
 
 __all__ = [
     "Dev",
+    "IMat",
     "GOp",
     "Input",
     "Const",
@@ -139,6 +140,44 @@ def _capped(e: Tensor, parts: Sequence[tuple[int, Tensor]], cap: Tensor) -> Dev:
     return Dev(torch.minimum(e, cap), [(k, torch.minimum(d, room)) for k, d in parts])
 
 
+#: An interval matrix in centre/radius form ``(c, r)``, ``r >= 0``: every matrix within ``r`` of
+#: ``c`` entrywise. In :meth:`GOp.secant_back` its rows are ``(B * n, *shape)``: the ``n`` output
+#: rows of each of the ``B`` inputs, flattened into the batch axis.
+IMat = tuple[Tensor, Tensor]
+
+
+def _rep(t: Tensor, n: int) -> Tensor:
+    """A per-input tensor ``(B, ...)`` repeated for the ``n`` rows of each input: ``(B * n, ...)``
+    (a batch of 1 stays 1 and broadcasts)."""
+    return t if t.shape[0] == 1 else t.repeat_interleave(n, 0)
+
+
+def _vjp(fn: object, in_shape: Sequence[int], v: Tensor) -> Tensor:
+    """:math:`v^T J` for a linear (or affine) map ``fn`` from ``in_shape``: its transpose applied to
+    ``v`` (the bias, if any, does not enter the Jacobian)."""
+    f = fn  # type: ignore[assignment]
+    with torch.enable_grad():
+        x = torch.zeros(tuple(in_shape), dtype=v.dtype, requires_grad=True)
+        y = f(x)  # type: ignore[operator]
+        (g,) = torch.autograd.grad(y, x, v)
+    return g
+
+
+def _imul(m: IMat, lo: Tensor, hi: Tensor) -> IMat:
+    """Entrywise product of the interval matrix ``m`` with the interval ``[lo, hi]`` (broadcast),
+    midpoint-radius arithmetic: :math:`c' = c\\,a_c`, :math:`r' = |c|a_r + r|a_c| + r a_r`
+    (every product of members lies within it)."""
+    c, r = m
+    ac, ar = (lo + hi) / 2, (hi - lo) / 2
+    return c * ac, c.abs() * ar + r * ac.abs() + r * ar
+
+
+def _unbroadcast(m: IMat, shape: Sequence[int]) -> IMat:
+    """Sum the rows of a broadcast input back to its own shape (a broadcast unit feeds every copy)."""
+    c, r = m
+    return c.sum_to_size(tuple(shape)), r.sum_to_size(tuple(shape))
+
+
 def _topk_rows(terms: Tensor, k: int) -> Tensor:
     """Sum of the ``k`` largest entries along the last axis (all of them when fewer)."""
     n = terms.shape[-1]
@@ -159,6 +198,9 @@ class GOp:
     piecewise_linear: ClassVar[bool] = True
     #: True for an activation: its output is a fault site by default.
     default_site: ClassVar[bool] = False
+    #: False when :meth:`secant_back` bounds the Jacobian over a box (products, norms, softmax):
+    #: the back-substitution may then stop at the node instead (see ``graph_tight._backsub``).
+    secant_exact: ClassVar[bool] = True
 
     def forward(self, *xs: Tensor) -> Tensor:
         raise NotImplementedError
@@ -171,6 +213,19 @@ class GOp:
         inputs and the inputs' deviation bounds; ``clean``, when given, holds boxes of the clean
         inputs alone (each inside the corresponding box of ``boxes``), which a rule may use too."""
         raise NotImplementedError
+
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Back-substitution through the operator (the linear bound of
+        :func:`~faultbound.bounds.graph_tight.graph_backsub`).
+
+        ``boxes`` hold both networks' inputs (batch ``B``); ``m`` is an interval matrix
+        ``(B * n, *out_shape)`` of secant derivatives of the ``n`` outputs with respect to this
+        operator's output. Returns, per input, an interval matrix ``(B * n, *in_shape)`` that holds
+        :math:`m J` for every secant Jacobian :math:`J` of the operator between two points of the
+        boxes (:math:`\\tilde y - y = J(\\tilde x - x)`), ``None`` for an input that needs none,
+        or ``None`` altogether when the operator has no such rule (the bound then keeps this
+        node's forward deviation instead)."""
+        return None
 
     @property
     def weighted(self) -> bool:
@@ -253,6 +308,12 @@ class Affine(GOp):
             e = e + self.top_terms(d, k)
         return Dev(e)
 
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Exact: :math:`mA` (the transpose by autograd), radius :math:`r|A|`."""
+        c, r = m
+        shape = (c.shape[0],) + tuple(boxes[0][0].shape[1:])
+        return [(_vjp(self.op.forward, shape, c), _vjp(self.op.abs_linear, shape, r))]
+
     def top_terms(self, d: Tensor, k: int) -> Tensor:
         """Per output unit, a bound of the sum of the ``k`` largest :math:`|A_{ji}| d_i`."""
         op = self.op
@@ -328,6 +389,21 @@ class Act(GOp):
             out = Dev(out.e + jump, out.parts)
         return _capped(out.e.expand(cap.shape), [(f, d.expand(cap.shape)) for f, d in out.parts], cap)
 
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """The secant slope :math:`(\\varphi(\\tilde s) - \\varphi(s))/(\\tilde s - s)` lies in
+        :math:`[\\min\\varphi', \\max\\varphi']` over the box (``Activation.deriv_range``), or in
+        :math:`[-K, K]` with K the largest slope there; no rule where a jump of a discontinuous
+        activation lies in the box."""
+        lo, hi = boxes[0]
+        jump = self.act.jump(lo, hi)
+        if jump is not None and bool((jump > 0).any()):
+            return None
+        rng = self.act.deriv_range(lo, hi)
+        if rng is None:
+            k = self.act.slope(lo, hi)
+            rng = (-k, k)
+        return [_imul(m, _rep(rng[0], n), _rep(rng[1], n))]
+
     def describe(self) -> str:
         return self.act.name
 
@@ -363,6 +439,14 @@ class Add(GOp):
             parts += wide.parts
         return Dev(e, parts)
 
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Exact: :math:`\\sigma_k m`, summed over the copies of a broadcast input."""
+        c, r = m
+        return [
+            _unbroadcast((c if s > 0 else -c, r), (c.shape[0],) + tuple(b[0].shape[1:]))
+            for s, b in zip(self.signs, boxes, strict=True)
+        ]
+
     def describe(self) -> str:
         return "add" if all(s > 0 for s in self.signs) else "sub"
 
@@ -376,6 +460,7 @@ class Mul(GOp):
     """Elementwise product of two variable tensors (gating)."""
 
     arity: ClassVar[int] = 2
+    secant_exact: ClassVar[bool] = False
     piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -394,6 +479,15 @@ class Mul(GOp):
         da = _broadcast_dev(devs[0], boxes[0][0].shape, shape).scale(mb.expand(shape))
         db = _broadcast_dev(devs[1], boxes[1][0].shape, shape).scale(ma.expand(shape))
         return Dev(da.e + db.e, da.parts + db.parts)
+
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """:math:`\\tilde a\\tilde b - ab = \\delta_a \\tilde b + a\\,\\delta_b`: the coefficient of
+        :math:`\\delta_a` is :math:`\\tilde b` (in b's box), that of :math:`\\delta_b` is a (in a's)."""
+        (a0, a1), (b0, b1) = boxes
+        rows = m[0].shape[0]
+        ma = _unbroadcast(_imul(m, _rep(b0, n), _rep(b1, n)), (rows,) + tuple(a0.shape[1:]))
+        mb = _unbroadcast(_imul(m, _rep(a0, n), _rep(a1, n)), (rows,) + tuple(b0.shape[1:]))
+        return [ma, mb]
 
     def describe(self) -> str:
         return "mul"
@@ -431,6 +525,14 @@ class ConstAffine(GOp):
         wide = _broadcast_dev(devs[0], boxes[0][0].shape, shape)
         return wide.scale(self.scale.abs().to(devs[0].e.dtype).expand(shape))
 
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Exact: :math:`m a` (radius :math:`r|a|`), summed over the copies of a broadcast input."""
+        c, r = m
+        if self.scale is not None:
+            a = self.scale.to(c.dtype)
+            c, r = c * a, r * a.abs()
+        return [_unbroadcast((c, r), (c.shape[0],) + tuple(boxes[0][0].shape[1:]))]
+
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.scale, self.shift) if t is not None]
 
@@ -450,6 +552,7 @@ class MatMul(GOp):
     units)."""
 
     arity: ClassVar[int] = 2
+    secant_exact: ClassVar[bool] = False
     piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -479,6 +582,24 @@ class MatMul(GOp):
         parts += [(k * rows * r_b, (ma @ d.expand(b_lo.shape)).expand(out.shape)) for k, d in db.parts]
         return Dev(out, parts)
 
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """:math:`\\tilde A\\tilde B - AB = \\delta_A \\tilde B + A\\,\\delta_B`: the coefficients of
+        :math:`\\delta_A` are :math:`m \\tilde B^T`, those of :math:`\\delta_B` are :math:`A^T m`, with
+        :math:`\\tilde B` and A in the boxes (interval matrix products, midpoint-radius)."""
+        (a0, a1), (b0, b1) = boxes
+        c, r = m
+        rows = c.shape[0]
+        ac, ar = _rep((a0 + a1) / 2, n), _rep((a1 - a0) / 2, n)
+        bc, br = _rep((b0 + b1) / 2, n), _rep((b1 - b0) / 2, n)
+        bct, brt = bc.transpose(-1, -2), br.transpose(-1, -2)
+        ma = (c @ bct, c.abs() @ brt + r @ bct.abs() + r @ brt)
+        act, art = ac.transpose(-1, -2), ar.transpose(-1, -2)
+        mb = (act @ c, art @ c.abs() + act.abs() @ r + art @ r)
+        return [
+            _unbroadcast(ma, (rows,) + tuple(a0.shape[1:])),
+            _unbroadcast(mb, (rows,) + tuple(b0.shape[1:])),
+        ]
+
     def describe(self) -> str:
         return "matmul"
 
@@ -507,6 +628,12 @@ class Concat(GOp):
                 ]
                 parts.append((k, torch.cat(pieces, self.dim)))
         return Dev(e, parts)
+
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Exact: each input's slice of m."""
+        sizes = [b[0].shape[self.dim] for b in boxes]
+        cs, rs = m[0].split(sizes, self.dim), m[1].split(sizes, self.dim)
+        return [(c, r) for c, r in zip(cs, rs, strict=True)]
 
     def describe(self) -> str:
         return f"concat(dim={self.dim})"
@@ -543,6 +670,11 @@ class Rearrange(GOp):
         shape = boxes[0][0].shape
         dv = devs[0]
         return Dev(self.forward(dv.e.expand(shape)), [(k, self.forward(d.expand(shape))) for k, d in dv.parts])
+
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Exact: the transpose of the 0/1 map, for the centre and the radius alike."""
+        shape = (m[0].shape[0],) + tuple(boxes[0][0].shape[1:])
+        return [(_vjp(self.forward, shape, m[0]), _vjp(self.forward, shape, m[1]))]
 
     def describe(self) -> str:
         return f"{self.kind}{self.args}"
@@ -603,6 +735,35 @@ class MaxPool(GOp):
 
         return _capped(pool(dv.e), [(k * spread, pool(d)) for k, d in dv.parts], cap.reshape(out_shape))
 
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Secant of a window's max: with :math:`i^*`, :math:`\\tilde\\imath` the clean and faulty
+        argmax, :math:`\\delta_{i^*} \\le \\tilde m - m \\le \\delta_{\\tilde\\imath}`, so
+        :math:`\\tilde m - m = \\theta\\delta_{i^*} + (1 - \\theta)\\delta_{\\tilde\\imath}` with
+        :math:`\\theta \\in [0, 1]`: the coefficient of input i is in [0, 1] when it is a candidate
+        (:math:`u_i \\ge \\max_j l_j`), 0 otherwise, and exactly 1 when it is the window's only
+        candidate (then :math:`i^* = \\tilde\\imath = i`). The windows' terms are summed back onto
+        the inputs (``fold``)."""
+        lo, hi = boxes[0]
+        b, ch, h, w = lo.shape
+        lo_c, hi_c = self._cols(lo, -math.inf), self._cols(hi, -math.inf)  # (B, C, K, P)
+        cand = hi_c >= lo_c.amax(2, keepdim=True)
+        only = cand & (cand.sum(2, keepdim=True) == 1)
+        lam_lo = _rep(only.to(lo.dtype), n)
+        lam_hi = _rep(cand.to(lo.dtype), n)
+        c, r = m
+        rows = c.shape[0]
+        cc = c.reshape(rows, ch, 1, -1)
+        rr = r.reshape(rows, ch, 1, -1)
+        gc, gr = _imul((cc, rr), lam_lo, lam_hi)
+        ph, pw = self.padding
+        k = gc.shape[2]
+
+        def fold(t: Tensor) -> Tensor:
+            t = F.fold(t.reshape(rows * ch, k, -1), (h + 2 * ph, w + 2 * pw), self.kernel, stride=self.stride)
+            return t[:, 0, ph : ph + h, pw : pw + w].reshape(rows, ch, h, w)
+
+        return [(fold(gc), fold(gr))]
+
     def describe(self) -> str:
         return f"MaxPool({self.kernel[0]})"
 
@@ -632,6 +793,11 @@ class Mean(GOp):
             top = torch.minimum(k * d.amax(self.dims, keepdim=self.keepdim), d.sum(self.dims, keepdim=self.keepdim))
             e = e + top / n
         return Dev(e)
+
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Exact: the transpose of the (non-negative) mean, for the centre and the radius alike."""
+        shape = (m[0].shape[0],) + tuple(boxes[0][0].shape[1:])
+        return [(_vjp(self.forward, shape, m[0]), _vjp(self.forward, shape, m[1]))]
 
     def describe(self) -> str:
         return f"mean{self.dims}"
@@ -710,6 +876,7 @@ class Norm(GOp):
     eps: float
     weight: Tensor | None
     bias: Tensor | None
+    secant_exact: ClassVar[bool] = False
     piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -789,6 +956,37 @@ class Norm(GOp):
 
         return Dev(out(capped.e), [(k, out(d)) for k, d in capped.parts])
 
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Interval Jacobian over the box. By the mean value theorem, for each output j,
+        :math:`\\tilde z_j - z_j = \\nabla z_j(\\xi_j) \\cdot (\\tilde x - x)` at a point
+        :math:`\\xi_j` of the segment (inside the box), and
+        :math:`\\partial z_j / \\partial x_i = \\frac1s(\\delta_{ij} - \\frac1n - \\frac{z_j z_i}n)`
+        (centring is a projection; :math:`\\partial s/\\partial x_i = x_{c,i}/(ns)`). With
+        :math:`1/s \\in [1/s_{max}, 1/s_{min}]` and :math:`z_j, z_i` in their boxes (all taken
+        independently per row, which only widens), :math:`(mJ)_i = a_i - \\frac1n\\sum_j a_j
+        - \\frac1n \\sum_j a_j z_j\\, z_i` with :math:`a_j = m_j w_j / s`: three interval terms,
+        O(n) per group (midpoint-radius; the sum over j of products with the same interval
+        :math:`z_i` takes :math:`\\sum_j |c_j|` for the radius)."""
+        lo, hi = boxes[0]
+        zlo, zhi, smin = self._z_box(lo, hi)
+        smax = (_var_max(self._grouped(lo), self._grouped(hi)) + self.eps).sqrt()[..., None]
+        c, r = m
+        w = self._affine_view(self.weight, lo)
+        if w is not None:
+            c, r = c * w, r * w.abs()
+        c, r = self._grouped(c), self._grouped(r)
+        k = c.shape[-1]
+        ac, ar = _imul((c, r), _rep(1.0 / smax, n), _rep(1.0 / smin, n))
+        zl, zh = _rep(zlo, n), _rep(zhi, n)
+        bc, br = _imul((ac, ar), zl, zh)
+        zc, zr = (zl + zh) / 2, (zh - zl) / 2
+        t3c = bc.sum(-1, keepdim=True) * zc
+        t3r = zr * bc.abs().sum(-1, keepdim=True) + (zc.abs() + zr) * br.sum(-1, keepdim=True)
+        oc = ac - ac.sum(-1, keepdim=True) / k - t3c / k
+        orr = ar + ar.sum(-1, keepdim=True) / k + t3r / k
+        shape = (m[0].shape[0],) + tuple(lo.shape[1:])
+        return [(oc.reshape(shape), orr.reshape(shape) * (1 + 1e-9))]
+
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.weight, self.bias) if t is not None]
 
@@ -831,6 +1029,7 @@ class Softmax(GOp):
     whole is capped by the output interval's width (:func:`_capped`)."""
 
     dim: int = -1
+    secant_exact: ClassVar[bool] = False
     piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -859,6 +1058,20 @@ class Softmax(GOp):
         # p_j |delta_j| stays on the units of each part; p_j |sum_i p_i delta_i| is dense
         out = _capped(phi * (e + common), [(k, phi * p) for k, p in parts], phi - plo)
         return Dev(out.e * (1 + 1e-9), [(k, p * (1 + 1e-9)) for k, p in out.parts])
+
+    def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
+        """Interval Jacobian over the box (mean value theorem per output j, as for :class:`Norm`):
+        :math:`\\partial p_j/\\partial x_i = p_j(\\delta_{ij} - p_i)`, so :math:`(mJ)_i = a_i -
+        \\sum_j a_j\\, p_i` with :math:`a_j = m_j p_j`, p in the output box (taken independently per
+        row)."""
+        plo, phi = self.interval(*boxes)
+        d = self.dim
+        pl, ph = _rep(plo, n), _rep(phi, n)
+        ac, ar = _imul(m, pl, ph)
+        pc, pr = (pl + ph) / 2, (ph - pl) / 2
+        t2c = ac.sum(d, keepdim=True) * pc
+        t2r = pr * ac.abs().sum(d, keepdim=True) + (pc.abs() + pr) * ar.sum(d, keepdim=True)
+        return [(ac - t2c, (ar + t2r) * (1 + 1e-9))]
 
     def describe(self) -> str:
         return f"softmax(dim={self.dim})"
