@@ -118,7 +118,7 @@ def graph_forward(
     as the output), and its :class:`Dev` is capped by that bound (``_capped``: still sound, the
     parts kept); the widened boxes of the nodes after it shrink, and with them every slope range
     of the back-substitution. ``0`` is the forward rule alone."""
-    boxes = net.box_intervals(lo.to(torch.float64), hi.to(torch.float64))
+    boxes = _clean_boxes(net, lo, hi)
     site_pos = {node: k for k, node in enumerate(net.site_nodes)}
     weighted_pos = {node: k for k, node in enumerate(net.weighted_nodes)}
     lam = list(fault.magnitudes(net.L)) if fault.site == "layer" else [0.0] * net.L
@@ -174,6 +174,15 @@ def graph_forward(
                 keep.append((f, part))
         devs.append(Dev(e, keep))
     return GraphPass(boxes, devs, adds)
+
+
+def _clean_boxes(net: GraphNetwork, lo: Tensor, hi: Tensor) -> list[Box2]:
+    """The clean boxes of every node over ``[lo, hi]``: the network's cached domain boxes when
+    ``[lo, hi]`` is its domain (a batch of one), else interval propagation."""
+    d = net.domain
+    if lo.shape[0] == 1 and torch.equal(lo[0].to(torch.float64), d.lo) and torch.equal(hi[0].to(torch.float64), d.hi):
+        return net.intervals()
+    return net.box_intervals(lo.to(torch.float64), hi.to(torch.float64))
 
 
 def graph_deviations(
@@ -330,9 +339,7 @@ def graph_propagate(
     return out
 
 
-def graph_tight_bound(
-    net: GraphNetwork, failures: Sequence[int] | None, fault: Fault
-) -> tuple[float, list[float]]:
+def graph_tight_bound(net: GraphNetwork, failures: Sequence[int] | None, fault: Fault) -> tuple[float, list[float]]:
     """The tight bound over the graph's domain and the contribution of each site alone.
 
     Returns:

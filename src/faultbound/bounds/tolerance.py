@@ -223,9 +223,7 @@ def tolerate(
             "Tolerance search counts failing units; for precision use faultbound.apps.precision."
         )
     if method not in METHODS:
-        raise InvalidArgumentError(
-            f"Expected `method` to be one of {', '.join(METHODS)}, but got {method!r}."
-        )
+        raise InvalidArgumentError(f"Expected `method` to be one of {', '.join(METHODS)}, but got {method!r}.")
     check_graph_method(net, method)
     ep = _as_eps_prime(eps_prime)
     check_eps(eps, ep.value)
@@ -332,8 +330,18 @@ def _uniform_rows(
 
 
 def _last_true(n: int, ok: Callable[[int], bool]) -> int:
-    """Largest i in [0, n) with ok(i), for ok true on a prefix; -1 when ok(0) is false."""
-    lo, hi = -1, n - 1  # ok(lo) true (virtually), answer in [lo, hi]
+    """Largest i in [0, n) with ok(i), for ok true on a prefix; -1 when ok(0) is false.
+
+    Galloping first (ok(0), ok(1), ok(3), ok(7), ...), then bisection inside the last step: about
+    2 log2(answer + 2) evaluations, one or two when the answer is 0 (a bound evaluation can take
+    seconds on a large graph)."""
+    if n <= 0 or not ok(0):
+        return -1
+    lo, step = 0, 1  # ok(lo) is true
+    while lo + step < n and ok(lo + step):
+        lo += step
+        step *= 2
+    hi = min(n - 1, lo + step - 1)  # the answer lies in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if ok(mid):
@@ -442,6 +450,7 @@ def _staircase(per_layer: Sequence[int], ok: Callable[[Sequence[int]], bool]) ->
     for q in itertools.product(*[range(v + 1) for v in per_layer[:-2]]):
         if not ok((*q, 0, 0)):
             continue
+
         # first column: binary search; then walk down as f_{n-1} grows.
         def first_column(v: int, q: tuple[int, ...] = q) -> bool:
             return ok((*q, 0, v))
@@ -487,9 +496,7 @@ class MethodComparison:
 
     @property
     def per_layer_gain(self) -> tuple[float, ...]:
-        return tuple(
-            (t + 1) / (p + 1) for t, p in zip(self.tight.per_layer_max, self.paper.per_layer_max, strict=True)
-        )
+        return tuple((t + 1) / (p + 1) for t, p in zip(self.tight.per_layer_max, self.paper.per_layer_max, strict=True))
 
     @property
     def uniform_gain(self) -> float:
@@ -534,8 +541,7 @@ def _targets(y: np.ndarray | torch.Tensor, n: int, n_out: int) -> torch.Tensor:
         t = t[:, None]
     if t.dim() != 2 or t.shape[0] != n or t.shape[1] != n_out:
         raise InvalidArgumentError(
-            f"Expected targets of shape ({n}, {n_out}) (one value per output), but got "
-            f"{tuple(t.shape)}."
+            f"Expected targets of shape ({n}, {n_out}) (one value per output), but got {tuple(t.shape)}."
         )
     return t
 

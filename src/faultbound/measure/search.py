@@ -38,6 +38,9 @@ from faultbound.failures import AnyNetwork, failure_counts, layer_count, n_units
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
 from faultbound.measure.engine import clean_pass, differentiable_outputs, initial_values, inject
 from faultbound.measure.faultset import FaultSet
+from faultbound.network.gops import Affine
+from faultbound.network.graph import GraphNetwork
+from faultbound.network.ops import Conv, Dense
 
 __all__ = [
     "worst_case",
@@ -131,8 +134,15 @@ class SearchSpec:
     strategy: SearchStrategy = "auto"
 
     def __post_init__(self) -> None:
-        if (self.n_probe < 0 or self.beam < 1 or self.refine < 1 or self.restarts < 1 or self.steps < 0
-                or self.rounds < 1 or self.batch < 1):
+        if (
+            self.n_probe < 0
+            or self.beam < 1
+            or self.refine < 1
+            or self.restarts < 1
+            or self.steps < 0
+            or self.rounds < 1
+            or self.batch < 1
+        ):
             raise InvalidArgumentError("Expected n_probe, steps >= 0 and beam, refine, restarts, rounds, batch >= 1.")
         if self.strategy not in get_args(SearchStrategy):
             raise InvalidArgumentError(
@@ -140,6 +150,40 @@ class SearchSpec:
             )
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
             raise InvalidArgumentError(f"Expected a floating-point torch dtype, but got {self.dtype!r}.")
+
+
+#: Multiply-adds per input above which :func:`default_spec` scales the search down.
+LARGE_NETWORK_MACS = 5e7
+#: Evaluations x multiply-adds per input that the default search of a large network spends on its
+#: single-failure ranking (about 20,000 evaluations of the CIFAR ResNet-18: tens of seconds on 2 cores).
+LARGE_NETWORK_BUDGET = 1.2e13
+
+
+def _macs(net: AnyNetwork) -> float:
+    """Multiply-adds of one clean forward pass, counted from the weighted nodes of a graph (0 for a
+    layered network: its default search is never scaled)."""
+    if not isinstance(net, GraphNetwork):
+        return 0.0
+    total = 0.0
+    for node in net.nodes:
+        op = node.op
+        if isinstance(op, Affine) and isinstance(op.op, (Conv, Dense)):
+            w = op.op.weight
+            positions = node.width // int(w.shape[0])  # output pixels (conv) or tokens (dense)
+            total += float(w.numel()) * positions
+    return total
+
+
+def default_spec(net: AnyNetwork) -> SearchSpec:
+    """The default search settings for ``net``: :class:`SearchSpec()`, except on a graph of more than
+    :data:`LARGE_NETWORK_MACS` multiply-adds per input (the CIFAR ResNet-18: 5.6e8), where the
+    single-failure ranking gets :data:`LARGE_NETWORK_BUDGET` / macs evaluations (at least 2,000), 2
+    restarts of 10 ascent steps and 8 uniform probes, so that a query ends in about a minute on a
+    small machine. Any setting given explicitly replaces these."""
+    macs = _macs(net)
+    if macs <= LARGE_NETWORK_MACS:
+        return SearchSpec()
+    return SearchSpec(max_evaluations=max(2000, int(LARGE_NETWORK_BUDGET / macs)), restarts=2, steps=10, n_probe=8)
 
 
 def search_spec(spec: SearchSpec | None = None, **settings: Any) -> SearchSpec:
@@ -243,8 +287,14 @@ def score_batches(
 
 
 def _score_sets(
-    net: AnyNetwork, fault: Fault, sets: list[SetTuple], x: Tensor, dtype: torch.dtype, g: torch.Generator,
-    batch: int = 2048, scorer: Scorer | None = None,
+    net: AnyNetwork,
+    fault: Fault,
+    sets: list[SetTuple],
+    x: Tensor,
+    dtype: torch.dtype,
+    g: torch.Generator,
+    batch: int = 2048,
+    scorer: Scorer | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`score_batches` on ``sets``, with one seed per batch drawn from ``g`` (whatever the
     scorer, ``g`` advances by exactly one draw of ``ceil(len(sets) / batch)`` numbers)."""
@@ -320,8 +370,16 @@ def _all_sets(net: AnyNetwork, fault: Fault, failures: tuple[int, ...]) -> list[
 
 
 def _beam(
-    net: AnyNetwork, fault: Fault, failures: tuple[int, ...], x: Tensor, beam: int, dtype: torch.dtype,
-    g: torch.Generator, allowed: list[list[int]] | None = None, batch: int = 2048, scorer: Scorer | None = None,
+    net: AnyNetwork,
+    fault: Fault,
+    failures: tuple[int, ...],
+    x: Tensor,
+    beam: int,
+    dtype: torch.dtype,
+    g: torch.Generator,
+    allowed: list[list[int]] | None = None,
+    batch: int = 2048,
+    scorer: Scorer | None = None,
 ) -> tuple[list[tuple[tuple[int, ...], ...]], Tensor, Tensor, int]:
     """Beam search over failure sets, one failing unit (among ``allowed[l]``) at a time."""
     n_layers = len(failures)
@@ -419,7 +477,8 @@ def worst_case(
         fault: ``Crash()``, ``StuckAt(v)``, ``Byzantine(C)``, ``ByzantineDeviation(C)``,
             ``SynapseCrash()``, ``SynapseByzantine(C)`` or ``Precision(lams)``.
         failures: failing units per layer (L for neurons, L+1 for synapses; ignored for precision).
-        spec: the search's settings (:class:`SearchSpec`; default ``SearchSpec()``).
+        spec: the search's settings (:class:`SearchSpec`; default :func:`default_spec`, which is
+            ``SearchSpec()`` except on large graphs).
         inputs: extra probe inputs (e.g. a data set); domain corners and ``spec.n_probe`` uniform
             points are always added.
         scorer: evaluates the batches (default :func:`score_batches`, in this process);
@@ -447,7 +506,7 @@ def worst_case(
         raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
     if fault.unbounded:
         raise InvalidArgumentError("Unbounded capacity: the worst case is infinite (Lemma 1).")
-    sp = search_spec(spec, **settings)
+    sp = search_spec(spec if spec is not None else default_spec(net), **settings)
     n_probe, exhaustive_limit, beam, beam_probes = sp.n_probe, sp.exhaustive_limit, sp.beam, sp.beam_probes
     refine, rounds, candidates, max_evaluations = sp.refine, sp.rounds, sp.candidates, sp.max_evaluations
     restarts, steps, seed, dtype, batch = sp.restarts, sp.steps, sp.seed, sp.dtype, sp.batch
@@ -491,11 +550,20 @@ def worst_case(
             fs1 = _sets_tensor(singles, n_layers)
             # within the budget: the first probes (domain corners come first) when units are many
             p1 = max(1, min(x.shape[0], (max_evaluations // 2) // max(1, len(singles))))
-            e1 = torch.cat([
-                inject(net, x[:p1], fault, fs1.select(slice(i, i + 2048)), values="adversarial", generator=g,
-                       dtype=dtype).errors
-                for i in range(0, len(singles), 2048)
-            ])
+            e1 = torch.cat(
+                [
+                    inject(
+                        net,
+                        x[:p1],
+                        fault,
+                        fs1.select(slice(i, i + 2048)),
+                        values="adversarial",
+                        generator=g,
+                        dtype=dtype,
+                    ).errors
+                    for i in range(0, len(singles), 2048)
+                ]
+            )
             evals += len(singles) * p1
             keep = torch.argsort(e1.amax(0), descending=True, stable=True)[: max(1, beam_probes)]
             # the beam only adds units whose single failure ranks among the `candidates` worst of their layer
