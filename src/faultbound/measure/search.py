@@ -184,7 +184,7 @@ def default_spec(net: AnyNetwork) -> SearchSpec:
     macs = _macs(net)
     if macs <= LARGE_NETWORK_MACS:
         return SearchSpec()
-    return SearchSpec(max_evaluations=max(2000, int(LARGE_NETWORK_BUDGET / macs)), restarts=2, steps=10, n_probe=8)
+    return SearchSpec(max_evaluations=max(256, int(LARGE_NETWORK_BUDGET / macs)), restarts=2, steps=10, n_probe=8)
 
 
 def search_spec(spec: SearchSpec | None = None, **settings: Any) -> SearchSpec:
