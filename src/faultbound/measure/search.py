@@ -154,9 +154,9 @@ class SearchSpec:
 
 #: Multiply-adds per input above which :func:`default_spec` scales the search down.
 LARGE_NETWORK_MACS = 5e7
-#: Evaluations x multiply-adds per input that the default search of a large network spends on its
-#: single-failure ranking: 720 evaluations of the CIFAR ResNet-18, each up to a float64 forward pass
-#: (about 28 ms on one core when the crash sits in the stem), so a query ends in about a minute.
+#: Evaluations x multiply-adds per input that the default search of a large network allows its
+#: single-failure ranking (720 evaluations of the CIFAR ResNet-18). The ranking still scores every
+#: unit of a faulty site once: 65,536 crashes at ResNet-18's stem, about 9 minutes on one core.
 LARGE_NETWORK_BUDGET = 4e11
 
 
@@ -179,8 +179,8 @@ def default_spec(net: AnyNetwork) -> SearchSpec:
     """The default search settings for ``net``: :class:`SearchSpec()`, except on a graph of more than
     :data:`LARGE_NETWORK_MACS` multiply-adds per input (the CIFAR ResNet-18: 5.6e8), where the
     single-failure ranking gets :data:`LARGE_NETWORK_BUDGET` / macs evaluations (at least 256), 2
-    restarts of 10 ascent steps and 8 uniform probes, so that a query ends in about a minute on a
-    small machine. Any setting given explicitly replaces these."""
+    restarts of 10 ascent steps and 8 uniform probes (the ranking still scores each unit of a faulty
+    site once, which dominates on wide sites). Any setting given explicitly replaces these."""
     macs = _macs(net)
     if macs <= LARGE_NETWORK_MACS:
         return SearchSpec()
