@@ -66,7 +66,7 @@ from faultbound.network.readers._common import (
 )
 from faultbound.network.readers.pt2_guard import quiet_torch_logging, read_checked_archive
 
-__all__ = ["RULES", "load_exported", "network_from_exported", "read_exported"]
+__all__ = ["RULES", "attr_value", "load_exported", "network_from_exported", "program_weights", "read_exported"]
 
 
 def load_exported(path: Path, domain: Any = None) -> Network:
@@ -104,19 +104,7 @@ def network_from_exported(ep: Any, domain: Any = None, check: bool = True) -> Ne
         UnsupportedModelError: listing every unsupported aten node.
         ModelLoadError: when the Network differs from ``ep.module()`` on probe inputs.
     """
-    sig = ep.graph_signature
-    state = dict(ep.state_dict)
-    constants = dict(getattr(ep, "constants", {}) or {})
-    lifted: dict[str, str] = {}
-    for mapping in ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants"):
-        lifted.update(getattr(sig, mapping, {}) or {})
-    user_inputs = list(sig.user_inputs)
-    if len(user_inputs) != 1 or len(sig.user_outputs) != 1:
-        raise UnsupportedModelError(
-            f"Expected a program with one input and one output, but got {len(user_inputs)} inputs "
-            f"and {len(sig.user_outputs)} outputs."
-        )
-
+    weights, user_input = program_weights(ep)
     gm = ep.graph_module
     tracer = ChainTracer("aten nodes")
     env: dict[Any, Any] = {}  # fx Node -> Tensor constant, Value, tuple, or _Shape
@@ -127,22 +115,15 @@ def network_from_exported(ep: Any, domain: Any = None, check: bool = True) -> Ne
     for node in gm.graph.nodes:
         label = f"{_op_name(node.target) if node.op == 'call_function' else node.op} {node.name!r}"
         if node.op == "placeholder":
-            if node.name in lifted:
-                target = lifted[node.name]
-                t = state.get(target, constants.get(target))
-                if t is None:
-                    raise ModelLoadError(f"The program has no value for its parameter {target!r}.")
-                env[node] = t.detach() if isinstance(t, Tensor) else t
-            elif node.name == user_inputs[0]:
+            if node.name in weights:
+                env[node] = weights[node.name]
+            elif node.name == user_input:
                 input_shape, batch, in_dtype = _input_spec(node)
                 env[node] = tracer.start()
             else:
                 env[node] = tracer.fail(label, "an input that is not the model input or a weight")
         elif node.op == "get_attr":
-            obj: Any = gm
-            for part in str(node.target).split("."):
-                obj = getattr(obj, part)
-            env[node] = obj.detach() if isinstance(obj, Tensor) else obj
+            env[node] = attr_value(gm, node.target)
         elif node.op == "call_function":
             env[node] = _call(tracer, node, label, env)
         elif node.op == "output":
@@ -166,6 +147,42 @@ def network_from_exported(ep: Any, domain: Any = None, check: bool = True) -> Ne
 
         check_against(net, batched_reference(run, batch), "the torch.export program")
     return net
+
+
+def program_weights(ep: Any) -> tuple[dict[str, Any], str]:
+    """The values of an exported program's lifted parameters, buffers and constants, by the name of
+    the placeholder that carries them, and the name of its one user input (both readers of
+    ``torch.export`` programs start here).
+
+    Raises:
+        UnsupportedModelError: a program with other than one input and one output.
+        ModelLoadError: a lifted placeholder without a value.
+    """
+    sig = ep.graph_signature
+    state = dict(ep.state_dict)
+    constants = dict(getattr(ep, "constants", {}) or {})
+    user_inputs = list(sig.user_inputs)
+    if len(user_inputs) != 1 or len(sig.user_outputs) != 1:
+        raise UnsupportedModelError(
+            f"Expected a program with one input and one output, but got {len(user_inputs)} inputs "
+            f"and {len(sig.user_outputs)} outputs."
+        )
+    weights: dict[str, Any] = {}
+    for mapping in ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants"):
+        for name, target in (getattr(sig, mapping, {}) or {}).items():
+            t = state.get(target, constants.get(target))
+            if t is None:
+                raise ModelLoadError(f"The program has no value for its parameter {target!r}.")
+            weights[name] = t.detach() if isinstance(t, Tensor) else t
+    return weights, str(user_inputs[0])
+
+
+def attr_value(gm: Any, target: Any) -> Any:
+    """The value a ``get_attr`` node reads from the program's graph module (detached)."""
+    obj: Any = gm
+    for part in str(target).split("."):
+        obj = getattr(obj, part)
+    return obj.detach() if isinstance(obj, Tensor) else obj
 
 
 def _input_spec(node: Any) -> tuple[tuple[int, ...], int | None, torch.dtype]:

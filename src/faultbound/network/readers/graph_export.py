@@ -62,7 +62,15 @@ from faultbound.network.gops import (
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense
 from faultbound.network.readers._common import batched_reference, first_line
-from faultbound.network.readers.export import _bind, _map, _op_name, _packet, _safe_target
+from faultbound.network.readers.export import (
+    _bind,
+    _map,
+    _op_name,
+    _packet,
+    _safe_target,
+    attr_value,
+    program_weights,
+)
 from faultbound.network.readers.pt2_guard import quiet_torch_logging
 
 __all__ = ["GRAPH_RULES", "graph_from_exported", "graph_from_module"]
@@ -611,32 +619,17 @@ def graph_from_exported(
         UnsupportedModelError: naming the first unsupported operator and the node it sits at.
         ModelLoadError: when the graph differs from the program on probe inputs.
     """
-    sig = ep.graph_signature
-    state = dict(ep.state_dict)
-    constants = dict(getattr(ep, "constants", {}) or {})
-    lifted: dict[str, str] = {}
-    for mapping in ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants"):
-        lifted.update(getattr(sig, mapping, {}) or {})
-    user_inputs = list(sig.user_inputs)
-    if len(user_inputs) != 1 or len(sig.user_outputs) != 1:
-        raise UnsupportedModelError(
-            f"Expected a program with one input and one output, but got {len(user_inputs)} inputs "
-            f"and {len(sig.user_outputs)} outputs."
-        )
-    b = _Builder(_example_batch(ep, user_inputs[0]))
+    weights, user_input = program_weights(ep)
+    b = _Builder(_example_batch(ep, user_input))
     env: dict[Any, Any] = {}
     input_shape: tuple[int, ...] = ()
     final: Any = None
     prev = "the input"
     for node in ep.graph_module.graph.nodes:
         if node.op == "placeholder":
-            if node.name in lifted:
-                target = lifted[node.name]
-                t = state.get(target, constants.get(target))
-                if t is None:
-                    raise ModelLoadError(f"The program has no value for its parameter {target!r}.")
-                env[node] = t.detach() if isinstance(t, Tensor) else t
-            elif node.name == user_inputs[0]:
+            if node.name in weights:
+                env[node] = weights[node.name]
+            elif node.name == user_input:
                 shape = _out_shape(node)
                 if len(shape) < 2:
                     raise UnsupportedModelError(
@@ -647,10 +640,7 @@ def graph_from_exported(
             else:
                 raise UnsupportedModelError(f"The program has an input {node.name!r} besides the model input.")
         elif node.op == "get_attr":
-            obj: Any = ep.graph_module
-            for part in str(node.target).split("."):
-                obj = getattr(obj, part)
-            env[node] = obj.detach() if isinstance(obj, Tensor) else obj
+            env[node] = attr_value(ep.graph_module, node.target)
         elif node.op == "call_function":
             env[node] = _call(b, node, env, prev)
             if isinstance(env[node], _V):
