@@ -78,7 +78,15 @@ from faultbound.network.readers.graph_export import (
 )
 from faultbound.network.readers.graph_export import _binary as _aten_binary
 from faultbound.network.readers.graph_export import _conv as _aten_conv
-from faultbound.network.readers.onnx import _FLOAT_TYPES, _attrs, _import_onnx, _input_shape, _reference, _text
+from faultbound.network.readers.onnx import (
+    _FLOAT_TYPES,
+    _attrs,
+    _import_onnx,
+    _input_shape,
+    _reference,
+    _text,
+    graph_parts,
+)
 
 __all__ = ["RULES", "ReferenceRunError", "graph_from_onnx", "load_graph_onnx"]
 
@@ -131,18 +139,11 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
         ModelLoadError: the GraphNetwork differs from the model on probe inputs.
     """
     onnx = _import_onnx()
-    from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
     graph = model.graph
-    consts: dict[str, Any] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in consts]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise UnsupportedModelError(
-            f"Expected an ONNX graph with one input and one output, but got {len(inputs)} inputs "
-            f"and {len(graph.output)} outputs."
-        )
-    inp = inputs[0]
+    arrays, inp = graph_parts(model)
+    consts: dict[str, Any] = dict(arrays)
     input_shape, batch = _input_shape(inp)
     example_batch = batch or 1
     from onnx import helper

@@ -103,17 +103,8 @@ def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Net
         ModelLoadError: when the Network differs from the model on probe inputs.
     """
     onnx = _import_onnx()
-    from onnx import numpy_helper
-
     graph = model.graph
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in consts]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise UnsupportedModelError(
-            f"Expected an ONNX graph with one input and one output, but got {len(inputs)} inputs "
-            f"and {len(graph.output)} outputs."
-        )
-    inp = inputs[0]
+    consts, inp = graph_parts(model)
     input_shape, batch = _input_shape(inp)
 
     tracer = ChainTracer("ONNX nodes")
@@ -159,6 +150,26 @@ def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Net
 
 class _Shape:
     """A shape computed from the layer input (``Shape`` and arithmetic on it); only used by Reshape."""
+
+
+def graph_parts(model: Any) -> tuple[dict[str, np.ndarray], Any]:
+    """An ONNX model's initializers (by name, as arrays) and its one non-initializer input (both
+    readers of ONNX graphs start here).
+
+    Raises:
+        UnsupportedModelError: a graph with other than one input and one output.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in consts]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise UnsupportedModelError(
+            f"Expected an ONNX graph with one input and one output, but got {len(inputs)} inputs "
+            f"and {len(graph.output)} outputs."
+        )
+    return consts, inputs[0]
 
 
 def _input_shape(inp: Any) -> tuple[tuple[int, ...], int | None]:
