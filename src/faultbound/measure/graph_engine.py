@@ -61,7 +61,7 @@ from faultbound.faults import BitFlip, Fault, NeuronFault, SynapseFault
 from faultbound.measure.faultset import FaultSet
 from faultbound.measure.injection import Injection
 from faultbound.measure.state import MAX_ELEMENTS, _errors
-from faultbound.measure.values import ValueMode, _adversarial, _between, _init_values, _place_values, _ranges
+from faultbound.measure.values import ValueMode, _adversarial, _init_values, _place_values, _ranges
 from faultbound.network.gops import Act, Add, Affine, Concat, Const, ConstAffine, Input, MaxPool, Mul
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense
@@ -404,13 +404,7 @@ def _neurons(ctx: _Ctx, i: int, s_idx: int, state: _GState) -> _GState:
             scale = (y if y > 0 else 1.0) / 127.0
         return flip.sends(cur, nominal, bits[ctx.t], scale)
 
-    if (
-        state is None
-        and ctx.windows
-        and len(node.shape) == 3
-        and sp.shape[1] == 1
-        and bool(valid.all())
-    ):
+    if state is None and ctx.windows and len(node.shape) == 3 and sp.shape[1] == 1 and bool(valid.all()):
         _, hh, ww = node.shape
         u = sp[:, 0]
         ch, rr, cc = u // (hh * ww), (u // ww) % hh, u % ww
@@ -611,23 +605,7 @@ def graph_initial_values(
 ) -> list[Tensor | None]:
     """Starting values, as :func:`~faultbound.measure.values._init_values`: per entry ``(T, 1|B, k)``,
     or per site ``(T, B, N_s)`` for precision."""
-    if fault.counted or not fault.chooses_values:
-        return _init_values(net, fault, fs, mode, b, g, dtype)  # type: ignore[arg-type]
-    t = fs.n_configs
-    out: list[Tensor | None] = []
-    for l, (lo, hi) in enumerate(_ranges(fault, net.L), start=1):
-        if lo == hi == 0:
-            out.append(None)
-            continue
-        shape = (t, b, net.widths[l - 1])
-        if mode == "random":
-            out.append(_between(torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1, lo, hi).to(dtype))
-        elif mode == "fixed":
-            out.append(torch.full(shape, hi, dtype=dtype))
-        else:
-            sign = torch.randint(0, 2, shape, generator=g).to(dtype) * 2 - 1
-            out.append(_between(sign, lo, hi))
-    return out
+    return _init_values(net, fault, fs, mode, b, g, dtype)
 
 
 def _check(net: GraphNetwork, fault: Fault, fs: FaultSet) -> None:
@@ -730,4 +708,3 @@ def graph_differentiable_outputs(
     ctx = _Ctx(net, clean, fault, faults, values, tt, bb, False)
     with torch.enable_grad():
         return _propagate(ctx, first, False).reshape(t, b, -1)
-

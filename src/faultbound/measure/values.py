@@ -28,6 +28,7 @@ from faultbound.faults import Fault
 from faultbound.measure.faultset import FaultSet
 from faultbound.measure.state import _errors
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = ["ValueMode"]
 
@@ -50,10 +51,17 @@ def _between(unit: Tensor, lo: float, hi: float) -> Tensor:
 
 
 def _init_values(
-    net: Network, fault: Fault, fs: FaultSet, mode: ValueMode, b: int, g: torch.Generator, dtype: torch.dtype
+    net: Network | GraphNetwork,
+    fault: Fault,
+    fs: FaultSet,
+    mode: ValueMode,
+    b: int,
+    g: torch.Generator,
+    dtype: torch.dtype,
 ) -> list[Tensor | None]:
     """Per layer: ``(T, 1, k)`` (failing units, fixed/random), ``(T, B, k)`` (adversarial) or
-    ``(T, B, N_l)`` (a whole layer off: precision); ``None`` where nothing is chosen."""
+    ``(T, B, N_l)`` (a whole layer, or a graph's fault site, off: precision); ``None`` where nothing
+    is chosen."""
     t = fs.n_configs
     out: list[Tensor | None] = []
     if not fault.chooses_values:
@@ -63,7 +71,7 @@ def _init_values(
             if lo == hi == 0:
                 out.append(None)
                 continue
-            shape = (t, b, net.layers[l - 1].width)
+            shape = (t, b, net.widths[l - 1])
             if mode == "random":
                 out.append(_between(torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1, lo, hi).to(dtype))
             elif mode == "fixed":
@@ -113,8 +121,6 @@ def _place_values(
                 full[rows, :, : p.shape[2]] = p
         out.append(full)
     return tuple(out)
-
-
 
 
 def _adversarial(
