@@ -91,6 +91,7 @@ BAD_OPTIONS: list[tuple[list[str], tuple[str, ...]]] = [
     (["--trials", "-5"], ("inject", "report")),
     (["--batch", "0"], ("inject",)),
     (["--probes", "-1"], ("worst",)),
+    (["--max-units", "0"], ("worst",)),
     (["--max-inputs", "0"], ("certify",)),
     (["--exhaustive-limit", "-1"], ("certify",)),
     (["--runs", "0"], ("boost",)),

@@ -116,6 +116,14 @@ def test_worst_exhaustive_limit_switches_to_beam(model: Path) -> None:
     assert json.loads(run(*base, "--exhaustive-limit", "0").stdout)["exhaustive"] is False
 
 
+def test_worst_max_units_ranks_a_sample(model: Path) -> None:
+    """--max-units 1 ranks one unit per faulty layer: fewer evaluations than ranking every unit."""
+    base = ["worst", str(model), "--failures", "1,1", "--probes", "4", "--exhaustive-limit", "0", "--json"]
+    every, sampled = json.loads(run(*base).stdout), json.loads(run(*base, "--max-units", "1").stdout)
+    assert sampled["evaluations"] < every["evaluations"]
+    assert [len(sampled["failure_set"][k]) for k in ("1", "2")] == [1, 1]
+
+
 def _checkpoint_error(model: Path, ck: Path, msg: str) -> None:
     code, out, err = run("inject", str(model), "--samples", "4", "--failures", "1,1", "--trials", "8", "--resume",
                          str(ck))

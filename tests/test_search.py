@@ -193,3 +193,53 @@ def test_search_spec_and_keywords_are_one_path() -> None:
         worst_case(net, fb.Crash(), [1, 1], stpes=3)
     with pytest.raises(InvalidArgumentError, match="beam, refine"):
         worst_case(net, fb.Crash(), [1, 1], spec, refine=0)
+
+
+# --------------------------------------------------------------------------- sampled ranking (large graphs)
+def test_ranked_units_sample_each_faulty_layer() -> None:
+    """``max_units`` ranks a uniform sample of at least f units of each faulty layer, all of them
+    when the layer is no larger, and none of a layer without failures."""
+    from faultbound.measure.search import _ranked_units
+
+    net = make_net([30, 4, 12], ["relu", "tanh", "sigmoid"], d_in=2, n_out=1, seed=5)
+    g = torch.Generator().manual_seed(1)
+    got = _ranked_units(net, fb.Crash(), (1, 2, 0), 6, g)
+    assert len(got[0]) == 6 and got[0] == sorted(set(got[0])) and all(0 <= u < 30 for u in got[0])
+    assert got[1] == [0, 1, 2, 3] and got[2] == []
+    assert len(_ranked_units(net, fb.Crash(), (9, 0, 0), 6, g)[0]) == 9  # never fewer than f
+    assert _ranked_units(net, fb.Crash(), (1, 1, 1), None, g) == [list(range(30)), list(range(4)), list(range(12))]
+    # different draws sample different units (the sample is random, not the first units)
+    draws = {tuple(_ranked_units(net, fb.Crash(), (1, 0, 0), 6, g)[0]) for _ in range(5)}
+    assert len(draws) > 1 and any(max(d) >= 6 for d in draws)
+
+
+def test_max_units_search_is_cheaper_and_stays_below_the_bound() -> None:
+    net = make_net([40, 30], ["tanh", "relu"], d_in=3, n_out=2, seed=11)
+    kw = {"n_probe": 4, "steps": 3, "restarts": 2, "exhaustive_limit": 0, "candidates": 4}
+    full = worst_case(net, fb.Crash(), [2, 1], **kw)
+    sampled = worst_case(net, fb.Crash(), [2, 1], max_units=5, **kw)
+    assert sampled.evaluations < full.evaluations and not sampled.exhaustive
+    assert [len(sampled.failure_set.get(l, ())) for l in (1, 2)] == [2, 1]
+    assert sampled.max_error <= fb.bound(net, [2, 1], fb.Crash(), "tight").value + TOL
+    # a sample as large as every layer is no sample: the same search as max_units=None
+    assert worst_case(net, fb.Crash(), [2, 1], max_units=40, **kw) == full
+    with pytest.raises(InvalidArgumentError, match="max_units"):
+        worst_case(net, fb.Crash(), [2, 1], max_units=0)
+
+
+def test_default_spec_samples_units_only_on_large_graphs() -> None:
+    from faultbound.measure.search import LARGE_NETWORK_BUDGET, SearchSpec, _macs, default_spec
+    from faultbound.network.graph import GraphNetwork
+
+    small = make_net([5, 4], ["relu", "tanh"], d_in=2, n_out=1, seed=3)
+    assert default_spec(small) == SearchSpec() and default_spec(GraphNetwork.from_network(small)) == SearchSpec()
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.Flatten(), torch.nn.Linear(64 * 32 * 32, 2))
+    big = GraphNetwork.from_network(fb.load(module, input_shape=(32, 32, 32)))
+    macs = 32 * 64 * 9 * 1024 + 64 * 64 * 9 * 1024 + 64 * 1024 * 2  # multiply-adds by hand
+    assert _macs(big) == macs > 5e7
+    spec = default_spec(big)
+    evals = max(256, int(LARGE_NETWORK_BUDGET / macs))
+    assert (spec.max_evaluations, spec.max_units, spec.restarts, spec.steps) == (evals, evals // 2, 2, 10)

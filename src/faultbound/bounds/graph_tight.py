@@ -357,7 +357,11 @@ def graph_tight_bound(net: GraphNetwork, failures: Sequence[int] | None, fault: 
             parts.append(float(graph_propagate(net, only, None, lo, hi).amax()) if fault.errors[l] else 0.0)
         return total, parts
     assert failures is not None
+    single = sum(1 for v in failures if v) == 1  # one failing site: its part is the total
     for l in range(len(failures)):
         alone = [v if i == l else 0 for i, v in enumerate(failures)]
-        parts.append(float(graph_propagate(net, fault, alone, lo, hi).amax()) if failures[l] else 0.0)
+        if not failures[l]:
+            parts.append(0.0)
+        else:
+            parts.append(total if single else float(graph_propagate(net, fault, alone, lo, hi).amax()))
     return total, parts

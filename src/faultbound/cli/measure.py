@@ -410,6 +410,13 @@ def worst_cmd(
     exhaustive_limit: int = typer.Option(
         200_000, "--exhaustive-limit", min=0, help="Enumerate every failure set when sets x probes is at most this."
     ),
+    max_units: int | None = typer.Option(
+        None,
+        "--max-units",
+        min=1,
+        help="Rank at most N units of each faulty layer or site (a random sample) before the beam search "
+        "(default: every unit; a sample on graphs above 5e7 multiply-adds, e.g. 360 on ResNet-18).",
+    ),
     backend: str = typer.Option("local", "--backend", help="local (this process) or ray (scoring as Ray tasks)."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: start a local one)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Ray: parallel scoring tasks."),
@@ -435,6 +442,8 @@ def worst_cmd(
         raise InvalidArgumentError(f"Expected --exhaustive-limit >= 0, but got {exhaustive_limit}.")
     if backend not in get_args(Backend):
         raise InvalidArgumentError(f"Expected --backend local or ray, but got {backend!r}.")
+    if max_units is not None and max_units < 1:
+        raise InvalidArgumentError(f"Expected --max-units >= 1, but got {max_units}.")
     if workers < 1:
         raise InvalidArgumentError(f"Expected --workers >= 1, but got {workers}.")
     net = load_model(model, domain, trust_pickle, input_shape, sites)
@@ -443,13 +452,15 @@ def worst_cmd(
     if extra is not None:
         net, widened = fit_domain(net, extra, str(data), domain_from_data)
     fl = None if not f.counted or failures is None else parse_failures(failures, net, f)
+    # --max-units only when given: otherwise the network's default (a sample on large graphs)
+    units: dict[str, Any] = {} if max_units is None else {"max_units": max_units}
     if backend == "ray":
         from faultbound.measure.distributed import worst_case_ray
 
         r = worst_case_ray(net, f, fl, workers=workers, address=address, inputs=extra, n_probe=probes, seed=seed,
-                           exhaustive_limit=exhaustive_limit)
+                           exhaustive_limit=exhaustive_limit, **units)
     else:
-        r = worst_case(net, f, fl, inputs=extra, n_probe=probes, seed=seed, exhaustive_limit=exhaustive_limit)
+        r = worst_case(net, f, fl, inputs=extra, n_probe=probes, seed=seed, exhaustive_limit=exhaustive_limit, **units)
     d = r.to_dict()
     d["model"] = str(model)
     d["domain_from_data"] = widened
