@@ -110,6 +110,30 @@ def test_certify_on_graph_never_below_brute_force(
     np.testing.assert_allclose(cert.per_output[:3], one, rtol=1e-12, atol=1e-15)
 
 
+def test_certify_on_graph_splits_passes_by_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph's inputs are split into passes of at most GRAPH_ROWS rows x units: the same bounds."""
+    import importlib
+
+    cmod = importlib.import_module("faultbound.bounds.certify")  # the package re-exports the function
+
+    tg, net = _graph("residual", 3)
+    x = corners_and_points(tg, 5, 3)
+    f = [1] + [0] * (net.L - 1)
+    whole = certify(net, x, f, fb.Crash())
+    calls: list[int] = []
+    real = cmod.graph_propagate
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(int(args[3].shape[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cmod, "graph_propagate", counted)
+    monkeypatch.setattr(cmod, "GRAPH_ROWS", 2 * net.n_outputs * max(node.width for node in net.nodes))
+    split = certify(net, x, f, fb.Crash())
+    assert calls == [2] * (x.shape[0] // 2) + [1] * (x.shape[0] % 2)
+    np.testing.assert_allclose(split.per_output, whole.per_output, rtol=1e-12, atol=1e-15)
+
+
 def test_certified_accuracy_on_graph() -> None:
     tg, net = _graph("attention", 2)
     x = corners_and_points(tg, 40, 2)
