@@ -309,10 +309,10 @@ class Affine(GOp):
         return Dev(e)
 
     def secant_back(self, boxes: Sequence[Box2], m: IMat, n: int) -> list[IMat | None] | None:
-        """Exact: :math:`mA` (the transpose by autograd), radius :math:`r|A|`."""
+        """Exact: :math:`mA` (:meth:`~faultbound.network.ops.Op.transpose`), radius :math:`r|A|`."""
         c, r = m
         shape = (c.shape[0],) + tuple(boxes[0][0].shape[1:])
-        return [(_vjp(self.op.forward, shape, c), _vjp(self.op.abs_linear, shape, r))]
+        return [(self.op.transpose(c, shape), self.op.transpose(r, shape, absolute=True))]
 
     def top_terms(self, d: Tensor, k: int) -> Tensor:
         """Per output unit, a bound of the sum of the ``k`` largest :math:`|A_{ji}| d_i`."""

@@ -22,6 +22,7 @@ count without a matrix), :attr:`Op.dense_weight` (the matrix of a dense op), :me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
+from torch.nn.grad import conv2d_input
 
 __all__ = ["Op", "Dense", "Conv", "AvgPool", "Flatten", "ChannelAffine"]
 
@@ -55,6 +57,16 @@ class Op:
 
     def abs_linear(self, e: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def transpose(self, v: Tensor, in_shape: Sequence[int], absolute: bool = False) -> Tensor:
+        """:math:`v A` (rows of ``v`` of the output's shape, ``in_shape`` with the batch of rows),
+        with :math:`A` the linear part, or :math:`v|A|` with ``absolute``: here by autograd through
+        :meth:`linear` / :meth:`abs_linear`; dense and convolution apply their transposes directly."""
+        fn = self.abs_linear if absolute else self.linear
+        with torch.enable_grad():
+            x = torch.zeros(tuple(in_shape), dtype=v.dtype, requires_grad=True)
+            (g,) = torch.autograd.grad(fn(x), x, v)
+        return g
 
     @property
     def weighted(self) -> bool:
@@ -153,6 +165,17 @@ class Dense(Op):
             w = self._abs[e.dtype] = self.weight.abs().to(e.dtype)
         return F.linear(e, w)
 
+    def transpose(self, v: Tensor, in_shape: Sequence[int], absolute: bool = False) -> Tensor:
+        """:math:`v W` (or :math:`v|W|`) on the last axis."""
+        w = self._abs_weight(v.dtype) if absolute else _cast(self.weight, self._cw, v.dtype)
+        return v @ w
+
+    def _abs_weight(self, dtype: torch.dtype) -> Tensor:
+        w = self._abs.get(dtype)
+        if w is None:
+            w = self._abs[dtype] = self.weight.abs().to(dtype)
+        return w
+
     @property
     def weighted(self) -> bool:
         return True
@@ -229,6 +252,16 @@ class Conv(Op):
         if w is None:
             w = self._abs[e.dtype] = self.weight.abs().to(e.dtype)
         return F.conv2d(e, w, None, self.stride, self.padding)
+
+    def transpose(self, v: Tensor, in_shape: Sequence[int], absolute: bool = False) -> Tensor:
+        """The transposed convolution of ``v`` with :math:`W` (or :math:`|W|`), to ``in_shape``."""
+        if absolute:
+            w = self._abs.get(v.dtype)
+            if w is None:
+                w = self._abs[v.dtype] = self.weight.abs().to(v.dtype)
+        else:
+            w = _cast(self.weight, self._cw, v.dtype)
+        return conv2d_input(tuple(in_shape), w, v, self.stride, self.padding)
 
     @property
     def kernel_size(self) -> int:
