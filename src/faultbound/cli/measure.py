@@ -404,7 +404,12 @@ def worst_cmd(
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
     failures: str | None = typer.Option(None, "--failures", help=FAILURES_HELP),
-    probes: int = typer.Option(32, "--probes", min=0, help="Random probe inputs (domain corners are added)."),
+    probes: int | None = typer.Option(
+        None,
+        "--probes",
+        min=0,
+        help="Random probe inputs (domain corners are added; default 32, or 8 on graphs above 5e7 multiply-adds).",
+    ),
     data: Path | None = typer.Option(None, "--data", help="Extra probe inputs (.npz/.npy/.csv)."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the search."),
     exhaustive_limit: int = typer.Option(
@@ -432,7 +437,7 @@ def worst_cmd(
     f = _fault(fault, capacity, value, errors, "float32")
     if f.flippable:
         raise InvalidArgumentError("Expected a fault other than bit flips for `worst`; use `inject`.")
-    if probes < 0:
+    if probes is not None and probes < 0:
         raise InvalidArgumentError(f"Expected --probes >= 0, but got {probes}.")
     if f.counted and failures is None:
         raise InvalidArgumentError("Expected --failures f1,f2,... (one count per layer).")
@@ -452,15 +457,15 @@ def worst_cmd(
     if extra is not None:
         net, widened = fit_domain(net, extra, str(data), domain_from_data)
     fl = None if not f.counted or failures is None else parse_failures(failures, net, f)
-    # --max-units only when given: otherwise the network's default (a sample on large graphs)
-    units: dict[str, Any] = {} if max_units is None else {"max_units": max_units}
+    # --probes and --max-units only when given: otherwise the network's defaults (default_spec)
+    given: dict[str, Any] = {k: v for k, v in (("n_probe", probes), ("max_units", max_units)) if v is not None}
     if backend == "ray":
         from faultbound.measure.distributed import worst_case_ray
 
-        r = worst_case_ray(net, f, fl, workers=workers, address=address, inputs=extra, n_probe=probes, seed=seed,
-                           exhaustive_limit=exhaustive_limit, **units)
+        r = worst_case_ray(net, f, fl, workers=workers, address=address, inputs=extra, seed=seed,
+                           exhaustive_limit=exhaustive_limit, **given)
     else:
-        r = worst_case(net, f, fl, inputs=extra, n_probe=probes, seed=seed, exhaustive_limit=exhaustive_limit, **units)
+        r = worst_case(net, f, fl, inputs=extra, seed=seed, exhaustive_limit=exhaustive_limit, **given)
     d = r.to_dict()
     d["model"] = str(model)
     d["domain_from_data"] = widened
