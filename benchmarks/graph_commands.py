@@ -2,7 +2,7 @@
 single-neuron crash query, through the CLI as a user runs it (a fresh ``faultbound`` process per
 command); prints JSON.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/graph_commands.py [--site relu] [--out DIR]
+    .venv/bin/python benchmarks/graph_commands.py [--site relu] [--out DIR]  # threads: OMP_NUM_THREADS or torch default
 
 For each fault site named with ``--site`` (default: the first ReLU, 65,536 units, and the last,
 8,192) it runs, with ``--failures SITE=1`` (one crashed neuron there, none elsewhere):
@@ -11,7 +11,7 @@ For each fault site named with ``--site`` (default: the first ReLU, 65,536 units
 * ``bound --method tight``;
 * ``tolerate --method tight`` (eps' 0, eps = 4x the single-crash bound at SITE);
 * ``inject`` (200 configurations x 32 domain points);
-* ``worst`` (the default search: 32 probes);
+* ``worst`` (the default search, sized for the network: on ResNet-18 8 probes and 360 sampled units);
 * ``certify`` (32 random images of the domain labelled with the model's own prediction);
 * ``report --no-plots`` (the certificate, the worst case, no campaign).
 
@@ -109,7 +109,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "threads": os.environ.get("OMP_NUM_THREADS") or f"torch default ({torch.get_num_threads()})",
         "torch": torch.__version__,
         "model": "resnet18_cifar (random init, seed 0)",
         "params": sum(p.numel() for p in model.parameters()),
