@@ -48,6 +48,7 @@ the supremum over the domain, and reported as such (ERRATA 8).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -329,26 +330,133 @@ def _uniform_rows(
     return fracs, rows
 
 
-def _last_true(n: int, ok: Callable[[int], bool]) -> int:
-    """Largest i in [0, n) with ok(i), for ok true on a prefix; -1 when ok(0) is false.
+#: Consecutive interpolation probes without progress after which :func:`_last_within` takes one
+#: blind step (gallop or bisection).
+_STALL = 3
 
-    Galloping first (ok(0), ok(1), ok(3), ok(7), ...), then bisection inside the last step: about
-    2 log2(answer + 2) evaluations, one or two when the answer is 0 (a bound evaluation can take
-    seconds on a large graph)."""
-    if n <= 0 or not ok(0):
+
+def _last_within(
+    n: int,
+    value: Callable[[int], float],
+    budget: float,
+    *,
+    first: int = 1,
+    coords: Sequence[float] | None = None,
+) -> int:
+    """Largest i in [0, n) with ``value(i) <= budget``, for a non-decreasing ``value``; -1 when
+    ``value(0) > budget``.
+
+    A bracketing search on the values, not only the verdicts. It keeps ``lo`` (``value(lo) <=
+    budget``) and ``hi`` (``hi == n``, or ``value(hi) > budget``) and stops when ``hi == lo + 1``, so
+    it returns exactly the boundary of the verdicts whatever the values are (when the verdicts are a
+    prefix, that is the largest tolerated i); the values only choose where to probe next:
+
+    * inverse quadratic interpolation of the budget through the three latest probes (``i`` as a
+      quadratic in the value), when it lands strictly inside the bracket; else the secant through
+      the two latest probes (it extrapolates beyond ``lo`` before any probe has failed); else the
+      chord of the bracket; the estimate x is probed at the largest i with ``coords[i] <= x``
+      (``coords`` default to i; the uniform search passes its fractions), clipped into
+      ``[lo + 1, hi - 1]``;
+    * safeguard: after :data:`_STALL` consecutive probes that neither doubled ``lo`` (no probe has
+      failed yet) nor halved the bracket nor halved the previous step, one blind step (``2 lo + 1``
+      before a failure, the midpoint after); after ``2 * n.bit_length()`` probes, blind steps only.
+      So at most ``4 * n.bit_length() + 3`` evaluations in all (one of them ``value(0)``), against
+      about ``2 log2(answer + 2)`` for a blind gallop and bisection (``ok(1), ok(3), ok(7), ...``);
+      on the smooth, roughly linear growth of a tight bound, 3 to 5.
+
+    ``first`` is the first probe after 0 (a guess of the answer, clipped into ``[1, n - 1]``).
+    """
+    if n <= 0:
         return -1
-    lo, step = 0, 1  # ok(lo) is true
-    while lo + step < n and ok(lo + step):
-        lo += step
-        step *= 2
-    hi = min(n - 1, lo + step - 1)  # the answer lies in [lo, hi]
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ok(mid):
-            lo = mid
+    seen: dict[int, float] = {}
+    order: list[int] = []  # probes, latest last (distinct)
+
+    def probe(i: int) -> float:
+        v = seen.get(i)
+        if v is None:
+            v = seen[i] = float(value(i))
+            order.append(i)
+        return v
+
+    if not probe(0) <= budget:
+        return -1
+    lo, hi, failed = 0, n, False
+    stall, last_step = 0, 0
+    blind_after = 2 * n.bit_length()
+    k: int | None = min(max(first, 1), n - 1)
+    while hi - lo > 1:
+        blind = False
+        if k is None and stall < _STALL and len(order) < blind_after:
+            k = _interpolate(seen, order, lo, hi, failed, budget, coords)
+        if k is None:
+            k = (lo + hi) // 2 if failed else min(2 * lo + 1, hi - 1)
+            blind = True
+        step = abs(k - order[-1])
+        before_lo, before_hi, before_failed = lo, hi, failed
+        if probe(k) <= budget:
+            lo = k
         else:
-            hi = mid - 1
+            hi, failed = k, True
+        if blind:
+            stall = 0
+        else:
+            if before_failed:
+                progress = 2 * (hi - lo) <= before_hi - before_lo
+            else:
+                progress = failed or lo >= 2 * before_lo + 1
+            progress = progress or 2 * step <= last_step
+            stall = 0 if progress else stall + 1
+        last_step = step
+        k = None
     return lo
+
+
+def _interpolate(
+    seen: dict[int, float],
+    order: Sequence[int],
+    lo: int,
+    hi: int,
+    failed: bool,
+    budget: float,
+    coords: Sequence[float] | None,
+) -> int | None:
+    """The next probe of :func:`_last_within` from the values seen (``None``: no usable model)."""
+
+    def x_of(i: int) -> float:
+        return float(i) if coords is None else float(coords[i])
+
+    top = x_of(hi) if failed else math.inf
+    x: float | None = None
+    if len(order) >= 3:
+        pts = order[-3:]
+        xs = [x_of(i) for i in pts]
+        vs = [seen[i] for i in pts]
+        if all(math.isfinite(v) for v in vs) and len(set(vs)) == 3:
+            est = 0.0
+            for a in range(3):
+                w = xs[a]
+                for c in range(3):
+                    if c != a:
+                        w *= (budget - vs[c]) / (vs[a] - vs[c])
+                est += w
+            if math.isfinite(est) and x_of(lo) < est < top:
+                x = est
+    if x is None:
+        chords = [(order[-2], order[-1])] if len(order) >= 2 else []
+        if failed:
+            chords.append((lo, hi))
+        for a, c in chords:
+            xa, xc, va, vc = x_of(a), x_of(c), seen[a], seen[c]
+            if xa != xc and math.isfinite(va) and math.isfinite(vc) and (vc - va) / (xc - xa) > 0:
+                x = xc + (budget - vc) * (xc - xa) / (vc - va)
+                break
+    if x is None or math.isnan(x):
+        return None
+    if coords is None:
+        k = hi - 1 if x >= hi else (lo + 1 if x <= lo else math.floor(x))
+    else:
+        k = bisect.bisect_right(coords, x) - 1
+    return min(max(k, lo + 1), hi - 1)
 
 
 def _tolerate_monotone(
@@ -361,17 +469,20 @@ def _tolerate_monotone(
     notes: list[str],
     max_staircase: int = MAX_STAIRCASE,
 ) -> ToleranceResult:
-    """The tolerance search of ``method="tight"``: binary searches and a staircase walk."""
+    """The tolerance search of ``method="tight"``: value-guided searches and a staircase walk."""
     value = _graph_value(net, fault) if isinstance(net, GraphNetwork) else _layered_value(net, fault)
     n = len(limits)
-    cache: dict[tuple[int, ...], bool] = {}
+    cache: dict[tuple[int, ...], float] = {}
 
-    def ok(f: Sequence[int]) -> bool:
+    def bound_of(f: Sequence[int]) -> float:
         key = tuple(int(v) for v in f)
         got = cache.get(key)
         if got is None:
-            got = cache[key] = value(list(key)) <= budget
+            got = cache[key] = float(value(list(key)))
         return got
+
+    def ok(f: Sequence[int]) -> bool:
+        return bound_of(f) <= budget
 
     zero = tuple([0] * n)
     notes.append(
@@ -382,15 +493,22 @@ def _tolerate_monotone(
         notes.append("Even the failure-free network exceeds the budget: eps' > eps?")
         return ToleranceResult(eps, ep, budget, "tight", fault, zero, 0.0, zero, (), len(cache), tuple(notes), 0)
 
-    def unit(l: int, v: int) -> tuple[int, ...]:
-        return tuple(v if i == l else 0 for i in range(n))
+    def along(l: int) -> Callable[[int], float]:
+        return lambda v: bound_of(tuple(v if i == l else 0 for i in range(n)))
 
-    def along(l: int) -> Callable[[int], bool]:
-        return lambda v: ok(unit(l, v))
+    # per layer: the first probe is the previous layer's answer (a guess; any guess is exact)
+    found: list[int] = []
+    for l in range(n):
+        found.append(_last_within(limits[l] + 1, along(l), budget, first=found[-1] if found else 1))
+    per_layer = tuple(found)
 
-    per_layer = tuple(_last_true(limits[l] + 1, along(l)) for l in range(n))
     fracs, rows = _uniform_rows(net, fault, limits)
-    last = _last_true(len(rows), lambda i: ok(rows[i]))
+    # rows only grow, so the first row above a per-layer maximum is not tolerated (monotonicity)
+    n_rows = bisect.bisect_left(
+        range(len(rows)), True, key=lambda i: any(r > m for r, m in zip(rows[i], per_layer, strict=True))
+    )
+    guess = _uniform_guess(rows, n_rows, per_layer, cache, budget)
+    last = _last_within(n_rows, lambda i: bound_of(rows[i]), budget, first=guess, coords=fracs)
     uniform_p, uniform_f = fracs[last], rows[last]
 
     maximal: tuple[tuple[int, ...], ...] | None = None
@@ -400,7 +518,7 @@ def _tolerate_monotone(
             sum(per_layer[-2:]) + 2 + (int(math.log2(per_layer[-1] + 1)) + 1 if n >= 2 else 0)
         )
         if cost <= max_staircase:
-            H = _staircase(per_layer, ok)
+            H = _staircase(per_layer, bound_of, budget)
             maximal, n_tolerated = _maximal_from_h(H, per_layer)
         else:
             notes.append(
@@ -423,6 +541,31 @@ def _tolerate_monotone(
     )
 
 
+def _uniform_guess(
+    rows: Sequence[tuple[int, ...]],
+    n_rows: int,
+    per_layer: Sequence[int],
+    cache: dict[tuple[int, ...], float],
+    budget: float,
+) -> int:
+    """A first probe for the uniform search: the largest row whose bound, guessed as the zero bound
+    plus the sum over layers of the increase of that layer's count alone (read off the per-layer
+    probes, linearly interpolated), is within the budget. Only a guess: the search is exact anyway."""
+    n = len(per_layer)
+    zero = tuple([0] * n)
+    base = cache[zero]
+    curves = []
+    for l in range(n):
+        pts = sorted((f[l], v) for f, v in cache.items() if all(c == 0 for i, c in enumerate(f) if i != l))
+        curves.append((np.array([p[0] for p in pts], dtype=np.float64), np.array([p[1] for p in pts])))
+
+    def guessed(i: int) -> float:
+        return base + sum(float(np.interp(c, xs, vs)) - base for c, (xs, vs) in zip(rows[i], curves, strict=True))
+
+    first = bisect.bisect_right(range(n_rows), budget, key=guessed) - 1
+    return max(first, 1)
+
+
 def _layered_value(net: Network, fault: Fault) -> Callable[[list[int]], float]:
     """The monotone tight bound of a layered network as a function of the counts (prepared once)."""
     plan = prepare(net, fault)
@@ -435,27 +578,33 @@ def _graph_value(net: GraphNetwork, fault: Fault) -> Callable[[list[int]], float
     return lambda f: float(graph_propagate(net, fault, f, lo, hi).amax())
 
 
-def _staircase(per_layer: Sequence[int], ok: Callable[[Sequence[int]], bool]) -> np.ndarray:
-    """``H[p] = max{f_n : (p, f_n) tolerated}`` (-1 if none) over prefixes p of length n-1.
+def _staircase(per_layer: Sequence[int], value: Callable[[Sequence[int]], float], budget: float) -> np.ndarray:
+    """``H[p] = max{f_n : (p, f_n) tolerated}`` (-1 if none) over prefixes p of length n-1, where
+    ``(f)`` is tolerated when ``value(f) <= budget``.
 
     Each axis only needs to go up to its per-layer maximum (a larger count is not tolerated even
     alone, hence by monotonicity never).
     """
+
+    def ok(f: Sequence[int]) -> bool:
+        return value(f) <= budget
+
     n = len(per_layer)
     if n == 1:
         return np.array(per_layer[0])
     shape = tuple(v + 1 for v in per_layer[:-1])
     H = np.full(shape, -1, dtype=np.int64)
-    last_max = per_layer[-1]
+    last_max = guess = per_layer[-1]
     for q in itertools.product(*[range(v + 1) for v in per_layer[:-2]]):
         if not ok((*q, 0, 0)):
             continue
 
-        # first column: binary search; then walk down as f_{n-1} grows.
-        def first_column(v: int, q: tuple[int, ...] = q) -> bool:
-            return ok((*q, 0, v))
+        # first column: a value-guided search from the previous prefix's answer; then walk down
+        # as f_{n-1} grows.
+        def first_column(v: int, q: tuple[int, ...] = q) -> float:
+            return value((*q, 0, v))
 
-        b = _last_true(last_max + 1, first_column)
+        b = guess = _last_within(last_max + 1, first_column, budget, first=guess)
         for a in range(per_layer[-2] + 1):
             while b >= 0 and not ok((*q, a, b)):
                 b -= 1
