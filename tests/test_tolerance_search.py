@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import faultbound as fb
 from faultbound.bounds.tight import prepare, tight_value
 from faultbound.bounds.tolerance import ToleranceResult, _last_within, tolerate
-from faultbound.faults import Byzantine, Crash
+from faultbound.faults import Byzantine, Crash, SynapseCrash
 from faultbound.network import gops
 from tests.graph_reference import Builder
 from tests.hyp import examples, soundness
@@ -222,7 +222,7 @@ def _check(
     seed=st.integers(0, 9999),
     widths=st.lists(st.integers(2, 9), min_size=1, max_size=4),
     q=st.floats(0.02, 0.98),
-    fault=st.sampled_from([Crash(), Byzantine(0.5)]),
+    fault=st.sampled_from([Crash(), Byzantine(0.5), SynapseCrash()]),
 )
 def test_tolerate_layered_matches_scans(seed: int, widths: list[int], q: float, fault: fb.Fault) -> None:
     acts = ["sigmoid", "tanh", "relu", "gelu"]
@@ -232,11 +232,12 @@ def test_tolerate_layered_matches_scans(seed: int, widths: list[int], q: float, 
     def value(f: list[int]) -> float:
         return tight_value(plan, f, monotone=True)
 
-    limits = [w - 1 for w in widths]
+    synapse = fault.site == "synapse"
+    limits = [lay.n_synapses for lay in net.layers] if synapse else [w - 1 for w in widths]
     top = value(limits)
     budget = q * top * (1 + 1e-9)  # off the values: ties that differ only by rounding
     res = tolerate(net, budget, 0.0, fault, method="tight")
-    _check(res, value, limits, list(widths), budget, False)
+    _check(res, value, limits, limits if synapse else list(widths), budget, synapse)
 
 
 def _residual_cnn(seed: int) -> fb.GraphNetwork:
