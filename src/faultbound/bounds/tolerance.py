@@ -25,9 +25,20 @@ terms only grow with the counts; the minimum of non-decreasing bounds is non-dec
 :mod:`faultbound.bounds.tight`). So the tolerated set is downward closed and the
 search needs far fewer evaluations:
 
-* per layer and uniform fraction: binary search over the ordered candidates;
+* per layer and uniform fraction: a bracketing search over the ordered candidates
+  (:func:`_last_within`) that keeps a tolerated candidate ``lo`` and an untolerated ``hi`` (or the
+  end) and stops at ``hi = lo + 1``, so its answer is exactly the last tolerated candidate, as a
+  scan would find it; the bound *values* only choose the next probe (inverse quadratic or secant
+  interpolation of the budget, with a blind gallop / bisection step whenever the interpolation
+  stalls, so at most ``4 * n.bit_length() + 3`` evaluations and, on the smooth growth of a tight
+  bound, 3 to 5 per search: one evaluation can take a second on a large graph). Layer l's first
+  probe is layer l-1's answer. The uniform search stops at the first fraction whose distribution
+  exceeds a per-layer maximum in some layer (not tolerated: it is above an untolerated single-layer
+  distribution) and starts from the largest fraction whose bound, guessed as the sum of the
+  per-layer increases seen so far, is within the budget;
 * maximal set: for every prefix :math:`(f_1..f_{n-2})`, a staircase walk over :math:`(f_{n-1}, f_n)`
-  (the largest tolerated :math:`f_n` only decreases as :math:`f_{n-1}` grows), which gives
+  (the largest tolerated :math:`f_n` only decreases as :math:`f_{n-1}` grows; its first column by
+  the same search, from the previous prefix's answer), which gives
   :math:`h(f_1..f_{n-1}) = \\max\\{f_n\\ \\text{tolerated}\\}`; a distribution :math:`(p, h(p))` is maximal
   iff :math:`h(p + e_i) < h(p)` for every axis i (monotonicity makes the neighbours enough). The
   number of tolerated distributions is :math:`\\sum_p (h(p) + 1)`.
