@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 import faultbound as fb
 from faultbound.bounds.tight import prepare, tight_value
-from faultbound.bounds.tolerance import ToleranceResult, _last_within, tolerate
+from faultbound.bounds.tolerance import ToleranceResult, _last_within, _uniform_rows, tolerate
 from faultbound.faults import Byzantine, Crash, SynapseCrash
 from faultbound.network import gops
 from tests.graph_reference import Builder
@@ -178,22 +179,39 @@ def test_search_needs_few_evaluations_on_smooth_growth(shape: str, answer: int) 
 
 
 # ----------------------------------------------------------------------------- tolerate
-def _uniform_reference(
-    sizes: list[int], limits: list[int], ok: Callable[[tuple[int, ...]], bool], synapse: bool
-) -> tuple[float, tuple[int, ...]]:
-    """Every fraction k / N_l in increasing order (below 1 for neurons), its distribution
-    floor(p N_m) capped at the limits; the last one of the longest tolerated prefix."""
-    fracs = sorted({Fraction(k, sz) for sz in sizes for k in range(sz + 1)})
-    best = (0.0, tuple(0 for _ in sizes))
-    for p in fracs:
+def _candidates(sizes: list[int], limits: list[int], synapse: bool) -> list[tuple[float, tuple[int, ...]]]:
+    """Every fraction k / N_l in increasing order (below 1 for neurons) with its distribution
+    floor(p N_m) capped at the limits, kept the first time that distribution appears."""
+    out: list[tuple[float, tuple[int, ...]]] = []
+    for p in sorted({Fraction(k, sz) for sz in sizes for k in range(sz + 1)}):
         if p >= 1 and not synapse:
             break
         row = tuple(min(math.floor(p * m), lim) for m, lim in zip(sizes, limits, strict=True))
+        if not out or row != out[-1][1]:
+            out.append((float(p), row))
+    return out
+
+
+def _uniform_reference(
+    sizes: list[int], limits: list[int], ok: Callable[[tuple[int, ...]], bool], synapse: bool
+) -> tuple[float, tuple[int, ...]]:
+    """The last candidate of the longest tolerated prefix."""
+    best = (0.0, tuple(0 for _ in sizes))
+    for p, row in _candidates(sizes, limits, synapse):
         if not ok(row):
             break
-        if row != best[1]:
-            best = (float(p), row)
+        best = (p, row)
     return best
+
+
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=5), synapse=st.booleans())
+def test_uniform_candidates_in_order(sizes: list[int], synapse: bool) -> None:
+    """The merged candidate stream is every fraction in order, each new distribution once."""
+    limits = list(sizes) if synapse else [sz - 1 for sz in sizes]
+    fault = SynapseCrash() if synapse else Crash()
+    net = SimpleNamespace(widths=list(sizes))
+    fracs, rows = _uniform_rows(net, fault, limits)  # type: ignore[arg-type]
+    assert list(zip(fracs, rows, strict=True)) == _candidates(sizes, limits, synapse)
 
 
 def _check(

@@ -60,9 +60,10 @@ the supremum over the domain, and reported as such (ERRATA 8).
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -320,25 +321,39 @@ def _uniform_rows(
     net: Network | GraphNetwork, fault: Fault, limits: list[int]
 ) -> tuple[list[float], list[tuple[int, ...]]]:
     """Candidate uniform fractions p (ascending) and their distributions floor(p N_l) (capped)."""
-    n = len(limits)
-    synapse = fault.site == "synapse"
-    sizes = limits if synapse else net.widths
-    cands = sorted({(k, sz) for sz in sizes for k in range(0, sz + 1)}, key=lambda t: t[0] / t[1])
     fracs: list[float] = []
     rows: list[tuple[int, ...]] = []
+    for p, row in _uniform_candidates(net, fault, limits):
+        fracs.append(p)
+        rows.append(row)
+    assert len(rows) >= 1 and rows[0] == tuple([0] * len(limits))
+    return fracs, rows
+
+
+def _uniform_candidates(
+    net: Network | GraphNetwork, fault: Fault, limits: list[int]
+) -> Iterator[tuple[float, tuple[int, ...]]]:
+    """The candidates of :func:`_uniform_rows` one by one, ascending: every fraction
+    :math:`p = k / N` (N a layer size, k = 0..N; p < 1 for neuron faults), first time its
+    distribution :math:`\\min(\\lfloor p N_l \\rfloor, \\text{limit}_l)` appears (a merge of the sorted
+    sequences k / N, so that a caller can stop early). Equal floats are equal fractions here (sizes
+    below :math:`2^{26}`), which give the same distribution."""
+    synapse = fault.site == "synapse"
+    sizes = limits if synapse else net.widths
+
+    def run(sz: int) -> Iterator[tuple[float, int, int]]:
+        return ((k / sz, k, sz) for k in range(sz + 1))
+
+    runs = [run(sz) for sz in sorted(set(sizes))]
     seen: set[tuple[int, ...]] = set()
-    for k, sz in cands:
-        p = k / sz
-        row = tuple(min((k * m) // sz, lim) for m, lim in zip(sizes, limits, strict=True))
+    for p, k, sz in heapq.merge(*runs):
         if p >= 1.0 and not synapse:
-            break
+            return
+        row = tuple(min((k * m) // sz, lim) for m, lim in zip(sizes, limits, strict=True))
         if row in seen:
             continue
         seen.add(row)
-        fracs.append(p)
-        rows.append(row)
-    assert len(rows) >= 1 and rows[0] == tuple([0] * n)
-    return fracs, rows
+        yield p, row
 
 
 #: Consecutive interpolation probes without progress after which :func:`_last_within` takes one
@@ -513,11 +528,14 @@ def _tolerate_monotone(
         found.append(_last_within(limits[l] + 1, along(l), budget, first=found[-1] if found else 1))
     per_layer = tuple(found)
 
-    fracs, rows = _uniform_rows(net, fault, limits)
     # rows only grow, so the first row above a per-layer maximum is not tolerated (monotonicity)
-    n_rows = bisect.bisect_left(
-        range(len(rows)), True, key=lambda i: any(r > m for r, m in zip(rows[i], per_layer, strict=True))
-    )
+    fracs, rows = [], []
+    for p, row in _uniform_candidates(net, fault, limits):
+        if any(r > m for r, m in zip(row, per_layer, strict=True)):
+            break
+        fracs.append(p)
+        rows.append(row)
+    n_rows = len(rows)
     guess = _uniform_guess(rows, n_rows, per_layer, cache, budget)
     last = _last_within(n_rows, lambda i: bound_of(rows[i]), budget, first=guess, coords=fracs)
     uniform_p, uniform_f = fracs[last], rows[last]
