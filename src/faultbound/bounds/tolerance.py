@@ -32,10 +32,11 @@ search needs far fewer evaluations:
   interpolation of the budget, with a blind gallop / bisection step whenever the interpolation
   stalls, so at most ``4 * n.bit_length() + 3`` evaluations and, on the smooth growth of a tight
   bound, 3 to 5 per search: one evaluation can take a second on a large graph). Layer l's first
-  probe is layer l-1's answer. The uniform search stops at the first fraction whose distribution
-  exceeds a per-layer maximum in some layer (not tolerated: it is above an untolerated single-layer
-  distribution) and starts from the largest fraction whose bound, guessed as the sum of the
-  per-layer increases seen so far, is within the budget;
+  probe extrapolates the previous layers' answers (:func:`_next_guess`). The uniform search stops
+  at the first fraction whose distribution exceeds a per-layer maximum in some layer (not
+  tolerated: it is above an untolerated single-layer distribution) and starts from the largest
+  fraction whose bound, guessed as the sum of the per-layer increases seen so far, is within the
+  budget;
 * maximal set: for every prefix :math:`(f_1..f_{n-2})`, a staircase walk over :math:`(f_{n-1}, f_n)`
   (the largest tolerated :math:`f_n` only decreases as :math:`f_{n-1}` grows; its first column by
   the same search, from the previous prefix's answer), which gives
@@ -380,9 +381,10 @@ def _last_within(
     * inverse quadratic interpolation of the budget through the three latest probes (``i`` as a
       quadratic in the value), when it lands strictly inside the bracket; else the secant through
       the two latest probes (it extrapolates beyond ``lo`` before any probe has failed); else the
-      chord of the bracket; the estimate x is probed at the largest i with ``coords[i] <= x``
-      (``coords`` default to i; the uniform search passes its fractions), clipped into
-      ``[lo + 1, hi - 1]``;
+      chord of the bracket; the estimate x is probed at the nearest integer (``coords`` default
+      to i; with the uniform search's fractions, at the largest i with ``coords[i] <= x``),
+      clipped into ``[lo + 1, hi - 1]``: when x is within half a unit of the root, that probe is
+      the answer k or k + 1, the last two probes a search needs;
     * safeguard: after :data:`_STALL` consecutive probes that neither doubled ``lo`` (no probe has
       failed yet) nor halved the bracket nor halved the previous step, one blind step (``2 lo + 1``
       before a failure, the midpoint after); after ``2 * n.bit_length()`` probes, blind steps only.
@@ -479,7 +481,7 @@ def _interpolate(
     if x is None or math.isnan(x):
         return None
     if coords is None:
-        k = hi - 1 if x >= hi else (lo + 1 if x <= lo else math.floor(x))
+        k = hi - 1 if x >= hi else (lo + 1 if x <= lo else math.floor(x + 0.5))
     else:
         k = bisect.bisect_right(coords, x) - 1
     return min(max(k, lo + 1), hi - 1)
@@ -522,10 +524,9 @@ def _tolerate_monotone(
     def along(l: int) -> Callable[[int], float]:
         return lambda v: bound_of(tuple(v if i == l else 0 for i in range(n)))
 
-    # per layer: the first probe is the previous layer's answer (a guess; any guess is exact)
     found: list[int] = []
     for l in range(n):
-        found.append(_last_within(limits[l] + 1, along(l), budget, first=found[-1] if found else 1))
+        found.append(_last_within(limits[l] + 1, along(l), budget, first=_next_guess(found)))
     per_layer = tuple(found)
 
     # rows only grow, so the first row above a per-layer maximum is not tolerated (monotonicity)
@@ -568,6 +569,19 @@ def _tolerate_monotone(
         tuple(notes),
         n_tolerated,
     )
+
+
+def _next_guess(found: Sequence[int]) -> int:
+    """First probe of the next layer's search: the answers so far extrapolated geometrically
+    (:math:`a_{l-1}^2 / a_{l-2}`, the ratio clipped to [1/4, 4]), or the last answer, or 1. Only a
+    guess: any first probe gives the same answer, a good one saves evaluations (on ResNet-18 the
+    answers grow by about 1.4 to 2.2 per site)."""
+    if not found or found[-1] <= 0:
+        return 1
+    if len(found) < 2 or found[-2] <= 0:
+        return found[-1]
+    ratio = min(max(found[-1] / found[-2], 0.25), 4.0)
+    return max(1, round(found[-1] * ratio))
 
 
 def _uniform_guess(
