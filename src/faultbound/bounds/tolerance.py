@@ -50,7 +50,24 @@ site (per weighted node for synapse faults) and only ``method="tight"``
 one line, :data:`~faultbound.bounds.api.GRAPH_PAPER`). The graph bound covers every failure set of
 *at most* the given counts (each sparse part of f units covers every set of at most f), so a
 reported distribution certifies every distribution below it; every reported count is one whose own
-bound was evaluated to be within the budget, and the same monotone search applies.
+bound was evaluated to be within the budget, and the same search applies. The graph bound is not
+non-decreasing in every count, though: a failure at an earlier site enlarges the dense deviation at
+a later failing site and so shrinks that site's extra part :math:`(\\Delta - e)^+`, and the output
+bound can drop (``tests/test_tolerance_search.py`` pins a 3-site case where one more failure lowers
+it by 20%). Where the verdicts along a searched line are not a prefix, a search returns a tolerated
+count whose successor is not tolerated, not necessarily the largest one (the blind gallop and
+bisection had the same limit, and may stop at another such count), the uniform search's cap and
+the staircase walk assume the prefix too; what is reported stays certified. Single-site lines
+(per-layer counts) were monotone on every small graph tried (one failing site has no later failing
+site to shrink), and on ResNet-18 every result equals the blind search's.
+
+**Cost.** An evaluation is one bound: ``tight_value`` on a layered network, on a graph
+:func:`~faultbound.bounds.graph_tight.graph_propagate` (the forward rule, then the
+back-substitution) or, for a probe whose value no later step uses (it ends its search if
+tolerated; the staircase walk's verdicts),
+:func:`~faultbound.bounds.graph_tight.graph_bound_within`, which skips the back-substitution when
+the forward rule alone is within the budget (the same verdict). ``n_evaluated`` counts the distinct
+distributions evaluated.
 
 :func:`compare_methods` runs both methods and reports how much larger the tight certificates are.
 
@@ -72,7 +89,7 @@ import numpy as np
 import torch
 
 from faultbound.bounds.api import LEMMA1, METHODS, Method, bound, check_bounded, check_eps, check_graph_method
-from faultbound.bounds.graph_tight import graph_propagate
+from faultbound.bounds.graph_tight import graph_bound_within, graph_propagate
 from faultbound.bounds.paper import layer_stats, paper_batch
 from faultbound.bounds.tight import prepare, tight_value
 from faultbound.errors import InvalidArgumentError
@@ -369,6 +386,7 @@ def _last_within(
     *,
     first: int = 1,
     coords: Sequence[float] | None = None,
+    verdict: Callable[[int], float] | None = None,
 ) -> int:
     """Largest i in [0, n) with ``value(i) <= budget``, for a non-decreasing ``value``; -1 when
     ``value(0) > budget``.
@@ -393,20 +411,22 @@ def _last_within(
       on the smooth, roughly linear growth of a tight bound, 3 to 5.
 
     ``first`` is the first probe after 0 (a guess of the answer, clipped into ``[1, n - 1]``).
+    ``verdict``, when given, replaces ``value`` for a probe that ends the search if it is within
+    the budget (``i == hi - 1``): it returns ``value(i)``, or, when that is within the budget, any
+    number between ``value(i)`` and the budget (:func:`~faultbound.bounds.graph_tight.graph_bound_within`
+    skips the back-substitution then).
     """
     if n <= 0:
         return -1
     seen: dict[int, float] = {}
     order: list[int] = []  # probes, latest last (distinct)
 
-    def probe(i: int) -> float:
-        v = seen.get(i)
-        if v is None:
-            v = seen[i] = float(value(i))
-            order.append(i)
+    def probe(i: int, closing: bool) -> float:
+        v = seen[i] = float(verdict(i) if closing and verdict is not None else value(i))
+        order.append(i)
         return v
 
-    if not probe(0) <= budget:
+    if not probe(0, n == 1) <= budget:
         return -1
     lo, hi, failed = 0, n, False
     stall, last_step = 0, 0
@@ -421,7 +441,7 @@ def _last_within(
             blind = True
         step = abs(k - order[-1])
         before_lo, before_hi, before_failed = lo, hi, failed
-        if probe(k) <= budget:
+        if probe(k, k == hi - 1) <= budget:
             lo = k
         else:
             hi, failed = k, True
@@ -498,35 +518,37 @@ def _tolerate_monotone(
     max_staircase: int = MAX_STAIRCASE,
 ) -> ToleranceResult:
     """The tolerance search of ``method="tight"``: value-guided searches and a staircase walk."""
-    value = _graph_value(net, fault) if isinstance(net, GraphNetwork) else _layered_value(net, fault)
+    value = _graph_value(net, fault, budget) if isinstance(net, GraphNetwork) else _layered_value(net, fault)
     n = len(limits)
-    cache: dict[tuple[int, ...], float] = {}
+    # distribution -> (bound, exact); not exact: a number between the bound and the budget
+    cache: dict[tuple[int, ...], tuple[float, bool]] = {}
 
-    def bound_of(f: Sequence[int]) -> float:
+    def bound_of(f: Sequence[int], verdict_only: bool) -> float:
+        """The bound of ``f``; with ``verdict_only``, possibly a larger number within the budget
+        when the bound is within it (see :func:`_last_within`)."""
         key = tuple(int(v) for v in f)
         got = cache.get(key)
-        if got is None:
-            got = cache[key] = float(value(list(key)))
-        return got
-
-    def ok(f: Sequence[int]) -> bool:
-        return bound_of(f) <= budget
+        if got is None or not (got[1] or verdict_only):
+            got = cache[key] = value(list(key), verdict_only)
+        return got[0]
 
     zero = tuple([0] * n)
     notes.append(
         "tight: every distribution at or below a reported one is certified (the monotone bound covers "
         "every set of at most f_l failures per layer)."
     )
-    if not ok(zero):
+    if not bound_of(zero, False) <= budget:
         notes.append("Even the failure-free network exceeds the budget: eps' > eps?")
         return ToleranceResult(eps, ep, budget, "tight", fault, zero, 0.0, zero, (), len(cache), tuple(notes), 0)
 
-    def along(l: int) -> Callable[[int], float]:
-        return lambda v: bound_of(tuple(v if i == l else 0 for i in range(n)))
+    def along(l: int, verdict_only: bool) -> Callable[[int], float]:
+        return lambda v: bound_of(tuple(v if i == l else 0 for i in range(n)), verdict_only)
 
     found: list[int] = []
     for l in range(n):
-        found.append(_last_within(limits[l] + 1, along(l), budget, first=_next_guess(found)))
+        found.append(
+            _last_within(limits[l] + 1, along(l, False), budget, first=_next_guess(found), verdict=along(l, True))
+        )
     per_layer = tuple(found)
 
     # rows only grow, so the first row above a per-layer maximum is not tolerated (monotonicity)
@@ -538,7 +560,14 @@ def _tolerate_monotone(
         rows.append(row)
     n_rows = len(rows)
     guess = _uniform_guess(rows, n_rows, per_layer, cache, budget)
-    last = _last_within(n_rows, lambda i: bound_of(rows[i]), budget, first=guess, coords=fracs)
+    last = _last_within(
+        n_rows,
+        lambda i: bound_of(rows[i], False),
+        budget,
+        first=guess,
+        coords=fracs,
+        verdict=lambda i: bound_of(rows[i], True),
+    )
     uniform_p, uniform_f = fracs[last], rows[last]
 
     maximal: tuple[tuple[int, ...], ...] | None = None
@@ -588,18 +617,23 @@ def _uniform_guess(
     rows: Sequence[tuple[int, ...]],
     n_rows: int,
     per_layer: Sequence[int],
-    cache: dict[tuple[int, ...], float],
+    cache: dict[tuple[int, ...], tuple[float, bool]],
     budget: float,
 ) -> int:
     """A first probe for the uniform search: the largest row whose bound, guessed as the zero bound
     plus the sum over layers of the increase of that layer's count alone (read off the per-layer
-    probes, linearly interpolated), is within the budget. Only a guess: the search is exact anyway."""
+    probes with exact values, linearly interpolated), is within the budget. Only a guess: the
+    search is exact anyway."""
     n = len(per_layer)
     zero = tuple([0] * n)
-    base = cache[zero]
+    base = cache[zero][0]
     curves = []
     for l in range(n):
-        pts = sorted((f[l], v) for f, v in cache.items() if all(c == 0 for i, c in enumerate(f) if i != l))
+        pts = sorted(
+            (f[l], v)
+            for f, (v, exact) in cache.items()
+            if (exact or f == zero) and all(c == 0 for i, c in enumerate(f) if i != l)
+        )
         curves.append((np.array([p[0] for p in pts], dtype=np.float64), np.array([p[1] for p in pts])))
 
     def guessed(i: int) -> float:
@@ -609,28 +643,38 @@ def _uniform_guess(
     return max(first, 1)
 
 
-def _layered_value(net: Network, fault: Fault) -> Callable[[list[int]], float]:
-    """The monotone tight bound of a layered network as a function of the counts (prepared once)."""
+def _layered_value(net: Network, fault: Fault) -> Callable[[list[int], bool], tuple[float, bool]]:
+    """The monotone tight bound of a layered network as a function of the counts (prepared once),
+    always exact."""
     plan = prepare(net, fault)
-    return lambda f: tight_value(plan, f, monotone=True)
+    return lambda f, verdict_only: (tight_value(plan, f, monotone=True), True)
 
 
-def _graph_value(net: GraphNetwork, fault: Fault) -> Callable[[list[int]], float]:
-    """The graph tight bound over the domain as a function of the counts per site."""
+def _graph_value(net: GraphNetwork, fault: Fault, budget: float) -> Callable[[list[int], bool], tuple[float, bool]]:
+    """The graph tight bound over the domain as a function of the counts per site, and whether it
+    is exact: with ``verdict_only``, the forward rule's bound when that is within ``budget``
+    (:func:`~faultbound.bounds.graph_tight.graph_bound_within`: the back-substitution is skipped)."""
     lo, hi = net.domain.lo.unsqueeze(0), net.domain.hi.unsqueeze(0)
-    return lambda f: float(graph_propagate(net, fault, f, lo, hi).amax())
+
+    def run(f: list[int], verdict_only: bool) -> tuple[float, bool]:
+        if verdict_only:
+            return graph_bound_within(net, fault, f, lo, hi, budget)
+        return float(graph_propagate(net, fault, f, lo, hi).amax()), True
+
+    return run
 
 
-def _staircase(per_layer: Sequence[int], value: Callable[[Sequence[int]], float], budget: float) -> np.ndarray:
+def _staircase(per_layer: Sequence[int], value: Callable[[Sequence[int], bool], float], budget: float) -> np.ndarray:
     """``H[p] = max{f_n : (p, f_n) tolerated}`` (-1 if none) over prefixes p of length n-1, where
-    ``(f)`` is tolerated when ``value(f) <= budget``.
+    ``(f)`` is tolerated when ``value(f, verdict_only) <= budget`` (with ``verdict_only`` where only
+    that comparison is used).
 
     Each axis only needs to go up to its per-layer maximum (a larger count is not tolerated even
     alone, hence by monotonicity never).
     """
 
     def ok(f: Sequence[int]) -> bool:
-        return value(f) <= budget
+        return value(f, True) <= budget
 
     n = len(per_layer)
     if n == 1:
@@ -645,9 +689,12 @@ def _staircase(per_layer: Sequence[int], value: Callable[[Sequence[int]], float]
         # first column: a value-guided search from the previous prefix's answer; then walk down
         # as f_{n-1} grows.
         def first_column(v: int, q: tuple[int, ...] = q) -> float:
-            return value((*q, 0, v))
+            return value((*q, 0, v), False)
 
-        b = guess = _last_within(last_max + 1, first_column, budget, first=guess)
+        def first_verdict(v: int, q: tuple[int, ...] = q) -> float:
+            return value((*q, 0, v), True)
+
+        b = guess = _last_within(last_max + 1, first_column, budget, first=guess, verdict=first_verdict)
         for a in range(per_layer[-2] + 1):
             while b >= 0 and not ok((*q, a, b)):
                 b -= 1
