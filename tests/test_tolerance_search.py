@@ -1,7 +1,10 @@
 """The value-guided search behind ``tolerate(method="tight")``: exactly the largest tolerated count
 of any non-decreasing value sequence (brute force over random sequences with plateaus, jumps, ties
-with the budget, answers 0 / -1 / all), a logarithmic worst case, few evaluations on smooth growth;
-and the per-layer and uniform results of ``tolerate`` against scans of every candidate."""
+with the budget, answers 0 / -1 / all; with and without a cheaper verdict), a logarithmic worst
+case, few evaluations on smooth growth; the per-layer, uniform and maximal results of ``tolerate``
+against scans of every candidate (layered networks, small residual CNN graphs); the forward-first
+graph evaluation against ``graph_propagate``; and a pinned case where the graph bound is not
+monotone."""
 
 from __future__ import annotations
 
