@@ -58,6 +58,7 @@ from faultbound.network.ops import Conv, Dense
 __all__ = [
     "GraphPass",
     "graph_backsub",
+    "graph_bound_within",
     "graph_deviations",
     "graph_forward",
     "graph_propagate",
@@ -337,6 +338,29 @@ def graph_propagate(
         if lin is not None:
             out = torch.minimum(out, lin)
     return out
+
+
+def graph_bound_within(
+    net: GraphNetwork, fault: Fault, counts: Sequence[int] | None, lo: Tensor, hi: Tensor, budget: float
+) -> tuple[float, bool]:
+    """The largest output bound of :func:`graph_propagate` (``linear=True``), or, when only its
+    comparison with ``budget`` matters, a cheaper number that is also within the budget.
+
+    The forward rule runs first; when its largest output bound is at most ``budget``, so is the
+    per-output minimum with the back-substitution bound, which is then not computed: returns
+    ``(forward bound, False)`` (at least the value, at most the budget). Otherwise it returns
+    ``(float(graph_propagate(net, fault, counts, lo, hi).amax()), True)``, computed by the same
+    operations. Either way ``value <= budget`` is the verdict :func:`graph_propagate` gives."""
+    gp = graph_forward(net, fault, counts, lo, hi)
+    out = gp.devs[-1].total()
+    out = out.reshape(out.shape[0], -1)
+    forward = float(out.amax())
+    if forward <= budget:
+        return forward, False
+    lin = graph_backsub(net, gp)
+    if lin is not None:
+        out = torch.minimum(out, lin)
+    return float(out.amax()), True
 
 
 def graph_tight_bound(net: GraphNetwork, failures: Sequence[int] | None, fault: Fault) -> tuple[float, list[float]]:
