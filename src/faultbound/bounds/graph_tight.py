@@ -26,8 +26,12 @@ per-unit bound plus sparse parts (what f failing units add). Node by node in top
    :math:`\\delta_{ji}`, which is a part :math:`(g, \\cdot)`;
 5. precision adds :math:`\\lambda_l` to every unit of site l.
 
-The output bound is the largest total deviation of an output unit. Every rule is non-decreasing
-in every count, so the bound covers every failure set of *at most* the given sizes.
+The output bound is the largest total deviation of an output unit. A part of f units, and the
+top-f terms of a row, bound what any f *or fewer* units add, so the bound covers every failure set
+of *at most* the given sizes. It is not non-decreasing in every count on every graph: a failure at
+an earlier site raises the dense part e at a later failing site and so shrinks that site's extra
+part :math:`(\\Delta - e)^+` (``tests/test_tolerance_search.py`` pins a three-site case where one more
+failure lowers the bound by 20%); both values are sound.
 
 **Second bound: back-substitution** (:func:`graph_backsub`, neuron faults and precision; synapse
 faults keep the forward rule alone). Faulty minus clean output is :math:`\\sum_v M_v c_v`, with
@@ -329,7 +333,7 @@ def graph_propagate(
     (``(B, *input_shape)``) for the failure counts (one per site; per weighted node for synapse
     faults; ``None`` for precision). See the module docstring. With ``linear`` (the default), the
     per-output minimum with the back-substitution bound :func:`graph_backsub` (both are sound, so
-    is the minimum; both are non-decreasing in every count, so is the minimum)."""
+    is the minimum; each covers every failure set of at most the counts, so the minimum does too)."""
     gp = graph_forward(net, fault, counts, lo, hi, refine_rows=refine_rows if linear else 0)
     out = gp.devs[-1].total()
     out = out.reshape(out.shape[0], -1)
