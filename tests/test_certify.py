@@ -164,6 +164,15 @@ def test_cli_certify(tmp_path: object) -> None:
     assert out["certified_accuracy"] <= out["clean_accuracy"]
     assert out["measured"]["random_accuracy"] >= out["certified_accuracy"] - 1e-12
     assert out["measured"]["worst_accuracy"] >= out["certified_accuracy"] - 1e-12
+    assert out["measured"]["dtype"] == "float32"  # as inject; --float64 measures in float64
+    res64 = runner.invoke(
+        app,
+        ["certify", str(path), "--data", str(data), "--failures", "1", "--json", "--samples", "8", "--trust-pickle",
+         "--float64"],
+    )
+    out64 = json.loads(res64.stdout)
+    assert out64["measured"]["dtype"] == "float64"
+    assert out64["measured"]["worst_accuracy"] == pytest.approx(out["measured"]["worst_accuracy"])
 
 
 def test_cli_certify_bad_input_is_one_line_exit_2(
@@ -192,8 +201,9 @@ def test_cli_certify_bad_input_is_one_line_exit_2(
         assert err.startswith("error: ") and "\n" not in err
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("fault", [Crash(), fb.StuckAt(2.0), Byzantine(1.0)], ids=["crash", "stuck-at", "byzantine"])
-def test_measured_accuracy_on_sampled_sets_matches_a_plain_loop(fault: fb.Fault) -> None:
+def test_measured_accuracy_on_sampled_sets_matches_a_plain_loop(fault: fb.Fault, dtype: torch.dtype) -> None:
     """Above the enumeration limit the worst case runs over the sampled sets; for a fault that sends
     fixed values it is read from the random pass. Checked against the definition: an input survives
     when every sampled set (its own forward pass, one set at a time) keeps its label."""
@@ -204,14 +214,14 @@ def test_measured_accuracy_on_sampled_sets_matches_a_plain_loop(fault: fb.Fault)
     net = fb.Network.from_torch(nn.Sequential(nn.Linear(3, 9), nn.Tanh(), nn.Linear(9, 4)))
     x = torch.rand(40, 3, dtype=torch.float64)
     y = net.forward(x).argmax(-1).numpy()
-    m = measured_accuracy(net, x, y, fault, (3,), samples=30, exhaustive_limit=5, seed=4, chunk=7)
-    assert not m["worst_exhaustive"] and m["worst_sets"] == 30
+    m = measured_accuracy(net, x, y, fault, (3,), samples=30, exhaustive_limit=5, seed=4, chunk=7, dtype=dtype)
+    assert not m["worst_exhaustive"] and m["worst_sets"] == 30 and m["dtype"] == str(dtype)[6:]
     g = torch.Generator().manual_seed(4)
     sets = sample_faults(net, fault, 30, failures=[3], generator=g)
     hits = []
     for t in range(30):
         out = inject(net, x, fault, sets.select(slice(t, t + 1)), values="random", generator=g,
-                     dtype=torch.float64).outputs[0]
+                     dtype=dtype).outputs[0]
         hits.append(out.argmax(-1).numpy() == y)
     if not fault.chooses_values:  # Byzantine values are drawn per chunk there, per set here
         assert m["random_accuracy"] == pytest.approx(float(np.mean(hits)))
