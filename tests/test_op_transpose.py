@@ -1,5 +1,6 @@
-"""``Op.transpose``: the back-substitution's :math:`vA` and :math:`v|A|`, checked against the matrix
-A written out column by column from the op's linear part (slow and obvious)."""
+"""``Op.transpose`` (the back-substitution's :math:`vA`, :math:`v|A|`) and ``Affine.top_terms``,
+checked against the matrix A written out column by column from the op's linear part (slow and
+obvious)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,29 @@ def test_transpose_is_v_times_the_matrix(name: str, absolute: bool) -> None:
     assert got.shape == (rows, *in_shape)
     want = (v.reshape(rows, -1) @ a).reshape(rows, *in_shape)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("name", ["dense", "dense-tokens", "conv", "conv-stride2-odd"])
+def test_top_terms_against_the_written_out_matrix(name: str, k: int) -> None:
+    """``Affine.top_terms(d, k)`` of a weighted op: for every output unit j, the bound the forward
+    rule uses for what k failing inputs add, min(sum_i |A_ji| d_i, k max_i |A_ji| d_i) for a
+    convolution and the exact sum of the k largest terms for a dense op; never below that sum."""
+    from faultbound.network.gops import Affine
+
+    make, in_shape = CASES[name]
+    g = torch.Generator().manual_seed(k + len(name))
+    op = make(g)
+    a = _matrix(op, in_shape, absolute=True)  # |A|, outputs x inputs
+    batch = 3
+    d = torch.rand((batch, *in_shape), generator=g, dtype=torch.float64)
+    got = Affine(op).top_terms(d, k).reshape(batch, -1)
+    for b in range(batch):
+        terms = a * d[b].reshape(1, -1)
+        top = terms.topk(min(k, terms.shape[1]), dim=1).values.sum(1)
+        assert (got[b] >= top * (1 - 1e-12)).all()  # sound: covers any k failing inputs
+        if isinstance(op, Conv):
+            want = torch.minimum(terms.sum(1), k * terms.amax(1))
+        else:
+            want = top
+        torch.testing.assert_close(got[b], want, rtol=1e-12, atol=1e-14)

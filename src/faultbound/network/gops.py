@@ -333,10 +333,12 @@ class Affine(GOp):
             cols = F.unfold(d, w.shape[2:], padding=op.padding, stride=op.stride)  # (B, Ci*kh*kw, P)
             wf = w.reshape(co, -1)
             oh, ow = total.shape[2], total.shape[3]
-            best = torch.empty((d.shape[0], co, cols.shape[-1]), dtype=d.dtype)
-            for c0 in range(0, co, 16):
-                terms = wf[None, c0 : c0 + 16, :, None] * cols[:, None]  # (B, c, K, P)
-                best[:, c0 : c0 + 16] = terms.amax(2)
+            b, kk, p = cols.shape
+            # max over the kernel's K inputs, a block of them at a time (about 2^18 products per block)
+            kb = max(1, (1 << 18) // max(1, b * co * p))
+            best = (wf[None, :, :kb, None] * cols[:, None, :kb]).amax(2)  # (B, Co, P)
+            for k0 in range(kb, kk, kb):
+                torch.maximum(best, (wf[None, :, k0 : k0 + kb, None] * cols[:, None, k0 : k0 + kb]).amax(2), out=best)
             capped = torch.minimum(total, k * best.reshape(d.shape[0], co, oh, ow))
             return capped
         return total  # pooling and per-channel ops: every input counted (sound)
