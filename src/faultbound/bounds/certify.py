@@ -19,9 +19,8 @@ itself bounds every value, also for unbounded activations.
 the same way; it bounds every failure set of *at most* the given counts per site (``monotone`` is
 implied). Its back-substitution carries :math:`b \\times n_{out}` rows over every node, so a pass
 holds at most :data:`GRAPH_ROWS` :math:`/ (n_{out} \\cdot \\max_v |v|)` inputs (3 for the CIFAR
-ResNet-18, whose stem has 65,536 units: 1 to 4 inputs per pass cost about the same per input, 1.6 to
-1.8 s on one thread and 1.05 to 1.2 s on two; 8 cost 30% more per input on one thread, the rows no
-longer fit in cache). ``method="exact"`` is for layered networks only.
+ResNet-18, whose stem has 65,536 units: in a profile, 1 to 4 inputs per pass cost about the same per
+input and 8 cost more, the rows no longer fitting in cache). ``method="exact"`` is for layered networks only.
 
 **Classifiers.** With clean logits z and predicted class :math:`c = \\arg\\max_k z_k`, the faulty
 network still predicts c at x when :math:`z_c - t_c > z_k + t_k` for every :math:`k \\ne c`. This

@@ -335,13 +335,20 @@ def graph_propagate(
     per-output minimum with the back-substitution bound :func:`graph_backsub` (both are sound, so
     is the minimum; each covers every failure set of at most the counts, so the minimum does too)."""
     gp = graph_forward(net, fault, counts, lo, hi, refine_rows=refine_rows if linear else 0)
+    out = _forward_out(gp)
+    return _with_backsub(net, gp, out) if linear else out
+
+
+def _forward_out(gp: GraphPass) -> Tensor:
+    """The forward rule's per-output bounds ``(B, n_outputs)``."""
     out = gp.devs[-1].total()
-    out = out.reshape(out.shape[0], -1)
-    if linear:
-        lin = graph_backsub(net, gp)
-        if lin is not None:
-            out = torch.minimum(out, lin)
-    return out
+    return out.reshape(out.shape[0], -1)
+
+
+def _with_backsub(net: GraphNetwork, gp: GraphPass, out: Tensor) -> Tensor:
+    """The per-output minimum of ``out`` with the back-substitution bound (when there is one)."""
+    lin = graph_backsub(net, gp)
+    return out if lin is None else torch.minimum(out, lin)
 
 
 def graph_bound_within(
@@ -356,15 +363,11 @@ def graph_bound_within(
     ``(float(graph_propagate(net, fault, counts, lo, hi).amax()), True)``, computed by the same
     operations. Either way ``value <= budget`` is the verdict :func:`graph_propagate` gives."""
     gp = graph_forward(net, fault, counts, lo, hi)
-    out = gp.devs[-1].total()
-    out = out.reshape(out.shape[0], -1)
+    out = _forward_out(gp)
     forward = float(out.amax())
     if forward <= budget:
         return forward, False
-    lin = graph_backsub(net, gp)
-    if lin is not None:
-        out = torch.minimum(out, lin)
-    return float(out.amax()), True
+    return float(_with_backsub(net, gp, out).amax()), True
 
 
 def graph_tight_bound(net: GraphNetwork, failures: Sequence[int] | None, fault: Fault) -> tuple[float, list[float]]:

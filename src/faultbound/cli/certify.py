@@ -70,7 +70,7 @@ def measured_accuracy(
     The worst case enumerates every failure set when there are at most ``exhaustive_limit``, else
     uses the ``samples`` random sets; Byzantine and precision values are adversarial there. The
     faulty networks run in ``dtype`` (float32 by default, as ``inject`` runs them: a measurement of
-    the model as it is deployed; float64 is 3.6x slower on the CIFAR ResNet-18).
+    the model as it is deployed; float64 convolutions are several times slower on CPU).
     """
     from faultbound.measure import inject, sample_faults
 
