@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -172,9 +173,11 @@ def execution_order(model: nn.Module, x: torch.Tensor, kind: type[nn.Module]) ->
     return names
 
 
-def run_resnet18(t: int, b: int, repeats: int) -> dict:
-    from pytorchfi.core import fault_injection
-
+def resnet18_campaign(
+    t: int, b: int
+) -> tuple[nn.Module, GraphNetwork, torch.Tensor, FaultSet, torch.Tensor, torch.Tensor]:
+    """The ResNet-18 campaign: the module, its graph, B inputs, and T single-neuron crashes drawn
+    uniformly among all site neurons (the fault set, each configuration's site and unit)."""
     model = resnet18_cifar()
     shape = (3, 32, 32)
     net = fb.load(model, input_shape=shape)
@@ -187,12 +190,19 @@ def run_resnet18(t: int, b: int, repeats: int) -> dict:
     site_of = torch.searchsorted(starts[1:], flat, right=True)
     unit = flat - starts[site_of]
     fs = FaultSet(t, tuple(torch.where(site_of == i, unit, -1)[:, None] for i in range(len(widths))))
+    return model, net, x, fs, site_of, unit
 
-    out_fb = inject(net, x, fb.Crash(), fs).outputs
-    fb_s = best_time(lambda: inject(net, x, fb.Crash(), fs), repeats)
-    cp = clean_pass(net, x)
-    fb_reuse_s = best_time(lambda: inject(net, cp, fb.Crash(), fs), repeats)
 
+def pytorchfi_campaign(
+    model: nn.Module, net: GraphNetwork, x: torch.Tensor, site_of: torch.Tensor, unit: torch.Tensor
+) -> Callable[[torch.Tensor], None]:
+    """A function running the campaign through PyTorchFI into ``out`` ``(T, B, 10)``: every ReLU
+    module wrapped, the graph site of each fault mapped to the PyTorchFI layer of the same module
+    name, ``declare_neuron_fi`` before every forward."""
+    from pytorchfi.core import fault_injection
+
+    b = x.shape[0]
+    shape = tuple(x.shape[1:])
     wrapped = wrap_relus(model)
     order = execution_order(wrapped, x, FIAct)
     site_names = [s.name for s in net.sites]
@@ -201,19 +211,39 @@ def run_resnet18(t: int, b: int, repeats: int) -> dict:
         raise SystemExit(f"graph sites {site_names} do not map onto the ReLU modules {order}")
     layer_num = [order.index(n) for n in site_names]  # graph site -> PyTorchFI layer
     pfi = fault_injection(wrapped, b, input_shape=list(shape), layer_types=[FIAct], use_cuda=False)
-    out_pfi = torch.empty_like(out_fb)
     site_shapes = [net.nodes[s.node].shape for s in net.sites]
 
-    def pfi_campaign() -> None:
+    def campaign(out: torch.Tensor) -> None:
         with torch.no_grad():
-            for i in range(t):
+            for i in range(site_of.numel()):
                 s, j = int(site_of[i]), int(unit[i])
                 c, h, w = (int(v) for v in torch.unravel_index(torch.tensor(j), site_shapes[s]))
                 corrupted = pfi.declare_neuron_fi(
-                    batch=list(range(b)), layer_num=[layer_num[s]] * b, dim1=[c] * b, dim2=[h] * b, dim3=[w] * b,
+                    batch=list(range(b)),
+                    layer_num=[layer_num[s]] * b,
+                    dim1=[c] * b,
+                    dim2=[h] * b,
+                    dim3=[w] * b,
                     value=[0.0] * b,
                 )
-                out_pfi[i] = corrupted(x)
+                out[i] = corrupted(x)
+
+    return campaign
+
+
+def run_resnet18(t: int, b: int, repeats: int) -> dict:
+    model, net, x, fs, site_of, unit = resnet18_campaign(t, b)
+
+    out_fb = inject(net, x, fb.Crash(), fs).outputs
+    fb_s = best_time(lambda: inject(net, x, fb.Crash(), fs), repeats)
+    cp = clean_pass(net, x)
+    fb_reuse_s = best_time(lambda: inject(net, cp, fb.Crash(), fs), repeats)
+
+    out_pfi = torch.empty_like(out_fb)
+    campaign = pytorchfi_campaign(model, net, x, site_of, unit)
+
+    def pfi_campaign() -> None:
+        campaign(out_pfi)
 
     pfi_s = best_time(pfi_campaign, 1)
     with torch.no_grad():
