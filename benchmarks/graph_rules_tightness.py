@@ -8,12 +8,15 @@ synapse per weighted node), the adversary's values at +-C and at random, and cor
 random points of the domain; against the graph ``tight`` bound over the domain and per input
 (``lo = hi = x``). Ratios are bound / worst (>= 1; 1 is exact). For the max-pooling graphs also the
 ratio with the plain max-pooling rule (largest deviation of the window, no candidates, no cap).
+Over the domain also the ratio with the interval boxes alone (``LINEAR_MACS = 0``: no linear
+refinement of the domain boxes, :meth:`~faultbound.network.graph.GraphNetwork.linear_box_intervals`).
 
 Prints one JSON object. Run: ``PYTHONPATH=src python benchmarks/graph_rules_tightness.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faultbound.bounds.graph_tight import graph_propagate  # noqa: E402
 from faultbound.faults import Byzantine, Crash, Fault, SynapseCrash  # noqa: E402
 from faultbound.network import gops  # noqa: E402
+from faultbound.network import graph as graph_mod  # noqa: E402
 from faultbound.network.gops import Box2, Dev  # noqa: E402
 from tests.graph_reference import TEMPLATES, FaultSpec, RGraph, brute_force, corners_and_points  # noqa: E402
 
@@ -69,12 +73,23 @@ def _plain(tg: RGraph) -> RGraph:
     return RGraph(nodes, tg.input_shape, tg.lo, tg.hi)
 
 
+@contextlib.contextmanager
+def interval_boxes():  # type: ignore[no-untyped-def]
+    """Domain boxes by interval propagation alone while inside (no linear refinement)."""
+    old = graph_mod.LINEAR_MACS
+    graph_mod.LINEAR_MACS = 0
+    try:
+        yield
+    finally:
+        graph_mod.LINEAR_MACS = old
+
+
 def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for name, make in TEMPLATES.items():
         for fname, (spec, fault) in FAULTS.items():
-            dom_r, per_r, plain_r = [], [], []
+            dom_r, per_r, plain_r, ibp_r = [], [], [], []
             for seed in SEEDS:
                 tg = make(seed, list(ACTS))
                 net = tg.build()
@@ -87,6 +102,8 @@ def main() -> None:
                 if w <= 0:
                     continue
                 dom_r.append(float(dom.max()) / w)
+                with interval_boxes():
+                    ibp_r.append(float(graph_propagate(tg.build(), fault, counts, tg.lo[None], tg.hi[None]).max()) / w)
                 per_r.append(float((per.amax(1) / worst.amax(1).clamp_min(1e-300)).median()))
                 if name == "cnn_maxpool":
                     pnet = _plain(tg).build()
@@ -97,6 +114,7 @@ def main() -> None:
                 "seeds": len(dom_r),
                 "domain_ratio_median": statistics.median(dom_r),
                 "domain_ratio_max": max(dom_r),
+                "domain_ratio_median_interval_boxes": statistics.median(ibp_r),
                 "per_input_ratio_median": statistics.median(per_r),
             }
             if plain_r:

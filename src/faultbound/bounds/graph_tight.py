@@ -182,7 +182,8 @@ def graph_forward(
 
 
 def _clean_boxes(net: GraphNetwork, lo: Tensor, hi: Tensor) -> list[Box2]:
-    """The clean boxes of every node over ``[lo, hi]``: the network's cached domain boxes when
+    """The clean boxes of every node over ``[lo, hi]``: the network's cached domain boxes
+    (interval propagation refined by linear bounds, ``GraphNetwork.linear_box_intervals``) when
     ``[lo, hi]`` is its domain (a batch of one), else interval propagation."""
     d = net.domain
     if lo.shape[0] == 1 and torch.equal(lo[0].to(torch.float64), d.lo) and torch.equal(hi[0].to(torch.float64), d.hi):

@@ -13,6 +13,10 @@ Each operator is one class that owns its rules:
 * :meth:`GOp.deviation` -- given boxes that hold both the clean and the faulty inputs, and
   :class:`Dev` bounds of how far each faulty input is from the clean one, a :class:`Dev` bound of
   how far the faulty output is from the clean output (the ``tight`` bound over graphs);
+* :meth:`GOp.linear_back` -- a linear upper bound of a linear function of its output by linear
+  functions of its inputs over their boxes (linear operators exactly, activations by their
+  :meth:`~faultbound.network.activations.Activation.relaxation`), which refines the domain boxes
+  (:meth:`~faultbound.network.graph.GraphNetwork.linear_box_intervals`);
 * :attr:`GOp.piecewise_linear`, :attr:`GOp.weighted`, :meth:`GOp.describe`, :meth:`GOp.tensors`.
 
 The affine operations of the layered :class:`~faultbound.network.Network` (dense, convolution,
@@ -144,6 +148,8 @@ def _capped(e: Tensor, parts: Sequence[tuple[int, Tensor]], cap: Tensor) -> Dev:
 #: ``c`` entrywise. In :meth:`GOp.secant_back` its rows are ``(B * n, *shape)``: the ``n`` output
 #: rows of each of the ``B`` inputs, flattened into the batch axis.
 IMat = tuple[Tensor, Tensor]
+#: What :meth:`GOp.linear_back` returns: per input a coefficient tensor (or ``None``), and a constant.
+LinBack = tuple[list[Tensor | None], Tensor]
 
 
 def _rep(t: Tensor, n: int) -> Tensor:
@@ -161,6 +167,18 @@ def _vjp(fn: object, in_shape: Sequence[int], v: Tensor) -> Tensor:
         y = f(x)  # type: ignore[operator]
         (g,) = torch.autograd.grad(y, x, v)
     return g
+
+
+def _linear_back(fn: object, boxes: Sequence[Box2], lam: Tensor) -> LinBack:
+    """:meth:`GOp.linear_back` of an affine map ``fn`` of one input: exact,
+    :math:`\\Lambda \\cdot (Ax + b) = (\\Lambda A) \\cdot x + \\Lambda \\cdot b` with
+    :math:`\\Lambda A` its transpose applied to :math:`\\Lambda` and :math:`b = fn(0)`."""
+    f = fn  # type: ignore[assignment]
+    in_shape = tuple(boxes[0][0].shape[1:])
+    g = _vjp(f, (lam.shape[0],) + in_shape, lam)
+    with torch.no_grad():
+        b = f(torch.zeros((1,) + in_shape, dtype=lam.dtype))  # type: ignore[operator]
+    return [g], (lam * b).reshape(lam.shape[0], -1).sum(1)
 
 
 def _imul(m: IMat, lo: Tensor, hi: Tensor) -> IMat:
@@ -225,6 +243,19 @@ class GOp:
         boxes (:math:`\\tilde y - y = J(\\tilde x - x)`), ``None`` for an input that needs none,
         or ``None`` altogether when the operator has no such rule (the bound then keeps this
         node's forward deviation instead)."""
+        return None
+
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """Back-substitution of linear *upper* bounds through the operator (the domain refinement
+        of :meth:`~faultbound.network.graph.GraphNetwork.linear_box_intervals`).
+
+        ``boxes`` are the inputs' boxes and ``out`` the output's (batch 1); ``lam``
+        ``(R, *out_shape)`` holds R linear functions of the output. Returns, per input, a
+        ``(R, *in_shape)`` tensor :math:`\\Lambda_k` (``None`` for an input that needs none) and a
+        constant ``c`` ``(R,)`` such that :math:`\\Lambda \\cdot y \\le \\sum_k \\Lambda_k \\cdot x_k + c`
+        for every input :math:`x_k` in its box and :math:`y` the output; or ``None`` when the
+        operator has no such rule (the caller bounds :math:`\\Lambda \\cdot y` by the output's box).
+        Default: ``None``."""
         return None
 
     @property
@@ -313,6 +344,15 @@ class Affine(GOp):
         c, r = m
         shape = (c.shape[0],) + tuple(boxes[0][0].shape[1:])
         return [(self.op.transpose(c, shape), self.op.transpose(r, shape, absolute=True))]
+
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """Exact: :math:`\\Lambda A` (:meth:`~faultbound.network.ops.Op.transpose`) and
+        :math:`\\Lambda \\cdot b`."""
+        in_shape = tuple(boxes[0][0].shape[1:])
+        g = self.op.transpose(lam, (lam.shape[0],) + in_shape)
+        with torch.no_grad():
+            b = self.op.forward(torch.zeros((1,) + in_shape, dtype=lam.dtype))
+        return [g], (lam * b).reshape(lam.shape[0], -1).sum(1)
 
     def top_terms(self, d: Tensor, k: int) -> Tensor:
         """Per output unit, a bound of the sum of the ``k`` largest :math:`|A_{ji}| d_i`."""
@@ -406,6 +446,21 @@ class Act(GOp):
             rng = (-k, k)
         return [_imul(m, _rep(rng[0], n), _rep(rng[1], n))]
 
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """With the relaxation :math:`a_{lo} s + b_{lo} \\le \\varphi(s) \\le a_{hi} s + b_{hi}` on the
+        input's box (``Activation.relaxation``), a positive coefficient takes the upper line and a
+        negative one the lower: :math:`\\Lambda \\cdot \\varphi(s) \\le (\\Lambda^+ a_{hi} + \\Lambda^- a_{lo})
+        \\cdot s + \\Lambda^+ \\cdot b_{hi} + \\Lambda^- \\cdot b_{lo}`."""
+        lo, hi = boxes[0]
+        ylo, yhi = self.act.image(lo, hi)
+        a_lo, b_lo, a_hi, b_hi = self.act.relaxation(
+            lo.reshape(-1), hi.reshape(-1), ylo.reshape(-1), yhi.reshape(-1)
+        )
+        flat = lam.reshape(lam.shape[0], -1)
+        pos, neg = flat.clamp(min=0), flat.clamp(max=0)
+        g = (pos * a_hi + neg * a_lo).reshape((lam.shape[0],) + tuple(lo.shape[1:]))
+        return [g], (pos * b_hi + neg * b_lo).sum(1)
+
     def describe(self) -> str:
         return self.act.name
 
@@ -448,6 +503,15 @@ class Add(GOp):
             _unbroadcast((c if s > 0 else -c, r), (c.shape[0],) + tuple(b[0].shape[1:]))
             for s, b in zip(self.signs, boxes, strict=True)
         ]
+
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """Exact: :math:`\\sigma_k \\Lambda`, summed over the copies of a broadcast input."""
+        rows = lam.shape[0]
+        gs: list[Tensor | None] = [
+            (lam if s > 0 else -lam).sum_to_size((rows,) + tuple(b[0].shape[1:]))
+            for s, b in zip(self.signs, boxes, strict=True)
+        ]
+        return gs, torch.zeros(rows, dtype=lam.dtype)
 
     def describe(self) -> str:
         return "add" if all(s > 0 for s in self.signs) else "sub"
@@ -534,6 +598,17 @@ class ConstAffine(GOp):
             a = self.scale.to(c.dtype)
             c, r = c * a, r * a.abs()
         return [_unbroadcast((c, r), (c.shape[0],) + tuple(boxes[0][0].shape[1:]))]
+
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """Exact: :math:`\\Lambda a` (summed over the copies of a broadcast input) and
+        :math:`\\Lambda \\cdot c`."""
+        rows = lam.shape[0]
+        g = lam if self.scale is None else lam * self.scale.to(lam.dtype)
+        g = g.sum_to_size((rows,) + tuple(boxes[0][0].shape[1:]))
+        c = torch.zeros(rows, dtype=lam.dtype)
+        if self.shift is not None:
+            c = (lam * self.shift.to(lam.dtype)).reshape(rows, -1).sum(1)
+        return [g], c
 
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.scale, self.shift) if t is not None]
@@ -637,6 +712,11 @@ class Concat(GOp):
         cs, rs = m[0].split(sizes, self.dim), m[1].split(sizes, self.dim)
         return [(c, r) for c, r in zip(cs, rs, strict=True)]
 
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """Exact: each input's slice of :math:`\\Lambda`."""
+        sizes = [b[0].shape[self.dim] for b in boxes]
+        return list(lam.split(sizes, self.dim)), torch.zeros(lam.shape[0], dtype=lam.dtype)
+
     def describe(self) -> str:
         return f"concat(dim={self.dim})"
 
@@ -677,6 +757,10 @@ class Rearrange(GOp):
         """Exact: the transpose of the 0/1 map, for the centre and the radius alike."""
         shape = (m[0].shape[0],) + tuple(boxes[0][0].shape[1:])
         return [(_vjp(self.forward, shape, m[0]), _vjp(self.forward, shape, m[1]))]
+
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """Exact: the transpose of the 0/1 map."""
+        return _linear_back(self.forward, boxes, lam)
 
     def describe(self) -> str:
         return f"{self.kind}{self.args}"
@@ -800,6 +884,10 @@ class Mean(GOp):
         """Exact: the transpose of the (non-negative) mean, for the centre and the radius alike."""
         shape = (m[0].shape[0],) + tuple(boxes[0][0].shape[1:])
         return [(_vjp(self.forward, shape, m[0]), _vjp(self.forward, shape, m[1]))]
+
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """Exact: the transpose of the mean."""
+        return _linear_back(self.forward, boxes, lam)
 
     def describe(self) -> str:
         return f"mean{self.dims}"
