@@ -219,3 +219,56 @@ def test_linear_boxes_hold_every_value(template: str, seed: int, acts: list[str]
         # never looser than the interval box, up to the rounding of interval arithmetic on other boxes
         slack = 1e-9 * (1.0 + c.abs() + d.abs())
         assert bool((a >= c - slack).all() and (b <= d + slack).all()), (template, k)
+
+
+# ------------------------------------------------------------------------- one operator's rule
+def _rule_holds(op: gops.GOp, lo: torch.Tensor, hi: torch.Tensor, seed: int) -> None:
+    """``op.linear_back`` on the box [lo, hi] (batch 1) and random coefficients: for sampled inputs
+    of the box (corners included), :math:`\\Lambda \\cdot y \\le \\Lambda_{in} \\cdot x + c`."""
+    g = torch.Generator().manual_seed(seed)
+    out = op.interval((lo, hi))
+    lam = torch.randn((5,) + tuple(out[0].shape[1:]), generator=g, dtype=torch.float64)
+    got = op.linear_back([(lo, hi)], out, lam)
+    assert got is not None
+    (gin,), c = got
+    assert gin is not None
+    u = torch.rand((400,) + tuple(lo.shape[1:]), generator=g, dtype=torch.float64)
+    u[:100] = (u[:100] > 0.5).double()
+    x = lo + u * (hi - lo)
+    y = op.forward(x)
+    lhs = torch.einsum("r...,n...->nr", lam, y)
+    rhs = torch.einsum("r...,n...->nr", gin, x) + c[None]
+    assert bool((lhs <= rhs + 1e-9 * (1 + rhs.abs())).all()), float((lhs - rhs).max())
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("kp", [((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 1), (1, 1)), ((2, 2), (1, 1), (1, 1))])
+def test_maxpool_rule_holds(seed: int, kp: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]) -> None:
+    g = torch.Generator().manual_seed(100 + seed)
+    centre = torch.randn((1, 2, 5, 5), generator=g, dtype=torch.float64)
+    rad = torch.rand((1, 2, 5, 5), generator=g, dtype=torch.float64) * (0.05 if seed % 2 else 1.0)
+    _rule_holds(gops.MaxPool(*kp), centre - rad, centre + rad, seed)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_activation_rule_holds(seed: int, act: str) -> None:
+    from faultbound.network.activations import activation_from_module
+
+    a = activation_from_module(ACTS[act]())
+    assert a is not None
+    g = torch.Generator().manual_seed(200 + seed)
+    centre = torch.randn((1, 12), generator=g, dtype=torch.float64) * 2
+    rad = torch.rand((1, 12), generator=g, dtype=torch.float64) * 2
+    _rule_holds(gops.Act(a), centre - rad, centre + rad, seed)
+
+
+def test_maxpool_dominating_input_is_exact() -> None:
+    """A window whose first input lies above all the others: the max is that input, for both signs."""
+    lo = torch.tensor([[[[5.0, 0.0], [1.0, -1.0]]]], dtype=torch.float64)
+    hi = lo + torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]]], dtype=torch.float64)
+    op = gops.MaxPool((2, 2), (2, 2))
+    lam = torch.tensor([[1.0], [-1.0]], dtype=torch.float64).reshape(2, 1, 1, 1)
+    (g,), c = op.linear_back([(lo, hi)], op.interval((lo, hi)), lam)  # type: ignore[misc]
+    assert torch.equal(g[:, 0, 0, 0], torch.tensor([1.0, -1.0], dtype=torch.float64))
+    assert float(g[:, 0].abs().sum()) == 2.0 and bool((c == 0).all())

@@ -15,7 +15,8 @@ Each operator is one class that owns its rules:
   how far the faulty output is from the clean output (the ``tight`` bound over graphs);
 * :meth:`GOp.linear_back` -- a linear upper bound of a linear function of its output by linear
   functions of its inputs over their boxes (linear operators exactly, activations by their
-  :meth:`~faultbound.network.activations.Activation.relaxation`), which refines the domain boxes
+  :meth:`~faultbound.network.activations.Activation.relaxation`, max pooling by its largest lower
+  bound and its output's upper bound), which refines the domain boxes
   (:meth:`~faultbound.network.graph.GraphNetwork.linear_box_intervals`);
 * :attr:`GOp.piecewise_linear`, :attr:`GOp.weighted`, :meth:`GOp.describe`, :meth:`GOp.tensors`.
 
@@ -849,6 +850,31 @@ class MaxPool(GOp):
             return t[:, 0, ph : ph + h, pw : pw + w].reshape(rows, ch, h, w)
 
         return [(fold(gc), fold(gr))]
+
+    def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
+        """With :math:`j^*` the input of largest lower bound in a window, :math:`\\max_i x_i \\ge
+        x_{j^*}`, and :math:`\\max_i x_i \\le \\overline y` (the output's upper bound); when
+        :math:`\\underline x_{j^*} \\ge \\overline x_i` for every other input i of the window, the max is
+        :math:`x_{j^*}` itself. So a negative coefficient goes to :math:`x_{j^*}`, a positive one too
+        when :math:`j^*` dominates, and to the constant :math:`\\overline y` otherwise; the windows'
+        coefficients are summed back onto the inputs (``fold``)."""
+        lo, hi = boxes[0]
+        _, ch, h, w = lo.shape
+        lo_c, hi_c = self._cols(lo, -math.inf)[0], self._cols(hi, -math.inf)[0]  # (C, K, P)
+        k = lo_c.shape[1]
+        best = lo_c.argmax(1, keepdim=True)  # (C, 1, P)
+        pick = torch.zeros_like(lo_c, dtype=torch.bool).scatter(1, best, True)
+        others = torch.where(pick, torch.full_like(hi_c, -math.inf), hi_c).amax(1)  # (C, P)
+        dom = lo_c.gather(1, best)[:, 0] >= others  # (C, P)
+        rows = lam.shape[0]
+        flat = lam.reshape(rows, ch, -1)
+        pos, neg = flat.clamp(min=0), flat.clamp(max=0)
+        to_best = neg + torch.where(dom, pos, torch.zeros_like(pos))  # (R, C, P)
+        const = (torch.where(dom, torch.zeros_like(pos), pos) * out[1].reshape(1, ch, -1)).reshape(rows, -1).sum(1)
+        cols = pick.to(lam.dtype)[None] * to_best[:, :, None, :]  # (R, C, K, P)
+        ph, pw = self.padding
+        g = F.fold(cols.reshape(rows * ch, k, -1), (h + 2 * ph, w + 2 * pw), self.kernel, stride=self.stride)
+        return [g[:, 0, ph : ph + h, pw : pw + w].reshape(rows, ch, h, w)], const
 
     def describe(self) -> str:
         return f"MaxPool({self.kernel[0]})"

@@ -374,7 +374,7 @@ class GraphNetwork:
         their relaxation on the input's box, the coefficients reaching a node from several consumers
         summed), until they reach the input, where
         :math:`\\Lambda \\cdot x \\le \\Lambda^+ \\cdot \\overline x + \\Lambda^- \\cdot \\underline x`; an operator
-        without a rule (max pooling, products, norms, softmax) is bounded by its own box there.
+        without a rule (products, norms, softmax) is bounded by its own box there.
         Every step is a valid inequality for every input of the box, so the result bounds
         :math:`\\pm y_{v,j}` over it; it is widened by a relative :math:`10^{-8}` for the rounding of
         the float64 arithmetic. Nodes are refined in topological order, so the relaxations of later
