@@ -39,26 +39,10 @@ from vs_pytorchfi import best_time, pytorchfi_campaign, resnet18_campaign
 import faultbound as fb
 from faultbound.measure import inject
 from faultbound.measure.graph_engine import graph_clean_pass
-from faultbound.network.gops import Act, Affine, Const, Input
+from faultbound.network.gops import Act, Const, Input
 from faultbound.network.graph import GraphNetwork
-from faultbound.network.ops import Conv, Dense
 
 CHUNK = 256  # pairs per batch of the oracle's tail
-
-
-def macs(net: GraphNetwork) -> list[int]:
-    """Multiply-adds per input of every node (convolution and dense nodes; 0 elsewhere)."""
-    out = []
-    for node in net.nodes:
-        op = node.op.op if isinstance(node.op, Affine) else None
-        if isinstance(op, Conv):
-            co, ci, kh, kw = op.weight.shape
-            out.append(int(co * ci * kh * kw * node.shape[1] * node.shape[2]))
-        elif isinstance(op, Dense):
-            out.append(int(op.weight.numel() * (node.width // op.weight.shape[0])))
-        else:
-            out.append(0)
-    return out
 
 
 def tail(
@@ -101,7 +85,7 @@ def main() -> None:
     n_nodes = len(net.nodes)
     k = next(i for i, n in enumerate(net.nodes) if len(n.shape) == 3 and n.shape[1] <= args.from_size)
     frontier = sorted({j for i in range(k, n_nodes) for j in net.nodes[i].inputs if j < k})
-    cost = macs(net)
+    cost = net.node_macs
 
     clean = list(graph_clean_pass(net, x).vals)
     # the oracle's starting states, per group (start node, pairs): not timed

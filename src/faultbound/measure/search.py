@@ -38,9 +38,7 @@ from faultbound.failures import AnyNetwork, failure_counts, layer_count, n_units
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
 from faultbound.measure.engine import clean_pass, differentiable_outputs, initial_values, inject
 from faultbound.measure.faultset import FaultSet
-from faultbound.network.gops import Affine
 from faultbound.network.graph import GraphNetwork
-from faultbound.network.ops import Conv, Dense
 
 __all__ = [
     "worst_case",
@@ -170,18 +168,9 @@ LARGE_NETWORK_BUDGET = 4e11
 
 
 def _macs(net: AnyNetwork) -> float:
-    """Multiply-adds of one clean forward pass, counted from the weighted nodes of a graph (0 for a
-    layered network: its default search is never scaled)."""
-    if not isinstance(net, GraphNetwork):
-        return 0.0
-    total = 0.0
-    for node in net.nodes:
-        op = node.op
-        if isinstance(op, Affine) and isinstance(op.op, (Conv, Dense)):
-            w = op.op.weight
-            positions = node.width // int(w.shape[0])  # output pixels (conv) or tokens (dense)
-            total += float(w.numel()) * positions
-    return total
+    """Multiply-adds of one clean forward pass (``GraphNetwork.node_macs``; 0 for a layered
+    network: its default search is never scaled)."""
+    return float(sum(net.node_macs)) if isinstance(net, GraphNetwork) else 0.0
 
 
 def default_spec(net: AnyNetwork) -> SearchSpec:

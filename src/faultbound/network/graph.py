@@ -42,7 +42,7 @@ __all__ = ["Node", "Site", "GraphNetwork", "LINEAR_MACS"]
 #: 2 x its width x the multiply-adds of the nodes up to it, and one that would exceed what is left
 #: keeps its interval box (on the CIFAR ResNet-18 every node does; the small ResNet of the digits
 #: spends 7.4e8, a fraction of a second).
-LINEAR_MACS = 2**33
+LINEAR_MACS = 2**32
 
 
 @dataclass(frozen=True, eq=False)
@@ -378,9 +378,9 @@ class GraphNetwork:
         Every step is a valid inequality for every input of the box, so the result bounds
         :math:`\\pm y_{v,j}` over it; it is widened by a relative :math:`10^{-8}` for the rounding of
         the float64 arithmetic. Nodes are refined in topological order, so the relaxations of later
-        nodes use the refined boxes. A node costs :math:`2n` times the multiply-adds of the nodes up
-        to it; it is refined while the total stays within :data:`LINEAR_MACS` (else it keeps its
-        interval box)."""
+        nodes use the refined boxes. A node whose operator has a rule costs :math:`2n` times the
+        multiply-adds (at least the width) of the nodes up to it; it is refined while the total stays
+        within :data:`LINEAR_MACS` (else it keeps its interval box)."""
         boxes: list[Box2] = []
         cum = 0
         left = LINEAR_MACS
@@ -388,9 +388,10 @@ class GraphNetwork:
             for i, node in enumerate(self.nodes):
                 op = node.op
                 boxes.append(self._node_box(i, boxes, lo, hi))
-                cum += self._macs[i]
+                cum += max(self.node_macs[i], node.width)
                 cost = 2 * node.width * cum
-                if lo.shape[0] == 1 and not isinstance(op, (Input, Const)) and cost <= left:
+                has_rule = type(op).linear_back is not GOp.linear_back
+                if lo.shape[0] == 1 and has_rule and cost <= left:
                     left -= cost
                     refined = self._linear_refine(boxes, i)
                     if refined is not None:
@@ -443,19 +444,16 @@ class GraphNetwork:
         return new_lo, new_hi
 
     @cached_property
-    def _macs(self) -> list[int]:
-        """Multiply-adds per input of every node: a convolution's or dense node's products, the
-        width elsewhere."""
+    def node_macs(self) -> list[int]:
+        """Multiply-adds per input of every node: a convolution's or dense node's products
+        (weights x output positions or tokens), 0 elsewhere."""
         out = []
         for node in self.nodes:
             op = node.op.op if isinstance(node.op, Affine) else None
-            if isinstance(op, Conv):
-                co, ci, kh, kw = op.weight.shape
-                out.append(int(ci * kh * kw) * node.width)
-            elif isinstance(op, Dense):
-                out.append(int(op.weight.shape[1]) * node.width)
+            if isinstance(op, (Conv, Dense)):
+                out.append(int(op.weight.numel()) * (node.width // int(op.weight.shape[0])))
             else:
-                out.append(node.width)
+                out.append(0)
         return out
 
     @cached_property
