@@ -9,6 +9,7 @@ reference forward is the module itself, run by torch in float32 (no faultbound c
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -282,6 +283,30 @@ def test_same_graph_network_from_module_pt2_and_onnx(tmp_path: Path, name: str) 
         check_forward(net, m, shape)
         assert [s.width for s in net.sites] == [s.width for s in ref.sites], fmt
         assert crash_bound(net) == pytest.approx(ref_bound, rel=1e-6), fmt
+
+
+@pytest.mark.parametrize("name", ["residual_dropout_identity", "groupnorm", "small_resnet", "vit_multihead_attention"])
+def test_float64_graph_loads_from_module_pt2_and_onnx(tmp_path: Path, name: str) -> None:
+    """A float64 model that is not a chain loads in every format, computes in float64 (its forward
+    equals the float64 module's to 1e-10, far below float32's rounding) and gives the float32-format
+    nets' graph, with the same crash bound to 1e-6 relative (the weights are the float32 ones, widened)."""
+    m32, shape = build(name)
+    m = copy.deepcopy(m32).double()
+    x = torch.rand(1, *shape, dtype=torch.float64)
+    ep = torch.export.export(m, (x,))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+    ref = crash_bound(fb.load(m32, input_shape=shape))
+    probe = torch.rand(16, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = m(probe).reshape(16, -1)
+    for fmt, net in (("module", fb.load(m, input_shape=shape)), ("pt2", fb.load(str(tmp_path / "m.pt2"))),
+                     ("onnx", fb.load(str(tmp_path / "m.onnx")))):
+        assert isinstance(net, fb.GraphNetwork), fmt
+        assert float((net.forward(probe) - want).abs().max()) <= 1e-10 * max(1.0, float(want.abs().max())), fmt
+        assert crash_bound(net) == pytest.approx(ref, rel=1e-6), fmt
 
 
 @pytest.mark.slow

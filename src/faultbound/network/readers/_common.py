@@ -399,6 +399,15 @@ class ChainTracer:
         return fold_batch_norms(self.items)
 
 
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The floating dtype a module computes in: that of its first floating parameter or buffer
+    (float32 when it has none), so that a float64 module is traced and checked in float64."""
+    for t in (*module.parameters(), *module.buffers()):
+        if t.dtype.is_floating_point:
+            return t.dtype
+    return torch.float32
+
+
 def batched_reference(run: Callable[[Tensor], Tensor], batch: int | None) -> Callable[[Tensor], Tensor]:
     """Wrap a model runner so it sees batches of exactly ``batch`` rows (when the model's batch is fixed).
 

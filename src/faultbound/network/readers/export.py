@@ -118,7 +118,7 @@ def network_from_exported(ep: Any, domain: Any = None, check: bool = True) -> Ne
             if node.name in weights:
                 env[node] = weights[node.name]
             elif node.name == user_input:
-                input_shape, batch, in_dtype = _input_spec(node)
+                input_shape, batch, in_dtype = input_spec(node)
                 env[node] = tracer.start()
             else:
                 env[node] = tracer.fail(label, "an input that is not the model input or a weight")
@@ -185,7 +185,14 @@ def attr_value(gm: Any, target: Any) -> Any:
     return obj.detach() if isinstance(obj, Tensor) else obj
 
 
-def _input_spec(node: Any) -> tuple[tuple[int, ...], int | None, torch.dtype]:
+def input_spec(node: Any) -> tuple[tuple[int, ...], int | None, torch.dtype]:
+    """The shape of one input (without the batch axis), the example batch (``None`` when symbolic)
+    and the floating dtype the program computes in (float32 for an integer input) of a program's
+    user-input placeholder; both readers of ``torch.export`` programs read it here.
+
+    Raises:
+        UnsupportedModelError: no recorded shape, no batch axis, or a size that is not fixed.
+    """
     val = node.meta.get("val")
     if val is None or not hasattr(val, "shape"):
         raise UnsupportedModelError(f"The program's input {node.name!r} has no recorded shape.")

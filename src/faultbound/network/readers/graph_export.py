@@ -61,7 +61,7 @@ from faultbound.network.gops import (
 )
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense
-from faultbound.network.readers._common import batched_reference, first_line
+from faultbound.network.readers._common import batched_reference, first_line, module_dtype
 from faultbound.network.readers.export import (
     _bind,
     _map,
@@ -69,6 +69,7 @@ from faultbound.network.readers.export import (
     _packet,
     _safe_target,
     attr_value,
+    input_spec,
     program_weights,
 )
 from faultbound.network.readers.pt2_guard import quiet_torch_logging
@@ -623,6 +624,7 @@ def graph_from_exported(
     b = _Builder(_example_batch(ep, user_input))
     env: dict[Any, Any] = {}
     input_shape: tuple[int, ...] = ()
+    in_dtype = torch.float32
     final: Any = None
     prev = "the input"
     for node in ep.graph_module.graph.nodes:
@@ -630,13 +632,8 @@ def graph_from_exported(
             if node.name in weights:
                 env[node] = weights[node.name]
             elif node.name == user_input:
-                shape = _out_shape(node)
-                if len(shape) < 2:
-                    raise UnsupportedModelError(
-                        f"Expected the program's input to have a batch axis and one more, but its shape is {shape}."
-                    )
-                input_shape = shape[1:]
-                env[node] = _V(0, True, shape)
+                input_shape, _, in_dtype = input_spec(node)
+                env[node] = _V(0, True, (b.batch, *input_shape))
             else:
                 raise UnsupportedModelError(f"The program has an input {node.name!r} besides the model input.")
         elif node.op == "get_attr":
@@ -659,7 +656,7 @@ def graph_from_exported(
 
         def run(x: Tensor) -> Tensor:
             with torch.no_grad():
-                y = module(x.to(torch.float32))
+                y = module(x.to(in_dtype))
             y = y[0] if isinstance(y, (tuple, list)) else y
             return y.detach().to(torch.float64).reshape(x.shape[0], -1)
 
@@ -728,7 +725,7 @@ def graph_from_module(
     if not isinstance(module, torch.nn.Module):
         raise UnsupportedModelError(f"Expected a torch.nn.Module, but got {type(module).__name__}.")
     module = module.eval()
-    example = torch.zeros((1, *input_shape), dtype=torch.float32)
+    example = torch.zeros((1, *input_shape), dtype=module_dtype(module))
     try:
         with quiet_torch_logging():
             ep = torch.export.export(module, (example,))
