@@ -314,3 +314,125 @@ def test_weight_errors_are_the_actual_roundings() -> None:
     assert exact == pytest.approx(certify_plan(net, [6], weights=False))
     coarse = certify_plan(net, [6, 1, 1], weights=True)  # 0.125, 0.25, 0.75 round
     assert coarse > exact
+
+
+# ------------------------------------------------------------------ graph networks (one format per fault site)
+
+
+class _ResidualMLP(torch.nn.Module):
+    """x -> act(a x) = h; act(b h) + h -> out: two fault sites, the second feeding a residual sum."""
+
+    def __init__(self, d: int, w: int, act: str, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        make = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}[act]
+        self.a, self.b, self.out = torch.nn.Linear(d, w), torch.nn.Linear(w, w), torch.nn.Linear(w, 2)
+        self.act1, self.act2 = make(), make()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act1(self.a(x))
+        return self.out(self.act2(self.b(h)) + h)
+
+
+def _site_hooks(model: torch.nn.Module, names: list[str], edit) -> list:  # type: ignore[no-untyped-def]
+    """Forward hooks that replace the output of each named module by ``edit(k, y)`` (k: its position)."""
+    mods = dict(model.named_modules())
+    return [mods[n].register_forward_hook(lambda _m, _i, y, k=k: edit(k, y)) for k, n in enumerate(names)]
+
+
+def _round(y: torch.Tensor, int_bits: int, frac_bits: int, signed: bool) -> torch.Tensor:
+    """The fixed-point statement, written out: nearest multiple of 2^-b, saturated to the format's range."""
+    step = 2.0**-frac_bits
+    lo = -(2.0**int_bits) if signed else 0.0
+    return torch.clamp(torch.round(y / step) * step, lo, 2.0**int_bits - step)
+
+
+def test_graph_plan_rounds_each_site_and_measures_like_hooked_torch() -> None:
+    """On a residual graph the plan has one format per fault site; its quantized forward equals the
+    module with every activation output rounded by a forward hook (the statement written out), and
+    both the rounding error and the error of neurons off by +-lambda stay within the certificate."""
+    model = _ResidualMLP(3, 6, "relu", 0).double().eval()
+    net = fb.load(model, input_shape=(3,))
+    assert net.layers is None and net.L == 2
+    plan = plan_precision(net, budget=0.05)
+    assert plan.method == "tight" and plan.certified_paper is None and plan.certified <= 0.05
+    assert len(plan.act_formats) == 2 and plan.weight_formats is None
+    assert plan.lambdas == tuple(f.error for f in plan.act_formats)
+    x = samples_corners_and_data(net, None, 256, 0)
+    names = [s.name for s in net.sites]
+    hooks = _site_hooks(model, names, lambda k, y: _round(y, plan.act_formats[k].int_bits,
+                                                          plan.act_formats[k].frac_bits, plan.act_formats[k].signed))
+    try:
+        with torch.no_grad():
+            want = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    got = quantized_forward(net, x, plan.act_formats)
+    assert torch.allclose(got, want, rtol=0, atol=1e-12)
+    measured = measure_plan(net, plan, None, 256, 0)
+    assert 0 < measured <= plan.certified
+    assert search_plan(net, plan) <= plan.certified * (1 + 1e-9)
+    assert plan.memory_bits == sum(n * f.word_bits for n, f in zip(net.widths, plan.act_formats, strict=True))
+
+
+def test_graph_plan_refuses_weights_and_the_paper_bound() -> None:
+    net = fb.load(_ResidualMLP(3, 4, "tanh", 1).eval(), input_shape=(3,))
+    with pytest.raises(InvalidArgumentError, match="Weight formats are planned on layered networks"):
+        plan_precision(net, budget=0.1, weights=True)
+    with pytest.raises(fb.errors.UnsupportedModelError, match="method='tight'"):
+        plan_precision(net, budget=0.1, method="paper")
+
+
+def test_graph_plan_is_the_cheapest_by_enumeration() -> None:
+    """With a small bit range the plan's objective equals the least cost over every bit vector whose
+    tight certificate fits (each certificate computed by ``fb.bound``, the public verb)."""
+    net = fb.load(_ResidualMLP(2, 3, "sigmoid", 2).eval(), input_shape=(2,))
+    budget, hi = 0.02, 9
+    plan = plan_precision(net, budget=budget, max_frac_bits=hi)
+    best = math.inf
+    for bv in itertools.product(range(hi + 1), repeat=net.L):
+        lam = [2.0 ** -(b + 1) for b in bv]
+        if fb.bound(net, fault=fb.Precision(lam), method="tight").value <= budget:
+            best = min(best, sum(n * b for n, b in zip(net.widths, bv, strict=True)))
+    assert plan.optimal and plan.frac_bits_cost == best
+
+
+@soundness
+@given(seed=st.integers(0, 10_000), act=st.sampled_from(["relu", "tanh", "sigmoid"]),
+       budget=st.sampled_from([0.01, 0.1, 1.0]))
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_graph_plan_formats_cover_every_perturbed_value(seed: int, act: str, budget: float) -> None:
+    """Brute force from the statement: every site's value, with every earlier site off by any u in
+    [-lambda, lambda] (random and corner draws, per unit), lies in the site's format range (so no stored
+    value saturates), and the output moves by at most the certificate."""
+    model = _ResidualMLP(3, 5, act, seed).double().eval()
+    net = fb.load(model, input_shape=(3,))
+    plan = plan_precision(net, budget=budget)
+    g = torch.Generator().manual_seed(seed)
+    x = samples_corners_and_data(net, None, 128, seed)
+    with torch.no_grad():
+        clean = model(x)
+    names = [s.name for s in net.sites]
+    for draw in range(8):
+        seen: list[tuple[int, torch.Tensor]] = []
+
+        def edit(k: int, y: torch.Tensor, draw: int = draw) -> torch.Tensor:
+            seen.append((k, y.detach().clone()))
+            lam = plan.lambdas[k]
+            u = torch.rand(y.shape, generator=g, dtype=y.dtype) * 2 - 1
+            if draw % 2:
+                u = torch.sign(u)
+            return y + lam * u
+
+        hooks = _site_hooks(model, names, edit)
+        try:
+            with torch.no_grad():
+                out = model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        assert float((out - clean).abs().max()) <= plan.certified * (1 + 1e-9) + 1e-12
+        for k, y in seen:
+            fmt = plan.act_formats[k]
+            assert fmt.covers(float(y.min()), float(y.max())), (k, fmt.name, float(y.min()), float(y.max()))

@@ -51,17 +51,19 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 
 from faultbound.apps.quantize import FixedPoint, _fresh, _simple_weighted, fit_format, quantized_forward
-from faultbound.bounds.api import Method, bound, check_eps
+from faultbound.bounds.api import Method, bound, check_eps, check_graph_method
 from faultbound.bounds.paper import layer_stats
 from faultbound.errors import FaultboundError, InvalidArgumentError
+from faultbound.failures import AnyNetwork
 from faultbound.faults import Precision
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = [
     "PrecisionPlan",
@@ -96,8 +98,9 @@ class PrecisionPlan:
         budget: :math:`\\epsilon - \\epsilon'`, the output error allowed.
         method: the bound that certifies ``certified`` (``"paper"`` or ``"tight"``).
         certified: the certified output error of the plan (<= budget).
-        certified_paper: the paper bound of the same plan.
-        act_formats: one format per hidden layer.
+        certified_paper: the paper bound of the same plan (``None`` on a graph network, where the
+            paper's Theorem 2 does not apply).
+        act_formats: one format per hidden layer (per fault site on a graph network).
         weight_formats: one per layer 1..L+1, or ``None`` when weights stay in float32.
         lambdas: per-neuron output error :math:`\\lambda_l` per hidden layer.
         output_weight_error: the output weights' share of ``certified``.
@@ -112,7 +115,7 @@ class PrecisionPlan:
     budget: float
     method: str
     certified: float
-    certified_paper: float
+    certified_paper: float | None
     act_formats: tuple[FixedPoint, ...]
     weight_formats: tuple[FixedPoint, ...] | None
     lambdas: tuple[float, ...]
@@ -259,7 +262,7 @@ def solve_bits(
     return best, not stopped, (int(round(best_cost)) if not stopped else root_lb), nodes
 
 
-def _float32_words(net: Network, weights: bool) -> int:
+def _float32_words(net: AnyNetwork, weights: bool) -> int:
     words = sum(net.widths)
     if weights:
         words += net.n_params
@@ -267,7 +270,7 @@ def _float32_words(net: Network, weights: bool) -> int:
 
 
 def plan_precision(
-    net: Network,
+    net: AnyNetwork,
     budget: float | None = None,
     eps: float | None = None,
     eps_prime: float | None = None,
@@ -280,7 +283,9 @@ def plan_precision(
     """The cheapest per-layer fixed-point formats whose certified output error fits the budget.
 
     Args:
-        net: the network (its domain bounds the inputs).
+        net: the network (its domain bounds the inputs). On a graph network (no layered view) one
+            format per fault site is planned, certified by the tight bound over the graph (see
+            :func:`_plan_sites`); ``weights`` and ``method="paper"`` are refused there.
         budget: the allowed output error; or give ``eps`` and ``eps_prime`` (budget = eps - eps').
         weights: also plan the weights' formats (dense or single-convolution layers).
         method: the certificate to optimise for: ``"paper"``, ``"tight"`` or ``"auto"`` (tight when
@@ -309,6 +314,9 @@ def plan_precision(
     if method not in ("auto", "paper", "tight"):
         raise InvalidArgumentError(f"Expected `method` auto, paper or tight, but got {method!r}.")
     net.require_bounded_values()
+    if net.layers is None:
+        return _plan_sites(cast(GraphNetwork, net), budget, weights, method, max_frac_bits, node_limit, eval_limit)
+    net = cast(Network, net)
     L = net.L
     stats = layer_stats(net)
     notes: list[str] = []
@@ -430,6 +438,116 @@ def plan_precision(
         output_weight_error=float(out_w),
         memory_bits=int(mem),
         float32_bits=_float32_words(net, weights),
+        optimal=bool(optimal),
+        frac_bits_cost=cost,
+        lower_bound=min(lower, cost),
+        nodes=nodes,
+        notes=tuple(notes),
+    )
+
+
+def _plan_sites(
+    net: GraphNetwork,
+    budget: float,
+    weights: bool,
+    method: PlanMethod,
+    max_frac_bits: int,
+    node_limit: int,
+    eval_limit: int,
+) -> PrecisionPlan:
+    """:func:`plan_precision` on a graph network: one fixed-point format per fault site.
+
+    Every unit of site s stores its output in :math:`Q(i_s.b_s)`, so it is off by at most
+    :math:`\\lambda_s = 2^{-(b_s+1)}` as long as the format covers every value the unit can take;
+    the plan is certified by the tight bound over the graph with
+    :class:`~faultbound.faults.Precision` :math:`(\\lambda_s)` (Theorem 5 read per site). The integer
+    bits of site s cover its clean box over the domain widened by the deviation bound that the same
+    propagation gives at s (:func:`~faultbound.bounds.graph_tight.graph_deviations`, which holds
+    for every input of the domain while every site errs by at most its :math:`\\lambda`), clipped to
+    the activation's range: no stored value saturates, so :math:`\\lambda_s` is the rounding error.
+
+    The fractional bits are optimised as on layered networks: :func:`solve_bits` on the bound's
+    linearisation around :math:`\\lambda = \\text{budget}` (each site's coefficient is the bound
+    with only that site erring, divided by its error) gives a first plan, and :func:`solve_monotone`
+    the exact optimum of the certificate itself (or its gap past ``eval_limit`` evaluations).
+    Weights are not planned (their formats need a layer's single weighted operator).
+    """
+    from faultbound.bounds.graph_tight import graph_bound_within, graph_deviations, graph_propagate
+
+    if weights:
+        raise InvalidArgumentError(
+            "Weight formats are planned on layered networks only; on a graph network plan the fault sites' "
+            "formats (without weights / --weights)."
+        )
+    check_graph_method(net, method)  # "paper" is refused on graphs in one line
+    S = net.L
+    if S == 0:
+        raise InvalidArgumentError("Expected a network with at least one fault site to plan formats for.")
+
+    lo0, hi0 = net.domain.lo.unsqueeze(0), net.domain.hi.unsqueeze(0)
+
+    def lam_of(bv: Sequence[int]) -> list[float]:
+        return [2.0 ** (-(int(b) + 1)) for b in bv]
+
+    def tight(lam: Sequence[float]) -> float:
+        """The tight bound (``bound(net, fault=Precision(lam), method="tight").value``, without
+        its per-site parts)."""
+        return float(graph_propagate(net, Precision(lam), None, lo0, hi0).amax())
+
+    def fits_value(bv: Sequence[int]) -> float:
+        """A number that is within the budget exactly when the plan's tight bound is (the
+        back-substitution only runs when the forward rule alone exceeds the budget)."""
+        return graph_bound_within(net, Precision(lam_of(bv)), None, lo0, hi0, budget)[0]
+
+    coef = []
+    for s in range(S):
+        one = [0.0] * S
+        one[s] = budget
+        coef.append(tight(one) / budget)
+    act_lo = [_least_bits(c, budget) for c in coef]
+    if any(v > max_frac_bits for v in act_lo):
+        raise InvalidArgumentError(
+            f"The budget {budget:.3g} needs more than max_frac_bits = {max_frac_bits} fractional bits "
+            "at some fault site; raise the budget or max_frac_bits."
+        )
+    costs = [float(w) for w in net.widths]
+    bits, _, _, nodes = solve_bits(costs, coef, budget, act_lo, max_frac_bits, node_limit)
+    bits, optimal, lower, evals = solve_monotone(fits_value, costs, budget, max_frac_bits, incumbent=bits,
+                                                 eval_limit=eval_limit)
+    nodes += evals
+    lam = lam_of(bits)
+    certified = tight(lam)
+    boxes = net.intervals()
+    devs = graph_deviations(net, Precision(lam), None, net.domain.lo.unsqueeze(0), net.domain.hi.unsqueeze(0))
+    afs: list[FixedPoint] = []
+    for site, b in zip(net.sites, bits, strict=True):
+        box_lo, box_hi = boxes[site.node]
+        d = devs[site.node].total()
+        lo, hi = float((box_lo - d).min()), float((box_hi + d).max())
+        if site.activation is not None:
+            lo, hi = max(lo, site.activation.lo), min(hi, site.activation.hi)
+        afs.append(fit_format(lo, hi, int(b)))
+    cost = int(round(sum(c * b for c, b in zip(costs, bits, strict=True))))
+    notes = [
+        "Graph network: one format per fault site, certified by the tight bound over the graph (the paper's "
+        "bound and weight formats need a layered network).",
+        (f"Plan: the exact optimum under the tight bound ({evals} certificate evaluations)." if optimal else
+         f"Branch and bound stopped after {evals} certificate evaluations: the objective is within "
+         f"{cost - lower:.0f} fractional bits of the optimum under the tight bound."),
+    ]
+    if certified > budget * (1 + 1e-12):  # pragma: no cover - the solver only returns feasible plans
+        raise InvalidArgumentError(f"Internal error: plan certifies {certified} > budget {budget}.")
+    return PrecisionPlan(
+        budget=float(budget),
+        method="tight",
+        certified=float(certified),
+        certified_paper=None,
+        act_formats=tuple(afs),
+        weight_formats=None,
+        lambdas=tuple(lam),
+        output_weight_error=0.0,
+        memory_bits=int(sum(n * f.word_bits for n, f in zip(net.widths, afs, strict=True))),
+        float32_bits=_float32_words(net, False),
         optimal=bool(optimal),
         frac_bits_cost=cost,
         lower_bound=min(lower, cost),
@@ -627,7 +745,7 @@ def solve_monotone(
 
 
 def samples_corners_and_data(
-    net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048, seed: int = 0
+    net: AnyNetwork, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048, seed: int = 0
 ) -> torch.Tensor:
     """Points of the domain to measure on: ``n_samples`` uniform samples, the domain corners (all up
     to :data:`ALL_CORNERS_MAX_D` inputs, else 256 random ones) and the data ``X``.
@@ -658,7 +776,7 @@ def samples_corners_and_data(
     return torch.cat([p.reshape(-1, *net.input_shape) for p in pts], 0)
 
 
-def probe_description(net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048) -> str:
+def probe_description(net: AnyNetwork, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048) -> str:
     """What :func:`samples_corners_and_data` measures on, in words (samples, which corners, data)."""
     d = net.domain.lo.numel()
     corners = f"all {2**d} domain corners" if d <= ALL_CORNERS_MAX_D else (
@@ -669,7 +787,7 @@ def probe_description(net: Network, X: torch.Tensor | np.ndarray | None = None, 
 
 
 def measure_plan(
-    net: Network,
+    net: AnyNetwork,
     plan: PrecisionPlan,
     X: torch.Tensor | np.ndarray | None = None,
     n_samples: int = 2048,
@@ -687,7 +805,9 @@ def measure_plan(
     return float((ref - q).abs().amax()) if len(x) else 0.0
 
 
-def search_plan(net: Network, plan: PrecisionPlan, X: torch.Tensor | np.ndarray | None = None, seed: int = 0) -> float:
+def search_plan(
+    net: AnyNetwork, plan: PrecisionPlan, X: torch.Tensor | np.ndarray | None = None, seed: int = 0
+) -> float:
     """Worst output error found by :func:`faultbound.measure.worst_case` for the fault model that
     Theorem 5 certifies: every neuron of layer l off by any amount within :math:`\\pm\\lambda_l`
     (adversarial signs and inputs), plus the output weights' share when weights are planned.

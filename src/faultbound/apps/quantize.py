@@ -22,12 +22,13 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
+from faultbound.failures import AnyNetwork
 from faultbound.network.core import Layer, Network
 from faultbound.network.ops import Conv, Dense
 
@@ -158,7 +159,7 @@ def quantize_layers(net: Network, weight_formats: Sequence[FixedPoint]) -> list[
 
 
 def quantized_forward(
-    net: Network,
+    net: AnyNetwork,
     x: Tensor,
     act_formats: Sequence[FixedPoint],
     weight_formats: Sequence[FixedPoint] | None = None,
@@ -167,13 +168,19 @@ def quantized_forward(
 
     Args:
         x: a batch ``(B, *input_shape)``.
-        act_formats: one format per hidden layer 1..L.
+        act_formats: one format per hidden layer 1..L (per fault site of a graph network).
         weight_formats: one format per layer 1..L+1, or ``None`` to keep the weights exact.
     """
     if len(act_formats) != net.L:
         raise InvalidArgumentError(
             f"Expected one activation format per hidden layer ({net.L}), but got {len(act_formats)}."
         )
+    if net.layers is None:  # a graph network: every fault site's output rounded to its format
+        if weight_formats is not None:
+            raise InvalidArgumentError("Weight formats are planned on layered networks only.")
+        y = net.values(x.to(torch.float64), lambda s, v: act_formats[s].quantize(v))[-1]
+        return y.reshape(x.shape[0], -1)
+    net = cast(Network, net)
     layers = quantize_layers(net, weight_formats) if weight_formats is not None else list(net.layers)
     y = x.to(torch.float64)
     for idx, layer in enumerate(layers):

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from faultbound.errors import FaultboundError, InvalidArgumentError
+from faultbound.failures import AnyNetwork
 from faultbound.faults import FAULT_NAMES, Fault, Precision, parse_fault
 
 app = typer.Typer(
@@ -137,7 +138,7 @@ def load_model(
     trust_pickle: bool = False,
     input_shape: str | None = None,
     sites: str | None = None,
-) -> Any:
+) -> AnyNetwork:
     """Load a model file into a Network, or a GraphNetwork when it is not a chain or ``sites``
     (``--sites NAME,...``) names extra fault sites (errors are library errors)."""
     from faultbound.network.readers.files import load

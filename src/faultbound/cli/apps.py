@@ -99,15 +99,19 @@ def precision(
         return
     say_widened(widened, json)
     t = Table(title=f"Precision plan for {model.name}: budget {b:.4g}, certified by the {plan.method} bound")
-    for col in ("layer", "neurons", "format", "word bits", "lambda_l (per neuron)"):
+    graph = net.layers is None
+    for col in ("site" if graph else "layer", "neurons", "format", "word bits", "lambda_l (per neuron)"):
         t.add_column(col, justify="right")
-    for l, (fmt, lam) in enumerate(zip(plan.act_formats, plan.lambdas, strict=True), start=1):
-        t.add_row(str(l), str(net.widths[l - 1]), fmt.name, str(fmt.word_bits), f"{lam:.3g}")
+    names = [s.name for s in net.sites] if graph else [str(l) for l in range(1, net.L + 1)]
+    for name, n, fmt, lam in zip(names, net.widths, plan.act_formats, plan.lambdas, strict=True):
+        t.add_row(name, str(n), fmt.name, str(fmt.word_bits), f"{lam:.3g}")
     console.print(t)
     if plan.weight_formats is not None:
         console.print("weights: " + ", ".join(f"layer {i}: {f.name}" for i, f in enumerate(plan.weight_formats, 1)))
     console.print(
-        f"certified error {plan.certified:.4g} (paper bound {plan.certified_paper:.4g}) <= budget {b:.4g}; "
+        f"certified error {plan.certified:.4g}"
+        + ("" if plan.certified_paper is None else f" (paper bound {plan.certified_paper:.4g})")
+        + f" <= budget {b:.4g}; "
         f"measured with rounding {measured:.4g}; worst found for neurons off by +-lambda_l {searched:.4g}"
     )
     console.print(

@@ -155,7 +155,7 @@ def run_tasks(
 
 
 def run_ray(
-    net: Network,
+    net: AnyNetwork,
     inputs: Tensor,
     spec: CampaignSpec,
     *,
@@ -272,7 +272,7 @@ class RayScorer:
 
 
 def worst_case_ray(
-    net: Network,
+    net: AnyNetwork,
     fault: Fault,
     failures: list[int] | tuple[int, ...] | None = None,
     spec: SearchSpec | None = None,

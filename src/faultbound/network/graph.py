@@ -21,7 +21,7 @@ convolution nodes), in topological order.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -263,6 +263,12 @@ class GraphNetwork:
         return tuple(out)
 
     @property
+    def layers(self) -> None:
+        """The paper's layered view: ``None`` for a graph network (the formulas that read
+        ``net.layers``, the paper's Theorem 2 among them, refuse it in one line)."""
+        return None
+
+    @property
     def L(self) -> int:  # noqa: N802 - the paper's notation
         """Number of fault sites (the hidden layers of a chain)."""
         return len(self.site_nodes)
@@ -319,10 +325,15 @@ class GraphNetwork:
         return hit
 
     # ----------------------------------------------------------------- forward
-    def values(self, x: Tensor) -> list[Tensor]:
-        """Every node's output for a batch ``(B, *input_shape)``, in ``x``'s dtype."""
+    def values(self, x: Tensor, at_site: Callable[[int, Tensor], Tensor] | None = None) -> list[Tensor]:
+        """Every node's output for a batch ``(B, *input_shape)``, in ``x``'s dtype.
+
+        ``at_site(s, y)``, when given, replaces the output ``y`` of fault site ``s`` (0-based, in
+        :attr:`sites` order) by what it returns before any consumer reads it (a rounding, a mask).
+        """
         vals: list[Tensor] = []
-        for node in self.nodes:
+        site_of = {n: s for s, n in enumerate(self.site_nodes)} if at_site is not None else {}
+        for i, node in enumerate(self.nodes):
             op = node.op
             if isinstance(op, Input):
                 vals.append(x)
@@ -330,6 +341,8 @@ class GraphNetwork:
                 vals.append(op.make(x.shape[0], x.dtype))
             else:
                 vals.append(op.forward(*(vals[j] for j in node.inputs)))
+            if at_site is not None and i in site_of:
+                vals[-1] = at_site(site_of[i], vals[-1])
         return vals
 
     def forward(self, x: Tensor) -> Tensor:

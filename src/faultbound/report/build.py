@@ -378,12 +378,12 @@ def _fault_info(fault: Fault) -> dict[str, Any]:
     return _finite(fault.to_dict()) | {"label": fault.label()}
 
 
-def _limits(net: Network, fault: Fault) -> list[int]:
+def _limits(net: Network | GraphNetwork, fault: Fault) -> list[int]:
     """Largest admissible count per layer (f_l < N_l for neurons, <= synapses for synapses)."""
     return list(max_counts(net, fault, correct_neuron=True))
 
 
-def default_failures(net: Network, fault: Fault) -> tuple[tuple[int, ...], ...]:
+def default_failures(net: Network | GraphNetwork, fault: Fault) -> tuple[tuple[int, ...], ...]:
     """For each layer l, :math:`f_l \\in \\{1, 2, 4\\}` capped by the layer's limit (other layers
     0), then all ones; duplicates and impossible distributions are dropped."""
     if not fault.counted:  # precision
@@ -441,7 +441,7 @@ def _status(paper: dict[str, Any], tight: dict[str, Any], worst: float) -> Statu
     return "ok"
 
 
-def _validate(net: Network, spec: ReportSpec) -> list[tuple[Fault, tuple[tuple[int, ...], ...]]]:
+def _validate(net: Network | GraphNetwork, spec: ReportSpec) -> list[tuple[Fault, tuple[tuple[int, ...], ...]]]:
     """Check every setting before any computation; returns the distributions per fault."""
     from faultbound.bounds.api import check_eps
 
@@ -481,7 +481,7 @@ def _validate(net: Network, spec: ReportSpec) -> list[tuple[Fault, tuple[tuple[i
 
 
 def build_report(
-    net: Network,
+    net: Network | GraphNetwork,
     spec: ReportSpec | None = None,
     *,
     inputs: Any = None,
@@ -586,14 +586,14 @@ def build_report(
     )
 
 
-def _inside(net: Network, x: Any) -> Any:
+def _inside(net: Network | GraphNetwork, x: Any) -> Any:
     """Which points of ``x`` (``(n, *input_shape)``) lie in the domain box (every feature)."""
     lo, hi = net.domain.lo.to(x.dtype), net.domain.hi.to(x.dtype)
     return ((x >= lo) & (x <= hi)).reshape(x.shape[0], -1).all(1)
 
 
 def _outside(
-    net: Network,
+    net: Network | GraphNetwork,
     spec: ReportSpec,
     plan: list[tuple[Fault, tuple[tuple[int, ...], ...]]],
     x: Any,
@@ -644,7 +644,7 @@ def _outside(
 
 
 def _tolerance(
-    net: Network, spec: ReportSpec, eps: float, say: Progress, notes: list[str]
+    net: Network | GraphNetwork, spec: ReportSpec, eps: float, say: Progress, notes: list[str]
 ) -> tuple[ToleranceEntry, ...]:
     from faultbound.bounds.tolerance import tolerate
 
@@ -666,7 +666,7 @@ def _tolerance(
 
 
 def _campaigns(
-    net: Network,
+    net: Network | GraphNetwork,
     spec: ReportSpec,
     plan: list[tuple[Fault, tuple[tuple[int, ...], ...]]],
     probes: Any,
