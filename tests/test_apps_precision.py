@@ -417,7 +417,7 @@ def test_graph_plan_formats_cover_every_perturbed_value(seed: int, act: str, bud
     for draw in range(8):
         seen: list[tuple[int, torch.Tensor]] = []
 
-        def edit(k: int, y: torch.Tensor, draw: int = draw) -> torch.Tensor:
+        def edit(k: int, y: torch.Tensor, draw: int = draw, seen: list = seen) -> torch.Tensor:  # type: ignore[type-arg]
             seen.append((k, y.detach().clone()))
             lam = plan.lambdas[k]
             u = torch.rand(y.shape, generator=g, dtype=y.dtype) * 2 - 1

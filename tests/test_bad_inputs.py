@@ -112,18 +112,26 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("bound", "--failures", "-1"),
     ("bound", "--failures", "1,1"),
     ("bound", "--failures", "a"),
+    ("bound", "--failures", "1=1,1=0"),  # a fault site given twice
+    ("bound", "--failures", "all=1,all=0"),
+    ("bound", "--failures", "1=0,all=1"),  # all=K after a named site
     ("tolerate", "--eps", "-1"),
     ("tolerate", "--eps", "nan"),
     ("tolerate", "--eps-prime", "0.9"),
     ("inject", "--failures", "6"),
+    ("inject", "--failures", "1=1,1=1"),
     ("worst", "--failures", "-2"),
+    ("worst", "--failures", "all=1,1=0,1=1"),
     ("certify", "--failures", "x"),
+    ("certify", "--failures", "1=1,1=2"),
     ("precision", "--budget", "-1"),
     ("precision", "--budget", "0"),
     ("precision", "--budget", "nan"),
     ("boost", "--eps", "nan"),
     ("boost", "--eps-prime", "1"),
     ("report", "--no-plots", "--eps=-1"),
+    ("report", "--no-plots", "--failures=1=1,1=0"),
+    ("report", "--no-plots", "--campaign-failures=all=1,all=1"),
 ]
 
 RATES = ["-0.1", "1.5", "nan"]

@@ -79,11 +79,26 @@ def test_bound_json_matches_library(model_file: Path) -> None:
 
 
 def test_bound_table_shows_both_methods(model_file: Path) -> None:
-    r = run("bound", str(model_file), "--failures", "1,1")
+    r = run("bound", str(model_file), "--failures", "1,1", "--method", "both")
     assert r.returncode == 0, r.stderr
     assert "paper" in r.stdout
     if "tight" in fb.bounds.METHODS:
         assert "tight" in r.stdout
+
+
+def test_bound_default_method_is_the_librarys(model_file: Path) -> None:
+    """`faultbound bound` without --method reports what `fb.bound` without `method` returns (the
+    paper's bound on a layered network), and --method both reports the smaller of paper and tight."""
+    net = fb.load(model_file)
+    want = fb.bound(net, [1, 1])
+    assert want.method == "paper" and want == fb.bound(net, [1, 1], method="paper")
+    tight = fb.bound(net, [1, 1], method="tight")
+    assert tight.value < want.value  # so that the two defaults could not agree by accident
+    d = json.loads(run("bound", str(model_file), "--failures", "1,1", "--json").stdout)
+    assert (d["method"], d["value"], d["per_layer"]) == ("paper", want.value, list(want.per_layer))
+    assert [r["method"] for r in d["results"]] == ["paper"]
+    d = json.loads(run("bound", str(model_file), "--failures", "1,1", "--method", "both", "--json").stdout)
+    assert (d["method"], d["value"]) == ("tight", tight.value)
 
 
 def test_bound_unbounded_capacity_lemma1(model_file: Path) -> None:

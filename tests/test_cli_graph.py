@@ -226,6 +226,37 @@ def test_failures_bad_forms(resnet_graph: object, text: str, needle: str) -> Non
     assert needle in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "layers.1.0.relu1=1,layers.1.0.relu1=2",
+            "Expected each fault site once in --failures, but `layers.1.0.relu1` is given twice.",
+        ),
+        ("relu=1,relu=1", "`relu` is given twice"),  # even with the same count
+        ("relu=1,1=2", "`relu` is given twice (as `relu` and `1`)"),  # site 1 is relu
+        ("5=0,layers.1.0.relu2=3", "`layers.1.0.relu2` is given twice (as `5` and `layers.1.0.relu2`)"),
+        ("all=1,relu=0,relu=2", "`relu` is given twice"),
+        ("all=1,all=2", "`all` is given twice"),
+        ("relu=0,all=1", "it follows `relu`"),  # all=K after a name would silently override it
+    ],
+)
+def test_failures_repeated_site_is_refused(resnet_graph: object, text: str, needle: str) -> None:
+    with pytest.raises(InvalidArgumentError) as e:
+        parse_failures(text, resnet_graph, Crash())
+    assert needle in str(e.value)
+
+
+def test_failures_repeated_site_is_one_line_on_the_cli(resnet_file: Path, resnet_graph: object) -> None:
+    for text in ("layers.0.0.relu2=1,layers.0.0.relu2=2", "all=1,all=0", "fc=1,7=0"):
+        fault = ["--fault", "synapse-crash"] if "fc" in text else []
+        r = run("bound", str(resnet_file), "--failures", text, *fault)
+        _one_line_error(r, "given twice")
+    _one_line_error(run("bound", str(resnet_file), "--failures", "relu=1,relu=1"), "`relu` is given twice")
+    # a site named once, after all=K, is the documented override and still accepted
+    assert parse_failures("all=1,layers.0.0.relu2=0", resnet_graph, Crash()) == [1, 1, 0, 1, 1]
+
+
 def test_failures_named_forms_on_a_layered_network() -> None:
     import faultbound as fb
 
@@ -235,6 +266,8 @@ def test_failures_named_forms_on_a_layered_network() -> None:
     assert parse_failures("all=1", net, SynapseCrash()) == [1, 1, 1]
     with pytest.raises(InvalidArgumentError, match="numbered 1..2"):
         parse_failures("relu=1", net, Crash())
+    with pytest.raises(InvalidArgumentError, match=r"but `2` is given twice\.$"):
+        parse_failures("2=1,2=0", net, Crash())
 
 
 def test_bound_cli_reads_named_failures_like_counts(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+import faultbound as fb
 from faultbound.models import lenet_maxpool, small_resnet
 from tests.cli_run import run
 
@@ -83,9 +84,14 @@ def test_bound_tight_is_above_every_single_crash(resnet: tuple[nn.Module, Path])
 
 def test_bound_both_on_a_graph_gives_tight_and_says_why_no_paper(resnet: tuple[nn.Module, Path]) -> None:
     _, path = resnet
-    d = _json("bound", str(path), "--failures", f"{SITE}=1")
+    d = _json("bound", str(path), "--failures", f"{SITE}=1", "--method", "both")
     assert [r["method"] for r in d["results"]] == ["tight"]
     assert any("paper" in n for n in d["notes"])
+    # without --method: fb.bound's default on a graph, tight (no note: paper was not asked for)
+    d = _json("bound", str(path), "--failures", f"{SITE}=1")
+    want = fb.bound(fb.load(path), [0, 0, 0, 0, 1])
+    assert want.method == "tight" and [r["method"] for r in d["results"]] == ["tight"]
+    assert d["value"] == want.value and not any("paper" in n for n in d["notes"])
     code, out, err = run("bound", str(path), "--failures", "all=1")
     assert code == 0, err
     for name in ("relu", "layers.0.0.relu1", "layers.0.0.relu2", "layers.1.0.relu1", SITE):

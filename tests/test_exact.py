@@ -308,7 +308,7 @@ def test_cli_time_limit_and_refusal(files: dict[str, Path]) -> None:
     assert code == 2 and "Sigmoid" in err and len(err.strip().splitlines()) == 1
     code, out, err = run("bound", str(files["relu"]), "--failures", "1,1", "--time-limit", "3")
     assert code == 2 and len(err.strip().splitlines()) == 1
-    code, out, err = run("bound", str(files["relu"]), "--failures", "1,1", "--json")  # both = paper + tight
+    code, out, err = run("bound", str(files["relu"]), "--failures", "1,1", "--method", "both", "--json")
     assert code == 0 and [r["method"] for r in json.loads(out)["results"]] == ["paper", "tight"]
 
 

@@ -39,11 +39,27 @@ def test_bound_tight_on_graph_is_graph_tight() -> None:
     assert prec.value > 0 and len(prec.per_layer) == net.L
 
 
+
+def test_bound_default_method_is_tight_on_a_graph_and_paper_on_a_chain() -> None:
+    """``method`` left out: :func:`faultbound.bounds.api.default_method` (tight on a graph, where
+    the paper's bound is refused; paper on a layered network), named by ``result.method``."""
+    _, net = _graph()
+    f = [1] + [0] * (net.L - 1)
+    assert fb.bound(net, f) == fb.bound(net, f, method="tight")
+    torch.manual_seed(0)
+    chain = fb.Network.from_torch(
+        torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3), torch.nn.Tanh(),
+                            torch.nn.Linear(3, 1))
+    )
+    paper = fb.bound(chain, [1, 1], method="paper")
+    assert fb.bound(chain, [1, 1]) == paper and paper.method == "paper"
+    assert fb.bound(chain, [1, 1], method="tight").value < paper.value  # the two methods differ here
+
+
 def test_paper_and_fep_refused_on_graph_in_one_line() -> None:
     _, net = _graph()
     for call in (
         lambda: fb.bound(net, [1] * net.L, fb.Crash(), "paper"),
-        lambda: fb.bound(net, [1] * net.L),  # the default method is paper
         lambda: fb.fep_as_printed(net, [1] * net.L),
         lambda: fb.tolerate(net, 1.0, 0.1, fb.Crash(), "paper"),
         lambda: compare_methods(net, 1.0, 0.1),

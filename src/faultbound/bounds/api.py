@@ -34,6 +34,7 @@ __all__ = [
     "check_bounded",
     "check_eps",
     "check_graph_method",
+    "default_method",
     "GRAPH_PAPER",
 ]
 
@@ -68,6 +69,16 @@ def check_graph_method(net: object, method: str) -> None:
     with residual sums, pooling, norms and attention does not have (docs/graphs.md)."""
     if isinstance(net, GraphNetwork) and method == "paper":
         raise UnsupportedModelError(GRAPH_PAPER)
+
+
+def default_method(net: object) -> Method:
+    """The method :func:`bound` uses when none is given, and ``faultbound bound`` without
+    ``--method``: ``"paper"`` (the paper's Theorem 2, made sound) on a layered
+    :class:`~faultbound.network.core.Network`, ``"tight"`` on a
+    :class:`~faultbound.network.graph.GraphNetwork`, where Theorem 2 is not defined
+    (:func:`check_graph_method`). ``method="tight"`` is usually the smaller certificate on a layered
+    network too; ask for it (or compare both, as ``faultbound bound --method both`` does)."""
+    return "tight" if isinstance(net, GraphNetwork) else "paper"
 
 
 def check_bounded(fault: object) -> Fault:
@@ -132,7 +143,7 @@ def bound(
     net: Network | GraphNetwork,
     failures: Sequence[int] | None = None,
     fault: Fault | None = None,
-    method: Method = "paper",
+    method: Method | None = None,
     time_limit: float | None = None,
 ) -> BoundResult:
     """Certified bound on the output error for every input of the domain and every failure set
@@ -143,8 +154,10 @@ def bound(
         failures: :math:`(f_1, \\dots, f_L)` (L+1 entries for synapse faults; omit for
             :class:`~faultbound.faults.Precision`).
         fault: the fault model, :class:`~faultbound.faults.Crash` by default.
-        method: ``"paper"`` (the paper's derivation, made sound; see
-            :mod:`faultbound.bounds.paper`), ``"tight"`` (per-neuron propagation) or ``"exact"``
+        method: ``None`` (the default, :func:`default_method`: ``"paper"`` on a layered Network,
+            ``"tight"`` on a GraphNetwork; the CLI's ``bound`` has the same default and
+            ``result.method`` names the one used), ``"paper"`` (the paper's derivation, made
+            sound; see :mod:`faultbound.bounds.paper`), ``"tight"`` (per-neuron propagation) or ``"exact"``
             (the exact worst case by MILP, piecewise-linear networks only, opt-in because it can be
             slow; see :mod:`faultbound.bounds.exact`). On a
             :class:`~faultbound.network.graph.GraphNetwork`: ``"tight"`` propagates over the graph
@@ -164,6 +177,8 @@ def bound(
         0.5
     """
     fault = Crash() if fault is None else fault
+    if method is None:
+        method = default_method(net)
     if method not in METHOD_NAMES:
         raise InvalidArgumentError(f"Expected `method` to be one of {', '.join(METHOD_NAMES)}, but got {method!r}.")
     if time_limit is not None and method != "exact":

@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 from faultbound.errors import FaultboundError, InvalidArgumentError
 from faultbound.failures import AnyNetwork
@@ -36,7 +38,46 @@ INPUT_SHAPE = typer.Option(
 )
 FAULT_HELP = f"Fault model: {', '.join(FAULT_NAMES)}, precision."
 
-console = Console()
+
+
+class TableConsole(Console):
+    """The CLI's stdout console: a rich :class:`~rich.console.Console` that never cuts a table cell.
+
+    rich fits a table to the console's width (80 columns when stdout is a file or a pipe) by
+    shrinking columns, then ellipsising cells (``312.``, ``5.712e+0``) and cropping whatever is
+    still too wide: numbers that look like numbers but are not the numbers. Every table printed
+    through this console is laid out so that no cell is shortened:
+
+    * stdout not a terminal: the table takes its natural width (no cell wraps), however wide;
+    * a terminal: the terminal's width, or the least width at which every cell fits by wrapping
+      only at spaces (every number and name whole) when the terminal is narrower than that; the
+      terminal then wraps the long lines instead of a number being cut.
+
+    Lines wider than the console are not cropped (``crop=False``) when a table is printed.
+    """
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        tables = [o for o in objects if isinstance(o, Table)]
+        for t in tables:
+            self.fit_table(t)
+        if tables:
+            kwargs.setdefault("crop", False)
+        super().print(*objects, **kwargs)
+
+    def fit_table(self, table: Table) -> None:
+        """Set ``table.width`` (when the console is too narrow) to a width at which no cell is cut."""
+        if table.width is not None:
+            return
+        need = Measurement.get(self, self.options.update_width(_NO_LIMIT), table)
+        width = max(self.width, need.minimum) if self.is_terminal else need.maximum
+        if width > self.width or not self.is_terminal:
+            table.width = width
+
+
+#: A width no table reaches: to measure a table's natural width.
+_NO_LIMIT = 1 << 20
+
+console = TableConsole()
 err_console = Console(stderr=True)
 
 

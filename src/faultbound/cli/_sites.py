@@ -11,6 +11,9 @@ or one of two short forms:
   ``inspect`` prints it) or its 1-based number. ``all=K`` may come first as the default, e.g.
   ``all=1,fc=0``.
 
+Each site is given at most once (by its name or by its number, not both) and ``all=K`` at most
+once and first: a repeated site is refused rather than read as "the last value wins".
+
 On a layered network the sites are its hidden layers 1..L (L+1 synapse layers), numbered.
 """
 
@@ -59,8 +62,9 @@ def parse_failures(text: str, net: Any, fault: Fault, what: str = "failures") ->
     module docstring). The counts are validated later, by :func:`faultbound.failures.failure_counts`.
 
     Raises:
-        InvalidArgumentError: a malformed entry, a name that is no site, a negative count, or
-            plain counts mixed with named ones.
+        InvalidArgumentError: a malformed entry, a name that is no site, a negative count, plain
+            counts mixed with named ones, a site given twice (by name or number), or ``all=K``
+            given twice or after a named site.
     """
     entries = [e.strip() for e in text.split(",") if e.strip() != ""]
     if not any("=" in e for e in entries):
@@ -68,6 +72,8 @@ def parse_failures(text: str, net: Any, fault: Fault, what: str = "failures") ->
     names = site_names(net, fault)
     counts = [0] * len(names)
     index = {n: i for i, n in enumerate(names) if n}
+    given: dict[int, str] = {}  # site position -> the key (name or number) that named it
+    all_given = False
     for e in entries:
         key, sep, val = e.partition("=")
         key = key.strip()
@@ -84,16 +90,24 @@ def parse_failures(text: str, net: Any, fault: Fault, what: str = "failures") ->
         if k < 0:
             raise InvalidArgumentError(f"Expected non-negative counts in --{what}, but got {e!r}.")
         if key == "all":
+            if all_given or given:
+                why = "`all` is given twice" if all_given else f"it follows `{next(iter(given.values()))}`"
+                raise InvalidArgumentError(
+                    f"Expected all=K at most once in --{what}, and first (the default for the sites not named), "
+                    f"but {why}."
+                )
             counts = [k] * len(names)
-        elif key.isdigit():
+            all_given = True
+            continue
+        if key.isdigit():
             pos = int(key)
             if not 1 <= pos <= len(names):
                 raise InvalidArgumentError(
                     f"Expected site numbers 1..{len(names)} in --{what}, but got {pos}."
                 )
-            counts[pos - 1] = k
+            i = pos - 1
         elif key in index:
-            counts[index[key]] = k
+            i = index[key]
         else:
             shown = ", ".join(n for n in names[:8] if n)
             more = f", ... ({len(names)} in all)" if len(names) > 8 else ""
@@ -102,4 +116,10 @@ def parse_failures(text: str, net: Any, fault: Fault, what: str = "failures") ->
                 f"Expected --{what} to name fault sites, but {key!r} is none "
                 f"({known}; `faultbound inspect` lists them)."
             )
+        if i in given:
+            site = names[i] or str(i + 1)
+            twice = f"`{site}` is given twice" + (f" (as `{given[i]}` and `{key}`)" if given[i] != key else "")
+            raise InvalidArgumentError(f"Expected each fault site once in --{what}, but {twice}.")
+        given[i] = key
+        counts[i] = k
     return counts

@@ -8,7 +8,7 @@ from typing import Any, cast
 import typer
 from rich.table import Table
 
-from faultbound.bounds.api import METHODS, BoundResult, Method, bound
+from faultbound.bounds.api import METHODS, BoundResult, Method, bound, default_method
 from faultbound.bounds.tolerance import EpsPrime, MethodComparison, ToleranceResult, estimate_eps_prime, tolerate
 from faultbound.cli._common import (
     DOMAIN,
@@ -211,11 +211,12 @@ def bound_cmd(
     capacity: float | None = typer.Option(None, "--capacity", help="C for Byzantine faults (default 1; inf allowed)."),
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
-    method: str = typer.Option(
-        "both",
+    method: str | None = typer.Option(
+        None,
         "--method",
-        help="paper, tight, both (paper + tight; on a graph, paper only where the library defines it), "
-        "or exact (MILP; piecewise-linear networks).",
+        help="paper, tight, both (paper + tight, the value is the smaller; on a graph, paper only where the "
+        "library defines it), or exact (MILP; piecewise-linear networks). Default, as faultbound.bound: paper "
+        "on a layered network, tight on a graph.",
     ),
     time_limit: float | None = typer.Option(
         None, "--time-limit", help="Seconds for --method exact; past it the solver's bound is reported, with the gap."
@@ -227,12 +228,15 @@ def bound_cmd(
     sites: str | None = SITES,
     json: bool = JSON,
 ) -> None:
-    """Certified bound on the output error (inf-norm) for a failure distribution (Theorem 2)."""
+    """Certified bound on the output error (inf-norm) for a failure distribution (Theorem 2); by default
+    the method faultbound.bound uses (paper on a layered network, tight on a graph), --method both
+    for both."""
     net = load_model(model, domain, trust_pickle, input_shape, sites)
     flt = make_fault(fault, capacity, value, errors)
     if flt.counted and failures is None:
         raise InvalidArgumentError("Expected --failures f_1,...,f_L.")
     f = parse_failures(failures, net, flt) if flt.counted and failures is not None else None
+    method = default_method(net) if method is None else method
     methods = _methods(method, exact=True)
     if time_limit is not None and methods != ["exact"]:
         raise InvalidArgumentError("Expected --time-limit only with --method exact.")

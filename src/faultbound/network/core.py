@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from faultbound.errors import InvalidArgumentError, ModelLoadError, UnboundedError, UnsupportedModelError
 from faultbound.network.activations import Activation
 from faultbound.network.ops import Op
-from faultbound.network.readers.module import module_chain, module_reference
+from faultbound.network.readers.module import module_chain, module_reference, warn_train_mode
 
-__all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against", "read_inputs"]
+__all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against", "network_of_module", "read_inputs"]
 
 #: Largest effective weight matrix (entries) that is materialised for w_m / fan-in / synapses.
 MAX_EFFECTIVE_ENTRIES = 50_000_000
@@ -267,6 +267,11 @@ class Network:
 
         The layers are read by :mod:`faultbound.network.readers.module` (its ``RULES``).
 
+        The module itself is not changed: a module in training mode is read with eval-mode
+        semantics (dropout off, batch norms folded from their running statistics), stays in
+        training mode, and a ``UserWarning`` says so when the mode changes its function
+        (:func:`~faultbound.network.readers.module.train_mode_modules`).
+
         Args:
             module: the model; analysed with eval-mode semantics (batch norms folded).
             domain: ``(lo, hi)`` scalars or arrays of the input shape; default [0, 1]^d.
@@ -278,11 +283,8 @@ class Network:
             UnsupportedModelError: listing every unsupported layer at once.
             ModelLoadError: when the extracted Network disagrees with the module.
         """
-        items, shape = module_chain(module, input_shape, domain)
-        net = Network.from_chain(items, shape, domain)
-        if check:
-            check_against(net, module_reference(module), "the torch module")
-        return net
+        warn_train_mode(module, stacklevel=2)
+        return network_of_module(module, domain, input_shape, check)
 
     @staticmethod
     def from_chain(
@@ -531,6 +533,21 @@ class Network:
             "n_params": self.n_params,
             "layers": rows,
         }
+
+
+def network_of_module(
+    module: nn.Module,
+    domain: tuple[object, object] | None = None,
+    input_shape: Sequence[int] | None = None,
+    check: bool = True,
+) -> Network:
+    """:meth:`Network.from_torch` without its training-mode warning (for loaders that warn once
+    themselves): the chain's layers, eval-mode semantics, the module left as it is."""
+    items, shape = module_chain(module, input_shape, domain)
+    net = Network.from_chain(items, shape, domain)
+    if check:
+        check_against(net, module_reference(module), "the torch module")
+    return net
 
 
 def _check_points(net: Any, n: int = 16, seed: int = 0) -> Tensor:

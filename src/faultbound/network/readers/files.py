@@ -21,13 +21,13 @@ from typing import Any
 import torch
 
 from faultbound.errors import FaultboundError, InvalidArgumentError, ModelLoadError, UnsupportedModelError
-from faultbound.network.core import Network
+from faultbound.network.core import Network, network_of_module
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.readers._common import first_line
 from faultbound.network.readers.export import load_exported, read_exported
 from faultbound.network.readers.graph_export import graph_from_exported, graph_from_module
 from faultbound.network.readers.graph_onnx import ReferenceRunError, load_graph_onnx
-from faultbound.network.readers.module import read_module
+from faultbound.network.readers.module import read_module, warn_train_mode
 from faultbound.network.readers.onnx import load_onnx
 
 __all__ = ["EXTENSIONS", "from_module", "load"]
@@ -38,6 +38,7 @@ AnyNetwork = Network | GraphNetwork
 
 def _load_pickled(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
     module = read_module(path, domain, trust_pickle, input_shape)
+    module.eval()  # our own unpickled copy: a file is read with eval-mode semantics, without a warning
     return from_module(module, domain=domain, input_shape=input_shape)
 
 
@@ -65,13 +66,19 @@ def from_module(
     domain: Any = None,
     input_shape: tuple[int, ...] | None = None,
     sites: list[str] | None = None,
+    stacklevel: int = 2,
 ) -> AnyNetwork:
     """The Network of an ``nn.Module``: the layered :class:`Network` when it is a chain the paper's
     form covers (``Network.from_torch``), else the :class:`GraphNetwork` of its ``torch.export``
-    program (residual blocks, max pooling, normalisation, attention; needs ``input_shape``)."""
+    program (residual blocks, max pooling, normalisation, attention; needs ``input_shape``).
+
+    The module is read with eval-mode semantics and not changed: one in training mode stays so,
+    with a ``UserWarning`` when that mode changes its function
+    (:func:`~faultbound.network.readers.module.warn_train_mode`)."""
+    warn_train_mode(module, stacklevel=stacklevel)
     if not sites:
         try:
-            return Network.from_torch(module, domain=domain, input_shape=input_shape)
+            return network_of_module(module, domain=domain, input_shape=input_shape)
         except UnsupportedModelError as chain_error:
             if input_shape is None:
                 raise UnsupportedModelError(
@@ -136,7 +143,7 @@ def load(
         [3]
     """
     if isinstance(path, torch.nn.Module):
-        return from_module(path, domain=domain, input_shape=input_shape, sites=sites)
+        return from_module(path, domain=domain, input_shape=input_shape, sites=sites, stacklevel=3)
     net = _load_file(Path(path), domain, trust_pickle, input_shape)
     if sites:
         g = GraphNetwork.from_network(net) if isinstance(net, Network) else net

@@ -721,16 +721,22 @@ def graph_from_module(
 ) -> GraphNetwork:
     """Export ``module`` (eval mode, an example batch of one input of ``input_shape``) with
     ``torch.export`` and read the program as a GraphNetwork. The user's own module runs in this
-    process (nothing is unpickled)."""
+    process (nothing is unpickled). It is exported in eval mode and then given back its own
+    training flags, submodule by submodule: the module is left as it was (no warning here; the
+    callers, :func:`faultbound.load`, warn)."""
     if not isinstance(module, torch.nn.Module):
         raise UnsupportedModelError(f"Expected a torch.nn.Module, but got {type(module).__name__}.")
-    module = module.eval()
     example = torch.zeros((1, *input_shape), dtype=module_dtype(module))
+    flags = [(m, m.training) for m in module.modules()]
     try:
+        module.eval()
         with quiet_torch_logging():
             ep = torch.export.export(module, (example,))
     except Exception as e:
         raise UnsupportedModelError(
             f"torch.export cannot trace {type(module).__name__}: {type(e).__name__}: {first_line(e)}"
         ) from None
+    finally:
+        for m, training in flags:
+            m.training = training
     return graph_from_exported(ep, domain, sites)

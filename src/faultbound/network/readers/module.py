@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,15 @@ from faultbound.network.activations import REGISTRY, Activation
 from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
 from faultbound.network.readers._common import Item, batch_norm, first_line, fold_batch_norms
 
-__all__ = ["RULES", "flatten_modules", "module_chain", "module_reference", "read_module"]
+__all__ = [
+    "RULES",
+    "flatten_modules",
+    "module_chain",
+    "module_reference",
+    "read_module",
+    "train_mode_modules",
+    "warn_train_mode",
+]
 
 #: A rule: the module -> its op, its activation, or ``None`` for the identity; raises
 #: :class:`UnsupportedModelError` for settings it cannot represent.
@@ -236,6 +245,44 @@ def module_reference(module: nn.Module) -> Callable[[Tensor], Tensor]:
             return ref(x).reshape(x.shape[0], -1)
 
     return run
+
+
+def train_mode_modules(module: nn.Module) -> list[str]:
+    """The submodules of ``module`` (``""`` for itself) in training mode whose forward pass torch
+    changes with the mode: dropout of any kind with ``p > 0``, batch and instance norms that keep running
+    statistics (they use the batch's statistics in training mode), and ``MultiheadAttention``
+    with ``dropout > 0``. Other modules in training mode (a fresh ``Linear``) compute the same
+    function in both modes; a custom module that branches on ``self.training`` is not detected."""
+    found = []
+    for name, m in module.named_modules():
+        if not m.training:
+            continue
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            found.append(name)
+        elif isinstance(m, nn.MultiheadAttention) and m.dropout > 0:
+            found.append(name)
+        elif isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+            found.append(name)
+    return found
+
+
+def warn_train_mode(module: nn.Module, stacklevel: int = 2) -> None:
+    """Warn (``UserWarning``) when ``module`` is in training mode in a way that changes its
+    function (:func:`train_mode_modules`): faultbound analyses every module with eval-mode
+    semantics (dropout off, batch norms folded from their running statistics), and leaves the
+    module's own mode untouched. ``stacklevel`` is that of :func:`warnings.warn`, seen from the caller."""
+    names = train_mode_modules(module)
+    if not names:
+        return
+    shown = ", ".join(n or type(module).__name__ for n in names[:4])
+    shown += f", ... ({len(names)} in all)" if len(names) > 4 else ""
+    warnings.warn(
+        f"{type(module).__name__} is in training mode ({shown}); faultbound analyses it with eval-mode "
+        "semantics (dropout off, batch norms with their running statistics) and leaves the module in "
+        "training mode. Call module.eval() first to analyse the same function without this warning.",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 # ------------------------------------------------------------------------------------ pickles
