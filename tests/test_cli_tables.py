@@ -78,7 +78,7 @@ def _both(*args: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_bound_table_prints_every_per_layer_number_whole(deep_file: Path) -> None:
-    out, d = _both("bound", str(deep_file), "--failures", "all=2", "--domain=-100,100")
+    out, d = _both("bound", str(deep_file), "--failures", "all=2", "--domain=-100,100", "--method", "both")
     _wide(out)
     rows = {r[0]: r[1:] for r in _rows(out)}
     assert set(rows) == {"paper", "tight"}
