@@ -88,6 +88,9 @@ PlanMethod = Literal["auto", "paper", "tight"]
 NODE_LIMIT = 2_000_000
 #: Largest number of certificate evaluations before :func:`solve_monotone` stops and reports its gap.
 EVAL_LIMIT = 2_000
+#: The same on a graph network above :data:`~faultbound.measure.search.LARGE_NETWORK_MACS` multiply-adds
+#: per input, where one evaluation of the tight bound takes seconds (the CIFAR ResNet-18).
+LARGE_GRAPH_EVAL_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ def plan_precision(
     method: PlanMethod = "auto",
     max_frac_bits: int = 40,
     node_limit: int = NODE_LIMIT,
-    eval_limit: int = EVAL_LIMIT,
+    eval_limit: int | None = None,
 ) -> PrecisionPlan:
     """The cheapest per-layer fixed-point formats whose certified output error fits the budget.
 
@@ -290,7 +293,9 @@ def plan_precision(
         weights: also plan the weights' formats (dense or single-convolution layers).
         method: the certificate to optimise for: ``"paper"``, ``"tight"`` or ``"auto"`` (tight when
             registered); the plan is its exact optimum (or reports the gap, see ``eval_limit``).
-        eval_limit: certificate evaluations before the branch and bound stops with a gap.
+        eval_limit: certificate evaluations before the branch and bound stops with a gap (default
+            :data:`EVAL_LIMIT`; :data:`LARGE_GRAPH_EVAL_LIMIT` on a graph network above
+            :data:`~faultbound.measure.search.LARGE_NETWORK_MACS` multiply-adds per input).
         max_frac_bits: the most fractional bits a format may have.
 
     Example:
@@ -314,6 +319,11 @@ def plan_precision(
     if method not in ("auto", "paper", "tight"):
         raise InvalidArgumentError(f"Expected `method` auto, paper or tight, but got {method!r}.")
     net.require_bounded_values()
+    if eval_limit is None:
+        from faultbound.measure.search import LARGE_NETWORK_MACS
+
+        large = net.layers is None and sum(cast(GraphNetwork, net).node_macs) > LARGE_NETWORK_MACS
+        eval_limit = LARGE_GRAPH_EVAL_LIMIT if large else EVAL_LIMIT
     if net.layers is None:
         return _plan_sites(cast(GraphNetwork, net), budget, weights, method, max_frac_bits, node_limit, eval_limit)
     net = cast(Network, net)
@@ -467,8 +477,8 @@ def _plan_sites(
     the activation's range: no stored value saturates, so :math:`\\lambda_s` is the rounding error.
 
     The fractional bits are optimised as on layered networks: :func:`solve_bits` on the bound's
-    linearisation around :math:`\\lambda = \\text{budget}` (each site's coefficient is the bound
-    with only that site erring, divided by its error) gives a first plan, and :func:`solve_monotone`
+    linearisation around :math:`\\lambda = \\text{budget}` (each site's coefficient is the forward
+    rule's bound with only that site erring, divided by its error) gives a first plan, and :func:`solve_monotone`
     the exact optimum of the certificate itself (or its gap past ``eval_limit`` evaluations).
     Weights are not planned (their formats need a layer's single weighted operator).
     """
@@ -489,10 +499,10 @@ def _plan_sites(
     def lam_of(bv: Sequence[int]) -> list[float]:
         return [2.0 ** (-(int(b) + 1)) for b in bv]
 
-    def tight(lam: Sequence[float]) -> float:
+    def tight(lam: Sequence[float], linear: bool = True) -> float:
         """The tight bound (``bound(net, fault=Precision(lam), method="tight").value``, without
-        its per-site parts)."""
-        return float(graph_propagate(net, Precision(lam), None, lo0, hi0).amax())
+        its per-site parts); ``linear=False``: its forward rule alone (an upper bound of it)."""
+        return float(graph_propagate(net, Precision(lam), None, lo0, hi0, linear=linear).amax())
 
     def fits_value(bv: Sequence[int]) -> float:
         """A number that is within the budget exactly when the plan's tight bound is (the
@@ -503,7 +513,7 @@ def _plan_sites(
     for s in range(S):
         one = [0.0] * S
         one[s] = budget
-        coef.append(tight(one) / budget)
+        coef.append(tight(one, linear=False) / budget)
     act_lo = [_least_bits(c, budget) for c in coef]
     if any(v > max_frac_bits for v in act_lo):
         raise InvalidArgumentError(
