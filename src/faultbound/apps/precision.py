@@ -62,6 +62,7 @@ from faultbound.bounds.paper import layer_stats
 from faultbound.errors import FaultboundError, InvalidArgumentError
 from faultbound.faults import Precision
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = [
     "PrecisionPlan",
@@ -627,7 +628,7 @@ def solve_monotone(
 
 
 def samples_corners_and_data(
-    net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048, seed: int = 0
+    net: Network | GraphNetwork, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048, seed: int = 0
 ) -> torch.Tensor:
     """Points of the domain to measure on: ``n_samples`` uniform samples, the domain corners (all up
     to :data:`ALL_CORNERS_MAX_D` inputs, else 256 random ones) and the data ``X``.
@@ -658,7 +659,9 @@ def samples_corners_and_data(
     return torch.cat([p.reshape(-1, *net.input_shape) for p in pts], 0)
 
 
-def probe_description(net: Network, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048) -> str:
+def probe_description(
+    net: Network | GraphNetwork, X: torch.Tensor | np.ndarray | None = None, n_samples: int = 2048
+) -> str:
     """What :func:`samples_corners_and_data` measures on, in words (samples, which corners, data)."""
     d = net.domain.lo.numel()
     corners = f"all {2**d} domain corners" if d <= ALL_CORNERS_MAX_D else (
