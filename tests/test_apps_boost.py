@@ -14,9 +14,12 @@ import faultbound as fb
 from faultbound.apps.boosting import (
     LatencyModel,
     choose_failures,
+    dag_latencies,
     latencies,
     receiver_bound,
+    resolve_delays,
     simulate_boost,
+    site_times,
     synapse_forward,
     synapse_latencies,
 )
@@ -305,3 +308,184 @@ def test_probe_description_says_which_corners() -> None:
     assert samples_corners_and_data(wide, np.zeros((5, 12)), 10).shape[0] == 10 + 256 + 5
     r = simulate_boost(wide, [1], LatencyModel.make("exponential"), runs=50, error_runs=5, n_inputs=10)
     assert "256 random domain corners" in r.to_dict()["inputs"]
+
+
+# ------------------------------------------------------------------ graph networks, per-sender delays
+
+
+def test_dag_latencies_on_a_chain_are_the_chain_formula_bit_for_bit() -> None:
+    net = random_network([7, 5, 4], ["sigmoid", "relu", "tanh"], d_in=3, seed=4)
+    g = fb.GraphNetwork.from_network(net)
+    assert g.site_predecessors == net.site_predecessors == ((), (0,), (1,))
+    assert g.output_sites == net.output_sites == (2,)
+    rng = np.random.default_rng(1)
+    delays = [rng.lognormal(0.0, 1.0, (300, n)) for n in g.widths]
+    for f in [(0, 0, 0), (2, 1, 3), (6, 4, 0)]:
+        full, boost = dag_latencies(delays, f, g.site_predecessors, g.output_sites)
+        ref_full, ref_boost = latencies(delays, f)
+        assert np.array_equal(full, ref_full) and np.array_equal(boost, ref_boost)
+
+
+class _TwoBranches(torch.nn.Module):
+    """Site 1 = r1(a(x)); site 2 = r2(b(site 1)); site 3 = r3(c(x)) (a parallel branch from the
+    input); the output reads site 2 + site 1 (a residual sum) + site 3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = torch.nn.Linear(2, 3), torch.nn.Linear(3, 3), torch.nn.Linear(2, 3)
+        self.r1, self.r2, self.r3 = torch.nn.ReLU(), torch.nn.ReLU(), torch.nn.ReLU()
+        self.out = torch.nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h1 = self.r1(self.a(x))
+        h2 = self.r2(self.b(h1))
+        h3 = self.r3(self.c(x))
+        return self.out(h2 + h1 + h3)
+
+
+def test_dag_latencies_of_a_residual_graph_by_hand() -> None:
+    torch.manual_seed(0)
+    net = fb.load(_TwoBranches().eval(), input_shape=(2,))
+    assert isinstance(net, fb.GraphNetwork)
+    assert [s.name for s in net.sites] == ["r1", "r2", "r3"]
+    # site 1 and site 3 read the input only; site 2 reads site 1; the output reads all three
+    assert net.site_predecessors == ((), (0,), ())
+    assert net.output_sites == (0, 1, 2)
+    d1 = np.array([[1.0, 5.0, 2.0], [0.5, 0.5, 0.5]])
+    d2 = np.array([[4.0, 1.0, 3.0], [1.0, 1.0, 1.0]])
+    d3 = np.array([[2.0, 2.0, 7.0], [10.0, 1.0, 2.0]])
+    f = (1, 1, 1)
+    t = site_times([d1, d2, d3], f, net.site_predecessors)
+    # run 0, wait for all: A1 = 0 + 5; T2 = A1 = 5, A2 = 5 + 4 = 9; A3 = 0 + 7; latency max(5, 9, 7) = 9
+    # run 0, boosted (2nd smallest of 3): A1 = 2; T2 = 2, A2 = 2 + 3 = 5; A3 = 2; latency 5
+    # run 1, wait for all: A1 = 0.5; T2 = 0.5, A2 = 1.5; A3 = 10; latency 10 (the parallel branch)
+    # run 1, boosted: A1 = 0.5; A2 = 1.5; A3 = 2; latency 2
+    assert [c.tolist() for c in t.compute_all] == [[0, 0], [5, 0.5], [0, 0]]
+    assert [c.tolist() for c in t.compute_boosted] == [[0, 0], [2, 0.5], [0, 0]]
+    assert [a.tolist() for a in t.ready_all] == [[5, 0.5], [9, 1.5], [7, 10]]
+    assert [a.tolist() for a in t.ready_boosted] == [[2, 0.5], [5, 1.5], [2, 2]]
+    full, boost = dag_latencies([d1, d2, d3], f, net.site_predecessors, net.output_sites)
+    assert full.tolist() == [9, 10] and boost.tolist() == [5, 2]
+    with pytest.raises(InvalidArgumentError):
+        dag_latencies([d1, d2, d3], f, ((), (2,), ()), (0,))
+
+
+@pytest.fixture(scope="module")
+def resnet() -> tuple[torch.nn.Module, fb.GraphNetwork]:
+    from faultbound.models import small_resnet
+
+    module = small_resnet()
+    net = fb.load(module, input_shape=(1, 8, 8))
+    assert isinstance(net, fb.GraphNetwork)
+    return module, net
+
+
+def _late_zeroed_errors(module: torch.nn.Module, names: list[str], delays: list[np.ndarray], f: list[int],
+                        x: torch.Tensor) -> list[float]:
+    """Reference in plain torch: per run, the module (float64) with the f_s units of largest delay of
+    each activation s replaced by 0 by a forward hook; the largest |output change| over x."""
+    m = module.double().eval()
+    mods = dict(m.named_modules())
+    x = x.to(torch.float64)
+    with torch.no_grad():
+        ref = m(x)
+    errs = []
+    for r in range(delays[0].shape[0]):
+        hooks = []
+        for name, d, fs in zip(names, delays, f, strict=True):
+            late = np.argsort(-d[r], kind="stable")[:fs]
+            keep = torch.ones(d.shape[1], dtype=torch.float64)
+            keep[torch.as_tensor(late)] = 0.0
+
+            def hook(_m: torch.nn.Module, _i: object, out: torch.Tensor, keep: torch.Tensor = keep) -> torch.Tensor:
+                return (out.reshape(out.shape[0], -1) * keep).reshape(out.shape)
+
+            hooks.append(mods[name].register_forward_hook(hook))
+        with torch.no_grad():
+            errs.append(float((m(x) - ref).abs().max()))
+        for h in hooks:
+            h.remove()
+    return errs
+
+
+def test_per_sender_boost_on_a_resnet_matches_torch_hooks(resnet: tuple[torch.nn.Module, fb.GraphNetwork]) -> None:
+    from faultbound.apps.precision import samples_corners_and_data
+
+    module, net = resnet
+    f = [3, 2, 4, 1, 5]
+    lat = LatencyModel.make("exponential", [1.0])
+    runs, k, seed = 400, 5, 11
+    r = simulate_boost(net, f, lat, runs=runs, seed=seed, error_runs=k, n_inputs=16, delays="per-sender")
+    assert r.delays == "per-sender" and r.failures == tuple(f) and r.error_runs == k
+    assert r.waits == tuple(n - fs for n, fs in zip(net.widths, f, strict=True))
+    assert r.within_bound and 0 < r.measured_max <= r.certified
+    assert r.certified == pytest.approx(fb.bound(net, f, fb.Crash(), method="tight").value, rel=1e-12)
+    assert r.boosted["median"] < r.wait_all["median"]
+    # the delays the simulation draws (documented): site after site, lat.sample(rng, (runs, N_s))
+    rng = np.random.default_rng(seed)
+    delays = [rng.exponential(1.0, (runs, n)) for n in net.widths]
+    full, boost = dag_latencies(delays, f, net.site_predecessors, net.output_sites)
+    assert r.wait_all["mean"] == pytest.approx(float(full.mean()), rel=1e-12)
+    assert r.boosted["median"] == pytest.approx(float(np.quantile(boost, 0.5)), rel=1e-12)
+    x = samples_corners_and_data(net, None, 16, seed)
+    ref = _late_zeroed_errors(module, [s.name for s in net.sites], [d[:k] for d in delays], f, x)
+    assert r.measured_max == pytest.approx(max(ref), rel=1e-9, abs=1e-12)
+    assert r.measured_median == pytest.approx(float(np.median(ref)), rel=1e-9, abs=1e-12)
+
+
+def test_graph_delay_models_and_choose_failures(resnet: tuple[torch.nn.Module, fb.GraphNetwork]) -> None:
+    _, net = resnet
+    lat = LatencyModel.make("exponential")
+    assert resolve_delays(net, "auto") == "per-sender"
+    chain = random_network([5, 4], ["sigmoid", "tanh"], d_in=3, seed=1)
+    assert resolve_delays(chain, "auto") == "per-synapse"
+    # a convolution front end is layer 1: no hidden neuron receives through it, so per synapse applies
+    assert resolve_delays(random_network([8, 4], ["relu", "tanh"], conv=True, seed=1), "auto") == "per-synapse"
+    with pytest.raises(InvalidArgumentError, match="layered network of dense layers.*per-sender"):
+        simulate_boost(net, [1, 0, 0, 0, 0], lat, runs=10, delays="per-synapse")
+    with pytest.raises(InvalidArgumentError, match="layered network of dense layers"):
+        choose_failures(net, 0.5, 0.1, lat, delays="per-synapse")
+    with pytest.raises(InvalidArgumentError):
+        resolve_delays(net, "per-neuron")
+    f, notes = choose_failures(net, 0.5, 0.1, lat, delays="auto", pilot_runs=300)
+    assert sum(f) > 0 and "per-sender" in notes[0]
+    assert fb.bound(net, list(f), fb.Crash(), method="tight").value <= 0.4
+    # the pick has the smallest median DAG latency among the candidates the notes count
+    rng = np.random.default_rng(7919)
+    pilot = [lat.sample(rng, (300, n)) for n in net.widths]
+    med = float(np.median(dag_latencies(pilot, f, net.site_predecessors, net.output_sites)[1]))
+    for other in [(0,) * 5, tuple(min(1, v) for v in f)]:
+        assert med <= float(np.median(dag_latencies(pilot, other, net.site_predecessors, net.output_sites)[1]))
+
+
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from faultbound.models import small_resnet
+
+    p = tmp_path_factory.mktemp("boost") / "small_resnet.pt2"
+    torch.export.save(torch.export.export(small_resnet(), (torch.rand(1, 1, 8, 8),)), str(p))
+    return str(p)
+
+
+def test_cli_boost_on_a_graph(resnet_file: str) -> None:
+    import json
+
+    from tests.cli_run import run
+
+    small = ["--runs", "300", "--error-runs", "3", "--samples", "8"]
+    r = run("boost", resnet_file, "--failures", "all=1", *small, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["failures"] == [1] * 5 and out["delays"] == "per-sender" and out["within_bound"]
+    assert out["waits"] == [511, 511, 511, 255, 255] and out["method"] == "tight"
+    r = run("boost", resnet_file, "--failures", "relu=2,layers.1.0.relu2=4", *small, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["failures"] == [2, 0, 0, 0, 4] and out["measured_max_error"] <= out["certified"]
+    r = run("boost", resnet_file, "--failures", "all=1", *small)
+    assert r.returncode == 0 and "per-sender delays" in r.stdout
+    r = run("boost", resnet_file, "--failures", "all=1", "--delays", "per-synapse", *small)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error:")
+    assert len(r.stderr.strip().splitlines()) == 1 and "per-sender" in r.stderr
+    r = run("boost", resnet_file, "--failures", "nosuch=1", *small)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

@@ -26,6 +26,26 @@ With :math:`D_{(k)}` the k-th smallest delay of a layer,
     T_{wait\\,all} = \\sum_{l=1}^{L} D^{(l)}_{(N_l)},\\qquad
     T_{boost} = \\sum_{l=1}^{L} D^{(l)}_{(N_l - f_l)} .
 
+**Graph networks** (:class:`~faultbound.network.graph.GraphNetwork`: residual blocks, pooling;
+per sender only). Unit j of fault site s has one delay :math:`D_j` (broadcast to every receiver).
+Let :math:`P(s)` be the sites whose values reach s through non-site nodes only
+(:attr:`~faultbound.network.graph.GraphNetwork.site_predecessors`; the input is available at time
+0, so a site fed by the input alone has :math:`P(s) = \\emptyset`). Site s computes at
+
+.. math::
+
+    T_s = \\max_{p \\in P(s)} A_p \\quad (T_s = 0 \\text{ when } P(s) = \\emptyset),\\qquad
+    A_p = T_p + D^{(p)}_{(N_p)} \\text{ (wait for all)},\\quad
+    A_p = T_p + D^{(p)}_{(N_p - f_p)} \\text{ (boosted)},
+
+:math:`A_p` being when the signals of site p are available: the :math:`f_p` latest units of p are
+dropped (value 0) for every receiver. The end-to-end latency is :math:`\\max_p A_p` over the sites
+p that reach the output through non-site nodes
+(:attr:`~faultbound.network.graph.GraphNetwork.output_sites`). On a chain (site l reads site l-1,
+the output reads site L) this is the sum above, operation for operation (:func:`dag_latencies`).
+Per-synapse delays need a layered network of dense layers; ``delays="auto"`` picks per-synapse
+there and per-sender otherwise.
+
 **Certificates.** Per sender, the dropped neurons of layer l are its f_l latest ones for every
 receiver: they are crashes, and the error of a run is at most the crash bound :math:`B(f)`
 (:func:`faultbound.bound` with :class:`~faultbound.faults.Crash`). Per synapse, each receiver drops
@@ -43,14 +63,14 @@ Latencies are drawn with numpy's seeded ``Generator``: ``exponential(scale)``,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 
-from faultbound.apps.faulty import crash_errors, late_masks
+from faultbound.apps.faulty import crash_errors, graph_crash_errors, late_masks
 from faultbound.apps.precision import probe_description, samples_corners_and_data
 from faultbound.bounds.api import METHODS, Method, bound
 from faultbound.bounds.paper import corollary2_waits
@@ -59,21 +79,33 @@ from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts
 from faultbound.faults import Crash
 from faultbound.network.core import Network
+from faultbound.network.graph import GraphNetwork
 
 __all__ = [
     "LatencyModel",
     "BoostResult",
     "simulate_boost",
     "latencies",
+    "dag_latencies",
+    "site_times",
+    "SiteTimes",
+    "resolve_delays",
     "synapse_latencies",
     "synapse_forward",
     "receiver_bound",
     "choose_failures",
     "LATENCY_KINDS",
     "DELAY_MODELS",
+    "DELAY_CHOICES",
 ]
 
 DELAY_MODELS = ("per-synapse", "per-sender")
+#: ``delays`` may also be ``"auto"``: :func:`resolve_delays`.
+DELAY_CHOICES = ("auto", *DELAY_MODELS)
+
+#: Most delays drawn at once per chunk of runs in the per-sender model (128 MB of float64); below it
+#: all runs are drawn in one go, site after site.
+SENDER_CHUNK_ELEMENTS = 1 << 24
 
 LatencyKind = Literal["exponential", "lognormal", "pareto"]
 LATENCY_KINDS: dict[str, tuple[str, ...]] = {
@@ -142,6 +174,129 @@ def latencies(delays: Sequence[np.ndarray], failures: Sequence[int]) -> tuple[np
         k = n - f  # the k-th smallest arrival, 1-based
         boost += np.partition(d, k - 1, axis=1)[:, k - 1]
     return full, boost
+
+
+@dataclass(frozen=True)
+class SiteTimes:
+    """Per fault site s (0-based), arrays ``(runs,)``: when it computes, :math:`T_s`, and when its
+    signals are available, :math:`A_s`, waiting for all signals (``*_all``) and boosted
+    (``*_boosted``); see :func:`site_times`."""
+
+    compute_all: list[np.ndarray]
+    compute_boosted: list[np.ndarray]
+    ready_all: list[np.ndarray]
+    ready_boosted: list[np.ndarray]
+
+
+def site_times(
+    delays: Sequence[np.ndarray], failures: Sequence[int], predecessors: Sequence[Sequence[int]]
+) -> SiteTimes:
+    """When each fault site computes and when its signals are available, per run.
+
+    ``delays[s]`` is ``(runs, N_s)``, one delay per unit of site s (0-based, topological);
+    ``predecessors[s]`` are the sites :math:`P(s)` that s waits for (all before s). Site s computes
+    at :math:`T_s = \\max_{p \\in P(s)} A_p` (0 when :math:`P(s)` is empty) and its signals are
+    available at :math:`A_s = T_s + D^{(s)}_{(N_s)}` (wait for all) or
+    :math:`T_s + D^{(s)}_{(N_s - f_s)}` (boosted: the k-th smallest delay, k = N_s - f_s).
+
+    Raises:
+        InvalidArgumentError: a predecessor that is not an earlier site.
+    """
+    runs = int(delays[0].shape[0]) if delays else 0
+    out = SiteTimes([], [], [], [])
+    for s, (d, f, preds) in enumerate(zip(delays, failures, predecessors, strict=True)):
+        if any(not 0 <= p < s for p in preds):
+            raise InvalidArgumentError(
+                f"Expected the predecessors of site {s} among sites 0..{s - 1}, but got {tuple(preds)}."
+            )
+        t_full = _latest([out.ready_all[p] for p in preds], runs)
+        t_boost = _latest([out.ready_boosted[p] for p in preds], runs)
+        k = d.shape[1] - f  # the k-th smallest arrival, 1-based
+        out.compute_all.append(t_full)
+        out.compute_boosted.append(t_boost)
+        out.ready_all.append(t_full + d.max(1))
+        out.ready_boosted.append(t_boost + np.partition(d, k - 1, axis=1)[:, k - 1])
+    return out
+
+
+def dag_latencies(
+    delays: Sequence[np.ndarray],
+    failures: Sequence[int],
+    predecessors: Sequence[Sequence[int]],
+    outputs: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """End-to-end latencies ``(wait all, boosted)`` per run over a DAG of fault sites:
+    :math:`\\max_{p \\in outputs} A_p` with the times :math:`A_p` of :func:`site_times`; ``outputs``
+    are the sites the output waits for. On a chain (``predecessors = [(), (0,), (1,), ...]``,
+    ``outputs = (L-1,)``) it is :func:`latencies`, bit for bit (the same additions in the same order).
+
+    Raises:
+        InvalidArgumentError: a predecessor that is not an earlier site, an output that is no site.
+    """
+    times = site_times(delays, failures, predecessors)
+    runs = int(delays[0].shape[0]) if delays else 0
+    if any(not 0 <= p < len(delays) for p in outputs):
+        raise InvalidArgumentError(f"Expected output sites among 0..{len(delays) - 1}, but got {tuple(outputs)}.")
+    return (_latest([times.ready_all[p] for p in outputs], runs),
+            _latest([times.ready_boosted[p] for p in outputs], runs))
+
+
+def _latest(times: Sequence[np.ndarray], runs: int) -> np.ndarray:
+    """The elementwise maximum of ``times`` (zeros when there are none)."""
+    if not times:
+        return np.zeros(runs)
+    out = times[0]
+    for t in times[1:]:
+        out = np.maximum(out, t)
+    return out
+
+
+def _sender_delays(
+    widths: Sequence[int], latency: LatencyModel, rng: np.random.Generator, runs: int
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Per-sender delays in chunks of runs: ``(first run, [(r, N_s) per site])``, at most
+    :data:`SENDER_CHUNK_ELEMENTS` delays per chunk (one chunk, the sites in order, below it)."""
+    chunk = max(1, min(runs, SENDER_CHUNK_ELEMENTS // max(1, sum(widths))))
+    for start in range(0, runs, chunk):
+        r = min(chunk, runs - start)
+        yield start, [latency.sample(rng, (r, n)) for n in widths]
+
+
+def _layered(net: Network | GraphNetwork) -> Network | None:
+    """The network when it is layered (the paper's form), ``None`` for a graph network."""
+    return net if isinstance(net, Network) else None
+
+
+def _synapse_net(net: Network | GraphNetwork) -> Network:
+    """The layered network of dense receivers that per-synapse delays need.
+
+    Raises:
+        InvalidArgumentError: a graph network, or a receiving layer that is not dense.
+    """
+    layered = _layered(net)
+    if layered is None:
+        raise InvalidArgumentError(
+            f"Per-synapse delays need a layered network of dense layers, but got a graph network "
+            f"({net.L} fault sites); use delays='per-sender' (--delays per-sender)."
+        )
+    _check_dense_receivers(layered)
+    return layered
+
+
+def resolve_delays(net: Network | GraphNetwork, delays: str) -> str:
+    """``delays``, with ``"auto"`` resolved: per-synapse on a layered network whose receiving layers
+    are all dense, per-sender otherwise (graph networks, convolutions).
+
+    Raises:
+        InvalidArgumentError: ``delays`` not among auto, per-synapse, per-sender.
+    """
+    if delays not in DELAY_CHOICES:
+        raise InvalidArgumentError(f"Expected delays among {', '.join(DELAY_CHOICES)}, but got {delays!r}.")
+    if delays != "auto":
+        return delays
+    layered = _layered(net)
+    dense = layered is not None and all(layer.kind == "dense" for layer in layered.layers[1:])
+    return "per-synapse" if dense else "per-sender"
 
 
 def _receivers(net: Network) -> list[int]:
@@ -278,7 +433,14 @@ def receiver_bound(net: Network, failures: Sequence[int]) -> float:
 
 @dataclass(frozen=True)
 class BoostResult:
-    """One boosting simulation (see the module docstring)."""
+    """One boosting simulation (see the module docstring).
+
+    ``waits``: on a layered network, how many signals a neuron of layer l = 1..L+1 waits for
+    (Corollary 2, :func:`~faultbound.bounds.paper.corollary2_waits`: its fan-in minus
+    :math:`f_{l-1}`). On a graph network, per fault site s, how many of its :math:`N_s` signals
+    are awaited before its readers start, :math:`N_s - f_s` (a unit's fan-in is not the unit of
+    waiting there: the whole site's signals are, for every reader).
+    """
 
     failures: tuple[int, ...]
     waits: tuple[int, ...]
@@ -345,7 +507,7 @@ def _method(method: str) -> Method:
 
 
 def choose_failures(
-    net: Network,
+    net: Network | GraphNetwork,
     eps: float,
     eps_prime: float,
     latency: LatencyModel,
@@ -360,10 +522,12 @@ def choose_failures(
     Candidates: the maximal tolerated crash distributions (when :func:`tolerate` enumerates them, at
     most ``max_candidates`` of the largest), the uniform one and each per-layer maximum. Per synapse,
     only the candidates whose per-synapse certificate (``min(paper, receiver_bound)``) fits
-    :math:`\\epsilon - \\epsilon'` are kept (the all-zero distribution when none does).
+    :math:`\\epsilon - \\epsilon'` are kept (the all-zero distribution when none does). Per sender the
+    pilot's latencies are :func:`dag_latencies` over the network's fault sites (a chain's layers, or
+    a graph's DAG of sites), every candidate on the same delays.
     """
-    if delays not in DELAY_MODELS:
-        raise InvalidArgumentError(f"Expected delays among {', '.join(DELAY_MODELS)}, but got {delays!r}.")
+    delays = resolve_delays(net, delays)
+    synapse_net = _synapse_net(net) if delays == "per-synapse" else None
     m = _method(method)
     tol = tolerate(net, eps, eps_prime, Crash(), method=m)
     L = net.L
@@ -376,26 +540,27 @@ def choose_failures(
         cands += sorted(tol.maximal, key=lambda f: -sum(f))[:max_candidates]
     cands = list(dict.fromkeys(cands))
     notes: list[str] = []
-    if delays == "per-synapse":
-        _check_dense_receivers(net)
+    if synapse_net is not None:
         budget = eps - eps_prime
         n_before = len(cands)
         cands = [f for f in cands
-                 if min(receiver_bound(net, f), bound(net, f, Crash(), method="paper").value) <= budget]
+                 if min(receiver_bound(synapse_net, f), bound(synapse_net, f, Crash(), method="paper").value) <= budget]
         notes.append(f"Per-synapse delays: {len(cands)} of {n_before} crash-tolerated distributions are also "
                      f"certified when each receiver drops its own inputs (min(paper, per-receiver) <= {budget:g}).")
         if not cands:
             cands = [tuple([0] * L)]
-    best, best_t = cands[0], math.inf
-    if delays == "per-sender":
+        medians = [float(np.median(synapse_latencies(synapse_net, f, latency, np.random.default_rng(seed + 7919),
+                                                     pilot_runs)[1])) for f in cands]
+    else:
+        boosted = np.empty((len(cands), pilot_runs))
         rng = np.random.default_rng(seed + 7919)
-        pilot = [latency.sample(rng, (pilot_runs, n)) for n in net.widths]
-    for f in cands:
-        if delays == "per-sender":
-            _, boost = latencies(pilot, f)
-        else:
-            _, boost, _ = synapse_latencies(net, f, latency, np.random.default_rng(seed + 7919), pilot_runs)
-        t = float(np.median(boost))
+        for start, d in _sender_delays(net.widths, latency, rng, pilot_runs):
+            for c, f in enumerate(cands):
+                boosted[c, start : start + d[0].shape[0]] = dag_latencies(
+                    d, f, net.site_predecessors, net.output_sites)[1]
+        medians = [float(np.median(b)) for b in boosted]
+    best, best_t = cands[0], math.inf
+    for f, t in zip(cands, medians, strict=True):
         if t < best_t - 1e-12:
             best, best_t = f, t
     notes.insert(0, f"Failures chosen by tolerate(eps={eps:g}, eps'={eps_prime:g}, method={m}) among {len(cands)} "
@@ -404,7 +569,7 @@ def choose_failures(
 
 
 def simulate_boost(
-    net: Network,
+    net: Network | GraphNetwork,
     failures: Sequence[int],
     latency: LatencyModel,
     runs: int = 10_000,
@@ -420,16 +585,27 @@ def simulate_boost(
     """Simulate ``runs`` seeded executions, waiting for all signals and for the first N - f.
 
     Args:
-        failures: the distribution :math:`(f_1, \\dots, f_L)`: how many signals of layer l a
-            receiver may go without.
+        net: a layered network, or a graph network (per-sender delays over its DAG of fault sites;
+            see the module docstring).
+        failures: the distribution :math:`(f_1, \\dots, f_L)`: how many signals of layer (fault site)
+            l a receiver may go without.
         latency: the delay distribution of one signal (one synapse, or one sender).
-        delays: ``"per-synapse"`` (each receiver waits for its own first N - f inputs) or
-            ``"per-sender"`` (one delay per neuron, the same for every receiver).
+        delays: ``"per-synapse"`` (each receiver waits for its own first N - f inputs; layered
+            networks of dense layers only), ``"per-sender"`` (one delay per neuron, the same for
+            every receiver) or ``"auto"`` (:func:`resolve_delays`). Per sender the delays are drawn
+            site after site, ``latency.sample(rng, (runs, N_s))`` with
+            ``rng = numpy.random.default_rng(seed)`` (in chunks of runs when all of them would hold
+            more than :data:`SENDER_CHUNK_ELEMENTS` delays); the first ``error_runs`` runs drop
+            the :math:`f_s` units of largest delay of each site.
         error_runs: how many of the runs also measure the output error with the late signals
             dropped (over ``n_inputs`` domain samples, domain corners and the data ``X``).
         method: the crash bound (``auto``: tight when registered). Per sender it certifies the
             error; per synapse the certificate is ``min(paper, receiver_bound)`` and the crash
             bound is reported beside it as ``crash_certified``.
+
+    Raises:
+        InvalidArgumentError: bad counts, runs or delays; per-synapse delays on a graph network or
+            on a layer that is not dense.
 
     Example:
         >>> import torch, faultbound as fb
@@ -445,22 +621,34 @@ def simulate_boost(
         raise InvalidArgumentError(f"Expected runs >= 1, but got {runs}.")
     if not (isinstance(error_runs, int) and error_runs >= 0):
         raise InvalidArgumentError(f"Expected error_runs >= 0, but got {error_runs}.")
-    if delays not in DELAY_MODELS:
-        raise InvalidArgumentError(f"Expected delays among {', '.join(DELAY_MODELS)}, but got {delays!r}.")
+    delays = resolve_delays(net, delays)
+    layered = _layered(net)  # the one branch between layered and graph networks
+    synapse_net = _synapse_net(net) if delays == "per-synapse" else None
     m = _method(method)
     rng = np.random.default_rng(seed)
     k = min(error_runs, runs)
     crash = float(bound(net, f, Crash(), method=m).value)
     used: str  # the method, or "per-receiver"
-    if delays == "per-sender":
-        per_layer = [latency.sample(rng, (runs, n)) for n in net.widths]
-        full, boost = latencies(per_layer, f)
+    notes: list[str] = []
+    if synapse_net is None:
+        full, boost = np.empty(runs), np.empty(runs)
+        first: list[list[np.ndarray]] = [[] for _ in f]  # the delays of the first k runs, per site
+        for start, d in _sender_delays(net.widths, latency, rng, runs):
+            stop = start + d[0].shape[0]
+            full[start:stop], boost[start:stop] = dag_latencies(d, f, net.site_predecessors, net.output_sites)
+            if start < k:
+                for keep, ds in zip(first, d, strict=True):
+                    keep.append(ds[: k - start])
         certified, used, crash_cert = crash, m, None
+        if layered is None:
+            notes.append(
+                f"Graph network: a fault site computes once the signals of the sites it reads are available "
+                f"(the latest of them); waits = N_s - f_s signals awaited per site ({net.L} sites)."
+            )
     else:
-        _check_dense_receivers(net)
-        full, boost, kept = synapse_latencies(net, f, latency, rng, runs, keep=k if sum(f) > 0 else 0)
-        paper = float(bound(net, f, Crash(), method="paper").value)
-        recv = receiver_bound(net, f)
+        full, boost, kept = synapse_latencies(synapse_net, f, latency, rng, runs, keep=k if sum(f) > 0 else 0)
+        paper = float(bound(synapse_net, f, Crash(), method="paper").value)
+        recv = receiver_bound(synapse_net, f)
         certified, used = (recv, "per-receiver") if recv <= paper else (paper, "paper")
         crash_cert = crash
     s_full, s_boost = _stats(full), _stats(boost)
@@ -468,16 +656,18 @@ def simulate_boost(
     measured_max = measured_median = 0.0
     x = samples_corners_and_data(net, X, n_inputs, seed)
     if k > 0 and sum(f) > 0:
-        if delays == "per-sender":
-            masks = late_masks([torch.as_tensor(d[:k]) for d in per_layer], f)
-            errs = crash_errors(net, x, masks)
+        if synapse_net is None:
+            masks = late_masks([torch.as_tensor(np.concatenate(d, 0)) for d in first], f)
+            errs = crash_errors(layered, x, masks) if layered is not None else graph_crash_errors(
+                cast(GraphNetwork, net), x, masks)
         else:
             with torch.no_grad():
-                ref = net.forward(x.to(torch.float64))
-            out = synapse_forward(net, x, [torch.as_tensor(mk) for mk in kept])
+                ref = synapse_net.forward(x.to(torch.float64))
+            out = synapse_forward(synapse_net, x, [torch.as_tensor(mk) for mk in kept])
             errs = (out - ref.unsqueeze(0)).abs().amax(dim=(1, 2))
         measured_max, measured_median = float(errs.max()), float(errs.median())
-    waits = tuple(corollary2_waits(net, f))
+    waits = tuple(corollary2_waits(layered, f)) if layered is not None else tuple(
+        n - fs for n, fs in zip(net.widths, f, strict=True))
     return BoostResult(
         failures=f,
         waits=waits,
@@ -498,4 +688,5 @@ def simulate_boost(
         probe=probe_description(net, X, n_inputs),
         eps=eps,
         eps_prime=eps_prime,
+        notes=tuple(notes),
     )

@@ -2,7 +2,10 @@
 
 A crashed neuron sends 0 (Definition 2), so a failure set of hidden layer l is a 0/1 mask
 :math:`m^{(l)}` and the faulty network computes :math:`y^{(l)} = m^{(l)} \\odot \\varphi(s^{(l)})`.
-The applications use it to measure errors next to certified bounds; it reads only the Network.
+The applications use it to measure errors next to certified bounds; it reads only the network.
+On a :class:`~faultbound.network.graph.GraphNetwork` the masks address its fault sites (in
+topological order) and :func:`graph_crash_forward` multiplies each site node's output by its mask,
+so every node that reads a site sees the crashed units as 0.
 """
 
 from __future__ import annotations
@@ -14,8 +17,20 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.network.core import Network
+from faultbound.network.gops import Const, Input
+from faultbound.network.graph import GraphNetwork
 
-__all__ = ["crash_forward", "random_crash_masks", "late_masks", "crash_errors"]
+__all__ = [
+    "crash_forward",
+    "random_crash_masks",
+    "late_masks",
+    "crash_errors",
+    "graph_crash_forward",
+    "graph_crash_errors",
+]
+
+#: Most float64 values one chunk of :func:`graph_crash_forward` holds per node (32 MB).
+GRAPH_CHUNK_ELEMENTS = 1 << 22
 
 
 def random_crash_masks(net: Network, failures: Sequence[int], runs: int, generator: torch.Generator) -> list[Tensor]:
@@ -77,4 +92,63 @@ def crash_errors(net: Network, x: Tensor, masks: Sequence[Tensor], chunk: int = 
     with torch.no_grad():
         ref = net.forward(x.to(torch.float64))
         out = crash_forward(net, x, masks, chunk)
+        return (out - ref.unsqueeze(0)).abs().amax(dim=(1, 2))
+
+
+def graph_crash_forward(net: GraphNetwork, x: Tensor, masks: Sequence[Tensor]) -> Tensor:
+    """:math:`F_{fail}(x)` of a graph for every failure set and input: shape ``(runs, B, n_outputs)``.
+
+    ``masks[s]`` is ``(runs, N_s)`` for fault site s+1 (1 keeps the unit, 0 crashes it: it sends 0
+    to every node that reads the site). Runs are evaluated in chunks of at most
+    :data:`GRAPH_CHUNK_ELEMENTS` values per node; a node's value is freed after its last reader.
+    """
+    if len(masks) != net.L:
+        raise InvalidArgumentError(f"Expected one mask per fault site ({net.L}), but got {len(masks)}.")
+    runs = int(masks[0].shape[0])
+    B = int(x.shape[0])
+    x = x.to(torch.float64)
+    site_of = {node: k for k, node in enumerate(net.site_nodes)}
+    last = list(range(len(net.nodes)))
+    for i, node in enumerate(net.nodes):
+        for j in node.inputs:
+            last[j] = i
+    widest = max(n.width for n in net.nodes)
+    chunk = max(1, GRAPH_CHUNK_ELEMENTS // max(1, B * widest))
+    outs = []
+    with torch.no_grad():
+        for start in range(0, runs, chunk):
+            stop = min(runs, start + chunk)
+            r = stop - start
+            vals: list[Tensor | None] = []
+            for i, node in enumerate(net.nodes):
+                op = node.op
+                if isinstance(op, Input):
+                    v = x.unsqueeze(0).expand(r, *x.shape).reshape(r * B, *x.shape[1:])
+                elif isinstance(op, Const):
+                    v = op.make(r * B, torch.float64)
+                else:
+                    v = op.forward(*(_computed(vals[j]) for j in node.inputs))
+                k = site_of.get(i)
+                if k is not None:
+                    m = masks[k][start:stop].to(torch.float64).reshape(r, 1, *node.shape)
+                    v = (v.reshape(r, B, *node.shape) * m).reshape(r * B, *node.shape)
+                vals.append(v)
+                for j in node.inputs:
+                    if last[j] == i:
+                        vals[j] = None
+            outs.append(_computed(vals[-1]).reshape(r, B, -1))
+    return torch.cat(outs, 0)
+
+
+def _computed(v: Tensor | None) -> Tensor:
+    """``v``, which a node's reader finds computed (it is freed only after its last reader)."""
+    assert v is not None
+    return v
+
+
+def graph_crash_errors(net: GraphNetwork, x: Tensor, masks: Sequence[Tensor]) -> Tensor:
+    """Per run, :math:`\\max_x \\|F_{fail}(x) - F(x)\\|_\\infty` of a graph over the batch: ``(runs,)``."""
+    with torch.no_grad():
+        ref = net.forward(x.to(torch.float64))
+        out = graph_crash_forward(net, x, masks)
         return (out - ref.unsqueeze(0)).abs().amax(dim=(1, 2))

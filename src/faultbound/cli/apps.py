@@ -24,6 +24,7 @@ from faultbound.cli._common import (
     print_json,
 )
 from faultbound.cli._data import DOMAIN_FROM_DATA, inputs_in_domain, say_widened
+from faultbound.cli._sites import FAILURES_HELP, SITES, parse_failures
 from faultbound.errors import InvalidArgumentError
 
 EPS = typer.Option(None, "--eps", help="Accuracy to keep, epsilon.")
@@ -129,7 +130,7 @@ def boost(
     model: Path = MODEL,
     eps: float | None = EPS,
     eps_prime: float | None = EPS_PRIME,
-    failures: str | None = typer.Option(None, "--failures", help="Crash distribution f_1,...,f_L to tolerate."),
+    failures: str | None = typer.Option(None, "--failures", help="Crash distribution to tolerate. " + FAILURES_HELP),
     latency: str = typer.Option("exponential", "--latency", help="exponential, lognormal or pareto."),
     params: str | None = typer.Option(
         None, "--params", help="Latency parameters: scale | mu,sigma | alpha,x_m (defaults 1 | 0,1 | 2.5,1)."
@@ -137,8 +138,10 @@ def boost(
     runs: int = typer.Option(10_000, "--runs", min=1, help="Simulated executions."),
     error_runs: int = typer.Option(500, "--error-runs", min=0, help="Runs that also measure the output error."),
     delays: str = typer.Option(
-        "per-synapse", "--delays",
-        help="per-synapse (each neuron waits for its own first N - f inputs) or per-sender (one delay per neuron).",
+        "auto", "--delays",
+        help="per-synapse (each neuron waits for its own first N - f inputs; layered networks of dense layers), "
+        "per-sender (one delay per neuron; graphs: per fault site) or auto (per-synapse where it applies, "
+        "else per-sender).",
     ),
     data: Path | None = typer.Option(None, "--data", help="Inputs (.npz/.npy/.csv) to measure the error on, too."),
     samples: int = typer.Option(256, "--samples", min=0, help="Uniform domain samples to measure the error on."),
@@ -148,28 +151,35 @@ def boost(
     domain: str | None = DOMAIN,
     trust_pickle: bool = TRUST,
     input_shape: str | None = INPUT_SHAPE,
+    sites: str | None = SITES,
     json: bool = JSON,
 ) -> None:
     """Corollary 2: wait for only N - f signals per layer; latency and error, simulated.
 
     per-synapse: every synapse has its own delay and each neuron drops its own late inputs;
-    per-sender: each layer's f_l latest neurons are dropped (value 0) for every receiver.
+    per-sender: each layer's (fault site's) f_l latest neurons are dropped (value 0) for every
+    receiver; on a graph a site starts once the sites it reads are available. auto (the default):
+    per-synapse on a layered network of dense layers, per-sender otherwise.
     """
-    from faultbound.apps.boosting import DELAY_MODELS, LatencyModel, choose_failures, simulate_boost
+    from faultbound.apps.boosting import DELAY_CHOICES, LatencyModel, choose_failures, resolve_delays, simulate_boost
+    from faultbound.faults import Crash
 
     lat = LatencyModel.make(latency, parse_floats(params, "params") if params else None)
     if runs < 1 or error_runs < 0:
         raise InvalidArgumentError(f"Expected --runs >= 1 and --error-runs >= 0, but got {runs} and {error_runs}.")
-    if delays not in DELAY_MODELS:
-        raise InvalidArgumentError(f"Expected --delays {' or '.join(DELAY_MODELS)}, but got {delays!r}.")
+    if delays not in DELAY_CHOICES:
+        raise InvalidArgumentError(f"Expected --delays among {', '.join(DELAY_CHOICES)}, but got {delays!r}.")
     if samples < 0:
         raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
-    net, X, widened = inputs_in_domain(load_model(model, domain, trust_pickle, input_shape), data, domain_from_data)
+    net, X, widened = inputs_in_domain(
+        load_model(model, domain, trust_pickle, input_shape, sites), data, domain_from_data
+    )
+    delays = resolve_delays(net, delays)
     notes: list[str] = []
     if failures is not None:
         if eps is not None or eps_prime is not None:
             raise InvalidArgumentError("Expected either --failures or --eps with --eps-prime, not both.")
-        f = tuple(parse_ints(failures))
+        f = tuple(parse_failures(failures, net, Crash()))
     else:
         if eps is None or eps_prime is None:
             raise InvalidArgumentError(

@@ -389,6 +389,18 @@ class Network:
         return self.output.width
 
     @property
+    def site_predecessors(self) -> tuple[tuple[int, ...], ...]:
+        """For each hidden layer (0-based), the hidden layers it reads: none for layer 1 (it reads
+        the inputs), layer l-1 for layer l (the chain case of
+        :attr:`GraphNetwork.site_predecessors <faultbound.network.graph.GraphNetwork.site_predecessors>`)."""
+        return ((),) + tuple((l,) for l in range(self.L - 1))
+
+    @property
+    def output_sites(self) -> tuple[int, ...]:
+        """The hidden layers the output layer reads: the last one (0-based)."""
+        return (self.L - 1,)
+
+    @property
     def n_params(self) -> int:
         n = 0
         for layer in self.layers:

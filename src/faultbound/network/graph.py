@@ -306,6 +306,36 @@ class GraphNetwork:
             stack.extend(node.inputs)
         return best
 
+    @cached_property
+    def site_predecessors(self) -> tuple[tuple[int, ...], ...]:
+        """For each fault site s (0-based, topological), the sites :math:`P(s)` whose values reach it
+        through non-site nodes only (0-based, ascending): the sites s waits for. A site fed by the
+        input alone (the input never fails) has none. On a chain, site l has site l-1."""
+        return tuple(self._sites_reaching(i, itself=False) for i in self.site_nodes)
+
+    @cached_property
+    def output_sites(self) -> tuple[int, ...]:
+        """The fault sites (0-based, ascending) whose values reach the output through non-site nodes
+        only; the output node itself when it is a site."""
+        return self._sites_reaching(len(self.nodes) - 1, itself=True)
+
+    def _sites_reaching(self, i: int, itself: bool) -> tuple[int, ...]:
+        """The sites met first on the backward paths from node i (i included when ``itself``)."""
+        pos = {node: k for k, node in enumerate(self.site_nodes)}
+        found: set[int] = set()
+        seen: set[int] = set()
+        stack = [i] if itself else list(self.nodes[i].inputs)
+        while stack:
+            j = stack.pop()
+            if j in seen:
+                continue
+            seen.add(j)
+            if j in pos:
+                found.add(pos[j])
+            else:
+                stack.extend(self.nodes[j].inputs)
+        return tuple(sorted(found))
+
     def consumers(self) -> list[list[int]]:
         """For each node, the nodes that read it."""
         out: list[list[int]] = [[] for _ in self.nodes]
