@@ -17,7 +17,6 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.network.core import Network
-from faultbound.network.gops import Const, Input
 from faultbound.network.graph import GraphNetwork
 
 __all__ = [
@@ -107,11 +106,6 @@ def graph_crash_forward(net: GraphNetwork, x: Tensor, masks: Sequence[Tensor]) -
     runs = int(masks[0].shape[0])
     B = int(x.shape[0])
     x = x.to(torch.float64)
-    site_of = {node: k for k, node in enumerate(net.site_nodes)}
-    last = list(range(len(net.nodes)))
-    for i, node in enumerate(net.nodes):
-        for j in node.inputs:
-            last[j] = i
     widest = max(n.width for n in net.nodes)
     chunk = max(1, GRAPH_CHUNK_ELEMENTS // max(1, B * widest))
     outs = []
@@ -119,31 +113,15 @@ def graph_crash_forward(net: GraphNetwork, x: Tensor, masks: Sequence[Tensor]) -
         for start in range(0, runs, chunk):
             stop = min(runs, start + chunk)
             r = stop - start
-            vals: list[Tensor | None] = []
-            for i, node in enumerate(net.nodes):
-                op = node.op
-                if isinstance(op, Input):
-                    v = x.unsqueeze(0).expand(r, *x.shape).reshape(r * B, *x.shape[1:])
-                elif isinstance(op, Const):
-                    v = op.make(r * B, torch.float64)
-                else:
-                    v = op.forward(*(_computed(vals[j]) for j in node.inputs))
-                k = site_of.get(i)
-                if k is not None:
-                    m = masks[k][start:stop].to(torch.float64).reshape(r, 1, *node.shape)
-                    v = (v.reshape(r, B, *node.shape) * m).reshape(r * B, *node.shape)
-                vals.append(v)
-                for j in node.inputs:
-                    if last[j] == i:
-                        vals[j] = None
-            outs.append(_computed(vals[-1]).reshape(r, B, -1))
+
+            def crash(k: int, v: Tensor, start: int = start, stop: int = stop, r: int = r) -> Tensor:
+                shape = net.nodes[net.site_nodes[k]].shape
+                m = masks[k][start:stop].to(torch.float64).reshape(r, 1, *shape)
+                return (v.reshape(r, B, *shape) * m).reshape(r * B, *shape)
+
+            xr = x.unsqueeze(0).expand(r, *x.shape).reshape(r * B, *x.shape[1:])
+            outs.append(net.forward(xr, crash).reshape(r, B, -1))
     return torch.cat(outs, 0)
-
-
-def _computed(v: Tensor | None) -> Tensor:
-    """``v``, which a node's reader finds computed (it is freed only after its last reader)."""
-    assert v is not None
-    return v
 
 
 def graph_crash_errors(net: GraphNetwork, x: Tensor, masks: Sequence[Tensor]) -> Tensor:

@@ -178,8 +178,7 @@ def quantized_forward(
     if net.layers is None:  # a graph network: every fault site's output rounded to its format
         if weight_formats is not None:
             raise InvalidArgumentError("Weight formats are planned on layered networks only.")
-        y = net.values(x.to(torch.float64), lambda s, v: act_formats[s].quantize(v))[-1]
-        return y.reshape(x.shape[0], -1)
+        return net.forward(x.to(torch.float64), lambda s, v: act_formats[s].quantize(v))
     net = cast(Network, net)
     layers = quantize_layers(net, weight_formats) if weight_formats is not None else list(net.layers)
     y = x.to(torch.float64)

@@ -361,24 +361,46 @@ class GraphNetwork:
         ``at_site(s, y)``, when given, replaces the output ``y`` of fault site ``s`` (0-based, in
         :attr:`sites` order) by what it returns before any consumer reads it (a rounding, a mask).
         """
+        return self._walk(x, at_site, keep=True)
+
+    def forward(self, x: Tensor, at_site: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+        """:math:`F(x)` for a batch, shape ``(B, n_outputs)`` (``at_site`` as in :meth:`values`);
+        each node's value is freed after its last reader."""
+        y = self._walk(x, at_site, keep=False)[-1]
+        return y.reshape(y.shape[0], -1)
+
+    @cached_property
+    def _last_reader(self) -> list[int]:
+        """For each node, the last node that reads it (itself when none does)."""
+        last = list(range(len(self.nodes)))
+        for i, node in enumerate(self.nodes):
+            for j in node.inputs:
+                last[j] = i
+        return last
+
+    def _walk(self, x: Tensor, at_site: Callable[[int, Tensor], Tensor] | None, keep: bool) -> list[Tensor]:
+        """The one interpreter of the DAG: every node's value in order (``keep=False``: a value is
+        dropped, as an empty tensor, once its last reader has run; the output is always kept)."""
         vals: list[Tensor] = []
         site_of = {n: s for s, n in enumerate(self.site_nodes)} if at_site is not None else {}
+        last = self._last_reader
+        empty = x.new_empty(0)
         for i, node in enumerate(self.nodes):
             op = node.op
             if isinstance(op, Input):
-                vals.append(x)
+                v = x
             elif isinstance(op, Const):
-                vals.append(op.make(x.shape[0], x.dtype))
+                v = op.make(x.shape[0], x.dtype)
             else:
-                vals.append(op.forward(*(vals[j] for j in node.inputs)))
+                v = op.forward(*(vals[j] for j in node.inputs))
             if at_site is not None and i in site_of:
-                vals[-1] = at_site(site_of[i], vals[-1])
+                v = at_site(site_of[i], v)
+            vals.append(v)
+            if not keep:
+                for j in node.inputs:
+                    if last[j] == i:
+                        vals[j] = empty
         return vals
-
-    def forward(self, x: Tensor) -> Tensor:
-        """:math:`F(x)` for a batch, shape ``(B, n_outputs)``."""
-        y = self.values(x)[-1]
-        return y.reshape(y.shape[0], -1)
 
     __call__ = forward
 
