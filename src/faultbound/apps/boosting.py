@@ -264,7 +264,7 @@ def _sender_delays(
 
 def _layered(net: Network | GraphNetwork) -> Network | None:
     """The network when it is layered (the paper's form), ``None`` for a graph network."""
-    return net if isinstance(net, Network) else None
+    return None if net.layers is None else cast(Network, net)
 
 
 def _synapse_net(net: Network | GraphNetwork) -> Network:

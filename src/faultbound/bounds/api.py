@@ -71,14 +71,14 @@ def check_graph_method(net: object, method: str) -> None:
         raise UnsupportedModelError(GRAPH_PAPER)
 
 
-def default_method(net: object) -> Method:
+def default_method(net: Network | GraphNetwork) -> Method:
     """The method :func:`bound` uses when none is given, and ``faultbound bound`` without
     ``--method``: ``"paper"`` (the paper's Theorem 2, made sound) on a layered
     :class:`~faultbound.network.core.Network`, ``"tight"`` on a
     :class:`~faultbound.network.graph.GraphNetwork`, where Theorem 2 is not defined
     (:func:`check_graph_method`). ``method="tight"`` is usually the smaller certificate on a layered
     network too; ask for it (or compare both, as ``faultbound bound --method both`` does)."""
-    return "tight" if isinstance(net, GraphNetwork) else "paper"
+    return "tight" if net.layers is None else "paper"
 
 
 def check_bounded(fault: object) -> Fault:
