@@ -403,7 +403,65 @@ def test_onnx_unsupported_op_named_with_its_place_and_consumers_not_blamed(tmp_p
     with pytest.raises(fb.errors.UnsupportedModelError) as info:
         fb.load(tmp_path / "m.onnx")
     msg = str(info.value)
-    assert msg == "Unsupported ONNX nodes (1): Sin 'weird' after Relu 'act'."
+    assert msg == "Unsupported ONNX operators (1): Sin 'weird' after Relu 'act'."
+
+
+class TwoUnsupported(nn.Module):
+    """Two operators no reader supports, each used twice: cumsum (module 'fc1' -> 'act1' first) and
+    reflection padding; the adds and the linear / relu between them are supported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act1 = nn.Linear(6, 6), nn.ReLU()
+        self.fc2, self.act2 = nn.Linear(8, 6), nn.ReLU()
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.act1(self.fc1(x))
+        h = torch.cumsum(h, -1) + torch.cumsum(h, -2)
+        h = self.act2(self.fc2(nn.functional.pad(h, (1, 1), mode="reflect")))
+        return self.out(nn.functional.pad(h, (1, 1), mode="reflect"))
+
+
+def test_every_distinct_unsupported_op_is_named_once_with_its_first_place(tmp_path: Path) -> None:
+    """Reading goes on past a refused node: each distinct operator is named once, at its first node
+    (and what that node reads), with the number of further places; the supported nodes that read a
+    refused value (the add, fc2, act2, out) are not blamed."""
+    m = TwoUnsupported().eval()
+    want = (
+        "Unsupported operators (2): aten.cumsum at node 'cumsum' (cumsum, after act1 (relu)) and 1 more place; "
+        "aten.pad at node 'pad' (pad, after add (add)) and 1 more place."
+    )
+    with pytest.raises(fb.errors.UnsupportedModelError) as info:
+        fb.load(m, input_shape=(2, 6))
+    assert str(info.value) == want
+    with pytest.raises(fb.errors.UnsupportedModelError) as info:
+        fb.load(save_pt2(m, (2, 6), tmp_path / "m.pt2", 1))
+    assert str(info.value) == want
+    with pytest.raises(fb.errors.UnsupportedModelError) as info:
+        fb.load(save_onnx(m, (2, 6), tmp_path / "m.onnx"))
+    assert str(info.value) == (
+        "Unsupported ONNX operators (2): CumSum '/CumSum' after Relu '/act1/Relu' and 1 more place; "
+        "Pad '/Pad' after Add '/Add' and 1 more place."
+    )
+
+
+def test_cli_names_every_unsupported_op_in_one_line(tmp_path: Path) -> None:
+    from tests.cli_run import run
+
+    code, out, err = run("inspect", str(save_pt2(TwoUnsupported().eval(), (2, 6), tmp_path / "m.pt2", 1)))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and out == "" and len(lines) == 1, err
+    assert lines[0].count("aten.cumsum") == 1 and lines[0].count("aten.pad") == 1 and "Traceback" not in err
+
+
+def test_unsupported_line_counts_each_key_once() -> None:
+    from faultbound.network.readers._common import unsupported_line
+
+    found = [(("a", ""), "a at 1"), (("b", "why"), "b at 2 (why)"), (("a", ""), "a at 3"), (("a", ""), "a at 4")]
+    found.append((("b", "other"), "b at 5 (other)"))
+    want = "Unsupported ops (3): a at 1 and 2 more places; b at 2 (why); b at 5 (other)."
+    assert unsupported_line("ops", found) == want
 
 
 @pytest.mark.slow

@@ -327,6 +327,26 @@ def test_onnx_unsupported_nodes_are_all_named(tmp_path: Path) -> None:
     assert "'flat'" not in msg and "\n" not in msg
 
 
+def test_onnx_chain_reader_names_each_unsupported_op_once() -> None:
+    """The chain reader (whose findings stand when the reference evaluator cannot run the model)
+    names each distinct unsupported op type once, at its first node, with its further places."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["a"], name="fc1", transB=1),
+        helper.make_node("Sin", ["a"], ["b"], name="sin1"),
+        helper.make_node("Gemm", ["b", "w"], ["c"], name="fc2", transB=1),
+        helper.make_node("Sin", ["c"], ["d"], name="sin2"),
+        helper.make_node("Gemm", ["d", "w"], ["e"], name="fc3", transB=1),
+        helper.make_node("Hardmax", ["e"], ["y"], name="hm"),
+    ]
+    model = _model(nodes, {"w": rng.normal(size=(3, 3))}, [1, 3])
+    with pytest.raises(fb.errors.UnsupportedModelError) as info:
+        fb.network.readers.onnx.network_from_onnx(model)
+    msg = str(info.value)
+    assert msg.startswith("Unsupported ONNX operators (2): Sin 'sin1' and 1 more place; Hardmax 'hm'. Supported:")
+    assert "\n" not in msg and "sin2" not in msg and "fc2" not in msg
+
+
 def test_onnx_with_max_pool_and_softmax_loads_as_a_graph(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     nodes = [

@@ -121,7 +121,10 @@ def test_default_distributions_and_library_build(net: fb.Network) -> None:
     assert default_failures(net, fb.SynapseCrash())[-1] == (1, 1, 1)
     msgs: list[str] = []
     data = build_report(net, ReportSpec(faults=(fb.Crash(), fb.Precision([0.01, 0.02]))), progress=msgs.append)
-    assert len(msgs) == len(data.rows) == 6
+    # one stage message per row; the worst-case search's own steps come under its row's "[k/6] " prefix
+    stages = [m for m in msgs if m.endswith(": certificates and worst-case search")]
+    assert len(stages) == len(data.rows) == 6
+    assert any(m.startswith("[1/6] ") and "gradient ascent" in m for m in msgs)
     assert data.rows[-1].failures == () and data.rows[-1].status == "ok"
     prec = fb.bound(net, None, fb.Precision([0.01, 0.02]), "tight").value
     assert data.rows[-1].tight["value"] == pytest.approx(prec)

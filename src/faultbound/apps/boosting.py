@@ -80,6 +80,7 @@ from faultbound.failures import failure_counts
 from faultbound.faults import Crash
 from faultbound.network.core import Network
 from faultbound.network.graph import GraphNetwork
+from faultbound.progress import Progress, say
 
 __all__ = [
     "LatencyModel",
@@ -581,6 +582,7 @@ def simulate_boost(
     eps: float | None = None,
     eps_prime: float | None = None,
     delays: str = "per-synapse",
+    progress: Progress | None = None,
 ) -> BoostResult:
     """Simulate ``runs`` seeded executions, waiting for all signals and for the first N - f.
 
@@ -602,6 +604,8 @@ def simulate_boost(
         method: the crash bound (``auto``: tight when registered). Per sender it certifies the
             error; per synapse the certificate is ``min(paper, receiver_bound)`` and the crash
             bound is reported beside it as ``crash_certified``.
+        progress: called with a message at each stage (the crash bound, each chunk of simulated
+            runs, the measured error); see :mod:`faultbound.progress`.
 
     Raises:
         InvalidArgumentError: bad counts, runs or delays; per-synapse delays on a graph network or
@@ -627,6 +631,7 @@ def simulate_boost(
     m = _method(method)
     rng = np.random.default_rng(seed)
     k = min(error_runs, runs)
+    say(progress, "certified crash bound")
     crash = float(bound(net, f, Crash(), method=m).value)
     used: str  # the method, or "per-receiver"
     notes: list[str] = []
@@ -635,6 +640,7 @@ def simulate_boost(
         first: list[list[np.ndarray]] = [[] for _ in f]  # the delays of the first k runs, per site
         for start, d in _sender_delays(net.widths, latency, rng, runs):
             stop = start + d[0].shape[0]
+            say(progress, f"simulating runs {start + 1}-{stop} of {runs} (per-sender delays)")
             full[start:stop], boost[start:stop] = dag_latencies(d, f, net.site_predecessors, net.output_sites)
             if start < k:
                 for keep, ds in zip(first, d, strict=True):
@@ -646,6 +652,7 @@ def simulate_boost(
                 f"(the latest of them); waits = N_s - f_s signals awaited per site ({net.L} sites)."
             )
     else:
+        say(progress, f"simulating {runs} runs (per-synapse delays)")
         full, boost, kept = synapse_latencies(synapse_net, f, latency, rng, runs, keep=k if sum(f) > 0 else 0)
         paper = float(bound(synapse_net, f, Crash(), method="paper").value)
         recv = receiver_bound(synapse_net, f)
@@ -656,6 +663,7 @@ def simulate_boost(
     measured_max = measured_median = 0.0
     x = samples_corners_and_data(net, X, n_inputs, seed)
     if k > 0 and sum(f) > 0:
+        say(progress, f"output error of the first {k} runs on {x.shape[0]} inputs")
         if synapse_net is None:
             masks = late_masks([torch.as_tensor(np.concatenate(d, 0)) for d in first], f)
             errs = crash_errors(layered, x, masks) if layered is not None else graph_crash_errors(

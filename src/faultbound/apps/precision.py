@@ -64,6 +64,7 @@ from faultbound.failures import AnyNetwork
 from faultbound.faults import Precision
 from faultbound.network.core import Network
 from faultbound.network.graph import GraphNetwork
+from faultbound.progress import Progress, say
 
 __all__ = [
     "PrecisionPlan",
@@ -285,6 +286,7 @@ def plan_precision(
     max_frac_bits: int = 40,
     node_limit: int = NODE_LIMIT,
     eval_limit: int | None = None,
+    progress: Progress | None = None,
 ) -> PrecisionPlan:
     """The cheapest per-layer fixed-point formats whose certified output error fits the budget.
 
@@ -300,6 +302,8 @@ def plan_precision(
             :data:`EVAL_LIMIT`; :data:`LARGE_GRAPH_EVAL_LIMIT` on a graph network above
             :data:`~faultbound.measure.search.LARGE_NETWORK_MACS` multiply-adds per input).
         max_frac_bits: the most fractional bits a format may have.
+        progress: called with a message at each stage and at each certificate evaluation of the
+            branch and bound; see :mod:`faultbound.progress`.
 
     Example:
         >>> import torch, faultbound as fb
@@ -328,11 +332,14 @@ def plan_precision(
         large = net.layers is None and sum(cast(GraphNetwork, net).node_macs) > LARGE_NETWORK_MACS
         eval_limit = LARGE_GRAPH_EVAL_LIMIT if large else EVAL_LIMIT
     if net.layers is None:
-        return _plan_sites(cast(GraphNetwork, net), budget, weights, method, max_frac_bits, node_limit, eval_limit)
+        return _plan_sites(
+            cast(GraphNetwork, net), budget, weights, method, max_frac_bits, node_limit, eval_limit, progress
+        )
     net = cast(Network, net)
     L = net.L
     stats = layer_stats(net)
     notes: list[str] = []
+    say(progress, f"paper-bound coefficients of {L} layers")
     # c_l: the paper bound is linear in lambda; its coefficients are the bound at unit vectors.
     coef = []
     for l in range(L):
@@ -412,7 +419,12 @@ def plan_precision(
             notes.append(f"The tight bound could not certify precision ({e}); the paper bound is used.")
     paper_linear = list(bits)
     bits, optimal, lower, evals = solve_monotone(
-        lambda bv: certify(bv, used), costs, budget, max_frac_bits, incumbent=bits, eval_limit=eval_limit
+        _counted(lambda bv: certify(bv, used), progress, eval_limit),
+        costs,
+        budget,
+        max_frac_bits,
+        incumbent=bits,
+        eval_limit=eval_limit,
     )
     nodes += evals
     certified = certify(bits, used)
@@ -459,6 +471,23 @@ def plan_precision(
     )
 
 
+def _counted(
+    fits: Callable[[Sequence[int]], float], progress: Progress | None, eval_limit: int
+) -> Callable[[Sequence[int]], float]:
+    """``fits``, saying to ``progress`` how many certificate evaluations the branch and bound made."""
+    if progress is None:
+        return fits
+    count = 0
+
+    def counted(bv: Sequence[int]) -> float:
+        nonlocal count
+        count += 1
+        say(progress, f"branch and bound: certificate evaluation {count} (limit {eval_limit})")
+        return fits(bv)
+
+    return counted
+
+
 def _plan_sites(
     net: GraphNetwork,
     budget: float,
@@ -467,6 +496,7 @@ def _plan_sites(
     max_frac_bits: int,
     node_limit: int,
     eval_limit: int,
+    progress: Progress | None = None,
 ) -> PrecisionPlan:
     """:func:`plan_precision` on a graph network: one fixed-point format per fault site.
 
@@ -514,6 +544,7 @@ def _plan_sites(
 
     coef = []
     for s in range(S):
+        say(progress, f"coefficient of fault site {s + 1} of {S}")
         one = [0.0] * S
         one[s] = budget
         coef.append(tight(one, linear=False) / budget)
@@ -526,8 +557,8 @@ def _plan_sites(
     costs = [float(w) for w in net.widths]
     bits, _, _, nodes = solve_bits(costs, coef, budget, act_lo, max_frac_bits,
                                    min(node_limit, GRAPH_LINEAR_NODE_LIMIT))
-    bits, optimal, lower, evals = solve_monotone(fits_value, costs, budget, max_frac_bits, incumbent=bits,
-                                                 eval_limit=eval_limit)
+    bits, optimal, lower, evals = solve_monotone(_counted(fits_value, progress, eval_limit), costs, budget,
+                                                 max_frac_bits, incumbent=bits, eval_limit=eval_limit)
     nodes += evals
     lam = lam_of(bits)
     certified = tight(lam)

@@ -48,6 +48,7 @@ from faultbound.failures import failure_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
 from faultbound.network.graph import GraphNetwork
+from faultbound.progress import Progress, say
 
 #: The methods that certify single inputs (``"paper"`` reads only the whole domain).
 CertifyMethod = Literal["tight", "exact"]
@@ -120,6 +121,7 @@ def certify(
     monotone: bool = False,
     method: CertifyMethod = "tight",
     time_limit: float | None = None,
+    progress: Progress | None = None,
 ) -> InputCertificates:
     """Certify every input of ``X`` (``(n, *input_shape)`` or flat rows) at once.
 
@@ -133,6 +135,8 @@ def certify(
             worst :math:`|F_{fail}(x')_k - F_{neu}(x')_k|` by MILP (:mod:`faultbound.bounds.exact`;
             piecewise-linear networks; one MILP per (input, output), so for few inputs).
         time_limit: seconds per MILP for ``"exact"`` (the solver's bound is used when it stops).
+        progress: called with a message before each batch of inputs (each input for ``"exact"``);
+            see :mod:`faultbound.progress`.
 
     Example:
         >>> import torch, faultbound as fb
@@ -168,13 +172,14 @@ def certify(
         )
     if method == "exact":
         assert isinstance(net, Network)
-        per_output = _exact_per_output(net, x, f, fault, float(radius), monotone, time_limit)
+        per_output = _exact_per_output(net, x, f, fault, float(radius), monotone, time_limit, progress)
         return InputCertificates(per_output.max(1) if n else np.zeros(0), per_output, logits, float(radius), f, fault)
     outs = []
     step = int(batch_size)
     if isinstance(net, GraphNetwork):
         step = max(1, min(step, GRAPH_ROWS // (net.n_outputs * max(node.width for node in net.nodes))))
     for start in range(0, n, step):
+        say(progress, f"certifying inputs {start + 1}-{min(start + step, n)} of {n}")
         xb = x[start : start + step]
         if isinstance(net, GraphNetwork):
             outs.append(graph_propagate(net, fault, list(f) if f else None, xb - radius, xb + radius))
@@ -194,6 +199,7 @@ def _exact_per_output(
     radius: float,
     at_most: bool,
     time_limit: float | None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """:math:`t_k(x)` = the exact worst deviation of output k over the box around each input."""
     from faultbound.bounds.exact import check_piecewise_linear, exact_bound
@@ -201,6 +207,7 @@ def _exact_per_output(
     check_piecewise_linear(net)
     out = np.zeros((x.shape[0], net.n_outputs))
     for i in range(x.shape[0]):
+        say(progress, f"exact certificates (MILP): input {i + 1} of {x.shape[0]}")
         xi = x[i].reshape(-1).numpy()
         for k in range(net.n_outputs):
             r = exact_bound(
@@ -257,8 +264,11 @@ def certified_accuracy(
     batch_size: int = 512,
     method: CertifyMethod = "tight",
     time_limit: float | None = None,
+    progress: Progress | None = None,
 ) -> CertifiedAccuracy:
     """Fraction of inputs classified correctly *and* certified (see the module docstring).
+
+    ``progress`` is called as by :func:`certify` (see :mod:`faultbound.progress`).
 
     Raises:
         InvalidArgumentError: for a network with one output, or labels that are not class indices.
@@ -276,7 +286,9 @@ def certified_accuracy(
     ):
         raise InvalidArgumentError(f"Expected integer labels in 0..{net.n_outputs - 1}.")
     labels = labels.astype(np.int64)
-    cert = certify(net, x, failures, fault, radius, batch_size, method=method, time_limit=time_limit)
+    cert = certify(
+        net, x, failures, fault, radius, batch_size, method=method, time_limit=time_limit, progress=progress
+    )
     correct = cert.predictions == labels
     certified = correct & cert.robust()
     n = int(x.shape[0])

@@ -97,6 +97,7 @@ from faultbound.failures import max_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
 from faultbound.network.graph import GraphNetwork
+from faultbound.progress import Progress, say
 
 __all__ = [
     "EpsPrime",
@@ -240,6 +241,7 @@ def tolerate(
     fault: Fault | None = None,
     method: Method = "paper",
     max_enumerate: int = MAX_ENUMERATE,
+    progress: Progress | None = None,
 ) -> ToleranceResult:
     """Largest tolerated failure distributions for ``fault`` (see the module docstring).
 
@@ -247,6 +249,8 @@ def tolerate(
         eps: the accuracy the network must keep, :math:`\\epsilon`.
         eps_prime: the accuracy it has, :math:`\\epsilon'` (a number, or an :class:`EpsPrime`).
         max_enumerate: skip the exact enumeration above this many distributions (said in notes).
+        progress: called with a message at each stage (per layer, the uniform fractions, the
+            maximal distributions); see :mod:`faultbound.progress`.
     """
     fault = check_bounded(Crash() if fault is None else fault)
     if not fault.counted:
@@ -273,7 +277,7 @@ def tolerate(
         return ToleranceResult(eps, ep, budget, method, fault, zero, 0.0, zero, (zero,), 0, tuple(notes))
     net.require_bounded_values()
     if method == "tight":
-        return _tolerate_monotone(net, eps, ep, budget, fault, limits, notes)
+        return _tolerate_monotone(net, eps, ep, budget, fault, limits, notes, progress=progress)
     assert isinstance(net, Network)
     evaluate = _evaluator(net, fault, method)
     evaluated = 0
@@ -286,6 +290,7 @@ def tolerate(
     # per layer, others at zero: every count is evaluated.
     per_layer = []
     for l in range(n):
+        say(progress, f"{method}: largest count of layer {l + 1} of {n}")
         counts = np.arange(limits[l] + 1)
         F = np.zeros((len(counts), n), dtype=np.int64)
         F[:, l] = counts
@@ -296,6 +301,7 @@ def tolerate(
         per_layer = [max(v, 0) for v in per_layer]
 
     # uniform fraction: candidates p = k / N_l, ascending; the longest tolerated prefix.
+    say(progress, f"{method}: largest uniform fraction")
     fracs, rows = _uniform_rows(net, fault, limits)
     good = ok(np.array(rows, dtype=np.int64))
     bad = np.flatnonzero(~good)
@@ -308,6 +314,7 @@ def tolerate(
     n_tolerated: int | None = None
     total = math.prod(lim + 1 for lim in limits)
     if fault.site == "neuron" and net.L <= 3 and total <= max_enumerate:
+        say(progress, f"{method}: enumerating {total} distributions")
         grids = np.meshgrid(*[np.arange(lim + 1) for lim in limits], indexing="ij")
         F = np.stack(grids, -1)
         good_grid = ok(F)
@@ -516,6 +523,7 @@ def _tolerate_monotone(
     limits: list[int],
     notes: list[str],
     max_staircase: int = MAX_STAIRCASE,
+    progress: Progress | None = None,
 ) -> ToleranceResult:
     """The tolerance search of ``method="tight"``: value-guided searches and a staircase walk."""
     value = _graph_value(net, fault, budget) if isinstance(net, GraphNetwork) else _layered_value(net, fault)
@@ -546,6 +554,7 @@ def _tolerate_monotone(
 
     found: list[int] = []
     for l in range(n):
+        say(progress, f"tight: largest count of site {l + 1} of {n}")
         found.append(
             _last_within(limits[l] + 1, along(l, False), budget, first=_next_guess(found), verdict=along(l, True))
         )
@@ -559,6 +568,7 @@ def _tolerate_monotone(
         fracs.append(p)
         rows.append(row)
     n_rows = len(rows)
+    say(progress, "tight: largest uniform fraction")
     guess = _uniform_guess(rows, n_rows, per_layer, cache, budget)
     last = _last_within(
         n_rows,
@@ -577,6 +587,7 @@ def _tolerate_monotone(
             sum(per_layer[-2:]) + 2 + (int(math.log2(per_layer[-1] + 1)) + 1 if n >= 2 else 0)
         )
         if cost <= max_staircase:
+            say(progress, f"tight: maximal distributions (staircase walk, about {cost} evaluations)")
             H = _staircase(per_layer, bound_of, budget)
             maximal, n_tolerated = _maximal_from_h(H, per_layer)
         else:

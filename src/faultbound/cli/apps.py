@@ -18,6 +18,7 @@ from faultbound.cli._common import (
     TRUST,
     app,
     console,
+    err_console,
     load_model,
     parse_floats,
     parse_ints,
@@ -87,9 +88,13 @@ def precision(
         raise InvalidArgumentError(f"Expected --samples >= 0, but got {samples}.")
     net, X, widened = inputs_in_domain(load_model(model, domain, trust_pickle, input_shape), data, domain_from_data)
     m = cast(PlanMethod, method)  # plan_precision checks it
-    plan = plan_precision(net, budget=b, weights=weights, method=m, max_frac_bits=max_frac_bits)
-    measured = measure_plan(net, plan, X, samples, seed)
-    searched = search_plan(net, plan, X, seed)
+    with err_console.status("planning the formats") as status:
+        plan = plan_precision(net, budget=b, weights=weights, method=m, max_frac_bits=max_frac_bits,
+                              progress=status.update)
+        status.update("measuring the quantized network")
+        measured = measure_plan(net, plan, X, samples, seed)
+        status.update("searching inputs for the largest quantization error")
+        searched = search_plan(net, plan, X, seed)
     out = {"model": str(model), "eps": e, "eps_prime": ep, **plan.to_dict(), "measured": measured,
            "measured_on": probe_description(net, X, samples),
            "searched_lambda_model": searched,
@@ -187,9 +192,11 @@ def boost(
             )
         _finite("eps", eps)
         _finite("eps-prime", eps_prime)
-        f, notes = choose_failures(net, eps, eps_prime, lat, method, seed, delays=delays)
-    r = simulate_boost(net, f, lat, runs, seed, method, error_runs, X=X, n_inputs=samples, eps=eps,
-                       eps_prime=eps_prime, delays=delays)
+        with err_console.status("choosing a tolerated failure distribution"):
+            f, notes = choose_failures(net, eps, eps_prime, lat, method, seed, delays=delays)
+    with err_console.status(f"simulating {runs} runs") as status:
+        r = simulate_boost(net, f, lat, runs, seed, method, error_runs, X=X, n_inputs=samples, eps=eps,
+                           eps_prime=eps_prime, delays=delays, progress=status.update)
     out = {"model": str(model), **r.to_dict(), "domain_from_data": widened}
     out["notes"] = notes + out["notes"]
     if json:

@@ -25,7 +25,7 @@ import typer
 from rich.table import Table
 
 from faultbound.bounds.certify import CertifyMethod, certified_accuracy
-from faultbound.cli._common import INPUT_SHAPE, app, console, load_model, make_fault, print_json
+from faultbound.cli._common import INPUT_SHAPE, app, console, err_console, load_model, make_fault, print_json
 from faultbound.cli._data import DOMAIN_FROM_DATA, fit_domain, say_widened
 from faultbound.cli._sites import FAILURES_HELP, SITES, parse_failures
 from faultbound.errors import InvalidArgumentError
@@ -175,14 +175,18 @@ def certify_cmd(
         raise InvalidArgumentError(f"Expected --method tight or exact, but got {method!r}.")
     if time_limit is not None and method != "exact":
         raise InvalidArgumentError("Expected --time-limit only with --method exact.")
-    res = certified_accuracy(
-        net, x, y, None if not f else list(f), flt, radius, method=cast(CertifyMethod, method), time_limit=time_limit
-    )
+    with err_console.status("certifying") as status:
+        res = certified_accuracy(
+            net, x, y, None if not f else list(f), flt, radius, method=cast(CertifyMethod, method),
+            time_limit=time_limit, progress=status.update,
+        )
+        status.update(f"measured accuracy under failures ({samples} random sets, up to {exhaustive_limit} enumerated)")
+        measured = measured_accuracy(
+            net, x, y, flt, f, samples, exhaustive_limit, seed, dtype=torch.float64 if float64 else torch.float32
+        )
     out = res.to_dict()
     out["method"] = method
-    out["measured"] = measured_accuracy(
-        net, x, y, flt, f, samples, exhaustive_limit, seed, dtype=torch.float64 if float64 else torch.float32
-    )
+    out["measured"] = measured
     out["domain_from_data"] = widened
     if json:
         print_json(out)

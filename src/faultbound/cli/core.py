@@ -368,7 +368,8 @@ def tolerate_cmd(
     skipped: list[str] = []
     for m in _methods(method):
         try:
-            results.append(tolerate(net, eps, ep, flt, m))
+            with err_console.status(f"{m}: tolerance search") as status:
+                results.append(tolerate(net, eps, ep, flt, m, progress=status.update))
         except FaultboundError as e:
             if not (isinstance(net, GraphNetwork) and method == "both" and m == "paper"):
                 raise

@@ -462,10 +462,13 @@ def worst_cmd(
     if backend == "ray":
         from faultbound.measure.distributed import worst_case_ray
 
-        r = worst_case_ray(net, f, fl, workers=workers, address=address, inputs=extra, seed=seed,
-                           exhaustive_limit=exhaustive_limit, **given)
+        with err_console.status(f"worst-case search on {workers} Ray workers"):
+            r = worst_case_ray(net, f, fl, workers=workers, address=address, inputs=extra, seed=seed,
+                               exhaustive_limit=exhaustive_limit, **given)
     else:
-        r = worst_case(net, f, fl, inputs=extra, seed=seed, exhaustive_limit=exhaustive_limit, **given)
+        with err_console.status("worst-case search") as status:
+            r = worst_case(net, f, fl, inputs=extra, seed=seed, exhaustive_limit=exhaustive_limit,
+                           progress=status.update, **given)
     d = r.to_dict()
     d["model"] = str(model)
     d["domain_from_data"] = widened

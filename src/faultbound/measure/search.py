@@ -39,6 +39,7 @@ from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
 from faultbound.measure.engine import clean_pass, differentiable_outputs, initial_values, inject
 from faultbound.measure.faultset import FaultSet
 from faultbound.network.graph import GraphNetwork
+from faultbound.progress import Progress, say
 
 __all__ = [
     "worst_case",
@@ -486,6 +487,7 @@ def worst_case(
     *,
     inputs: Tensor | None = None,
     scorer: Scorer | None = None,
+    progress: Progress | None = None,
     **settings: Any,
 ) -> WorstCase:
     """Search failure sets, inputs in the domain and Byzantine values that maximise the output error.
@@ -502,6 +504,8 @@ def worst_case(
         scorer: evaluates the batches (default :func:`score_batches`, in this process);
             :func:`faultbound.measure.distributed.worst_case_ray` passes a Ray one. The result is the
             same whatever the scorer.
+        progress: called with a message at each stage (scoring the failure sets, each beam round,
+            each gradient-ascent round); see :mod:`faultbound.progress`.
         settings: fields of :class:`SearchSpec` replacing those of ``spec``
             (``worst_case(net, fault, f, steps=5)`` is ``worst_case(net, fault, f, SearchSpec(steps=5))``).
 
@@ -542,6 +546,7 @@ def worst_case(
         fs0 = FaultSet(1, (None,) * n_layers)
         sets: list[tuple[tuple[int, ...], ...]] = [tuple(() for _ in range(n_layers))]
         exhaustive, total = True, 1
+        say(progress, f"scoring {x.shape[0]} probe inputs")
         e0 = inject(net, x, fault, fs0, values="adversarial", generator=g, dtype=dtype).errors[0]
         evals += x.shape[0]
         scores, args = e0.max().reshape(1), e0.argmax().reshape(1)
@@ -551,6 +556,7 @@ def worst_case(
         total = _n_sets(net, fault, f)
         exhaustive = sp.strategy == "exhaustive" or (sp.strategy == "auto" and total * x.shape[0] <= exhaustive_limit)
         if exhaustive:
+            say(progress, f"scoring all {total} failure sets on {x.shape[0]} probe inputs")
             sets = _all_sets(net, fault, f)
             scores, args = _score_sets(net, fault, sets, x, dtype, g, batch, scorer)
             evals += len(sets) * x.shape[0]
@@ -559,6 +565,7 @@ def worst_case(
             scores, args = scores[top], args[top]
         else:
             # score partial sets on the probes where some single failure (of the allowed layers) hurts most
+            say(progress, f"beam search over {total} failure sets: scoring single failures")
             ranked = _ranked_units(net, fault, f, sp.max_units, g)
             singles: list[SetTuple] = [
                 tuple((u,) if j == i else () for j in range(n_layers)) for i in range(n_layers) for u in ranked[i]
@@ -592,6 +599,7 @@ def worst_case(
                 pos += len(units)
                 top_i = torch.argsort(sc_i, descending=True, stable=True)[: max(candidates, f[i])]
                 allowed.append(sorted(units[int(u)] for u in top_i))
+            say(progress, f"beam search over {total} failure sets: growing the beam of {beam}")
             sets, scores, args, e = _beam(net, fault, f, x[keep], beam, dtype, g, allowed, batch, scorer)
             args = keep[args]
             evals += e
@@ -599,7 +607,8 @@ def worst_case(
     best: _Best | None = None
     probe_best = float(scores.max()) if scores.numel() else None
     found: list[Tensor] = []
-    for rnd_i in range(rounds if not exhaustive else 1):
+    n_rounds = rounds if not exhaustive else 1
+    for rnd_i in range(n_rounds):
         if rnd_i > 0:
             # coordinate ascent: search failure sets again at the inputs gradient ascent found
             x_new = torch.stack(found).reshape(-1, *net.input_shape).to(torch.float64)
@@ -611,6 +620,7 @@ def worst_case(
             args = args + (x.shape[0] - x_new.shape[0])
             sets, scores, args = sets[:refine], scores[:refine], args[:refine]
         found = []
+        say(progress, f"gradient ascent on the {len(sets)} worst failure sets (round {rnd_i + 1} of {n_rounds})")
         best, ev = _refine(net, fault, sets, scores, args, x, n_layers, restarts, steps, dtype, g, best, found)
         evals += ev
 

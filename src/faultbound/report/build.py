@@ -40,7 +40,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,6 +51,7 @@ from faultbound.failures import failure_counts, max_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
 from faultbound.network.graph import GraphNetwork
+from faultbound.progress import Progress, prefixed
 from faultbound.report.words import (
     INFORMATIVE_RATIO,
     Level,
@@ -79,7 +80,6 @@ __all__ = [
 ]
 
 Status = Literal["ok", "VIOLATION", "unbounded"]
-Progress = Callable[[str], None]
 
 #: The two certificates every row shows.
 METHODS: tuple[Method, ...] = ("paper", "tight")
@@ -538,7 +538,15 @@ def build_report(
                     "seed": spec.seed,
                 }
             else:
-                wc = worst_case(net, fault, fl, inputs=None if probes is None else probes[:256], seed=spec.seed)
+                head = f"[{done}/{total}] {fault.label()} {list(f) if f else ''}: "
+                wc = worst_case(
+                    net,
+                    fault,
+                    fl,
+                    inputs=None if probes is None else probes[:256],
+                    seed=spec.seed,
+                    progress=prefixed(say, head),
+                )
                 measured = _finite(wc.to_dict())
             worst = float(measured["max_error"])
             rows.append(
@@ -656,7 +664,9 @@ def _tolerance(
         say(f"tolerance search: {fault.label()}")
         res = {
             m: _undefined(m) if m == "paper" and isinstance(net, GraphNetwork)
-            else tolerate(net, eps, spec.eps_prime, fault, m).to_dict()
+            else tolerate(
+                net, eps, spec.eps_prime, fault, m, progress=prefixed(say, f"{fault.label()}: ")
+            ).to_dict()
             for m in METHODS
         }
         for r in res.values():

@@ -73,6 +73,32 @@ def first_line(e: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------- batch norm
+def unsupported_line(what: str, found: Sequence[tuple[Any, str]]) -> str:
+    """One line naming each distinct refusal once, at its first place, with how many more it has.
+
+    Args:
+        what: what is refused (``"operators"``, ``"ONNX operators"``).
+        found: ``(key, first)`` in graph order, one per refused node: ``key`` tells refusals apart
+            (the operator, and the reason when a setting of a known operator is refused) and
+            ``first`` names the operator and its place (kept for the first node of each key).
+
+    Example: ``Unsupported operators (2): aten.roll at node 'r' (roll, after fc (linear)) and 2 more
+    places; aten.sort at node 's' (sort, after fc (linear)).``
+    """
+    firsts: dict[Any, str] = {}
+    more: dict[Any, int] = {}
+    for key, first in found:
+        if key in firsts:
+            more[key] += 1
+        else:
+            firsts[key], more[key] = first, 0
+    parts = [
+        f"{first} and {more[k]} more place{'s' if more[k] > 1 else ''}" if more[k] else first
+        for k, first in firsts.items()
+    ]
+    return f"Unsupported {what} ({len(parts)}): {'; '.join(parts)}."
+
+
 def batch_norm(
     mean: Tensor, var: Tensor, eps: float, gamma: Tensor | None = None, beta: Tensor | None = None
 ) -> ChannelAffine:
@@ -217,13 +243,17 @@ class ChainTracer:
     batch norm, :meth:`add_const` for a bias added after a dense or conv, :meth:`mul`,
     :meth:`div`, :meth:`unary`, :meth:`greater`, :meth:`where` for elementwise algebra,
     :meth:`activation` for a complete activation, and :meth:`fail` for anything else. Problems are
-    collected in :attr:`problems`; :meth:`finish` raises one error naming all of them.
+    collected in :attr:`problems`; :meth:`finish` raises one error naming each distinct one (the
+    node's operator, the first word of its label, and the reason) once, at its first node
+    (:func:`unsupported_line`).
     """
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.items: list[Item] = []
         self.problems: list[str] = []
+        #: per problem: (operator, reason), what tells problems apart
+        self.keys: list[tuple[str, str]] = []
         self.gen = 0
         self._biasable = False
 
@@ -233,8 +263,13 @@ class ChainTracer:
 
     def fail(self, label: str, why: str = "") -> Poison:
         """Record an unsupported node; its consumers go on silently so that all others are listed."""
-        self.problems.append(f"{label} ({why})" if why else label)
+        self._refuse(label, why)
         return Poison()
+
+    def _refuse(self, label: str, why: str = "") -> None:
+        """Record a problem of the node ``label`` (``"Op 'name'"``)."""
+        self.problems.append(f"{label} ({why})" if why else label)
+        self.keys.append((label.split(" ", 1)[0], why))
 
     def _new_head(self, biasable: bool = False) -> Expr:
         self.gen += 1
@@ -245,13 +280,13 @@ class ChainTracer:
         if isinstance(v, Poison):
             return False
         if isinstance(v, Dead):
-            self.problems.append(f"{label} (uses {v.what}, which is not modelled)")
+            self._refuse(label, f"uses {v.what}, which is not modelled")
             return False
         if isinstance(v, np.ndarray):
-            self.problems.append(f"{label} (expected the layer input, but got a constant)")
+            self._refuse(label, "expected the layer input, but got a constant")
             return False
         if v.gen != self.gen:
-            self.problems.append(f"{label} (uses the output of an earlier layer: the model is not a plain chain)")
+            self._refuse(label, "uses the output of an earlier layer: the model is not a plain chain")
             return False
         return True
 
@@ -264,7 +299,7 @@ class ChainTracer:
             self._new_head()
             return True
         if isinstance(v, Gt):
-            self.problems.append(f"{label} (uses a comparison that is not part of a softplus)")
+            self._refuse(label, "uses a comparison that is not part of a softplus")
             return False
         assert isinstance(v, Expr)
         if v.is_x:
@@ -272,8 +307,8 @@ class ChainTracer:
         act = expr_activation(v)
         if act is None:
             hint = " (a scalar Mul is only supported right before a Sigmoid)" if v.is_scaled_x else ""
-            self.problems.append(
-                f"{label} (its input computes {v.describe()}, which is not a supported activation{hint})"
+            self._refuse(
+                label, f"its input computes {v.describe()}, which is not a supported activation{hint}"
             )
             return False
         self.items.append((label, act))
@@ -393,9 +428,8 @@ class ChainTracer:
         if not self.problems:
             self.materialize(v, label)
         if self.problems:
-            raise UnsupportedModelError(
-                f"Unsupported {self.what} ({len(self.problems)}): {'; '.join(self.problems)}. {_SUPPORTED_TEXT}"
-            )
+            found = list(zip(self.keys, self.problems, strict=True))
+            raise UnsupportedModelError(f"{unsupported_line(self.what, found)} {_SUPPORTED_TEXT}")
         return fold_batch_norms(self.items)
 
 

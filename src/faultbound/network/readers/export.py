@@ -106,7 +106,7 @@ def network_from_exported(ep: Any, domain: Any = None, check: bool = True) -> Ne
     """
     weights, user_input = program_weights(ep)
     gm = ep.graph_module
-    tracer = ChainTracer("aten nodes")
+    tracer = ChainTracer("aten operators")
     env: dict[Any, Any] = {}  # fx Node -> Tensor constant, Value, tuple, or _Shape
     input_shape: tuple[int, ...] = ()
     batch: int | None = None

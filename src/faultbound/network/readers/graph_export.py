@@ -25,7 +25,10 @@ constant: :class:`~faultbound.network.gops.ConstAffine`; between variables: ``Ad
 shape operations above, the identities (``dropout`` in eval, ``clone``, ``contiguous``, ``alias``,
 ``detach``, float ``_to_copy``), and the ``aten_ops`` of every registered activation and ``sigmoid``. Nodes whose
 inputs are all constants are evaluated once (only aten/prims operators are ever called). Anything
-else is refused in one line naming the operator and the node.
+else is refused in one line (:func:`~faultbound.network.readers._common.unsupported_line`) naming
+each distinct unsupported operator once, at the first node it sits at, with how many more nodes
+use it; the nodes that read a refused value are not built, and only named when their own operator
+is unsupported too.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from faultbound.network.gops import (
 )
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense
-from faultbound.network.readers._common import batched_reference, first_line, module_dtype
+from faultbound.network.readers._common import batched_reference, first_line, module_dtype, unsupported_line
 from faultbound.network.readers.export import (
     _bind,
     _map,
@@ -94,6 +97,19 @@ class _V:
 
 class _Refuse(Exception):
     """An operator or setting the graph reader cannot represent."""
+
+
+class _Poison:
+    """The value of a refused node: the nodes reading it are not built, and only blamed when their
+    own operator is unsupported too."""
+
+
+class _Found(Exception):
+    """A refused node: ``key`` (the operator, and the reason for a refused setting) and its place."""
+
+    def __init__(self, key: tuple[str, str], text: str) -> None:
+        super().__init__(text)
+        self.key, self.text = key, text
 
 
 class _Builder:
@@ -617,7 +633,8 @@ def graph_from_exported(
     """The GraphNetwork of an exported program whose example batch is 1 (see the module docstring).
 
     Raises:
-        UnsupportedModelError: naming the first unsupported operator and the node it sits at.
+        UnsupportedModelError: naming each distinct unsupported operator, the first node it sits
+            at and how many more nodes use it.
         ModelLoadError: when the graph differs from the program on probe inputs.
     """
     weights, user_input = program_weights(ep)
@@ -626,7 +643,7 @@ def graph_from_exported(
     input_shape: tuple[int, ...] = ()
     in_dtype = torch.float32
     final: Any = None
-    prev = "the input"
+    found: list[tuple[tuple[str, str], str]] = []
     for node in ep.graph_module.graph.nodes:
         if node.op == "placeholder":
             if node.name in weights:
@@ -639,14 +656,18 @@ def graph_from_exported(
         elif node.op == "get_attr":
             env[node] = attr_value(ep.graph_module, node.target)
         elif node.op == "call_function":
-            env[node] = _call(b, node, env, prev)
-            if isinstance(env[node], _V):
-                prev = f"{_module_name(node)} ({_packet(node.target)})"
+            try:
+                env[node] = _call(b, node, env, _reads(node, env))
+            except _Found as f:
+                found.append((f.key, f.text))
+                env[node] = _Poison()
         elif node.op == "output":
             outs = node.args[0]
             final = env.get(outs[0] if isinstance(outs, (tuple, list)) else outs)
         else:
             raise UnsupportedModelError(f"Unsupported program node {node.op} {node.name!r}.")
+    if found:
+        raise UnsupportedModelError(unsupported_line("operators", found))
     if not isinstance(final, _V):
         raise UnsupportedModelError("Expected the program's output to be computed from its input.")
     final = b.normal(final, "output")
@@ -664,26 +685,57 @@ def graph_from_exported(
     return net
 
 
+def _has(a: Any, kind: type) -> bool:
+    """Whether ``a`` (or an item of a nested list / tuple) is a ``kind``."""
+    if isinstance(a, (list, tuple)):
+        return any(_has(x, kind) for x in a)
+    return isinstance(a, kind)
+
+
+def _rule(name: str) -> Rule | None:
+    """The rule of an aten operator (overload packet name; in-place ``relu_`` as ``relu``), or None."""
+    rule = GRAPH_RULES.get(name) or _activation_rule(name)
+    if rule is None and name.endswith("_") and not name.startswith("_"):
+        rule = GRAPH_RULES.get(name[:-1]) or _activation_rule(name[:-1])
+    return rule
+
+
+def _reads(node: Any, env: dict[Any, Any]) -> str:
+    """The first value computed from the input that ``node`` reads: ``"act (relu)"`` or ``"the input"``."""
+    for n in node.all_input_nodes:
+        if isinstance(env.get(n), (_V, _Poison)):
+            return f"{_module_name(n)} ({_packet(n.target)})" if n.op == "call_function" else "the input"
+    return "the input"
+
+
 def _call(b: _Builder, node: Any, env: dict[Any, Any], prev: str) -> Any:
+    """The value of one ``call_function`` node: a variable, a constant, or a :class:`_Poison` when
+    it reads a refused value.
+
+    Raises:
+        _Found: the node's operator (or its setting) is unsupported.
+    """
     args = _map(node.args, env)
     kwargs = {k: _map(v, env) for k, v in node.kwargs.items()}
     target = node.target
     where = f"node {_module_name(node)!r} ({node.name}, after {prev})"
     if not _safe_target(target):
-        raise UnsupportedModelError(f"Unsupported call {str(target)[:80]!r} at {where}: not an aten operator.")
+        call = f"call {str(target)[:80]!r}"
+        raise _Found((call, ""), f"{call} at {where[:-1]}; not an aten operator)")
+    poisoned = _has(list(args), _Poison) or _has(list(kwargs.values()), _Poison)
     if target is operator.getitem:
         seq, i = args
-        return seq[i]
+        return _Poison() if isinstance(seq, _Poison) else seq[i]
     name = _packet(target)
     if name.startswith("_assert") or name.startswith("sym_"):
         return None
-
-    def has_var(a: Any) -> bool:
-        if isinstance(a, (list, tuple)):
-            return any(has_var(x) for x in a)
-        return isinstance(a, _V)
-
-    if not has_var(list(args)) and not has_var(list(kwargs.values())):
+    rule = _rule(name)
+    if rule is None or not hasattr(target, "_schema"):
+        if poisoned or _has(list(args), _V) or _has(list(kwargs.values()), _V):
+            raise _Found((_op_name(target), ""), f"{_op_name(target)} at {where}")
+    if poisoned:  # a supported operator reading a refused value: not built, not blamed
+        return _Poison()
+    if not _has(list(args), _V) and not _has(list(kwargs.values()), _V):
         try:
             with torch.no_grad():
                 return target(*args, **kwargs)
@@ -691,16 +743,12 @@ def _call(b: _Builder, node: Any, env: dict[Any, Any], prev: str) -> Any:
             raise ModelLoadError(
                 f"Cannot evaluate the constant node {where}: {type(e).__name__}: {first_line(e)}"
             ) from None
-    rule = GRAPH_RULES.get(name) or _activation_rule(name)
-    if rule is None and name.endswith("_") and not name.startswith("_"):
-        rule = GRAPH_RULES.get(name[:-1]) or _activation_rule(name[:-1])
-    if rule is None or not hasattr(target, "_schema"):
-        raise UnsupportedModelError(f"Unsupported operator {_op_name(target)} at {where}.")
+    assert rule is not None
     a = _bind(target, tuple(args), kwargs)
     try:
         return rule(b, _module_name(node), a, _out_shape(node))
     except _Refuse as r:
-        raise UnsupportedModelError(f"Unsupported {_op_name(target)} at {where}: {r}.") from None
+        raise _Found((_op_name(target), str(r)), f"{_op_name(target)} at {where[:-1]}; {r})") from None
 
 
 def _example_batch(ep: Any, name: str) -> int:

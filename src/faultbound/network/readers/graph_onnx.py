@@ -33,10 +33,11 @@ Not read (named as unsupported): the ``Erf`` form of GELU that opsets before 20 
 writes a ``Gelu`` node), ``Where`` / ``Equal`` / ``Pow`` / ``Sqrt`` on values computed from the
 input, ``Gather`` with a list of indices, negative ``Slice`` steps (``torch.flip``).
 
-Anything else is refused: every unsupported node (its consumers are only blamed when their op type
-is unknown too) is named in one
-:class:`~faultbound.errors.UnsupportedModelError` line with its op type, its name and the node
-whose value it reads (``after ...``). The GraphNetwork is checked against the reference evaluator
+Anything else is refused in one :class:`~faultbound.errors.UnsupportedModelError` line
+(:func:`~faultbound.network.readers._common.unsupported_line`): each distinct unsupported op type
+(or refused setting) once, with the first node it sits at, the node whose value that one reads
+(``after ...``) and how many more nodes have it; the consumers of a refused node are only blamed
+when their op type is unknown too. The GraphNetwork is checked against the reference evaluator
 on probe inputs (:func:`~faultbound.network.core.check_against`). The file is read with the
 ``onnx`` package only; nothing is unpickled.
 """
@@ -56,7 +57,7 @@ from faultbound.network.activations import Sigmoid, Softplus, onnx_activation_op
 from faultbound.network.core import check_against
 from faultbound.network.gops import Act, Norm
 from faultbound.network.graph import GraphNetwork
-from faultbound.network.readers._common import clean_float, first_line
+from faultbound.network.readers._common import clean_float, first_line, unsupported_line
 from faultbound.network.readers.graph_export import (
     _V,
     _bn,
@@ -134,7 +135,8 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
         check: compare the GraphNetwork with ``onnx.reference.ReferenceEvaluator`` on probe inputs.
 
     Raises:
-        UnsupportedModelError: naming every unsupported node, its op type and what it reads.
+        UnsupportedModelError: naming each distinct unsupported op type, its first node, what
+            that node reads and how many more nodes have it.
         ReferenceRunError: the reference evaluator cannot run the model.
         ModelLoadError: the GraphNetwork differs from the model on probe inputs.
     """
@@ -164,7 +166,7 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
     values: dict[str, Any] = dict(consts)
     values[inp.name] = _V(0, True, (example_batch, *input_shape))
     producer: dict[str, str] = {inp.name: "the input"}
-    problems: list[str] = []
+    problems: list[tuple[tuple[str, str], str]] = []
     for node in graph.node:
         label = f"{node.op_type} {(node.name or (node.output[0] if node.output else '?'))!r}"
         args = [values.get(n, _Poison()) if n else None for n in node.input]
@@ -175,7 +177,7 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
         )
         if any(isinstance(a, _Poison) for a in args) and node.op_type != "Shape":
             if node.op_type not in rules and _registered(node.op_type) is None:
-                problems.append(f"{label} after {after}")  # unknown whatever it reads: named too
+                problems.append(((node.op_type, ""), f"{label} after {after}"))  # unknown whatever it reads
             outs: list[Any] = [_Poison()] * len(node.output)
         elif (
             not variables
@@ -197,7 +199,7 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
                 outs = list(res) if isinstance(res, (list, tuple)) else [res]
             except _Refuse as r:
                 why = f" ({r})" if str(r) else ""
-                problems.append(f"{label}{why} after {after}")
+                problems.append(((node.op_type, str(r)), f"{label}{why} after {after}"))
                 outs = [_Poison()] * len(node.output)
             for i in range(len(outs), len(node.output)):
                 outs.append(_Dead(f"output {i} of {label}"))
@@ -206,7 +208,7 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
                 values[o] = v
                 producer[o] = label
     if problems:
-        raise UnsupportedModelError(f"Unsupported ONNX nodes ({len(problems)}): {'; '.join(problems)}.")
+        raise UnsupportedModelError(unsupported_line("ONNX operators", problems))
     out_name = graph.output[0].name
     final = values.get(out_name)
     if not isinstance(final, _V):

@@ -107,7 +107,7 @@ def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Net
     consts, inp = graph_parts(model)
     input_shape, batch = _input_shape(inp)
 
-    tracer = ChainTracer("ONNX nodes")
+    tracer = ChainTracer("ONNX operators")
     values: dict[str, Any] = dict(consts)
     values[inp.name] = tracer.start()
     for node in graph.node:
