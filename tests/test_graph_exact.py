@@ -454,14 +454,10 @@ def test_a_node_read_twice() -> None:
     assert brute - TOL <= r.value and r.dual_bound <= brute + lip * 2.0 / (n - 1) + TOL
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known unsound (found by make soundness, --hypothesis-seed=12, present at aab0b6e): on graph 1 with seed "
-    "999999 and Byzantine(0.3), graph_exact_bound returns 0.6548 as optimal while relu1 unit 0 and act2 unit 1 "
-    "sending -0.3 at x = (1, -1) move the output by 0.7263; the tight bound (1.56) and every node's tight "
-    "deviation hold, so the fault lies in the MILP encoding. Remove this mark once it is fixed."
-))
 def test_graph1_byzantine_seed_999999_is_covered_by_exact() -> None:
-    """The pinned counterexample, replayed in plain torch (the reference ``_ref1``, not the engine)."""
+    """Found by ``make soundness`` (--hypothesis-seed=12): HiGHS's presolve cut off this failure set
+    and reported 0.6548 as optimal; the exact bound must cover it (replayed in plain torch, the
+    reference ``_ref1``, not the engine), and it is the optimum (its witness reaches it)."""
     net, p = _graph1(999999)
     fault = fb.Byzantine(0.3)
     x = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
@@ -472,4 +468,6 @@ def test_graph1_byzantine_seed_999999_is_covered_by_exact() -> None:
     out = _with_faults(lambda x, s: _ref1(p, x, s), x, {1: [0], 2: [1]}, send)
     measured = float((out - _ref1(p, x, None)).abs().max())
     assert measured == pytest.approx(0.7263188166688797, rel=1e-9)
-    assert graph_exact_bound(net, [1, 1], fault).value >= measured - TOL
+    r = graph_exact_bound(net, [1, 1], fault)
+    assert r.optimal and r.value >= measured - TOL
+    assert r.lower == pytest.approx(r.value, abs=r.margin + TOL)

@@ -77,6 +77,13 @@ margin :data:`REL_MARGIN` times the scale of the problem (the largest interval b
 deviation, at least 1) -- a binary off by 1e-6 moves a big-M term by at most 1e-6 times that
 scale. The lower end is the error of the witness *replayed* with the measurement engine in float64,
 a value some failure set really reaches. Brute-force tests check both ends.
+
+**Presolve is off.** HiGHS's MIP presolve (1.16.0) returned a point 10% below the true maximum as
+*optimal* on a 31-binary graph MILP (graph 1 of ``tests/test_graph_exact.py``, seed 999999,
+Byzantine(0.3): 0.6548 with presolve, 0.7263 without, and 0.7263 at the witness fixed in the same
+model, which the presolved solve had cut off). Its reductions are not a proof, and HiGHS's issue
+tracker has several such reports, so the solver runs on the model as built: the dual bound then
+comes from branch and bound on the relaxation of this very model.
 """
 
 from __future__ import annotations
@@ -657,6 +664,7 @@ def _solve(
     h.setOptionValue("output_flag", False)
     h.setOptionValue("mip_rel_gap", 0.0)
     h.setOptionValue("mip_abs_gap", 1e-9)
+    h.setOptionValue("presolve", "off")  # presolve has cut off the true optimum (module docstring)
     if time_limit is not None:
         h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
     lp = highspy.HighsLp()
