@@ -79,7 +79,7 @@ scale. The lower end is the error of the witness *replayed* with the measurement
 a value some failure set really reaches. Brute-force tests check both ends.
 
 **Presolve is off.** HiGHS's MIP presolve (1.16.0) returned a point 10% below the true maximum as
-*optimal* on a 31-binary graph MILP (graph 1 of ``tests/test_graph_exact.py``, seed 999999,
+*optimal* on a 31-binary graph MILP (graph 1 of ``tests/test_exact.py``, seed 999999,
 Byzantine(0.3): 0.6548 with presolve, 0.7263 without, and 0.7263 at the witness fixed in the same
 model, which the presolved solve had cut off). Its reductions are not a proof, and HiGHS's issue
 tracker has several such reports, so the solver runs on the model as built: the dual bound then
