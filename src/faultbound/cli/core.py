@@ -139,7 +139,7 @@ def inspect(
             _sites_table(
                 net,
                 f"{model.name}: a graph of {len(net.nodes)} nodes, S = {net.L} fault sites, domain {info['domain']}, "
-                f"{net.n_params} parameters, {net.n_outputs} outputs",
+                f"{net.n_params} parameters, {net.n_outputs} outputs, format {info['format']}",
             )
         )
         if nodes:
@@ -147,8 +147,13 @@ def inspect(
         return
     if nodes:
         raise InvalidArgumentError(f"Expected --nodes only for a graph network, but {model.name} is a chain of layers.")
-    console.print(_network_table(net, f"{model.name}: L = {net.L} hidden layers, domain {info['domain']}, "
-                                      f"{net.n_params} parameters"))
+    console.print(
+        _network_table(
+            net,
+            f"{model.name}: L = {net.L} hidden layers, domain {info['domain']}, "
+            f"{net.n_params} parameters, format {info['format']}",
+        )
+    )
 
 
 def _site_bound_table(results: list[BoundResult], names: list[str], title: str) -> Table:

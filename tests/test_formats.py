@@ -1,0 +1,114 @@
+"""Number formats (issue 23): every float format loads, chain and graph, from a module, a ``.pt2``
+and an ONNX file; the network records the model's format and runs in it.
+
+The reference forward is the torch module itself, run by torch in the model's format (no faultbound
+code); the extracted network, run in the same format, must agree within 4 units of the format's
+unit roundoff u times the output scale (measured: 0 or 1 u on these models).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import faultbound as fb
+from faultbound.errors import ModelLoadError
+from faultbound.network.core import check_against
+from tests.cli_run import run
+
+U = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24, torch.float64: 2.0**-53}
+
+
+class Residual(nn.Module):
+    """out(relu(fc2(tanh(fc1(x)))) + x): a graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(4, 8), nn.Linear(8, 4), nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(torch.relu(self.fc2(torch.tanh(self.fc1(x)))) + x)
+
+
+def model(kind: str, dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)) if kind == "chain" else Residual()
+    return m.to(dtype).eval()
+
+
+def saved(m: nn.Module, dtype: torch.dtype, how: str, path: Path) -> object:
+    x = torch.rand(1, 4).to(dtype)
+    if how == "module":
+        return m
+    if how == "pt2":
+        torch.export.save(torch.export.export(m, (x,)), str(path / "m.pt2"))
+        return str(path / "m.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), str(path / "m.onnx"), dynamo=False)
+    return str(path / "m.onnx")
+
+
+CASES = [
+    (dt, kind, how)
+    for dt in (torch.float16, torch.bfloat16, torch.float64)
+    for kind in ("chain", "graph")
+    for how in ("module", "pt2", "onnx")
+    if not (how == "onnx" and dt == torch.bfloat16)  # torch's ONNX exporter writes no bfloat16 CPU model
+]
+
+
+@pytest.mark.parametrize(("dtype", "kind", "how"), CASES, ids=lambda v: str(v).replace("torch.", ""))
+def test_every_float_format_loads_and_runs_in_it(tmp_path: Path, dtype: torch.dtype, kind: str, how: str) -> None:
+    if how == "onnx":
+        pytest.importorskip("onnx")
+    m = model(kind, dtype)
+    src = saved(m, dtype, how, tmp_path)
+    net = fb.load(src, input_shape=(4,)) if how == "module" else fb.load(src)  # type: ignore[arg-type]
+    assert isinstance(net, fb.Network if kind == "chain" else fb.GraphNetwork)
+    assert net.dtype == dtype
+    assert net.summary()["format"] == str(dtype).replace("torch.", "")
+    ops = [op for layer in net.layers for op in layer.ops] if isinstance(net, fb.Network) else [n.op for n in net.nodes]
+    assert all(t.dtype == torch.float64 for op in ops for t in op.tensors())  # weights stay float64
+    x = torch.rand(64, 4, generator=torch.Generator().manual_seed(1)).to(dtype)
+    with torch.no_grad():
+        want = m(x).to(torch.float64)
+    got = net.forward(x)
+    assert got.dtype == dtype
+    scale = max(1.0, float(want.abs().max()))
+    assert float((got.to(torch.float64) - want).abs().max()) <= 4 * U[dtype] * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_wrong_extraction_is_still_refused_in_a_short_format(dtype: torch.dtype) -> None:
+    """A model whose one weight moved by 0.25 (a wrong reading) differs by more than the probe
+    tolerance (32 u of the scale) and is refused."""
+    m = model("graph", dtype)
+    net = fb.load(m, input_shape=(4,))
+    wrong = model("graph", dtype)
+    with torch.no_grad():
+        wrong.out.bias[0] += 0.25  # type: ignore[index, operator]
+
+    def run(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return wrong(x.to(dtype)).to(torch.float64)
+
+    check_against(net, lambda x: model("graph", dtype)(x.to(dtype)).detach().to(torch.float64), "the model")
+    with pytest.raises(ModelLoadError, match="differs from the model on probe inputs in"):
+        check_against(net, run, "the model")
+
+
+def test_inspect_shows_the_format(tmp_path: Path) -> None:
+    m = model("graph", torch.float16)
+    torch.export.save(torch.export.export(m, (torch.rand(1, 4).half(),)), str(tmp_path / "m.pt2"))
+    code, out, err = run("inspect", str(tmp_path / "m.pt2"))
+    assert code == 0, err
+    assert "format float16" in " ".join(str(out).split())
+    code, out, err = run("inspect", str(tmp_path / "m.pt2"), "--json")
+    assert code == 0, err
+    assert json.loads(str(out))["format"] == "float16"
