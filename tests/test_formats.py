@@ -92,7 +92,7 @@ def test_a_wrong_extraction_is_still_refused_in_a_short_format(dtype: torch.dtyp
     net = fb.load(m, input_shape=(4,))
     wrong = model("graph", dtype)
     with torch.no_grad():
-        wrong.out.bias[0] += 0.25  # type: ignore[index, operator]
+        wrong.out.bias[0] += 0.25  # type: ignore[index, operator, union-attr]
 
     def run(x: Tensor) -> Tensor:
         with torch.no_grad():
