@@ -112,3 +112,91 @@ def test_inspect_shows_the_format(tmp_path: Path) -> None:
     code, out, err = run("inspect", str(tmp_path / "m.pt2"), "--json")
     assert code == 0, err
     assert json.loads(str(out))["format"] == "float16"
+
+
+# ------------------------------------------------------------------------------------ the engine
+def by_hand(m: nn.Module, x: Tensor, site: nn.Module, unit: int, bit: int | None) -> Tensor:
+    """The module's output with unit ``unit`` of ``site``'s output crashed (sent 0) or, with ``bit``,
+    that bit of its float word flipped (the word reinterpreted as an integer of the same width, the
+    bit XORed), by a forward hook; plain torch in the module's format."""
+    itype = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
+
+    def hook(_m: nn.Module, _i: object, y: Tensor) -> Tensor:
+        y = y.clone()
+        if bit is None:
+            y[:, unit] = 0
+        else:
+            word = y[:, unit].contiguous().view(itype[y.dtype])
+            mask = torch.tensor(1 << bit if bit < 15 else -(1 << 15), dtype=torch.int16)
+            y[:, unit] = (word ^ mask).view(y.dtype)
+        return y
+
+    h = site.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            return m(x)
+    finally:
+        h.remove()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("kind", ["chain", "graph"])
+def test_engine_runs_in_the_models_format(dtype: torch.dtype, kind: str) -> None:
+    """A crash and a bit flip of one tanh unit, injected by hand with a forward hook on the torch
+    module in its format, against ``inject`` with its default dtype (the network's format) and the
+    default ``BitFlip()`` (the format's own 16-bit word): the outputs agree within 2 units of the
+    format's unit roundoff times the output's scale (the engine and the module evaluate the same
+    operators in the same format; a float32 engine would differ by up to a rounding per node), and the
+    faulty outputs are numbers of the format."""
+    from faultbound.measure import inject
+    from faultbound.measure.faultset import FaultSet
+
+    m = model(kind, dtype)
+    net = fb.load(m, input_shape=(4,))
+    site = m[1] if kind == "chain" else None
+    x = torch.rand(64, 4, generator=torch.Generator().manual_seed(2)).to(dtype)
+    for unit in (0, 5):
+        for bit in (None, 3, 10, 14, 15):
+            if kind == "graph":  # the graph's first site is tanh(fc1 x): hook the function's module
+                site = _TanhSite(m)
+            fault = fb.Crash() if bit is None else fb.BitFlip()
+            fs = FaultSet.from_lists(net.L, {1: [unit]}, None if bit is None else {1: [bit]})
+            got = inject(net, x, fault, fs).outputs[0]
+            assert got.dtype == dtype
+            want = by_hand(site.model if kind == "graph" else m, x, site.module if kind == "graph" else site, unit, bit)  # type: ignore[union-attr, arg-type]
+            scale = max(1.0, float(want.abs().max()))
+            assert float((got.double() - want.double()).abs().max()) <= 2 * U[dtype] * scale, (unit, bit)
+            assert torch.equal(got, got.to(dtype))
+
+
+class _TanhSite:
+    """The residual model with its tanh as a module (so a hook can reach it): the same function."""
+
+    def __init__(self, m: nn.Module) -> None:
+        self.module = nn.Tanh()
+        outer = self
+
+        class Wrapped(nn.Module):
+            def forward(self, x: Tensor) -> Tensor:
+                return m.out(torch.relu(m.fc2(outer.module(m.fc1(x)))) + x)  # type: ignore[operator]
+
+        self.model = Wrapped()
+
+
+def test_native_bit_flips_have_the_formats_width() -> None:
+    flip = fb.BitFlip()
+    assert flip.in_format(torch.float16).flippable == tuple(range(16))
+    assert flip.in_format(torch.bfloat16).flippable == tuple(range(16))
+    assert flip.in_format(torch.float32).flippable == tuple(range(32))
+    with pytest.raises(fb.FaultboundError, match="native"):
+        _ = flip.n_bits
+    from faultbound.measure import sample_faults
+
+    net = fb.load(model("graph", torch.float16), input_shape=(4,))
+    fs = sample_faults(net, flip, 400, failures=[1, 0], generator=torch.Generator().manual_seed(0))
+    bits = fs.bits[0]
+    assert bits is not None and int(bits.max()) == 15 and int(bits.min()) == 0
+    # bit 14 of a float16 word is the top exponent bit: 0.5 becomes 32768
+    v = torch.tensor([0.5], dtype=torch.float16)
+    assert float(fb.BitFlip(format="float16").flipped(v, torch.tensor([14]), 1.0)) == 32768.0
+    assert float(fb.BitFlip(format="bfloat16").flipped(v.bfloat16(), torch.tensor([15]), 1.0)) == -0.5
