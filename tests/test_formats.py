@@ -200,3 +200,20 @@ def test_native_bit_flips_have_the_formats_width() -> None:
     v = torch.tensor([0.5], dtype=torch.float16)
     assert float(fb.BitFlip(format="float16").flipped(v, torch.tensor([14]), 1.0)) == 32768.0
     assert float(fb.BitFlip(format="bfloat16").flipped(v.bfloat16(), torch.tensor([15]), 1.0)) == -0.5
+
+
+def test_bound_reports_the_rounding_allowance(tmp_path: Path) -> None:
+    """A float16 model's certificate is the exact-arithmetic bound (the same network in float64)
+    plus the allowance, reported apart, by ``fb.bound`` and ``faultbound bound --json``."""
+    m = model("graph", torch.float16)
+    torch.export.save(torch.export.export(m, (torch.rand(1, 4).half(),)), str(tmp_path / "m.pt2"))
+    net = fb.load(str(tmp_path / "m.pt2"))
+    exact = fb.bound(net.with_dtype(torch.float64), [1, 0])
+    res = fb.bound(net, [1, 0])
+    assert exact.rounding == 0.0 and res.rounding > 0
+    assert res.value == pytest.approx(exact.value + res.rounding, rel=1e-12)
+    assert any("rounding allowance" in n for n in res.notes)
+    code, out, err = run("bound", str(tmp_path / "m.pt2"), "--failures", "1,0", "--json")
+    assert code == 0, err
+    d = json.loads(str(out))
+    assert d["rounding"] == pytest.approx(res.rounding) and d["value"] == pytest.approx(res.value)

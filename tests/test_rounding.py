@@ -314,3 +314,21 @@ def test_certificate_sound_in_format(dtype: torch.dtype, data: st.DataObject) ->
     )
     measured = brute_force(model, sites, counts, fault, x.to(dtype))
     assert measured <= cert.value, (measured, cert.value, cert.rounding)
+    engine = engine_worst(net, counts, fault, x)
+    assert engine <= cert.value, (engine, cert.value, cert.rounding)
+
+
+def engine_worst(net: fb.Network | fb.GraphNetwork, counts: list[int], fault: Fault, x: Tensor) -> float:
+    """What the engine measures in the network's format (its default dtype) over every failure set
+    of the given sizes, with its adversarial values: the largest output error."""
+    from faultbound.measure import inject
+    from faultbound.measure.faultset import FaultSet
+
+    combos = [list(itertools.combinations(range(w), k)) for w, k in zip(net.widths, counts, strict=True)]
+    sets = list(itertools.product(*combos))
+    sites = tuple(
+        torch.tensor([list(c[l]) for c in sets], dtype=torch.long) if counts[l] else None for l in range(len(counts))
+    )
+    res = inject(net, x, fault, FaultSet(len(sets), sites), values="adversarial")
+    assert res.outputs.dtype == net.dtype
+    return float(res.errors.max())

@@ -26,26 +26,29 @@ exact and the rounded inputs), and :math:`\\ell_v` the rounding of the operator'
 the format from the rounded inputs.
 
 **The arithmetic model** (u the format's unit roundoff, :math:`\\eta` half its smallest subnormal,
-:math:`\\gamma_n = nu/(1-nu)`, magnitudes M over the widened boxes; :mod:`faultbound.formats`):
+:math:`\\gamma_n(u) = nu/(1-nu)`, magnitudes M over the widened boxes, :math:`u_{acc}` and
+:math:`\\eta_{acc}` those of the accumulator of sums: float32 for float16 and bfloat16, the format
+itself otherwise; :class:`Arithmetic`, :mod:`faultbound.formats`):
 
 * the input is rounded to the format: :math:`\\ell = u|x| + \\eta`; a constant: :math:`|fl(c) - c|`;
-* a dense, convolution, average-pooling or per-channel affine node of n terms per output (the bias
-  one more), :math:`S = |A| M_{in} + |b|`: its result is a sum of n + 1 products accumulated in the
-  format or a wider one and rounded to the format once, off by at most
-  :math:`c_1 S` with :math:`c_1 = u + (1 + u)\\gamma_{n+1}` (Higham, Lemma 3.1; a wider accumulator
-  has a smaller u), :math:`c_1` plus u when its weights are not numbers of the format (a folded batch
-  norm: :math:`|fl(w) - w| \\le u|w|`). The engine may compute a faulty value as the clean result plus
-  an update of the changed inputs (a low-rank update, a recomputed window), each rounded, then added:
-  the changed inputs' terms are at most 2S, so :math:`\\ell = 3 c_1 S + u M_{out}` covers both ways,
-  plus :math:`3(2(n + 1) + n M_{in})\\eta` for underflow;
-* an elementwise activation: exact for ReLU and Hardtanh (a comparison); any other is computed within
-  :data:`ACTIVATION_ULPS` = 8 units of its result, :math:`\\ell = 8uM_{out} + 8\\eta` (torch's CPU kernels
-  evaluate float16 and bfloat16 activations in float32 and round once; float32 ones within a few
-  ulps);
-* a residual sum of k inputs: :math:`\\gamma_k \\sum_j M_j` (additions do not underflow); an
+* a dense, convolution, average-pooling or per-channel affine node of n products per output,
+  :math:`S = |A| M_{in} + |b|`: its result is a sum of n + 1 terms accumulated at :math:`u_{acc}`
+  and rounded to the format at most twice (the sum, then the bias added), off by at most
+  :math:`c_1 S` with :math:`c_1 = 2u + (1 + u)^2 \\gamma_{n+1}(u_{acc})` (Higham, Lemma 3.1), plus
+  :math:`(n + 1)\\eta_{acc} + 2\\eta + n M_{in} \\eta` for underflow; :math:`c_1` plus u when its
+  weights are not numbers of the format (a folded batch norm: :math:`|fl(w) - w| \\le u|w|`). Where
+  the engine may compute a faulty value as the clean result plus an update of the changed inputs
+  (``incremental``: the layered engine's low-rank update, synapse faults), each rounded, then added:
+  the changed inputs' terms are at most 2S, so three times that plus :math:`u M_{out}` covers both;
+* an elementwise activation: exact for ReLU and Hardtanh (a comparison); any other within
+  :math:`u M_{out} + u^2 + 8 u_{acc} (M_{out} + M_{in}) + \\eta` (torch's CPU kernels evaluate
+  float16 and bfloat16 activations in float32 and round once: within :math:`u|y| + u^2`, measured;
+  :data:`ACTIVATION_ULPS` = 8 units of float32 for the float32 evaluation itself);
+* a residual sum of k inputs: :math:`\\gamma_k(u) \\sum_j M_j` (additions do not underflow); an
   elementwise product: :math:`uM_{out} + \\eta`; a constant scale and shift:
-  :math:`4u(|a|M_{in} + |c|) + 3\\eta`; a mean of n values: :math:`(u + (1 + u)\\gamma_n) M_{in} + 2\\eta`;
-  a matrix product over k terms: :math:`c_1 (M_A M_B) + 2(k + 1)\\eta`;
+  :math:`4u(|a|M_{in} + |c|) + 3\\eta`; a mean of n values:
+  :math:`(2u + (1 + u)^2\\gamma_n(u_{acc})) M_{in} + 2\\eta`; a matrix product over k terms:
+  :math:`(2u + (1 + u)^2\\gamma_k(u_{acc})) (M_A M_B) + (k + 1)\\eta_{acc} + 2\\eta`;
 * exact: rearrangements (views, permutes, slices), concatenation, max pooling, flatten;
 * layer and group norms and softmax have no rule: a network with one is refused in one line
   (:func:`rounding_rule_missing`).
@@ -62,8 +65,9 @@ largest number (65504 for float16) may overflow: the allowance is then refused
 The allowance is zero in float64 (the bounds' own arithmetic, whose rounding every rule already
 covers by a relative :math:`10^{-9}`). The bound functions add it for float16 and bfloat16, where a
 measured deviation can exceed the exact bound by a visible amount; for float32 they do not (it is
-about n·2⁻²⁴ of the values, below the 10⁻⁴ agreement with the model that loading checks), and
-:func:`rounding_allowance` gives it on request.
+about n·2⁻²⁴ of the values, it would change every float32 certificate, and the worst-case search
+measures float32 models in float64, where the certificate holds), and :func:`rounding_allowance`
+gives it on request (docs/formats.md).
 """
 
 from __future__ import annotations
