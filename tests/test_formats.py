@@ -59,7 +59,6 @@ CASES = [
     for dt in (torch.float16, torch.bfloat16, torch.float64)
     for kind in ("chain", "graph")
     for how in ("module", "pt2", "onnx")
-    if not (how == "onnx" and dt == torch.bfloat16)  # torch's ONNX exporter writes no bfloat16 CPU model
 ]
 
 
