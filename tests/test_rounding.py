@@ -4,7 +4,8 @@
   re-implemented from its statement (docs/formats.md) with plain Python floats, interval boxes
   written out by hand; it never imports the code it checks.
 * ``test_model_*``: the facts about torch's CPU kernels that the arithmetic model rests on, measured.
-* ``test_certificate_sound_in_format``: on random float16 and bfloat16 networks (chains of depth 1 to
+* ``test_certificate_sound_in_format`` (and ``_cnn``, convolution chains measured by the engine): on
+  random float16 and bfloat16 networks (chains of depth 1 to
   4 and residual blocks; ReLU, tanh, sigmoid), the measured :math:`|\\tilde F_{fmt}(x) - F_{fmt}(x)|`
   (brute force with forward hooks on the torch module in that format, every failure set of the given
   sizes, corners, centre and random points of the domain) never exceeds ``fb.bound``'s certificate.
@@ -332,3 +333,34 @@ def engine_worst(net: fb.Network | fb.GraphNetwork, counts: list[int], fault: Fa
     res = inject(net, x, fault, FaultSet(len(sets), sites), values="adversarial")
     assert res.outputs.dtype == net.dtype
     return float(res.errors.max())
+
+
+@soundness
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_certificate_sound_in_format_cnn(dtype: torch.dtype, data: st.DataObject) -> None:
+    """Convolution chains (a 3x3 convolution, ReLU or tanh, average pooling or not, then a dense
+    tanh layer): what the engine measures in the format over every failure set of one unit, on
+    corners, the centre and random inputs, never exceeds the certificate."""
+    seed = data.draw(st.integers(0, 10**6), label="seed")
+    torch.manual_seed(seed)
+    act = ACTS[data.draw(st.sampled_from(["relu", "tanh"]), label="act")]
+    pool = data.draw(st.booleans(), label="pool")
+    mods: list[nn.Module] = [nn.Conv2d(1, 3, 3, padding=1), act()]
+    if pool:
+        mods.append(nn.AvgPool2d(2))
+    mods += [nn.Flatten(), nn.Linear(3 * (9 if pool else 36), 4), nn.Tanh(), nn.Linear(4, 2)]
+    model = nn.Sequential(*mods)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(data.draw(st.sampled_from([1.0, 2.0]), label="scale"))
+    net = fb.Network.from_torch(model.to(dtype).eval(), input_shape=(1, 6, 6))
+    assert net.dtype == dtype
+    counts = data.draw(st.sampled_from([[1, 0], [0, 1]]), label="counts")
+    fault: Fault = data.draw(st.sampled_from([Crash(), Byzantine(1.0)]), label="fault")
+    cert = fb.bound(net, counts, fault, method="tight")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([torch.zeros(1, 1, 6, 6), torch.ones(1, 1, 6, 6), torch.rand(62, 1, 6, 6, generator=g)]).double()
+    measured = engine_worst(net, counts, fault, x)
+    assert measured <= cert.value, (measured, cert.value, cert.rounding)
