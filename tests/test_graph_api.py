@@ -174,8 +174,8 @@ def test_certified_accuracy_on_graph() -> None:
     assert (low > high.max(1)).all()
 
 
-def test_certify_exact_refused_on_graph() -> None:
-    tg, net = _graph()
+def test_certify_exact_on_a_graph_that_is_not_piecewise_linear_is_refused() -> None:
+    tg, net = _graph("attention")
     with pytest.raises(UnsupportedModelError, match="method='tight'"):
         certify(net, corners_and_points(tg, 1, 0), [1] + [0] * (net.L - 1), method="exact")
 

@@ -471,3 +471,21 @@ def test_graph1_byzantine_seed_999999_is_covered_by_exact() -> None:
     r = graph_exact_bound(net, [1, 1], fault)
     assert r.optimal and r.value >= measured - TOL
     assert r.lower == pytest.approx(r.value, abs=r.margin + TOL)
+
+
+@pytest.mark.parametrize("counts", [[1, 0], [1, 1], [2, 1]])
+def test_per_input_exact_certificates_on_a_graph(counts: list[int]) -> None:
+    """``certify(method="exact")`` on a graph: per input and output, the maximum over every failure
+    set of the given sizes (crash: the unit sends 0) at that input, enumerated in plain torch."""
+    net, p = _graph1(7)
+    xs = torch.tensor([[0.3, -0.6], [-0.9, 0.2], [1.0, 1.0]], dtype=torch.float64)
+    cert = fb.bounds.certify(net, xs, counts, fb.Crash(), method="exact")
+
+    def send(h: Tensor, clean: Tensor, k: int, n: int) -> Tensor:
+        return torch.zeros_like(h)
+
+    for i in range(xs.shape[0]):
+        brute = _brute(lambda x, s: _ref1(p, x, s), xs[i : i + 1], [W1, W2], counts, send)
+        assert brute - TOL <= cert.bounds[i] <= brute + 1e-4 * max(1.0, brute) + TOL, (i, cert.bounds[i], brute)
+    tight = fb.bounds.certify(net, xs, counts, fb.Crash())
+    assert (cert.bounds <= tight.bounds + TOL).all()

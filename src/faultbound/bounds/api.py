@@ -229,16 +229,11 @@ def with_rounding(net: Network | GraphNetwork, res: BoundResult) -> BoundResult:
 
 def _exact(net: Network | GraphNetwork, f: FailureCounts, fault: Fault, time_limit: float | None) -> BoundResult:
     """``method="exact"`` wrapped as a :class:`BoundResult` (``per_layer`` is not computed: it would
-    take one more MILP per layer). A graph network goes to
-    :func:`faultbound.bounds.graph_exact.graph_exact_bound` (same result shape)."""
-    if isinstance(net, GraphNetwork):
-        from faultbound.bounds.graph_exact import graph_exact_bound
+    take one more MILP per layer); :func:`~faultbound.bounds.exact.exact_bound` reads chains and
+    graphs."""
+    from faultbound.bounds.exact import exact_bound
 
-        r = graph_exact_bound(net, f if f else None, fault, time_limit=time_limit)
-    else:
-        from faultbound.bounds.exact import exact_bound
-
-        r = exact_bound(net, f if f else None, fault, time_limit=time_limit)
+    r = exact_bound(net, f if f else None, fault, time_limit=time_limit)
     notes = [
         "exact: per-layer contributions are not computed (one MILP per layer).",
     ]

@@ -20,7 +20,8 @@ the same way; it bounds every failure set of *at most* the given counts per site
 implied). Its back-substitution carries :math:`b \\times n_{out}` rows over every node, so a pass
 holds at most :data:`GRAPH_ROWS` :math:`/ (n_{out} \\cdot \\max_v |v|)` inputs (3 for the CIFAR
 ResNet-18, whose stem has 65,536 units: in a profile, 1 to 4 inputs per pass cost about the same per
-input and 8 cost more, the rows no longer fitting in cache). ``method="exact"`` is for layered networks only.
+input and 8 cost more, the rows no longer fitting in cache). ``method="exact"`` solves one MILP per
+(input, output) on chains and graphs alike (:func:`faultbound.bounds.exact.exact_bound`).
 
 **Classifiers.** With clean logits z and predicted class :math:`c = \\arg\\max_k z_k`, the faulty
 network still predicts c at x when :math:`z_c - t_c > z_k + t_k` for every :math:`k \\ne c`. This
@@ -44,7 +45,7 @@ from faultbound.bounds.api import check_bounded
 from faultbound.bounds.graph_tight import graph_propagate
 from faultbound.bounds.rounding import ADDED_FORMATS, rounding_bound
 from faultbound.bounds.tight import prepare, propagate
-from faultbound.errors import InvalidArgumentError, UnsupportedModelError
+from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts
 from faultbound.faults import Crash, Fault
 from faultbound.network.core import Network
@@ -170,13 +171,7 @@ def certify(
         return InputCertificates(np.full(n, np.inf), per, logits, float(radius), f, fault)
     if method not in ("tight", "exact"):
         raise InvalidArgumentError(f"Expected `method` to be tight or exact, but got {method!r}.")
-    if isinstance(net, GraphNetwork) and method != "tight":
-        raise UnsupportedModelError(
-            "Per-input exact certificates are defined for layered networks and this model is a graph: "
-            "use method='tight'."
-        )
     if method == "exact":
-        assert isinstance(net, Network)
         per_output = _exact_per_output(net, x, f, fault, float(radius), monotone, time_limit, progress)
         extra = None
         if net.dtype in ADDED_FORMATS and n:
@@ -210,7 +205,7 @@ def certify(
 
 
 def _exact_per_output(
-    net: Network,
+    net: Network | GraphNetwork,
     x: Tensor,
     f: tuple[int, ...],
     fault: Fault,
@@ -219,10 +214,10 @@ def _exact_per_output(
     time_limit: float | None,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """:math:`t_k(x)` = the exact worst deviation of output k over the box around each input."""
-    from faultbound.bounds.exact import check_piecewise_linear, exact_bound
+    """:math:`t_k(x)` = the exact worst deviation of output k over the box around each input
+    (:func:`~faultbound.bounds.exact.exact_bound`, chains and graphs)."""
+    from faultbound.bounds.exact import exact_bound
 
-    check_piecewise_linear(net)
     out = np.zeros((x.shape[0], net.n_outputs))
     for i in range(x.shape[0]):
         say(progress, f"exact certificates (MILP): input {i + 1} of {x.shape[0]}")

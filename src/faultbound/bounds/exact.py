@@ -827,8 +827,9 @@ def exact_bound(
     at_most: bool = False,
     combined: bool = False,
 ) -> ExactResult:
-    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain)
-    of a layered network (graph networks: :func:`faultbound.bounds.graph_exact.graph_exact_bound`).
+    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain);
+    a graph network goes to :func:`faultbound.bounds.graph_exact.graph_exact_bound`, which takes the
+    same arguments (failure counts per fault site or weighted node).
 
     Args:
         failures: f_1..f_L (neuron faults), g_1..g_{L+1} (synapse faults), ``None`` for precision;
@@ -863,9 +864,11 @@ def exact_bound(
         (True, 0.5, [1.0])
     """
     if isinstance(net, GraphNetwork):
-        raise InvalidArgumentError(
-            "exact_bound reads layered networks; use faultbound.bounds.graph_exact.graph_exact_bound "
-            "(or faultbound.bound, which picks it) on a graph network."
+        from faultbound.bounds.graph_exact import graph_exact_bound
+
+        return graph_exact_bound(
+            net, failures, fault, time_limit=time_limit, lo=lo, hi=hi, outputs=outputs, at_most=at_most,
+            combined=combined,
         )
     check_piecewise_linear(net)
     _check_exact(fault, time_limit)

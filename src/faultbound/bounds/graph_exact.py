@@ -61,14 +61,12 @@ tie the copies together in the LP relaxation). All intervals are widened outward
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from faultbound.bounds.exact import (
@@ -89,36 +87,21 @@ from faultbound.bounds.exact import (
 )
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
-from faultbound.network.core import Layer
 from faultbound.network.gops import (
-    Act,
-    Add,
     Affine,
-    Concat,
     Const,
-    ConstAffine,
     GOp,
-    Input,
-    MaxPool,
-    Mean,
-    Rearrange,
 )
-from faultbound.network.graph import GraphNetwork, Node
+from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Dense
 
 __all__ = ["graph_exact_bound", "check_graph_piecewise_linear", "graph_replay"]
-
-_ENCODED = (Input, Const, Affine, Act, Add, ConstAffine, Concat, Rearrange, MaxPool, Mean)
 
 
 def check_graph_piecewise_linear(net: GraphNetwork) -> None:
     """Raise :class:`UnsupportedModelError` naming every node that ``method="exact"`` cannot encode
     (an operator that is not piecewise linear), in one line."""
-    bad = [
-        f"{node.name} ({node.op.describe()})"
-        for node in net.nodes
-        if not isinstance(node.op, _ENCODED) or not node.op.piecewise_linear
-    ]
+    bad = [f"{node.name} ({node.op.describe()})" for node in net.nodes if not node.op.piecewise_linear]
     if bad:
         raise UnsupportedModelError(
             f"method='exact' encodes piecewise-linear operators only, but node{'s' if len(bad) > 1 else ''} "
@@ -129,20 +112,6 @@ def check_graph_piecewise_linear(net: GraphNetwork) -> None:
 # --------------------------------------------------------------------------- matrices
 
 
-def _op_matrix(op: Affine, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """:math:`A` (out units x in units) and :math:`b` of an affine node, float64."""
-    inner = op.op
-    with torch.no_grad():
-        if isinstance(inner, Dense):  # one weight matrix per token
-            w = inner.weight.to(torch.float64).numpy()
-            reps = math.prod(in_shape[:-1])
-            A = w if reps == 1 else np.kron(np.eye(reps), w)
-        else:
-            A = Layer(0, (inner,), None, in_shape, out_shape).effective_matrix().numpy()
-        b = inner.forward(torch.zeros((1, *in_shape), dtype=torch.float64)).reshape(-1).numpy()
-    return A, b
-
-
 def _synapses(net: GraphNetwork, k: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The effective matrix of weighted node k (1-based) and its synapses (j, i) in the numbering of
     the witness (:func:`~faultbound.bounds.exact._faulty_rows`)."""
@@ -150,7 +119,7 @@ def _synapses(net: GraphNetwork, k: int) -> tuple[np.ndarray, list[tuple[int, in
     node = net.nodes[i_node]
     assert isinstance(node.op, Affine)
     in_shape = net.nodes[node.inputs[0]].shape
-    A, _ = _op_matrix(node.op, in_shape, node.shape)
+    A, _ = node.op.matrix(in_shape)
     if isinstance(node.op.op, Dense) and len(in_shape) == 1:
         n_in = A.shape[1]
         return A, [(j, i) for j in range(A.shape[0]) for i in range(n_in)]
@@ -165,108 +134,6 @@ def _bounds(m: _Model, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lb = np.asarray(m.lb, dtype=np.float64)
     ub = np.asarray(m.ub, dtype=np.float64)
     return lb[ids], ub[ids]
-
-
-def _new_vars(m: _Model, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return np.asarray([m.var(a, b) for a, b in zip(lo.reshape(-1), hi.reshape(-1), strict=True)], dtype=np.int64)
-
-
-def _index_map(op: GOp, ids: Sequence[np.ndarray]) -> np.ndarray:
-    """Apply an index-map operator (flatten, rearrange, concat) to variable ids (leading axis 1)."""
-    with torch.no_grad():
-        return op.forward(*(torch.as_tensor(np.ascontiguousarray(i), dtype=torch.int64) for i in ids)).numpy()
-
-
-def _maxpool(m: _Model, op: MaxPool, ids: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Exact max pooling (module docstring); ``ids`` shaped ``(1, C, H, W)``, output box [lo, hi]."""
-    kh, kw = op.kernel
-    t = torch.as_tensor(ids + 1, dtype=torch.float64)  # 0 marks padding
-    unfolded = F.unfold(t, (kh, kw), padding=op.padding, stride=op.stride)  # (1, C*kh*kw, P)
-    c = ids.shape[1]
-    cols = unfolded.reshape(c, kh * kw, -1).round().to(torch.int64).numpy() - 1
-    out = []
-    flo, fhi = lo.reshape(-1), hi.reshape(-1)
-    lb, ub = _bounds(m, ids)
-    where = {int(v): n for n, v in enumerate(ids.reshape(-1).tolist())}
-    for ci in range(c):
-        for p in range(cols.shape[2]):
-            cand = [int(v) for v in cols[ci, :, p] if v >= 0]
-            at = [where[v] for v in cand]
-            cl, cu = lb.reshape(-1)[at], ub.reshape(-1)[at]
-            best = float(cl.max())
-            keep = [(v, a, b) for v, a, b in zip(cand, cl, cu, strict=True) if b >= best]
-            if len(keep) == 1:
-                out.append(keep[0][0])
-                continue
-            k = len(out)
-            y = m.var(max(best, flo[k]), min(max(b for _, _, b in keep), fhi[k]))
-            deltas = [m.binary() for _ in keep]
-            m.eq(deltas, [1.0] * len(deltas), 1.0)
-            for n, (v, a, _) in enumerate(keep):
-                big = max(max(b for q, (_, _, b) in enumerate(keep) if q != n) - a, 0.0)
-                m.row([y, v], [1.0, -1.0], 0.0, math.inf)  # y >= x_i
-                m.row([y, v, deltas[n]], [1.0, -1.0, big], -math.inf, big)  # y <= x_i + M (1 - d)
-            out.append(y)
-    return np.asarray(out, dtype=np.int64)
-
-
-def _encode(
-    m: _Model,
-    node: Node,
-    ins: list[np.ndarray],
-    lo: np.ndarray,
-    hi: np.ndarray,
-    matrix: tuple[np.ndarray, np.ndarray] | None,
-) -> tuple[np.ndarray, bool]:
-    """Variables (shaped ``(1, *node.shape)``) equal to the node's output given its inputs'
-    variables ``ins`` (each ``(1, *shape)``), within ``[lo, hi]`` (flat); also whether new variables
-    were made (False for index maps)."""
-    op, shape = node.op, (1, *node.shape)
-    if isinstance(op, (Rearrange, Concat)) or (isinstance(op, Affine) and op.op.reshape_only):
-        return _index_map(op, ins), False
-    if isinstance(op, MaxPool):
-        return _maxpool(m, op, ins[0], lo, hi).reshape(shape), True
-    if isinstance(op, Affine):
-        assert matrix is not None
-        A, b = matrix
-        y = ins[0].reshape(-1)
-        yl, yu = _bounds(m, y)
-        st, _ = _faulty_rows(m, A, b, y.tolist(), yl, yu, lo, hi, 0, None, False, False, [], None)
-        return np.asarray(st, dtype=np.int64).reshape(shape), True
-    if isinstance(op, Act):
-        s = ins[0].reshape(-1)
-        sl, su = _bounds(m, s)
-        out = []
-        for j, v in enumerate(s.tolist()):
-            z = op.act.milp(m, v, float(sl[j]), float(su[j]))
-            m.lb[z] = max(m.lb[z], lo[j])  # the unit's own (tighter) range
-            m.ub[z] = max(m.lb[z], min(m.ub[z], hi[j]))
-            out.append(z)
-        return np.asarray(out, dtype=np.int64).reshape(shape), True
-    v = _new_vars(m, lo, hi)
-    if isinstance(op, Add):
-        terms = [np.broadcast_to(x, shape).reshape(-1) for x in ins]
-        for j in range(len(v)):
-            m.eq([int(v[j]), *(int(t[j]) for t in terms)], [1.0, *(-float(s) for s in op.signs)], 0.0)
-    elif isinstance(op, ConstAffine):
-        x = np.broadcast_to(ins[0], shape).reshape(-1)
-        ones = torch.ones(shape, dtype=torch.float64)
-        a = (ones if op.scale is None else ones * op.scale.to(torch.float64)).reshape(-1).numpy()
-        c = (0 * ones if op.shift is None else 0 * ones + op.shift.to(torch.float64)).reshape(-1).numpy()
-        for j in range(len(v)):
-            m.eq([int(v[j]), int(x[j])], [1.0, -float(a[j])], float(c[j]))
-    elif isinstance(op, Mean):
-        x = ins[0]
-        nd = x.ndim
-        dims = sorted(d % nd for d in op.dims)
-        rest = [d for d in range(nd) if d not in dims]
-        groups = x.transpose(*rest, *dims).reshape(len(v), -1)
-        n = groups.shape[1]
-        for j in range(len(v)):
-            m.eq([int(v[j]), *groups[j].tolist()], [1.0, *([-1.0 / n] * n)], 0.0)
-    else:  # pragma: no cover - refused by check_graph_piecewise_linear
-        raise UnsupportedModelError(f"method='exact' cannot encode node {node.name} ({op.describe()}).")
-    return v.reshape(shape), True
 
 
 def _interval(op: GOp, m: _Model, ins: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -331,15 +198,10 @@ def build_graph(
         op, shape = node.op, (1, *node.shape)
         cl, cu = _widen(boxes[i][0].reshape(-1).numpy(), boxes[i][1].reshape(-1).numpy())
         ins_c = [clean[j] for j in node.inputs]
-        matrix = None
-        if isinstance(op, Affine) and not op.op.reshape_only:
-            matrix = _op_matrix(op, net.nodes[node.inputs[0]].shape, node.shape)
-        if isinstance(op, Input):
+        if i == 0:  # the input (node 0)
             c_ids = np.asarray(x, dtype=np.int64).reshape(shape)
-        elif isinstance(op, Const):
-            c_ids = _new_vars(m, *(op.make(1, torch.float64).reshape(-1).numpy(),) * 2).reshape(shape)
         else:
-            c_ids, _ = _encode(m, node, ins_c, cl, cu, matrix)
+            c_ids, _ = op.milp(m, ins_c, cl, cu)
         clean.append(c_ids)
         if not hit[i]:
             faulty.append(c_ids)
@@ -349,8 +211,8 @@ def build_graph(
         ins_f = [faulty[j] for j in node.inputs]
         g = int(counts[weighted_pos[i]]) if synapse and counts is not None and i in weighted_pos else 0
         if g > 0:  # failing synapses: the affine map's rows with their binaries
-            assert matrix is not None and sent is not None
-            A, b = matrix
+            assert isinstance(op, Affine) and sent is not None  # only affine nodes are weighted
+            A, b = op.matrix(net.nodes[node.inputs[0]].shape)
             yt = ins_f[0].reshape(-1)
             ytl, ytu = _bounds(m, yt)
             fl, fu = _synapse_box(A, b, ytl, ytu, sent)
@@ -368,7 +230,7 @@ def build_graph(
             fl, fu = _interval(op, m, ins_f)
             fl, fu = np.maximum(fl, cl - t), np.minimum(fu, cu + t)
             fu = np.maximum(fu, fl)
-            z_ids, made = _encode(m, node, ins_f, fl, fu, matrix)
+            z_ids, made = op.milp(m, ins_f, fl, fu)
         z, y = z_ids.reshape(-1), c_ids.reshape(-1)
         if made:  # link the copies: |z_j - y_j| <= t_j (a valid cut)
             for j in range(len(z)):

@@ -62,9 +62,9 @@ from faultbound.measure.faultset import FaultSet
 from faultbound.measure.injection import Injection
 from faultbound.measure.state import MAX_ELEMENTS, _errors
 from faultbound.measure.values import ValueMode, _adversarial, _init_values, _place_values, _ranges
-from faultbound.network.gops import Act, Add, Affine, Concat, Const, ConstAffine, Input, MaxPool, Mul
+from faultbound.network.gops import Affine, Const, Input
 from faultbound.network.graph import GraphNetwork
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense
+from faultbound.network.ops import Conv, Dense
 
 __all__ = [
     "GraphClean",
@@ -280,32 +280,6 @@ def _read(
     return patch
 
 
-_LOCAL = (Conv, AvgPool)
-
-
-def _local(op: object) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], float] | None:
-    """(kernel, stride, padding, pad value) of a local image operator, else None."""
-    if isinstance(op, Affine) and isinstance(op.op, Conv):
-        k = (int(op.op.weight.shape[2]), int(op.op.weight.shape[3]))
-        return k, op.op.stride, op.op.padding, 0.0
-    if isinstance(op, Affine) and isinstance(op.op, AvgPool):
-        return op.op.kernel, op.op.stride, op.op.padding, 0.0
-    if isinstance(op, MaxPool):
-        return op.kernel, op.stride, op.padding, -math.inf
-    return None
-
-
-def _pointwise(op: object) -> bool:
-    """Elementwise on an image with no spatially varying constant."""
-    if isinstance(op, Act):
-        return True
-    if isinstance(op, Affine) and isinstance(op.op, ChannelAffine):
-        return True
-    if isinstance(op, ConstAffine):
-        return all(t is None or t.numel() == 1 for t in (op.scale, op.shift))
-    return False
-
-
 def _window_op(ctx: _Ctx, i: int, ins: list[_GState]) -> _GState | None:
     """Node i on windowed / clean inputs, recomputed on a window only; ``None`` when the window
     does not apply (then the caller computes the whole map)."""
@@ -314,9 +288,9 @@ def _window_op(ctx: _Ctx, i: int, ins: list[_GState]) -> _GState | None:
     op = node.op
     if len(node.shape) != 3:
         return None
-    if _pointwise(op) and len(ins) == 1 and isinstance(ins[0], _Win):
+    if op.engine_pointwise and len(ins) == 1 and isinstance(ins[0], _Win):
         return _Win(ins[0].off, op.forward(ins[0].val))
-    loc = _local(op)
+    loc = op.engine_window()
     if loc is not None:
         src = ins[0]
         if not isinstance(src, _Win):
@@ -336,24 +310,10 @@ def _window_op(ctx: _Ctx, i: int, ins: list[_GState]) -> _GState | None:
         lo_w = lo_w.clamp(max=wo - nw)
         r0, c0 = lo_h * sh - ph, lo_w * sw - pw
         patch = _read(ctx, node.inputs[0], src, r0, c0, (nh - 1) * sh + kh, (nw - 1) * sw + kw, (ph, pw), fill)
-        if isinstance(op, MaxPool):
-            out = F.max_pool2d(patch, op.kernel, op.stride)
-        else:
-            assert isinstance(op, Affine)
-            o = op.op
-            if isinstance(o, Conv):
-                wt = o.weight.to(patch.dtype)
-                out = F.conv2d(patch, wt, o.bias.to(patch.dtype), o.stride)
-            else:
-                assert isinstance(o, AvgPool)
-                out = F.avg_pool2d(patch, o.kernel, o.stride)
+        out = op.on_patch(patch)
         return _Win(torch.stack([lo_h, lo_w], 1), out)
-    if isinstance(op, (Add, Mul)) or (isinstance(op, Concat) and op.dim == 1):
+    if op.pixelwise([net.nodes[j].shape for j in node.inputs], node.shape):
         if any(not isinstance(s, _Win) and s is not None for s in ins):
-            return None
-        if any(net.nodes[j].shape[1:] != node.shape[1:] for j in node.inputs):
-            return None
-        if not isinstance(op, Concat) and any(net.nodes[j].shape != node.shape for j in node.inputs):
             return None
         wins = [s for s in ins if isinstance(s, _Win)]
         lo = torch.stack([s.off for s in wins]).amin(0)

@@ -102,9 +102,18 @@ def _full(v: float, like: Tensor) -> Tensor:
 
 
 class MilpModel(Protocol):
-    """What :meth:`Activation.milp` may ask of the MILP builder of ``bounds/exact.py``."""
+    """What :meth:`Activation.milp` and :meth:`~faultbound.network.gops.GOp.milp` may ask of the MILP
+    builder of ``bounds/exact.py``: column bounds ``lb``/``ub`` (indexed by variable), new
+    variables, and rows."""
+
+    lb: list[float]
+    ub: list[float]
 
     def var(self, lo: float, hi: float, integer: bool = False) -> int: ...
+
+    def binary(self) -> int: ...
+
+    def row(self, idx: Sequence[int], val: Sequence[float], lo: float, hi: float) -> None: ...
 
     def eq(self, idx: Sequence[int], val: Sequence[float], rhs: float) -> None: ...
 

@@ -18,7 +18,12 @@ Each operator is one class that owns its rules:
   :meth:`~faultbound.network.activations.Activation.relaxation`, max pooling by its largest lower
   bound and its output's upper bound), which refines the domain boxes
   (:meth:`~faultbound.network.graph.GraphNetwork.linear_box_intervals`);
-* :attr:`GOp.piecewise_linear`, :attr:`GOp.weighted`, :meth:`GOp.describe`, :meth:`GOp.tensors`.
+* :meth:`GOp.milp` -- where :attr:`GOp.piecewise_linear`, MILP variables equal to its output given
+  its inputs' variables (the ``exact`` bound over graphs, :mod:`faultbound.bounds.graph_exact`):
+  index maps (views, slices, concatenation) permute variable ids, linear operators are equality rows,
+  activations use :meth:`~faultbound.network.activations.Activation.milp`, max pooling a one-hot
+  selection with big-M's from the inputs' bounds;
+* :attr:`GOp.weighted`, :meth:`GOp.describe`, :meth:`GOp.tensors`.
 
 The affine operations of the layered :class:`~faultbound.network.Network` (dense, convolution,
 average pooling, per-channel affine, flatten; :mod:`faultbound.network.ops`) are reused as they are
@@ -52,11 +57,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
-from faultbound.network.activations import Activation
+from faultbound.errors import UnsupportedModelError
+from faultbound.network.activations import Activation, MilpModel
 from faultbound.network.ops import Conv, Dense, Op
 
 __all__ = [
@@ -207,14 +214,30 @@ def _topk_rows(terms: Tensor, k: int) -> Tensor:
     return terms.topk(k, dim=-1).values.sum(-1)
 
 
+def _index_map(op: GOp, ins: Sequence[np.ndarray]) -> tuple[np.ndarray, bool]:
+    """An index map (view, slice, concatenation) applied to variable ids: the output's ids."""
+    with torch.no_grad():
+        ids = op.forward(*(torch.as_tensor(np.ascontiguousarray(i), dtype=torch.int64) for i in ins))
+    return ids.numpy(), False
+
+
+def _var_bounds(m: MilpModel, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flat = ids.reshape(-1)
+    return np.asarray(m.lb, dtype=np.float64)[flat], np.asarray(m.ub, dtype=np.float64)[flat]
+
+
+def _new_vars(m: MilpModel, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.asarray([m.var(a, b) for a, b in zip(lo.reshape(-1), hi.reshape(-1), strict=True)], dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class GOp:
     """Base class of graph operators (see the module docstring)."""
 
     #: Number of inputs; -1 for any number.
     arity: ClassVar[int] = 1
-    #: True when the operator is piecewise linear in its inputs (the ``exact`` bound encodes it).
-    piecewise_linear: ClassVar[bool] = True
+    #: True when :meth:`milp` encodes the operator exactly (the ``exact`` bound); an operator opts in.
+    piecewise_linear: ClassVar[bool] = False
     #: True for an activation: its output is a fault site by default.
     default_site: ClassVar[bool] = False
     #: False when :meth:`secant_back` bounds the Jacobian over a box (products, norms, softmax):
@@ -259,6 +282,38 @@ class GOp:
         Default: ``None``."""
         return None
 
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The exact mixed-integer encoding of the operator (``method="exact"`` on graphs).
+
+        ``ins`` hold the variable ids of the inputs, each shaped ``(1, *in_shape)``; ``lo``/``hi``
+        (flat) a box known to hold the output, which new variables take as their bounds. Returns
+        the output's variable ids shaped ``(1, *out_shape)``, each equal to the operator's value at
+        every feasible point, and whether new variables were made (``False`` for an index map,
+        whose output ids are input ids). Default: refused, in one line."""
+        raise UnsupportedModelError(f"method='exact' cannot encode {self.describe()} (not piecewise linear).")
+
+    # ------------------------------------------------------------------ engine (measure/graph_engine.py)
+    def engine_window(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], float] | None:
+        """``(kernel, stride, padding, padding value)`` of a local image operator, whose output pixel
+        reads a window of input pixels: the engine then recomputes, with :meth:`on_patch`, only the
+        output pixels whose window a fault reaches. Default ``None`` (the whole map)."""
+        return None
+
+    def on_patch(self, patch: Tensor) -> Tensor:
+        """The operator on a patch of its input that already holds its padding (local operators)."""
+        raise NotImplementedError(f"{self.describe()} is not a local image operator")
+
+    @property
+    def engine_pointwise(self) -> bool:
+        """True when the operator maps each pixel of its one image input to the same pixel with no
+        spatially varying constant: the engine applies it to the changed pixels only."""
+        return False
+
+    def pixelwise(self, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]) -> bool:
+        """True when output pixel (h, w) reads only pixel (h, w) of every input, for these
+        ``(C, H, W)`` shapes: the engine combines the changed pixels only. Default ``False``."""
+        return False
+
     @property
     def weighted(self) -> bool:
         """True for operators with learned weights (synapse faults apply there)."""
@@ -279,6 +334,8 @@ class GOp:
 class Input(GOp):
     """The network input (node 0)."""
 
+    piecewise_linear: ClassVar[bool] = True
+
     arity: ClassVar[int] = 0
 
     def describe(self) -> str:
@@ -289,6 +346,8 @@ class Input(GOp):
 class Const(GOp):
     """A constant tensor (a class token, a position embedding), stored with a leading axis of 1 and
     expanded to the batch."""
+
+    piecewise_linear: ClassVar[bool] = True
 
     value: Tensor
     arity: ClassVar[int] = 0
@@ -307,6 +366,11 @@ class Const(GOp):
     def n_params(self) -> int:
         return self.value.numel()
 
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Variables fixed at the constant's values."""
+        v = self.make(1, torch.float64).numpy()
+        return _new_vars(m, v, v).reshape(v.shape), True
+
     def describe(self) -> str:
         return f"const{tuple(self.value.shape[1:])}"
 
@@ -318,6 +382,8 @@ class Affine(GOp):
     Deviation: :math:`|A|e + \\sum_k \\operatorname{top}_{f_k}` of each row's :math:`|A_{ji}| d_{k,i}`
     (the layered ``tight`` rule), with a cheaper sound form for convolutions:
     :math:`\\min(f \\max_i |A_{ji}| d_i, \\sum_i |A_{ji}| d_i)`."""
+
+    piecewise_linear: ClassVar[bool] = True
 
     op: Op
 
@@ -395,6 +461,55 @@ class Affine(GOp):
     def n_params(self) -> int:
         return self.op.n_params
 
+    def matrix(self, in_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """:math:`A` (output units x input units) and :math:`b` of the map on inputs shaped
+        ``in_shape`` (no batch axis), float64; a dense op on a token axis is one weight matrix per
+        token (block diagonal)."""
+        inner = self.op
+        n_in = math.prod(in_shape)
+        with torch.no_grad():
+            b = inner.forward(torch.zeros((1, *in_shape), dtype=torch.float64)).reshape(-1)
+            if isinstance(inner, Dense):
+                w = inner.weight.to(torch.float64).numpy()
+                reps = math.prod(in_shape[:-1])
+                return (w if reps == 1 else np.kron(np.eye(reps), w)), b.numpy()
+            cols = []
+            for start in range(0, n_in, 4096):
+                stop = min(n_in, start + 4096)
+                eye = torch.zeros((stop - start, n_in), dtype=torch.float64)
+                eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+                cols.append(inner.linear(eye.reshape(-1, *in_shape)).reshape(stop - start, -1))
+        return torch.cat(cols, 0).T.contiguous().numpy(), b.numpy()
+
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """A view permutes ids; otherwise one row :math:`s_j - \\sum_i A_{ji} y_i = b_j` per output
+        unit (the non-zero :math:`A_{ji}` only)."""
+        if self.op.reshape_only:
+            return _index_map(self, ins)
+        x = ins[0]
+        A, b = self.matrix(x.shape[1:])
+        y = x.reshape(-1)
+        out = []
+        for j in range(A.shape[0]):
+            nz = np.nonzero(A[j])[0]
+            v = m.var(float(lo[j]), float(hi[j]))
+            m.eq([v, *y[nz].tolist()], [1.0, *(-A[j, nz]).tolist()], float(b[j]))
+            out.append(v)
+        with torch.no_grad():
+            shape = self.op.forward(torch.zeros(x.shape, dtype=torch.float64)).shape
+        return np.asarray(out, dtype=np.int64).reshape(shape), True
+
+    def engine_window(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], float] | None:
+        local = self.op.local()
+        return None if local is None else (*local, 0.0)
+
+    def on_patch(self, patch: Tensor) -> Tensor:
+        return self.op.on_patch(patch)
+
+    @property
+    def engine_pointwise(self) -> bool:
+        return self.op.pointwise
+
     def describe(self) -> str:
         return self.op.describe() or type(self.op).__name__
 
@@ -454,13 +569,29 @@ class Act(GOp):
         \\cdot s + \\Lambda^+ \\cdot b_{hi} + \\Lambda^- \\cdot b_{lo}`."""
         lo, hi = boxes[0]
         ylo, yhi = self.act.image(lo, hi)
-        a_lo, b_lo, a_hi, b_hi = self.act.relaxation(
-            lo.reshape(-1), hi.reshape(-1), ylo.reshape(-1), yhi.reshape(-1)
-        )
+        a_lo, b_lo, a_hi, b_hi = self.act.relaxation(lo.reshape(-1), hi.reshape(-1), ylo.reshape(-1), yhi.reshape(-1))
         flat = lam.reshape(lam.shape[0], -1)
         pos, neg = flat.clamp(min=0), flat.clamp(max=0)
         g = (pos * a_hi + neg * a_lo).reshape((lam.shape[0],) + tuple(lo.shape[1:]))
         return [g], (pos * b_hi + neg * b_lo).sum(1)
+
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The activation's own encoding per unit
+        (:meth:`~faultbound.network.activations.Activation.milp`), each output's bounds narrowed
+        to ``[lo, hi]``."""
+        s = ins[0].reshape(-1)
+        sl, su = _var_bounds(m, ins[0])
+        out = []
+        for j, v in enumerate(s.tolist()):
+            z = self.act.milp(m, v, float(sl[j]), float(su[j]))
+            m.lb[z] = max(m.lb[z], float(lo[j]))  # the unit's own (tighter) range
+            m.ub[z] = max(m.lb[z], min(m.ub[z], float(hi[j])))
+            out.append(z)
+        return np.asarray(out, dtype=np.int64).reshape(ins[0].shape), True
+
+    @property
+    def engine_pointwise(self) -> bool:
+        return True
 
     def describe(self) -> str:
         return self.act.name
@@ -470,6 +601,8 @@ class Act(GOp):
 class Add(GOp):
     """:math:`\\sum_k \\sigma_k x_k` with signs :math:`\\sigma_k = \\pm 1` (a residual sum, or a
     difference); broadcasting as torch."""
+
+    piecewise_linear: ClassVar[bool] = True
 
     signs: tuple[int, ...] = (1, 1)
     arity: ClassVar[int] = -1
@@ -514,6 +647,19 @@ class Add(GOp):
         ]
         return gs, torch.zeros(rows, dtype=lam.dtype)
 
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """One row :math:`v_j - \\sum_k \\sigma_k x_{k,j} = 0` per unit (inputs broadcast)."""
+        shape = np.broadcast_shapes(*(x.shape for x in ins))
+        v = _new_vars(m, lo, hi)
+        terms = [np.broadcast_to(x, shape).reshape(-1) for x in ins]
+        for j in range(len(v)):
+            m.eq([int(v[j]), *(int(t[j]) for t in terms)], [1.0, *(-float(s) for s in self.signs)], 0.0)
+        return v.reshape(shape), True
+
+    def pixelwise(self, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]) -> bool:
+        """Without broadcasting."""
+        return all(tuple(s) == tuple(out_shape) for s in in_shapes)
+
     def describe(self) -> str:
         return "add" if all(s > 0 for s in self.signs) else "sub"
 
@@ -528,7 +674,6 @@ class Mul(GOp):
 
     arity: ClassVar[int] = 2
     secant_exact: ClassVar[bool] = False
-    piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
         return xs[0] * xs[1]
@@ -556,6 +701,10 @@ class Mul(GOp):
         mb = _unbroadcast(_imul(m, _rep(a0, n), _rep(a1, n)), (rows,) + tuple(b0.shape[1:]))
         return [ma, mb]
 
+    def pixelwise(self, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]) -> bool:
+        """Without broadcasting."""
+        return all(tuple(s) == tuple(out_shape) for s in in_shapes)
+
     def describe(self) -> str:
         return "mul"
 
@@ -564,6 +713,8 @@ class Mul(GOp):
 class ConstAffine(GOp):
     """Elementwise :math:`x \\cdot a + c` with constant ``a`` and ``c`` (broadcast; either may be
     ``None``): a scaling in attention, a bias left alone, an unfolded batch norm anywhere."""
+
+    piecewise_linear: ClassVar[bool] = True
 
     scale: Tensor | None = None
     shift: Tensor | None = None
@@ -614,6 +765,24 @@ class ConstAffine(GOp):
     def tensors(self) -> list[Tensor]:
         return [t for t in (self.scale, self.shift) if t is not None]
 
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """One row :math:`v_j - a_j x_j = c_j` per unit."""
+        with torch.no_grad():
+            ones = torch.ones(self.forward(torch.zeros(ins[0].shape, dtype=torch.float64)).shape, dtype=torch.float64)
+        shape = tuple(ones.shape)
+        x = np.broadcast_to(ins[0], shape).reshape(-1)
+        a = (ones if self.scale is None else ones * self.scale.to(torch.float64)).reshape(-1).numpy()
+        c = (0 * ones if self.shift is None else 0 * ones + self.shift.to(torch.float64)).reshape(-1).numpy()
+        v = _new_vars(m, lo, hi)
+        for j in range(len(v)):
+            m.eq([int(v[j]), int(x[j])], [1.0, -float(a[j])], float(c[j]))
+        return v.reshape(shape), True
+
+    @property
+    def engine_pointwise(self) -> bool:
+        """With scalar constants only."""
+        return all(t is None or t.numel() == 1 for t in (self.scale, self.shift))
+
     def describe(self) -> str:
         if self.scale is not None and self.scale.numel() == 1:
             return f"x*{float(self.scale):.4g}" + ("" if self.shift is None else "+c")
@@ -631,7 +800,6 @@ class MatMul(GOp):
 
     arity: ClassVar[int] = 2
     secant_exact: ClassVar[bool] = False
-    piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
         return torch.matmul(xs[0], xs[1])
@@ -686,6 +854,8 @@ class MatMul(GOp):
 class Concat(GOp):
     """Concatenation along ``dim`` (channels of an image, tokens of a sequence)."""
 
+    piecewise_linear: ClassVar[bool] = True
+
     dim: int = 1
     arity: ClassVar[int] = -1
 
@@ -718,6 +888,14 @@ class Concat(GOp):
         sizes = [b[0].shape[self.dim] for b in boxes]
         return list(lam.split(sizes, self.dim)), torch.zeros(lam.shape[0], dtype=lam.dtype)
 
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """An index map: the inputs' ids concatenated."""
+        return _index_map(self, ins)
+
+    def pixelwise(self, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]) -> bool:
+        """Along channels (``dim=1``) of equally sized images."""
+        return self.dim == 1 and all(tuple(s[1:]) == tuple(out_shape[1:]) for s in in_shapes)
+
     def describe(self) -> str:
         return f"concat(dim={self.dim})"
 
@@ -728,6 +906,8 @@ class Rearrange(GOp):
     ``permute`` of the axes (the batch axis stays first), ``slice`` (``dim, start, stop, step``)
     or ``select`` (``dim, index``: a class token). The same map applies to values, intervals and
     deviation bounds, and never spreads one unit over several."""
+
+    piecewise_linear: ClassVar[bool] = True
 
     kind: str
     args: tuple[int, ...]
@@ -763,6 +943,10 @@ class Rearrange(GOp):
         """Exact: the transpose of the 0/1 map."""
         return _linear_back(self.forward, boxes, lam)
 
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """An index map: the input's ids rearranged."""
+        return _index_map(self, ins)
+
     def describe(self) -> str:
         return f"{self.kind}{self.args}"
 
@@ -783,6 +967,8 @@ class MaxPool(GOp):
     A sparse part of f units touches at most :math:`f \\lceil k_h/s_h \\rceil \\lceil k_w/s_w \\rceil`
     outputs (the windows overlapping one input); the cap is applied by :func:`_capped`.
     """
+
+    piecewise_linear: ClassVar[bool] = True
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
@@ -876,6 +1062,50 @@ class MaxPool(GOp):
         g = F.fold(cols.reshape(rows * ch, k, -1), (h + 2 * ph, w + 2 * pw), self.kernel, stride=self.stride)
         return [g[:, 0, ph : ph + h, pw : pw + w].reshape(rows, ch, h, w)], const
 
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Per window, the candidates :math:`x_i` with :math:`u_i \\ge \\max_j l_j` (bounds of the
+        input variables); one candidate is the output itself, else :math:`y \\ge x_i` for each and
+        a one-hot :math:`\\delta` with :math:`y \\le x_i + M_i (1 - \\delta_i)`,
+        :math:`M_i = \\max_{q \\ne i} u_q - l_i` (so y equals the largest), within ``[lo, hi]``."""
+        ids = ins[0]
+        kh, kw = self.kernel
+        t = torch.as_tensor(ids + 1, dtype=torch.float64)  # 0 marks padding
+        unfolded = F.unfold(t, (kh, kw), padding=self.padding, stride=self.stride)  # (1, C*kh*kw, P)
+        c = ids.shape[1]
+        cols = unfolded.reshape(c, kh * kw, -1).round().to(torch.int64).numpy() - 1
+        out: list[int] = []
+        flo, fhi = lo.reshape(-1), hi.reshape(-1)
+        lb, ub = _var_bounds(m, ids)
+        where = {int(v): n for n, v in enumerate(ids.reshape(-1).tolist())}
+        for ci in range(c):
+            for p in range(cols.shape[2]):
+                cand = [int(v) for v in cols[ci, :, p] if v >= 0]
+                at = [where[v] for v in cand]
+                cl, cu = lb[at], ub[at]
+                best = float(cl.max())
+                keep = [(v, a, b) for v, a, b in zip(cand, cl, cu, strict=True) if b >= best]
+                if len(keep) == 1:
+                    out.append(keep[0][0])
+                    continue
+                k = len(out)
+                y = m.var(max(best, float(flo[k])), min(max(b for _, _, b in keep), float(fhi[k])))
+                deltas = [m.binary() for _ in keep]
+                m.eq(deltas, [1.0] * len(deltas), 1.0)
+                for n, (v, a, _) in enumerate(keep):
+                    big = max(max(b for q, (_, _, b) in enumerate(keep) if q != n) - a, 0.0)
+                    m.row([y, v], [1.0, -1.0], 0.0, math.inf)  # y >= x_i
+                    m.row([y, v, deltas[n]], [1.0, -1.0, big], -math.inf, big)  # y <= x_i + M (1 - d)
+                out.append(y)
+        with torch.no_grad():
+            shape = self.forward(torch.zeros(ids.shape, dtype=torch.float64)).shape
+        return np.asarray(out, dtype=np.int64).reshape(shape), True
+
+    def engine_window(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], float] | None:
+        return self.kernel, self.stride, self.padding, -math.inf
+
+    def on_patch(self, patch: Tensor) -> Tensor:
+        return F.max_pool2d(patch, self.kernel, self.stride)
+
     def describe(self) -> str:
         return f"MaxPool({self.kernel[0]})"
 
@@ -885,6 +1115,8 @@ class Mean(GOp):
     """Mean over axes ``dims`` (global average pooling, mean over tokens); linear and
     non-negative, so interval and dense deviation are the means of the bounds, and a part of f units
     adds at most :math:`\\min(f \\max d, \\sum d) / n`."""
+
+    piecewise_linear: ClassVar[bool] = True
 
     dims: tuple[int, ...]
     keepdim: bool = False
@@ -914,6 +1146,22 @@ class Mean(GOp):
     def linear_back(self, boxes: Sequence[Box2], out: Box2, lam: Tensor) -> LinBack | None:
         """Exact: the transpose of the mean."""
         return _linear_back(self.forward, boxes, lam)
+
+    def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+        """One row :math:`v_j - \\frac1n \\sum_{i \\in g_j} x_i = 0` per output unit (its group
+        :math:`g_j` of n inputs)."""
+        x = ins[0]
+        nd = x.ndim
+        dims = sorted(d % nd for d in self.dims)
+        rest = [d for d in range(nd) if d not in dims]
+        v = _new_vars(m, lo, hi)
+        groups = x.transpose(*rest, *dims).reshape(len(v), -1)
+        n = groups.shape[1]
+        for j in range(len(v)):
+            m.eq([int(v[j]), *groups[j].tolist()], [1.0, *([-1.0 / n] * n)], 0.0)
+        with torch.no_grad():
+            shape = self.forward(torch.zeros(x.shape, dtype=torch.float64)).shape
+        return v.reshape(shape), True
 
     def describe(self) -> str:
         return f"mean{self.dims}"
@@ -993,7 +1241,6 @@ class Norm(GOp):
     weight: Tensor | None
     bias: Tensor | None
     secant_exact: ClassVar[bool] = False
-    piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
         x = xs[0]
@@ -1146,7 +1393,6 @@ class Softmax(GOp):
 
     dim: int = -1
     secant_exact: ClassVar[bool] = False
-    piecewise_linear: ClassVar[bool] = False
 
     def forward(self, *xs: Tensor) -> Tensor:
         return torch.softmax(xs[0], self.dim)

@@ -111,6 +111,20 @@ class Op:
         is not local."""
         return None
 
+    #: True for an op that maps each pixel of an image to the same pixel (a per-channel affine map):
+    #: the engine applies it to the changed pixels only.
+    pointwise: ClassVar[bool] = False
+
+    def local(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+        """``(kernel, stride, padding)`` of a local image op (each output pixel reads a window of
+        input pixels, every channel) that :meth:`on_patch` computes on a padded patch; ``None``
+        otherwise. The measurement engine recomputes only the output pixels a fault reaches."""
+        return None
+
+    def on_patch(self, patch: Tensor) -> Tensor:
+        """The op on a patch of its input that already holds its padding (for :meth:`local` ops)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a local image op")
+
     def fold(self, scale: Tensor, shift: Tensor) -> Op | None:
         """This op followed by :math:`x_c \\mapsto a_c x_c + t_c` on its output channels, as one op
         (a folded batch norm), or ``None`` when it cannot absorb it."""
@@ -223,6 +237,7 @@ class Dense(Op):
             m.bias.copy_(self.bias)
         return m
 
+
 @dataclass(frozen=True, eq=False)
 class Conv(Op):
     """2-D convolution :math:`x \\mapsto W * x + b` with ``W`` of shape (C_out, C_in, kh, kw)."""
@@ -246,6 +261,14 @@ class Conv(Op):
 
     def linear(self, x: Tensor) -> Tensor:
         return F.conv2d(x, _cast(self.weight, self._cw, x.dtype), None, self.stride, self.padding)
+
+    def local(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+        return (int(self.weight.shape[2]), int(self.weight.shape[3])), self.stride, self.padding
+
+    def on_patch(self, patch: Tensor) -> Tensor:
+        return F.conv2d(
+            patch, _cast(self.weight, self._cw, patch.dtype), _cast(self.bias, self._cb, patch.dtype), self.stride
+        )
 
     def abs_linear(self, e: Tensor) -> Tensor:
         w = self._abs.get(e.dtype)
@@ -338,6 +361,7 @@ def _per_channel(arr: np.ndarray, channels: int) -> np.ndarray | None:
         return arr.reshape(-1).astype(np.float64)
     return None
 
+
 @dataclass(frozen=True, eq=False)
 class AvgPool(Op):
     """2-D average pooling (``count_include_pad=True``, floor mode): linear, non-negative weights."""
@@ -348,6 +372,13 @@ class AvgPool(Op):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, self.kernel, self.stride, self.padding)
+
+    def local(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+        return self.kernel, self.stride, self.padding
+
+    def on_patch(self, patch: Tensor) -> Tensor:
+        """Padding counts in the mean (``count_include_pad=True``): the patch holds it as zeros."""
+        return F.avg_pool2d(patch, self.kernel, self.stride)
 
     def linear(self, x: Tensor) -> Tensor:
         return self.forward(x)
@@ -367,6 +398,7 @@ class AvgPool(Op):
     def to_module(self, dtype: torch.dtype) -> nn.Module:
         return nn.AvgPool2d(self.kernel, self.stride, self.padding)
 
+
 @dataclass(frozen=True, eq=False)
 class Flatten(Op):
     """Reshape ``(B, *shape)`` to ``(B, prod(shape))``."""
@@ -385,12 +417,14 @@ class Flatten(Op):
     def to_module(self, dtype: torch.dtype) -> nn.Module:
         return nn.Flatten()
 
+
 @dataclass(frozen=True, eq=False)
 class ChannelAffine(Op):
     """Per-channel :math:`x_c \\mapsto a_c x_c + t_c` (an unfolded batch norm), channel axis 1."""
 
     scale: Tensor
     shift: Tensor
+    pointwise: ClassVar[bool] = True
 
     def _view(self, t: Tensor, x: Tensor) -> Tensor:
         return t.to(x.dtype).reshape((1, -1) + (1,) * (x.dim() - 2))
