@@ -31,7 +31,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast, get_args
 
 import torch
 from torch import Tensor
@@ -52,6 +52,7 @@ __all__ = [
     "SynapseByzantine",
     "Precision",
     "BitFlip",
+    "for_dtype",
     "parse_fault",
     "fault_from_record",
     "FAULTS",
@@ -425,9 +426,26 @@ class Precision(Fault):
         return "precision (" + ", ".join(f"λ{i}={e:g}" for i, e in enumerate(self.errors, 1)) + ")"
 
 
-BitFormat = Literal["float32", "int8"]
+BitFormat = Literal["native", "float16", "bfloat16", "float32", "int8"]
 
-_INT32_MASKS = torch.tensor([(1 << i) if i < 31 else -(1 << 31) for i in range(32)], dtype=torch.int32)
+#: The float words a bit flip may act on: the integer type of the same width, and the width.
+_WORDS: dict[str, tuple[torch.dtype, torch.dtype, int]] = {
+    "float16": (torch.float16, torch.int16, 16),
+    "bfloat16": (torch.bfloat16, torch.int16, 16),
+    "float32": (torch.float32, torch.int32, 32),
+}
+
+
+def _masks(width: int, itype: torch.dtype) -> Tensor:
+    """Bit i of a two's-complement word of ``width`` bits, as that integer type (bit width-1 is the sign)."""
+    return torch.tensor([(1 << i) if i < width - 1 else -(1 << (width - 1)) for i in range(width)], dtype=itype)
+
+
+_MASKS = {name: _masks(width, itype) for name, (_, itype, width) in _WORDS.items()}
+_NATIVE = (
+    "BitFlip(format='native') flips bits of the format the engine runs in: resolve it with "
+    "fault.in_format(dtype) (the measurement functions do), or name the format."
+)
 
 
 @dataclass(frozen=True)
@@ -435,7 +453,11 @@ class BitFlip(Fault):
     """A single-event upset: one bit of a neuron's output (``target="neuron"``) or of a weight
     (``target="weight"``) flips. Measured only: no bound covers it.
 
-    ``format="float32"`` flips a bit of the IEEE-754 float32 word (bits 0..31, 31 = sign);
+    ``format="native"`` (the default) flips a bit of the IEEE-754 word of the format the engine runs
+    in, which is the network's own format by default: bits 0..15 of a float16 or bfloat16 word, 0..31
+    of a float32 word (the last is the sign); the measurement functions resolve it
+    (:meth:`in_format`) before they draw bits. ``"float16"``, ``"bfloat16"`` and ``"float32"`` name
+    the word explicitly (the value is rounded to it, flipped, and read back in the engine's format).
     ``format="int8"`` flips a bit of the two's-complement int8 fixed-point code
     :math:`q = \\mathrm{round}(v / s)` with scale :math:`s = Y_l / 127` for neurons (:math:`Y_l` the
     largest value over the domain) and :math:`s = w_m^{(l)} / 127` for weights; the unit then
@@ -443,18 +465,36 @@ class BitFlip(Fault):
     """
 
     target: Literal["neuron", "weight"] = "neuron"
-    format: BitFormat = "float32"
+    format: BitFormat = "native"
     bits: tuple[int, ...] | None = None
     adjective: ClassVar[str] = "bit-flipped"
 
     def __post_init__(self) -> None:
         if self.target not in ("neuron", "weight"):
             raise InvalidArgumentError(f"Expected bit-flip target 'neuron' or 'weight', but got {self.target!r}.")
-        if self.format not in ("float32", "int8"):
-            raise InvalidArgumentError(f"Expected bit-flip format 'float32' or 'int8', but got {self.format!r}.")
-        width = 32 if self.format == "float32" else 8
+        if self.format not in get_args(BitFormat):
+            raise InvalidArgumentError(
+                f"Expected bit-flip format {', '.join(get_args(BitFormat))}, but got {self.format!r}."
+            )
+        if self.format == "native":
+            if self.bits is not None and (not self.bits or any(not 0 <= b < 32 for b in self.bits)):
+                raise InvalidArgumentError(f"Expected bits in 0..31, but got {self.bits}.")
+            return
+        width = self.n_bits
         if self.bits is not None and (not self.bits or any(not 0 <= b < width for b in self.bits)):
             raise InvalidArgumentError(f"Expected bits in 0..{width - 1} for {self.format}, but got {self.bits}.")
+
+    def in_format(self, dtype: torch.dtype) -> BitFlip:
+        """This fault with ``format="native"`` made the word of ``dtype`` (float64 runs flip float32
+        words, the widest word the engine flips); any other format is returned as it is.
+
+        Raises:
+            InvalidArgumentError: ``bits`` outside the word of ``dtype``.
+        """
+        if self.format != "native":
+            return self
+        name = {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(dtype, "float32")
+        return BitFlip(self.target, cast(BitFormat, name), self.bits)
 
     @property
     def site(self) -> Site:  # type: ignore[override]  # a property here: it depends on `target`
@@ -466,7 +506,10 @@ class BitFlip(Fault):
 
     @property
     def n_bits(self) -> int:
-        return 32 if self.format == "float32" else 8
+        """The word's width; a ``"native"`` fault has none until :meth:`in_format` resolves it."""
+        if self.format == "native":
+            raise InvalidArgumentError(_NATIVE)
+        return 8 if self.format == "int8" else _WORDS[self.format][2]
 
     @property
     def flippable(self) -> tuple[int, ...]:
@@ -479,10 +522,11 @@ class BitFlip(Fault):
         return self.flipped(current, value, scale)
 
     def change(self, v: Tensor, bits: Tensor, scale: float) -> Tensor:
-        """:math:`v' - v` when bit ``bits`` of ``v`` flips (``scale``: the int8 step s)."""
-        if self.format == "float32":
-            w = v.to(torch.float32).contiguous()
-            flipped = (w.view(torch.int32) ^ _INT32_MASKS[bits]).view(torch.float32)
+        """:math:`v' - v` when bit ``bits`` of ``v`` flips (``scale``: the int8 step s); for a float
+        word, v is first rounded to it, and the change is that of the word."""
+        if self.format != "int8":
+            w = self._word(v)
+            flipped = self._flip(w, bits)
             return (flipped.to(torch.float64) - w.to(torch.float64)).to(v.dtype)
         q = torch.clamp(torch.round(v.to(torch.float64) / scale), -128, 127).to(torch.int64)
         u = q & 0xFF
@@ -491,11 +535,26 @@ class BitFlip(Fault):
         return ((q2 - q).to(torch.float64) * scale).to(v.dtype)
 
     def flipped(self, v: Tensor, bits: Tensor, scale: float) -> Tensor:
-        """:math:`v'`: the float32 word with the bit flipped, or :math:`v + (q' - q)s` for int8."""
-        if self.format == "float32":
-            w = v.to(torch.float32).contiguous()
-            return (w.view(torch.int32) ^ _INT32_MASKS[bits]).view(torch.float32).to(v.dtype)
+        """:math:`v'`: the float word with the bit flipped, or :math:`v + (q' - q)s` for int8."""
+        if self.format != "int8":
+            return self._flip(self._word(v), bits).to(v.dtype)
         return v + self.change(v, bits, scale)
+
+    def _word(self, v: Tensor) -> Tensor:
+        if self.format not in _WORDS:
+            raise InvalidArgumentError(_NATIVE)
+        return v.to(_WORDS[self.format][0]).contiguous()
+
+    def _flip(self, w: Tensor, bits: Tensor) -> Tensor:
+        fdtype, itype, _ = _WORDS[self.format]
+        return (w.view(itype) ^ _MASKS[self.format][bits]).view(fdtype)
+
+
+def for_dtype(fault: Fault, dtype: torch.dtype) -> Fault:
+    """``fault`` as the engine running in ``dtype`` applies it: a ``BitFlip(format="native")``
+    becomes the bit flip of that format's word (:meth:`BitFlip.in_format`); every other fault is
+    returned as it is."""
+    return fault.in_format(dtype) if isinstance(fault, BitFlip) else fault
 
 
 #: The fault models by CLI name: each builds its frozen value from ``(capacity, value)``.

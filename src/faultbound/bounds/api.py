@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
 
 from faultbound.bounds.graph_tight import graph_tight_bound
 from faultbound.bounds.paper import check_eps, paper_bound
+from faultbound.bounds.rounding import ADDED_FORMATS, rounding_allowance
 from faultbound.bounds.tight import tight_bound
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.failures import FailureCounts, failure_counts
 from faultbound.faults import Crash, Fault, NeuronFault, Precision, SynapseFault
+from faultbound.formats import format_name
 from faultbound.network.core import Network
 from faultbound.network.graph import GraphNetwork
 
@@ -36,6 +38,7 @@ __all__ = [
     "check_graph_method",
     "default_method",
     "GRAPH_PAPER",
+    "with_rounding",
 ]
 
 #: The bound methods, by name.
@@ -105,6 +108,9 @@ class BoundResult:
             the true worst case lies in ``[lower, value]``; ``value - lower`` is :attr:`gap`.
         witness: ``method="exact"`` only: failure set, input and values reaching ``lower``.
         optimal: ``method="exact"`` only: the solver proved optimality (else it hit the time limit).
+        rounding: the rounding allowance included in ``value`` for a network computing in float16 or
+            bfloat16 (:mod:`faultbound.bounds.rounding`: the clean and the faulty network run in
+            that format, each against exact arithmetic); 0.0 in float32 and float64.
     """
 
     value: float
@@ -117,6 +123,7 @@ class BoundResult:
     lower: float | None = None
     witness: dict[str, Any] | None = None
     optimal: bool | None = None
+    rounding: float = 0.0
 
     @property
     def gap(self) -> float | None:
@@ -133,6 +140,7 @@ class BoundResult:
             "failures": list(self.failures),
             "per_layer": [None if not math.isfinite(v) else v for v in self.per_layer],
             "notes": list(self.notes),
+            "rounding": self.rounding,
         }
         if self.method == "exact":
             out.update(gap=self.gap, lower=self.lower, optimal=self.optimal, witness=self.witness)
@@ -191,7 +199,7 @@ def bound(
         return BoundResult(math.inf, method, fault, f, per, True, (LEMMA1,))
     net.require_bounded_values()
     if method == "exact":
-        return _exact(net, f, fault, time_limit)
+        return with_rounding(net, _exact(net, f, fault, time_limit))
     if isinstance(net, GraphNetwork):
         value, per_layer = graph_tight_bound(net, f if f else None, fault)
     else:
@@ -199,7 +207,24 @@ def bound(
     notes = list(fault.notes)
     if not all(math.isfinite(v) for v in [value, *per_layer]) or np.isnan(value):
         raise InvalidArgumentError("The bound is not finite; check the domain and the weights.")
-    return BoundResult(float(value), method, fault, f, tuple(float(v) for v in per_layer), False, tuple(notes))
+    res = BoundResult(float(value), method, fault, f, tuple(float(v) for v in per_layer), False, tuple(notes))
+    return with_rounding(net, res)
+
+
+def with_rounding(net: Network | GraphNetwork, res: BoundResult) -> BoundResult:
+    """``res`` with the rounding allowance of the network's format added to its value (and ``lower``
+    left as measured), when the format is float16 or bfloat16
+    (:data:`~faultbound.bounds.rounding.ADDED_FORMATS`): then
+    :math:`|\\tilde F_{fmt}(x) - F_{fmt}(x)| \\le` ``value`` for the network run in its format; see
+    :mod:`faultbound.bounds.rounding`. Unchanged otherwise, and for an unbounded result."""
+    if net.dtype not in ADDED_FORMATS or res.unbounded:
+        return res
+    extra = rounding_allowance(net, res.fault, list(res.failures) if res.failures else None)
+    note = (
+        f"includes a rounding allowance of {extra:.3g} for {format_name(net.dtype)} arithmetic "
+        "(the clean and the faulty network run in that format; docs/formats.md)."
+    )
+    return replace(res, value=res.value + extra, rounding=extra, notes=(*res.notes, note))
 
 
 def _exact(net: Network | GraphNetwork, f: FailureCounts, fault: Fault, time_limit: float | None) -> BoundResult:

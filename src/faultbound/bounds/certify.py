@@ -43,6 +43,7 @@ from torch import Tensor
 
 from faultbound.bounds.api import check_bounded
 from faultbound.bounds.graph_tight import graph_propagate
+from faultbound.bounds.rounding import ADDED_FORMATS, rounding_bound
 from faultbound.bounds.tight import prepare, propagate
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts
@@ -77,6 +78,9 @@ class InputCertificates:
         per_output: :math:`t_k(x)`, shape ``(n, n_outputs)``.
         logits: the clean outputs :math:`F_{neu}(x)`, shape ``(n, n_outputs)``.
         radius: the half-width r of the box around each input.
+        rounding: per input and output ``(n, n_outputs)``, the rounding allowance included in
+            ``per_output`` for a float16 or bfloat16 network (the clean and the faulty network run in
+            that format, :mod:`faultbound.bounds.rounding`); ``None`` in float32 and float64.
     """
 
     bounds: np.ndarray
@@ -85,6 +89,7 @@ class InputCertificates:
     radius: float
     failures: tuple[int, ...]
     fault: Fault
+    rounding: np.ndarray | None = None
 
     @property
     def predictions(self) -> np.ndarray:
@@ -168,22 +173,35 @@ def certify(
         raise InvalidArgumentError(f"Expected `method` to be tight or exact, but got {method!r}.")
     if method == "exact":
         per_output = _exact_per_output(net, x, f, fault, float(radius), monotone, time_limit, progress)
-        return InputCertificates(per_output.max(1) if n else np.zeros(0), per_output, logits, float(radius), f, fault)
+        extra = None
+        if net.dtype in ADDED_FORMATS and n:
+            extra = rounding_bound(net, fault, list(f) if f else None, x - radius, x + radius).total.numpy()
+            per_output = per_output + extra
+        bounds = per_output.max(1) if n else np.zeros(0)
+        return InputCertificates(bounds, per_output, logits, float(radius), f, fault, extra)
     outs = []
     step = int(batch_size)
     if isinstance(net, GraphNetwork):
         step = max(1, min(step, GRAPH_ROWS // (net.n_outputs * max(node.width for node in net.nodes))))
+    rounds = []
+    added = net.dtype in ADDED_FORMATS
     for start in range(0, n, step):
         say(progress, f"certifying inputs {start + 1}-{min(start + step, n)} of {n}")
         xb = x[start : start + step]
+        if added:
+            rounds.append(rounding_bound(net, fault, list(f) if f else None, xb - radius, xb + radius).total)
         if isinstance(net, GraphNetwork):
             outs.append(graph_propagate(net, fault, list(f) if f else None, xb - radius, xb + radius))
             continue
         plan = prepare(net, fault, xb - radius, xb + radius)
         outs.append(propagate(plan, list(f) if f else None, monotone))
     per_output = torch.cat(outs).numpy() if outs else np.zeros((0, net.n_outputs))
+    rounding = None
+    if added:
+        rounding = torch.cat(rounds).numpy() if rounds else np.zeros((0, net.n_outputs))
+        per_output = per_output + rounding
     bounds = per_output.max(1) if n else np.zeros(0)
-    return InputCertificates(bounds, per_output, logits, float(radius), f, fault)
+    return InputCertificates(bounds, per_output, logits, float(radius), f, fault, rounding)
 
 
 def _exact_per_output(

@@ -331,7 +331,7 @@ def _deviation_bounds(
     for m in range(1, net.L + 2):
         last = net.layers[m - 1]
         cut = Layer(m, last.ops, None, last.in_shape, last.out_shape, last.source)
-        sub = Network((*net.layers[: m - 1], cut), net.domain, net.input_shape)
+        sub = Network((*net.layers[: m - 1], cut), net.domain, net.input_shape, net.dtype)
         if isinstance(fault, Precision):
             f_sub: Fault = Precision(fault.errors[: m - 1])
             c_sub: list[int] | None = None

@@ -63,15 +63,16 @@ def measured_accuracy(
     exhaustive_limit: int = 2000,
     seed: int = 0,
     chunk: int = 64,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Accuracy under sampled failure sets (random values) and under the worst set found per input.
 
     The worst case enumerates every failure set when there are at most ``exhaustive_limit``, else
     uses the ``samples`` random sets; Byzantine and precision values are adversarial there. The
-    faulty networks run in ``dtype`` (float32 by default, as ``inject`` runs them: a measurement of
-    the model as it is deployed; float64 convolutions are several times slower on CPU).
+    faulty networks run in ``dtype`` (by default the model's own format, as ``inject`` runs them: a
+    measurement of the model as it is deployed; float64 convolutions are several times slower on CPU).
     """
+    dtype = net.dtype if dtype is None else dtype
     from faultbound.measure import inject, sample_faults
 
     g = torch.Generator().manual_seed(int(seed))
@@ -134,7 +135,7 @@ def certify_cmd(
     max_inputs: int | None = typer.Option(None, "--max-inputs", min=1, help="Use only the first N inputs."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the sampled failure sets and values."),
     float64: bool = typer.Option(
-        False, "--float64", help="Measure the faulty networks in float64 (default float32, as inject)."
+        False, "--float64", help="Measure the faulty networks in float64 (default: the model's format, as inject)."
     ),
     method: str = typer.Option(
         "tight", "--method", help="tight (propagation) or exact (MILP per input and output; piecewise-linear nets)."
@@ -182,7 +183,7 @@ def certify_cmd(
         )
         status.update(f"measured accuracy under failures ({samples} random sets, up to {exhaustive_limit} enumerated)")
         measured = measured_accuracy(
-            net, x, y, flt, f, samples, exhaustive_limit, seed, dtype=torch.float64 if float64 else torch.float32
+            net, x, y, flt, f, samples, exhaustive_limit, seed, dtype=torch.float64 if float64 else net.dtype
         )
     out = res.to_dict()
     out["method"] = method

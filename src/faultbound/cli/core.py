@@ -139,7 +139,7 @@ def inspect(
             _sites_table(
                 net,
                 f"{model.name}: a graph of {len(net.nodes)} nodes, S = {net.L} fault sites, domain {info['domain']}, "
-                f"{net.n_params} parameters, {net.n_outputs} outputs",
+                f"{net.n_params} parameters, {net.n_outputs} outputs, format {info['format']}",
             )
         )
         if nodes:
@@ -147,8 +147,13 @@ def inspect(
         return
     if nodes:
         raise InvalidArgumentError(f"Expected --nodes only for a graph network, but {model.name} is a chain of layers.")
-    console.print(_network_table(net, f"{model.name}: L = {net.L} hidden layers, domain {info['domain']}, "
-                                      f"{net.n_params} parameters"))
+    console.print(
+        _network_table(
+            net,
+            f"{model.name}: L = {net.L} hidden layers, domain {info['domain']}, "
+            f"{net.n_params} parameters, format {info['format']}",
+        )
+    )
 
 
 def _site_bound_table(results: list[BoundResult], names: list[str], title: str) -> Table:
@@ -166,6 +171,8 @@ def _site_bound_table(results: list[BoundResult], names: list[str], title: str) 
             str(counts[k]) if k < len(counts) else "",
             *[f"{r.per_layer[k]:.4g}" if k < len(r.per_layer) else "" for r in results],
         )
+    if any(r.rounding for r in results):  # a float16 / bfloat16 model: the allowance inside the bound
+        t.add_row("", "rounding", "", *[f"{r.rounding:.4g}" for r in results])
     t.add_row("", "bound", "", *["unbounded" if r.unbounded else f"{r.value:.6g}" for r in results])
     return t
 
@@ -194,11 +201,15 @@ def _bound_table(results: list[BoundResult], title: str) -> Table:
     t.add_column("bound", justify="right")
     for l in range(1, n + 1):
         t.add_column(f"layer {l}", justify="right")
+    rounding = any(r.rounding for r in results)  # a float16 / bfloat16 model: the allowance inside the bound
+    if rounding:
+        t.add_column("rounding", justify="right")
     for r in results:
         t.add_row(
             r.method,
             "unbounded" if r.unbounded else f"{r.value:.6g}",
             *[f"{v:.4g}" for v in r.per_layer],
+            *([f"{r.rounding:.4g}"] if rounding else []),
         )
     return t
 

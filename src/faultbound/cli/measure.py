@@ -49,8 +49,8 @@ Backend = Literal["local", "ray"]
 def _fault(name: str, capacity: float | None, value: float | None, errors: str | None, fmt: str) -> Fault:
     """:func:`make_fault` plus the single-bit-flip models of the engine."""
     if name in ("bitflip-neuron", "bitflip-weight"):
-        if fmt not in ("float32", "int8"):
-            raise InvalidArgumentError(f"Expected --format float32 or int8, but got {fmt!r}.")
+        if fmt not in get_args(BitFormat):
+            raise InvalidArgumentError(f"Expected --format among {', '.join(get_args(BitFormat))}, but got {fmt!r}.")
         target: Literal["neuron", "weight"] = "neuron" if name == "bitflip-neuron" else "weight"
         return BitFlip(target, cast(BitFormat, fmt))  # one of BitFormat's, checked above
     return make_fault(name, capacity, value, errors)
@@ -141,7 +141,11 @@ def inject_cmd(
     capacity: float | None = typer.Option(None, "--capacity", help="C for Byzantine faults (default 1)."),
     value: float | None = typer.Option(None, "--value", help="Value sent by a stuck-at neuron."),
     errors: str | None = typer.Option(None, "--errors", help="lambda_1,...,lambda_L for --fault precision."),
-    fmt: str = typer.Option("float32", "--format", help="Bit-flip number format: float32 or int8."),
+    fmt: str = typer.Option(
+        "native",
+        "--format",
+        help="Bit-flip word: native (the model's format), float16, bfloat16, float32 or int8.",
+    ),
     failures: str | None = typer.Option(None, "--failures", help=FAILURES_HELP),
     rate: float | None = typer.Option(
         None, "--rate", help="Each unit (of every layer, or of every fault site of a graph) fails with probability p."
@@ -167,7 +171,7 @@ def inject_cmd(
         0, "--seed", min=0, max=2**63 - 1, help="Seed of every random choice (recorded in the result)."
     ),
     values: str = typer.Option("random", "--values", help="Byzantine/precision values: random, adversarial, fixed."),
-    float64: bool = typer.Option(False, "--float64", help="Run the engine in float64 (default float32)."),
+    float64: bool = typer.Option(False, "--float64", help="Run the engine in float64 (default: the model's format)."),
     resume: Path | None = typer.Option(None, "--resume", help="Checkpoint file: written as the run goes, resumed."),
     shard: str | None = typer.Option(None, "--shard", help="Run only shard I of N (I/N); needs --state."),
     state: Path | None = typer.Option(None, "--state", help="Shard state file (resumable); merge with `merge`."),
@@ -284,7 +288,7 @@ def inject_cmd(
             seed=seed,
             chunk=batch,
             values=cast(ValueMode, values),  # spec.check checks it
-            dtype="float64" if float64 else "float32",
+            dtype="float64" if float64 else "model",
             exhaustive=exhaustive,
             threshold=threshold,
             margin=margin if until_margin else None,

@@ -2,8 +2,9 @@
 
 Public API (all typed; see each function's docstring for the math):
 
-* ``inject(net, x, fault, faults, *, values="random", generator=None, dtype=torch.float32,
-  adversarial_steps=2) -> Injection`` -- T configurations x B inputs at once; ``Injection.errors`` is
+* ``inject(net, x, fault, faults, *, values="random", generator=None, dtype=None,
+  adversarial_steps=2) -> Injection`` (``dtype=None``: the network's own format, ``net.dtype``) --
+  T configurations x B inputs at once; ``Injection.errors`` is
   ``(T, B)`` with :math:`e_{t,b} = \\|F'_t(x_b) - F(x_b)\\|_\\infty`.
 * ``faulty_forward(net, x, fault, faults, ...) -> Tensor`` -- the faulty outputs ``(T, B, n_out)``.
 * ``sample_faults(net, fault, n_configs, failures=None, rate=None, generator=None) -> FaultSet`` --
@@ -29,7 +30,8 @@ Public API (all typed; see each function's docstring for the math):
   WorstCase`` -- the largest output error found (a lower bound on the true worst case, never above a
   sound certificate). ``spec`` is a :class:`SearchSpec` (``n_probe=32, exhaustive_limit=200_000,
   beam=4, beam_probes=8, refine=4, rounds=1, candidates=64, max_evaluations=400_000, restarts=8,
-  steps=30, seed=0, dtype=torch.float64, batch=2048, strategy="auto"``); keyword ``settings`` replace
+  steps=30, seed=0, dtype=None, batch=2048, strategy="auto"``; ``dtype=None``: a float16 or bfloat16
+  network's own format, float64 otherwise); keyword ``settings`` replace
   its fields. ``WorstCase`` has ``max_error``, ``exhaustive``, ``failure_set`` ({layer: units}),
   ``input``, ``values`` (Byzantine values used), ``evaluations``, ``sets_total``,
   ``probe_max_error``, ``probes``, ``seed``, ``fault``, ``failures``; ``to_dict()`` is its JSON.
@@ -37,7 +39,7 @@ Public API (all typed; see each function's docstring for the math):
   scores the failure sets as Ray tasks, with the same result.
 
 ``CampaignSpec(fault, trials, failures=None, rate=None, seed=0, chunk=64, values="random",
-dtype="float32", input_batch=1024, quantiles=(0.5, 0.9, 0.99), exhaustive=False, threshold=None,
+dtype="model", input_batch=1024, quantiles=(0.5, 0.9, 0.99), exhaustive=False, threshold=None,
 margin=None, confidence=0.95)`` holds a campaign's settings; chunk c
 draws from ``campaign.chunk_seed(seed, c)``, so a resumed campaign equals an uninterrupted one, and
 ``chunk_faults(net, spec, c)`` regenerates that chunk's configurations (replay of any configuration).

@@ -40,10 +40,10 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import torch
@@ -51,7 +51,8 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import AnyNetwork, failure_counts, layer_count, n_units
-from faultbound.faults import Fault, Precision, fault_from_record
+from faultbound.faults import Fault, Precision, fault_from_record, for_dtype
+from faultbound.formats import FORMATS, format_name
 from faultbound.measure.engine import clean_pass, inject
 from faultbound.measure.faultset import FaultSet, sample_faults
 from faultbound.measure.state import CleanPass
@@ -92,8 +93,8 @@ CampaignMode = Literal["sampled", "exhaustive", "without-replacement"]
 (``"sampled"``: exact failure counts or a Bernoulli rate), every one of the population
 (``"exhaustive"``), or ``trials`` distinct ones (``"without-replacement"``, :func:`permuted_index`)."""
 
-CampaignDtype = Literal["float32", "float64"]
-"""The floating-point type a campaign evaluates in."""
+CampaignDtype = Literal["model", "float16", "bfloat16", "float32", "float64"]
+"""The floating-point type a campaign evaluates in; ``"model"``: the network's own format."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ class CampaignSpec:
         seed: the seed of everything random.
         chunk: configurations per chunk (the checkpoint and shard granularity).
         values: how Byzantine / precision values are chosen (``"random"``, ``"adversarial"``, ``"fixed"``).
-        dtype: ``"float32"`` (default) or ``"float64"``.
+        dtype: ``"model"`` (default: the network's own format, ``net.dtype``), ``"float16"``,
+            ``"bfloat16"``, ``"float32"`` or ``"float64"``; :meth:`resolved` names it before a run.
         input_batch: inputs evaluated at once (bounds memory).
         quantiles: reported quantiles of the output error.
         exhaustive: enumerate every failure set (``trials`` must be :func:`population`) instead of sampling.
@@ -128,7 +130,7 @@ class CampaignSpec:
     seed: int = 0
     chunk: int = 64
     values: ValueMode = "random"
-    dtype: CampaignDtype = "float32"
+    dtype: CampaignDtype = "model"
     input_batch: int = 1024
     quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)
     exhaustive: bool = False
@@ -136,6 +138,15 @@ class CampaignSpec:
     margin: float | None = None
     confidence: float = 0.95
     without_replacement: bool = False
+
+    def resolved(self, net: AnyNetwork) -> CampaignSpec:
+        """This spec as it runs on ``net``: ``dtype="model"`` made the network's format, and a
+        ``BitFlip(format="native")`` the bit flip of that format's word
+        (:func:`~faultbound.faults.for_dtype`)."""
+        name = format_name(net.dtype) if self.dtype == "model" else self.dtype
+        if name not in FORMATS:
+            return self  # refused by :meth:`check`
+        return replace(self, dtype=cast(CampaignDtype, name), fault=for_dtype(self.fault, FORMATS[name]))
 
     def check(self, net: AnyNetwork) -> None:
         """Validate everything up front (fail at construction, never at chunk 10,000)."""
@@ -148,7 +159,9 @@ class CampaignSpec:
                 f"Expected chunk and input_batch >= 1, but got {self.chunk}, {self.input_batch}."
             )
         if self.dtype not in get_args(CampaignDtype):
-            raise InvalidArgumentError(f"Expected dtype float32 or float64, but got {self.dtype!r}.")
+            raise InvalidArgumentError(
+                f"Expected dtype among {', '.join(get_args(CampaignDtype))}, but got {self.dtype!r}."
+            )
         if self.values not in get_args(ValueMode):
             raise InvalidArgumentError(
                 f"Expected values among {', '.join(get_args(ValueMode))}, but got {self.values!r}."
@@ -259,6 +272,7 @@ def population(
     for precision faults (no sites: every neuron is off by a random amount)."""
     if not fault.counted:
         return None
+    fault = for_dtype(fault, net.dtype)
     bits = len(fault.flippable) or 1  # a failing unit's choices: 1, or the bits it may flip
     sizes = [n_units(net, fault, l) for l in range(1, layer_count(net, fault) + 1)]
     if failures is not None:
@@ -368,6 +382,7 @@ def chunk_faults(net: AnyNetwork, spec: CampaignSpec, chunk: int) -> FaultSet:
     """The fault configurations of chunk ``chunk`` (configurations ``chunk * spec.chunk`` onwards),
     regenerated from ``(spec.seed, chunk)`` alone (or enumerated): this is how any configuration of
     a campaign replays."""
+    spec = spec.resolved(net)
     n_chunks = math.ceil(spec.trials / spec.chunk)
     if not 0 <= chunk < n_chunks:
         raise InvalidArgumentError(f"Expected a chunk in 0..{n_chunks - 1}, but got {chunk}.")
@@ -563,7 +578,7 @@ def _prepare(net: AnyNetwork, inputs: Tensor, spec: CampaignSpec, labels: Tensor
         raise InvalidArgumentError("Expected at least one input.")
     if labels is not None and (labels.ndim != 1 or labels.shape[0] != x.shape[0]):
         raise InvalidArgumentError(f"Expected one label per input ({x.shape[0]}), but got {tuple(labels.shape)}.")
-    dtype = torch.float64 if spec.dtype == "float64" else torch.float32
+    dtype = FORMATS[spec.dtype]
     cleans = [clean_pass(net, x[i : i + spec.input_batch], dtype) for i in range(0, x.shape[0], spec.input_batch)]
     clean_out = torch.cat([cp.output for cp in cleans])
     return _Prepared(
@@ -715,6 +730,7 @@ def run_campaign(
         >>> res.summary["evaluations"]
         80
     """
+    spec = spec.resolved(net)
     p = _prepare(net, inputs, spec, labels)
     if spec.margin is not None and shard != (0, 1):
         raise InvalidArgumentError("Expected no sequential margin stop in a shard (shards run a fixed 1/N).")

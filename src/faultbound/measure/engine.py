@@ -46,7 +46,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts, layer_count
-from faultbound.faults import Fault
+from faultbound.faults import Fault, for_dtype
 from faultbound.measure.faultset import FaultSet, first_faulty_layer, first_per_config
 from faultbound.measure.graph_engine import (
     GraphClean,
@@ -89,9 +89,10 @@ __all__ = [
 
 
 def clean_pass(
-    net: Network | GraphNetwork, x: Tensor, dtype: torch.dtype = torch.float32, grad: bool = False
+    net: Network | GraphNetwork, x: Tensor, dtype: torch.dtype | None = None, grad: bool = False
 ) -> CleanPass:
     """Run the clean network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in ``dtype``
+    (default: the network's own format, ``net.dtype``)
     (``grad=True`` keeps the graph, for gradients with respect to ``x``): the layered
     :func:`~faultbound.measure.state.clean_pass`, or on a
     :class:`~faultbound.network.graph.GraphNetwork` every node's value
@@ -196,7 +197,7 @@ def inject(
     *,
     values: ValueMode = "random",
     generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     adversarial_steps: int = 2,
 ) -> Injection:
     """Evaluate every configuration of ``faults`` on every input of ``x``.
@@ -209,7 +210,9 @@ def inject(
         faults: T configurations (:func:`sample_faults`, or built by hand).
         values: how Byzantine / precision values are chosen (see the module docstring).
         generator: seeds ``"random"`` values and the starting signs of ``"adversarial"``.
-        dtype: ``torch.float32`` (default) or ``torch.float64``.
+        dtype: the format the engine runs in; default the network's own (``net.dtype``: float16,
+            bfloat16, float32 or float64), where a failing unit's value, a bit flip (of that format's
+            word, :meth:`~faultbound.faults.BitFlip.in_format`) and every sum are those of the format.
         adversarial_steps: sign-ascent steps after the first adversarial guess.
 
     Example:
@@ -234,6 +237,8 @@ def inject(
         )
     if isinstance(x, GraphClean):
         raise InvalidArgumentError("Expected the clean pass of a layered network, but got a graph's.")
+    dtype = x.ys[0].dtype if isinstance(x, CleanPass) else (net.dtype if dtype is None else dtype)
+    fault = for_dtype(fault, dtype)
     _check(net, fault, faults)
     if values not in ("fixed", "random", "adversarial"):
         raise InvalidArgumentError(f"Expected `values` among fixed, random, adversarial, but got {values!r}.")
@@ -325,7 +330,7 @@ def faulty_forward(
     *,
     values: ValueMode = "random",
     generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Faulty outputs ``(T, B, n_out)``: :func:`inject` without the bookkeeping."""
     return inject(net, x, fault, faults, values=values, generator=generator, dtype=dtype).outputs

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import AnyNetwork, failure_counts, layer_count, n_units
-from faultbound.faults import Fault
+from faultbound.faults import Fault, for_dtype
 
 __all__ = ["FaultSet", "sample_faults", "first_faulty_layer", "first_per_config"]
 
@@ -115,9 +115,11 @@ def sample_faults(
 
     The counts are validated once, by :func:`~faultbound.failures.failure_counts`. A fault model
     that is not counted (precision: every neuron is off) has no sites. Byzantine values are drawn
-    later by :func:`~faultbound.measure.engine.inject` (they depend on the value mode).
+    later by :func:`~faultbound.measure.engine.inject` (they depend on the value mode). A
+    ``BitFlip(format="native")`` draws bits of the network's own format (:attr:`net.dtype`).
     """
     g = generator if generator is not None else torch.Generator().manual_seed(0)
+    fault = for_dtype(fault, net.dtype)  # a native bit flip: the bits of the network's format
     n_layers = layer_count(net, fault)
     if not fault.counted:
         failure_counts(net, fault, None)

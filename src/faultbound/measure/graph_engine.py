@@ -57,7 +57,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts, layer_count
-from faultbound.faults import BitFlip, Fault, NeuronFault, SynapseFault
+from faultbound.faults import BitFlip, Fault, NeuronFault, SynapseFault, for_dtype
 from faultbound.measure.faultset import FaultSet
 from faultbound.measure.injection import Injection
 from faultbound.measure.state import MAX_ELEMENTS, _errors
@@ -112,9 +112,7 @@ class GraphClean:
         return got
 
 
-def graph_clean_pass(
-    net: GraphNetwork, x: Tensor, dtype: torch.dtype = torch.float32, grad: bool = False
-) -> GraphClean:
+def graph_clean_pass(net: GraphNetwork, x: Tensor, dtype: torch.dtype | None = None, grad: bool = False) -> GraphClean:
     """Run the clean graph once on ``x`` (``(B, *input_shape)`` or ``(B, d)``) in ``dtype``, keeping
     every node's value (``grad=True`` keeps the autograd graph, for gradients with respect to ``x``)."""
     x = torch.as_tensor(x)
@@ -126,7 +124,7 @@ def graph_clean_pass(
             )
         x = x.reshape(b, *net.input_shape)
     with torch.set_grad_enabled(grad):
-        vals = net.values(x.to(dtype))
+        vals = net.values(x.to(net.dtype if dtype is None else dtype))
     return GraphClean(tuple(vals))
 
 
@@ -435,7 +433,7 @@ def _weights(ctx: _Ctx, i: int, w_idx: int, in_state: _GState, out: _GState) -> 
     assert isinstance(op, (Dense, Conv))
     pc = sp.clamp(min=0)
     wv = op.weight.reshape(-1)[pc]
-    if flip.format == "float32":
+    if flip.format != "int8":
         dw = flip.change(wv.to(torch.float64), bits, 1.0)
     else:
         dw = flip.change(wv, bits, (float(op.weight.abs().max()) or 1.0) / 127.0)
@@ -594,12 +592,14 @@ def graph_inject(
     *,
     values: ValueMode = "random",
     generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     adversarial_steps: int = 2,
     windows: bool = True,
 ) -> Injection:
     """:func:`~faultbound.measure.inject` on a graph (see the module docstring); ``windows=False``
     turns the receptive-field update off (every faulty node is computed on its whole map)."""
+    dtype = x.vals[0].dtype if isinstance(x, GraphClean) else (net.dtype if dtype is None else dtype)
+    fault = for_dtype(fault, dtype)
     _check(net, fault, faults)
     if values not in ("fixed", "random", "adversarial"):
         raise InvalidArgumentError(f"Expected `values` among fixed, random, adversarial, but got {values!r}.")

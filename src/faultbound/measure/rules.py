@@ -171,7 +171,7 @@ def _apply_weight_flips(
     wflat = op.weight.reshape(-1)
     p = sites.clamp(min=0)
     w = wflat[p]
-    if flip.format == "float32":
+    if flip.format != "int8":
         dw = flip.change(w.to(torch.float64), bits, 1.0)
     else:
         dw = flip.change(w, bits, (float(op.weight.abs().max()) or 1.0) / 127.0)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import AnyNetwork, failure_counts, layer_count, n_units
-from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
+from faultbound.faults import BitFlip, Fault, NeuronFault, Precision, SynapseFault
 from faultbound.measure.engine import clean_pass, differentiable_outputs, initial_values, inject
 from faultbound.measure.faultset import FaultSet
 from faultbound.network.graph import GraphNetwork
@@ -114,7 +114,9 @@ class SearchSpec:
             returns a lower bound on the worst case.
         restarts, steps: restarts and steps of the gradient ascent.
         seed: seeds the probes, restarts and starting values.
-        dtype: ``torch.float64`` by default.
+        dtype: the format the search measures in; ``None`` (the default): the network's own format
+            when it is float16 or bfloat16 (whose certificates include the rounding allowance of
+            that format, :mod:`faultbound.bounds.rounding`), float64 otherwise.
         batch: failure sets scored per batch; batch i draws its adversarial starting values from
             its own generator (seeded from ``seed``), so the result does not depend on where a
             batch is evaluated.
@@ -133,7 +135,7 @@ class SearchSpec:
     restarts: int = 8
     steps: int = 30
     seed: int = 0
-    dtype: torch.dtype = torch.float64
+    dtype: torch.dtype | None = None
     batch: int = 2048
     strategy: SearchStrategy = "auto"
 
@@ -155,7 +157,7 @@ class SearchSpec:
             raise InvalidArgumentError(
                 f"Expected `strategy` to be one of {', '.join(get_args(SearchStrategy))}, but got {self.strategy!r}."
             )
-        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+        if self.dtype is not None and (not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point):
             raise InvalidArgumentError(f"Expected a floating-point torch dtype, but got {self.dtype!r}.")
 
 
@@ -479,6 +481,14 @@ def _refine(
     return best, evals
 
 
+def search_dtype(net: AnyNetwork, dtype: torch.dtype | None) -> torch.dtype:
+    """The format a search measures in: ``dtype``, or for ``None`` the network's own format when it
+    is float16 or bfloat16, else float64 (:class:`SearchSpec`)."""
+    if dtype is not None:
+        return dtype
+    return net.dtype if net.dtype in (torch.float16, torch.bfloat16) else torch.float64
+
+
 def worst_case(
     net: AnyNetwork,
     fault: Fault,
@@ -522,7 +532,7 @@ def worst_case(
         >>> r.exhaustive, r.max_error <= fb.bound(net, [1], fb.Crash()).value
         (True, True)
     """
-    if isinstance(fault, Fault) and fault.flippable:
+    if isinstance(fault, BitFlip) or (isinstance(fault, Fault) and fault.flippable):
         raise InvalidArgumentError("Worst-case search does not cover bit flips; run a campaign instead.")
     if not isinstance(fault, (NeuronFault, SynapseFault, Precision)):
         raise InvalidArgumentError(f"Expected a fault model, but got {fault!r}.")
@@ -531,7 +541,8 @@ def worst_case(
     sp = search_spec(spec if spec is not None else default_spec(net), **settings)
     n_probe, exhaustive_limit, beam, beam_probes = sp.n_probe, sp.exhaustive_limit, sp.beam, sp.beam_probes
     refine, rounds, candidates, max_evaluations = sp.refine, sp.rounds, sp.candidates, sp.max_evaluations
-    restarts, steps, seed, dtype, batch = sp.restarts, sp.steps, sp.seed, sp.dtype, sp.batch
+    restarts, steps, seed, batch = sp.restarts, sp.steps, sp.seed, sp.batch
+    dtype = search_dtype(net, sp.dtype)
     g = torch.Generator().manual_seed(int(seed))
     x = corners_and_uniform(net, n_probe, g)
     if inputs is not None:

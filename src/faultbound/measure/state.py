@@ -63,10 +63,10 @@ class CleanPass:
         return self.ys[-1]
 
 
-def clean_pass(net: Network, x: Tensor, dtype: torch.dtype = torch.float32, grad: bool = False) -> CleanPass:
+def clean_pass(net: Network, x: Tensor, dtype: torch.dtype | None = None, grad: bool = False) -> CleanPass:
     """Run the clean layered network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in
-    ``dtype`` (``grad=True`` keeps the graph, for gradients with respect to ``x``); graph networks:
-    :func:`faultbound.measure.engine.clean_pass`."""
+    ``dtype`` (default the network's own format; ``grad=True`` keeps the graph, for gradients with
+    respect to ``x``); graph networks: :func:`faultbound.measure.engine.clean_pass`."""
     x = torch.as_tensor(x)
     b = x.shape[0]
     if tuple(x.shape[1:]) != tuple(net.input_shape):
@@ -75,7 +75,7 @@ def clean_pass(net: Network, x: Tensor, dtype: torch.dtype = torch.float32, grad
                 f"Expected inputs of shape (B, {', '.join(map(str, net.input_shape))}), but got {tuple(x.shape)}."
             )
         x = x.reshape(b, *net.input_shape)
-    y = x.to(dtype)
+    y = x.to(net.dtype if dtype is None else dtype)
     ys = [y.reshape(b, -1)]
     ss = [y.reshape(b, -1)]
     with torch.set_grad_enabled(grad):

@@ -10,7 +10,9 @@ so there is exactly one definition of what the network computes:
 
 A *neuron* of layer l is one entry of :math:`y^{(l)}` (for a convolution, one
 (channel, row, column)). Weights are stored in float64; the forward pass runs in the dtype of its
-input.
+input. ``Network.dtype`` records the format the model computes in (float16, bfloat16, float32 or
+float64, :mod:`faultbound.formats`): the measurement engine runs in it by default, and the bounds add
+the rounding allowance of that format (:mod:`faultbound.bounds.rounding`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from faultbound.errors import InvalidArgumentError, ModelLoadError, UnboundedError, UnsupportedModelError
+from faultbound.formats import format_dtype, format_name, unit_roundoff
 from faultbound.network.activations import Activation
 from faultbound.network.ops import Op
+from faultbound.network.readers._common import module_dtype
 from faultbound.network.readers.module import module_chain, module_reference, warn_train_mode
 
 __all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against", "network_of_module", "read_inputs"]
@@ -55,9 +59,7 @@ class Box:
         try:
             lo_raw, hi_raw = domain
         except (TypeError, ValueError):
-            raise InvalidArgumentError(
-                f"Expected `domain` as a pair (lo, hi), but got {domain!r}."
-            ) from None
+            raise InvalidArgumentError(f"Expected `domain` as a pair (lo, hi), but got {domain!r}.") from None
         lo = _as_box_side(lo_raw, shape, "lo")
         hi = _as_box_side(hi_raw, shape, "hi")
         if bool((lo > hi).any()):
@@ -252,6 +254,8 @@ class Network:
     layers: tuple[Layer, ...]
     domain: Box
     input_shape: tuple[int, ...]
+    #: The floating format the model computes in (set by every reader; weights stay float64).
+    dtype: torch.dtype = torch.float32
     # Nothing outside this class writes into a Network: its derived values are its own cached
     # properties, and the engine's and tight's prepared data are kept by them (weakly keyed).
 
@@ -291,6 +295,7 @@ class Network:
         items: Sequence[tuple[str, Op | Activation]],
         input_shape: tuple[int, ...],
         domain: tuple[object, object] | None,
+        dtype: torch.dtype = torch.float32,
     ) -> Network:
         """Group a flat list of named ops and activations into layers 1..L+1 and check them.
 
@@ -312,8 +317,7 @@ class Network:
                 if not ops:
                     prev = groups[-1][2][-1] if groups else "the input"
                     raise UnsupportedModelError(
-                        f"Expected a linear layer before activation {name}, but it follows {prev} "
-                        "directly."
+                        f"Expected a linear layer before activation {name}, but it follows {prev} directly."
                     )
                 groups.append((ops, it, names + [name]))
                 ops, names = [], []
@@ -348,9 +352,7 @@ class Network:
             for op in gops:
                 for t in op.tensors():
                     if not bool(torch.isfinite(t).all()):
-                        raise UnsupportedModelError(
-                            f"Layer {index} ({', '.join(gnames)}) has NaN or infinite weights."
-                        )
+                        raise UnsupportedModelError(f"Layer {index} ({', '.join(gnames)}) has NaN or infinite weights.")
             if x[0].numel() == 0 or any(s == 0 for s in in_shape):
                 raise UnsupportedModelError(
                     f"Layer {index} ({', '.join(gnames)}) has 0 neurons (width 0, output shape "
@@ -359,11 +361,15 @@ class Network:
             if act is not None and x.dim() > 2 and x.dim() != 4:
                 raise UnsupportedModelError(f"Unexpected activation shape {tuple(x.shape)}.")
             layers.append(Layer(index, tuple(gops), act, in_shape, tuple(x.shape[1:]), ", ".join(gnames)))
-        return Network(tuple(layers), Box.make(domain, input_shape), input_shape)
+        return Network(tuple(layers), Box.make(domain, input_shape), input_shape, format_dtype(dtype))
 
     def with_domain(self, domain: tuple[object, object] | None) -> Network:
         """The same network over another input domain."""
-        return Network(self.layers, Box.make(domain, self.input_shape), self.input_shape)
+        return Network(self.layers, Box.make(domain, self.input_shape), self.input_shape, self.dtype)
+
+    def with_dtype(self, dtype: torch.dtype) -> Network:
+        """The same network computing in another floating format."""
+        return Network(self.layers, self.domain, self.input_shape, format_dtype(dtype))
 
     # ----------------------------------------------------------------- shape
     @property
@@ -502,8 +508,7 @@ class Network:
                 act = self.layers[l - 1].activation
                 assert act is not None  # a hidden layer
                 raise UnboundedError(
-                    f"Layer {l} ({act.name}) is unbounded over the "
-                    "domain; give a bounded input domain."
+                    f"Layer {l} ({act.name}) is unbounded over the domain; give a bounded input domain."
                 )
 
     # ----------------------------------------------------------------- export
@@ -539,6 +544,7 @@ class Network:
         return {
             "input_shape": list(self.input_shape),
             "domain": self.domain.describe(),
+            "format": format_name(self.dtype),
             "L": self.L,
             "widths": self.widths,
             "n_outputs": self.n_outputs,
@@ -556,7 +562,7 @@ def network_of_module(
     """:meth:`Network.from_torch` without its training-mode warning (for loaders that warn once
     themselves): the chain's layers, eval-mode semantics, the module left as it is."""
     items, shape = module_chain(module, input_shape, domain)
-    net = Network.from_chain(items, shape, domain)
+    net = Network.from_chain(items, shape, domain, module_dtype(module))
     if check:
         check_against(net, module_reference(module), "the torch module")
     return net
@@ -570,15 +576,30 @@ def _check_points(net: Any, n: int = 16, seed: int = 0) -> Tensor:
     return torch.cat([d.lo[None], d.hi[None], d.center[None], d.sample(n, g)], 0)
 
 
+#: How far a model and its extracted network, both run in the model's format, may differ on a probe
+#: input, in units of the format's unit roundoff u times the output scale (at least 1e-4 of the scale,
+#: the float32/float64 tolerance): two evaluation orders of the same network differ by a few
+#: roundings per node, amplified by the layers after it; a wrong extraction differs by the size of a
+#: weight.
+PROBE_ULPS = 32
+
+
 def check_against(net: Any, reference: Callable[[Tensor], Tensor], what: str) -> None:
     """Fail with :class:`ModelLoadError` unless ``net`` equals ``reference`` on check points.
 
-    Equal means :math:`\\max |F(x) - G(x)| \\le 10^{-4} \\max(1, \\max |G(x)|)` over the
-    points of :func:`_check_points`, with the same output shape.
+    Both run in the network's format (``net.dtype``): the probe points of :func:`_check_points`
+    are rounded to it, ``reference`` receives them as float64 and runs the model in its own format,
+    and ``net`` runs in ``net.dtype``. Equal means
+
+    .. math:: \\max |F(x) - G(x)| \\le \\max(10^{-4},\\ 32\\,u) \\cdot \\max(1, \\max |G(x)|)
+
+    with u the format's unit roundoff (:func:`~faultbound.formats.unit_roundoff`: 0.016 of the scale
+    for float16, 0.125 for bfloat16, 1e-4 for float32 and float64), and the same output shape.
     """
-    x = _check_points(net)
+    dtype = net.dtype
+    x = _check_points(net).to(dtype).to(torch.float64)
     with torch.no_grad():
-        mine = net.forward(x)
+        mine = net.forward(x.to(dtype)).to(torch.float64)
     theirs = reference(x).to(torch.float64)
     if tuple(mine.shape) != tuple(theirs.shape):
         raise ModelLoadError(
@@ -587,9 +608,11 @@ def check_against(net: Any, reference: Callable[[Tensor], Tensor], what: str) ->
         )
     scale = max(1.0, float(theirs.abs().max()))
     err = float((mine - theirs).abs().max())
-    if not math.isfinite(err) or err > 1e-4 * scale:
+    tol = max(1e-4, PROBE_ULPS * unit_roundoff(dtype))
+    if not math.isfinite(err) or err > tol * scale:
         raise ModelLoadError(
-            f"The extracted network differs from {what} on probe inputs (max difference {err:.3g});"
+            f"The extracted network differs from {what} on probe inputs in {format_name(dtype)} "
+            f"(max difference {err:.3g}, tolerance {tol * scale:.3g});"
             " refusing to analyse a network that does not compute what the model computes."
         )
 

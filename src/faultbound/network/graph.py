@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError, UnboundedError, UnsupportedModelError
+from faultbound.formats import format_dtype, format_name
 from faultbound.network.activations import Activation
 from faultbound.network.core import Box, Network, read_inputs
 from faultbound.network.gops import Act, Affine, Box2, Const, GOp, Input
@@ -125,6 +126,8 @@ class GraphNetwork:
     domain: Box
     input_shape: tuple[int, ...]
     site_nodes: tuple[int, ...]
+    #: The floating format the model computes in (set by every reader; weights stay float64).
+    dtype: torch.dtype = torch.float32
 
     # ----------------------------------------------------------------- construction
     @staticmethod
@@ -133,8 +136,9 @@ class GraphNetwork:
         input_shape: tuple[int, ...],
         domain: tuple[object, object] | None,
         sites: Sequence[str] | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> GraphNetwork:
-        """Check a node list and compute its shapes.
+        """Check a node list and compute its shapes; ``dtype`` is the model's format.
 
         ``nodes[0]`` must be the :class:`~faultbound.network.gops.Input`; every node reads earlier
         nodes only; nodes that the output does not read are dropped; a batch norm right after a
@@ -194,8 +198,8 @@ class GraphNetwork:
             raise UnsupportedModelError("The graph's output has no units.")
         folded = _fold_batch_norms(built, set(sites or ()))
         if folded is not None:
-            return GraphNetwork.build(folded, input_shape, domain, sites)
-        net = GraphNetwork(tuple(built), Box.make(domain, input_shape), tuple(input_shape), ())
+            return GraphNetwork.build(folded, input_shape, domain, sites, dtype)
+        net = GraphNetwork(tuple(built), Box.make(domain, input_shape), tuple(input_shape), (), format_dtype(dtype))
         return net.with_sites(sites or ())
 
     @staticmethod
@@ -207,7 +211,7 @@ class GraphNetwork:
                 nodes.append((f"layer{layer.index}.op{k}", Affine(op), (len(nodes) - 1,)))
             if layer.activation is not None:
                 nodes.append((f"layer{layer.index}.act", Act(layer.activation), (len(nodes) - 1,)))
-        return GraphNetwork.build(nodes, net.input_shape, (net.domain.lo, net.domain.hi))
+        return GraphNetwork.build(nodes, net.input_shape, (net.domain.lo, net.domain.hi), dtype=net.dtype)
 
     def with_sites(self, names: Sequence[str]) -> GraphNetwork:
         """The same graph with fault sites = every activation plus the nodes ``names``.
@@ -233,11 +237,17 @@ class GraphNetwork:
                 "Expected at least one fault site (an activation, or a node named with --sites), "
                 "but the graph has none."
             )
-        return GraphNetwork(self.nodes, self.domain, self.input_shape, sites)
+        return GraphNetwork(self.nodes, self.domain, self.input_shape, sites, self.dtype)
 
     def with_domain(self, domain: tuple[object, object] | None) -> GraphNetwork:
         """The same graph over another input domain."""
-        return GraphNetwork(self.nodes, Box.make(domain, self.input_shape), self.input_shape, self.site_nodes)
+        return GraphNetwork(
+            self.nodes, Box.make(domain, self.input_shape), self.input_shape, self.site_nodes, self.dtype
+        )
+
+    def with_dtype(self, dtype: torch.dtype) -> GraphNetwork:
+        """The same graph computing in another floating format."""
+        return GraphNetwork(self.nodes, self.domain, self.input_shape, self.site_nodes, format_dtype(dtype))
 
     # ----------------------------------------------------------------- shape
     @property
@@ -575,6 +585,7 @@ class GraphNetwork:
             "graph": True,
             "input_shape": list(self.input_shape),
             "domain": self.domain.describe(),
+            "format": format_name(self.dtype),
             "sites": sites,
             "n_sites": self.L,
             "widths": self.widths,

@@ -135,7 +135,7 @@ def network_from_exported(ep: Any, domain: Any = None, check: bool = True) -> Ne
     if final is None or isinstance(final, (Tensor, tuple, _Shape)):
         raise UnsupportedModelError("Expected the program's output to be computed from its input.")
     items = tracer.finish(final, "the program output")
-    net = Network.from_chain(items, input_shape, domain)
+    net = Network.from_chain(items, input_shape, domain, in_dtype)
     if check:
         module = ep.module()
 

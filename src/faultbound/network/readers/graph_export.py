@@ -671,7 +671,7 @@ def graph_from_exported(
     if not isinstance(final, _V):
         raise UnsupportedModelError("Expected the program's output to be computed from its input.")
     final = b.normal(final, "output")
-    net = GraphNetwork.build(b.nodes[: final.idx + 1], input_shape, domain, sites)
+    net = GraphNetwork.build(b.nodes[: final.idx + 1], input_shape, domain, sites, in_dtype)
     if check:
         module = ep.module()
 

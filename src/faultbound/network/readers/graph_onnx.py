@@ -87,6 +87,7 @@ from faultbound.network.readers.onnx import (
     _reference,
     _text,
     graph_parts,
+    input_dtype,
 )
 
 __all__ = ["RULES", "ReferenceRunError", "graph_from_onnx", "load_graph_onnx"]
@@ -216,7 +217,7 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
     final = b.normal(final, "output")
     if not final.squeezed:
         raise UnsupportedModelError("Expected the ONNX graph output to keep the batch axis first.")
-    net = GraphNetwork.build(b.nodes[: final.idx + 1], input_shape, domain, sites)
+    net = GraphNetwork.build(b.nodes[: final.idx + 1], input_shape, domain, sites, input_dtype(inp))
     if check:
         check_against(net, _reference(onnx, model, inp, batch), "the ONNX model")
     return net

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from faultbound.errors import ModelLoadError, UnsupportedModelError
 from faultbound.network.activations import REGISTRY, Activation
 from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
-from faultbound.network.readers._common import Item, batch_norm, first_line, fold_batch_norms
+from faultbound.network.readers._common import Item, batch_norm, first_line, fold_batch_norms, module_dtype
 
 __all__ = [
     "RULES",
@@ -237,12 +237,14 @@ def _infer_input_shape(
 
 
 def module_reference(module: nn.Module) -> Callable[[Tensor], Tensor]:
-    """The module's own forward pass, on a float64 eval-mode copy, as ``(batch, outputs)``."""
-    ref = copy.deepcopy(module).to(torch.float64).eval()
+    """The module's own forward pass, on an eval-mode copy in the module's own format
+    (:func:`~faultbound.network.readers._common.module_dtype`), as float64 ``(batch, outputs)``."""
+    dtype = module_dtype(module)
+    ref = copy.deepcopy(module).eval()
 
     def run(x: Tensor) -> Tensor:
         with torch.no_grad():
-            return ref(x).reshape(x.shape[0], -1)
+            return ref(x.to(dtype)).reshape(x.shape[0], -1).to(torch.float64)
 
     return run
 

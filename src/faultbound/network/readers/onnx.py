@@ -142,7 +142,7 @@ def network_from_onnx(model: Any, domain: Any = None, check: bool = True) -> Net
     if final is None:
         raise UnsupportedModelError(f"The ONNX graph output {out_name!r} is not produced by any node.")
     items = tracer.finish(final, f"graph output {out_name!r}")
-    net = Network.from_chain(items, input_shape, domain)
+    net = Network.from_chain(items, input_shape, domain, input_dtype(inp))
     if check:
         check_against(net, _reference(onnx, model, inp, batch), "the ONNX model")
     return net
@@ -170,6 +170,15 @@ def graph_parts(model: Any) -> tuple[dict[str, np.ndarray], Any]:
             f"and {len(graph.output)} outputs."
         )
     return consts, inputs[0]
+
+
+#: ONNX element types (TensorProto numbers) of the floating formats a network computes in.
+_ONNX_FORMATS = {1: torch.float32, 10: torch.float16, 11: torch.float64, 16: torch.bfloat16}
+
+
+def input_dtype(inp: Any) -> torch.dtype:
+    """The floating format an ONNX model computes in: that of its input (float32 for another type)."""
+    return _ONNX_FORMATS.get(int(inp.type.tensor_type.elem_type), torch.float32)
 
 
 def _input_shape(inp: Any) -> tuple[tuple[int, ...], int | None]:
