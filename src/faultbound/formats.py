@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
 import torch
@@ -31,6 +32,7 @@ import torch
 from faultbound.errors import InvalidArgumentError
 
 __all__ = [
+    "Arithmetic",
     "FORMATS",
     "FormatName",
     "format_dtype",
@@ -95,3 +97,30 @@ def gamma(n: int, u: float) -> float:
     unit roundoff u (``inf`` when :math:`n u \\ge 1`)."""
     nu = n * u
     return math.inf if nu >= 1 else nu / (1 - nu)
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """The arithmetic model of one pass: the format's unit roundoff ``u`` and underflow ``eta``, those
+    of the accumulator of sums (``u_acc``, ``eta_acc``: float32 for float16 and bfloat16, the format
+    itself otherwise), and ``incremental``: whether the engine may compute a weighted node's faulty
+    value as the clean result plus an update (the layered engine's low-rank update, synapse faults)."""
+
+    dtype: torch.dtype
+    u: float
+    eta: float
+    u_acc: float
+    eta_acc: float
+    incremental: bool
+
+    @staticmethod
+    def of(dtype: torch.dtype, incremental: bool) -> Arithmetic:
+        acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        return Arithmetic(
+            dtype, unit_roundoff(dtype), tiny_error(dtype), unit_roundoff(acc), tiny_error(acc), incremental
+        )
+
+    def dot(self, n: int) -> float:
+        """:math:`c_1`: a sum of n products accumulated at ``u_acc`` and rounded to the format at most
+        twice (the sum, then the bias added), relative to the sum of the terms' magnitudes."""
+        return 2 * self.u + (1 + self.u) ** 2 * gamma(n, self.u_acc)

@@ -43,7 +43,8 @@ itself otherwise; :class:`Arithmetic`, :mod:`faultbound.formats`):
 * an elementwise activation: exact for ReLU and Hardtanh (a comparison); any other within
   :math:`u M_{out} + u^2 + 8 u_{acc} (M_{out} + M_{in}) + \\eta` (torch's CPU kernels evaluate
   float16 and bfloat16 activations in float32 and round once: within :math:`u|y| + u^2`, measured;
-  :data:`ACTIVATION_ULPS` = 8 units of float32 for the float32 evaluation itself);
+  :data:`~faultbound.network.gops.ACTIVATION_ULPS` = 8 units of float32 for the float32 evaluation
+  itself);
 * a residual sum of k inputs: :math:`\\gamma_k(u) \\sum_j M_j` (additions do not underflow); an
   elementwise product: :math:`uM_{out} + \\eta`; a constant scale and shift:
   :math:`4u(|a|M_{in} + |c|) + 3\\eta`; a mean of n values:
@@ -52,6 +53,11 @@ itself otherwise; :class:`Arithmetic`, :mod:`faultbound.formats`):
 * exact: rearrangements (views, permutes, slices), concatenation, max pooling, flatten;
 * layer and group norms and softmax have no rule: a network with one is refused in one line
   (:func:`rounding_rule_missing`).
+
+Each rule is the operator's own :meth:`GOp.local_rounding <faultbound.network.gops.GOp.local_rounding>`
+(an activation's exactness is :meth:`Activation.rounds_exactly
+<faultbound.network.activations.Activation.rounds_exactly>`, an affine op's number of products
+:meth:`Op.terms <faultbound.network.ops.Op.terms>`); this module only walks the graph.
 
 At a fault site of the faulty network a failing unit sends :math:`g\\hat y + v` (:mod:`faultbound.faults`)
 rounded to the format: with g = 0 (crash, stuck-at, Byzantine) it sends :math:`fl(v)`, off by at most
@@ -82,31 +88,17 @@ from torch import Tensor
 from faultbound.bounds.graph_tight import graph_forward
 from faultbound.errors import UnboundedError, UnsupportedModelError
 from faultbound.faults import Fault, NeuronFault, Precision, SynapseFault
-from faultbound.formats import format_name, gamma, largest, tiny_error, unit_roundoff
-from faultbound.network.activations import Hardtanh, ReLU
+from faultbound.formats import Arithmetic, format_name, largest, tiny_error, unit_roundoff
 from faultbound.network.core import Network
 from faultbound.network.gops import (
-    Act,
-    Add,
-    Affine,
     Box2,
-    Concat,
     Const,
-    ConstAffine,
     Dev,
-    GOp,
     Input,
-    MatMul,
-    MaxPool,
-    Mean,
-    Mul,
-    Rearrange,
 )
 from faultbound.network.graph import GraphNetwork
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense
 
 __all__ = [
-    "ACTIVATION_ULPS",
     "ADDED_FORMATS",
     "Rounding",
     "node_rounding",
@@ -115,136 +107,13 @@ __all__ = [
     "rounding_rule_missing",
 ]
 
-#: Units of the result within which a smooth activation is computed (see the module docstring).
-ACTIVATION_ULPS = 8
 #: The formats whose allowance the bound functions add to every certificate.
 ADDED_FORMATS = (torch.float16, torch.bfloat16)
 _SAFETY = 1e-9
 
 
-@dataclass(frozen=True)
-class Arithmetic:
-    """The arithmetic model of one pass: the format's unit roundoff ``u`` and underflow ``eta``, those
-    of the accumulator of sums (``u_acc``, ``eta_acc``: float32 for float16 and bfloat16, the format
-    itself otherwise), and ``incremental``: whether the engine may compute a weighted node's faulty
-    value as the clean result plus an update (the layered engine's low-rank update, synapse faults)."""
-
-    dtype: torch.dtype
-    u: float
-    eta: float
-    u_acc: float
-    eta_acc: float
-    incremental: bool
-
-    @staticmethod
-    def of(dtype: torch.dtype, incremental: bool) -> Arithmetic:
-        acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-        return Arithmetic(
-            dtype, unit_roundoff(dtype), tiny_error(dtype), unit_roundoff(acc), tiny_error(acc), incremental
-        )
-
-    def dot(self, n: int) -> float:
-        """:math:`c_1`: a sum of n products accumulated at ``u_acc`` and rounded to the format at most
-        twice (the sum, then the bias added), relative to the sum of the terms' magnitudes."""
-        return 2 * self.u + (1 + self.u) ** 2 * gamma(n, self.u_acc)
-
-
-_Local = Callable[[GOp, Sequence[Box2], Box2, Arithmetic], Tensor]
-
-
 def _mag(box: Box2) -> Tensor:
     return torch.maximum(box[0].abs(), box[1].abs())
-
-
-def _terms(op: Affine, in_width: int) -> int:
-    """Products per output of an affine op: its fan-in (a convolution's kernel, a pooling window)."""
-    inner = op.op
-    if isinstance(inner, (Dense, Conv)):
-        return int(inner.fan_in(in_width) or in_width)
-    if isinstance(inner, AvgPool):
-        return int(math.prod(inner.kernel))
-    if isinstance(inner, ChannelAffine):
-        return 1
-    return in_width
-
-
-def _exact_in(t: Tensor, dtype: torch.dtype) -> bool:
-    return bool(torch.equal(t.to(dtype).to(torch.float64), t.to(torch.float64)))
-
-
-def _affine(op: GOp, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
-    assert isinstance(op, Affine)
-    inner = op.op
-    if inner.reshape_only:
-        return torch.zeros_like(out[0])
-    m_in = _mag(ins[0])
-    n = _terms(op, m_in[0].numel())
-    bias = inner.forward(torch.zeros_like(m_in[:1])).abs()
-    s = inner.abs_linear(m_in) + bias
-    c1 = ar.dot(n + 1) + (0.0 if all(_exact_in(t, ar.dtype) for t in inner.tensors()) else ar.u)
-    under = (n + 1) * ar.eta_acc + 2 * ar.eta + n * float(m_in.max()) * ar.eta
-    if ar.incremental:
-        return 3 * (c1 * s + under) + ar.u * _mag(out)
-    return c1 * s + under
-
-
-def _act(op: GOp, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
-    assert isinstance(op, Act)
-    if isinstance(op.act, (ReLU, Hardtanh)):
-        return torch.zeros_like(out[0])
-    m_out, m_in = _mag(out), _mag(ins[0])
-    return ar.u * m_out + ar.u * ar.u + ACTIVATION_ULPS * ar.u_acc * (m_out + m_in) + ar.eta
-
-
-def _add(op: GOp, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
-    total = torch.zeros_like(out[0])
-    for box in ins:
-        total = total + _mag(box)
-    return gamma(len(ins), ar.u) * total
-
-
-def _mul(op: GOp, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
-    return ar.u * _mag(out) + ar.eta
-
-
-def _const_affine(op: GOp, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
-    assert isinstance(op, ConstAffine)
-    s = _mag(ins[0])
-    if op.scale is not None:
-        s = s * op.scale.abs()
-    if op.shift is not None:
-        s = s + op.shift.abs()
-    return (4 * ar.u * s + 3 * ar.eta).expand(out[0].shape)
-
-
-def _mean(op: GOp, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
-    n = max(1, ins[0][0][0].numel() // max(1, out[0][0].numel()))
-    return (ar.dot(n) * float(_mag(ins[0]).max()) + 2 * ar.eta) * torch.ones_like(out[0])
-
-
-def _matmul(op: GOp, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
-    ma, mb = _mag(ins[0]), _mag(ins[1])
-    k = int(ma.shape[-1])
-    return ar.dot(k) * (ma @ mb) + (k + 1) * ar.eta_acc + 2 * ar.eta
-
-
-def _exact(op: GOp, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
-    return torch.zeros_like(out[0])
-
-
-#: The local rounding rule of each operator (module docstring); an operator missing here is refused.
-RULES: dict[type[GOp], _Local] = {
-    Affine: _affine,
-    Act: _act,
-    Add: _add,
-    Mul: _mul,
-    ConstAffine: _const_affine,
-    Mean: _mean,
-    MatMul: _matmul,
-    Rearrange: _exact,
-    Concat: _exact,
-    MaxPool: _exact,
-}
 
 
 def rounding_rule_missing(net: GraphNetwork) -> str | None:
@@ -253,7 +122,7 @@ def rounding_rule_missing(net: GraphNetwork) -> str | None:
     missing: dict[str, str] = {}
     for node in net.nodes:
         op = node.op
-        if isinstance(op, (Input, Const)) or type(op) in RULES:
+        if isinstance(op, (Input, Const)) or op.has_rounding_rule:
             continue
         missing.setdefault(op.describe(), node.name)
     if not missing:
@@ -308,7 +177,7 @@ def node_rounding(
                     )
             dev = op.deviation(wide, [Dev(rs[j]) for j in node.inputs], [boxes[j] for j in node.inputs])
             out_box = op.interval(*wide)
-            local = RULES[type(op)](op, wide, out_box, ar)
+            local = op.local_rounding(wide, out_box, ar)
             r = (dev.total() + local).expand(lo.shape) * (1 + _SAFETY)
         if site_extra is not None:
             r = site_extra(i, r, (lo, hi))

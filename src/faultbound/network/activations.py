@@ -132,7 +132,7 @@ class Activation:
         function only (a ReLU subclass computing something else must not inherit ReLU's MILP)."""
         super().__init_subclass__(**kwargs)
         if "__call__" in cls.__dict__:
-            for rule in ("apply_", "relaxation", "_deriv", "jump", "milp", "piecewise_linear"):
+            for rule in ("apply_", "relaxation", "_deriv", "jump", "milp", "piecewise_linear", "rounds_exactly"):
                 if rule not in cls.__dict__:
                     setattr(cls, rule, Activation.__dict__[rule])
 
@@ -216,6 +216,12 @@ class Activation:
 
     #: True when :meth:`milp` encodes the activation exactly (``method="exact"``).
     piecewise_linear: ClassVar[bool] = False
+    def rounds_exactly(self, dtype: torch.dtype) -> bool:
+        """True when the activation computed in the float format ``dtype`` returns exactly its value
+        on inputs of that format (a comparison that returns its input or a constant the format
+        holds: ReLU, Hardtanh with such limits); the rounding allowance
+        (:mod:`faultbound.bounds.rounding`) charges every other activation. Default ``False``."""
+        return False
 
     def milp(self, m: MilpModel, s: int, lo: float, hi: float) -> int:
         """A MILP variable equal to :math:`\\varphi(s)` for the variable ``s`` in [lo, hi] (exact)."""
@@ -461,6 +467,9 @@ class ReLU(Activation):
 
     piecewise_linear = True
 
+    def rounds_exactly(self, dtype: torch.dtype) -> bool:
+        return True
+
     def milp(self, m: MilpModel, s: int, lo: float, hi: float) -> int:
         return m.leaky(s, 0.0, lo, hi, 0.0)
 
@@ -592,6 +601,11 @@ class Hardtanh(Activation):
         return dmin, dmax
 
     piecewise_linear = True
+
+    def rounds_exactly(self, dtype: torch.dtype) -> bool:
+        """When the format holds both limits exactly (the default -1 and 1 in every format)."""
+        limits = torch.tensor([self.min_val, self.max_val], dtype=torch.float64)
+        return bool(torch.equal(limits.to(dtype).to(torch.float64), limits))
 
     def milp(self, m: MilpModel, s: int, lo: float, hi: float) -> int:
         """:math:`\\min(\\max(s, a), b) = a + \\mathrm{relu}(s - a) - \\mathrm{relu}(s - b)`."""

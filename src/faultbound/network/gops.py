@@ -63,6 +63,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from faultbound.errors import UnsupportedModelError
+from faultbound.formats import Arithmetic, gamma
 from faultbound.network.activations import Activation, MilpModel
 from faultbound.network.ops import Conv, Dense, Op
 
@@ -88,6 +89,9 @@ __all__ = [
 
 Box2 = tuple[Tensor, Tensor]
 _SLACK = 1e-12
+#: Units of float32 within which torch's CPU kernels evaluate a smooth activation of a float16 or
+#: bfloat16 value before rounding it (the rounding allowance, :mod:`faultbound.bounds.rounding`).
+ACTIVATION_ULPS = 8
 
 
 def _widen(lo: Tensor, hi: Tensor) -> Box2:
@@ -291,6 +295,19 @@ class GOp:
         every feasible point, and whether new variables were made (``False`` for an index map,
         whose output ids are input ids). Default: refused, in one line."""
         raise UnsupportedModelError(f"method='exact' cannot encode {self.describe()} (not piecewise linear).")
+
+    # ------------------------------------------------------------------ rounding (bounds/rounding.py)
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """Per output unit, a bound of the operator's *own* rounding when it runs in the format of
+        ``ar`` (:class:`~faultbound.formats.Arithmetic`) on inputs of that format within the boxes
+        ``ins`` (batch axis first), its output within ``out``: :math:`|fl(op(\\hat x)) - op(\\hat x)|`
+        under the arithmetic model of :mod:`faultbound.bounds.rounding`. Default: no rule (refused)."""
+        raise UnsupportedModelError(f"No rounding rule for {self.describe()}.")
+
+    @property
+    def has_rounding_rule(self) -> bool:
+        """True when the operator defines :meth:`local_rounding`."""
+        return type(self).local_rounding is not GOp.local_rounding
 
     # ------------------------------------------------------------------ engine (measure/graph_engine.py)
     def engine_window(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], float] | None:
@@ -510,6 +527,25 @@ class Affine(GOp):
     def engine_pointwise(self) -> bool:
         return self.op.pointwise
 
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """A sum of n products and the bias, :math:`S = |A| M_{in} + |b|`: :math:`c_1 S` plus the
+        underflow terms (:meth:`~faultbound.formats.Arithmetic.dot`), u more when the weights are not
+        numbers of the format; three times that plus :math:`uM_{out}` when the engine may update a
+        clean result (``ar.incremental``); exact for views."""
+        inner = self.op
+        if inner.reshape_only:
+            return torch.zeros_like(out[0])
+        m_in = _mag(ins[0])
+        n = inner.terms(m_in[0].numel())
+        bias = inner.forward(torch.zeros_like(m_in[:1])).abs()
+        s = inner.abs_linear(m_in) + bias
+        exact = all(bool(torch.equal(t.to(ar.dtype).to(torch.float64), t.to(torch.float64))) for t in inner.tensors())
+        c1 = ar.dot(n + 1) + (0.0 if exact else ar.u)
+        under = (n + 1) * ar.eta_acc + 2 * ar.eta + n * float(m_in.max()) * ar.eta
+        if ar.incremental:
+            return 3 * (c1 * s + under) + ar.u * _mag(out)
+        return c1 * s + under
+
     def describe(self) -> str:
         return self.op.describe() or type(self.op).__name__
 
@@ -593,6 +629,15 @@ class Act(GOp):
     def engine_pointwise(self) -> bool:
         return True
 
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """Exact where the activation rounds exactly; else evaluated in float32 within
+        ``ACTIVATION_ULPS`` units of it and rounded once: :math:`uM_{out} + u^2 + 8u_{acc}(M_{out} +
+        M_{in}) + \\eta`."""
+        if self.act.rounds_exactly(ar.dtype):
+            return torch.zeros_like(out[0])
+        m_out, m_in = _mag(out), _mag(ins[0])
+        return ar.u * m_out + ar.u * ar.u + ACTIVATION_ULPS * ar.u_acc * (m_out + m_in) + ar.eta
+
     def describe(self) -> str:
         return self.act.name
 
@@ -660,6 +705,13 @@ class Add(GOp):
         """Without broadcasting."""
         return all(tuple(s) == tuple(out_shape) for s in in_shapes)
 
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """k terms added in the format: :math:`\\gamma_k(u) \\sum_j M_j`."""
+        total = torch.zeros_like(out[0])
+        for box in ins:
+            total = total + _mag(box)
+        return gamma(len(ins), ar.u) * total
+
     def describe(self) -> str:
         return "add" if all(s > 0 for s in self.signs) else "sub"
 
@@ -704,6 +756,10 @@ class Mul(GOp):
     def pixelwise(self, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]) -> bool:
         """Without broadcasting."""
         return all(tuple(s) == tuple(out_shape) for s in in_shapes)
+
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """One rounded product: :math:`uM_{out} + \\eta`."""
+        return ar.u * _mag(out) + ar.eta
 
     def describe(self) -> str:
         return "mul"
@@ -783,6 +839,15 @@ class ConstAffine(GOp):
         """With scalar constants only."""
         return all(t is None or t.numel() == 1 for t in (self.scale, self.shift))
 
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """:math:`4u(|a|M_{in} + |c|) + 3\\eta` (constants rounded to the format, a product, a sum)."""
+        s = _mag(ins[0])
+        if self.scale is not None:
+            s = s * self.scale.abs()
+        if self.shift is not None:
+            s = s + self.shift.abs()
+        return (4 * ar.u * s + 3 * ar.eta).expand(out[0].shape)
+
     def describe(self) -> str:
         if self.scale is not None and self.scale.numel() == 1:
             return f"x*{float(self.scale):.4g}" + ("" if self.shift is None else "+c")
@@ -846,6 +911,12 @@ class MatMul(GOp):
             _unbroadcast(mb, (rows,) + tuple(b0.shape[1:])),
         ]
 
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """k products accumulated at ``u_acc``: :math:`c_1(k)(M_A M_B) + (k + 1)\\eta_{acc} + 2\\eta`."""
+        ma, mb = _mag(ins[0]), _mag(ins[1])
+        k = int(ma.shape[-1])
+        return ar.dot(k) * (ma @ mb) + (k + 1) * ar.eta_acc + 2 * ar.eta
+
     def describe(self) -> str:
         return "matmul"
 
@@ -895,6 +966,10 @@ class Concat(GOp):
     def pixelwise(self, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...]) -> bool:
         """Along channels (``dim=1``) of equally sized images."""
         return self.dim == 1 and all(tuple(s[1:]) == tuple(out_shape[1:]) for s in in_shapes)
+
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """Exact: a concatenation returns values of its inputs."""
+        return torch.zeros_like(out[0])
 
     def describe(self) -> str:
         return f"concat(dim={self.dim})"
@@ -946,6 +1021,10 @@ class Rearrange(GOp):
     def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
         """An index map: the input's ids rearranged."""
         return _index_map(self, ins)
+
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """Exact: a rearrangement returns values of its inputs."""
+        return torch.zeros_like(out[0])
 
     def describe(self) -> str:
         return f"{self.kind}{self.args}"
@@ -1106,6 +1185,10 @@ class MaxPool(GOp):
     def on_patch(self, patch: Tensor) -> Tensor:
         return F.max_pool2d(patch, self.kernel, self.stride)
 
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """Exact: max pooling returns values of its inputs."""
+        return torch.zeros_like(out[0])
+
     def describe(self) -> str:
         return f"MaxPool({self.kernel[0]})"
 
@@ -1162,6 +1245,12 @@ class Mean(GOp):
         with torch.no_grad():
             shape = self.forward(torch.zeros(x.shape, dtype=torch.float64)).shape
         return v.reshape(shape), True
+
+    def local_rounding(self, ins: Sequence[Box2], out: Box2, ar: Arithmetic) -> Tensor:
+        """A sum of n values accumulated at ``u_acc``, divided and rounded:
+        :math:`c_1(n) M_{in} + 2\\eta`."""
+        n = max(1, ins[0][0][0].numel() // max(1, out[0][0].numel()))
+        return (ar.dot(n) * float(_mag(ins[0]).max()) + 2 * ar.eta) * torch.ones_like(out[0])
 
     def describe(self) -> str:
         return f"mean{self.dims}"

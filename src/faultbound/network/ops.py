@@ -22,6 +22,7 @@ count without a matrix), :attr:`Op.dense_weight` (the matrix of a dense op), :me
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -110,6 +111,11 @@ class Op:
         convolution); ``((1, 1), (1, 1), (0, 0), shape)`` for a per-channel op; ``None`` when the op
         is not local."""
         return None
+
+    def terms(self, in_width: int) -> int:
+        """Products summed per output unit (its fan-in: a convolution's kernel taps, a pooling
+        window), which the rounding allowance charges (:mod:`faultbound.bounds.rounding`)."""
+        return int(self.fan_in(in_width) or in_width)
 
     #: True for an op that maps each pixel of an image to the same pixel (a per-channel affine map):
     #: the engine applies it to the changed pixels only.
@@ -380,6 +386,9 @@ class AvgPool(Op):
         """Padding counts in the mean (``count_include_pad=True``): the patch holds it as zeros."""
         return F.avg_pool2d(patch, self.kernel, self.stride)
 
+    def terms(self, in_width: int) -> int:
+        return int(math.prod(self.kernel))
+
     def linear(self, x: Tensor) -> Tensor:
         return self.forward(x)
 
@@ -425,6 +434,9 @@ class ChannelAffine(Op):
     scale: Tensor
     shift: Tensor
     pointwise: ClassVar[bool] = True
+
+    def terms(self, in_width: int) -> int:
+        return 1
 
     def _view(self, t: Tensor, x: Tensor) -> Tensor:
         return t.to(x.dtype).reshape((1, -1) + (1,) * (x.dim() - 2))
