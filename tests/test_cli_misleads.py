@@ -32,7 +32,7 @@ from torch import Tensor, nn
 import faultbound as fb
 from faultbound.cli._common import console, err_console
 from tests.cli_run import run
-from tests.test_cli_tables import _range, _rows
+from tests.test_cli_tables import _rows, layer_cells
 from tests.test_graph_formats import TwoUnsupported
 from tests.test_progress import _Status
 from tests.test_train_mode import _assert_unchanged, _chain, _state
@@ -96,19 +96,7 @@ def numbers_whole_on_a_narrow_pipe(files: dict[str, Path], monkeypatch: pytest.M
     assert code == 0, err
     layers = json.loads(js)["layers"]
     assert "…" not in table and max(map(len, table.splitlines())) > 40  # wider than the terminal, not cut
-    assert _rows(table) == [
-        [
-            str(r["layer"]),
-            r["ops"],
-            str(r["width"]),
-            str(r["fan_in"]),
-            f"{r['w_max']:.4g}",
-            r["activation"] or "(linear output)",
-            "" if r["K"] is None else f"{r['K']:.4g}",
-            _range(r["range"]),
-        ]
-        for r in layers
-    ]
+    assert _rows(table) == [layer_cells(r) for r in layers]
 
 
 def repeated_site_refused(files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
