@@ -41,6 +41,21 @@ def _range(r: list[float | None] | None) -> str:
     return f"[{lo:.3g}, {hi:.3g}]"
 
 
+def layer_cells(r: dict[str, Any]) -> list[str]:
+    """The cells of the chain ``inspect`` table's row for ``r``, a layer of ``inspect --json``,
+    formatted as the table formats them."""
+    return [
+        str(r["layer"]),
+        r["ops"],
+        str(r["width"]),
+        str(r["fan_in"]),
+        f"{r['w_max']:.4g}",
+        r["activation"] or "(linear output)",
+        "" if r["K"] is None else f"{r['K']:.4g}",
+        _range(r["range"]),
+    ]
+
+
 def _wide(out: str) -> None:
     """The table is wider than rich's 80 columns (else the test would not test anything) and
     nothing is ellipsised."""
@@ -90,8 +105,9 @@ def test_bound_table_prints_every_per_layer_number_whole(deep_file: Path) -> Non
 def conv_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A chain with a convolution, 1000 neurons and large weights: long ops, widths and w_m."""
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 1000), nn.LeakyReLU(0.01),
-                      nn.Linear(1000, 3))
+    m = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 1000), nn.LeakyReLU(0.01), nn.Linear(1000, 3)
+    )
     with torch.no_grad():
         m[3].weight.mul_(12345.678)
     p = tmp_path_factory.mktemp("tables") / "conv.pt2"
@@ -105,16 +121,7 @@ def test_inspect_chain_table_prints_every_cell_whole(conv_file: Path) -> None:
     rows = _rows(out)
     assert len(rows) == len(d["layers"]) == 3
     for cells, r in zip(rows, d["layers"], strict=True):
-        assert cells == [
-            str(r["layer"]),
-            r["ops"],
-            str(r["width"]),
-            str(r["fan_in"]),
-            f"{r['w_max']:.4g}",
-            r["activation"] or "(linear output)",
-            "" if r["K"] is None else f"{r['K']:.4g}",
-            _range(r["range"]),
-        ]
+        assert cells == layer_cells(r)
 
 
 def test_inspect_graph_table_prints_every_number_whole(resnet_file: Path) -> None:

@@ -20,6 +20,7 @@ def _blocks(lang: str) -> list[str]:
 
 def test_readme_python_and_cli_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cwd = os.getcwd()
+    (tmp_path / "examples").symlink_to(README.parent / "examples")  # the shipped models, as from the repo root
     os.chdir(tmp_path)
     try:
         py = _blocks("python")

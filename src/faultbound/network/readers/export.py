@@ -29,7 +29,9 @@ op (``max_pool2d``, ``softmax``, ``cat``, ...); a call target that is not an ``a
 operator, an ``operator`` / ``math`` function or a ``torch.sym_*`` helper (a program can name any
 ``torch`` attribute as a target; nothing else is ever called); graphs that are not a chain
 (residual additions, reuse of an earlier layer's output); other than one input and one output;
-non-fixed input sizes; the settings excluded above. Before torch reads a file,
+dynamic input sizes other than the batch (a dynamic batch is read: size arithmetic on it only
+feeds ``view`` / ``reshape`` sizes, and the probe check runs the program in batches its recorded
+range allows, :func:`probe_batch`); the settings excluded above. Before torch reads a file,
 :mod:`~faultbound.network.readers.pt2_guard` refuses any archive that could run code.
 
 Nodes whose inputs are all constants (``t`` / ``permute`` of a weight, ...) are evaluated once.
@@ -66,7 +68,17 @@ from faultbound.network.readers._common import (
 )
 from faultbound.network.readers.pt2_guard import quiet_torch_logging, read_checked_archive
 
-__all__ = ["RULES", "attr_value", "load_exported", "network_from_exported", "program_weights", "read_exported"]
+__all__ = [
+    "RULES",
+    "attr_value",
+    "batch_symbol",
+    "input_spec",
+    "load_exported",
+    "network_from_exported",
+    "probe_batch",
+    "program_weights",
+    "read_exported",
+]
 
 
 def load_exported(path: Path, domain: Any = None) -> Network:
@@ -118,7 +130,8 @@ def network_from_exported(ep: Any, domain: Any = None, check: bool = True) -> Ne
             if node.name in weights:
                 env[node] = weights[node.name]
             elif node.name == user_input:
-                input_shape, batch, in_dtype = input_spec(node)
+                input_shape, _, in_dtype = input_spec(node)
+                batch = probe_batch(ep, node)
                 env[node] = tracer.start()
             else:
                 env[node] = tracer.fail(label, "an input that is not the model input or a weight")
@@ -190,8 +203,11 @@ def input_spec(node: Any) -> tuple[tuple[int, ...], int | None, torch.dtype]:
     and the floating dtype the program computes in (float32 for an integer input) of a program's
     user-input placeholder; both readers of ``torch.export`` programs read it here.
 
+    The batch axis (the first) may be dynamic (``dynamic_shapes={"x": {0: Dim("batch")}}``): each
+    sample's computation does not depend on it. Every other size must be fixed.
+
     Raises:
-        UnsupportedModelError: no recorded shape, no batch axis, or a size that is not fixed.
+        UnsupportedModelError: no recorded shape, no batch axis, or a dynamic non-batch size.
     """
     val = node.meta.get("val")
     if val is None or not hasattr(val, "shape"):
@@ -203,15 +219,61 @@ def input_spec(node: Any) -> tuple[tuple[int, ...], int | None, torch.dtype]:
             f"but its shape is {tuple(dims)}."
         )
     shape = []
-    for d in dims[1:]:
+    for axis, d in enumerate(dims[1:], start=1):
         if not isinstance(d, int):
             raise UnsupportedModelError(
-                f"Expected fixed sizes for every non-batch dimension of the input, but one is {d}."
+                f"The program's input {node.name!r} has a dynamic size ({d}) in dimension {axis}, and dynamic "
+                "shapes other than the batch are not supported: export it with fixed sizes but for dimension 0."
             )
         shape.append(d)
     batch = dims[0] if isinstance(dims[0], int) else None
+    if batch is None and batch_symbol(node) is None:
+        raise UnsupportedModelError(
+            f"The program's input {node.name!r} has a batch size {dims[0]} that is an expression, not one dynamic "
+            "dimension; export it with `dynamic_shapes={'x': {0: Dim('batch')}}` or a fixed batch."
+        )
     dtype = val.dtype if val.dtype.is_floating_point else torch.float32
     return tuple(shape), batch, dtype
+
+
+def batch_symbol(node: Any) -> Any:
+    """The sympy symbol of the dynamic batch size of a program's input placeholder, or ``None``
+    when its batch is fixed (or is an expression rather than one symbol)."""
+    val = node.meta.get("val")
+    d = val.shape[0] if val is not None and hasattr(val, "shape") and len(val.shape) else None
+    expr = getattr(getattr(d, "node", None), "expr", None)
+    return expr if expr is not None and getattr(expr, "is_Symbol", False) else None
+
+
+#: The batch the probe check runs a dynamic-batch program with, when its recorded range allows it.
+PROBE_BATCH = 64
+
+
+def probe_batch(ep: Any, node: Any) -> int | None:
+    """The batch size the probe check runs the program of input placeholder ``node`` with: its
+    fixed example batch, or for a dynamic batch :math:`s` with recorded range :math:`[lo, hi]`,
+    :math:`\\max(lo, 1, \\min(hi, 64))` (the probes are cut into chunks of that size, the last one
+    padded; see :func:`~faultbound.network.readers._common.batched_reference`)."""
+    val = node.meta.get("val")
+    if val is not None and hasattr(val, "shape") and len(val.shape) and isinstance(val.shape[0], int):
+        return int(val.shape[0])
+    sym = batch_symbol(node)
+    vr = (getattr(ep, "range_constraints", None) or {}).get(sym)
+    lo, hi = 1, PROBE_BATCH
+    if vr is not None:
+        lo = max(1, _finite(vr.lower, 1))
+        hi = _finite(vr.upper, PROBE_BATCH)
+    return max(lo, min(hi, PROBE_BATCH))
+
+
+def _finite(v: Any, default: int) -> int:
+    """``int(v)``, or ``default`` for an infinite bound of a value range."""
+    if not getattr(v, "is_finite", True):  # sympy's oo / torch's int_oo
+        return default
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return default
 
 
 def _op_name(target: Any) -> str:
@@ -313,6 +375,8 @@ def _call(tracer: ChainTracer, node: Any, label: str, env: dict[Any, Any]) -> An
             ) from None
     if not hasattr(target, "_schema"):
         return tracer.fail(label)
+    if name not in _SIZED and any(isinstance(v, _Shape) for v in flat):
+        return tracer.fail(label, "computes with the dynamic batch size")
     a = _bind(target, tuple(args), kwargs)
     rule = RULES.get(name) or _registered(name)
     if rule is None and name.endswith("_") and not name.startswith("_"):
@@ -326,6 +390,10 @@ def _call(tracer: ChainTracer, node: Any, label: str, env: dict[Any, Any]) -> An
         return rule(tracer, label, a)
     except _Reject as r:
         return tracer.fail(label, str(r))
+
+
+#: the ops whose arguments may hold a size read from the layer input (:class:`_Shape`)
+_SIZED = frozenset({"view", "reshape", "_unsafe_view"})
 
 
 class _Reject(Exception):

@@ -6,7 +6,12 @@ the computation of **one sample**: a module is exported with an example batch of
 own batch axis is an axis of size 1 that may be reshaped, transposed or merged freely (as
 ``nn.MultiheadAttention`` does), and the GraphNetwork puts its own batch axis in front. A program
 saved with a larger fixed batch is read as long as its batch axis stays first (else the message
-says to export it with a batch of one).
+says to export it with a batch of one). A program exported with a dynamic batch
+(``dynamic_shapes={"x": {0: Dim("batch")}}``) is read as one sample as well: every size that is an
+expression in the batch symbol :math:`s` (``view(x, [s, -1])``, the ``s * heads`` of attention) is
+read at :math:`s = 1` (:func:`_sym_value`), and the probe check runs the program with real batches
+(:func:`~faultbound.network.readers.export.probe_batch`). A dynamic size other than the batch is
+refused in one line.
 
 Each value of the program is held as a graph node in one of two forms: *squeezed*, the node holds
 ``(B, *model_shape[1:])`` (the model's leading size-1 axis is the batch axis; a model axis d is
@@ -72,7 +77,9 @@ from faultbound.network.readers.export import (
     _packet,
     _safe_target,
     attr_value,
+    batch_symbol,
     input_spec,
+    probe_batch,
     program_weights,
 )
 from faultbound.network.readers.pt2_guard import quiet_torch_logging
@@ -120,6 +127,8 @@ class _Builder:
         self.names: set[str] = {"x"}
         #: the program's example batch: 1, or a fixed size whose axis must then stay first
         self.batch = batch
+        #: the sympy symbol of a dynamic batch size (read as 1: one sample), or None when fixed
+        self.batch_symbol: Any = None
 
     def add(self, name: str, op: GOp, *inputs: int) -> int:
         base, k = name, 1
@@ -615,16 +624,41 @@ def _activation_rule(name: str) -> Rule | None:
     return rule
 
 
-def _out_shape(node: Any) -> tuple[int, ...]:
+def _out_shape(node: Any, batch: Any = None) -> tuple[int, ...]:
+    """The model shape of a node's value (:func:`_sym_value` of each size)."""
     val = node.meta.get("val")
     if isinstance(val, (tuple, list)):
         val = val[0]
     if val is None or not hasattr(val, "shape"):
         return ()
-    try:
-        return tuple(int(s) for s in val.shape)
-    except TypeError:
-        raise _Refuse("a size that is not fixed") from None
+    return tuple(int(_sym_value(s, batch)) for s in val.shape)
+
+
+def _sym_value(v: Any, batch: Any) -> Any:
+    """A recorded size (or size arithmetic: ``sym_size``, ``s0 * 4``, ``s0 >= 2``) as a plain value
+    for one sample: the dynamic batch size :math:`s` (``batch``, a sympy symbol) is read as
+    :math:`s = 1`, as the size-1 batch axis of a program exported with one example. The probe check
+    runs the program with real batches, so a model whose per-sample function does depend on
+    :math:`s` is refused there.
+
+    Raises:
+        _Refuse: the size depends on a dynamic dimension other than the batch.
+    """
+    if isinstance(v, (bool, int, float)):
+        return v
+    expr = getattr(getattr(v, "node", None), "expr", None)
+    if expr is None:
+        raise _Refuse(f"a size {v} that is not fixed")
+    if batch is not None:
+        expr = expr.subs(batch, 1)
+    if expr.free_symbols:
+        raise _Refuse(
+            f"a size ({expr}) of a dynamic dimension other than the batch; "
+            "dynamic shapes other than the batch are not supported"
+        )
+    if isinstance(v, torch.SymBool):
+        return bool(expr)
+    return float(expr) if isinstance(v, torch.SymFloat) else int(expr)
 
 
 def graph_from_exported(
@@ -644,12 +678,14 @@ def graph_from_exported(
     in_dtype = torch.float32
     final: Any = None
     found: list[tuple[tuple[str, str], str]] = []
+    ref_batch: int | None = b.batch
     for node in ep.graph_module.graph.nodes:
         if node.op == "placeholder":
             if node.name in weights:
                 env[node] = weights[node.name]
             elif node.name == user_input:
                 input_shape, _, in_dtype = input_spec(node)
+                b.batch_symbol, ref_batch = batch_symbol(node), probe_batch(ep, node)
                 env[node] = _V(0, True, (b.batch, *input_shape))
             else:
                 raise UnsupportedModelError(f"The program has an input {node.name!r} besides the model input.")
@@ -681,7 +717,7 @@ def graph_from_exported(
             y = y[0] if isinstance(y, (tuple, list)) else y
             return y.detach().to(torch.float64).reshape(x.shape[0], -1)
 
-        check_against(net, batched_reference(run, b.batch), "the torch.export program")
+        check_against(net, batched_reference(run, ref_batch), "the torch.export program")
     return net
 
 
@@ -723,6 +759,13 @@ def _call(b: _Builder, node: Any, env: dict[Any, Any], prev: str) -> Any:
         call = f"call {str(target)[:80]!r}"
         raise _Found((call, ""), f"{call} at {where[:-1]}; not an aten operator)")
     poisoned = _has(list(args), _Poison) or _has(list(kwargs.values()), _Poison)
+    val = node.meta.get("val")
+    if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)):  # size arithmetic (sym_size, ...)
+        try:
+            return _sym_value(val, b.batch_symbol)
+        except _Refuse as r:
+            call = _op_name(target)
+            raise _Found((call, str(r)), f"{call} at {where[:-1]}; {r})") from None
     if target is operator.getitem:
         seq, i = args
         return _Poison() if isinstance(seq, _Poison) else seq[i]
@@ -746,7 +789,7 @@ def _call(b: _Builder, node: Any, env: dict[Any, Any], prev: str) -> Any:
     assert rule is not None
     a = _bind(target, tuple(args), kwargs)
     try:
-        return rule(b, _module_name(node), a, _out_shape(node))
+        return rule(b, _module_name(node), a, _out_shape(node, b.batch_symbol))
     except _Refuse as r:
         raise _Found((_op_name(target), str(r)), f"{_op_name(target)} at {where[:-1]}; {r})") from None
 
