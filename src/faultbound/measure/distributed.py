@@ -182,6 +182,7 @@ def run_ray(
         raise InvalidArgumentError(f"Expected workers >= 1, but got {workers}.")
     if spec.margin is not None:
         raise InvalidArgumentError("Expected no sequential margin stop with the Ray backend (shards run a fixed 1/N).")
+    spec = spec.resolved(net)  # dtype="model": the network's format, as run_campaign does
     p = _prepare(net, inputs, spec, labels)  # validates everything before a cluster starts
     n_chunks = math.ceil(spec.trials / spec.chunk)
     n_shards = max(1, min(n_chunks, 4 * workers))
