@@ -403,6 +403,7 @@ class Affine(GOp):
     piecewise_linear: ClassVar[bool] = True
 
     op: Op
+    _matrices: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def forward(self, *xs: Tensor) -> Tensor:
         return self.op.forward(xs[0])
@@ -480,23 +481,27 @@ class Affine(GOp):
 
     def matrix(self, in_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """:math:`A` (output units x input units) and :math:`b` of the map on inputs shaped
-        ``in_shape`` (no batch axis), float64; a dense op on a token axis is one weight matrix per
-        token (block diagonal)."""
+        ``in_shape`` (no batch axis), float64, computed once per shape; a dense op on a token axis
+        is one weight matrix per token (block diagonal), any other op the layered network's
+        effective matrix (:meth:`~faultbound.network.core.Layer.effective_matrix`)."""
+        key = tuple(int(v) for v in in_shape)
+        got = self._matrices.get(key)
+        if got is not None:
+            return got
+        from faultbound.network.core import Layer  # the layered view's effective matrix
+
         inner = self.op
-        n_in = math.prod(in_shape)
         with torch.no_grad():
-            b = inner.forward(torch.zeros((1, *in_shape), dtype=torch.float64)).reshape(-1)
+            y0 = inner.forward(torch.zeros((1, *key), dtype=torch.float64))
+            b = y0.reshape(-1).numpy()
             if isinstance(inner, Dense):
                 w = inner.weight.to(torch.float64).numpy()
-                reps = math.prod(in_shape[:-1])
-                return (w if reps == 1 else np.kron(np.eye(reps), w)), b.numpy()
-            cols = []
-            for start in range(0, n_in, 4096):
-                stop = min(n_in, start + 4096)
-                eye = torch.zeros((stop - start, n_in), dtype=torch.float64)
-                eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-                cols.append(inner.linear(eye.reshape(-1, *in_shape)).reshape(stop - start, -1))
-        return torch.cat(cols, 0).T.contiguous().numpy(), b.numpy()
+                reps = math.prod(key[:-1])
+                A = w if reps == 1 else np.kron(np.eye(reps), w)
+            else:
+                A = Layer(0, (inner,), None, key, tuple(y0.shape[1:])).effective_matrix().numpy()
+        self._matrices[key] = (A, b)
+        return A, b
 
     def milp(self, m: MilpModel, ins: Sequence[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
         """A view permutes ids; otherwise one row :math:`s_j - \\sum_i A_{ji} y_i = b_j` per output
