@@ -1,33 +1,53 @@
 """``method="exact"``: the exact worst output deviation of a piecewise-linear network, by MILP.
 
-For a network whose hidden activations are ReLU, LeakyReLU or Hardtanh (every affine op --
-Linear, Conv2d, AvgPool2d, Flatten, a folded BatchNorm -- is already one matrix
-:math:`A^{(l)}`), the quantity every other method bounds from above,
+For a network (a DAG of operators; the paper's layered network is the chain
+:meth:`~faultbound.network.graph.GraphNetwork.from_network` views node for node) whose operators
+are all piecewise linear, the quantity every other method bounds from above,
 
 .. math::
 
     E^\\star = \\sup_{x \\in [lo, hi]}\\ \\sup_{S,\\,v}\\ \\|F(x) - F_{S,v}(x)\\|_\\infty ,
 
-(S a failure set of the given sizes, v the values failing units send) is the optimum of a mixed-
-integer linear program, solved with HiGHS (``highspy``).
+(S a failure set with :math:`f_k` failing units at fault site k, or :math:`g_k` failing synapses
+at weighted node k; v the values failing units send) is the optimum of a mixed-integer linear
+program, solved with HiGHS (``highspy``). There is one MILP builder (:func:`_build`) for every
+network; each operator writes its own rows (:meth:`~faultbound.network.gops.GOp.milp`).
 
-**Variables.** The input :math:`x \\in [lo, hi]`; a *clean copy* :math:`s^{(l)}, y^{(l)}` and a
-*faulty copy* :math:`\\tilde s^{(l)}, z^{(l)} = \\varphi(\\tilde s^{(l)})` (what a unit computes) and
-:math:`\\tilde y^{(l)}` (what it sends), with :math:`s^{(l)} = A^{(l)} y^{(l-1)} + b^{(l)}`,
-:math:`\\tilde s^{(l)} = A^{(l)} \\tilde y^{(l-1)} + b^{(l)}`, :math:`y^{(0)} = \\tilde y^{(0)} = x`.
+**Variables.** The input :math:`x \\in [lo, hi]`; a *clean copy* and a *faulty copy* of every
+node's units (a node that no fault reaches shares its variables between the copies). At a fault
+site the faulty copy has :math:`z = \\varphi(\\tilde s)` (what a unit computes) and
+:math:`\\tilde y` (what it sends).
 
-**Activations**, over a pre-activation interval :math:`[\\ell, u]` (clean: interval propagation,
-refined by linear relaxation, :func:`faultbound.bounds.tight.refined_intervals`; faulty: the same
-propagation through the fault model's hulls, :func:`_faulty_intervals`). LeakyReLU with slope
-:math:`\\alpha \\ge 0` (ReLU: :math:`\\alpha = 0`) of :math:`t = s - c`: if :math:`\\ell \\ge c` then
-:math:`y = t`, if :math:`u \\le c` then :math:`y = \\alpha t`, else a phase binary :math:`\\delta` and
-the exact split :math:`t = p + n`, :math:`0 \\le p \\le (u - c)\\delta`,
-:math:`(\\ell - c)(1 - \\delta) \\le n \\le 0`, :math:`y = p + \\alpha n`. Hardtanh on [a, b] is
-:math:`a + \\mathrm{relu}(s - a) - \\mathrm{relu}(s - b)` (two such splits).
+**Operators** (per unit, each copy; :math:`[\\ell, u]` = the variable's interval):
 
-**Neuron faults** (hidden layers 1..L), read off what the model states a failing unit sends,
+* ``Input``: :math:`x \\in [lo, hi]`; ``Const``: fixed variables.
+* ``Affine`` (dense, convolution, average pooling, per-channel affine): :math:`s = A y + b` with
+  the op's effective matrix A (a dense op on tokens: :math:`I \\otimes W`); ``Flatten``,
+  ``Rearrange`` (view, permute, slice, select) and ``Concat`` are index maps: no variable, no row.
+* ``Act`` with a piecewise-linear activation: the activation's own encoding
+  (:meth:`~faultbound.network.activations.Activation.milp`). LeakyReLU with slope
+  :math:`\\alpha \\ge 0` (ReLU: :math:`\\alpha = 0`) of :math:`t = s - c`: if :math:`\\ell \\ge c` then
+  :math:`y = t`, if :math:`u \\le c` then :math:`y = \\alpha t`, else a phase binary :math:`\\delta`
+  and the exact split :math:`t = p + n`, :math:`0 \\le p \\le (u - c)\\delta`,
+  :math:`(\\ell - c)(1 - \\delta) \\le n \\le 0`, :math:`y = p + \\alpha n`. Hardtanh on [a, b] is
+  :math:`a + \\mathrm{relu}(s - a) - \\mathrm{relu}(s - b)` (two such splits).
+* ``Add`` (signs :math:`\\sigma_k`, broadcasting as torch): :math:`v = \\sum_k \\sigma_k x_k`;
+  ``ConstAffine``: :math:`v = a x + c`; ``Mean``: :math:`v = \\frac1n \\sum_i x_i`.
+* ``MaxPool`` (kernel, stride, padding; padding never wins): for a window of candidates
+  :math:`x_i \\in [\\ell_i, u_i]`, let :math:`\\ell^* = \\max_i \\ell_i`; a candidate with
+  :math:`u_i < \\ell^*` is never the maximum and is dropped; one candidate left is the output itself;
+  otherwise binaries :math:`\\delta_i`, :math:`\\sum_i \\delta_i = 1`, and
+  :math:`v \\ge x_i`, :math:`v \\le x_i + M_i (1 - \\delta_i)`,
+  :math:`M_i = \\max_{k \\ne i} u_k - \\ell_i \\ge 0`, :math:`v \\in [\\ell^*, \\max_i u_i]`. Exact:
+  :math:`\\delta_i = 1` forces :math:`v = x_i \\ge` every candidate; :math:`\\delta_i = 0` leaves
+  :math:`v - x_i \\le \\max_{k \\ne i} u_k - \\ell_i`, which every point with another argmax meets.
+
+Any other operator (``Mul``, ``MatMul``, ``Norm``, ``Softmax``, a smooth activation) is refused,
+naming the node: use ``method="tight"``.
+
+**Neuron faults** (every fault site), read off what the model states a failing unit sends,
 ``fault.sent`` = :math:`g\\,y + v`, :math:`v \\in [v_{lo}, v_{hi}]`, y the unit's *fault-free* value
-(:class:`~faultbound.faults.Sent`): a binary :math:`q_j` per unit with :math:`\\sum_j q_j = f_l` and
+(:class:`~faultbound.faults.Sent`): a binary :math:`q_j` per unit with :math:`\\sum_j q_j = f_k` and
 
 .. math::  \\tilde y_j = (1 - q_j)\\, z_j + g\\, q_j y_j + q_j v_j .
 
@@ -38,23 +58,31 @@ choice, else a free :math:`b \\in [v_{lo} q, v_{hi} q]`. So crash (g = 0, v = 0)
 (g = 0, v fixed), Byzantine (g = 0, :math:`v \\in [-C, C]`), Byzantine deviation (g = 1,
 :math:`v \\in [-C, C]`) and any other model of that shape (a sign flip: g = -1) are one encoding.
 
-**Synapse faults** (layers 1..L+1), models with g = 0 (what a failing synapse sends does not depend
-on what it carries): a binary :math:`r_{ji}` per non-zero synapse with :math:`\\sum r = g_l`;
+**Synapse faults** (every weighted node: dense and convolution), models with g = 0 (what a failing
+synapse sends does not depend on what it carries): a binary :math:`r_{ji}` per synapse (every
+:math:`W_{ji}` of a dense node on a flat input, else every non-zero entry of the node's effective
+matrix A) with :math:`\\sum r = g_k`;
 :math:`\\tilde s_j = \\sum_i A_{ji}(\\tilde y_i - m_{ji}) + b_j + \\sum_i b_{ji}` with
 :math:`m_{ji} = r_{ji}\\tilde y_i` (exact product) and :math:`b_{ji}` = :math:`q v` above with
-:math:`r_{ji}` for q, the value sent instead.
+:math:`r_{ji}` for q, the value sent instead. On a layered network, layer l's synapses are those of
+its weighted operator: the counts :math:`g_1..g_{L+1}` are per layer, and a layer with failing
+synapses must be one weighted operator plus flattens (its effective matrix, as the engine reads it).
 
-**Precision**(:math:`\\lambda`): :math:`\\tilde y_j = z_j + p_j`, :math:`|p_j| \\le \\lambda_l`, no binaries.
+**Precision** (:math:`\\lambda_k` at site k): :math:`\\tilde y_j = z_j + p_j`, :math:`|p_j| \\le \\lambda_k`,
+no binaries.
 
-**Cuts from tight.** ``method="tight"`` in its monotone (at-most-f) form, run on the network cut
-after layer m's affine map, bounds :math:`|\\tilde s^{(m)}_j - s^{(m)}_j| \\le t_j`. This is valid for
-every input and set, so the MILP gets :math:`\\tilde s_j \\in [\\ell_j - t_j, u_j + t_j]` and the
-linking rows :math:`|\\tilde s_j - s_j| \\le t_j`, :math:`|z_j - y_j| \\le K t_j` (K the activation's
-Lipschitz constant), which tie the two copies together in the LP relaxation. The cuts are used
-for every fault model alike: :func:`faultbound.bounds.tight.propagate` reads only what the model
-states (the failing neurons' deviation :math:`\\Delta_i`, the synapse terms, the precision errors).
+**Big-M intervals and cuts.** Clean: the network's linearly refined domain boxes
+(:meth:`~faultbound.network.graph.GraphNetwork.intervals`) when the box is its domain, else interval
+propagation over the box. Faulty: the operator's interval image of its inputs' faulty intervals
+(with the fault's hull at a site, any synapse's value at a weighted node), intersected with the
+clean interval widened by the ``tight`` deviation bound :math:`t_v` of the node
+(:func:`~faultbound.bounds.graph_tight.graph_deviations`, sound for every failure set of at most the
+given sizes, so for these too). The same :math:`t_v` gives the linking rows
+:math:`|\\tilde v_j - v_j| \\le t_{v,j}` at every node that creates variables (valid cuts that tie
+the two copies together in the LP relaxation). All intervals are widened outward by a relative
+:math:`10^{-9}`.
 
-**Objective.** :math:`d_k = \\tilde s_k - s_k` at the outputs. By default one MILP per
+**Objective.** :math:`d_k = \\tilde y_k - y_k` at the outputs. By default one MILP per
 (output k, sign σ) maximises :math:`\\sigma d_k`, in decreasing order of the interval bound of
 :math:`\\sigma d_k`, and a pair whose interval bound is at most the best witness found is skipped
 (it cannot beat it); the certificate is the largest dual bound. With ``combined=True`` binaries
@@ -63,20 +91,20 @@ states (the failing neurons' deviation :math:`\\Delta_i`, the synapse terms, the
 :math:`d`) make it one MILP maximising t (a weaker relaxation).
 
 **Exactly or at most f.** Like :func:`faultbound.bound`, sets have *exactly* the given sizes
-(:math:`\\sum q = f_l`); ``at_most=True`` uses :math:`\\le`. They differ in general: a failing unit
+(:math:`\\sum q = f_k`); ``at_most=True`` uses :math:`\\le`. They differ in general: a failing unit
 cannot always act as a correct one. A crashed unit sends 0 (the same only where its value is 0);
 a stuck-at unit only where its value is v; a Byzantine(C) unit can mimic iff its own value lies in
 [-C, C] (always, when :math:`C \\ge \\max|\\varphi|`); a deviation unit iff its upstream deviation
 is at most C; a crashed synapse only where it carries 0. Where mimicry is always possible the two
-optima coincide; elsewhere at-most is the larger (and the monotone bound of tight covers it).
+optima coincide; elsewhere at-most is the larger (and the tight bound covers it).
 
 **Soundness of the number returned.** HiGHS works in floating point with tolerances (primal
 feasibility 1e-7, integrality 1e-6 by default). The certificate is the solver's *dual* bound (the
 optimum when it proves optimality, never the incumbent when it stops at a time limit) plus a
 margin :data:`REL_MARGIN` times the scale of the problem (the largest interval bound of the output
 deviation, at least 1) -- a binary off by 1e-6 moves a big-M term by at most 1e-6 times that
-scale. The lower end is the error of the witness *replayed* with the measurement engine in float64,
-a value some failure set really reaches. Brute-force tests check both ends.
+scale. The lower end is the error of the witness *replayed* by a float64 faulty forward pass
+(:func:`replay`), a value some failure set really reaches. Brute-force tests check both ends.
 
 **Presolve is off.** HiGHS's MIP presolve (1.16.0) returned a point 10% below the true maximum as
 *optimal* on a 31-binary graph MILP (graph 1 of ``tests/test_exact.py``, seed 999999,
@@ -103,8 +131,9 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, NeuronFault, Precision, Sent, SynapseFault
-from faultbound.network.activations import Activation, piecewise_linear_names
+from faultbound.network.activations import Activation
 from faultbound.network.core import Network
+from faultbound.network.gops import Affine, Const, GOp
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Dense
 
@@ -151,28 +180,18 @@ class ExactResult:
 # --------------------------------------------------------------------------- checks
 
 
-def check_piecewise_linear(net: Network) -> None:
-    """Raise :class:`UnsupportedModelError` naming the first operation that is not piecewise linear."""
-    for layer in net.hidden:
-        act = layer.activation
-        if act is None or not act.piecewise_linear:
-            name = getattr(act, "name", type(act).__name__)
-            raise UnsupportedModelError(
-                f"method='exact' needs piecewise-linear operations (Linear, Conv2d, AvgPool2d, Flatten, "
-                f"BatchNorm, {', '.join(piecewise_linear_names())}), but layer {layer.index} has {name}."
-            )
+def check_piecewise_linear(net: Network | GraphNetwork) -> None:
+    """Raise :class:`UnsupportedModelError` naming every node that ``method="exact"`` cannot encode
+    (an operator that is not piecewise linear), in one line."""
+    g = GraphNetwork.from_network(net) if isinstance(net, Network) else net
+    bad = [f"{node.name} ({node.op.describe()})" for node in g.nodes if not node.op.piecewise_linear]
+    if bad:
+        raise UnsupportedModelError(
+            f"method='exact' encodes piecewise-linear operators only, but node{'s' if len(bad) > 1 else ''} "
+            f"{', '.join(bad)} {'are' if len(bad) > 1 else 'is'} not; use method='tight'."
+        )
 
 
-def _matrix(net: Network, l: int) -> tuple[np.ndarray, np.ndarray]:
-    """:math:`A^{(l)}` and :math:`b^{(l)}` (layer l = 1..L+1) as float64 arrays."""
-    layer = net.layers[l - 1]
-    with torch.no_grad():
-        A = layer.effective_matrix().numpy()
-        b = layer.pre(torch.zeros((1, *layer.in_shape), dtype=torch.float64)).reshape(-1).numpy()
-    return A, b
-
-
-# --------------------------------------------------------------------------- model builder
 
 
 class _Model:
@@ -270,21 +289,9 @@ class _Model:
 
 # --------------------------------------------------------------------------- intervals
 
-
-def _image(act: Activation, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a, b = act.image(torch.as_tensor(lo), torch.as_tensor(hi))
-    return a.numpy(), b.numpy()
-
-
 def _widen(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pad = _SLACK * (np.abs(lo) + np.abs(hi)) + 1e-12
     return lo - pad, hi + pad
-
-
-def _affine_box(A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c, r = (lo + hi) / 2, (hi - lo) / 2
-    sc, sr = A @ c + b, np.abs(A) @ r
-    return _widen(sc - sr, sc + sr)
 
 
 def _synapse_box(
@@ -315,39 +322,6 @@ def _sent_hull(
     return zl, zu
 
 
-def _deviation_bounds(
-    net: Network, counts: Sequence[int], fault: Fault, lo: np.ndarray, hi: np.ndarray
-) -> list[np.ndarray | None]:
-    """:math:`|\\tilde s^{(m)} - s^{(m)}| \\le t^{(m)}` for m = 1..L+1 from ``method="tight"`` in its
-    monotone (at-most-f) form, run on the network cut after layer m's affine map, for every fault
-    model (no entry is ``None`` today)."""
-    from faultbound.bounds.tight import prepare, propagate
-    from faultbound.network.core import Layer
-
-    out: list[np.ndarray | None] = []
-    lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
-    hi_t = torch.as_tensor(hi, dtype=torch.float64).reshape(1, *net.input_shape)
-    synapse = fault.site == "synapse"
-    for m in range(1, net.L + 2):
-        last = net.layers[m - 1]
-        cut = Layer(m, last.ops, None, last.in_shape, last.out_shape, last.source)
-        sub = Network((*net.layers[: m - 1], cut), net.domain, net.input_shape, net.dtype)
-        if isinstance(fault, Precision):
-            f_sub: Fault = Precision(fault.errors[: m - 1])
-            c_sub: list[int] | None = None
-        else:
-            f_sub = fault
-            c_sub = list(counts[:m]) if synapse else list(counts[: m - 1])
-        if m == 1 and not synapse:
-            out.append(np.zeros(last.width))
-            continue
-        plan = prepare(sub, f_sub, lo_t, hi_t)
-        t = propagate(plan, c_sub if c_sub else None, monotone=True)[0].numpy()
-        out.append(t * (1 + 1e-9) + 1e-12)
-    return out
-
-
-# --------------------------------------------------------------------------- build + solve
 
 
 def _faulty_rows(
@@ -539,89 +513,159 @@ class _Built:
     scale: float
 
 
+def _synapses(net: GraphNetwork, k: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The effective matrix of weighted node k (1-based) and its synapses (j, i) in the numbering of
+    the witness (:func:`~faultbound.bounds.exact._faulty_rows`)."""
+    i_node = net.weighted_nodes[k - 1]
+    node = net.nodes[i_node]
+    assert isinstance(node.op, Affine)
+    in_shape = net.nodes[node.inputs[0]].shape
+    A, _ = node.op.matrix(in_shape)
+    if isinstance(node.op.op, Dense) and len(in_shape) == 1:
+        n_in = A.shape[1]
+        return A, [(j, i) for j in range(A.shape[0]) for i in range(n_in)]
+    rows, cols = np.nonzero(A)
+    return A, list(zip(rows.tolist(), cols.tolist(), strict=True))
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+def _bounds(m: _Model, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lb = np.asarray(m.lb, dtype=np.float64)
+    ub = np.asarray(m.ub, dtype=np.float64)
+    return lb[ids], ub[ids]
+
+
+def _interval(op: GOp, m: _Model, ins: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The operator's interval image (flat, widened) of its inputs' variable bounds."""
+    boxes = []
+    for ids in ins:
+        a, b = _bounds(m, ids)
+        boxes.append((torch.as_tensor(a), torch.as_tensor(b)))
+    with torch.no_grad():
+        lo, hi = op.interval(*boxes)
+    return _widen(lo.reshape(-1).numpy(), hi.reshape(-1).numpy())
+
+
+# --------------------------------------------------------------------------- build
+
+
 def _build(
-    net: Network,
-    counts: Sequence[int],
+    net: GraphNetwork,
+    counts: Sequence[int] | None,
     fault: Fault,
     lo: np.ndarray,
     hi: np.ndarray,
     outputs: Sequence[int],
     at_most: bool,
-    combined: bool = False,
+    combined: bool,
 ) -> _Built:
-    from faultbound.bounds.tight import refined_intervals
+    from faultbound.bounds.graph_tight import _clean_boxes, graph_deviations
 
     m = _Model()
-    L = net.L
     lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
     hi_t = torch.as_tensor(hi, dtype=torch.float64).reshape(1, *net.input_shape)
-    clean = refined_intervals(net, lo_t, hi_t)
-    dev = _deviation_bounds(net, counts, fault, lo, hi)
+    boxes = _clean_boxes(net, lo_t, hi_t)
+    for node, (blo, bhi) in zip(net.nodes, boxes, strict=True):
+        if not bool(torch.isfinite(blo).all() & torch.isfinite(bhi).all()):
+            raise InvalidArgumentError(
+                f"method='exact' needs bounded values, but node {node.name} ({node.op.describe()}) is unbounded "
+                "over the input box; give a bounded --domain."
+            )
+    site_pos = {node: k for k, node in enumerate(net.site_nodes)}
+    weighted_pos = {node: k for k, node in enumerate(net.weighted_nodes)}
+    neuron = isinstance(fault, NeuronFault)
+    synapse = isinstance(fault, SynapseFault)
+    lam = list(fault.errors) if isinstance(fault, Precision) else [0.0] * net.L
+    if synapse:
+        starts = [n for n, k in weighted_pos.items() if counts is not None and counts[k] > 0]
+    elif neuron:
+        starts = [n for n, k in site_pos.items() if counts is not None and counts[k] > 0]
+    else:
+        starts = [n for n, k in site_pos.items() if lam[k] > 0]
+    hit = net.downstream(starts) if starts else [False] * len(net.nodes)
+    devs = graph_deviations(net, fault, counts, lo_t, hi_t) if starts else None
+    sent = fault.sent if isinstance(fault, (NeuronFault, SynapseFault)) else None
+
     x = [m.var(a, b) for a, b in zip(lo, hi, strict=True)]
-    y, yt = list(x), list(x)  # clean and faulty values sent by the previous layer
-    ytl, ytu = lo.copy(), hi.copy()
+    clean: list[np.ndarray] = []
+    faulty: list[np.ndarray] = []
     q: dict[int, list[int]] = {}
     bvals: dict[int, list[int]] = {}
     r: dict[int, list[tuple[int, int, int]]] = {}
     prec: dict[int, list[int]] = {}
-    d: list[int] = []
-    synapse = fault.site == "synapse"
-    sent = fault.sent if isinstance(fault, (NeuronFault, SynapseFault)) else None
-    scale = 1.0
-    for l in range(1, L + 2):
-        layer = net.layers[l - 1]
-        A, bias = _matrix(net, l)
-        box = clean[l]
-        sl, su = _widen(box.s_lo[0].numpy(), box.s_hi[0].numpy())
-        # clean pre-activations
-        s = []
-        for j in range(A.shape[0]):
-            nz = np.nonzero(A[j])[0]
-            v = m.var(sl[j], su[j])
-            m.eq([v, *[y[i] for i in nz]], [1.0, *(-A[j, nz])], bias[j])
-            s.append(v)
-        # faulty pre-activations
-        g = counts[l - 1] if synapse else 0
-        if g > 0:
-            assert sent is not None
-            tsl, tsu = _synapse_box(A, bias, ytl, ytu, sent)
+    for i, node in enumerate(net.nodes):
+        op, shape = node.op, (1, *node.shape)
+        cl, cu = _widen(boxes[i][0].reshape(-1).numpy(), boxes[i][1].reshape(-1).numpy())
+        ins_c = [clean[j] for j in node.inputs]
+        if i == 0:  # the input (node 0)
+            c_ids = np.asarray(x, dtype=np.int64).reshape(shape)
         else:
-            tsl, tsu = _affine_box(A, bias, ytl, ytu)
-        t_dev = dev[l - 1]
-        if t_dev is not None:  # the faulty pre-activation is within t of the clean interval
-            tsl, tsu = np.maximum(tsl, sl - t_dev), np.minimum(tsu, su + t_dev)
-            tsu = np.maximum(tsu, tsl)
-        dense = isinstance(layer._simple, Dense)
-        st, syn = _faulty_rows(m, A, bias, yt, ytl, ytu, tsl, tsu, g, sent, dense, at_most, s, t_dev)
-        if g > 0:
-            r[l] = syn
-        if layer.activation is None:
-            d = _deviation_vars(m, st, s, tsl, tsu, sl, su, t_dev)
-            break
-        act = layer.activation
-        yl, yu = _widen(box.y_lo[0].numpy(), box.y_hi[0].numpy())
-        y = [m.activation(act, s[j], sl[j], su[j]) for j in range(len(s))]
-        for j in range(len(y)):  # the clean value's own (tighter) range
-            m.lb[y[j]] = max(m.lb[y[j]], yl[j])
-            m.ub[y[j]] = max(m.lb[y[j]], min(m.ub[y[j]], yu[j]))
-        zl, zu = _widen(*_image(act, tsl, tsu))
-        z = [m.activation(act, st[j], tsl[j], tsu[j]) for j in range(len(st))]
-        if t_dev is not None:  # Lipschitz: |z_j - y_j| <= K t_j
-            lip = max(1.0, float(getattr(act, "negative_slope", 0.0)))
+            c_ids, _ = op.milp(m, ins_c, cl, cu)
+        clean.append(c_ids)
+        if not hit[i]:
+            faulty.append(c_ids)
+            continue
+        assert devs is not None
+        t = torch.broadcast_to(devs[i].total(), shape).reshape(-1).numpy() * (1 + 1e-9) + 1e-12
+        ins_f = [faulty[j] for j in node.inputs]
+        g = int(counts[weighted_pos[i]]) if synapse and counts is not None and i in weighted_pos else 0
+        if g > 0:  # failing synapses: the affine map's rows with their binaries
+            assert isinstance(op, Affine) and sent is not None  # only affine nodes are weighted
+            A, b = op.matrix(net.nodes[node.inputs[0]].shape)
+            yt = ins_f[0].reshape(-1)
+            ytl, ytu = _bounds(m, yt)
+            fl, fu = _synapse_box(A, b, ytl, ytu, sent)
+            fl, fu = np.maximum(fl, cl - t), np.minimum(fu, cu + t)
+            fu = np.maximum(fu, fl)
+            dense = isinstance(op, Affine) and isinstance(op.op, Dense) and len(net.nodes[node.inputs[0]].shape) == 1
+            st, syn = _faulty_rows(
+                m, A, b, yt.tolist(), ytl, ytu, fl, fu, g, sent, dense, at_most, c_ids.reshape(-1).tolist(), t
+            )
+            r[weighted_pos[i] + 1] = syn
+            z_ids, made = np.asarray(st, dtype=np.int64).reshape(shape), False
+        elif not any(hit[j] for j in node.inputs):  # a fault site fed by clean values: z = y
+            z_ids, made = c_ids, False
+        else:
+            fl, fu = _interval(op, m, ins_f)
+            fl, fu = np.maximum(fl, cl - t), np.minimum(fu, cu + t)
+            fu = np.maximum(fu, fl)
+            z_ids, made = op.milp(m, ins_f, fl, fu)
+        z, y = z_ids.reshape(-1), c_ids.reshape(-1)
+        if made:  # link the copies: |z_j - y_j| <= t_j (a valid cut)
             for j in range(len(z)):
-                m.row([z[j], y[j]], [1.0, -1.0], -lip * t_dev[j], lip * t_dev[j])
-        f = counts[l - 1] if fault.site == "neuron" else 0
-        nl, nu = _sent_hull(fault, zl, zu, yl, yu, l) if (f > 0 or fault.site == "layer") else (zl, zu)
-        nl, nu = _widen(nl, nu)
-        lam = fault.errors[l - 1] if isinstance(fault, Precision) else 0.0
-        new, qs, bl, ps = _sent_units(m, fault, z, zl, zu, y, yl, yu, nl, nu, f, lam, at_most)
-        if qs:
-            q[l] = qs
-        if bl:
-            bvals[l] = bl
-        if ps:
-            prec[l] = ps
-        yt, ytl, ytu = new, nl, nu
+                if z[j] != y[j]:
+                    m.row([int(z[j]), int(y[j])], [1.0, -1.0], -t[j], t[j])
+        k = site_pos.get(i)
+        f = int(counts[k]) if neuron and counts is not None and k is not None else 0
+        lam_k = lam[k] if k is not None else 0.0
+        if f > 0 or lam_k > 0:
+            assert k is not None
+            zl, zu = _bounds(m, z)
+            yl, yu = _bounds(m, y)
+            nl, nu = _sent_hull(fault, zl, zu, yl, yu, k + 1)
+            nl, nu = _widen(np.maximum(nl, cl - t), np.minimum(nu, cu + t))
+            new, qs, bl, ps = _sent_units(m, fault, z.tolist(), zl, zu, y.tolist(), yl, yu, nl, nu, f, lam_k, at_most)
+            for j in range(len(new)):  # what a unit sends is within t_j of its clean value
+                m.row([new[j], int(y[j])], [1.0, -1.0], -t[j], t[j])
+            if qs:
+                q[k + 1] = qs
+            if bl:
+                bvals[k + 1] = bl
+            if ps:
+                prec[k + 1] = ps
+            z_ids = np.asarray(new, dtype=np.int64).reshape(shape)
+        faulty.append(z_ids)
+    out_c, out_f = clean[-1].reshape(-1), faulty[-1].reshape(-1)
+    if hit[-1]:
+        assert devs is not None
+        t_out = torch.broadcast_to(devs[-1].total(), (1, *net.output.shape)).reshape(-1).numpy() * (1 + 1e-9) + 1e-12
+        fl, fu = _bounds(m, out_f)
+        cl, cu = _bounds(m, out_c)
+        d = _deviation_vars(m, out_f.tolist(), out_c.tolist(), fl, fu, cl, cu, t_out)
+    else:  # no fault reaches the output
+        d = [m.var(0.0, 0.0) for _ in out_c]
     pairs, objective, scale = _objective(m, d, outputs, combined)
     return _Built(m, x, q, bvals, r, prec, d, pairs, objective, scale)
 
@@ -746,35 +790,54 @@ def _clip(v: float, fault: Fault) -> float:
     return float(np.clip(v, sent.lo, sent.hi))
 
 
-def replay(net: Network, fault: Fault, witness: dict[str, Any], outputs: Sequence[int] | None = None) -> float:
-    """:math:`\\max_{k} |F(x)_k - F_{S,v}(x)_k|` over ``outputs`` (default: all, the inf-norm) of a
-    witness, evaluated by the measurement engine (float64)."""
-    from faultbound.failures import layer_count
-    from faultbound.measure.engine import differentiable_outputs
-    from faultbound.measure.faultset import FaultSet
-    from faultbound.measure.state import clean_pass
 
+
+def replay(
+    net: Network | GraphNetwork, fault: Fault, witness: dict[str, Any], outputs: Sequence[int] | None = None
+) -> float:
+    """:math:`\\max_k |F(x)_k - F_{S,v}(x)_k|` over ``outputs`` (default: all) of a witness of
+    :func:`exact_bound`, by a float64 forward pass over the graph (a layered network: its chain) with
+    the witness's faults:
+    failing units of site k send ``fault.sends`` of their clean values (and the chosen values),
+    failing synapses (j, i) of weighted node k transmit what the model sends instead of
+    :math:`A_{ji} y_i`, precision offsets are added at every unit of their site."""
+    if isinstance(net, Network):
+        net = GraphNetwork.from_network(net)
     x = torch.tensor(witness["input"], dtype=torch.float64).reshape(1, *net.input_shape)
-    n = layer_count(net, fault) if fault.counted else 0
-    sites: list[Tensor | None] = [None] * n
-    vals: list[Tensor | None] = [None] * max(n, net.L)
-    for key, units in witness.get("failure_set", {}).items():
-        l = int(key)
-        if units:
-            sites[l - 1] = torch.tensor([units], dtype=torch.long)
-            given = witness.get("values", {}).get(key)
-            if given is not None:
-                vals[l - 1] = torch.tensor(given, dtype=torch.float64).reshape(1, 1, -1)
-    if not fault.counted:  # precision: an offset per neuron of every layer
-        vals = [None] * net.L
-        for key, ps in witness.get("precision", {}).items():
-            vals[int(key) - 1] = torch.tensor(ps, dtype=torch.float64).reshape(1, 1, -1)
-    fs = FaultSet(1, tuple(sites))
+    failing = {int(k): v for k, v in witness.get("failure_set", {}).items()}
+    values = {int(k): v for k, v in witness.get("values", {}).items()}
+    offsets = {int(k): v for k, v in witness.get("precision", {}).items()}
+    site_pos = {node: k + 1 for k, node in enumerate(net.site_nodes)}
+    weighted_pos = {node: k + 1 for k, node in enumerate(net.weighted_nodes)}
     with torch.no_grad():
-        clean = clean_pass(net, x, torch.float64)
-        out = differentiable_outputs(net, clean, fault, fs, vals[: len(vals)])
-        dev = (out[0, 0] - clean.output[0]).abs()
-        return float(dev.max() if outputs is None else dev[list(outputs)].max())
+        clean = net.values(x)
+        vals: list[Tensor] = []
+        for i, node in enumerate(net.nodes):
+            if i == 0 or isinstance(node.op, Const):
+                vals.append(clean[i])
+                continue
+            out = node.op.forward(*(vals[j] for j in node.inputs)).clone()
+            k = weighted_pos.get(i)
+            if isinstance(fault, SynapseFault) and k is not None and failing.get(k):
+                A, syn = _synapses(net, k)
+                flat, y_in = out.reshape(-1), vals[node.inputs[0]].reshape(-1)
+                for n, idx in enumerate(failing[k]):
+                    j, col = syn[idx]
+                    v = values[k][n] if k in values else fault.sent.lo
+                    flat[j] += v - A[j, col] * y_in[col]
+                out = flat.reshape(out.shape)
+            k = site_pos.get(i)
+            if k is not None and isinstance(fault, NeuronFault) and failing.get(k):
+                flat, y = out.reshape(-1), clean[i].reshape(-1)
+                units = torch.tensor(failing[k], dtype=torch.long)
+                v = torch.tensor(values[k], dtype=torch.float64) if k in values else None
+                flat[units] = fault.sends(flat[units], y[units], v)
+                out = flat.reshape(out.shape)
+            if k is not None and k in offsets:
+                out = out + torch.tensor(offsets[k], dtype=torch.float64).reshape(out.shape)
+            vals.append(out)
+    dev = (vals[-1] - clean[-1]).reshape(-1).abs()
+    return float(dev.max() if outputs is None else dev[list(outputs)].max())
 
 
 def _check_exact(fault: Fault, time_limit: float | None) -> None:
@@ -815,6 +878,36 @@ def _outputs(n_outputs: int, outputs: Sequence[int] | None) -> list[int]:
     return outs
 
 
+def _as_graph(
+    net: Network | GraphNetwork, failures: Sequence[int] | None, fault: Fault
+) -> tuple[GraphNetwork, list[int] | None]:
+    """The network as a graph and the failure counts per fault site (neuron faults) or weighted
+    node (synapse faults); ``None`` for precision.
+
+    A layered network is its chain (:meth:`GraphNetwork.from_network`): its sites are the hidden
+    layers 1..L, and its counts :math:`g_1..g_{L+1}` of failing synapses are per layer, the synapses
+    of layer l being those of its one weighted operator. A layer with failing synapses whose
+    effective matrix is not that operator's (pooling or a second weighted operator in the layer)
+    is refused in one line."""
+    if isinstance(fault, Precision) or failures is None:
+        return (GraphNetwork.from_network(net) if isinstance(net, Network) else net), None
+    counts = [int(v) for v in failures]
+    if isinstance(net, GraphNetwork):
+        return net, counts
+    g = GraphNetwork.from_network(net)
+    if fault.site == "neuron":
+        return g, (counts + [0] * net.L)[: net.L]
+    counts = (counts + [0] * (net.L + 1))[: net.L + 1]
+    for layer, c in zip(net.layers, counts, strict=True):
+        n_weighted = sum(1 for op in layer.ops if op.weighted)
+        if n_weighted != 1 or (c > 0 and layer.weighted_op is None):
+            raise UnsupportedModelError(
+                f"method='exact' counts failing synapses per layer of one weighted operator (plus flattens), "
+                f"but layer {layer.index} is {layer.describe()}; use method='tight'."
+            )
+    return g, counts
+
+
 def exact_bound(
     net: Network | GraphNetwork,
     failures: Sequence[int] | None,
@@ -827,13 +920,13 @@ def exact_bound(
     at_most: bool = False,
     combined: bool = False,
 ) -> ExactResult:
-    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain);
-    a graph network goes to :func:`faultbound.bounds.graph_exact.graph_exact_bound`, which takes the
-    same arguments (failure counts per fault site or weighted node).
+    """The exact worst output deviation over the box ``[lo, hi]`` (default: the network's domain),
+    by one MILP builder for every network (module docstring).
 
     Args:
-        failures: f_1..f_L (neuron faults), g_1..g_{L+1} (synapse faults), ``None`` for precision;
-            validated by the caller (:func:`faultbound.bound`).
+        failures: one count per fault site (neuron faults; the hidden layers f_1..f_L of a layered
+            network), per weighted node (synapse faults; g_1..g_{L+1} per layer of a layered
+            network), ``None`` for precision; validated by the caller (:func:`faultbound.bound`).
         time_limit: seconds for HiGHS; when it stops early ``value`` is its dual bound (+ margin).
         lo, hi: the input box (flat or input-shaped); ``lo == hi`` is one input.
         outputs: the outputs k to maximise :math:`|d_k|` over (default: all).
@@ -843,14 +936,17 @@ def exact_bound(
             with a time limit each gets an equal share of the time left).
 
     Returns:
-        An :class:`ExactResult`; ``witness`` has ``input`` (flat), ``failure_set`` ({layer: [unit or
-        synapse index as the engine numbers them]}), ``values`` ({layer: [value sent (Byzantine),
-        u (deviation)]}), ``precision`` ({layer: [offset per neuron]}), ``output``, ``sign``,
-        ``milp_value`` and ``replayed`` (the engine's float64 error).
+        An :class:`ExactResult`; ``witness`` has ``input`` (flat), ``failure_set`` ({site or weighted
+        node from 1 (a layer of a layered network): [unit or synapse index]}: units in row-major
+        order of the site's output; a synapse numbered ``j * n_in + i`` at a dense node on a flat
+        input, else in row-major order of the non-zero entries of the node's effective matrix, as
+        the engine numbers them), ``values`` ({site: [value sent (Byzantine), u (deviation)]}),
+        ``precision`` ({site: [offset per unit]}), ``output``, ``sign``, ``milp_value`` and
+        ``replayed`` (:func:`replay`'s float64 error).
 
     Raises:
-        UnsupportedModelError: a hidden activation (a graph node) is not piecewise linear.
-        InvalidArgumentError: a fault model without an exact encoding (bit flips).
+        UnsupportedModelError: a node that is not piecewise linear (named; use ``method="tight"``).
+        InvalidArgumentError: a fault model without an exact encoding (bit flips), an unbounded box.
 
     Example:
         >>> import torch, faultbound as fb
@@ -863,26 +959,15 @@ def exact_bound(
         >>> r.optimal, round(r.lower, 6), [round(v, 6) for v in r.witness["input"]]
         (True, 0.5, [1.0])
     """
-    if isinstance(net, GraphNetwork):
-        from faultbound.bounds.graph_exact import graph_exact_bound
-
-        return graph_exact_bound(
-            net, failures, fault, time_limit=time_limit, lo=lo, hi=hi, outputs=outputs, at_most=at_most,
-            combined=combined,
-        )
     check_piecewise_linear(net)
     _check_exact(fault, time_limit)
-    lo_a, hi_a = _input_box(net, lo, hi)
-    outs = _outputs(net.n_outputs, outputs)
+    g, counts = _as_graph(net, failures, fault)
+    lo_a, hi_a = _input_box(g, lo, hi)
+    outs = _outputs(g.n_outputs, outputs)
     which = None if outputs is None else outs
     t0 = time.perf_counter()
-    counts = [0] * (net.L + 1) if failures is None else [int(v) for v in failures]
-    counts += [0] * (net.L + 1 - len(counts))
-    if fault.site == "neuron":
-        counts = counts[: net.L] + [0]
-    built = _build(net, counts, fault, lo_a, hi_a, outs, at_most, combined)
-    layered = net
-    return _search(built, fault, time_limit, t0, lambda w: replay(layered, fault, w, which))
+    built = _build(g, counts, fault, lo_a, hi_a, outs, at_most, combined)
+    return _search(built, fault, time_limit, t0, lambda w: replay(g, fault, w, which))
 
 
 def _search(
@@ -910,8 +995,8 @@ def _search(
         todo = [p for p in jobs if p not in settled]
         for i, pair in enumerate(todo):
             bound_p = built.scale if pair is None else max(cap[pair], 0.0)
-            if min(bound_p, duals.get(pair, math.inf)) <= lower:
-                settled.add(pair)  # cannot beat the witness found: no solve needed
+            if witness is not None and min(bound_p, duals.get(pair, math.inf)) <= lower:
+                settled.add(pair)  # cannot beat the witness found: no solve needed (one solve gives a witness)
                 duals[pair] = min(bound_p, duals.get(pair, math.inf))
                 continue
             left = None if deadline is None else (deadline - time.perf_counter()) / (len(todo) - i)

@@ -19,7 +19,7 @@ Each operator is one class that owns its rules:
   bound and its output's upper bound), which refines the domain boxes
   (:meth:`~faultbound.network.graph.GraphNetwork.linear_box_intervals`);
 * :meth:`GOp.milp` -- where :attr:`GOp.piecewise_linear`, MILP variables equal to its output given
-  its inputs' variables (the ``exact`` bound over graphs, :mod:`faultbound.bounds.graph_exact`):
+  its inputs' variables (the ``exact`` bound over graphs, :mod:`faultbound.bounds.exact`):
   index maps (views, slices, concatenation) permute variable ids, linear operators are equality rows,
   activations use :meth:`~faultbound.network.activations.Activation.milp`, max pooling a one-hot
   selection with big-M's from the inputs' bounds;
