@@ -15,9 +15,12 @@ faulty network must still do, with everything else given to it for free (an *ora
   reading the clean pass everywhere else;
 * from there on it runs the graph's own operators on the changed pairs, batched, in float32.
 
-``floor_seconds`` is the best time of that tail; ``max_speedup_vs_pytorchfi`` = PyTorchFI's time /
-``floor_seconds`` is then the most such an engine can reach on this machine, next to the speed-up
-that faultbound's ``inject`` reaches in the same run. The script also counts the changed pairs with
+Every side (the floor, faultbound's ``inject``, PyTorchFI's loop, PyTorchFI packed: several
+configurations per forward, its fastest usage, as in ``vs_pytorchfi.py``, and clean inference) runs
+``--repeats`` times, in turn, so that all see the same load; ``max_speedup_vs_pytorchfi_*`` =
+PyTorchFI's time / the floor's (ratios of the medians and of the mins) is then the most such an
+engine can reach on this machine, next to the speed-up that faultbound's ``inject`` reaches in the
+same run. The script also counts the changed pairs with
 a ReLU whose input changes sign after the oracle's start (``pairs_with_relu_sign_change``): where
 none does, the tail would be linear in the change and one Jacobian-vector product per pair would
 do; that share says how often such a shortcut could apply. Prints one JSON object.
@@ -32,9 +35,11 @@ import json
 import logging
 import os
 import platform
+import statistics
+from collections.abc import Callable
 
 import torch
-from vs_pytorchfi import best_time, pytorchfi_campaign, resnet18_campaign
+from vs_pytorchfi import interleaved, ratio, resnet18_campaign, resnet18_pytorchfi, stats
 
 import faultbound as fb
 from faultbound.measure import inject
@@ -76,6 +81,7 @@ def main() -> None:
     ap.add_argument("--configs", type=int, default=200)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--from-size", type=int, default=8)
+    ap.add_argument("--pack-rows", type=int, default=256, help="most rows of one packed PyTorchFI forward")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.INFO)
@@ -141,43 +147,63 @@ def main() -> None:
     with torch.no_grad():
         flips = [torch.zeros(r.numel(), dtype=torch.bool) for _, _, r in batches]
         floor_out = [tail(net, clean, s, r, f, fl) for (f, s, r), fl in zip(batches, flips, strict=True)]
-        floor_s = best_time(lambda: [tail(net, clean, s, r, f) for f, s, r in batches], args.repeats)
         fb_out = inject(net, x, fb.Crash(), fs).outputs
-        fb_s = best_time(lambda: inject(net, x, fb.Crash(), fs), args.repeats)
-        clean_s = best_time(lambda: [model(x) for _ in range(3)], args.repeats) / 3
     # the oracle computes the faulty outputs: the same as the engine's
     diff = max(
         float((out - fb_out[c, r]).abs().max()) for (_, _, r), c, out in zip(batches, configs, floor_out, strict=True)
     )
-    out_pfi = torch.empty_like(fb_out)
-    campaign = pytorchfi_campaign(model, net, x, site_of, unit)
-    pfi_s = best_time(lambda: campaign(out_pfi), 1)
+    outs = {"pytorchfi_loop": torch.empty_like(fb_out), "pytorchfi_packed": torch.empty_like(fb_out)}
+    pfi = resnet18_pytorchfi(model, net, x, site_of, unit, pack_rows=[args.pack_rows])
+    (k_packed, packed), = pfi.packed.items()
+
+    def clean_batches() -> None:
+        for _ in range(3):
+            model(x)
+
+    sides: dict[str, Callable[[], object]] = {
+        "floor": lambda: [tail(net, clean, s, r, f) for f, s, r in batches],
+        "faultbound_inject": lambda: inject(net, x, fb.Crash(), fs),
+        "pytorchfi_loop": lambda: pfi.loop(outs["pytorchfi_loop"]),
+        "pytorchfi_packed": lambda: packed(outs["pytorchfi_packed"]),
+        "clean_forward_batch": clean_batches,
+    }
+    with torch.no_grad():  # every side the same number of times, in turn, under the same load
+        times = interleaved(sides, args.repeats)
+    times["clean_forward_batch"] = [v / 3 for v in times["clean_forward_batch"]]
+    med = {k: statistics.median(v) for k, v in times.items()}
     n_flip = int(sum(int(fl.sum()) for fl in flips))
     after = sum(cost[k:])
+    clean_t = [v * t for v in times["clean_forward_batch"]]
     print(
         json.dumps(
             {
                 "model": "resnet18-cifar (graph, 17 ReLU sites)",
                 "configurations": t,
                 "inputs": b,
+                "repeats": args.repeats,
+                "timing": "every side run in turn (floor, faultbound, PyTorchFI loop, PyTorchFI packed, clean), "
+                "repeats times; ratios of medians and of mins",
                 "from_node": k,
                 "from_shape": list(net.nodes[k].shape),
                 "changed_pairs": pairs,
                 "share_of_macs_from_node": after / sum(cost),
                 "pairs_with_relu_sign_change": n_flip,
                 "share_with_relu_sign_change": n_flip / max(1, pairs),
-                "seconds": {
-                    "floor": floor_s,
-                    "faultbound_inject": fb_s,
-                    "pytorchfi": pfi_s,
-                    "clean_forward_batch": clean_s,
-                },
-                "max_speedup_vs_pytorchfi": pfi_s / floor_s,
-                "faultbound_speedup_vs_pytorchfi": pfi_s / fb_s,
-                "max_campaign_vs_clean": (t * clean_s) / floor_s,
-                "faultbound_campaign_vs_clean": (t * clean_s) / fb_s,
+                "pytorchfi_packed_per_forward": k_packed,
+                "seconds": {k: stats(v) for k, v in times.items()},
+                "seconds_median": med,
+                "max_speedup_vs_pytorchfi_loop": ratio(times["pytorchfi_loop"], times["floor"]),
+                "faultbound_speedup_vs_pytorchfi_loop": ratio(times["pytorchfi_loop"], times["faultbound_inject"]),
+                "max_speedup_vs_pytorchfi_packed": ratio(times["pytorchfi_packed"], times["floor"]),
+                "faultbound_speedup_vs_pytorchfi_packed": ratio(
+                    times["pytorchfi_packed"], times["faultbound_inject"]
+                ),
+                "max_campaign_vs_clean": ratio(clean_t, times["floor"]),
+                "faultbound_campaign_vs_clean": ratio(clean_t, times["faultbound_inject"]),
                 "floor_outputs_vs_faultbound_max_difference": diff,
-                "faultbound_vs_pytorchfi_max_difference": float((fb_out - out_pfi).abs().max()),
+                "faultbound_vs_pytorchfi_max_difference": max(
+                    float((fb_out - o).abs().max()) for o in outs.values()
+                ),
                 "threads": torch.get_num_threads(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cpus (CPU only), torch {torch.__version__}",
             }

@@ -362,24 +362,6 @@ def resnet18_pytorchfi(
     return pytorchfi_campaigns(wrapped, x, targets(site_of, unit, shapes, layer_num), pack_rows)
 
 
-def pytorchfi_campaign(
-    model: nn.Module, net: GraphNetwork, x: torch.Tensor, site_of: torch.Tensor, unit: torch.Tensor
-) -> Callable[[torch.Tensor], None]:
-    """PyTorchFI's per-configuration loop on the ResNet-18 campaign (for ``graph_floor.py``)."""
-    return resnet18_pytorchfi(model, net, x, site_of, unit, pack_rows=[]).loop
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` runs of ``fn`` (``graph_floor.py``; this script times sides with
-    :func:`interleaved`)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def run_resnet18(t: int, b: int, repeats: int, pack_rows: list[int]) -> dict:
     model, net, x, fs, site_of, unit = resnet18_campaign(t, b)
     pfi = resnet18_pytorchfi(model, net, x, site_of, unit, pack_rows)
