@@ -76,11 +76,13 @@ no binaries.
 propagation over the box. Faulty: the operator's interval image of its inputs' faulty intervals
 (with the fault's hull at a site, any synapse's value at a weighted node), intersected with the
 clean interval widened by the ``tight`` deviation bound :math:`t_v` of the node
-(:func:`~faultbound.bounds.graph_tight.graph_deviations`, sound for every failure set of at most the
-given sizes, so for these too). The same :math:`t_v` gives the linking rows
-:math:`|\\tilde v_j - v_j| \\le t_{v,j}` at every node that creates variables (valid cuts that tie
-the two copies together in the LP relaxation). All intervals are widened outward by a relative
-:math:`10^{-9}`.
+(:func:`~faultbound.bounds.graph_tight.graph_forward`, its forward rule capped by back-substitution
+at nodes of at most :data:`REFINE_ROWS` units, and at the outputs the minimum with the
+back-substitution bound :func:`~faultbound.bounds.graph_tight.graph_backsub`: the ``tight`` bound
+itself; sound for every failure set of at most the given sizes, so for these too). The same
+:math:`t_v` gives the linking rows :math:`|\\tilde v_j - v_j| \\le t_{v,j}` at every node that
+creates variables (valid cuts that tie the two copies together in the LP relaxation). All intervals
+are widened outward by a relative :math:`10^{-9}`.
 
 **Objective.** :math:`d_k = \\tilde y_k - y_k` at the outputs. By default one MILP per
 (output k, sign σ) maximises :math:`\\sigma d_k`, in decreasing order of the interval bound of
@@ -143,6 +145,9 @@ __all__ = ["ExactResult", "exact_bound", "check_piecewise_linear", "replay", "RE
 REL_MARGIN = 1e-5
 #: Relative outward slack of the big-M intervals (float64 rounding of the propagation).
 _SLACK = 1e-9
+#: Nodes of at most this many units get their ``tight`` deviation bound (the MILP's cuts) refined by
+#: back-substitution (``graph_forward(..., refine_rows=...)``).
+REFINE_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -561,7 +566,7 @@ def _build(
     at_most: bool,
     combined: bool,
 ) -> _Built:
-    from faultbound.bounds.graph_tight import _clean_boxes, graph_deviations
+    from faultbound.bounds.graph_tight import _clean_boxes, graph_backsub, graph_forward
 
     m = _Model()
     lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(1, *net.input_shape)
@@ -585,7 +590,8 @@ def _build(
     else:
         starts = [n for n, k in site_pos.items() if lam[k] > 0]
     hit = net.downstream(starts) if starts else [False] * len(net.nodes)
-    devs = graph_deviations(net, fault, counts, lo_t, hi_t) if starts else None
+    gp = graph_forward(net, fault, counts, lo_t, hi_t, refine_rows=REFINE_ROWS) if starts else None
+    devs = None if gp is None else gp.devs
     sent = fault.sent if isinstance(fault, (NeuronFault, SynapseFault)) else None
 
     x = [m.var(a, b) for a, b in zip(lo, hi, strict=True)]
@@ -660,7 +666,11 @@ def _build(
     out_c, out_f = clean[-1].reshape(-1), faulty[-1].reshape(-1)
     if hit[-1]:
         assert devs is not None
-        t_out = torch.broadcast_to(devs[-1].total(), (1, *net.output.shape)).reshape(-1).numpy() * (1 + 1e-9) + 1e-12
+        assert gp is not None
+        t_fwd = torch.broadcast_to(devs[-1].total(), (1, *net.output.shape)).reshape(1, -1)
+        lin = graph_backsub(net, gp)
+        t_all = t_fwd if lin is None else torch.minimum(t_fwd, lin.reshape(1, -1))
+        t_out = t_all.reshape(-1).numpy() * (1 + 1e-9) + 1e-12
         fl, fu = _bounds(m, out_f)
         cl, cu = _bounds(m, out_c)
         d = _deviation_vars(m, out_f.tolist(), out_c.tolist(), fl, fu, cl, cu, t_out)
