@@ -707,8 +707,9 @@ def _identity(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -
 
 
 def _sigmoid(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
-    """``sigmoid``: the logistic activation (``Sigmoid(k=1/4)``); the chain reader reads it through
-    its algebra (tuned sigmoids), so it is not among the registered ``aten_ops``."""
+    """``sigmoid``: the logistic activation (``Sigmoid(k=1/4)``); ``sigmoid(c x)`` becomes a tuned
+    sigmoid when the node list is fused (:mod:`~faultbound.network.readers._fuse`), so it is not
+    among the registered ``aten_ops``."""
     x = a["self"]
     return _V(b.add(name, Act(Sigmoid()), x.idx), x.squeezed, out)
 
@@ -837,9 +838,9 @@ def _module_name(node: Any) -> str:
 
 
 def _module_type(node: Any) -> str:
-    """The class name of the module a program node comes from (``"ReLU: "``), else ``""``."""
+    """The class name of the submodule a program node comes from (``"ReLU: "``), else ``""``."""
     stack = node.meta.get("nn_module_stack")
-    if not stack:
+    if not stack or _module_name(node) == str(node.name):  # the model's own forward: no submodule
         return ""
     kind = list(stack.values())[-1][1]
     name = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1].strip("'>")

@@ -492,7 +492,7 @@ def _act_rule(make: Callable[[dict[str, Any], list[Any]], Any]) -> Rule:
 
 def _registered(op: str) -> Rule | None:
     """A registered activation whose ``onnx_ops`` name ``op`` (float attributes and scalar inputs as
-    their shortest float32 decimal, as the chain reader gives them)."""
+    their shortest float32 decimal)."""
     cls = onnx_activation_ops().get(op)
     if cls is None:
         return None

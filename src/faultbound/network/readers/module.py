@@ -19,11 +19,10 @@ This module imports no other reader and not :mod:`faultbound.network.core`.
 
 from __future__ import annotations
 
-import copy
 import io
 import pickle
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,12 @@ from torch import Tensor, nn
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
 from faultbound.network.activations import REGISTRY, Activation
-from faultbound.network.readers._common import first_line, module_dtype
+from faultbound.network.readers._common import first_line
 
 __all__ = [
     "first_layer",
     "module_input_shape",
     "module_leaves",
-    "module_reference",
     "read_module",
     "train_mode_modules",
     "warn_train_mode",
@@ -106,19 +104,6 @@ def module_leaves(module: nn.Module) -> dict[str, Activation]:
         except UnsupportedModelError:
             continue  # read from its operators, which name what is refused
     return out
-
-
-def module_reference(module: nn.Module) -> Callable[[Tensor], Tensor]:
-    """The module's own forward pass, on an eval-mode copy in the module's own format
-    (:func:`~faultbound.network.readers._common.module_dtype`), as float64 ``(batch, outputs)``."""
-    dtype = module_dtype(module)
-    ref = copy.deepcopy(module).eval()
-
-    def run(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return ref(x.to(dtype)).reshape(x.shape[0], -1).to(torch.float64)
-
-    return run
 
 
 def train_mode_modules(module: nn.Module) -> list[str]:
