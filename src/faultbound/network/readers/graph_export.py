@@ -48,6 +48,7 @@ is unsupported too.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import operator
@@ -1093,7 +1094,8 @@ def graph_from_module(
     batch of one input of ``input_shape``, :func:`~faultbound.network.readers.module.module_input_shape`
     when not given) and read the program as a GraphNetwork, its registered activation modules read
     by their type (:func:`~faultbound.network.readers.module.module_leaves`). The user's own module
-    runs in this process (nothing is unpickled). It is exported in eval mode and then given back
+    runs in this process (nothing is unpickled); the DAG is checked against an eval-mode copy of
+    the module on probe inputs (one batch). It is exported in eval mode and then given back
     its own training flags, submodule by submodule: the module is left as it was (no warning here;
     the callers, :func:`faultbound.load` and ``Network.from_torch``, warn)."""
     shape = module_input_shape(module, input_shape, domain)
@@ -1110,4 +1112,22 @@ def graph_from_module(
     finally:
         for m, training in flags:
             m.training = training
-    return graph_from_exported(ep, domain, sites, check, module_leaves(module))
+    net = graph_from_exported(ep, domain, sites, False, module_leaves(module))
+    if check:  # against the module itself (an eval-mode copy, in its own format), all probes in one batch
+        ref = copy.deepcopy(module).eval()
+        dtype = module_dtype(module)
+
+        def run(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                y = ref(x.to(dtype))
+            y = y[0] if isinstance(y, (tuple, list)) else y
+            return y.detach().to(torch.float64).reshape(x.shape[0], -1)
+
+        def probe(x: Tensor) -> Tensor:
+            try:
+                return run(x)
+            except Exception:  # a module that only takes the batch it was exported with: one by one
+                return batched_reference(run, 1)(x)
+
+        check_against(net, probe, "the torch module")
+    return net
