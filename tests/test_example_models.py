@@ -27,7 +27,7 @@ from torch import nn
 
 import faultbound as fb
 from faultbound import models
-from faultbound.network.readers.export import read_exported
+from faultbound.network.readers.graph_export import read_exported
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MODELS = EXAMPLES / "models"

@@ -327,9 +327,9 @@ def test_onnx_unsupported_nodes_are_all_named(tmp_path: Path) -> None:
     assert "'flat'" not in msg and "\n" not in msg
 
 
-def test_onnx_chain_reader_names_each_unsupported_op_once() -> None:
-    """The chain reader (whose findings stand when the reference evaluator cannot run the model)
-    names each distinct unsupported op type once, at its first node, with its further places."""
+def test_onnx_reader_names_each_unsupported_op_once(tmp_path: Path) -> None:
+    """The one ONNX reader names each distinct unsupported op type once, at its first node, with
+    its further places; the nodes after a refused one are not blamed."""
     rng = np.random.default_rng(2)
     nodes = [
         helper.make_node("Gemm", ["x", "w"], ["a"], name="fc1", transB=1),
@@ -341,9 +341,9 @@ def test_onnx_chain_reader_names_each_unsupported_op_once() -> None:
     ]
     model = _model(nodes, {"w": rng.normal(size=(3, 3))}, [1, 3])
     with pytest.raises(fb.errors.UnsupportedModelError) as info:
-        fb.network.readers.onnx.network_from_onnx(model)
+        fb.load(_save(model, tmp_path / "m.onnx"))
     msg = str(info.value)
-    assert msg.startswith("Unsupported ONNX operators (2): Sin 'sin1' and 1 more place; Hardmax 'hm'. Supported:")
+    assert msg.startswith("Unsupported ONNX operators (2): Sin 'sin1' after Gemm 'fc1' and 1 more place; Hardmax 'hm'")
     assert "\n" not in msg and "sin2" not in msg and "fc2" not in msg
 
 
@@ -381,7 +381,7 @@ def test_onnx_unsupported_settings_are_named(tmp_path: Path) -> None:
 
 
 def test_onnx_residual_graph_loads_as_a_graph(tmp_path: Path) -> None:
-    # refused by the chain reader; read by the graph reader since issue 10
+    # not layered: the DAG itself (issue 10)
     rng = np.random.default_rng(4)
     nodes = [
         helper.make_node("Gemm", ["x", "w1"], ["a"], name="fc1", transB=1),
@@ -393,8 +393,6 @@ def test_onnx_residual_graph_loads_as_a_graph(tmp_path: Path) -> None:
     ]
     inits = {"w1": rng.normal(size=(3, 3)), "w2": rng.normal(size=(3, 3)), "w3": rng.normal(size=(1, 3))}
     model = _model(nodes, inits, [1, 3])
-    with pytest.raises(fb.errors.UnsupportedModelError, match="Add 'skip'"):
-        fb.network.readers.onnx.network_from_onnx(model)  # the chain reader alone
     net = fb.load(_save(model, tmp_path / "m.onnx"))
     assert isinstance(net, fb.GraphNetwork) and net.widths == [3, 3]
     x = net.domain.sample(10, torch.Generator().manual_seed(0))
@@ -403,7 +401,7 @@ def test_onnx_residual_graph_loads_as_a_graph(tmp_path: Path) -> None:
 
 
 def test_onnx_scalar_mul_not_before_sigmoid_is_a_graph_node(tmp_path: Path) -> None:
-    # the chain reader refuses it; the graph reader scales the layer's output (issue 10)
+    # not of the layered form: the DAG scales the layer's output (issue 10)
     rng = np.random.default_rng(5)
     nodes = [
         helper.make_node("Gemm", ["x", "w1"], ["a"], name="fc1", transB=1),
@@ -413,8 +411,6 @@ def test_onnx_scalar_mul_not_before_sigmoid_is_a_graph_node(tmp_path: Path) -> N
     ]
     inits = {"w1": rng.normal(size=(3, 3)), "w2": rng.normal(size=(1, 3)), "c": np.array(3.0)}
     model = _model(nodes, inits, [1, 3])
-    with pytest.raises(fb.errors.UnsupportedModelError, match="Tanh 't'"):
-        fb.network.readers.onnx.network_from_onnx(model)  # the chain reader alone
     net = fb.load(_save(model, tmp_path / "m.onnx"))
     assert isinstance(net, fb.GraphNetwork) and net.widths == [3]
     x = net.domain.sample(10, torch.Generator().manual_seed(0))
@@ -454,21 +450,21 @@ def test_pt2_unsupported_op_is_named_with_its_place(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- probe checks
 def test_onnx_probe_check_catches_a_wrong_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from faultbound.network.readers import onnx as onnx_reader
+    from faultbound.network.readers import graph_onnx
 
     m, shape = mlp_tuned()
     save_onnx(m, shape, tmp_path / "m.onnx", "torchscript")
-    monkeypatch.setitem(onnx_reader.RULES, "Tanh", onnx_reader._act(lambda at, args: ReLU()))
+    monkeypatch.setattr(graph_onnx, "onnx_activation_ops", lambda: {"Tanh": ReLU})
     with pytest.raises(fb.errors.ModelLoadError, match="differs from the ONNX model"):
         fb.load(tmp_path / "m.onnx")
 
 
 def test_pt2_probe_check_catches_a_wrong_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from faultbound.network.readers import export as export_reader
+    from faultbound.network.readers import graph_export
 
     m, shape = mlp_tuned()
     save_pt2(m, shape, tmp_path / "m.pt2")
-    monkeypatch.setitem(export_reader.RULES, "tanh", export_reader._act(lambda a: ReLU()))
+    monkeypatch.setattr(graph_export, "aten_activation_ops", lambda: {"tanh": ReLU})
     with pytest.raises(fb.errors.ModelLoadError, match="differs from the torch.export program"):
         fb.load(tmp_path / "m.pt2")
 

@@ -57,11 +57,19 @@ def test_conv_pool_batchnorm_fold_and_effective_matrix() -> None:
 
 
 def test_unsupported_layers_are_all_listed() -> None:
-    m = nn.Sequential(nn.Linear(2, 3), nn.Softmax(dim=1), nn.Linear(3, 3), nn.ReLU6(), nn.MaxPool1d(1), nn.Linear(3, 1))
+    m = nn.Sequential(
+        nn.Linear(2, 3), nn.Hardshrink(), nn.Linear(3, 3), nn.ReLU6(), nn.MaxPool1d(1), nn.Linear(3, 1), nn.Softsign()
+    )
     with pytest.raises(fb.errors.UnsupportedModelError) as e:
         fb.Network.from_torch(m)
     msg = str(e.value)
-    assert "Softmax" in msg and "ReLU6" in msg and "MaxPool1d" in msg and "(3)" in msg
+    assert "Hardshrink" in msg and "MaxPool1d" in msg and "Softsign" in msg and "(3)" in msg and "\n" not in msg
+    assert "ReLU6" not in msg  # read as hardtanh(0, 6)
+    # a DAG that is not of the paper's layered form: a Network refuses it, fb.load gives the graph
+    m = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 3), nn.Softmax(dim=1), nn.Linear(3, 1))
+    with pytest.raises(fb.errors.UnsupportedModelError, match="not a layered network.*softmax"):
+        fb.Network.from_torch(m)
+    assert isinstance(fb.load(m), fb.GraphNetwork)
 
 
 @pytest.mark.parametrize(
@@ -71,13 +79,14 @@ def test_unsupported_layers_are_all_listed() -> None:
         (nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)), "no activation"),
         (nn.Sequential(nn.Sigmoid(), nn.Linear(2, 1)), "linear layer before"),
         (nn.Sequential(nn.Linear(2, 2), nn.GELU(approximate="tanh"), nn.Linear(2, 1)), "approximate"),
-        (nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(1, 1)), "dilation"),
+        (nn.Sequential(nn.Conv2d(1, 1, 5, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(1, 1)), "dilation"),
         (nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 1)), "input_shape"),
     ],
 )
 def test_clear_errors(model: nn.Module, needle: str) -> None:
+    conv = isinstance(model[0], nn.Conv2d) and needle != "input_shape"
     with pytest.raises(fb.errors.UnsupportedModelError, match=needle):
-        fb.Network.from_torch(model)
+        fb.Network.from_torch(model, input_shape=(1, 9, 9) if conv else None)
 
 
 def test_not_sequential_and_nan_and_domain_errors() -> None:

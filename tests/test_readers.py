@@ -1,5 +1,5 @@
-"""The readers' shared pieces: the one batch-norm fold, the rules dicts and their docstrings, and
-an import graph without cycles through ``faultbound.network``.
+"""The readers' shared pieces: the one batch-norm map and its fold into the node before it, the
+rules dicts and their docstrings, and an import graph without cycles through ``faultbound.network``.
 
 References: torch's own ``F.batch_norm`` / ``F.linear`` / ``F.conv2d`` in float64, never the fold
 under test.
@@ -17,8 +17,10 @@ from torch import nn
 
 import faultbound as fb
 from faultbound.network.activations import ReLU
+from faultbound.network.gops import Act, Affine, Input
+from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import ChannelAffine, Conv, Dense
-from faultbound.network.readers._common import batch_norm, fold_batch_norms
+from faultbound.network.readers._common import batch_norm
 from tests import import_cycles
 from tests.test_loaders import save_onnx, save_pt2
 
@@ -51,41 +53,52 @@ def test_batch_norm_is_torch_eval_batch_norm(affine: bool, seed: int) -> None:
     torch.testing.assert_close(bn.forward(x), ref, rtol=1e-12, atol=1e-12)
 
 
+def _folded(items: list, shape: tuple[int, ...]) -> GraphNetwork:  # type: ignore[type-arg]
+    """A graph of a chain of (name, op) items (ops wrapped as affine or activation nodes), built."""
+    nodes: list = [("x", Input(), ())]  # type: ignore[type-arg]
+    for name, op in items:
+        nodes.append((name, Act(op) if isinstance(op, ReLU) else Affine(op), (len(nodes) - 1,)))
+    return GraphNetwork.build(nodes, shape, None)
+
+
 def test_fold_into_dense_and_twice_in_a_row() -> None:
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(5, 3, generator=g, dtype=F64), torch.randn(5, generator=g, dtype=F64)
     m1, v1, g1, b1 = _stats(5, 1)
     m2, v2, g2, b2 = _stats(5, 2)
     items = [("lin", Dense(w, b)), ("bn1", batch_norm(m1, v1, 1e-5, g1, b1)), ("bn2", batch_norm(m2, v2, 1e-5))]
-    out = fold_batch_norms(items)
-    assert [name for name, _ in out] == ["lin, bn1, bn2"]
-    op = out[0][1]
-    assert isinstance(op, Dense)
+    net = _folded([*items, ("act", ReLU())], (3,))
+    assert len(net.nodes) == 3  # the two batch norms folded into the dense node
+    op = net.nodes[1].op
+    assert isinstance(op, Affine) and isinstance(op.op, Dense)
     x = torch.randn(7, 3, generator=g, dtype=F64)
     ref = F.linear(x, w, b)
     ref = F.batch_norm(ref, m1, v1, g1, b1, training=False, eps=1e-5)
     ref = F.batch_norm(ref, m2, v2, None, None, training=False, eps=1e-5)
-    torch.testing.assert_close(op.forward(x), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(op.op.forward(x), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_fold_into_conv() -> None:
     g = torch.Generator().manual_seed(3)
     w, b = torch.randn(4, 2, 3, 3, generator=g, dtype=F64), torch.randn(4, generator=g, dtype=F64)
     mean, var, gamma, beta = _stats(4, 4)
-    out = fold_batch_norms([("conv", Conv(w, b, (2, 1), (1, 0))), ("bn", batch_norm(mean, var, 1e-5, gamma, beta))])
-    assert len(out) == 1 and isinstance(out[0][1], Conv)
-    assert out[0][1].stride == (2, 1) and out[0][1].padding == (1, 0)
+    conv = Conv(w, b, (2, 1), (1, 0))
+    net = _folded([("conv", conv), ("bn", batch_norm(mean, var, 1e-5, gamma, beta)), ("act", ReLU())], (2, 7, 6))
+    assert len(net.nodes) == 3
+    op = net.nodes[1].op
+    assert isinstance(op, Affine) and isinstance(op.op, Conv)
+    assert op.op.stride == (2, 1) and op.op.padding == (1, 0)
     x = torch.randn(3, 2, 7, 6, generator=g, dtype=F64)
     ref = F.batch_norm(F.conv2d(x, w, b, (2, 1), (1, 0)), mean, var, gamma, beta, training=False, eps=1e-5)
-    torch.testing.assert_close(out[0][1].forward(x), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(op.op.forward(x), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_batch_norm_not_after_a_weighted_op_stays() -> None:
     mean, var, gamma, beta = _stats(3, 5)
     bn = batch_norm(mean, var, 1e-5, gamma, beta)
     dense = Dense(torch.eye(3, dtype=F64), torch.zeros(3, dtype=F64))
-    items = [("bn0", bn), ("lin", dense), ("act", ReLU()), ("bn1", bn)]
-    assert fold_batch_norms(items) == items
+    net = _folded([("bn0", bn), ("lin", dense), ("act", ReLU()), ("bn1", bn)], (3,))
+    assert [n.name for n in net.nodes] == ["x", "bn0", "lin", "act", "bn1"]
 
 
 def test_every_reader_folds_batch_norm_the_same(tmp_path: Path) -> None:
@@ -116,22 +129,26 @@ def test_every_reader_folds_batch_norm_the_same(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------ rules and docstrings
-@pytest.mark.parametrize("reader", ["onnx", "export", "module"])
+@pytest.mark.parametrize("reader", ["graph_onnx", "graph_export"])
 def test_docstring_lists_every_rule(reader: str) -> None:
     mod = importlib.import_module(f"faultbound.network.readers.{reader}")
     doc = mod.__doc__ or ""
-    assert "Refused" in doc
-    names = [k if isinstance(k, str) else k.__name__ for k in mod.RULES]
-    missing = [n for n in names if f"``{n}``" not in doc]
+    rules = mod.RULES if hasattr(mod, "RULES") and reader == "graph_onnx" else mod.GRAPH_RULES
+    missing = [n for n in rules if f"``{n}``" not in doc]
     assert not missing, f"{reader}: the docstring does not name {missing}"
 
 
-def test_module_rules_match_exact_types_only() -> None:
-    class MyReLU(nn.ReLU):
-        pass
+def test_a_module_subclass_is_read_from_what_it_computes() -> None:
+    """A subclass of a registered activation module is not read by its parent's rule (which only
+    matches exact types): it is exported, and read from the operators it computes."""
 
-    with pytest.raises(fb.errors.UnsupportedModelError, match="MyReLU"):
-        fb.Network.from_torch(nn.Sequential(nn.Linear(2, 2), MyReLU(), nn.Linear(2, 1)))
+    class Shifted(nn.ReLU):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(x)
+
+    m = nn.Sequential(nn.Linear(2, 2), Shifted(), nn.Linear(2, 1))
+    net = fb.Network.from_torch(m)
+    assert [layer.activation for layer in net.hidden] == [fb.network.activations.Tanh()]
 
 
 # -------------------------------------------------------------------------------- import graph

@@ -364,7 +364,7 @@ def test_constant_nodes_only_call_aten(tmp_path: Path) -> None:
     import os
 
     from faultbound.errors import UnsupportedModelError
-    from faultbound.network.readers.export import network_from_exported
+    from faultbound.network.readers.graph_export import graph_from_exported
 
     marker = tmp_path / "marker_node"
     m = nn.Sequential(nn.Linear(3, 2), nn.Tanh())
@@ -374,7 +374,7 @@ def test_constant_nodes_only_call_aten(tmp_path: Path) -> None:
     with g.inserting_before(first):
         g.call_function(os.system, (f"touch {marker}",))
     with pytest.raises(UnsupportedModelError, match="system"):
-        network_from_exported(ep)
+        graph_from_exported(ep)
     assert not marker.exists()
 
 

@@ -31,10 +31,9 @@ from faultbound.errors import InvalidArgumentError, ModelLoadError, UnboundedErr
 from faultbound.formats import format_dtype, format_name, unit_roundoff
 from faultbound.network.activations import Activation
 from faultbound.network.ops import Op
-from faultbound.network.readers._common import module_dtype
-from faultbound.network.readers.module import module_chain, module_reference, warn_train_mode
+from faultbound.network.readers.module import warn_train_mode
 
-__all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against", "network_of_module", "read_inputs"]
+__all__ = ["Box", "Layer", "Network", "LayerIntervals", "check_against", "read_inputs", "set_module_reader"]
 
 #: Largest effective weight matrix (entries) that is materialised for w_m / fan-in / synapses.
 MAX_EFFECTIVE_ENTRIES = 50_000_000
@@ -267,9 +266,12 @@ class Network:
         input_shape: Sequence[int] | None = None,
         check: bool = True,
     ) -> Network:
-        """Extract the Network of an ``nn.Sequential`` (nested Sequentials are flattened).
+        """The layered Network of an ``nn.Module`` whose computation is of the paper's form.
 
-        The layers are read by :mod:`faultbound.network.readers.module` (its ``RULES``).
+        The module is read by the one module reader, :func:`faultbound.load`'s: exported with
+        ``torch.export`` into the DAG
+        (:func:`~faultbound.network.readers.graph_export.graph_from_module`), whose layered view
+        (:func:`~faultbound.network.passes.layered_view`) this is.
 
         The module itself is not changed: a module in training mode is read with eval-mode
         semantics (dropout off, batch norms folded from their running statistics), stays in
@@ -279,16 +281,19 @@ class Network:
         Args:
             module: the model; analysed with eval-mode semantics (batch norms folded).
             domain: ``(lo, hi)`` scalars or arrays of the input shape; default [0, 1]^d.
-            input_shape: the shape of one input, required when the first layer is a convolution
-                or a flatten (e.g. ``(1, 28, 28)``).
+            input_shape: the shape of one input, required unless the first layer is a ``Linear``
+                (e.g. ``(1, 28, 28)``).
             check: compare the Network's forward pass with the module's on probe inputs.
 
         Raises:
-            UnsupportedModelError: listing every unsupported layer at once.
+            UnsupportedModelError: naming every unsupported operator at once, or why the module is
+                not a layered network.
             ModelLoadError: when the extracted Network disagrees with the module.
         """
         warn_train_mode(module, stacklevel=2)
-        return network_of_module(module, domain, input_shape, check)
+        if _MODULE_READER is None:  # pragma: no cover - set when faultbound.network.readers.files is imported
+            raise ModelLoadError("No module reader: import faultbound first.")
+        return _MODULE_READER(module, domain, None if input_shape is None else tuple(input_shape), check)
 
     @staticmethod
     def from_chain(
@@ -299,10 +304,10 @@ class Network:
     ) -> Network:
         """Group a flat list of named ops and activations into layers 1..L+1 and check them.
 
-        Every reader ends here, so there is one grouping rule: a hidden layer is the chain of
-        affine ops up to and including an activation; what follows the last activation is the
-        linear output layer L+1. Ops are taken as given (the readers fold batch norms first, with
-        :func:`faultbound.network.readers._common.fold_batch_norms`).
+        The layered view of a DAG (:func:`faultbound.network.passes.layered_view`) ends here, so
+        there is one grouping rule: a hidden layer is the chain of affine ops up to and including an
+        activation; what follows the last activation is the linear output layer L+1. Ops are taken
+        as given (batch norms are folded when the DAG is built).
 
         Raises:
             UnsupportedModelError: no activation, an activation without a linear op before it, no
@@ -553,19 +558,17 @@ class Network:
         }
 
 
-def network_of_module(
-    module: nn.Module,
-    domain: tuple[object, object] | None = None,
-    input_shape: Sequence[int] | None = None,
-    check: bool = True,
-) -> Network:
-    """:meth:`Network.from_torch` without its training-mode warning (for loaders that warn once
-    themselves): the chain's layers, eval-mode semantics, the module left as it is."""
-    items, shape = module_chain(module, input_shape, domain)
-    net = Network.from_chain(items, shape, domain, module_dtype(module))
-    if check:
-        check_against(net, module_reference(module), "the torch module")
-    return net
+#: The module reader behind :meth:`Network.from_torch`
+#: (:func:`faultbound.network.readers.files.network_from_module`), set by that module when it is
+#: imported (as :mod:`faultbound` does): the reader builds on this module, so this module does
+#: not import it.
+_MODULE_READER: Callable[..., Network] | None = None
+
+
+def set_module_reader(reader: Callable[..., Network]) -> None:
+    """Install ``reader(module, domain, input_shape, check) -> Network`` behind :meth:`Network.from_torch`."""
+    global _MODULE_READER
+    _MODULE_READER = reader
 
 
 def _check_points(net: Any, n: int = 16, seed: int = 0) -> Tensor:

@@ -235,7 +235,7 @@ class GraphNetwork:
         if not sites:
             raise UnsupportedModelError(
                 "Expected at least one fault site (an activation, or a node named with --sites), "
-                "but the graph has none."
+                "but the graph has no activation and no named site."
             )
         return GraphNetwork(self.nodes, self.domain, self.input_shape, sites, self.dtype)
 

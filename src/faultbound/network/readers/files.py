@@ -1,12 +1,17 @@
-"""Loading a model file into a Network: the reader is picked by the file extension.
+"""Loading a model file into a network: one reader per format, picked by the file extension, each
+building the DAG (:class:`~faultbound.network.graph.GraphNetwork`); the paper's layered
+:class:`~faultbound.network.core.Network` is then the DAG's layered view
+(:func:`~faultbound.network.passes.layered_view`) when it has one.
 
-* ``.onnx`` -- :func:`faultbound.network.readers.onnx.load_onnx` (needs the ``onnx`` package), and
-  :func:`faultbound.network.readers.graph_onnx.load_graph_onnx` when the model is not a chain;
-* ``.pt2`` -- a ``torch.export`` program, :func:`faultbound.network.readers.export.load_exported`;
-  no user code is unpickled;
+* ``.onnx`` -- :func:`faultbound.network.readers.graph_onnx.load_graph_onnx` (needs the ``onnx``
+  package);
+* ``.pt2`` -- a ``torch.export`` program, :func:`faultbound.network.readers.graph_export.read_exported`
+  (no user code is unpickled) then :func:`~faultbound.network.readers.graph_export.graph_from_exported`;
 * ``.pt`` / ``.pth`` -- :func:`faultbound.network.readers.module.read_module`:
   ``torch.load(weights_only=True)``; a full pickled ``nn.Module`` is only unpickled when
-  ``trust_pickle=True``, because unpickling runs arbitrary code; then ``Network.from_torch``.
+  ``trust_pickle=True``, because unpickling runs arbitrary code; then :func:`from_module`;
+* an ``nn.Module`` -- :func:`~faultbound.network.readers.graph_export.graph_from_module`
+  (``torch.export``).
 
 Refused with one :class:`~faultbound.errors.ModelLoadError` line: any other extension, a missing
 path or a directory, and anything a reader raises that is not ours (a malformed file).
@@ -20,20 +25,24 @@ from typing import Any
 
 import torch
 
-from faultbound.errors import FaultboundError, InvalidArgumentError, ModelLoadError, UnsupportedModelError
-from faultbound.network.core import Network, network_of_module
+from faultbound.errors import FaultboundError, ModelLoadError, UnsupportedModelError
+from faultbound.network.core import Network, set_module_reader
 from faultbound.network.graph import GraphNetwork
+from faultbound.network.passes import layered_or_reason, layered_view
 from faultbound.network.readers._common import first_line
-from faultbound.network.readers.export import load_exported, read_exported
-from faultbound.network.readers.graph_export import graph_from_exported, graph_from_module
-from faultbound.network.readers.graph_onnx import ReferenceRunError, load_graph_onnx
+from faultbound.network.readers.graph_export import graph_from_exported, graph_from_module, read_exported
+from faultbound.network.readers.graph_onnx import load_graph_onnx
 from faultbound.network.readers.module import read_module, warn_train_mode
-from faultbound.network.readers.onnx import load_onnx
 
-__all__ = ["EXTENSIONS", "from_module", "load"]
+__all__ = ["EXTENSIONS", "from_module", "load", "network_from_module"]
 
 
 AnyNetwork = Network | GraphNetwork
+
+
+def _view(graph: GraphNetwork) -> AnyNetwork:
+    """The layered view of ``graph`` when it has one, else ``graph``."""
+    return layered_view(graph) or graph
 
 
 def _load_pickled(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
@@ -43,22 +52,11 @@ def _load_pickled(path: Path, domain: Any, trust_pickle: bool, input_shape: tupl
 
 
 def _load_onnx(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
-    try:
-        return load_onnx(path, domain)
-    except UnsupportedModelError as e:
-        chain_error = e  # not a chain (or an operator only the graph reader knows): read it as a graph
-    try:
-        return load_graph_onnx(path, domain)
-    except ReferenceRunError as e:  # no shapes to read a graph with: the chain reader's findings stand
-        raise UnsupportedModelError(f"{first_line(chain_error)} Read as a graph: {first_line(e)}") from None
+    return _view(load_graph_onnx(path, domain))
 
 
 def _load_pt2(path: Path, domain: Any, trust_pickle: bool, input_shape: tuple[int, ...] | None) -> AnyNetwork:
-    try:
-        return load_exported(path, domain)
-    except UnsupportedModelError:
-        pass  # not a chain (or an operator only the graph reader knows): read it as a graph
-    return graph_from_exported(read_exported(path), domain)
+    return _view(graph_from_exported(read_exported(path), domain))
 
 
 def from_module(
@@ -68,25 +66,39 @@ def from_module(
     sites: list[str] | None = None,
     stacklevel: int = 2,
 ) -> AnyNetwork:
-    """The Network of an ``nn.Module``: the layered :class:`Network` when it is a chain the paper's
-    form covers (``Network.from_torch``), else the :class:`GraphNetwork` of its ``torch.export``
-    program (residual blocks, max pooling, normalisation, attention; needs ``input_shape``).
+    """The network of an ``nn.Module``: the DAG of its ``torch.export`` program
+    (:func:`~faultbound.network.readers.graph_export.graph_from_module`; ``input_shape`` may be left
+    out when the first layer is a ``Linear``), as the layered :class:`Network` when it is layered
+    and no ``sites`` are named.
 
     The module is read with eval-mode semantics and not changed: one in training mode stays so,
     with a ``UserWarning`` when that mode changes its function
     (:func:`~faultbound.network.readers.module.warn_train_mode`)."""
     warn_train_mode(module, stacklevel=stacklevel)
-    if not sites:
-        try:
-            return network_of_module(module, domain=domain, input_shape=input_shape)
-        except UnsupportedModelError as chain_error:
-            if input_shape is None:
-                raise UnsupportedModelError(
-                    f"{first_line(chain_error)} To read it as a graph, give `input_shape` (the shape of one input)."
-                ) from None
-    if input_shape is None:
-        raise InvalidArgumentError("Expected `input_shape` (the shape of one input) to read a module as a graph.")
-    return graph_from_module(module, tuple(input_shape), domain, sites)
+    graph = graph_from_module(module, input_shape, domain, sites)
+    return graph if sites else _view(graph)
+
+
+def network_from_module(
+    module: torch.nn.Module,
+    domain: Any = None,
+    input_shape: tuple[int, ...] | None = None,
+    check: bool = True,
+) -> Network:
+    """``Network.from_torch``: the layered network of a module whose DAG is layered (the module's
+    training mode warned about by the caller).
+
+    Raises:
+        UnsupportedModelError: naming every unsupported operator at once, or saying why the DAG is
+            not of the paper's layered form.
+    """
+    got = layered_or_reason(graph_from_module(module, input_shape, domain, check=check))
+    if isinstance(got, str):
+        raise UnsupportedModelError(f"{type(module).__name__} is not a layered network: {got}")
+    return got
+
+
+set_module_reader(network_from_module)
 
 
 #: File extension -> (what the file holds, its reader).

@@ -10,7 +10,7 @@ says to export it with a batch of one). A program exported with a dynamic batch
 (``dynamic_shapes={"x": {0: Dim("batch")}}``) is read as one sample as well: every size that is an
 expression in the batch symbol :math:`s` (``view(x, [s, -1])``, the ``s * heads`` of attention) is
 read at :math:`s = 1` (:func:`_sym_value`), and the probe check runs the program with real batches
-(:func:`~faultbound.network.readers.export.probe_batch`). A dynamic size other than the batch is
+(:func:`probe_batch`). A dynamic size other than the batch is
 refused in one line.
 
 Each value of the program is held as a graph node in one of two forms: *squeezed*, the node holds
@@ -20,15 +20,25 @@ axis d is the node's axis d + 1). Convolutions, pooling and batch/group norms re
 form; shape operations (view, reshape, flatten, unflatten, squeeze, unsqueeze, transpose, permute,
 slice, select) become :class:`~faultbound.network.gops.Rearrange` nodes.
 
-Supported aten operators (:data:`GRAPH_RULES`): ``conv2d`` / ``convolution`` (groups 1, dilation
-1), ``linear``, ``addmm`` / ``matmul`` / ``mm`` / ``bmm`` (with a constant right side: a dense
-node; between two variables: :class:`~faultbound.network.gops.MatMul`), ``batch_norm`` and its
-inference forms, ``layer_norm``, ``group_norm``, ``add`` / ``sub`` / ``mul`` / ``div`` (with a
-constant: :class:`~faultbound.network.gops.ConstAffine`; between variables: ``Add`` or ``Mul``),
-``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``, ``mean``, ``cat``, ``softmax``,
+Supported aten operators (:data:`GRAPH_RULES`, any overload; an in-place ``name_`` as ``name``):
+``conv2d`` / ``convolution`` / ``_convolution`` (groups 1, dilation 1), ``linear``, ``addmm`` /
+``matmul`` / ``mm`` / ``bmm`` (with a constant right side: a dense node; between two variables:
+:class:`~faultbound.network.gops.MatMul`), ``batch_norm`` and its inference forms
+``_native_batch_norm_legit_no_training`` / ``native_batch_norm`` (the one map of
+:func:`~faultbound.network.readers._common.batch_norm`), ``layer_norm`` / ``native_layer_norm``,
+``group_norm``, ``add`` / ``sub`` / ``rsub`` / ``mul`` / ``div`` (with a constant:
+:class:`~faultbound.network.gops.ConstAffine`; between variables: ``Add`` or ``Mul``; no rounding
+mode), ``max_pool2d`` / ``max_pool2d_with_indices``, ``avg_pool2d``, ``adaptive_avg_pool2d`` /
+``_adaptive_avg_pool2d``, ``mean``, ``cat`` / ``concat``, ``softmax`` / ``_softmax``,
 ``scaled_dot_product_attention`` (no mask, no dropout: written as matmul, softmax, matmul), the
-shape operations above, the identities (``dropout`` in eval, ``clone``, ``contiguous``, ``alias``,
-``detach``, float ``_to_copy``), and the ``aten_ops`` of every registered activation and ``sigmoid``. Nodes whose
+shape operations ``view``, ``reshape``, ``_unsafe_view``, ``flatten``, ``unflatten``,
+``squeeze``, ``unsqueeze``, ``expand`` (to the same size), ``permute``, ``transpose``, ``t``,
+``slice``, ``select``, the identities (``dropout`` / ``native_dropout`` / ``feature_dropout`` in
+eval, ``clone``, ``contiguous``, ``alias``, ``detach``, ``lift_fresh_copy``, float ``_to_copy`` /
+``to``), ``sigmoid`` and the ``aten_ops`` of every registered activation, and ``erf``, ``exp``,
+``log1p``, ``gt`` (with a scalar) and ``where`` as parts of an activation written out as algebra
+(:mod:`~faultbound.network.readers._fuse`: ``x * sigmoid(x)``, the erf form of GELU, torch's
+decomposed softplus, ``sigmoid(c x)``). Refused: every other operator. Nodes whose
 inputs are all constants are evaluated once (only aten/prims operators are ever called). Anything
 else is refused in one line (:func:`~faultbound.network.readers._common.unsupported_line`) naming
 each distinct unsupported operator once, at the first node it sits at, with how many more nodes
@@ -38,17 +48,20 @@ is unsupported too.
 
 from __future__ import annotations
 
+import copy
+import io
 import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
-from faultbound.network.activations import Sigmoid, aten_activation_ops
+from faultbound.network.activations import Activation, Sigmoid, aten_activation_ops
 from faultbound.network.core import check_against
 from faultbound.network.gops import (
     Act,
@@ -68,23 +81,205 @@ from faultbound.network.gops import (
     Softmax,
 )
 from faultbound.network.graph import GraphNetwork
-from faultbound.network.ops import AvgPool, ChannelAffine, Conv, Dense
-from faultbound.network.readers._common import batched_reference, first_line, module_dtype, unsupported_line
-from faultbound.network.readers.export import (
-    _bind,
-    _map,
-    _op_name,
-    _packet,
-    _safe_target,
-    attr_value,
-    batch_symbol,
-    input_spec,
-    probe_batch,
-    program_weights,
+from faultbound.network.ops import AvgPool, Conv, Dense
+from faultbound.network.readers._common import (
+    batch_norm,
+    batched_reference,
+    first_line,
+    module_dtype,
+    unsupported_line,
 )
-from faultbound.network.readers.pt2_guard import quiet_torch_logging
+from faultbound.network.readers._fuse import Elem, fuse_activations
+from faultbound.network.readers.module import module_input_shape, module_leaves
+from faultbound.network.readers.pt2_guard import quiet_torch_logging, read_checked_archive
 
 __all__ = ["GRAPH_RULES", "graph_from_exported", "graph_from_module"]
+
+
+# ------------------------------------------------------------------- reading a program
+def read_exported(path: Path) -> Any:
+    """The ``ExportedProgram`` in ``path``, read by torch from bytes that
+    :func:`~faultbound.network.readers.pt2_guard.read_checked_archive` has checked."""
+    with quiet_torch_logging():
+        data = read_checked_archive(path)
+    try:
+        with quiet_torch_logging():
+            return torch.export.load(io.BytesIO(data))
+    except Exception as e:
+        raise ModelLoadError(
+            f"Cannot read {str(path)!r} as a torch.export program: {type(e).__name__}: {first_line(e)}"
+        ) from None
+
+
+def program_weights(ep: Any) -> tuple[dict[str, Any], str]:
+    """The values of an exported program's lifted parameters, buffers and constants, by the name of
+    the placeholder that carries them, and the name of its one user input (both readers of
+    ``torch.export`` programs start here).
+
+    Raises:
+        UnsupportedModelError: a program with other than one input and one output.
+        ModelLoadError: a lifted placeholder without a value.
+    """
+    sig = ep.graph_signature
+    state = dict(ep.state_dict)
+    constants = dict(getattr(ep, "constants", {}) or {})
+    user_inputs = list(sig.user_inputs)
+    if len(user_inputs) != 1 or len(sig.user_outputs) != 1:
+        raise UnsupportedModelError(
+            f"Expected a program with one input and one output, but got {len(user_inputs)} inputs "
+            f"and {len(sig.user_outputs)} outputs."
+        )
+    weights: dict[str, Any] = {}
+    for mapping in ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants"):
+        for name, target in (getattr(sig, mapping, {}) or {}).items():
+            t = state.get(target, constants.get(target))
+            if t is None:
+                raise ModelLoadError(f"The program has no value for its parameter {target!r}.")
+            weights[name] = t.detach() if isinstance(t, Tensor) else t
+    return weights, str(user_inputs[0])
+
+
+def attr_value(gm: Any, target: Any) -> Any:
+    """The value a ``get_attr`` node reads from the program's graph module (detached)."""
+    obj: Any = gm
+    for part in str(target).split("."):
+        obj = getattr(obj, part)
+    return obj.detach() if isinstance(obj, Tensor) else obj
+
+
+def input_spec(node: Any) -> tuple[tuple[int, ...], int | None, torch.dtype]:
+    """The shape of one input (without the batch axis), the example batch (``None`` when symbolic)
+    and the floating dtype the program computes in (float32 for an integer input) of a program's
+    user-input placeholder; both readers of ``torch.export`` programs read it here.
+
+    The batch axis (the first) may be dynamic (``dynamic_shapes={"x": {0: Dim("batch")}}``): each
+    sample's computation does not depend on it. Every other size must be fixed.
+
+    Raises:
+        UnsupportedModelError: no recorded shape, no batch axis, or a dynamic non-batch size.
+    """
+    val = node.meta.get("val")
+    if val is None or not hasattr(val, "shape"):
+        raise UnsupportedModelError(f"The program's input {node.name!r} has no recorded shape.")
+    dims = list(val.shape)
+    if len(dims) < 2:
+        raise UnsupportedModelError(
+            f"Expected the input {node.name!r} to have a batch dimension and at least one more, "
+            f"but its shape is {tuple(dims)}."
+        )
+    shape = []
+    for axis, d in enumerate(dims[1:], start=1):
+        if not isinstance(d, int):
+            raise UnsupportedModelError(
+                f"The program's input {node.name!r} has a dynamic size ({d}) in dimension {axis}, and dynamic "
+                "shapes other than the batch are not supported: export it with fixed sizes but for dimension 0."
+            )
+        shape.append(d)
+    batch = dims[0] if isinstance(dims[0], int) else None
+    if batch is None and batch_symbol(node) is None:
+        raise UnsupportedModelError(
+            f"The program's input {node.name!r} has a batch size {dims[0]} that is an expression, not one dynamic "
+            "dimension; export it with `dynamic_shapes={'x': {0: Dim('batch')}}` or a fixed batch."
+        )
+    dtype = val.dtype if val.dtype.is_floating_point else torch.float32
+    return tuple(shape), batch, dtype
+
+
+def batch_symbol(node: Any) -> Any:
+    """The sympy symbol of the dynamic batch size of a program's input placeholder, or ``None``
+    when its batch is fixed (or is an expression rather than one symbol)."""
+    val = node.meta.get("val")
+    d = val.shape[0] if val is not None and hasattr(val, "shape") and len(val.shape) else None
+    expr = getattr(getattr(d, "node", None), "expr", None)
+    return expr if expr is not None and getattr(expr, "is_Symbol", False) else None
+
+
+#: The batch the probe check runs a dynamic-batch program with, when its recorded range allows it.
+PROBE_BATCH = 64
+
+
+def probe_batch(ep: Any, node: Any) -> int | None:
+    """The batch size the probe check runs the program of input placeholder ``node`` with: its
+    fixed example batch, or for a dynamic batch :math:`s` with recorded range :math:`[lo, hi]`,
+    :math:`\\max(lo, 1, \\min(hi, 64))` (the probes are cut into chunks of that size, the last one
+    padded; see :func:`~faultbound.network.readers._common.batched_reference`)."""
+    val = node.meta.get("val")
+    if val is not None and hasattr(val, "shape") and len(val.shape) and isinstance(val.shape[0], int):
+        return int(val.shape[0])
+    sym = batch_symbol(node)
+    vr = (getattr(ep, "range_constraints", None) or {}).get(sym)
+    lo, hi = 1, PROBE_BATCH
+    if vr is not None:
+        lo = max(1, _finite(vr.lower, 1))
+        hi = _finite(vr.upper, PROBE_BATCH)
+    return max(lo, min(hi, PROBE_BATCH))
+
+
+def _finite(v: Any, default: int) -> int:
+    """``int(v)``, or ``default`` for an infinite bound of a value range."""
+    if not getattr(v, "is_finite", True):  # sympy's oo / torch's int_oo
+        return default
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return default
+
+
+def _op_name(target: Any) -> str:
+    if hasattr(target, "name") and callable(target.name):
+        try:
+            return str(target.name()).replace("::", ".")
+        except Exception:  # pragma: no cover - defensive
+            pass
+    return getattr(target, "__name__", str(target))
+
+
+def _packet(target: Any) -> str:
+    """``linear`` for ``aten.linear.default``; the builtin's name otherwise."""
+    packet = getattr(target, "overloadpacket", None)
+    if packet is not None:
+        return str(getattr(packet, "__name__", "")).split(".")[-1]
+    return getattr(target, "__name__", str(target))
+
+
+def _bind(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments by schema name, with the schema's defaults filled in."""
+    schema = target._schema
+    out: dict[str, Any] = {}
+    for i, a in enumerate(schema.arguments):
+        if i < len(args):
+            out[a.name] = args[i]
+        elif a.name in kwargs:
+            out[a.name] = kwargs[a.name]
+        elif a.has_default_value():
+            out[a.name] = a.default_value
+    return out
+
+
+def _map(a: Any, env: dict[Any, Any]) -> Any:
+    if isinstance(a, torch.fx.Node):
+        return env[a]
+    if isinstance(a, (list, tuple)):
+        return type(a)(_map(x, env) for x in a)
+    return a
+
+
+def _safe_target(target: Any) -> bool:
+    """True for a target that only computes: an ``aten`` / ``prims`` operator, an ``operator`` or
+    ``math`` function, or one of torch's ``sym_*`` size helpers.
+
+    A program's JSON may name any attribute path under ``torch`` (``torch.os.system`` included) as a
+    node's target, and this loader evaluates nodes with constant inputs; only these targets are
+    ever called.
+    """
+    if isinstance(target, torch._ops.OpOverload):
+        return target.namespace in ("aten", "prims")
+    module = getattr(target, "__module__", None)
+    if module in ("_operator", "operator", "math"):
+        return True
+    name = getattr(target, "__name__", "")
+    return module == "torch" and isinstance(name, str) and name.startswith("sym_") and callable(target)
+
 
 
 @dataclass(frozen=True)
@@ -258,11 +453,9 @@ def _bn(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
         raise _Refuse("batch norm in training mode")
     x = b.squeezed(a["input"], name, "a batch norm")
     mean, var = _f64(a["running_mean"]), _f64(a["running_var"])
-    c = mean.numel()
-    w = torch.ones(c, dtype=torch.float64) if a.get("weight") is None else _f64(a["weight"])
-    bias = torch.zeros(c, dtype=torch.float64) if a.get("bias") is None else _f64(a["bias"])
-    scale = w / torch.sqrt(var + float(a["eps"]))
-    return _V(b.add(name, Affine(ChannelAffine(scale, bias - mean * scale)), x.idx), True, out)
+    w = None if a.get("weight") is None else _f64(a["weight"])
+    bias = None if a.get("bias") is None else _f64(a["bias"])
+    return _V(b.add(name, Affine(batch_norm(mean, var, float(a["eps"]), w, bias)), x.idx), True, out)
 
 
 def _layer_norm(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
@@ -285,6 +478,8 @@ def _binary(kind: str) -> Rule:
     def rule(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
         x, y = a["self"], a["other"]
         alpha = float(a.get("alpha", 1))
+        if a.get("rounding_mode") is not None:
+            raise _Refuse(f"rounding_mode={a['rounding_mode']!r}")
         if isinstance(x, _V) and isinstance(y, _V):
             if kind in ("add", "sub"):
                 if alpha != 1:
@@ -513,10 +708,39 @@ def _identity(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -
 
 
 def _sigmoid(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
-    """``sigmoid``: the logistic activation (``Sigmoid(k=1/4)``); the chain reader reads it through
-    its algebra (tuned sigmoids), so it is not among the registered ``aten_ops``."""
+    """``sigmoid``: the logistic activation (``Sigmoid(k=1/4)``); ``sigmoid(c x)`` becomes a tuned
+    sigmoid when the node list is fused (:mod:`~faultbound.network.readers._fuse`), so it is not
+    among the registered ``aten_ops``."""
     x = a["self"]
     return _V(b.add(name, Act(Sigmoid()), x.idx), x.squeezed, out)
+
+
+def _elementwise(fn: str) -> Rule:
+    """``erf``, ``exp``, ``log1p``: a transient :class:`~faultbound.network.readers._fuse.Elem` node,
+    kept only as part of an activation (:func:`~faultbound.network.readers._fuse.fuse_activations`)."""
+
+    def rule(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
+        x = a["self"]
+        return _V(b.add(name, Elem(fn), x.idx), x.squeezed, out)
+
+    return rule
+
+
+def _gt(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
+    """``x > t`` for a scalar constant t (the threshold switch of a decomposed softplus)."""
+    x, t = a["self"], a["other"]
+    if not isinstance(x, _V) or isinstance(t, _V) or (isinstance(t, Tensor) and t.numel() != 1):
+        raise _Refuse("a comparison other than of a value with a scalar")
+    return _V(b.add(name, Elem("gt", float(t)), x.idx), x.squeezed, out)
+
+
+def _where(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> _V:
+    """``where(cond, a, b)`` of three computed values (a decomposed softplus)."""
+    vs = (a["condition"], a["self"], a["other"])
+    if not all(isinstance(v, _V) and v.mshape == out for v in vs):
+        raise _Refuse("a selection other than between two computed values of its shape")
+    c, x, y = _same_form(b, name, *vs)
+    return _V(b.add(name, Elem("where"), c.idx, x.idx, y.idx), c.squeezed, out)
 
 
 def _dropout_tuple(b: _Builder, name: str, a: dict[str, Any], out: tuple[int, ...]) -> tuple[Any, ...]:
@@ -551,6 +775,7 @@ GRAPH_RULES: dict[str, Rule] = {
     "bmm": _matmul,
     "batch_norm": _bn,
     "_native_batch_norm_legit_no_training": _bn_tuple,
+    "native_batch_norm": _bn_tuple,
     "layer_norm": _layer_norm,
     "native_layer_norm": _ln_tuple,
     "group_norm": _group_norm,
@@ -570,6 +795,11 @@ GRAPH_RULES: dict[str, Rule] = {
     "softmax": _softmax,
     "_softmax": _softmax,
     "sigmoid": _sigmoid,
+    "erf": _elementwise("erf"),
+    "exp": _elementwise("exp"),
+    "log1p": _elementwise("log1p"),
+    "gt": _gt,
+    "where": _where,
     "scaled_dot_product_attention": _sdpa,
     "view": _shape_op,
     "reshape": _shape_op,
@@ -606,6 +836,16 @@ def _module_name(node: Any) -> str:
         if path:
             return path
     return str(node.name)
+
+
+def _module_type(node: Any) -> str:
+    """The class name of the submodule a program node comes from (``"ReLU: "``), else ``""``."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack or _module_name(node) == str(node.name):  # the model's own forward: no submodule
+        return ""
+    kind = list(stack.values())[-1][1]
+    name = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1].strip("'>")
+    return f"{name}: " if name else ""
 
 
 def _activation_rule(name: str) -> Rule | None:
@@ -662,9 +902,18 @@ def _sym_value(v: Any, batch: Any) -> Any:
 
 
 def graph_from_exported(
-    ep: Any, domain: Any = None, sites: list[str] | None = None, check: bool = True
+    ep: Any,
+    domain: Any = None,
+    sites: list[str] | None = None,
+    check: bool = True,
+    leaves: dict[str, Activation] | None = None,
 ) -> GraphNetwork:
     """The GraphNetwork of an exported program whose example batch is 1 (see the module docstring).
+
+    ``leaves`` (module path -> activation, from
+    :func:`~faultbound.network.readers.module.module_leaves`) reads each leaf_run of consecutive nodes
+    that one such module computes as that activation, applied to the first computed value the leaf_run
+    reads, whatever operators the module exports to (the probe check then compares).
 
     Raises:
         UnsupportedModelError: naming each distinct unsupported operator, the first node it sits
@@ -679,6 +928,7 @@ def graph_from_exported(
     final: Any = None
     found: list[tuple[tuple[str, str], str]] = []
     ref_batch: int | None = b.batch
+    leaf_run: tuple[str, Any] | None = None  # the leaf module being read as one activation, and its value
     for node in ep.graph_module.graph.nodes:
         if node.op == "placeholder":
             if node.name in weights:
@@ -692,6 +942,21 @@ def graph_from_exported(
         elif node.op == "get_attr":
             env[node] = attr_value(ep.graph_module, node.target)
         elif node.op == "call_function":
+            path = _module_name(node) if leaves else ""
+            if path in (leaves or {}):
+                if leaf_run is None or leaf_run[0] != path:
+                    x = next((a for a in _flat_args(node, env) if isinstance(a, (_V, _Poison))), None)
+                    if isinstance(x, _V):
+                        act = (leaves or {})[path]
+                        leaf_run = (path, _V(b.add(path, Act(act), x.idx), x.squeezed, x.mshape))
+                    elif isinstance(x, _Poison):
+                        leaf_run = (path, x)
+                    else:
+                        leaf_run = None
+                if leaf_run is not None:
+                    env[node] = leaf_run[1]
+                    continue
+            leaf_run = None
             try:
                 env[node] = _call(b, node, env, _reads(node, env))
             except _Found as f:
@@ -707,7 +972,8 @@ def graph_from_exported(
     if not isinstance(final, _V):
         raise UnsupportedModelError("Expected the program's output to be computed from its input.")
     final = b.normal(final, "output")
-    net = GraphNetwork.build(b.nodes[: final.idx + 1], input_shape, domain, sites, in_dtype)
+    nodes = fuse_activations(b.nodes[: final.idx + 1], final.idx)
+    net = GraphNetwork.build(nodes, input_shape, domain, sites, in_dtype)
     if check:
         module = ep.module()
 
@@ -719,6 +985,19 @@ def graph_from_exported(
 
         check_against(net, batched_reference(run, ref_batch), "the torch.export program")
     return net
+
+
+def _flat_args(node: Any, env: dict[Any, Any]) -> list[Any]:
+    """The values of a node's arguments, nested lists flattened."""
+    out: list[Any] = []
+    stack = [*node.args, *node.kwargs.values()]
+    while stack:
+        a = stack.pop(0)
+        if isinstance(a, (list, tuple)):
+            stack[:0] = list(a)
+        elif isinstance(a, torch.fx.Node):
+            out.append(env.get(a))
+    return out
 
 
 def _has(a: Any, kind: type) -> bool:
@@ -754,7 +1033,7 @@ def _call(b: _Builder, node: Any, env: dict[Any, Any], prev: str) -> Any:
     args = _map(node.args, env)
     kwargs = {k: _map(v, env) for k, v in node.kwargs.items()}
     target = node.target
-    where = f"node {_module_name(node)!r} ({node.name}, after {prev})"
+    where = f"node {_module_name(node)!r} ({_module_type(node)}{node.name}, after {prev})"
     if not _safe_target(target):
         call = f"call {str(target)[:80]!r}"
         raise _Found((call, ""), f"{call} at {where[:-1]}; not an aten operator)")
@@ -806,18 +1085,21 @@ def _example_batch(ep: Any, name: str) -> int:
 
 def graph_from_module(
     module: torch.nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, ...] | None = None,
     domain: Any = None,
     sites: list[str] | None = None,
+    check: bool = True,
 ) -> GraphNetwork:
-    """Export ``module`` (eval mode, an example batch of one input of ``input_shape``) with
-    ``torch.export`` and read the program as a GraphNetwork. The user's own module runs in this
-    process (nothing is unpickled). It is exported in eval mode and then given back its own
-    training flags, submodule by submodule: the module is left as it was (no warning here; the
-    callers, :func:`faultbound.load`, warn)."""
-    if not isinstance(module, torch.nn.Module):
-        raise UnsupportedModelError(f"Expected a torch.nn.Module, but got {type(module).__name__}.")
-    example = torch.zeros((1, *input_shape), dtype=module_dtype(module))
+    """The one reader of an ``nn.Module``: export it with ``torch.export`` (eval mode, an example
+    batch of one input of ``input_shape``, :func:`~faultbound.network.readers.module.module_input_shape`
+    when not given) and read the program as a GraphNetwork, its registered activation modules read
+    by their type (:func:`~faultbound.network.readers.module.module_leaves`). The user's own module
+    runs in this process (nothing is unpickled); the DAG is checked against an eval-mode copy of
+    the module on probe inputs (one batch). It is exported in eval mode and then given back
+    its own training flags, submodule by submodule: the module is left as it was (no warning here;
+    the callers, :func:`faultbound.load` and ``Network.from_torch``, warn)."""
+    shape = module_input_shape(module, input_shape, domain)
+    example = torch.zeros((1, *shape), dtype=module_dtype(module))
     flags = [(m, m.training) for m in module.modules()]
     try:
         module.eval()
@@ -830,4 +1112,22 @@ def graph_from_module(
     finally:
         for m, training in flags:
             m.training = training
-    return graph_from_exported(ep, domain, sites)
+    net = graph_from_exported(ep, domain, sites, False, module_leaves(module))
+    if check:  # against the module itself (an eval-mode copy, in its own format), all probes in one batch
+        ref = copy.deepcopy(module).eval()
+        dtype = module_dtype(module)
+
+        def run(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                y = ref(x.to(dtype))
+            y = y[0] if isinstance(y, (tuple, list)) else y
+            return y.detach().to(torch.float64).reshape(x.shape[0], -1)
+
+        def probe(x: Tensor) -> Tensor:
+            try:
+                return run(x)
+            except Exception:  # a module that only takes the batch it was exported with: one by one
+                return batched_reference(run, 1)(x)
+
+        check_against(net, probe, "the torch module")
+    return net

@@ -27,11 +27,15 @@ Supported op types (the keys of :data:`RULES`, then every activation registered 
   the reference run gives the result's shape), ``Transpose``, ``Squeeze``, ``Unsqueeze``,
   ``Expand`` to the same size, ``Concat``, ``Slice`` (constant starts/ends/axes/steps, positive
   steps), ``Gather`` with a constant scalar index (a select);
-* identities: ``Identity``, ``Dropout`` (inference), ``Cast`` to a float type, ``CastLike``.
+* identities: ``Identity``, ``Dropout`` (inference), ``Cast`` to a float type, ``CastLike``;
+* ``Erf``, ``Exp``, ``Greater`` (with a scalar) and ``Where`` as parts of an activation written out
+  as algebra (:mod:`~faultbound.network.readers._fuse`: the ``x (1 + erf(x / sqrt 2)) / 2`` of
+  GELU that opsets before 20 write, ``x * Sigmoid(x)`` (SiLU), ``Sigmoid(c x)`` (a tuned sigmoid),
+  a softplus with its threshold switch).
 
-Not read (named as unsupported): the ``Erf`` form of GELU that opsets before 20 write (torch 2.13
-writes a ``Gelu`` node), ``Where`` / ``Equal`` / ``Pow`` / ``Sqrt`` on values computed from the
-input, ``Gather`` with a list of indices, negative ``Slice`` steps (``torch.flip``).
+Refused (named as unsupported): ``Equal`` / ``Pow`` / ``Sqrt`` on values computed from the input,
+``Erf`` / ``Exp`` / ``Greater`` / ``Where`` outside the activations above, ``Gather`` with a list
+of indices, negative ``Slice`` steps (``torch.flip``).
 
 Anything else is refused in one :class:`~faultbound.errors.UnsupportedModelError` line
 (:func:`~faultbound.network.readers._common.unsupported_line`): each distinct unsupported op type
@@ -57,13 +61,16 @@ from faultbound.network.activations import Sigmoid, Softplus, onnx_activation_op
 from faultbound.network.core import check_against
 from faultbound.network.gops import Act, Norm
 from faultbound.network.graph import GraphNetwork
-from faultbound.network.readers._common import clean_float, first_line, unsupported_line
+from faultbound.network.readers._common import batched_reference, clean_float, first_line, unsupported_line
+from faultbound.network.readers._fuse import fuse_activations
 from faultbound.network.readers.graph_export import (
     _V,
     _bn,
     _Builder,
     _cat,
     _dense,
+    _elementwise,
+    _gt,
     _layer_norm,
     _matmul,
     _mean,
@@ -76,21 +83,114 @@ from faultbound.network.readers.graph_export import (
     _shape_op,
     _slice,
     _softmax,
+    _where,
 )
 from faultbound.network.readers.graph_export import _binary as _aten_binary
 from faultbound.network.readers.graph_export import _conv as _aten_conv
-from faultbound.network.readers.onnx import (
-    _FLOAT_TYPES,
-    _attrs,
-    _import_onnx,
-    _input_shape,
-    _reference,
-    _text,
-    graph_parts,
-    input_dtype,
-)
 
 __all__ = ["RULES", "ReferenceRunError", "graph_from_onnx", "load_graph_onnx"]
+
+
+# ------------------------------------------------------------------- reading a file
+_FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+        import onnx.numpy_helper  # noqa: F401
+        import onnx.reference  # noqa: F401
+    except ImportError:
+        raise ModelLoadError("Reading .onnx files needs the onnx package: pip install 'faultbound[onnx]'.") from None
+    return onnx
+
+
+def graph_parts(model: Any) -> tuple[dict[str, np.ndarray], Any]:
+    """An ONNX model's initializers (by name, as arrays) and its one non-initializer input (both
+    readers of ONNX graphs start here).
+
+    Raises:
+        UnsupportedModelError: a graph with other than one input and one output.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in consts]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise UnsupportedModelError(
+            f"Expected an ONNX graph with one input and one output, but got {len(inputs)} inputs "
+            f"and {len(graph.output)} outputs."
+        )
+    return consts, inputs[0]
+
+
+#: ONNX element types (TensorProto numbers) of the floating formats a network computes in.
+_ONNX_FORMATS = {1: torch.float32, 10: torch.float16, 11: torch.float64, 16: torch.bfloat16}
+
+
+def input_dtype(inp: Any) -> torch.dtype:
+    """The floating format an ONNX model computes in: that of its input (float32 for another type)."""
+    return _ONNX_FORMATS.get(int(inp.type.tensor_type.elem_type), torch.float32)
+
+
+def _input_shape(inp: Any) -> tuple[tuple[int, ...], int | None]:
+    """The input shape without the batch dimension, and the batch size when it is fixed."""
+    tt = inp.type.tensor_type
+    if not inp.type.HasField("tensor_type") or tt.elem_type not in _FLOAT_TYPES:
+        raise UnsupportedModelError(f"Expected a floating-point tensor input, but {inp.name!r} is not one.")
+    dims = list(tt.shape.dim)
+    if len(dims) < 2:
+        raise UnsupportedModelError(
+            f"Expected the ONNX input {inp.name!r} to have a batch dimension and at least one more, "
+            f"but it has {len(dims)} dimensions."
+        )
+    shape = []
+    for d in dims[1:]:
+        if not d.HasField("dim_value") or d.dim_value <= 0:
+            raise UnsupportedModelError(
+                f"Expected fixed sizes for every non-batch dimension of the ONNX input {inp.name!r}, "
+                f"but one is {d.dim_param or 'unknown'!r}."
+            )
+        shape.append(int(d.dim_value))
+    b = dims[0]
+    batch = int(b.dim_value) if b.HasField("dim_value") and b.dim_value > 0 else None
+    return tuple(shape), batch
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _reference(onnx: Any, model: Any, inp: Any, batch: int | None) -> Any:
+    """Run the ONNX model with ``onnx.reference.ReferenceEvaluator`` (float64 in, float64 out)."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        sess = ReferenceEvaluator(model)
+    except Exception as e:
+        raise ModelLoadError(
+            f"The ONNX reference evaluator cannot run the model: {type(e).__name__}: {first_line(e)}"
+        ) from None
+    np_dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+
+    def run(x: Tensor) -> Tensor:
+        try:
+            outs: Any = sess.run(None, {inp.name: x.numpy().astype(np_dtype)})
+            out = outs[0]
+        except Exception as e:
+            raise ModelLoadError(f"The ONNX model fails on probe inputs: {type(e).__name__}: {first_line(e)}") from None
+        return torch.as_tensor(np.asarray(out, dtype=np.float64)).reshape(x.shape[0], -1)
+
+    return batched_reference(run, batch)
+
 
 
 class ReferenceRunError(ModelLoadError):
@@ -123,6 +223,8 @@ def load_graph_onnx(path: Path, domain: Any = None, sites: list[str] | None = No
         raise ModelLoadError(
             f"Cannot read {str(path)!r} as an ONNX model: {type(e).__name__}: {first_line(e)}"
         ) from None
+    if len(model.graph.node) == 0:
+        raise ModelLoadError(f"Cannot read {str(path)!r} as an ONNX model: its graph is empty.")
     return graph_from_onnx(model, domain, sites)
 
 
@@ -153,12 +255,11 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
 
     np_dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
     example = np.random.default_rng(0).random((example_batch, *input_shape)).astype(np_dtype)
+    run_error = ""  # why the reference evaluator cannot run the model (then no shapes are known)
     try:
         seen = ReferenceEvaluator(model).run(None, {inp.name: example}, intermediate=True)
     except Exception as e:
-        raise ReferenceRunError(
-            f"The ONNX reference evaluator cannot run the model: {type(e).__name__}: {first_line(e)}"
-        ) from None
+        seen, run_error = {}, f"The ONNX reference evaluator cannot run the model: {type(e).__name__}: {first_line(e)}"
     assert isinstance(seen, dict)
 
     opset = max((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), default=17)
@@ -177,8 +278,13 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
             "",
         )
         if any(isinstance(a, _Poison) for a in args) and node.op_type != "Shape":
-            if node.op_type not in rules and _registered(node.op_type) is None:
+            rule = rules.get(node.op_type) or _registered(node.op_type)
+            if rule is None:
                 problems.append(((node.op_type, ""), f"{label} after {after}"))  # unknown whatever it reads
+            else:  # a known operator after a refused one: its own settings are checked all the same
+                why = _settings(b, rule, node, args, seen)
+                if why:
+                    problems.append(((node.op_type, why), f"{label} ({why}) after {after}"))
             outs: list[Any] = [_Poison()] * len(node.output)
         elif (
             not variables
@@ -202,6 +308,10 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
                 why = f" ({r})" if str(r) else ""
                 problems.append(((node.op_type, str(r)), f"{label}{why} after {after}"))
                 outs = [_Poison()] * len(node.output)
+            except Exception:
+                if not run_error:
+                    raise
+                outs = [_Poison()] * len(node.output)  # no shapes known: only refusals are collected
             for i in range(len(outs), len(node.output)):
                 outs.append(_Dead(f"output {i} of {label}"))
         for o, v in zip(node.output, outs, strict=False):
@@ -209,7 +319,10 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
                 values[o] = v
                 producer[o] = label
     if problems:
-        raise UnsupportedModelError(unsupported_line("ONNX operators", problems))
+        also = f" ({run_error})" if run_error else ""
+        raise UnsupportedModelError(unsupported_line("ONNX operators", problems) + also)
+    if run_error:
+        raise ReferenceRunError(run_error)
     out_name = graph.output[0].name
     final = values.get(out_name)
     if not isinstance(final, _V):
@@ -217,13 +330,35 @@ def graph_from_onnx(model: Any, domain: Any = None, sites: list[str] | None = No
     final = b.normal(final, "output")
     if not final.squeezed:
         raise UnsupportedModelError("Expected the ONNX graph output to keep the batch axis first.")
-    net = GraphNetwork.build(b.nodes[: final.idx + 1], input_shape, domain, sites, input_dtype(inp))
+    nodes = fuse_activations(b.nodes[: final.idx + 1], final.idx)
+    net = GraphNetwork.build(nodes, input_shape, domain, sites, input_dtype(inp))
     if check:
         check_against(net, _reference(onnx, model, inp, batch), "the ONNX model")
     return net
 
 
+def _settings(b: _Builder, rule: Rule, node: Any, args: list[Any], seen: dict[str, Any]) -> str:
+    """Why ``rule`` refuses ``node``'s settings (``""`` when it does not), for a node that reads a
+    refused value: the rule is run on stand-ins of that value's shape (what it adds to the graph
+    is never used: the model is refused). Only the rule's refusals count, not other failures of
+    the stand-ins."""
+    stand = [
+        _V(0, True, tuple(int(s) for s in np.shape(seen[n])) if n in seen else ()) if isinstance(a, _Poison) else a
+        for n, a in zip(node.input, args, strict=False)
+    ]
+    shapes = [tuple(int(s) for s in np.shape(seen[o])) if o in seen else () for o in node.output]
+    try:
+        rule(b, _node_name(node), _attrs(node), stand, shapes)
+    except _Refuse as r:
+        return str(r)
+    except Exception:
+        return ""
+    return ""
+
+
 def _folded(seen: dict[str, Any], name: str, label: str) -> Any:
+    if not seen:  # the reference evaluator could not run the model: no value is known
+        return _Poison()
     if name not in seen:
         raise ModelLoadError(f"The ONNX reference evaluator gave no value for {name!r} of {label}.")
     return np.asarray(seen[name])
@@ -357,7 +492,7 @@ def _act_rule(make: Callable[[dict[str, Any], list[Any]], Any]) -> Rule:
 
 def _registered(op: str) -> Rule | None:
     """A registered activation whose ``onnx_ops`` name ``op`` (float attributes and scalar inputs as
-    their shortest float32 decimal, as the chain reader gives them)."""
+    their shortest float32 decimal)."""
     cls = onnx_activation_ops().get(op)
     if cls is None:
         return None
@@ -570,6 +705,26 @@ def _cast(b: _Builder, name: str, at: dict[str, Any], args: list[Any], outs: lis
     return _var(args[0])
 
 
+def _onnx_elementwise(fn: str) -> Rule:
+    """``Erf``, ``Exp``: kept only as part of an activation (:mod:`~faultbound.network.readers._fuse`)."""
+    rule = _elementwise(fn)
+
+    def apply(b: _Builder, name: str, at: dict[str, Any], args: list[Any], outs: list[tuple[int, ...]]) -> _V:
+        return rule(b, name, {"self": _var(args[0])}, outs[0])
+
+    return apply
+
+
+def _greater(b: _Builder, name: str, at: dict[str, Any], args: list[Any], outs: list[tuple[int, ...]]) -> _V:
+    """``Greater(x, t)`` for a scalar constant t (the threshold switch of a softplus)."""
+    return _gt(b, name, {"self": _var(args[0]), "other": _t(args[1])}, outs[0])
+
+
+def _onnx_where(b: _Builder, name: str, at: dict[str, Any], args: list[Any], outs: list[tuple[int, ...]]) -> _V:
+    """``Where(cond, a, b)`` of three computed values (a softplus with its threshold switch)."""
+    return _where(b, name, {"condition": args[0], "self": args[1], "other": args[2]}, outs[0])
+
+
 def _rules(opset: int) -> dict[str, Rule]:
     return {
         "Conv": _conv,
@@ -603,6 +758,10 @@ def _rules(opset: int) -> dict[str, Rule]:
         "Dropout": _identity,
         "CastLike": _identity,
         "Cast": _cast,
+        "Erf": _onnx_elementwise("erf"),
+        "Exp": _onnx_elementwise("exp"),
+        "Greater": _greater,
+        "Where": _onnx_where,
     }
 
 

@@ -1,39 +1,28 @@
-"""Reading a ``torch.nn.Sequential`` (in memory, or pickled in a ``.pt`` / ``.pth`` file).
+"""Reading an ``nn.Module`` (in memory, or pickled in a ``.pt`` / ``.pth`` file): what comes
+before and around its one reader, :func:`~faultbound.network.readers.graph_export.graph_from_module`
+(``torch.export``, then the graph reader of the program).
 
-Nested ``nn.Sequential`` containers are flattened, and each leaf module is looked up by its exact
-type in :data:`RULES`, then among the registered activations (a subclass with other behaviour is
-never read as its parent). Supported modules (the keys of :data:`RULES`, and the activations):
+* :func:`module_input_shape`: the shape of one input when the caller gives none: that of the first
+  ``Linear`` (its ``in_features``), when the first layer of the module (in its registration order,
+  activations, dropout and identities skipped) is one; else the shape of an array domain;
+* :func:`module_leaves`: the submodules whose exact type is a registered activation
+  (:data:`faultbound.network.activations.REGISTRY`, each activation's ``torch_modules``), read as
+  that activation whatever operators they export to (a subclass with other behaviour is never
+  read as its parent: it is read from its operators);
+* :func:`train_mode_modules` / :func:`warn_train_mode`: a module in training mode is read with
+  eval-mode semantics and left as it is;
+* :func:`read_module`: a ``.pt`` / ``.pth`` file, with ``torch.load(weights_only=True)`` unless the
+  caller trusts the file, because unpickling a whole module runs arbitrary code.
 
-* affine: ``Linear``, ``Conv2d`` (groups 1, dilation 1, ``padding_mode='zeros'``, numeric
-  padding), ``AvgPool2d`` (``ceil_mode=False``, ``count_include_pad=True``, no
-  ``divisor_override``), ``Flatten`` (``start_dim=1``, ``end_dim=-1``), ``BatchNorm1d`` /
-  ``BatchNorm2d`` with running statistics (eval mode; folded by
-  :func:`~faultbound.network.readers._common.batch_norm`);
-* the identity: ``Identity``, ``Dropout``;
-* activations: every module type in :data:`faultbound.network.activations.REGISTRY` (each
-  activation class's ``torch_modules``, built by its ``from_module``), read when the module is
-  looked up, so an activation registered later is read too. Built in: ``Sigmoid``,
-  ``TunedSigmoid``, ``Tanh``, ``ReLU``, ``LeakyReLU`` (``negative_slope >= 0``), ``Hardtanh``,
-  ``Softplus``, ``ELU``, ``GELU`` (``approximate='none'``), ``SiLU``.
-
-Refused: a model that is not an ``nn.Sequential``; any other module (``ReLU6``, ``MaxPool2d``,
-``Softmax``, residual blocks, ...); the settings excluded above. Every refused layer is named in
-one :class:`~faultbound.errors.UnsupportedModelError`.
-
-A ``.pt`` / ``.pth`` file is read by :func:`read_module`: with ``torch.load(weights_only=True)``
-unless the caller trusts the file, because unpickling a whole module runs arbitrary code.
-
-This module does not import :mod:`faultbound.network.core` (whose ``Network.from_torch`` uses
-:func:`module_chain` and :func:`module_reference`), so there is no import cycle.
+This module imports no other reader and not :mod:`faultbound.network.core`.
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import pickle
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,210 +32,78 @@ from torch import Tensor, nn
 
 from faultbound.errors import ModelLoadError, UnsupportedModelError
 from faultbound.network.activations import REGISTRY, Activation
-from faultbound.network.ops import AvgPool, Conv, Dense, Flatten, Op
-from faultbound.network.readers._common import Item, batch_norm, first_line, fold_batch_norms, module_dtype
+from faultbound.network.readers._common import first_line
 
 __all__ = [
-    "RULES",
-    "flatten_modules",
-    "module_chain",
-    "module_reference",
+    "first_layer",
+    "module_input_shape",
+    "module_leaves",
     "read_module",
     "train_mode_modules",
     "warn_train_mode",
 ]
 
-#: A rule: the module -> its op, its activation, or ``None`` for the identity; raises
-#: :class:`UnsupportedModelError` for settings it cannot represent.
-Rule = Callable[[nn.Module], Op | Activation | None]
+#: Leaf modules that compute nothing of their own shape (skipped when looking for the first layer).
+_PASS_THROUGH = (nn.Dropout, nn.Identity)
 
 
-def _f64(t: Tensor | None, n: int) -> Tensor:
-    if t is None:
-        return torch.zeros(n, dtype=torch.float64)
-    return t.detach().to(torch.float64).clone()
-
-
-def _pair(v: int | tuple[int, ...] | str) -> tuple[int, int]:
-    if isinstance(v, str):
-        raise UnsupportedModelError(f"Expected numeric padding, but got padding={v!r}.")
-    if isinstance(v, int):
-        return (v, v)
-    return (int(v[0]), int(v[1]))
-
-
-def _linear(m: nn.Module) -> Op:
-    assert isinstance(m, nn.Linear)
-    return Dense(_f64(m.weight, 0), _f64(m.bias, m.out_features))
-
-
-def _conv(m: nn.Module) -> Op:
-    assert isinstance(m, nn.Conv2d)
-    problems = []
-    if m.groups != 1:
-        problems.append(f"groups={m.groups}")
-    if tuple(m.dilation) != (1, 1):
-        problems.append(f"dilation={tuple(m.dilation)}")
-    if m.padding_mode != "zeros":
-        problems.append(f"padding_mode={m.padding_mode!r}")
-    if problems:
-        raise UnsupportedModelError(
-            f"Expected Conv2d with groups=1, dilation=1, zero padding, but got {', '.join(problems)}."
-        )
-    return Conv(_f64(m.weight, 0), _f64(m.bias, m.out_channels), _pair(m.stride), _pair(m.padding))
-
-
-def _avgpool(m: nn.Module) -> Op:
-    assert isinstance(m, nn.AvgPool2d)
-    if m.ceil_mode or not m.count_include_pad or m.divisor_override is not None:
-        raise UnsupportedModelError(
-            "Expected AvgPool2d with ceil_mode=False, count_include_pad=True and no "
-            "divisor_override."
-        )
-    k = _pair(m.kernel_size)
-    s = _pair(m.stride if m.stride is not None else m.kernel_size)
-    return AvgPool(k, s, _pair(m.padding))
-
-
-def _flatten(m: nn.Module) -> Op:
-    assert isinstance(m, nn.Flatten)
-    if m.start_dim != 1 or m.end_dim != -1:
-        raise UnsupportedModelError(
-            f"Expected Flatten(start_dim=1, end_dim=-1), but got ({m.start_dim}, {m.end_dim})."
-        )
-    return Flatten()
-
-
-def _batchnorm(m: nn.Module) -> Op:
-    assert isinstance(m, nn.modules.batchnorm._BatchNorm)
-    if m.running_mean is None or m.running_var is None:
-        raise UnsupportedModelError("Expected BatchNorm with running statistics.")
-    if m.affine:
-        return batch_norm(m.running_mean, m.running_var, m.eps, m.weight, m.bias)
-    return batch_norm(m.running_mean, m.running_var, m.eps)
-
-
-def _identity(m: nn.Module) -> None:
+def first_layer(module: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first leaf submodule of ``module`` in registration order that is not an activation,
+    a dropout or an identity (``None`` when there is none)."""
+    for name, m in module.named_modules():
+        if next(m.children(), None) is not None or type(m) in REGISTRY or isinstance(m, _PASS_THROUGH):
+            continue
+        if name or not isinstance(module, nn.Sequential):
+            return name or type(m).__name__, m
     return None
 
 
-#: Module type (exact) -> rule, for the affine and identity modules. Adding a layer type is one
-#: entry here; an activation is a class registered in :mod:`faultbound.network.activations`, whose
-#: ``torch_modules`` are found through :data:`~faultbound.network.activations.REGISTRY`.
-RULES: dict[type[nn.Module], Rule] = {
-    nn.Linear: _linear,
-    nn.Conv2d: _conv,
-    nn.AvgPool2d: _avgpool,
-    nn.Flatten: _flatten,
-    nn.BatchNorm1d: _batchnorm,
-    nn.BatchNorm2d: _batchnorm,
-    nn.Identity: _identity,
-    nn.Dropout: _identity,
-}
-
-
-def _rule(t: type[nn.Module]) -> Rule | None:
-    """The rule of module type ``t``: :data:`RULES`, then the registered activations."""
-    return RULES.get(t) or REGISTRY.get(t)
-
-
-def _supported_text() -> str:
-    acts = ", ".join(t.__name__ for t in REGISTRY)
-    return (
-        "Supported: Linear, Conv2d, Flatten, AvgPool2d, BatchNorm1d/2d, Dropout, Identity and the "
-        f"activations {acts}."
-    )
-
-
-def flatten_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The leaf modules of nested ``nn.Sequential`` containers, with their dotted names."""
-    if isinstance(module, nn.Sequential):
-        out: list[tuple[str, nn.Module]] = []
-        for name, child in module.named_children():
-            out.extend(flatten_modules(child, f"{prefix}{name}."))
-        return out
-    return [(prefix.rstrip(".") or type(module).__name__, module)]
-
-
-def module_chain(
-    module: nn.Module,
-    input_shape: Sequence[int] | None = None,
-    domain: tuple[object, object] | None = None,
-) -> tuple[list[Item], tuple[int, ...]]:
-    """The named ops and activations of ``module`` (batch norms folded) and its input shape.
-
-    ``Network.from_torch`` groups them into layers with ``Network.from_chain``.
+def module_input_shape(
+    module: nn.Module, input_shape: Sequence[int] | None, domain: Any = None
+) -> tuple[int, ...]:
+    """The shape of one input of ``module`` (without the batch), see the module docstring.
 
     Raises:
-        UnsupportedModelError: not an ``nn.Sequential``, or naming every unsupported layer at once.
+        UnsupportedModelError: a non-positive ``input_shape``, or no way to tell the shape.
     """
     if not isinstance(module, nn.Module):
         raise UnsupportedModelError(f"Expected a torch.nn.Module, but got {type(module).__name__}.")
-    leaves = flatten_modules(module)
-    if not isinstance(module, nn.Sequential):
-        raise UnsupportedModelError(
-            f"Expected an nn.Sequential (nested Sequentials are flattened), but got "
-            f"{type(module).__name__}; wrap its layers in nn.Sequential."
-        )
-    unsupported: list[str] = []
-    items: list[Item] = []
-    for name, m in leaves:
-        rule = _rule(type(m))
-        if rule is None:
-            unsupported.append(f"{name} ({type(m).__name__})")
-            continue
-        try:
-            made = rule(m)
-        except UnsupportedModelError as e:
-            unsupported.append(f"{name} ({type(m).__name__}: {e})")
-            continue
-        if made is not None:
-            items.append((name, made))
-    if unsupported:
-        raise UnsupportedModelError(
-            f"Unsupported layers ({len(unsupported)}): {'; '.join(unsupported)}. {_supported_text()}"
-        )
-    return fold_batch_norms(items), _infer_input_shape(items, input_shape, domain)
-
-
-def _infer_input_shape(
-    items: list[Item],
-    input_shape: Sequence[int] | None,
-    domain: tuple[object, object] | None,
-) -> tuple[int, ...]:
     if input_shape is not None:
         shape = tuple(int(s) for s in input_shape)
         if not shape or any(s <= 0 for s in shape):
             raise UnsupportedModelError(f"Expected a positive `input_shape`, but got {shape}.")
         return shape
-    for name, it in items:
-        if not isinstance(it, Op):
+    first = first_layer(module)
+    if first is not None and isinstance(first[1], nn.Linear):
+        return (int(first[1].in_features),)
+    if domain is not None and not isinstance(domain, str):
+        try:
+            lo = np.asarray(domain[0], dtype=np.float64)
+        except (TypeError, ValueError, IndexError, KeyError):
+            lo = np.zeros(())
+        if lo.ndim > 1:
+            return tuple(int(s) for s in lo.shape)
+    what = "no layer" if first is None else f"{first[0]} ({type(first[1]).__name__})"
+    raise UnsupportedModelError(
+        f"Expected `input_shape` (the shape of one input, for example input_shape=(1, 28, 28)) for "
+        f"{type(module).__name__}, whose first layer is {what}: only a model whose first layer is a Linear "
+        "(such as an nn.Sequential starting with nn.Linear) is read without it."
+    )
+
+
+def module_leaves(module: nn.Module) -> dict[str, Activation]:
+    """The registered activation of each submodule (by its dotted name) whose exact type is in
+    :data:`~faultbound.network.activations.REGISTRY` and whose settings it represents."""
+    out: dict[str, Activation] = {}
+    for name, m in module.named_modules():
+        rule = REGISTRY.get(type(m))
+        if rule is None or not name:
             continue
-        implied = it.implied_input_shape
-        if implied is not None:
-            return implied
-        if domain is not None and not isinstance(domain, str):
-            lo = torch.as_tensor(domain[0]) if not isinstance(domain[0], (int, float)) else None
-            if lo is not None and lo.dim() > 1:
-                return tuple(lo.shape)
-        raise UnsupportedModelError(
-            f"Expected `input_shape` for a model whose first layer is {name} "
-            "(for example input_shape=(1, 28, 28))."
-        )
-    raise UnsupportedModelError("Expected at least one Linear or Conv2d layer, but found none.")
-
-
-def module_reference(module: nn.Module) -> Callable[[Tensor], Tensor]:
-    """The module's own forward pass, on an eval-mode copy in the module's own format
-    (:func:`~faultbound.network.readers._common.module_dtype`), as float64 ``(batch, outputs)``."""
-    dtype = module_dtype(module)
-    ref = copy.deepcopy(module).eval()
-
-    def run(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return ref(x.to(dtype)).reshape(x.shape[0], -1).to(torch.float64)
-
-    return run
+        try:
+            out[name] = rule(m)
+        except UnsupportedModelError:
+            continue  # read from its operators, which name what is refused
+    return out
 
 
 def train_mode_modules(module: nn.Module) -> list[str]:
@@ -372,14 +229,8 @@ def _has_shape(domain: Any) -> bool:
 
 
 def _starts_with_linear(module: torch.nn.Module) -> bool:
-    for _, m in flatten_modules(module):
-        if isinstance(m, torch.nn.Linear):
-            return True
-        if isinstance(
-            m, (torch.nn.Conv2d, torch.nn.Flatten, torch.nn.AvgPool2d, torch.nn.modules.batchnorm._BatchNorm)
-        ):
-            return False
-    return True  # let the extraction name what is wrong
+    first = first_layer(module)
+    return first is None or isinstance(first[1], torch.nn.Linear)
 
 
 def _is_state_dict(obj: object) -> bool:
