@@ -408,6 +408,14 @@ def _offsets(ctx: _Ctx, i: int, s_idx: int, state: _GState) -> _GState:
     v = ctx.vals[s_idx] if s_idx < len(ctx.vals) else None
     if v is None:
         return state
+    if ctx.grid is not None:  # pairs are the T x B grid: the offsets (T, B, N_s) need no gather
+        t, b = ctx.grid, ctx.clean.batch
+        shape = ctx.net.nodes[i].shape
+        if state is None:
+            base = ctx.clean.vals[i].reshape(1, b, -1)
+        else:
+            base = _dense(ctx, i, state).reshape(t, b, -1)
+        return (base + v.reshape(t, b, -1)).reshape(t * b, *shape)
     full = _dense(ctx, i, state)
     return full + v[ctx.t, ctx.b].reshape(full.shape)
 
@@ -975,7 +983,10 @@ def graph_inject(
             ctx = _Ctx(net, clean, fault, fs, vals, tt, bb, windows, fs.n_configs)
             with torch.no_grad():
                 out = _propagate(ctx, first, prune)
-            outputs[members[ctx.t], ctx.b] = out
+            if ctx.grid is not None:  # every pair, configuration-major: a block copy
+                outputs[members] = out.reshape(members.numel(), b, -1)
+            else:
+                outputs.view(t_all * b, -1).index_copy_(0, members[ctx.t] * b + ctx.b, out.reshape(ctx.n, -1))
         used.append([None if v is None else v.detach() for v in vals])
     vals_cat = _place_values(faults, used, [m for m, _ in chunks], t_all)
     return Injection(outputs, clean.output, _errors(outputs, clean.output), vals_cat)
