@@ -1,10 +1,10 @@
 """Throughput parity of the two engines on layered networks, side by side in one run.
 
-For every case the layered network ``net`` (:class:`~faultbound.network.Network`) and its graph view
-``GraphNetwork.from_network(net)`` run the same campaign (the same fault set, inputs, values and
-generator seed) through :func:`faultbound.measure.inject`: the layered engine
-(:mod:`faultbound.measure.engine`'s layered path) and the graph engine
-(:mod:`faultbound.measure.graph_engine`). The two sides are timed interleaved (layered, graph,
+For every case the layered network ``net`` (:class:`~faultbound.network.Network`) runs the same
+campaign (the same fault set, inputs, values and generator seed) through the layered engine
+(:func:`faultbound.measure.engine.layered_inject`) and through :func:`faultbound.measure.inject`,
+which runs the graph engine (:mod:`faultbound.measure.graph_engine`) on the network's graph view
+``GraphNetwork.from_network(net)`` (``graph`` below). The two sides are timed interleaved (layered, graph,
 clean, layered, graph, clean, ...) so the machine's load moves them alike; each row gives the
 median and the min of the seconds, ``graph_vs_layered`` (graph seconds / layered seconds: above 1
 the graph engine is slower; the gate of issue 19 is <= 1.1), each engine's throughput against clean
@@ -44,7 +44,7 @@ from torch import nn
 
 import faultbound as fb
 from faultbound.measure import FaultSet, inject, sample_faults
-from faultbound.network.graph import GraphNetwork
+from faultbound.measure.engine import layered_inject
 
 
 @dataclass
@@ -110,23 +110,22 @@ def fault_set(case: Case, net: fb.Network, g: torch.Generator) -> FaultSet:
 
 def run(case: Case, repeats: int) -> dict:
     net = fb.Network.from_torch(case.model, input_shape=case.shape)
-    graph = GraphNetwork.from_network(net)
     g = torch.Generator().manual_seed(0)
     fs = fault_set(case, net, g)
     x = net.domain.sample(case.batch, generator=g)
     xf = x.float().reshape(case.batch, *case.shape)
     steps = 2 if case.values == "adversarial" else 0
 
-    def side(n: fb.Network | GraphNetwork) -> Callable[[], object]:
-        return lambda: inject(n, x, case.fault, fs, values=case.values,  # type: ignore[arg-type]
-                              generator=torch.Generator().manual_seed(1), adversarial_steps=steps)
+    def side(fn: Callable[..., fb.measure.Injection]) -> Callable[[], fb.measure.Injection]:
+        return lambda: fn(net, x, case.fault, fs, values=case.values, generator=torch.Generator().manual_seed(1),
+                          adversarial_steps=steps)
 
     def clean() -> None:
         with torch.no_grad():
             for _ in range(20):
                 case.model(xf)
 
-    sides = {"layered": side(net), "graph": side(graph), "clean": clean}
+    sides = {"layered": side(layered_inject), "graph": side(inject), "clean": clean}
     a, b = sides["layered"](), sides["graph"]()  # warm-up, and the outputs compared
     times: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(repeats):
@@ -135,9 +134,9 @@ def run(case: Case, repeats: int) -> dict:
             fn()
             times[k].append(time.perf_counter() - t0)
     times["clean"] = [s / 20 for s in times["clean"]]
-    out_a, out_b = a.outputs, b.outputs  # type: ignore[attr-defined]
+    out_a, out_b = a.outputs, b.outputs  # type: ignore[union-attr]
     fin = torch.isfinite(out_a) & torch.isfinite(out_b)
-    change = float((out_a - a.clean.unsqueeze(0))[fin].abs().max())  # type: ignore[attr-defined]
+    change = float((out_a - a.clean.unsqueeze(0))[fin].abs().max())  # type: ignore[union-attr]
     diff = float((out_a - out_b)[fin].abs().max())
     nan_a, nan_b = out_a[~fin].isnan(), out_b[~fin].isnan()
     same_nonfinite = torch.equal(nan_a, nan_b) and torch.equal(out_a[~fin][~nan_a], out_b[~fin][~nan_b])

@@ -43,6 +43,22 @@ operator (dense, mean, norm, softmax, matmul, reshape) reads it.
 **Unchanged pairs are dropped.** When every fault of a chunk sits at one node, the pairs whose value
 at that node did not change (a crashed ReLU that was 0 already) have the clean output and are not
 propagated further.
+
+**Sparse states on dense chains** (the layered engine's refinements, :mod:`faultbound.measure.state`).
+While a chunk's pairs are its whole T x B grid, a flat node whose readers are all dense nodes may be
+an :class:`_Sp`: the clean pass plus a few changed units per configuration,
+:math:`y' = y + \\mathrm{scatter}(S_t, \\Delta_{t,b})`. Failing neurons of a clean or sparse node
+join it; a dense node reading it is updated instead of recomputed,
+
+.. math::
+
+    s'_{t,b} = s_b + W_{:,S_t}\\,\\Delta_{t,b},
+
+whenever that costs fewer flops (:math:`|S_t| < n_{in}`), into a reusable workspace that the next
+activation overwrites in place. Synapse and weight faults on a dense node whose input is clean or
+sparse add their changes to the gathered sums only, and after the activation the units they did not
+change are dropped again (the state is re-sparsified). The arithmetic is the layered engine's, so on
+``GraphNetwork.from_network(net)`` the outputs equal it bit for bit where both take the same path.
 """
 
 from __future__ import annotations
@@ -225,15 +241,46 @@ class _Ctx:
     fault: Fault
     fs: FaultSet
     vals: list[Tensor | None]
-    t: Tensor
-    b: Tensor
+    pt: Tensor | None
+    pb: Tensor | None
     windows: bool
     #: T when the pairs are the whole T x B grid, configuration-major (sparse states need it)
     grid: int | None = None
+    #: :math:`Y_s` per fault site for the int8 step of neuron bit flips (default: ``net.value_bound``)
+    bounds: tuple[float, ...] | None = None
+
+    def value_bound(self, s_idx: int) -> float:
+        """:math:`Y_s` of fault site ``s_idx`` (0-based): the largest value over the domain."""
+        if self.bounds is not None:
+            return self.bounds[s_idx]
+        return self.net.value_bound(s_idx + 1)
+
+    def _grid_pairs(self) -> None:
+        assert self.grid is not None
+        self.pt, self.pb = _pairs(self.grid, self.clean.batch)
+
+    @property
+    def t(self) -> Tensor:
+        """The configuration (within the chunk) of every pair ``(P,)`` (made when first asked for)."""
+        if self.pt is None:
+            self._grid_pairs()
+        assert self.pt is not None
+        return self.pt
+
+    @property
+    def b(self) -> Tensor:
+        """The input of every pair ``(P,)``."""
+        if self.pb is None:
+            self._grid_pairs()
+        assert self.pb is not None
+        return self.pb
 
     @property
     def n(self) -> int:
-        return int(self.t.numel())
+        if self.pt is None:
+            assert self.grid is not None
+            return self.grid * self.clean.batch
+        return int(self.pt.numel())
 
     def clean_of(self, j: int) -> Tensor:
         """Clean values of node j for every pair ``(P, *shape)``."""
@@ -379,7 +426,7 @@ def _neurons(ctx: _Ctx, i: int, s_idx: int, state: _GState) -> _GState:
         flip = cast(BitFlip, fault)
         scale = 1.0
         if flip.format == "int8":
-            y = ctx.net.value_bound(s_idx + 1)
+            y = ctx.value_bound(s_idx)
             scale = (y if y > 0 else 1.0) / 127.0
         return flip.sends(cur, nominal, bits[ctx.t], scale)
 
@@ -614,7 +661,7 @@ def _neuron_send(ctx: _Ctx, s_idx: int, cur: Tensor, nominal: Tensor, t: int) ->
     flip = cast(BitFlip, fault)
     scale = 1.0
     if flip.format == "int8":
-        y = ctx.net.value_bound(s_idx + 1)
+        y = ctx.value_bound(s_idx)
         scale = (y if y > 0 else 1.0) / 127.0
     return flip.sends(cur, nominal, bits[:, None, :].expand_as(cur), scale)
 
@@ -630,8 +677,8 @@ def _neurons_sp(ctx: _Ctx, i: int, s_idx: int, state: _GState) -> _GState:
         return state
     t = sites.shape[0]
     pidx = torch.where(valid, sites, sites[:, :1].clamp(min=0))
-    cur = _gather_sp(ctx, i, state, pidx)
     base = _gather_sp(ctx, i, None, pidx)
+    cur = base if state is None else _gather_sp(ctx, i, state, pidx)
     new = _neuron_send(ctx, s_idx, cur, base, t)
     vb = valid[:, None, :]
     add = torch.where(vb, new - base, torch.zeros_like(new))
@@ -671,7 +718,8 @@ def _sum_base(ctx: _Ctx, i: int, out: _GState, t: int) -> Tensor:
     if isinstance(out, Tensor):
         return out.reshape(t, ctx.clean.batch, -1)
     y = ctx.clean.vals[i]
-    return y.reshape(1, y.shape[0], -1).expand(t, -1, -1).contiguous()
+    # a copy even when T = 1 (``contiguous()`` of a 1-long expansion would be the clean pass itself)
+    return y.reshape(1, y.shape[0], -1).expand(t, -1, -1).clone(memory_format=torch.contiguous_format)
 
 
 def _add_at(base: Tensor, j: Tensor, delta: Tensor) -> Tensor:
@@ -846,6 +894,7 @@ def _propagate(ctx: _Ctx, first: int, prune: bool) -> Tensor:
         elif fault.site == "layer" and i in site_of:
             state = _offsets(ctx, i, site_of[i], state)
         if prune and i == first and state is not None and not isinstance(state, _Sp):
+            ctx.pt, ctx.pb = ctx.t, ctx.b
             ctx.grid = None  # the pairs left are no grid: no sparse states from here on
             if isinstance(state, _Win):
                 r, c = state.off[:, 0], state.off[:, 1]
@@ -858,7 +907,7 @@ def _propagate(ctx: _Ctx, first: int, prune: bool) -> Tensor:
                 changed = (state != ctx.clean_of(i)).reshape(ctx.n, -1).any(1)
                 keep = changed.nonzero().reshape(-1)
                 state = state[keep]
-            ctx.t, ctx.b = ctx.t[keep], ctx.b[keep]
+            ctx.pt, ctx.pb = ctx.t[keep], ctx.b[keep]
             if ctx.n == 0:
                 return ctx.clean.output[:0]
         if state is not None:
@@ -932,9 +981,13 @@ def graph_inject(
     dtype: torch.dtype | None = None,
     adversarial_steps: int = 2,
     windows: bool = True,
+    value_bounds: tuple[float, ...] | None = None,
 ) -> Injection:
     """:func:`~faultbound.measure.inject` on a graph (see the module docstring); ``windows=False``
-    turns the receptive-field update off (every faulty node is computed on its whole map)."""
+    turns the receptive-field update off (every faulty node is computed on its whole map);
+    ``value_bounds``: :math:`Y_s` per fault site for the int8 step of neuron bit flips, in place of
+    the graph's own :meth:`~faultbound.network.graph.GraphNetwork.value_bound` (a layered network's
+    view passes the layered :math:`Y_l`, ``value_bound_domain``)."""
     dtype = x.vals[0].dtype if isinstance(x, GraphClean) else (net.dtype if dtype is None else dtype)
     fault = for_dtype(fault, dtype)
     _check(net, fault, faults)
@@ -967,33 +1020,38 @@ def graph_inject(
         if first >= n_nodes:
             used.append(vals)
             continue
-        tt, bb = _pairs(fs.n_configs, b)
         if values == "adversarial" and fault.chooses_values and any(v is not None for v in vals):
 
             def fwd(
-                vs: list[Tensor | None], fs: FaultSet = fs, first: int = first, tt: Tensor = tt, bb: Tensor = bb
+                vs: list[Tensor | None], fs: FaultSet = fs, first: int = first
             ) -> Tensor:
-                ctx = _Ctx(net, clean, fault, fs, vs, tt, bb, windows, fs.n_configs)
+                ctx = _Ctx(net, clean, fault, fs, vs, None, None, windows, fs.n_configs, value_bounds)
                 return _propagate(ctx, first, False).reshape(fs.n_configs, b, -1)
 
             out, vals = _adversarial(fwd, clean.output, _ranges(fault, len(vals)), vals, adversarial_steps)
             outputs[members] = out.detach()
         else:
             prune = bool(single[members].all()) and fault.counted
-            ctx = _Ctx(net, clean, fault, fs, vals, tt, bb, windows, fs.n_configs)
+            ctx = _Ctx(net, clean, fault, fs, vals, None, None, windows, fs.n_configs, value_bounds)
             with torch.no_grad():
                 out = _propagate(ctx, first, prune)
             if ctx.grid is not None:  # every pair, configuration-major: a block copy
                 outputs[members] = out.reshape(members.numel(), b, -1)
             else:
-                outputs.view(t_all * b, -1).index_copy_(0, members[ctx.t] * b + ctx.b, out.reshape(ctx.n, -1))
+                n_out = outputs.shape[2]
+                outputs.view(t_all * b, n_out).index_copy_(0, members[ctx.t] * b + ctx.b, out.reshape(ctx.n, n_out))
         used.append([None if v is None else v.detach() for v in vals])
     vals_cat = _place_values(faults, used, [m for m, _ in chunks], t_all)
     return Injection(outputs, clean.output, _errors(outputs, clean.output), vals_cat)
 
 
 def graph_differentiable_outputs(
-    net: GraphNetwork, clean: GraphClean, fault: Fault, faults: FaultSet, values: list[Tensor | None]
+    net: GraphNetwork,
+    clean: GraphClean,
+    fault: Fault,
+    faults: FaultSet,
+    values: list[Tensor | None],
+    value_bounds: tuple[float, ...] | None = None,
 ) -> Tensor:
     """Faulty outputs ``(T, B, n_out)`` with the autograd graph kept (to the inputs when ``clean``
     was made with ``grad=True``, and to ``values``); all configurations in one piece."""
@@ -1004,7 +1062,6 @@ def graph_differentiable_outputs(
     t = faults.n_configs
     if first >= len(net.nodes):
         return clean.output.unsqueeze(0).expand(t, -1, -1)
-    tt, bb = _pairs(t, b)
-    ctx = _Ctx(net, clean, fault, faults, values, tt, bb, False, t)
+    ctx = _Ctx(net, clean, fault, faults, values, None, None, False, t, value_bounds)
     with torch.enable_grad():
         return _propagate(ctx, first, False).reshape(t, b, -1)
