@@ -17,8 +17,7 @@ import faultbound as fb
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import layer_count, n_units
 from faultbound.faults import BitFlip
-from faultbound.measure import FaultSet, clean_pass, inject, sample_faults
-from faultbound.measure import engine as eng
+from faultbound.measure import FaultSet, clean_pass, graph_engine, inject, sample_faults
 from faultbound.measure.graph_engine import graph_inject, synapse_pairs
 from faultbound.network import activations as A  # noqa: N812
 from faultbound.network import gops as G  # noqa: N812
@@ -116,24 +115,27 @@ def test_precision_equals_naive(net_name: str, mode: str) -> None:
 
 def test_float32_default_and_sparse_path_used() -> None:
     """A wide MLP with single crashes: float32 outputs match the float64 reference closely and the
-    low-rank path is taken (the columns of A are gathered, not the layer recomputed)."""
+    low-rank path is taken (the second dense node is updated from the crashed unit's column of W,
+    not recomputed)."""
     net = make_net([64, 64], ["sigmoid", "sigmoid"], d_in=20, n_out=4, seed=5)
     fs = sample_faults(net, fb.Crash(), 30, failures=[1, 0], generator=torch.Generator().manual_seed(0))
     x = net.domain.sample(8)
     calls: list[int] = []
-    orig = eng._columns
+    orig = graph_engine._low_rank_node
 
-    def spy(prep, l, idx):  # type: ignore[no-untyped-def]
-        calls.append(l)
-        return orig(prep, l, idx)
+    def spy(ctx, i, st, last):  # type: ignore[no-untyped-def]
+        got = orig(ctx, i, st, last)
+        if got is not None:
+            calls.append(i)
+        return got
 
-    eng._columns = spy  # type: ignore[assignment]
+    graph_engine._low_rank_node = spy  # type: ignore[assignment]
     try:
         res = inject(net, x, fb.Crash(), fs)
     finally:
-        eng._columns = orig  # type: ignore[assignment]
+        graph_engine._low_rank_node = orig  # type: ignore[assignment]
     assert res.outputs.dtype == torch.float32
-    assert 2 in calls
+    assert calls  # the dense node after the crashed layer took the low-rank update
     ref = naive(net, x, fb.Crash(), fs, res.values, torch.float64)
     torch.testing.assert_close(res.outputs.double(), ref, rtol=1e-4, atol=1e-5)
 

@@ -1,5 +1,6 @@
-"""Prepared engine data belongs to the caller: ``prepare(net, dtype)`` is cached beside the network,
-never written into the frozen Network, and does not keep the network alive."""
+"""Prepared engine data belongs to the caller: ``prepare(net, dtype)`` and the engine's graph view of a
+layered network (``graph_view(net)``) are cached beside the network, never written into the frozen
+Network, and do not keep the network alive."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 import faultbound as fb
 from faultbound.measure import inject, sample_faults
+from faultbound.measure.engine import graph_view
 from faultbound.measure.state import prepare
 from tests.measure_helpers import make_net
 
@@ -34,7 +36,7 @@ def test_inject_writes_nothing_into_the_network() -> None:
     inject(net, net.domain.sample(3), fb.Crash(), fs, dtype=torch.float64)
     own = {k for k, v in vars(type(net)).items() if isinstance(v, functools.cached_property)}
     assert set(vars(net)) - before <= own  # at most the Network's own cached properties appeared
-    assert prepare(net, torch.float32).syn  # the synapse lists were prepared, outside the network
+    assert graph_view(net) is graph_view(net)  # the engine's graph view was made once, outside the network
 
 
 def test_prepared_data_does_not_keep_the_network_alive() -> None:

@@ -55,7 +55,7 @@ from faultbound.faults import Fault, Precision, fault_from_record, for_dtype
 from faultbound.formats import FORMATS, format_name
 from faultbound.measure.engine import clean_pass, inject
 from faultbound.measure.faultset import FaultSet, sample_faults
-from faultbound.measure.state import CleanPass
+from faultbound.measure.graph_engine import GraphClean
 from faultbound.measure.stats import (
     CampaignState,
     checkpoint_damaged,
@@ -565,7 +565,7 @@ class _Prepared:
     labels: Tensor | None
     spec: CampaignSpec
     dtype: torch.dtype
-    cleans: list[CleanPass]
+    cleans: list[GraphClean]
     clean_out: Tensor
     fingerprint: str
     fingerprint_inputs: str

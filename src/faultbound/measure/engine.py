@@ -30,15 +30,23 @@ a neuron's output or of a weight, in float32 or int8 fixed point.
 **Values** of Byzantine and precision faults are ``"fixed"``, ``"random"`` or ``"adversarial"``
 (:mod:`faultbound.measure.values`).
 
-**Graphs.** On a :class:`~faultbound.network.graph.GraphNetwork` (residual sums, pooling, norms,
-attention) :func:`inject`, :func:`differentiable_outputs` and :func:`initial_values` hand over to
-:mod:`faultbound.measure.graph_engine`, with the same fault semantics; the layered path above is
-unchanged.
+**One engine.** :func:`inject`, :func:`clean_pass`, :func:`differentiable_outputs` and
+:func:`initial_values` run the graph engine (:mod:`faultbound.measure.graph_engine`) for every
+network: a layered network through its node-for-node graph view (:func:`graph_view`,
+:meth:`GraphNetwork.from_network <faultbound.network.graph.GraphNetwork.from_network>`, cached
+beside it), where the refinements above are the graph engine's sparse states on chains of dense
+nodes and its receptive-field windows on images. The layered path (:func:`layered_inject`) still
+runs where the view does not address the layered fault set entry for entry (:func:`_view_fits`: a
+layer without exactly one weighted op; synapse faults on a layer of more than one linear op, or on a
+dense weight with exact zeros), and
+``benchmarks/engine_parity.py`` times the two side by side.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from functools import partial
 
 import torch
@@ -46,7 +54,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError
 from faultbound.failures import failure_counts, layer_count
-from faultbound.faults import Fault, for_dtype
+from faultbound.faults import BitFlip, Fault, for_dtype
 from faultbound.measure.faultset import FaultSet, first_faulty_layer, first_per_config
 from faultbound.measure.graph_engine import (
     GraphClean,
@@ -70,6 +78,7 @@ from faultbound.measure.state import (
     _sparsify,
     _State,
     _support,
+    _weighted_op,
     _workspace,
     prepare,
 )
@@ -78,6 +87,7 @@ from faultbound.measure.values import ValueMode, _adversarial, _init_values, _pl
 from faultbound.network.activations import Activation
 from faultbound.network.core import Network
 from faultbound.network.graph import GraphNetwork
+from faultbound.network.ops import Dense
 
 __all__ = [
     "Injection",
@@ -88,18 +98,70 @@ __all__ = [
 ]
 
 
+_VIEWS: weakref.WeakKeyDictionary[Network, tuple[GraphNetwork, bool]] = weakref.WeakKeyDictionary()
+_VIEWS_LOCK = threading.Lock()
+
+
+def _view(net: Network) -> tuple[GraphNetwork, bool]:
+    """The graph view of ``net``, and whether its synapses are numbered differently from the
+    layered engine's (a dense weight exactly 0, or a layer that is more than one dense / conv op
+    and flattens), made once and cached beside the network (by its identity, weakly: the entry goes
+    with the network)."""
+    with _VIEWS_LOCK:
+        got = _VIEWS.get(net)
+        if got is None:
+            ops = [op for layer in net.layers for op in layer.ops]
+            zeros = any(isinstance(op, Dense) and bool((op.weight == 0).any()) for op in ops)
+            # the layered engine numbers a layer's synapses over its whole effective matrix: the same
+            # as the graph's weighted node only where the layer is that one op (and flattens)
+            alone = all(_weighted_op(layer) is not None for layer in net.layers)
+            got = _VIEWS[net] = (GraphNetwork.from_network(net), zeros or not alone)
+        return got
+
+
+def graph_view(net: Network | GraphNetwork) -> GraphNetwork:
+    """The graph the engine runs: a graph itself, or a layered network's node-for-node view
+    (:meth:`GraphNetwork.from_network`), cached beside the network."""
+    return net if isinstance(net, GraphNetwork) else _view(net)[0]
+
+
+def _view_fits(net: Network, fault: Fault, faults: FaultSet | None = None) -> bool:
+    """Does the graph view address ``net``'s fault sets entry for entry: one fault site per hidden
+    layer, one weighted node per layer (synapse and weight faults), and for synapse faults every
+    layer one dense or conv op (and flattens) without exact zeros in a dense weight (the layered
+    engine numbers a layer's synapses over its effective matrix, a dense layer's over all its
+    entries; the graph over the weighted node's non-zero entries)? Where not, the layered engine
+    runs."""
+    view, renumbered = _view(net)
+    if fault.site in ("synapse", "weight"):
+        return len(view.weighted_nodes) == net.L + 1 and not (fault.site == "synapse" and renumbered)
+    return view.L == net.L
+
+
+def _value_bounds(net: Network, fault: Fault) -> tuple[float, ...] | None:
+    """The layered :math:`Y_l` (``value_bound_domain``) of every hidden layer where the fault model
+    reads them (the int8 step of a neuron bit flip), so that the view flips the layered engine's
+    bits."""
+    if isinstance(fault, BitFlip) and fault.target == "neuron" and fault.format == "int8":
+        return tuple(net.value_bound_domain(l) for l in range(1, net.L + 1))
+    return None
+
+
+def _as_graph_clean(view: GraphNetwork, clean: CleanPass) -> GraphClean:
+    """The graph clean pass of a layered clean pass's inputs (same format; the autograd graph to the
+    inputs is kept when they carry one)."""
+    x = clean.ys[0]
+    return graph_clean_pass(view, x, x.dtype, grad=x.requires_grad)
+
+
 def clean_pass(
     net: Network | GraphNetwork, x: Tensor, dtype: torch.dtype | None = None, grad: bool = False
-) -> CleanPass:
+) -> GraphClean:
     """Run the clean network once on ``x`` (``(B, *input_shape)`` or ``(B, d)``), in ``dtype``
-    (default: the network's own format, ``net.dtype``)
-    (``grad=True`` keeps the graph, for gradients with respect to ``x``): the layered
-    :func:`~faultbound.measure.state.clean_pass`, or on a
-    :class:`~faultbound.network.graph.GraphNetwork` every node's value
-    (:func:`~faultbound.measure.graph_engine.graph_clean_pass`)."""
-    if isinstance(net, GraphNetwork):
-        return graph_clean_pass(net, x, dtype, grad)  # type: ignore[return-value]
-    return layered_clean_pass(net, x, dtype, grad)
+    (default: the network's own format, ``net.dtype``) (``grad=True`` keeps the graph, for gradients
+    with respect to ``x``): every node's value of the graph the engine runs (:func:`graph_view`,
+    :func:`~faultbound.measure.graph_engine.graph_clean_pass`)."""
+    return graph_clean_pass(graph_view(net), x, net.dtype if dtype is None else dtype, grad)
 
 
 # ----------------------------------------------------------------------------------- forward
@@ -236,14 +298,53 @@ def inject(
             net, x, fault, faults, values=values, generator=generator, dtype=dtype, adversarial_steps=adversarial_steps
         )
     if isinstance(x, GraphClean):
-        raise InvalidArgumentError("Expected the clean pass of a layered network, but got a graph's.")
+        run_dtype = x.vals[0].dtype
+    else:
+        run_dtype = x.ys[0].dtype if isinstance(x, CleanPass) else (net.dtype if dtype is None else dtype)
+    _check(net, for_dtype(fault, run_dtype), faults)  # the layered statement of a fault set's shape
+    if not _view_fits(net, fault, faults):
+        if isinstance(x, GraphClean):
+            x = layered_clean_pass(net, x.vals[0], x.vals[0].dtype)
+        return layered_inject(
+            net, x, fault, faults, values=values, generator=generator, dtype=dtype, adversarial_steps=adversarial_steps
+        )
+    view = graph_view(net)
+    if isinstance(x, CleanPass):
+        x = _as_graph_clean(view, x)
+    return graph_inject(
+        view,
+        x,
+        fault,
+        faults,
+        values=values,
+        generator=generator,
+        dtype=dtype,
+        adversarial_steps=adversarial_steps,
+        value_bounds=_value_bounds(net, fault),
+    )
+
+
+def layered_inject(
+    net: Network,
+    x: Tensor | CleanPass,
+    fault: Fault,
+    faults: FaultSet,
+    *,
+    values: ValueMode = "random",
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    adversarial_steps: int = 2,
+) -> Injection:
+    """The layered engine (:func:`_propagate` over ``net.layers``): :func:`inject`'s semantics on a
+    layered network, kept for the networks whose graph view counts its fault sites differently
+    (:func:`_view_fits`) and for side-by-side timing (``benchmarks/engine_parity.py``)."""
     dtype = x.ys[0].dtype if isinstance(x, CleanPass) else (net.dtype if dtype is None else dtype)
     fault = for_dtype(fault, dtype)
     _check(net, fault, faults)
     if values not in ("fixed", "random", "adversarial"):
         raise InvalidArgumentError(f"Expected `values` among fixed, random, adversarial, but got {values!r}.")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    clean = x if isinstance(x, CleanPass) else clean_pass(net, x, dtype)
+    clean = x if isinstance(x, CleanPass) else layered_clean_pass(net, x, dtype)
     dtype = clean.ys[0].dtype
     prep = prepare(net, dtype)
     b = clean.batch
@@ -285,6 +386,7 @@ def inject(
 
 
 
+
 def differentiable_outputs(
     net: Network | GraphNetwork,
     clean: CleanPass | GraphClean,
@@ -299,7 +401,13 @@ def differentiable_outputs(
     if isinstance(net, GraphNetwork):
         assert isinstance(clean, GraphClean)
         return graph_differentiable_outputs(net, clean, fault, faults, values)
-    assert isinstance(clean, CleanPass)
+    if _view_fits(net, fault, faults):
+        view = graph_view(net)
+        gclean = _as_graph_clean(view, clean) if isinstance(clean, CleanPass) else clean
+        return graph_differentiable_outputs(view, gclean, fault, faults, values, _value_bounds(net, fault))
+    if isinstance(clean, GraphClean):
+        x = clean.vals[0]
+        clean = layered_clean_pass(net, x, x.dtype, grad=x.requires_grad)
     _check(net, fault, faults)
     prep = prepare(net, clean.ys[0].dtype)
     with torch.enable_grad():
@@ -317,8 +425,8 @@ def initial_values(
 ) -> list[Tensor | None]:
     """Starting Byzantine / precision values for :func:`differentiable_outputs` (see
     :mod:`faultbound.measure.values`)."""
-    if isinstance(net, GraphNetwork):
-        return graph_initial_values(net, fault, faults, mode, batch, generator, dtype)
+    if isinstance(net, GraphNetwork) or _view_fits(net, fault, faults):
+        return graph_initial_values(graph_view(net), fault, faults, mode, batch, generator, dtype)
     return _init_values(net, fault, faults, mode, batch, generator, dtype)
 
 

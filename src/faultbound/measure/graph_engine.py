@@ -43,11 +43,29 @@ operator (dense, mean, norm, softmax, matmul, reshape) reads it.
 **Unchanged pairs are dropped.** When every fault of a chunk sits at one node, the pairs whose value
 at that node did not change (a crashed ReLU that was 0 already) have the clean output and are not
 propagated further.
+
+**Sparse states on dense chains** (the layered engine's refinements, :mod:`faultbound.measure.state`).
+While a chunk's pairs are its whole T x B grid, a flat node whose readers are all dense nodes may be
+an :class:`_Sp`: the clean pass plus a few changed units per configuration,
+:math:`y' = y + \\mathrm{scatter}(S_t, \\Delta_{t,b})`. Failing neurons of a clean or sparse node
+join it; a dense node reading it is updated instead of recomputed,
+
+.. math::
+
+    s'_{t,b} = s_b + W_{:,S_t}\\,\\Delta_{t,b},
+
+whenever that costs fewer flops (:math:`|S_t| < n_{in}`), into a reusable workspace that the next
+activation overwrites in place. Synapse and weight faults on a dense node whose input is clean or
+sparse add their changes to the gathered sums only, and after the activation the units they did not
+change are dropped again (the state is re-sparsified). The arithmetic is the layered engine's, so on
+``GraphNetwork.from_network(net)`` the outputs equal it bit for bit where both take the same path.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -60,9 +78,9 @@ from faultbound.failures import failure_counts, layer_count
 from faultbound.faults import BitFlip, Fault, NeuronFault, SynapseFault, for_dtype
 from faultbound.measure.faultset import FaultSet
 from faultbound.measure.injection import Injection
-from faultbound.measure.state import MAX_ELEMENTS, _errors
+from faultbound.measure.state import MAX_ELEMENTS, _errors, _low_rank
 from faultbound.measure.values import ValueMode, _adversarial, _init_values, _place_values, _ranges
-from faultbound.network.gops import Affine, Const, Input
+from faultbound.network.gops import Act, Affine, Const, Input
 from faultbound.network.graph import GraphNetwork
 from faultbound.network.ops import Conv, Dense
 
@@ -200,7 +218,18 @@ class _Win:
     val: Tensor
 
 
-_GState = Tensor | _Win | None
+@dataclass(frozen=True, eq=False)
+class _Sp:
+    """A flat node equal to the clean pass plus a few changed units per configuration:
+    :math:`y' = y + \\mathrm{scatter}(idx_t, \\Delta_{t,b})`, ``idx`` ``(T, k)`` (never -1, repeats
+    allowed: their changes add up), ``dval`` ``(T, B, k)`` (exactly 0 on padding). Only while the
+    chunk's pairs are its whole T x B grid, configuration-major (``_Ctx.grid``)."""
+
+    idx: Tensor
+    dval: Tensor
+
+
+_GState = Tensor | _Win | _Sp | None
 
 
 @dataclass
@@ -212,13 +241,46 @@ class _Ctx:
     fault: Fault
     fs: FaultSet
     vals: list[Tensor | None]
-    t: Tensor
-    b: Tensor
+    pt: Tensor | None
+    pb: Tensor | None
     windows: bool
+    #: T when the pairs are the whole T x B grid, configuration-major (sparse states need it)
+    grid: int | None = None
+    #: :math:`Y_s` per fault site for the int8 step of neuron bit flips (default: ``net.value_bound``)
+    bounds: tuple[float, ...] | None = None
+
+    def value_bound(self, s_idx: int) -> float:
+        """:math:`Y_s` of fault site ``s_idx`` (0-based): the largest value over the domain."""
+        if self.bounds is not None:
+            return self.bounds[s_idx]
+        return self.net.value_bound(s_idx + 1)
+
+    def _grid_pairs(self) -> None:
+        assert self.grid is not None
+        self.pt, self.pb = _pairs(self.grid, self.clean.batch)
+
+    @property
+    def t(self) -> Tensor:
+        """The configuration (within the chunk) of every pair ``(P,)`` (made when first asked for)."""
+        if self.pt is None:
+            self._grid_pairs()
+        assert self.pt is not None
+        return self.pt
+
+    @property
+    def b(self) -> Tensor:
+        """The input of every pair ``(P,)``."""
+        if self.pb is None:
+            self._grid_pairs()
+        assert self.pb is not None
+        return self.pb
 
     @property
     def n(self) -> int:
-        return int(self.t.numel())
+        if self.pt is None:
+            assert self.grid is not None
+            return self.grid * self.clean.batch
+        return int(self.pt.numel())
 
     def clean_of(self, j: int) -> Tensor:
         """Clean values of node j for every pair ``(P, *shape)``."""
@@ -238,6 +300,12 @@ def _dense(ctx: _Ctx, j: int, s: _GState) -> Tensor:
         return ctx.clean_of(j)
     if isinstance(s, _Win):
         return _overlay(ctx.clean_of(j).clone(), s, 0, 0)
+    if isinstance(s, _Sp):
+        y = ctx.clean.vals[j]
+        b = y.shape[0]
+        t, _, k = s.dval.shape
+        full = y.reshape(1, b, -1).expand(t, -1, -1).contiguous()
+        return full.scatter_add(2, s.idx[:, None, :].expand(t, b, k), s.dval).reshape(t * b, *y.shape[1:])
     return s
 
 
@@ -358,7 +426,7 @@ def _neurons(ctx: _Ctx, i: int, s_idx: int, state: _GState) -> _GState:
         flip = cast(BitFlip, fault)
         scale = 1.0
         if flip.format == "int8":
-            y = ctx.net.value_bound(s_idx + 1)
+            y = ctx.value_bound(s_idx)
             scale = (y if y > 0 else 1.0) / 127.0
         return flip.sends(cur, nominal, bits[ctx.t], scale)
 
@@ -387,6 +455,14 @@ def _offsets(ctx: _Ctx, i: int, s_idx: int, state: _GState) -> _GState:
     v = ctx.vals[s_idx] if s_idx < len(ctx.vals) else None
     if v is None:
         return state
+    if ctx.grid is not None:  # pairs are the T x B grid: the offsets (T, B, N_s) need no gather
+        t, b = ctx.grid, ctx.clean.batch
+        shape = ctx.net.nodes[i].shape
+        if state is None:
+            base = ctx.clean.vals[i].reshape(1, b, -1)
+        else:
+            base = _dense(ctx, i, state).reshape(t, b, -1)
+        return (base + v.reshape(t, b, -1)).reshape(t * b, *shape)
     full = _dense(ctx, i, state)
     return full + v[ctx.t, ctx.b].reshape(full.shape)
 
@@ -468,7 +544,265 @@ def _weights(ctx: _Ctx, i: int, w_idx: int, in_state: _GState, out: _GState) -> 
     return full
 
 
+# ----------------------------------------------------------------------------------- sparse states
+# The layered engine's refinements on chains of dense nodes (:mod:`faultbound.measure.state`): a flat
+# node that differs from the clean pass on a few units per configuration is an :class:`_Sp`, and a
+# dense node reading it is updated by a low-rank product instead of recomputed.
+_WT: weakref.WeakKeyDictionary[GraphNetwork, dict[tuple[int, torch.dtype], Tensor]] = weakref.WeakKeyDictionary()
+_BUF: weakref.WeakKeyDictionary[GraphNetwork, dict[tuple[int, int, torch.dtype], Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+_CACHE_LOCK = threading.Lock()
+
+
+def _dense_op(net: GraphNetwork, i: int) -> Dense | None:
+    """The dense op of node i when it is a dense map of a flat input ``(n_in,) -> (n_out,)``."""
+    node = net.nodes[i]
+    op = node.op
+    if isinstance(op, Affine) and isinstance(op.op, Dense) and len(net.nodes[node.inputs[0]].shape) == 1:
+        return op.op
+    return None
+
+
+def _users(net: GraphNetwork) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in net.nodes]
+    for i, n in enumerate(net.nodes):
+        for j in n.inputs:
+            out[j].append(i)
+    return out
+
+
+def _wt(net: GraphNetwork, i: int, op: Dense, dtype: torch.dtype) -> Tensor:
+    """:math:`W^T` ``(n_in, n_out)`` of dense node i in ``dtype``, cached beside the network."""
+    with _CACHE_LOCK:
+        per = _WT.setdefault(net, {})
+        got = per.get((i, dtype))
+        if got is None:
+            got = per[(i, dtype)] = op.weight.detach().T.to(dtype).contiguous()
+        return got
+
+
+def _workspace(net: GraphNetwork, i: int, shape: tuple[int, int, int], dtype: torch.dtype) -> Tensor | None:
+    """A reusable buffer for node i's low-rank update (no autograd only): fresh multi-megabyte
+    tensors cost page faults on every call, which dominate a cheap low-rank update."""
+    if torch.is_grad_enabled():
+        return None
+    n = math.prod(shape)
+    with _CACHE_LOCK:
+        per = _BUF.setdefault(net, {})
+        key = (threading.get_ident(), i, dtype)
+        buf = per.get(key)
+        if buf is None or buf.numel() < n:
+            buf = per[key] = torch.empty(n, dtype=dtype)
+    return buf[:n].view(shape)
+
+
+def _sparse_ok(ctx: _Ctx, i: int, k: int) -> bool:
+    """Is the low-rank update of dense node i by k changed input units cheaper than recomputing it
+    (flops :math:`TBkN` against :math:`TBN n_{in}`, and the gathered columns within
+    :data:`MAX_ELEMENTS`)?"""
+    op = _dense_op(ctx.net, i)
+    if op is None or ctx.grid is None:
+        return False
+    n_out, n_in = op.weight.shape
+    return k < n_in and ctx.grid * k * n_out <= MAX_ELEMENTS
+
+
+def _sp_fits(ctx: _Ctx, i: int, k: int, users: list[list[int]]) -> bool:
+    """May node i's state be sparse with k units: a flat node of a grid chunk all of whose readers
+    take the low-rank update."""
+    return (
+        ctx.grid is not None
+        and len(ctx.net.nodes[i].shape) == 1
+        and bool(users[i])
+        and all(_sparse_ok(ctx, u, k) for u in users[i])
+    )
+
+
+def _gather_sp(ctx: _Ctx, j: int, state: _GState, idx: Tensor) -> Tensor:
+    """Node j's current values at units ``idx`` ``(T, k)`` -> ``(T, B, k)`` (grid chunks; state clean,
+    sparse or a full ``(P, n)`` tensor)."""
+    y = ctx.clean.vals[j]
+    b = y.shape[0]
+    t, k = idx.shape
+    at = idx[:, None, :].expand(t, b, k)
+    if isinstance(state, Tensor):
+        return state.reshape(t, b, -1).gather(2, at)
+    base = y.reshape(1, b, -1).expand(t, -1, -1).gather(2, at)
+    if isinstance(state, _Sp):
+        match = (idx[:, :, None] == state.idx[:, None, :]).to(state.dval.dtype)  # (T, k, k_old)
+        return base + torch.einsum("tbo,tko->tbk", state.dval, match)
+    return base
+
+
+def _low_rank_node(ctx: _Ctx, i: int, st: _Sp, last: bool) -> Tensor | None:
+    """Dense node i on a sparse input: :math:`s' = s + \\Delta y\\, W_{:,S}^T` ``(P, n_out)``
+    (:func:`~faultbound.measure.state._low_rank`), in a workspace unless it is the output node;
+    ``None`` when recomputing is cheaper."""
+    k = st.idx.shape[1]
+    if not _sparse_ok(ctx, i, k):
+        return None
+    op = _dense_op(ctx.net, i)
+    assert op is not None
+    t, b, _ = st.dval.shape
+    s = ctx.clean.vals[i]
+    cols = _wt(ctx.net, i, op, s.dtype)[st.idx]  # (T, k, n_out)
+    buf = None if last else _workspace(ctx.net, i, (t, b, s.shape[1]), s.dtype)
+    return _low_rank(s, st.dval, cols, buf).reshape(t * b, -1)
+
+
+def _neuron_send(ctx: _Ctx, s_idx: int, cur: Tensor, nominal: Tensor, t: int) -> Tensor:
+    """What the failing units of site ``s_idx`` send, values ``(T, B, k)`` of a grid chunk."""
+    fault = ctx.fault
+    bits = ctx.fs.bits[s_idx] if s_idx < len(ctx.fs.bits) else None
+    if bits is None:
+        vals = ctx.vals[s_idx] if s_idx < len(ctx.vals) else None
+        return cast(NeuronFault, fault).sends(cur, nominal, vals)
+    flip = cast(BitFlip, fault)
+    scale = 1.0
+    if flip.format == "int8":
+        y = ctx.value_bound(s_idx)
+        scale = (y if y > 0 else 1.0) / 127.0
+    return flip.sends(cur, nominal, bits[:, None, :].expand_as(cur), scale)
+
+
+def _neurons_sp(ctx: _Ctx, i: int, s_idx: int, state: _GState) -> _GState:
+    """:func:`_neurons` on a clean or sparse flat node of a grid chunk: the failing units' changes
+    join the sparse state (earlier changes at those units are replaced)."""
+    sites = ctx.fs.sites[s_idx] if s_idx < len(ctx.fs.sites) else None
+    if sites is None:
+        return state
+    valid = sites >= 0
+    if not bool(valid.any()):
+        return state
+    t = sites.shape[0]
+    pidx = torch.where(valid, sites, sites[:, :1].clamp(min=0))
+    base = _gather_sp(ctx, i, None, pidx)
+    cur = base if state is None else _gather_sp(ctx, i, state, pidx)
+    new = _neuron_send(ctx, s_idx, cur, base, t)
+    vb = valid[:, None, :]
+    add = torch.where(vb, new - base, torch.zeros_like(new))
+    if not isinstance(state, _Sp):
+        return _Sp(pidx, add)
+    hit = ((state.idx[:, :, None] == pidx[:, None, :]) & valid[:, None, :]).any(2)  # (T, k_old)
+    old = torch.where(hit[:, None, :], torch.zeros_like(state.dval), state.dval)
+    return _Sp(torch.cat([state.idx, pidx], 1), torch.cat([old, add], 2))
+
+
+def _neurons_full(ctx: _Ctx, i: int, s_idx: int, state: Tensor, own: bool) -> Tensor:
+    """:func:`_neurons` on a full state ``(P, *shape)`` of a grid chunk: the failing units' values
+    are gathered per configuration (the clean ones from the clean pass, not a per-pair copy), and
+    written in place when the state is the chunk's own tensor (``own``, no autograd)."""
+    sites = ctx.fs.sites[s_idx] if s_idx < len(ctx.fs.sites) else None
+    if sites is None:
+        return state
+    valid = sites >= 0
+    if not bool(valid.any()):
+        return state
+    t = sites.shape[0]
+    b = ctx.clean.batch
+    pidx = torch.where(valid, sites, sites[:, :1].clamp(min=0))
+    full = state.reshape(t, b, -1)
+    at = pidx[:, None, :].expand(t, b, pidx.shape[1])
+    cur = full.gather(2, at)
+    new = _neuron_send(ctx, s_idx, cur, _gather_sp(ctx, i, None, pidx), t)
+    fill = torch.where(valid[:, None, :1], new[..., :1], cur[..., :1])
+    new = torch.where(valid[:, None, :], new, fill)
+    if own and not torch.is_grad_enabled() and full.is_contiguous():
+        return full.scatter_(2, at, new).reshape(state.shape)
+    return full.scatter(2, at, new).reshape(state.shape)
+
+
+def _sum_base(ctx: _Ctx, i: int, out: _GState, t: int) -> Tensor:
+    """Node i's receiving sums ``(T, B, n)`` to add a change to: its own tensor, or the clean copy."""
+    if isinstance(out, Tensor):
+        return out.reshape(t, ctx.clean.batch, -1)
+    y = ctx.clean.vals[i]
+    # a copy even when T = 1 (``contiguous()`` of a 1-long expansion would be the clean pass itself)
+    return y.reshape(1, y.shape[0], -1).expand(t, -1, -1).clone(memory_format=torch.contiguous_format)
+
+
+def _add_at(base: Tensor, j: Tensor, delta: Tensor) -> Tensor:
+    """``base`` ``(T, B, n)`` plus ``delta`` ``(T, B, k)`` at units ``j`` ``(T, k)`` (in place when no
+    autograd: ``base`` is the chunk's own tensor)."""
+    at = j[:, None, :].expand_as(delta)
+    if torch.is_grad_enabled():
+        return base.scatter_add(2, at, delta)
+    return base.scatter_add_(2, at, delta)
+
+
+def _synapses_sp(ctx: _Ctx, i: int, w_idx: int, in_state: _GState, out: _GState) -> _GState:
+    """:func:`_synapses` for a dense node of a grid chunk whose input is clean or sparse: the
+    failing synapses' inputs are gathered, not the whole input."""
+    sites = ctx.fs.sites[w_idx] if w_idx < len(ctx.fs.sites) else None
+    if sites is None:
+        return out
+    valid = sites >= 0
+    if not bool(valid.any()):
+        return out
+    t = sites.shape[0]
+    src = ctx.net.nodes[i].inputs[0]
+    j, iu, wji = synapse_pairs(ctx.net, w_idx, sites.clamp(min=0))  # (T, k)
+    cur = _gather_sp(ctx, src, in_state, iu)
+    clean_in = _gather_sp(ctx, src, None, iu)
+    w = wji.to(cur.dtype)[:, None, :]
+    vals = ctx.vals[w_idx] if w_idx < len(ctx.vals) else None
+    delta = cast(SynapseFault, ctx.fault).transmits(w * clean_in, vals) - w * cur
+    delta = torch.where(valid[:, None, :], delta, torch.zeros_like(delta))
+    return _add_at(_sum_base(ctx, i, out, t), j, delta).reshape(t * ctx.clean.batch, -1)
+
+
+def _weights_sp(ctx: _Ctx, i: int, w_idx: int, in_state: _GState, out: _GState) -> _GState:
+    """:func:`_weights` for a dense node of a grid chunk whose input is clean or sparse: a flipped
+    :math:`w_{ji}` changes :math:`s_j` by :math:`\\Delta w_{ji} y'_i`."""
+    sites = ctx.fs.sites[w_idx] if w_idx < len(ctx.fs.sites) else None
+    if sites is None:
+        return out
+    valid = sites >= 0
+    if not bool(valid.any()):
+        return out
+    t = sites.shape[0]
+    flip = cast(BitFlip, ctx.fault)
+    bits = ctx.fs.bits[w_idx]
+    assert bits is not None
+    op = _dense_op(ctx.net, i)
+    assert op is not None
+    pc = sites.clamp(min=0)
+    wv = op.weight.reshape(-1)[pc]
+    if flip.format != "int8":
+        dw = flip.change(wv.to(torch.float64), bits, 1.0)
+    else:
+        dw = flip.change(wv, bits, (float(op.weight.abs().max()) or 1.0) / 127.0)
+    n_in = op.weight.shape[1]
+    cur = _gather_sp(ctx, ctx.net.nodes[i].inputs[0], in_state, pc % n_in)
+    dw = torch.where(valid, dw, torch.zeros_like(dw)).to(cur.dtype)
+    return _add_at(_sum_base(ctx, i, out, t), pc // n_in, dw[:, None, :] * cur).reshape(t * ctx.clean.batch, -1)
+
+
+def _sparsify(ctx: _Ctx, i: int, y_new: Tensor, users: list[list[int]]) -> _GState:
+    """Node i's full value ``(P, n)`` re-expressed as sparse when only a few units changed (per
+    configuration, over all inputs) and its readers' low-rank update pays; unchanged: ``None``."""
+    assert ctx.grid is not None
+    t = ctx.grid
+    y = ctx.clean.vals[i]
+    b = y.shape[0]
+    dy = y_new.reshape(t, b, -1) - y.reshape(1, b, -1)
+    nz = (dy != 0).any(1)  # (T, n)
+    k = int(nz.sum(1).max()) if t else 0
+    if k == 0:
+        return None
+    if not _sp_fits(ctx, i, k, users):
+        return y_new
+    idx = torch.topk(nz.to(torch.float32), k, dim=1, sorted=True).indices
+    return _Sp(idx, dy.gather(2, idx[:, None, :].expand(t, b, k)))
+
+
 # ----------------------------------------------------------------------------------- propagation
+def _apart(a: Tensor, b: Tensor) -> bool:
+    """Do ``a`` and ``b`` live in different storages (``a`` may be written without changing ``b``)?"""
+    return a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+
+
 def _last_use(net: GraphNetwork) -> list[int]:
     last = list(range(len(net.nodes)))
     for i, n in enumerate(net.nodes):
@@ -486,7 +820,11 @@ def _propagate(ctx: _Ctx, first: int, prune: bool) -> Tensor:
     where = {n: k for k, n in enumerate(_site_nodes(net, fault))}
     site_of = {n: k for k, n in enumerate(net.site_nodes)}
     last = _last_use(net)
+    users = _users(net)
     states: dict[int, _GState] = {}
+    scratch: set[int] = set()  # nodes whose state is a workspace buffer (overwritten next chunk)
+    own: set[int] = set()  # nodes whose state is a tensor of their own (no other state's storage)
+    resparse: set[int] = set()  # nodes whose sums changed on a few units only (synapse / weight faults)
     out_node = len(net.nodes) - 1
     for i in range(max(1, first), len(net.nodes)):
         node = net.nodes[i]
@@ -497,19 +835,67 @@ def _propagate(ctx: _Ctx, first: int, prune: bool) -> Tensor:
         state: _GState
         if all(s is None for s in ins):
             state = None
+        elif len(ins) == 1 and isinstance(ins[0], _Sp):
+            state = _low_rank_node(ctx, i, ins[0], i == out_node)
+            if state is None:
+                state = op.forward(_dense(ctx, node.inputs[0], ins[0]))
+            elif i != out_node and not torch.is_grad_enabled():
+                scratch.add(i)
+            own.add(i)
         else:
             state = _window_op(ctx, i, ins) if any(isinstance(s, _Win) for s in ins) else None
             if state is None:
-                state = op.forward(*(_dense(ctx, j, s) for j, s in zip(node.inputs, ins, strict=True)))
+                j0 = node.inputs[0]
+                if (
+                    isinstance(op, Act)
+                    and j0 in scratch
+                    and len(users[j0]) == 1
+                    and i != out_node
+                    and isinstance(ins[0], Tensor)
+                ):
+                    state = op.act.apply_(ins[0])  # the workspace is this node's only input: in place
+                    own.add(i)
+                else:
+                    xs = [_dense(ctx, j, s) for j, s in zip(node.inputs, ins, strict=True)]
+                    state = op.forward(*xs)
+                    if isinstance(op, (Act, Affine)) and all(_apart(state, x) for x in xs):
+                        own.add(i)
+            if (
+                node.inputs[0] in resparse
+                and isinstance(state, Tensor)
+                and op.engine_pointwise
+                and _sp_fits(ctx, i, 1, users)
+            ):
+                state = _sparsify(ctx, i, state, users)  # units the sums' change did not reach drop out
+        fast = ctx.grid is not None and _dense_op(net, i) is not None and not isinstance(ins[0], (Tensor, _Win))
         if fault.site == "synapse" and i in where:
-            state = _synapses(ctx, i, where[i], ins[0], state)
+            if fast and not isinstance(state, (_Win, _Sp)):
+                state = _synapses_sp(ctx, i, where[i], ins[0], state)
+                resparse.add(i)
+                own.add(i)
+            else:
+                state = _synapses(ctx, i, where[i], ins[0], state)
         elif fault.site == "weight" and i in where:
-            state = _weights(ctx, i, where[i], ins[0], state)
+            if fast and not isinstance(state, (_Win, _Sp)):
+                state = _weights_sp(ctx, i, where[i], ins[0], state)
+                resparse.add(i)
+                own.add(i)
+            else:
+                state = _weights(ctx, i, where[i], ins[0], state)
         elif fault.site == "neuron" and i in where:
-            state = _neurons(ctx, i, where[i], state)
+            here = ctx.fs.sites[where[i]] if where[i] < len(ctx.fs.sites) else None
+            k = (0 if here is None else here.shape[1]) + (state.idx.shape[1] if isinstance(state, _Sp) else 0)
+            if (state is None or isinstance(state, _Sp)) and _sp_fits(ctx, i, k, users):
+                state = _neurons_sp(ctx, i, where[i], state)
+            elif ctx.grid is not None and isinstance(state, Tensor):
+                state = _neurons_full(ctx, i, where[i], state, i in own)
+            else:
+                state = _neurons(ctx, i, where[i], state)
         elif fault.site == "layer" and i in site_of:
             state = _offsets(ctx, i, site_of[i], state)
-        if prune and i == first and state is not None:
+        if prune and i == first and state is not None and not isinstance(state, _Sp):
+            ctx.pt, ctx.pb = ctx.t, ctx.b
+            ctx.grid = None  # the pairs left are no grid: no sparse states from here on
             if isinstance(state, _Win):
                 r, c = state.off[:, 0], state.off[:, 1]
                 h, w = state.val.shape[2], state.val.shape[3]
@@ -521,7 +907,7 @@ def _propagate(ctx: _Ctx, first: int, prune: bool) -> Tensor:
                 changed = (state != ctx.clean_of(i)).reshape(ctx.n, -1).any(1)
                 keep = changed.nonzero().reshape(-1)
                 state = state[keep]
-            ctx.t, ctx.b = ctx.t[keep], ctx.b[keep]
+            ctx.pt, ctx.pb = ctx.t[keep], ctx.b[keep]
             if ctx.n == 0:
                 return ctx.clean.output[:0]
         if state is not None:
@@ -595,9 +981,13 @@ def graph_inject(
     dtype: torch.dtype | None = None,
     adversarial_steps: int = 2,
     windows: bool = True,
+    value_bounds: tuple[float, ...] | None = None,
 ) -> Injection:
     """:func:`~faultbound.measure.inject` on a graph (see the module docstring); ``windows=False``
-    turns the receptive-field update off (every faulty node is computed on its whole map)."""
+    turns the receptive-field update off (every faulty node is computed on its whole map);
+    ``value_bounds``: :math:`Y_s` per fault site for the int8 step of neuron bit flips, in place of
+    the graph's own :meth:`~faultbound.network.graph.GraphNetwork.value_bound` (a layered network's
+    view passes the layered :math:`Y_l`, ``value_bound_domain``)."""
     dtype = x.vals[0].dtype if isinstance(x, GraphClean) else (net.dtype if dtype is None else dtype)
     fault = for_dtype(fault, dtype)
     _check(net, fault, faults)
@@ -630,30 +1020,38 @@ def graph_inject(
         if first >= n_nodes:
             used.append(vals)
             continue
-        tt, bb = _pairs(fs.n_configs, b)
         if values == "adversarial" and fault.chooses_values and any(v is not None for v in vals):
 
             def fwd(
-                vs: list[Tensor | None], fs: FaultSet = fs, first: int = first, tt: Tensor = tt, bb: Tensor = bb
+                vs: list[Tensor | None], fs: FaultSet = fs, first: int = first
             ) -> Tensor:
-                ctx = _Ctx(net, clean, fault, fs, vs, tt, bb, windows)
+                ctx = _Ctx(net, clean, fault, fs, vs, None, None, windows, fs.n_configs, value_bounds)
                 return _propagate(ctx, first, False).reshape(fs.n_configs, b, -1)
 
             out, vals = _adversarial(fwd, clean.output, _ranges(fault, len(vals)), vals, adversarial_steps)
             outputs[members] = out.detach()
         else:
             prune = bool(single[members].all()) and fault.counted
-            ctx = _Ctx(net, clean, fault, fs, vals, tt, bb, windows)
+            ctx = _Ctx(net, clean, fault, fs, vals, None, None, windows, fs.n_configs, value_bounds)
             with torch.no_grad():
                 out = _propagate(ctx, first, prune)
-            outputs[members[ctx.t], ctx.b] = out
+            if ctx.grid is not None:  # every pair, configuration-major: a block copy
+                outputs[members] = out.reshape(members.numel(), b, -1)
+            else:
+                n_out = outputs.shape[2]
+                outputs.view(t_all * b, n_out).index_copy_(0, members[ctx.t] * b + ctx.b, out.reshape(ctx.n, n_out))
         used.append([None if v is None else v.detach() for v in vals])
     vals_cat = _place_values(faults, used, [m for m, _ in chunks], t_all)
     return Injection(outputs, clean.output, _errors(outputs, clean.output), vals_cat)
 
 
 def graph_differentiable_outputs(
-    net: GraphNetwork, clean: GraphClean, fault: Fault, faults: FaultSet, values: list[Tensor | None]
+    net: GraphNetwork,
+    clean: GraphClean,
+    fault: Fault,
+    faults: FaultSet,
+    values: list[Tensor | None],
+    value_bounds: tuple[float, ...] | None = None,
 ) -> Tensor:
     """Faulty outputs ``(T, B, n_out)`` with the autograd graph kept (to the inputs when ``clean``
     was made with ``grad=True``, and to ``values``); all configurations in one piece."""
@@ -664,7 +1062,6 @@ def graph_differentiable_outputs(
     t = faults.n_configs
     if first >= len(net.nodes):
         return clean.output.unsqueeze(0).expand(t, -1, -1)
-    tt, bb = _pairs(t, b)
-    ctx = _Ctx(net, clean, fault, faults, values, tt, bb, False)
+    ctx = _Ctx(net, clean, fault, faults, values, None, None, False, t, value_bounds)
     with torch.enable_grad():
         return _propagate(ctx, first, False).reshape(t, b, -1)
