@@ -14,7 +14,8 @@ off the node list, into one :class:`~faultbound.network.gops.Act` node on the pa
 * :math:`\\tfrac12\\, x\\, (1 + \\mathrm{erf}(x / \\sqrt 2))` (the 1/2 applied last or to x first)
   -> ``GELU``;
 * ``where(c x > t, x, log1p(exp(b x)) / b')`` with :math:`b / b' = 1`, :math:`c > 0` -> torch's
-  ``Softplus(beta=b, threshold=t b / c)``.
+  ``Softplus(beta=b, threshold=t b / c)``; ``where(c x > t, x, softplus(b x) / b')`` (ONNX's
+  ``Softplus`` behind torch's switch, as the dynamo exporter writes ``nn.Softplus``) likewise.
 
 Each rewritten node must be the only reader of the nodes it absorbs (but for :math:`x`); the
 absorbed nodes are then read by nobody and dropped by
@@ -196,6 +197,13 @@ def _softplus(out: list[NodeSpec], i: int, only, scaled, act) -> None:  # type: 
     if x != a or c <= 0:
         return
     lg, inv = scaled(y)
+    so = out[lg][1]
+    if isinstance(so, Act) and type(so.act) is Softplus and so.act.beta == 1.0 and only(lg) and (lg == y or only(y)):
+        # ONNX's Softplus (no threshold) behind torch's switch: where(c x > t, x, softplus(b x) / b')
+        xb, beta = scaled(out[lg][2][0])
+        if xb == x and beta > 0 and _close(beta * inv, 1.0):
+            act(i, x, Softplus(beta, clean_constant(go.threshold * beta / c)))
+        return
     if lg != y and not only(y):
         return
     lo = out[lg][1]

@@ -510,6 +510,9 @@ def _binary(kind: str) -> Rule:
             op = ConstAffine(1 / c, None)
         if len(out) > len(var.mshape) or math.prod(out) != math.prod(var.mshape):
             raise _Refuse("a constant that broadcasts the variable to a larger shape")
+        unit = bool((c == 1).all()) if kind in ("mul", "div") else var_first and bool((c == 0).all())
+        if unit and tuple(out) == tuple(var.mshape):
+            return var  # x * 1, x / 1, x + 0, x - 0 (an exporter's unit scales, e.g. around ONNX's Elu): no node
         return _V(b.add(name, op, var.idx), var.squeezed, out)
 
     return rule
