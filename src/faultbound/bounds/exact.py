@@ -133,6 +133,7 @@ from torch import Tensor
 
 from faultbound.errors import InvalidArgumentError, UnsupportedModelError
 from faultbound.faults import Fault, NeuronFault, Precision, Sent, SynapseFault
+from faultbound.measure.engine import graph_view
 from faultbound.network.activations import Activation
 from faultbound.network.core import Network
 from faultbound.network.gops import Affine, Const, GOp
@@ -188,7 +189,7 @@ class ExactResult:
 def check_piecewise_linear(net: Network | GraphNetwork) -> None:
     """Raise :class:`UnsupportedModelError` naming every node that ``method="exact"`` cannot encode
     (an operator that is not piecewise linear), in one line."""
-    g = GraphNetwork.from_network(net) if isinstance(net, Network) else net
+    g = graph_view(net)
     bad = [f"{node.name} ({node.op.describe()})" for node in g.nodes if not node.op.piecewise_linear]
     if bad:
         raise UnsupportedModelError(
@@ -811,8 +812,7 @@ def replay(
     failing units of site k send ``fault.sends`` of their clean values (and the chosen values),
     failing synapses (j, i) of weighted node k transmit what the model sends instead of
     :math:`A_{ji} y_i`, precision offsets are added at every unit of their site."""
-    if isinstance(net, Network):
-        net = GraphNetwork.from_network(net)
+    net = graph_view(net)
     x = torch.tensor(witness["input"], dtype=torch.float64).reshape(1, *net.input_shape)
     failing = {int(k): v for k, v in witness.get("failure_set", {}).items()}
     values = {int(k): v for k, v in witness.get("values", {}).items()}
@@ -900,11 +900,11 @@ def _as_graph(
     effective matrix is not that operator's (pooling or a second weighted operator in the layer)
     is refused in one line."""
     if isinstance(fault, Precision) or failures is None:
-        return (GraphNetwork.from_network(net) if isinstance(net, Network) else net), None
+        return graph_view(net), None
     counts = [int(v) for v in failures]
     if isinstance(net, GraphNetwork):
         return net, counts
-    g = GraphNetwork.from_network(net)
+    g = graph_view(net)
     if fault.site == "neuron":
         return g, (counts + [0] * net.L)[: net.L]
     counts = (counts + [0] * (net.L + 1))[: net.L + 1]
